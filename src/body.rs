@@ -1,0 +1,145 @@
+//! Body plumbing shared by the proxy and the jobs: the one body type the
+//! gateway answers with, an idle timeout for streams, and bounded buffering.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use tokio::time::{Instant, Sleep};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of every response the gateway sends and every request it forwards.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// Why reading a body stopped short.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("no body data arrived for {0:?}")]
+    Idle(Duration),
+    #[error("the body is over the {limit}-byte limit")]
+    TooLarge { limit: u64 },
+    #[error("reading the body failed")]
+    Read(#[source] BoxError),
+}
+
+impl BodyError {
+    /// Finds a `BodyError` in an error chain, e.g. inside a hyper client error
+    /// caused by the body the client was streaming.
+    pub fn find_in<'a>(mut err: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyError> {
+        loop {
+            if let Some(found) = err.downcast_ref::<BodyError>() {
+                return Some(found);
+            }
+            err = err.source()?;
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Fails with [`BodyError::Idle`] when no frame arrives within `timeout`,
+    /// like nginx's `client_body_timeout`: a slow body is fine, a stalled one is not.
+    pub struct IdleTimeout<B> {
+        #[pin]
+        inner: B,
+        #[pin]
+        sleep: Sleep,
+        timeout: Duration,
+    }
+}
+
+impl<B> IdleTimeout<B> {
+    pub fn new(inner: B, timeout: Duration) -> Self {
+        IdleTimeout {
+            inner,
+            sleep: tokio::time::sleep(timeout),
+            timeout,
+        }
+    }
+}
+
+impl<B> http_body::Body for IdleTimeout<B>
+where
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.sleep.reset(Instant::now() + *this.timeout);
+                Poll::Ready(frame.map(|r| r.map_err(|e| BodyError::Read(e.into()).into())))
+            }
+            Poll::Pending => {
+                ready!(this.sleep.poll(cx));
+                Poll::Ready(Some(Err(BodyError::Idle(*this.timeout).into())))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Reads a whole body into memory, refusing it once it passes `limit` bytes
+/// and calling `on_data` with the running total so callers can report progress.
+pub async fn collect_limited<B>(
+    body: B,
+    limit: u64,
+    mut on_data: impl FnMut(u64),
+) -> Result<Bytes, BodyError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            let e: BoxError = e.into();
+            match e.downcast::<BodyError>() {
+                Ok(known) => *known,
+                Err(other) => BodyError::Read(other),
+            }
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() as u64 + data.len() as u64 > limit {
+                return Err(BodyError::TooLarge { limit });
+            }
+            if buf.is_empty() && body.is_end_stream() {
+                // A body that arrives as one frame is kept without a copy.
+                on_data(data.len() as u64);
+                return Ok(data);
+            }
+            buf.extend_from_slice(&data);
+            on_data(buf.len() as u64);
+        }
+    }
+    Ok(buf.freeze())
+}

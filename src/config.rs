@@ -1,0 +1,417 @@
+//! The validated configuration: parsed once at start-up, so nothing after it
+//! sees an `Option` that should have been a default or a string that should
+//! have been a duration.
+
+mod error;
+mod raw;
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::{Method, Uri};
+use toml::Spanned;
+
+pub use error::ConfigError;
+pub use raw::{Mode, StoreKind};
+
+use crate::defaults;
+use crate::routes::RouteTable;
+use raw::{RawConfig, RawRoute, RawServer, RawStore, RawUpstream};
+
+#[derive(Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub upstreams: Vec<UpstreamConfig>,
+    pub routes: Vec<RouteConfig>,
+    /// Index into `upstreams` for requests no route matches.
+    pub default_upstream: Option<usize>,
+    pub route_table: RouteTable,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub jobs_path: String,
+    /// Without a trailing slash; `None` means URLs are relative.
+    pub public_base_url: Option<String>,
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub body_idle_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub kind: StoreKind,
+    pub max_bytes: u64,
+    pub result_ttl: Duration,
+    pub tombstone_ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// Prepended to every forwarded path; empty or starting with `/`, never ending with one.
+    pub path_prefix: String,
+    pub timeout: Duration,
+    pub job_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub max_concurrency: usize,
+    pub max_queue: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    /// `None` matches every method.
+    pub methods: Option<Vec<Method>>,
+    pub path: String,
+    pub upstream: usize,
+    pub mode: Mode,
+    pub max_body: u64,
+    pub max_result: u64,
+    pub retry_after_min: Duration,
+    pub retry_after_max: Duration,
+}
+
+impl Config {
+    pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&src, path)
+    }
+
+    /// Parses `src` as if read from `path` (which only names it in errors).
+    pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
+        let cx = Cx { path, src };
+        let raw: RawConfig = toml::from_str(src).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            cx.err(span, e.message().to_owned())
+        })?;
+        cx.validate(raw)
+    }
+
+    pub fn upstream_of(&self, route: &RouteConfig) -> &UpstreamConfig {
+        &self.upstreams[route.upstream]
+    }
+}
+
+/// What validation needs to point at the source.
+struct Cx<'a> {
+    path: &'a Path,
+    src: &'a str,
+}
+
+impl Cx<'_> {
+    fn err(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+        ConfigError::at(self.path, self.src, span, message)
+    }
+
+    fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let server = self.server(raw.server)?;
+        let store = self.store(raw.store)?;
+        let upstreams = raw
+            .upstreams
+            .into_iter()
+            .map(|(name, u)| self.upstream(name, u))
+            .collect::<Result<Vec<_>, _>>()?;
+        let find_upstream = |name: &Spanned<String>| {
+            upstreams
+                .iter()
+                .position(|u| &u.name == name.get_ref())
+                .ok_or_else(|| {
+                    self.err(
+                        name.span(),
+                        format!(
+                            "no upstream named `{}` is defined under [upstreams]",
+                            name.get_ref()
+                        ),
+                    )
+                })
+        };
+        let mut routes: Vec<RouteConfig> = Vec::with_capacity(raw.routes.len());
+        let mut path_spans = Vec::with_capacity(raw.routes.len());
+        for r in raw.routes {
+            if routes.iter().any(|other| &other.name == r.name.get_ref()) {
+                return Err(self.err(
+                    r.name.span(),
+                    format!("route name `{}` is used twice", r.name.get_ref()),
+                ));
+            }
+            let upstream = find_upstream(&r.upstream)?;
+            path_spans.push(r.path.span());
+            routes.push(self.route(r, upstream, &server.jobs_path)?);
+        }
+        let route_table = RouteTable::build(&routes)
+            .map_err(|c| self.err(path_spans[c.route].clone(), c.to_string()))?;
+        let default_upstream = raw
+            .default
+            .upstream
+            .as_ref()
+            .map(find_upstream)
+            .transpose()?;
+        Ok(Config {
+            path: self.path.to_owned(),
+            server,
+            store,
+            upstreams,
+            routes,
+            default_upstream,
+            route_table,
+        })
+    }
+
+    fn server(&self, raw: RawServer) -> Result<ServerConfig, ConfigError> {
+        let listen = match raw.listen {
+            None => defaults::LISTEN
+                .parse()
+                .expect("the default listen address parses"),
+            Some(s) => s.get_ref().parse().map_err(|_| {
+                self.err(
+                    s.span(),
+                    format!(
+                        "`{}` is not an IP address and port like 127.0.0.1:8080",
+                        s.get_ref()
+                    ),
+                )
+            })?,
+        };
+        let jobs_path = match raw.jobs_path {
+            None => defaults::JOBS_PATH.to_owned(),
+            Some(s) => {
+                let p = s.get_ref();
+                let ok = p.len() > 1
+                    && p.starts_with('/')
+                    && !p.ends_with('/')
+                    && p.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b));
+                if !ok {
+                    return Err(self.err(
+                        s.span(),
+                        "must be a plain path like /_jobs: starting with /, not ending with one, no patterns",
+                    ));
+                }
+                p.clone()
+            }
+        };
+        let public_base_url = raw.public_base_url.map(|s| self.base_url(&s)).transpose()?;
+        let max_header_bytes =
+            self.size(raw.max_header_bytes.as_ref(), defaults::MAX_HEADER_BYTES)?;
+        if let Some(s) = &raw.max_header_bytes {
+            // hyper refuses read buffers below 8 KiB.
+            if max_header_bytes < 8192 {
+                return Err(self.err(s.span(), "must be at least 8KiB"));
+            }
+        }
+        Ok(ServerConfig {
+            listen,
+            jobs_path,
+            public_base_url,
+            max_connections: self.positive(raw.max_connections, defaults::MAX_CONNECTIONS)?,
+            header_read_timeout: self.duration(
+                raw.header_read_timeout.as_ref(),
+                defaults::HEADER_READ_TIMEOUT,
+            )?,
+            body_idle_timeout: self
+                .duration(raw.body_idle_timeout.as_ref(), defaults::BODY_IDLE_TIMEOUT)?,
+            max_header_bytes: usize::try_from(max_header_bytes).unwrap_or(usize::MAX),
+            max_headers: self.positive(raw.max_headers, defaults::MAX_HEADERS)?,
+            drain_timeout: self.duration(raw.drain_timeout.as_ref(), defaults::DRAIN_TIMEOUT)?,
+        })
+    }
+
+    fn base_url(&self, s: &Spanned<String>) -> Result<String, ConfigError> {
+        let bad = || {
+            self.err(
+                s.span(),
+                "must be an absolute http(s) URL like https://api.example.com, with no query",
+            )
+        };
+        let uri: Uri = s.get_ref().parse().map_err(|_| bad())?;
+        let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+        if !scheme_ok || uri.authority().is_none() || uri.query().is_some() {
+            return Err(bad());
+        }
+        Ok(s.get_ref().trim_end_matches('/').to_owned())
+    }
+
+    fn store(&self, raw: RawStore) -> Result<StoreConfig, ConfigError> {
+        Ok(StoreConfig {
+            kind: raw.kind.unwrap_or_default(),
+            max_bytes: self.size(raw.max_bytes.as_ref(), defaults::STORE_MAX_BYTES)?,
+            result_ttl: self.duration(raw.result_ttl.as_ref(), defaults::RESULT_TTL)?,
+            tombstone_ttl: self.duration(raw.tombstone_ttl.as_ref(), defaults::TOMBSTONE_TTL)?,
+        })
+    }
+
+    fn upstream(&self, name: String, raw: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
+        let url = &raw.url;
+        let bad = |why: &str| self.err(url.span(), format!("`{}` {why}", url.get_ref()));
+        let uri: Uri = url.get_ref().parse().map_err(|_| bad("is not a URL"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(bad(
+                    "uses https: TLS to upstreams is not supported yet; terminate it in a sidecar",
+                ))
+            }
+            _ => return Err(bad("must start with http://")),
+        }
+        let authority = uri.authority().cloned().ok_or_else(|| bad("has no host"))?;
+        if uri.query().is_some() {
+            return Err(bad("must not have a query"));
+        }
+        let path_prefix = uri.path().trim_end_matches('/').to_owned();
+        Ok(UpstreamConfig {
+            name,
+            scheme: Scheme::HTTP,
+            authority,
+            path_prefix,
+            timeout: self.duration(raw.timeout.as_ref(), defaults::UPSTREAM_TIMEOUT)?,
+            job_timeout: self.duration(raw.job_timeout.as_ref(), defaults::JOB_TIMEOUT)?,
+            connect_timeout: self
+                .duration(raw.connect_timeout.as_ref(), defaults::CONNECT_TIMEOUT)?,
+            pool_idle_timeout: self
+                .duration(raw.pool_idle_timeout.as_ref(), defaults::POOL_IDLE_TIMEOUT)?,
+            max_concurrency: self.positive(raw.max_concurrency, defaults::MAX_CONCURRENCY)?,
+            max_queue: raw.max_queue.unwrap_or(defaults::MAX_QUEUE),
+        })
+    }
+
+    fn route(
+        &self,
+        raw: RawRoute,
+        upstream: usize,
+        jobs_path: &str,
+    ) -> Result<RouteConfig, ConfigError> {
+        let name = raw.name.get_ref();
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(self.err(raw.name.span(), "must be letters, digits, `-`, `_` or `.`"));
+        }
+        let path = raw.path.get_ref();
+        if !path.starts_with('/') {
+            return Err(self.err(raw.path.span(), "must start with /"));
+        }
+        if path == jobs_path || path.starts_with(&format!("{jobs_path}/")) {
+            return Err(self.err(
+                raw.path.span(),
+                format!("is under the jobs path {jobs_path}, which the gateway serves itself"),
+            ));
+        }
+        let methods = raw
+            .methods
+            .map(|ms| {
+                ms.iter()
+                    .map(|m| {
+                        let s = m.get_ref();
+                        let ok = !s.is_empty() && s.bytes().all(|b| b.is_ascii_uppercase());
+                        ok.then(|| Method::from_bytes(s.as_bytes()).ok())
+                            .flatten()
+                            .ok_or_else(|| {
+                                self.err(
+                                    m.span(),
+                                    format!("`{s}` is not an HTTP method in upper case"),
+                                )
+                            })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        let retry_after_min =
+            self.duration(raw.retry_after_min.as_ref(), defaults::RETRY_AFTER_MIN)?;
+        let retry_after_max =
+            self.duration(raw.retry_after_max.as_ref(), defaults::RETRY_AFTER_MAX)?;
+        if let Some(s) = &raw.retry_after_min {
+            if retry_after_min < Duration::from_secs(1) {
+                return Err(self.err(
+                    s.span(),
+                    "must be at least 1s: Retry-After counts whole seconds",
+                ));
+            }
+        }
+        if let Some(s) = raw
+            .retry_after_max
+            .as_ref()
+            .or(raw.retry_after_min.as_ref())
+        {
+            if retry_after_max < retry_after_min {
+                return Err(self.err(
+                    s.span(),
+                    "retry_after_max must not be below retry_after_min",
+                ));
+            }
+        }
+        Ok(RouteConfig {
+            name: name.clone(),
+            methods,
+            path: path.clone(),
+            upstream,
+            mode: raw.mode,
+            max_body: self.size(raw.max_body.as_ref(), defaults::MAX_BODY)?,
+            max_result: self.size(raw.max_result.as_ref(), defaults::MAX_RESULT)?,
+            retry_after_min,
+            retry_after_max,
+        })
+    }
+
+    fn duration(
+        &self,
+        value: Option<&Spanned<String>>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let Some(s) = value else { return Ok(default) };
+        let d = humantime::parse_duration(s.get_ref()).map_err(|e| {
+            self.err(
+                s.span(),
+                format!("`{}` is not a duration like 30s or 15m: {e}", s.get_ref()),
+            )
+        })?;
+        if d.is_zero() {
+            return Err(self.err(s.span(), "must be longer than zero"));
+        }
+        Ok(d)
+    }
+
+    fn size(&self, value: Option<&Spanned<String>>, default: u64) -> Result<u64, ConfigError> {
+        let Some(s) = value else { return Ok(default) };
+        let size: bytesize::ByteSize = s.get_ref().parse().map_err(|e| {
+            self.err(
+                s.span(),
+                format!("`{}` is not a size like 512KiB or 10MiB: {e}", s.get_ref()),
+            )
+        })?;
+        if size.as_u64() == 0 {
+            return Err(self.err(s.span(), "must be larger than zero"));
+        }
+        Ok(size.as_u64())
+    }
+
+    fn positive(
+        &self,
+        value: Option<Spanned<usize>>,
+        default: usize,
+    ) -> Result<usize, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(v) if *v.get_ref() == 0 => Err(self.err(v.span(), "must be at least 1")),
+            Some(v) => Ok(v.into_inner()),
+        }
+    }
+}

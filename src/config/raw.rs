@@ -1,0 +1,101 @@
+//! The config file as written: serde structs that only mirror TOML.
+//!
+//! Values that need checking beyond their TOML type keep their span, so a
+//! validation error can name the line they came from.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+type Text = Spanned<String>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub store: RawStore,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, RawUpstream>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub default: RawDefault,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<Text>,
+    pub jobs_path: Option<Text>,
+    pub public_base_url: Option<Text>,
+    pub max_connections: Option<Spanned<usize>>,
+    pub header_read_timeout: Option<Text>,
+    pub body_idle_timeout: Option<Text>,
+    pub max_header_bytes: Option<Text>,
+    pub max_headers: Option<Spanned<usize>>,
+    pub drain_timeout: Option<Text>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub kind: Option<StoreKind>,
+    pub max_bytes: Option<Text>,
+    pub result_ttl: Option<Text>,
+    pub tombstone_ttl: Option<Text>,
+}
+
+/// Which store holds jobs; the embedded one is the only kind so far.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    #[default]
+    Memory,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub url: Text,
+    pub timeout: Option<Text>,
+    pub job_timeout: Option<Text>,
+    pub connect_timeout: Option<Text>,
+    pub pool_idle_timeout: Option<Text>,
+    pub max_concurrency: Option<Spanned<usize>>,
+    pub max_queue: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: Text,
+    pub methods: Option<Vec<Text>>,
+    pub path: Text,
+    pub upstream: Text,
+    #[serde(default)]
+    pub mode: Mode,
+    pub max_body: Option<Text>,
+    pub max_result: Option<Text>,
+    pub retry_after_min: Option<Text>,
+    pub retry_after_max: Option<Text>,
+}
+
+/// What the gateway does with a request that matches a route.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Always `202 Accepted` and a job.
+    #[default]
+    Async,
+    /// A plain reverse proxy.
+    Passthrough,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDefault {
+    pub upstream: Option<Text>,
+}

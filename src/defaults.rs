@@ -1,0 +1,93 @@
+//! Every default in one place, each with the reason it has the value it has.
+
+use std::time::Duration;
+
+/// Loopback: exposing the gateway beyond the host is a decision the operator makes.
+pub const LISTEN: &str = "127.0.0.1:8080";
+
+/// Underscore-prefixed so it is unlikely to collide with a legacy API's own paths.
+pub const JOBS_PATH: &str = "/_jobs";
+
+/// nginx's `client_header_timeout`: a client that cannot send its headers in
+/// a minute is gone or hostile (slowloris).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// nginx's `client_body_timeout`: the longest silence allowed between two
+/// reads of a request body.
+pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Envoy allows 60 KiB of headers and nginx 4 × 8 KiB; 64 KiB fits both and
+/// every real browser, and stays far below hyper's own ~400 KiB.
+pub const MAX_HEADER_BYTES: u64 = 64 * 1024;
+
+/// hyper's own default; more than any legitimate client sends.
+pub const MAX_HEADERS: usize = 100;
+
+/// Keeps file descriptors well below a typical `ulimit -n` of 65536 while
+/// serving far more clients than one instance should.
+pub const MAX_CONNECTIONS: usize = 10_000;
+
+/// Kubernetes' default `terminationGracePeriodSeconds`.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A budget that a small container holds comfortably.
+pub const STORE_MAX_BYTES: u64 = 512 * 1024 * 1024;
+
+/// Long enough for a client that polls lazily to fetch its result.
+pub const RESULT_TTL: Duration = Duration::from_secs(60 * 60);
+
+/// A day of `410 Gone` lets a client that returns tomorrow learn its job
+/// expired rather than never existed.
+pub const TOMBSTONE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// nginx's `proxy_read_timeout`: time to the response head, and the longest
+/// silence while a passthrough response streams.
+pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Async routes exist for slow work: a whole job may take this long.
+pub const JOB_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// Envoy's default: a backend that takes longer to accept is down.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// hyper's default pool idle timeout, below most servers' keep-alive
+/// (nginx 75 s) so the gateway closes first and never races a server close.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Slow legacy backends usually run a small worker pool.
+pub const MAX_CONCURRENCY: usize = 8;
+
+/// Bounded so a flood becomes `503` early instead of a queue no one lives to see.
+pub const MAX_QUEUE: usize = 1_000;
+
+/// Large enough for batch imports; nginx's 1 MiB is too small for them.
+pub const MAX_BODY: u64 = 10 * 1024 * 1024;
+
+/// A result is held in memory: one job must not be able to take the budget.
+pub const MAX_RESULT: u64 = 64 * 1024 * 1024;
+
+/// RFC 9110 `Retry-After` is in whole seconds and 1 is its smallest useful value.
+pub const RETRY_AFTER_MIN: Duration = Duration::from_secs(1);
+
+/// Polling less often than once a minute makes finished results wait too long.
+pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
+
+/// What one job's bookkeeping costs besides its bodies (record, map slots,
+/// tombstone), charged to the store budget so a million tiny jobs count too.
+pub const JOB_RECORD_BYTES: u64 = 512;
+
+/// How long the accept loop pauses when the process is out of file
+/// descriptors: long enough for connections to close, short enough to resume
+/// quickly.
+pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How often expired results are swept so their bytes return to the budget
+/// even when the store is otherwise idle.
+pub const STORE_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// After the drain deadline, how long leftover jobs get to record that they failed.
+pub const ABORT_GRACE: Duration = Duration::from_secs(5);
+
+/// What a tombstone costs (key, deadline, cache slot), charged to the budget
+/// because tombstones outlive their results by `tombstone_ttl`.
+pub const TOMBSTONE_BYTES: u64 = 128;

@@ -1,0 +1,219 @@
+//! The request-path error, and the one place where errors become responses.
+
+use http::header::{HeaderValue, ALLOW, RETRY_AFTER};
+use http::{Response, StatusCode};
+
+use crate::body::{Body, BodyError};
+use crate::jobs::model::{Failure, JobStatus};
+use crate::jobs::store::StoreError;
+use crate::problem::Problem;
+use crate::upstream::UpstreamError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("no route matches and no default upstream is set")]
+    NoRoute,
+    #[error("method not allowed on a job resource")]
+    MethodNotAllowed { allow: &'static str },
+    #[error("no such job")]
+    JobNotFound,
+    #[error("the job expired or was deleted")]
+    JobGone,
+    #[error("the job is {}", status.as_str())]
+    JobNotFinished {
+        status: JobStatus,
+        monitor: String,
+        retry_after: u64,
+    },
+    #[error("the job was canceled")]
+    JobCanceled { monitor: String },
+    #[error("the job failed without a backend response")]
+    JobFailed(Failure),
+    #[error("the request body is over the route's {limit}-byte limit")]
+    BodyTooLarge { limit: u64 },
+    #[error("reading the request body failed")]
+    Body(#[source] BodyError),
+    #[error("the queue of upstream `{upstream}` is full")]
+    QueueFull { upstream: String, retry_after: u64 },
+    #[error("the result store is full")]
+    StoreFull { retry_after: u64 },
+    #[error("the job store failed")]
+    Store(#[source] StoreError),
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+    #[error("upstream `{upstream}`")]
+    Upstream {
+        upstream: String,
+        #[source]
+        source: UpstreamError,
+    },
+}
+
+impl GatewayError {
+    /// Whether the log should hear about it: the gateway or a backend
+    /// misbehaved, as opposed to a client asking for something wrong.
+    pub fn is_server_side(&self) -> bool {
+        self.problem().status.is_server_error()
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        self.problem().into_response()
+    }
+
+    /// Every variant chooses its status here, and only here.
+    pub fn problem(&self) -> Problem {
+        use GatewayError as E;
+        match self {
+            E::NoRoute => Problem::new(
+                StatusCode::NOT_FOUND,
+                "no-route",
+                "Not Found",
+                "No route matches this request.",
+            ),
+            E::MethodNotAllowed { allow } => Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method Not Allowed",
+                format!("This job resource allows {allow}."),
+            )
+            .with_header(ALLOW, HeaderValue::from_static(allow)),
+            E::JobNotFound => Problem::new(
+                StatusCode::NOT_FOUND,
+                "job-not-found",
+                "Job Not Found",
+                "No job has this id.",
+            ),
+            E::JobGone => Problem::new(
+                StatusCode::GONE,
+                "job-gone",
+                "Job Gone",
+                "This job's result expired or was deleted.",
+            ),
+            E::JobNotFinished {
+                status,
+                monitor,
+                retry_after,
+            } => {
+                let mut p = Problem::new(
+                    StatusCode::CONFLICT,
+                    "job-not-finished",
+                    "Job Not Finished",
+                    format!(
+                        "The job is {}; poll its status and fetch the result once it has finished.",
+                        status.as_str()
+                    ),
+                )
+                .with_header(RETRY_AFTER, HeaderValue::from(*retry_after));
+                p.job_status = Some(status.as_str());
+                p.monitor = Some(monitor.clone());
+                p
+            }
+            E::JobCanceled { monitor } => {
+                let mut p = Problem::new(
+                    StatusCode::CONFLICT,
+                    "job-canceled",
+                    "Job Canceled",
+                    "The job was canceled; it has no result.",
+                );
+                p.job_status = Some(JobStatus::Canceled.as_str());
+                p.monitor = Some(monitor.clone());
+                p
+            }
+            E::JobFailed(failure) => failure_problem(*failure),
+            E::BodyTooLarge { limit } => Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "Request Body Too Large",
+                format!("This route accepts request bodies of at most {limit} bytes."),
+            ),
+            E::Body(BodyError::TooLarge { limit }) => E::BodyTooLarge { limit: *limit }.problem(),
+            E::Body(BodyError::Idle(after)) => Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body-timeout",
+                "Request Body Timeout",
+                format!("No request body data arrived for {}s.", after.as_secs()),
+            ),
+            E::Body(BodyError::Read(_)) => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "body-unreadable",
+                "Request Body Unreadable",
+                "The request body could not be read to its end.",
+            ),
+            E::QueueFull {
+                upstream,
+                retry_after,
+            } => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "queue-full",
+                "Queue Full",
+                format!(
+                    "Upstream `{upstream}` has as many jobs waiting as it may; try again later."
+                ),
+            )
+            .with_header(RETRY_AFTER, HeaderValue::from(*retry_after)),
+            E::StoreFull { retry_after } => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store-full",
+                "Result Store Full",
+                "The gateway holds as many results as its memory budget allows; try again later.",
+            )
+            .with_header(RETRY_AFTER, HeaderValue::from(*retry_after)),
+            E::Store(StoreError::Full) => E::StoreFull { retry_after: 1 }.problem(),
+            E::ShuttingDown => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting-down",
+                "Shutting Down",
+                "This gateway is draining and accepts no new jobs.",
+            )
+            .with_header(RETRY_AFTER, HeaderValue::from_static("1")),
+            E::Upstream { source, .. } => match source {
+                UpstreamError::Connect(_) => failure_problem(Failure::Unreachable),
+                UpstreamError::Timeout(_) => failure_problem(Failure::Timeout),
+                UpstreamError::ClientBodyStalled(_) => Problem::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body-timeout",
+                    "Request Body Timeout",
+                    "The request body stalled while it was being forwarded.",
+                ),
+                UpstreamError::Failed(_) => failure_problem(Failure::Reset),
+            },
+        }
+    }
+}
+
+/// The answer a synchronous proxy would have given for this failure; also the
+/// `error` member of a failed job's document.
+pub fn failure_problem(failure: Failure) -> Problem {
+    match failure {
+        Failure::Unreachable => Problem::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream-unreachable",
+            "Upstream Unreachable",
+            "The backend could not be connected to.",
+        ),
+        Failure::Timeout => Problem::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream-timeout",
+            "Upstream Timeout",
+            "The backend did not answer in time.",
+        ),
+        Failure::Reset => Problem::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream-reset",
+            "Upstream Connection Broken",
+            "The backend's connection broke before its whole response arrived.",
+        ),
+        Failure::ResultTooLarge => Problem::new(
+            StatusCode::BAD_GATEWAY,
+            "result-too-large",
+            "Result Too Large",
+            "The backend's response was larger than this route's result limit.",
+        ),
+        Failure::Interrupted => Problem::new(
+            StatusCode::BAD_GATEWAY,
+            "interrupted",
+            "Job Interrupted",
+            "The gateway shut down before the backend answered.",
+        ),
+    }
+}

@@ -1,0 +1,206 @@
+//! The service hyper runs: what to do with each request.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::{HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, Request, Response};
+use hyper::body::Incoming;
+
+use crate::body::{collect_limited, Body, IdleTimeout};
+use crate::config::{Config, Mode, ServerConfig};
+use crate::error::GatewayError;
+use crate::jobs::store::JobStore;
+use crate::jobs::{api, BackendRequest, Jobs};
+use crate::proxy::{self, headers};
+use crate::routes::{Route, RouteTable};
+use crate::upstream::Upstream;
+
+/// Everything a request needs, built once at start-up.
+pub(crate) struct Shared {
+    server: ServerConfig,
+    table: RouteTable,
+    routes: Vec<Arc<Route>>,
+    default_upstream: Option<Arc<Upstream>>,
+    pub(crate) jobs: Arc<Jobs>,
+}
+
+impl Shared {
+    pub(crate) fn new(config: Config, store: Arc<dyn JobStore>) -> Shared {
+        let upstreams: Vec<Arc<Upstream>> = config
+            .upstreams
+            .into_iter()
+            .map(|u| Arc::new(Upstream::new(u)))
+            .collect();
+        let routes: Vec<Arc<Route>> = config
+            .routes
+            .into_iter()
+            .map(|r| {
+                Arc::new(Route {
+                    name: r.name.as_str().into(),
+                    upstream: Arc::clone(&upstreams[r.upstream]),
+                    config: r,
+                    stats: Default::default(),
+                })
+            })
+            .collect();
+        let url_prefix = format!(
+            "{}{}",
+            config.server.public_base_url.as_deref().unwrap_or(""),
+            config.server.jobs_path
+        );
+        let jobs = Arc::new(Jobs::new(store, &routes, url_prefix));
+        Shared {
+            table: config.route_table,
+            default_upstream: config.default_upstream.map(|i| Arc::clone(&upstreams[i])),
+            server: config.server,
+            routes,
+            jobs,
+        }
+    }
+
+    async fn handle(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+        let started = tokio::time::Instant::now();
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let response = match self.dispatch(req, remote).await {
+            Ok(response) => response,
+            Err(e) => {
+                if e.is_server_side() {
+                    tracing::warn!(error = %ErrorChain(&e), "request failed");
+                } else {
+                    tracing::debug!(error = %ErrorChain(&e), "request refused");
+                }
+                e.into_response()
+            }
+        };
+        tracing::info!(
+            %remote,
+            %method,
+            path,
+            status = response.status().as_u16(),
+            micros = started.elapsed().as_micros() as u64,
+            "request"
+        );
+        response
+    }
+
+    async fn dispatch(
+        &self,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Result<Response<Body>, GatewayError> {
+        let path = req.uri().path();
+        if let Some(rest) = path.strip_prefix(self.server.jobs_path.as_str()) {
+            if rest.is_empty() || rest.starts_with('/') {
+                return api::serve(&self.jobs, req.method(), rest).await;
+            }
+        }
+        match self.table.find(req.method(), path) {
+            Some(i) => {
+                let route = &self.routes[i];
+                match route.config.mode {
+                    Mode::Async => self.submit(route, req, remote).await,
+                    Mode::Passthrough => {
+                        proxy::forward(&route.upstream, req, remote, self.server.body_idle_timeout)
+                            .await
+                    }
+                }
+            }
+            None => match &self.default_upstream {
+                Some(upstream) => {
+                    proxy::forward(upstream, req, remote, self.server.body_idle_timeout).await
+                }
+                None => Err(GatewayError::NoRoute),
+            },
+        }
+    }
+
+    /// Reads the whole request (the job outlives the client's connection),
+    /// then hands it to the jobs as the backend will receive it.
+    async fn submit(
+        &self,
+        route: &Arc<Route>,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Result<Response<Body>, GatewayError> {
+        let limit = route.config.max_body;
+        if content_length(req.headers()).is_some_and(|n| n > limit) {
+            return Err(GatewayError::BodyTooLarge { limit });
+        }
+        let (mut parts, body) = req.into_parts();
+        let framed = parts.headers.contains_key(CONTENT_LENGTH)
+            || parts.headers.contains_key(TRANSFER_ENCODING);
+        let body = collect_limited(
+            IdleTimeout::new(body, self.server.body_idle_timeout),
+            limit,
+            |_| {},
+        )
+        .await
+        .map_err(GatewayError::Body)?;
+        let authority = parts.uri.authority().map(|a| a.as_str());
+        headers::forward_request(&mut parts.headers, remote.ip(), parts.version, authority);
+        // The body is sent whole, so it is framed afresh by its real length.
+        parts.headers.remove(CONTENT_LENGTH);
+        if framed || !body.is_empty() {
+            parts
+                .headers
+                .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        }
+        let request = BackendRequest {
+            uri: route.upstream.uri_for(parts.uri.path_and_query()),
+            method: parts.method,
+            headers: parts.headers,
+            body,
+        };
+        let job = self.jobs.submit(route, request).await?;
+        Ok(api::accepted(&self.jobs, &job))
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// Prints an error with all its causes, for the log.
+struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(e) = source {
+            write!(f, ": {e}")?;
+            source = e.source();
+        }
+        Ok(())
+    }
+}
+
+/// One connection's view of the gateway, as a tower service so layers can
+/// wrap it; it never fails, because every error has become a response.
+#[derive(Clone)]
+pub(crate) struct GatewayService {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) remote: SocketAddr,
+}
+
+impl tower::Service<Request<Incoming>> for GatewayService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let shared = Arc::clone(&self.shared);
+        let remote = self.remote;
+        Box::pin(async move { Ok(shared.handle(req, remote).await) })
+    }
+}

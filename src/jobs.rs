@@ -1,0 +1,209 @@
+//! Asynchronous jobs: accepting them, running them in the background
+//! against their upstream, and answering for them.
+
+pub mod api;
+pub mod model;
+pub mod retry_after;
+mod runner;
+pub mod store;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Uri};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::error::GatewayError;
+use crate::routes::Route;
+use model::{Job, JobId};
+use store::{JobStore, StoreError};
+
+/// A request as it will be sent to the backend, body read in full.
+pub struct BackendRequest {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+pub struct Jobs {
+    store: Arc<dyn JobStore>,
+    routes: HashMap<Arc<str>, Arc<Route>>,
+    /// Jobs this process is running or holding in a queue.
+    live: Mutex<HashMap<JobId, Live>>,
+    tracker: TaskTracker,
+    /// Fired when the drain deadline passes: every job left fails.
+    abort: CancellationToken,
+    /// `public_base_url` + `jobs_path`: every job URL starts with it.
+    url_prefix: String,
+}
+
+struct Live {
+    cancel: CancellationToken,
+    progress: Arc<Progress>,
+}
+
+/// How much of a running job's response has arrived.
+#[derive(Debug)]
+pub struct Progress {
+    received: AtomicU64,
+    /// `u64::MAX` while the length is unknown.
+    total: AtomicU64,
+}
+
+/// How a drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Jobs still unfinished at the deadline, now failed.
+    pub jobs_failed: usize,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress {
+            received: AtomicU64::new(0),
+            total: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// Percent of a response of known length received so far.
+    pub fn percent(&self) -> Option<u8> {
+        let total = self.total.load(Ordering::Relaxed);
+        if total == u64::MAX || total == 0 {
+            return None;
+        }
+        let received = self.received.load(Ordering::Relaxed).min(total);
+        Some((received.saturating_mul(100) / total) as u8)
+    }
+}
+
+impl Jobs {
+    pub fn new(store: Arc<dyn JobStore>, routes: &[Arc<Route>], url_prefix: String) -> Jobs {
+        Jobs {
+            store,
+            routes: routes
+                .iter()
+                .map(|r| (Arc::clone(&r.name), Arc::clone(r)))
+                .collect(),
+            live: Mutex::default(),
+            tracker: TaskTracker::new(),
+            abort: CancellationToken::new(),
+            url_prefix,
+        }
+    }
+
+    /// Accepts a job: a place at its upstream, a record in the store, and a
+    /// task that will run it. Refused when the queue or the budget is full.
+    pub async fn submit(
+        self: &Arc<Self>,
+        route: &Arc<Route>,
+        request: BackendRequest,
+    ) -> Result<Job, GatewayError> {
+        if self.tracker.is_closed() {
+            return Err(GatewayError::ShuttingDown);
+        }
+        let retry_after = route.retry_after(Duration::ZERO);
+        let admission = route
+            .upstream
+            .admit()
+            .ok_or_else(|| GatewayError::QueueFull {
+                upstream: route.upstream.config.name.clone(),
+                retry_after,
+            })?;
+        let job = Job::queued(Arc::clone(&route.name), request.method.clone());
+        self.store
+            .create(job.clone(), request.body.len() as u64)
+            .await
+            .map_err(|e| match e {
+                StoreError::Full => GatewayError::StoreFull { retry_after },
+            })?;
+        let cancel = CancellationToken::new();
+        let progress = Arc::new(Progress::new());
+        self.live_map().insert(
+            job.id,
+            Live {
+                cancel: cancel.clone(),
+                progress: Arc::clone(&progress),
+            },
+        );
+        tracing::info!(job = %job.id, route = %route.name, status = "queued", "job");
+        let work = runner::Work {
+            id: job.id,
+            route: Arc::clone(route),
+            request,
+            admission,
+            cancel,
+            progress,
+        };
+        self.tracker.spawn(runner::run(Arc::clone(self), work));
+        Ok(job)
+    }
+
+    /// Stops accepting jobs, waits for the ones in hand until `deadline`,
+    /// then fails whatever is left so nothing stays `running`.
+    pub async fn drain(&self, deadline: Instant) -> DrainReport {
+        self.tracker.close();
+        if tokio::time::timeout_at(deadline, self.tracker.wait())
+            .await
+            .is_ok()
+        {
+            return DrainReport { jobs_failed: 0 };
+        }
+        let jobs_failed = self.tracker.len();
+        self.abort.cancel();
+        let grace = crate::defaults::ABORT_GRACE;
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                jobs = self.tracker.len(),
+                "jobs did not record their failure in time"
+            );
+        }
+        DrainReport { jobs_failed }
+    }
+
+    pub fn url(&self, id: JobId) -> String {
+        format!("{}/{id}", self.url_prefix)
+    }
+
+    fn route(&self, name: &str) -> Option<&Arc<Route>> {
+        self.routes.get(name)
+    }
+
+    /// `Retry-After` for an unfinished job.
+    fn retry_after(&self, job: &Job) -> u64 {
+        let elapsed = job
+            .started_at
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .unwrap_or_default();
+        self.route(&job.route).map_or(1, |r| r.retry_after(elapsed))
+    }
+
+    fn live_map(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Live>> {
+        // Every critical section is one map operation: a poisoned map is intact.
+        self.live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn progress_of(&self, id: JobId) -> Option<Arc<Progress>> {
+        self.live_map().get(&id).map(|l| Arc::clone(&l.progress))
+    }
+
+    fn cancel_live(&self, id: JobId) {
+        if let Some(live) = self.live_map().get(&id) {
+            live.cancel.cancel();
+        }
+    }
+
+    fn forget(&self, id: JobId) {
+        self.live_map().remove(&id);
+    }
+}

@@ -1,0 +1,231 @@
+//! The job resources: `GET`/`DELETE {jobs_path}/{id}` and `GET …/result`.
+
+use std::time::SystemTime;
+
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use http::{HeaderName, Method, Response, StatusCode};
+use serde::Serialize;
+
+use super::model::{Job, JobId, JobStatus};
+use super::store::{Cancel, Lookup};
+use super::Jobs;
+use crate::body::{self, Body};
+use crate::error::{failure_problem, GatewayError};
+use crate::jobs::retry_after::estimated_percent;
+
+const OPERATION_LOCATION: HeaderName = HeaderName::from_static("operation-location");
+const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+
+/// Serves a request whose path is `{jobs_path}{rest}`.
+pub async fn serve(
+    jobs: &Jobs,
+    method: &Method,
+    rest: &str,
+) -> Result<Response<Body>, GatewayError> {
+    let rest = rest.strip_prefix('/').ok_or(GatewayError::JobNotFound)?;
+    let (id, want_result) = match rest.strip_suffix("/result") {
+        Some(id) => (id, true),
+        None => (rest, false),
+    };
+    let id = JobId::parse(id).ok_or(GatewayError::JobNotFound)?;
+    match (want_result, method) {
+        (false, &Method::GET | &Method::HEAD) => status(jobs, id).await,
+        (false, &Method::DELETE) => cancel(jobs, id).await,
+        (false, _) => Err(GatewayError::MethodNotAllowed {
+            allow: "GET, HEAD, DELETE",
+        }),
+        (true, &Method::GET | &Method::HEAD) => result(jobs, id).await,
+        (true, _) => Err(GatewayError::MethodNotAllowed { allow: "GET, HEAD" }),
+    }
+}
+
+/// The `202 Accepted` for a job just submitted.
+pub fn accepted(jobs: &Jobs, job: &Job) -> Response<Body> {
+    let url = jobs.url(job.id);
+    let mut response = document_response(jobs, job);
+    *response.status_mut() = StatusCode::ACCEPTED;
+    let headers = response.headers_mut();
+    let url = HeaderValue::try_from(url).expect("job URLs are valid header values");
+    headers.insert(LOCATION, url.clone());
+    headers.insert(OPERATION_LOCATION, url);
+    response
+}
+
+async fn status(jobs: &Jobs, id: JobId) -> Result<Response<Body>, GatewayError> {
+    match jobs.store.get(id).await.map_err(GatewayError::Store)? {
+        Lookup::Found(job) => Ok(document_response(jobs, &job)),
+        Lookup::Gone => Err(GatewayError::JobGone),
+        Lookup::Missing => Err(GatewayError::JobNotFound),
+    }
+}
+
+async fn result(jobs: &Jobs, id: JobId) -> Result<Response<Body>, GatewayError> {
+    let (job, stored) = match jobs.store.result(id).await.map_err(GatewayError::Store)? {
+        Lookup::Found(found) => found,
+        Lookup::Gone => return Err(GatewayError::JobGone),
+        Lookup::Missing => return Err(GatewayError::JobNotFound),
+    };
+    if let Some(stored) = stored {
+        let mut response = Response::new(body::full(stored.body));
+        *response.status_mut() = stored.status;
+        *response.headers_mut() = stored.headers;
+        return Ok(response);
+    }
+    match (job.status, job.failure) {
+        (JobStatus::Canceled, _) => Err(GatewayError::JobCanceled {
+            monitor: jobs.url(id),
+        }),
+        (JobStatus::Failed, Some(failure)) => Err(GatewayError::JobFailed(failure)),
+        (status, _) => Err(GatewayError::JobNotFinished {
+            status,
+            monitor: jobs.url(id),
+            retry_after: jobs.retry_after(&job),
+        }),
+    }
+}
+
+async fn cancel(jobs: &Jobs, id: JobId) -> Result<Response<Body>, GatewayError> {
+    match jobs.store.cancel(id).await.map_err(GatewayError::Store)? {
+        Lookup::Found(Cancel::Canceled(job)) => {
+            jobs.cancel_live(id);
+            tracing::info!(job = %id, route = %job.route, status = "canceled", "job");
+            Ok(document_response(jobs, &job))
+        }
+        Lookup::Found(Cancel::AlreadyCanceled(job)) => Ok(document_response(jobs, &job)),
+        // Deleting what is already gone changes nothing and succeeds, so a
+        // client may safely repeat a DELETE whose answer it lost.
+        Lookup::Found(Cancel::Deleted) | Lookup::Gone => {
+            tracing::info!(job = %id, "job result deleted");
+            let mut response = Response::new(body::empty());
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            Ok(response)
+        }
+        Lookup::Missing => Err(GatewayError::JobNotFound),
+    }
+}
+
+fn document_response(jobs: &Jobs, job: &Job) -> Response<Body> {
+    let json = serde_json::to_vec(&document(jobs, job)).expect("a job document always serializes");
+    let mut response = Response::new(body::full(json));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, APPLICATION_JSON);
+    // The status changes under the client's feet: no cache may keep it.
+    headers.insert(CACHE_CONTROL, NO_STORE);
+    if !job.status.is_terminal() {
+        headers.insert(RETRY_AFTER, HeaderValue::from(jobs.retry_after(job)));
+    }
+    response
+}
+
+#[derive(Serialize)]
+struct Document<'a> {
+    id: String,
+    status: &'static str,
+    route: &'a str,
+    method: &'a str,
+    created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    started_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finished_at: Option<String>,
+    attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    progress: Option<ProgressDoc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response: Option<ResponseDoc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorDoc>,
+    #[serde(rename = "resourceLocation", skip_serializing_if = "Option::is_none")]
+    resource_location: Option<String>,
+    links: Links,
+}
+
+#[derive(Serialize)]
+struct ProgressDoc {
+    percent: u8,
+    estimated: bool,
+}
+
+#[derive(Serialize)]
+struct ResponseDoc {
+    status: u16,
+    bytes: u64,
+}
+
+#[derive(Serialize)]
+struct ErrorDoc {
+    #[serde(rename = "type")]
+    type_uri: String,
+    title: &'static str,
+    detail: String,
+}
+
+#[derive(Serialize)]
+struct Links {
+    #[serde(rename = "self")]
+    self_: String,
+    result: String,
+    cancel: String,
+}
+
+fn document<'a>(jobs: &Jobs, job: &'a Job) -> Document<'a> {
+    let url = jobs.url(job.id);
+    let result_url = format!("{url}/result");
+    let error = job.failure.map(|f| {
+        let p = failure_problem(f);
+        ErrorDoc {
+            type_uri: p.type_uri(),
+            title: p.title,
+            detail: p.detail,
+        }
+    });
+    Document {
+        id: job.id.to_string(),
+        status: job.status.as_str(),
+        route: &job.route,
+        method: job.method.as_str(),
+        created_at: timestamp(job.created_at),
+        started_at: job.started_at.map(timestamp),
+        finished_at: job.finished_at.map(timestamp),
+        attempts: job.attempts,
+        progress: progress(jobs, job),
+        response: job.response.map(|r| ResponseDoc {
+            status: r.status,
+            bytes: r.bytes,
+        }),
+        error,
+        resource_location: job.has_result().then(|| result_url.clone()),
+        links: Links {
+            self_: url.clone(),
+            result: result_url,
+            cancel: url,
+        },
+    }
+}
+
+/// Measured from the response when its length is known, else estimated from
+/// the route's history; absent when there is nothing to go on.
+fn progress(jobs: &Jobs, job: &Job) -> Option<ProgressDoc> {
+    if job.status != JobStatus::Running {
+        return None;
+    }
+    if let Some(percent) = jobs.progress_of(job.id).and_then(|p| p.percent()) {
+        return Some(ProgressDoc {
+            percent,
+            estimated: false,
+        });
+    }
+    let expected = jobs.route(&job.route)?.stats.expected()?;
+    let elapsed = SystemTime::now()
+        .duration_since(job.started_at?)
+        .unwrap_or_default();
+    Some(ProgressDoc {
+        percent: estimated_percent(expected, elapsed),
+        estimated: true,
+    })
+}
+
+fn timestamp(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}

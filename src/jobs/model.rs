@@ -1,0 +1,227 @@
+//! What a job is: its id, its lifecycle, and what it ended with.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+use uuid::Uuid;
+
+/// A random (v4) UUID; printed and parsed only in canonical lowercase form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct JobId(Uuid);
+
+impl JobId {
+    pub fn random() -> JobId {
+        JobId(Uuid::new_v4())
+    }
+
+    /// Accepts exactly what [`fmt::Display`] prints, so one job has one URL.
+    pub fn parse(s: &str) -> Option<JobId> {
+        let uuid = Uuid::try_parse(s).ok()?;
+        let mut buf = Uuid::encode_buffer();
+        let canonical = uuid.hyphenated().encode_lower(&mut buf);
+        (uuid.get_version_num() == 4 && canonical == s).then_some(JobId(uuid))
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0.hyphenated(), f)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Canceled,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Canceled => "canceled",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, JobStatus::Queued | JobStatus::Running)
+    }
+}
+
+/// Why a job failed without a backend response to replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The backend could not be connected to.
+    Unreachable,
+    /// The backend did not answer within the upstream's `job_timeout`.
+    Timeout,
+    /// The connection broke before the whole response arrived.
+    Reset,
+    /// The response was larger than the route's `max_result`.
+    ResultTooLarge,
+    /// The gateway shut down before the job finished.
+    Interrupted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseSummary {
+    pub status: u16,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: JobId,
+    pub route: Arc<str>,
+    pub method: Method,
+    pub status: JobStatus,
+    pub created_at: SystemTime,
+    pub started_at: Option<SystemTime>,
+    pub finished_at: Option<SystemTime>,
+    pub attempts: u32,
+    pub response: Option<ResponseSummary>,
+    pub failure: Option<Failure>,
+}
+
+impl Job {
+    pub fn queued(route: Arc<str>, method: Method) -> Job {
+        Job {
+            id: JobId::random(),
+            route,
+            method,
+            status: JobStatus::Queued,
+            created_at: SystemTime::now(),
+            started_at: None,
+            finished_at: None,
+            attempts: 0,
+            response: None,
+            failure: None,
+        }
+    }
+
+    pub fn start(&mut self, at: SystemTime) {
+        self.status = JobStatus::Running;
+        self.started_at = Some(at);
+        self.attempts += 1;
+    }
+
+    pub fn finish(&mut self, outcome: &Outcome) {
+        self.status = outcome.status;
+        self.finished_at = Some(outcome.finished_at);
+        self.failure = outcome.failure;
+        self.response = outcome.response.as_ref().map(|r| ResponseSummary {
+            status: r.status.as_u16(),
+            bytes: r.body.len() as u64,
+        });
+    }
+
+    /// Whether `GET …/result` has something other than a 409 to say.
+    pub fn has_result(&self) -> bool {
+        matches!(self.status, JobStatus::Succeeded | JobStatus::Failed)
+    }
+}
+
+/// A backend response kept for replay: end-to-end headers only, whole body.
+#[derive(Debug, Clone)]
+pub struct StoredResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl StoredResponse {
+    /// Bytes this response holds in memory, for the store budget.
+    pub fn size(&self) -> u64 {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len())
+            .sum();
+        (headers + self.body.len()) as u64
+    }
+}
+
+/// How a job ended, as the runner reports it to the store.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub status: JobStatus,
+    pub finished_at: SystemTime,
+    pub response: Option<StoredResponse>,
+    pub failure: Option<Failure>,
+}
+
+impl Outcome {
+    /// A backend answer: a 5xx fails the job, anything else is its result.
+    pub fn answered(response: StoredResponse) -> Outcome {
+        let status = if response.status.is_server_error() {
+            JobStatus::Failed
+        } else {
+            JobStatus::Succeeded
+        };
+        Outcome {
+            status,
+            finished_at: SystemTime::now(),
+            response: Some(response),
+            failure: None,
+        }
+    }
+
+    pub fn failed(failure: Failure) -> Outcome {
+        Outcome {
+            status: JobStatus::Failed,
+            finished_at: SystemTime::now(),
+            response: None,
+            failure: Some(failure),
+        }
+    }
+
+    pub fn canceled() -> Outcome {
+        Outcome {
+            status: JobStatus::Canceled,
+            finished_at: SystemTime::now(),
+            response: None,
+            failure: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_round_trip_in_canonical_form_only() {
+        let id = JobId::random();
+        let text = id.to_string();
+        assert_eq!(JobId::parse(&text), Some(id));
+        assert_eq!(JobId::parse(&text.to_uppercase()), None);
+        assert_eq!(JobId::parse(&text.replace('-', "")), None);
+        assert_eq!(JobId::parse("not-a-uuid"), None);
+    }
+
+    #[test]
+    fn only_v4_ids_are_accepted() {
+        assert_eq!(JobId::parse("6f1c0b5e-0000-1000-8000-000000000000"), None);
+    }
+
+    #[test]
+    fn server_errors_fail_the_job_but_keep_the_response() {
+        let r = StoredResponse {
+            status: StatusCode::BAD_GATEWAY,
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(b"x"),
+        };
+        let o = Outcome::answered(r);
+        assert_eq!(o.status, JobStatus::Failed);
+        assert!(o.response.is_some());
+    }
+}

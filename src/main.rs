@@ -1,0 +1,131 @@
+//! The `asyncgate` binary: parse the command line, load the config, serve.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use asyncgate::config::Mode;
+use asyncgate::{Config, Gateway};
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "asyncgate",
+    version,
+    about = "Turns slow synchronous HTTP routes into asynchronous jobs"
+)]
+struct Cli {
+    /// The config file.
+    #[arg(long, global = true, default_value = "config/asyncgate.toml")]
+    config: PathBuf,
+    /// How log lines are written.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the config and print the routes it defines.
+    Check,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Exit code for a config the gateway refuses to start with.
+const EXIT_BAD_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(&cli.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("asyncgate: {e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    if let Some(Command::Check) = cli.command {
+        print_routes(&config);
+        return ExitCode::SUCCESS;
+    }
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("asyncgate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> ExitCode {
+    let listen = config.server.listen;
+    let gateway = match Gateway::bind(config).await {
+        Ok(gateway) => gateway,
+        Err(e) => {
+            tracing::error!(%listen, error = %e, "cannot bind");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(addr = %gateway.local_addr(), "listening");
+    let report = gateway.run(asyncgate::shutdown::signal()).await;
+    if report.is_clean() {
+        tracing::info!("drained cleanly");
+    } else {
+        tracing::warn!(
+            connections_cut = report.connections_cut,
+            jobs_failed = report.jobs.jobs_failed,
+            "drain timeout passed; unfinished jobs were marked failed"
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn print_routes(config: &Config) {
+    println!(
+        "{}: ok, listening on {}",
+        config.path.display(),
+        config.server.listen
+    );
+    for route in &config.routes {
+        let methods = route.methods.as_ref().map_or_else(
+            || "*".to_owned(),
+            |ms| ms.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","),
+        );
+        let mode = match route.mode {
+            Mode::Async => "async",
+            Mode::Passthrough => "passthrough",
+        };
+        println!(
+            "  {:<16} {:<12} {:<32} -> {} ({mode})",
+            route.name,
+            methods,
+            route.path,
+            config.upstream_of(route).name
+        );
+    }
+    match config.default_upstream {
+        Some(i) => println!(
+            "  {:<16} {:<12} {:<32} -> {} (passthrough)",
+            "[default]", "*", "*", config.upstreams[i].name
+        ),
+        None => println!("  unmatched requests: 404"),
+    }
+}

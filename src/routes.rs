@@ -1,0 +1,115 @@
+//! The route table: which configured route, if any, a request belongs to.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use http::Method;
+
+use crate::config::RouteConfig;
+
+/// Paths are matched by matchit; each path holds the routes that share it,
+/// told apart by method.
+#[derive(Debug)]
+pub struct RouteTable {
+    paths: matchit::Router<Vec<(usize, Option<Vec<Method>>)>>,
+}
+
+/// Two routes that could both claim one request.
+#[derive(Debug)]
+pub struct Conflict {
+    /// Index of the route that was refused.
+    pub route: usize,
+    reason: String,
+}
+
+impl fmt::Display for Conflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl RouteTable {
+    pub fn build(routes: &[RouteConfig]) -> Result<RouteTable, Conflict> {
+        let mut by_path: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, route) in routes.iter().enumerate() {
+            let same_path = by_path.entry(route.path.as_str()).or_default();
+            if let Some(&other) = same_path
+                .iter()
+                .find(|&&j| methods_overlap(&routes[j], route))
+            {
+                return Err(Conflict {
+                    route: i,
+                    reason: format!(
+                        "overlaps route `{}`: same path and a method in common",
+                        routes[other].name
+                    ),
+                });
+            }
+            same_path.push(i);
+        }
+        let mut paths = matchit::Router::new();
+        for (path, indices) in by_path {
+            let entries = indices
+                .iter()
+                .map(|&i| (i, routes[i].methods.clone()))
+                .collect();
+            if let Err(e) = paths.insert(path, entries) {
+                let reason = match &e {
+                    matchit::InsertError::Conflict { with } => {
+                        let other = routes
+                            .iter()
+                            .find(|r| &r.path == with)
+                            .map_or(with.as_str(), |r| &r.name);
+                        format!(
+                            "overlaps route `{other}` (path {with}): a request could match both"
+                        )
+                    }
+                    other => format!("is not a valid path pattern: {other}"),
+                };
+                return Err(Conflict {
+                    route: indices[0],
+                    reason,
+                });
+            }
+        }
+        Ok(RouteTable { paths })
+    }
+
+    /// The index of the route serving `method` on `path`.
+    pub fn find(&self, method: &Method, path: &str) -> Option<usize> {
+        let matched = self.paths.at(path).ok()?;
+        matched
+            .value
+            .iter()
+            .find(|(_, methods)| methods.as_ref().is_none_or(|ms| ms.contains(method)))
+            .map(|(i, _)| *i)
+    }
+}
+
+fn methods_overlap(a: &RouteConfig, b: &RouteConfig) -> bool {
+    match (&a.methods, &b.methods) {
+        (Some(x), Some(y)) => x.iter().any(|m| y.contains(m)),
+        _ => true,
+    }
+}
+
+/// A route at run time: its config, its upstream, and what its jobs have
+/// taught the gateway about their duration.
+pub struct Route {
+    pub config: RouteConfig,
+    pub name: std::sync::Arc<str>,
+    pub upstream: std::sync::Arc<crate::upstream::Upstream>,
+    pub stats: crate::jobs::retry_after::DurationStats,
+}
+
+impl Route {
+    /// `Retry-After` seconds for a job of this route that has run for `elapsed`.
+    pub fn retry_after(&self, elapsed: std::time::Duration) -> u64 {
+        crate::jobs::retry_after::retry_after(
+            self.stats.expected(),
+            elapsed,
+            self.config.retry_after_min,
+            self.config.retry_after_max,
+        )
+    }
+}

@@ -1,0 +1,464 @@
+//! SPEC §1 end to end: submitting, polling, fetching, canceling.
+
+mod common;
+
+use bytes::Bytes;
+use common::{async_route, config, within, Backend, Client, TestGateway};
+use http::Method;
+
+async fn setup(upstream_extra: &str, route_extra: &str) -> (Backend, TestGateway, Client) {
+    let backend = Backend::start().await;
+    let toml = config(
+        &backend.url(),
+        upstream_extra,
+        &async_route("/{*path}", route_extra),
+    );
+    let gateway = TestGateway::start(&toml).await;
+    (backend, gateway, Client::default())
+}
+
+#[tokio::test]
+async fn submit_answers_202_with_location_and_job_document() {
+    let (backend, gw, client) = setup("", "").await;
+    let reply = client.post(&gw.url("/hold/report?q=1"), "payload").await;
+    assert_eq!(reply.status, 202);
+    let location = reply.header("location").to_owned();
+    assert_eq!(reply.header("operation-location"), location);
+    assert!(reply.header("retry-after").parse::<u64>().unwrap() >= 1);
+    assert_eq!(reply.header("content-type"), "application/json");
+    let doc = reply.json();
+    let id = doc["id"].as_str().unwrap();
+    assert_eq!(location, format!("/_jobs/{id}"));
+    assert_eq!(id.len(), 36);
+    assert_eq!(id, id.to_lowercase());
+    assert_eq!(doc["route"], "jobs");
+    assert_eq!(doc["method"], "POST");
+    assert!(doc["created_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(doc["links"]["self"], location);
+    assert_eq!(doc["links"]["result"], format!("{location}/result"));
+    assert!(doc.get("resourceLocation").is_none());
+    assert!(doc.get("finished_at").is_none());
+    assert!(doc.get("response").is_none());
+    backend.release(1);
+    client.wait_status(&gw.url(&location), "succeeded").await;
+}
+
+#[tokio::test]
+async fn backend_gets_original_request_with_forwarding_headers_and_fresh_framing() {
+    let (backend, gw, client) = setup("", "").await;
+    let reply = client
+        .send(
+            Method::PUT,
+            &gw.url("/import/a%20b?x=1&y=2"),
+            &[
+                ("content-type", "text/csv"),
+                ("x-request-id", "abc"),
+                ("connection", "x-hop"),
+                ("x-hop", "secret"),
+                ("x-forwarded-for", "203.0.113.9"),
+            ],
+            "a,b\n1,2\n",
+        )
+        .await;
+    assert_eq!(reply.status, 202);
+    client
+        .wait_status(&gw.url(reply.header("location")), "succeeded")
+        .await;
+    let got = &backend.received()[0];
+    assert_eq!(got.method, Method::PUT);
+    assert_eq!(got.uri, "/import/a%20b?x=1&y=2");
+    assert_eq!(got.body, "a,b\n1,2\n");
+    assert_eq!(got.headers["content-type"], "text/csv");
+    assert_eq!(got.headers["x-request-id"], "abc");
+    assert_eq!(got.headers["content-length"], "8");
+    assert!(got.headers.get("transfer-encoding").is_none());
+    assert!(got.headers.get("x-hop").is_none());
+    assert_eq!(got.headers["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(got.headers["x-forwarded-proto"], "http");
+    assert_eq!(got.headers["x-forwarded-host"], gw.addr.to_string());
+    assert_eq!(got.headers["via"], "1.1 asyncgate");
+    assert_eq!(got.headers["host"], backend.addr.to_string());
+}
+
+#[tokio::test]
+async fn status_moves_queued_running_succeeded_and_result_replays_byte_for_byte() {
+    let (backend, gw, client) = setup("max_concurrency = 1", "").await;
+    let first = client.post(&gw.url("/hold/1"), "one").await;
+    backend.started(1).await;
+    let second = client
+        .send(
+            Method::POST,
+            &gw.url("/hold/2?status=201"),
+            &[("content-type", "application/x-thing")],
+            "two",
+        )
+        .await;
+    let first_url = gw.url(first.header("location"));
+    let second_url = gw.url(second.header("location"));
+
+    let running = client.get(&first_url).await;
+    assert_eq!(running.json()["status"], "running");
+    assert_eq!(running.json()["attempts"], 1);
+    assert!(running.json()["started_at"].is_string());
+    assert!(running.header("retry-after").parse::<u64>().unwrap() >= 1);
+    let queued = client.get(&second_url).await;
+    assert_eq!(queued.json()["status"], "queued");
+    assert_eq!(queued.json()["attempts"], 0);
+    assert!(queued.json().get("started_at").is_none());
+
+    let early = client.get(&format!("{second_url}/result")).await;
+    early.assert_problem(409, "job-not-finished");
+    assert_eq!(early.json()["job_status"], "queued");
+    assert_eq!(early.json()["monitor"], second.header("location"));
+    assert!(early.header("retry-after").parse::<u64>().unwrap() >= 1);
+
+    backend.release(2);
+    client.wait_status(&first_url, "succeeded").await;
+    let done = client.wait_status(&second_url, "succeeded").await;
+    assert_eq!(done["response"]["status"], 201);
+    assert_eq!(done["response"]["bytes"], 3);
+    assert_eq!(
+        done["resourceLocation"],
+        format!("{}/result", second.header("location"))
+    );
+    assert!(done["finished_at"].is_string());
+    assert!(client
+        .get(&second_url)
+        .await
+        .headers
+        .get("retry-after")
+        .is_none());
+
+    for _ in 0..2 {
+        let result = client.get(&format!("{second_url}/result")).await;
+        assert_eq!(result.status, 201);
+        assert_eq!(result.body, "two");
+        assert_eq!(result.header("content-type"), "application/x-thing");
+        assert_eq!(result.header("x-custom"), "kept");
+        let cookies: Vec<_> = result.headers.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+    }
+}
+
+#[tokio::test]
+async fn backend_4xx_is_a_success_and_5xx_a_failure_both_replayed() {
+    let (_backend, gw, client) = setup("", "").await;
+    let not_found = client.post(&gw.url("/x?status=404"), "").await;
+    let broken = client.post(&gw.url("/x?status=503"), "oops").await;
+    let nf = client
+        .wait_status(&gw.url(not_found.header("location")), "succeeded")
+        .await;
+    assert_eq!(nf["response"]["status"], 404);
+    let br = client
+        .wait_status(&gw.url(broken.header("location")), "failed")
+        .await;
+    assert_eq!(br["response"]["status"], 503);
+    assert!(br.get("error").is_none());
+    let replay = client
+        .get(&gw.url(&format!("{}/result", broken.header("location"))))
+        .await;
+    assert_eq!(replay.status, 503);
+    assert_eq!(replay.body, "oops");
+}
+
+#[tokio::test]
+async fn large_results_are_kept_whole() {
+    let (_backend, gw, client) = setup("", "").await;
+    let reply = client.post(&gw.url("/big/3000000"), "").await;
+    let loc = reply.header("location").to_owned();
+    client.wait_status(&gw.url(&loc), "succeeded").await;
+    let result = client.get(&gw.url(&format!("{loc}/result"))).await;
+    assert_eq!(result.body.len(), 3_000_000);
+    assert_eq!(result.header("content-length"), "3000000");
+}
+
+#[tokio::test]
+async fn progress_is_measured_from_content_length_while_the_body_arrives() {
+    let (backend, gw, client) = setup("", "").await;
+    let reply = client.post(&gw.url("/stream/1000"), "").await;
+    let url = gw.url(reply.header("location"));
+    let doc = within(10, "half the body to arrive", async {
+        loop {
+            let doc = client.get(&url).await.json();
+            if doc["progress"]["percent"] == 50 {
+                return doc;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(doc["status"], "running");
+    assert_eq!(doc["progress"]["estimated"], false);
+    backend.release(1);
+    let done = client.wait_status(&url, "succeeded").await;
+    assert!(done.get("progress").is_none());
+}
+
+#[tokio::test]
+async fn result_over_the_route_limit_fails_the_job_with_502() {
+    let (_backend, gw, client) = setup("", "max_result = \"1KiB\"").await;
+    for path in ["/big/5000", "/stream/5000"] {
+        let reply = client.post(&gw.url(path), "").await;
+        let loc = reply.header("location").to_owned();
+        let doc = client.wait_status(&gw.url(&loc), "failed").await;
+        assert_eq!(
+            doc["error"]["type"],
+            "urn:asyncgate:problem:result-too-large"
+        );
+        assert_eq!(doc["resourceLocation"], format!("{loc}/result"));
+        client
+            .get(&gw.url(&format!("{loc}/result")))
+            .await
+            .assert_problem(502, "result-too-large");
+    }
+}
+
+#[tokio::test]
+async fn over_limit_body_is_413_and_nothing_is_queued() {
+    let (backend, gw, client) = setup("", "max_body = \"1KiB\"").await;
+    let big = vec![b'x'; 2048];
+    client
+        .post(&gw.url("/x"), big.clone())
+        .await
+        .assert_problem(413, "body-too-large");
+    // Without Content-Length (chunked), the limit is found while reading.
+    let chunked = raw_chunked_post(&gw, &big).await;
+    assert!(chunked.starts_with("HTTP/1.1 413"), "{chunked}");
+    let ok = client.post(&gw.url("/x"), vec![b'y'; 1024]).await;
+    assert_eq!(ok.status, 202);
+    client
+        .wait_status(&gw.url(ok.header("location")), "succeeded")
+        .await;
+    assert_eq!(backend.request_count(), 1);
+}
+
+async fn raw_chunked_post(gw: &TestGateway, body: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let mut req =
+        b"POST /x HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+            .to_vec();
+    req.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
+    req.extend_from_slice(body);
+    req.extend_from_slice(b"\r\n0\r\n\r\n");
+    let _ = s.write_all(&req).await;
+    let mut out = Vec::new();
+    let _ = within(10, "the gateway's answer", s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn cancel_of_queued_job_never_reaches_the_backend() {
+    let (backend, gw, client) = setup("max_concurrency = 1", "").await;
+    let running = client.post(&gw.url("/hold/a"), "").await;
+    backend.started(1).await;
+    let queued = client.post(&gw.url("/hold/b"), "").await;
+    let url = gw.url(queued.header("location"));
+    let canceled = client.delete(&url).await;
+    assert_eq!(canceled.status, 200);
+    assert_eq!(canceled.json()["status"], "canceled");
+    // Repeating the DELETE changes nothing.
+    let again = client.delete(&url).await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.json()["status"], "canceled");
+    client
+        .get(&format!("{url}/result"))
+        .await
+        .assert_problem(409, "job-canceled");
+
+    backend.release(1);
+    client
+        .wait_status(&gw.url(running.header("location")), "succeeded")
+        .await;
+    // A job submitted after the canceled one runs next: the canceled one's
+    // place was freed and it never reached the backend.
+    let after = client.post(&gw.url("/after"), "").await;
+    client
+        .wait_status(&gw.url(after.header("location")), "succeeded")
+        .await;
+    let paths: Vec<_> = backend.received().iter().map(|r| r.uri.clone()).collect();
+    assert_eq!(paths, ["/hold/a", "/after"]);
+}
+
+#[tokio::test]
+async fn cancel_of_running_job_drops_backend_connection() {
+    let (backend, gw, client) = setup("", "").await;
+    let reply = client.post(&gw.url("/hold/x"), "").await;
+    backend.started(1).await;
+    let url = gw.url(reply.header("location"));
+    let canceled = client.delete(&url).await;
+    assert_eq!(canceled.status, 200);
+    assert_eq!(canceled.json()["status"], "canceled");
+    backend.disconnects(1).await;
+    assert_eq!(client.get(&url).await.json()["status"], "canceled");
+}
+
+#[tokio::test]
+async fn delete_of_finished_job_is_204_then_410_and_repeats_are_204() {
+    let (_backend, gw, client) = setup("", "").await;
+    let reply = client.post(&gw.url("/x"), "").await;
+    let url = gw.url(reply.header("location"));
+    client.wait_status(&url, "succeeded").await;
+    assert_eq!(client.delete(&url).await.status, 204);
+    client.get(&url).await.assert_problem(410, "job-gone");
+    client
+        .get(&format!("{url}/result"))
+        .await
+        .assert_problem(410, "job-gone");
+    assert_eq!(client.delete(&url).await.status, 204);
+}
+
+#[tokio::test]
+async fn results_expire_to_410_and_tombstones_to_404() {
+    let backend = Backend::start().await;
+    let toml = format!(
+        "[store]\nresult_ttl = \"300ms\"\ntombstone_ttl = \"300ms\"\n{}",
+        config(&backend.url(), "", &async_route("/{*p}", ""))
+    );
+    let gw = TestGateway::start(&toml).await;
+    let client = Client::default();
+    let reply = client.post(&gw.url("/x"), "").await;
+    let url = gw.url(reply.header("location"));
+    client.wait_status(&url, "succeeded").await;
+    let statuses = within(10, "the result to expire and then its tombstone", async {
+        let mut seen = Vec::new();
+        loop {
+            let s = client.get(&url).await.status.as_u16();
+            if seen.last() != Some(&s) {
+                seen.push(s);
+            }
+            if s == 404 {
+                return seen;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(statuses, [200, 410, 404]);
+}
+
+#[tokio::test]
+async fn unknown_and_malformed_ids_are_404() {
+    let (_backend, gw, client) = setup("", "").await;
+    let unknown = uuid::Uuid::new_v4();
+    for path in [
+        format!("/_jobs/{unknown}"),
+        format!("/_jobs/{unknown}/result"),
+        "/_jobs/not-a-uuid".to_owned(),
+        format!("/_jobs/{}", unknown.to_string().to_uppercase()),
+        "/_jobs".to_owned(),
+        "/_jobs/".to_owned(),
+    ] {
+        client
+            .get(&gw.url(&path))
+            .await
+            .assert_problem(404, "job-not-found");
+    }
+    client
+        .delete(&gw.url(&format!("/_jobs/{unknown}")))
+        .await
+        .assert_problem(404, "job-not-found");
+}
+
+#[tokio::test]
+async fn wrong_method_on_a_job_is_405_with_allow() {
+    let (_backend, gw, client) = setup("", "").await;
+    let reply = client.post(&gw.url("/x"), "").await;
+    let url = gw.url(reply.header("location"));
+    let r = client.post(&url, "").await;
+    r.assert_problem(405, "method-not-allowed");
+    assert_eq!(r.header("allow"), "GET, HEAD, DELETE");
+    let r = client
+        .send(Method::PUT, &format!("{url}/result"), &[], Bytes::new())
+        .await;
+    assert_eq!(r.header("allow"), "GET, HEAD");
+}
+
+#[tokio::test]
+async fn backend_that_resets_mid_body_fails_the_job_with_502() {
+    let (_backend, gw, client) = setup("", "").await;
+    let reply = client.post(&gw.url("/reset"), "").await;
+    let loc = reply.header("location").to_owned();
+    let doc = client.wait_status(&gw.url(&loc), "failed").await;
+    assert_eq!(doc["error"]["type"], "urn:asyncgate:problem:upstream-reset");
+    client
+        .get(&gw.url(&format!("{loc}/result")))
+        .await
+        .assert_problem(502, "upstream-reset");
+}
+
+#[tokio::test]
+async fn backend_that_never_answers_fails_the_job_with_504() {
+    let (backend, gw, client) = setup("job_timeout = \"300ms\"", "").await;
+    let reply = client.post(&gw.url("/hold/forever"), "").await;
+    let loc = reply.header("location").to_owned();
+    let doc = client.wait_status(&gw.url(&loc), "failed").await;
+    assert_eq!(
+        doc["error"]["type"],
+        "urn:asyncgate:problem:upstream-timeout"
+    );
+    client
+        .get(&gw.url(&format!("{loc}/result")))
+        .await
+        .assert_problem(504, "upstream-timeout");
+    backend.disconnects(1).await;
+}
+
+#[tokio::test]
+async fn backend_that_is_down_fails_the_job_with_502() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let toml = config(&format!("http://{closed}"), "", &async_route("/{*p}", ""));
+    let gw = TestGateway::start(&toml).await;
+    let client = Client::default();
+    let reply = client.post(&gw.url("/x"), "").await;
+    let loc = reply.header("location").to_owned();
+    let doc = client.wait_status(&gw.url(&loc), "failed").await;
+    assert_eq!(
+        doc["error"]["type"],
+        "urn:asyncgate:problem:upstream-unreachable"
+    );
+    client
+        .get(&gw.url(&format!("{loc}/result")))
+        .await
+        .assert_problem(502, "upstream-unreachable");
+}
+
+#[tokio::test]
+async fn public_base_url_makes_every_url_absolute() {
+    let backend = Backend::start().await;
+    let toml = format!(
+        "public_base_url = \"https://api.example.com/\"\n{}",
+        config(&backend.url(), "", &async_route("/{*p}", ""))
+    );
+    let gw = TestGateway::start(&toml).await;
+    let client = Client::default();
+    let reply = client.post(&gw.url("/x"), "").await;
+    let location = reply.header("location").to_owned();
+    assert!(
+        location.starts_with("https://api.example.com/_jobs/"),
+        "{location}"
+    );
+    let path = location.trim_start_matches("https://api.example.com");
+    let done = client.wait_status(&gw.url(path), "succeeded").await;
+    assert_eq!(done["links"]["self"], location);
+    assert_eq!(done["resourceLocation"], format!("{location}/result"));
+}
+
+#[tokio::test]
+async fn retry_after_follows_observed_durations() {
+    let (backend, gw, client) =
+        setup("", "retry_after_min = \"1s\"\nretry_after_max = \"5s\"").await;
+    let reply = client.post(&gw.url("/hold/a"), "").await;
+    assert_eq!(reply.header("retry-after"), "1");
+    backend.release(1);
+    client
+        .wait_status(&gw.url(reply.header("location")), "succeeded")
+        .await;
+    let next = client.post(&gw.url("/hold/b"), "").await;
+    let ra: u64 = next.header("retry-after").parse().unwrap();
+    assert!((1..=5).contains(&ra));
+    backend.release(1);
+}

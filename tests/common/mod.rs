@@ -1,0 +1,441 @@
+//! The integration-test harness: a backend the test controls, a gateway
+//! started in-process, an HTTP client, and one bounded wait for everything.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use asyncgate::{Config, Gateway, RunReport};
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Frame, Incoming};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, Notify, Semaphore};
+use tokio::task::JoinHandle;
+
+/// Every wait in the tests goes through here: a hang fails the test with
+/// what it was waiting for instead of stalling CI.
+pub async fn within<F: Future>(secs: u64, what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(Duration::from_secs(secs), fut).await {
+        Ok(out) => out,
+        Err(_) => panic!("timed out after {secs}s waiting for {what}"),
+    }
+}
+
+/// What the backend received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: Method,
+    pub uri: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+struct BackendState {
+    received: Mutex<Vec<Received>>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    started: AtomicUsize,
+    started_changed: Notify,
+    gate: Semaphore,
+    disconnects: AtomicUsize,
+    disconnect_changed: Notify,
+}
+
+/// A backend on `127.0.0.1:0` whose behaviour each request picks by path:
+/// - `/hold/…` waits until the test calls [`Backend::release`], then echoes;
+/// - `/stream/{len}` sends half of a `len`-byte body, waits for a release, sends the rest;
+/// - `/big/{n}` answers `n` bytes;
+/// - `/reset` promises 1000 bytes, sends 10 and breaks the connection;
+/// - anything else echoes: the request body back, `?status=N` as the status.
+///
+/// It records every request, the most it served at once, and every request
+/// whose client went away before the answer.
+pub struct Backend {
+    pub addr: SocketAddr,
+    state: Arc<BackendState>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Counts a request as in flight and, if dropped before `done`, as abandoned
+/// by its client.
+struct InFlight {
+    state: Arc<BackendState>,
+    done: bool,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.state.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if !self.done {
+            self.state.disconnects.fetch_add(1, Ordering::SeqCst);
+            self.state.disconnect_changed.notify_waiters();
+        }
+    }
+}
+
+type BackendBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+impl Backend {
+    pub async fn start() -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(BackendState {
+            received: Mutex::default(),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+            started: AtomicUsize::new(0),
+            started_changed: Notify::new(),
+            gate: Semaphore::new(0),
+            disconnects: AtomicUsize::new(0),
+            disconnect_changed: Notify::new(),
+        });
+        let st = Arc::clone(&state);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let st = Arc::clone(&st);
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(move |req| handle(Arc::clone(&st), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Backend { addr, state, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Lets `n` held requests answer.
+    pub fn release(&self, n: usize) {
+        self.state.gate.add_permits(n);
+    }
+
+    /// Waits until `n` requests in all have reached the backend.
+    pub async fn started(&self, n: usize) {
+        within(10, &format!("{n} backend requests to start"), async {
+            loop {
+                let notified = self.state.started_changed.notified();
+                if self.state.started.load(Ordering::SeqCst) >= n {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await;
+    }
+
+    /// Waits until `n` requests in all were abandoned by the gateway.
+    pub async fn disconnects(&self, n: usize) {
+        within(10, &format!("{n} backend disconnects"), async {
+            loop {
+                let notified = self.state.disconnect_changed.notified();
+                if self.state.disconnects.load(Ordering::SeqCst) >= n {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await;
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().unwrap().clone()
+    }
+
+    pub fn request_count(&self) -> usize {
+        self.state.started.load(Ordering::SeqCst)
+    }
+
+    pub fn max_in_flight(&self) -> usize {
+        self.state.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    pub fn disconnect_count(&self) -> usize {
+        self.state.disconnects.load(Ordering::SeqCst)
+    }
+}
+
+async fn handle(
+    state: Arc<BackendState>,
+    req: Request<Incoming>,
+) -> Result<Response<BackendBody>, Infallible> {
+    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    let mut guard = InFlight {
+        state: Arc::clone(&state),
+        done: false,
+    };
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    state.received.lock().unwrap().push(Received {
+        method: parts.method.clone(),
+        uri: parts.uri.to_string(),
+        headers: parts.headers.clone(),
+        body: body.clone(),
+    });
+    state.started.fetch_add(1, Ordering::SeqCst);
+    state.started_changed.notify_waiters();
+
+    let path = parts.uri.path().to_owned();
+    let query: HashMap<String, String> = parts
+        .uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let status = query
+        .get("status")
+        .and_then(|s| s.parse::<u16>().ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
+
+    if path.starts_with("/hold") {
+        state.gate.acquire().await.unwrap().forget();
+    }
+    let response = if let Some(n) = path.strip_prefix("/big/") {
+        let n: usize = n.parse().unwrap();
+        full_response(status, Bytes::from(vec![b'x'; n]))
+    } else if let Some(n) = path.strip_prefix("/stream/") {
+        let n: usize = n.parse().unwrap();
+        let (mut tx, body) = http_body_util::channel::Channel::<Bytes, std::io::Error>::new(1);
+        let st = Arc::clone(&state);
+        tokio::spawn(async move {
+            let _ = tx.send_data(Bytes::from(vec![b'a'; n / 2])).await;
+            st.gate.acquire().await.unwrap().forget();
+            let _ = tx.send_data(Bytes::from(vec![b'b'; n - n / 2])).await;
+        });
+        Response::builder()
+            .status(status)
+            .header("content-length", n)
+            .body(body.boxed())
+            .unwrap()
+    } else if path == "/reset" {
+        let (mut tx, body) = http_body_util::channel::Channel::<Bytes, std::io::Error>::new(1);
+        tokio::spawn(async move {
+            let _ = tx
+                .send(Frame::data(Bytes::from_static(b"0123456789")))
+                .await;
+            tx.abort(std::io::Error::other("backend breaks the connection"));
+        });
+        Response::builder()
+            .status(status)
+            .header("content-length", 1000)
+            .body(body.boxed())
+            .unwrap()
+    } else {
+        let mut r = full_response(status, body);
+        r.headers_mut()
+            .insert("x-backend-method", parts.method.as_str().parse().unwrap());
+        r.headers_mut().insert("x-custom", "kept".parse().unwrap());
+        r.headers_mut().append("set-cookie", "a=1".parse().unwrap());
+        r.headers_mut().append("set-cookie", "b=2".parse().unwrap());
+        if let Some(ct) = parts.headers.get("content-type") {
+            r.headers_mut().insert("content-type", ct.clone());
+        }
+        r
+    };
+    guard.done = true;
+    Ok(response)
+}
+
+fn full_response(status: StatusCode, body: Bytes) -> Response<BackendBody> {
+    let mut r = Response::new(Full::new(body).map_err(|never| match never {}).boxed());
+    *r.status_mut() = status;
+    r
+}
+
+/// A gateway running in this process on `127.0.0.1:0`.
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<RunReport>>,
+}
+
+impl TestGateway {
+    /// Starts a gateway from config text; `listen` is forced to an ephemeral port.
+    pub async fn start(toml: &str) -> TestGateway {
+        let toml = format!("[server]\nlisten = \"127.0.0.1:0\"\n{toml}");
+        let config = Config::parse(&toml, Path::new("test.toml")).unwrap_or_else(|e| panic!("{e}"));
+        let gateway = Gateway::bind(config).await.unwrap();
+        let addr = gateway.local_addr();
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(gateway.run(async {
+            let _ = rx.await;
+        }));
+        TestGateway {
+            addr,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Starts the drain and waits for it; re-raises a panic from the gateway.
+    pub async fn stop(mut self) -> RunReport {
+        let _ = self.stop.take().unwrap().send(());
+        let task = self.task.take().unwrap();
+        match within(30, "the gateway to drain", task).await {
+            Ok(report) => report,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// A response read in full.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} header in {:?}", self.headers))
+            .to_str()
+            .unwrap()
+    }
+
+    /// Asserts an RFC 9457 problem with this status and type suffix.
+    pub fn assert_problem(&self, status: u16, kind: &str) {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        assert_eq!(self.header("content-type"), "application/problem+json");
+        let doc = self.json();
+        assert_eq!(doc["status"], status);
+        assert_eq!(doc["type"], format!("urn:asyncgate:problem:{kind}"));
+        assert!(doc["title"].is_string() && doc["detail"].is_string());
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    inner: HyperClient<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Client {
+            inner: HyperClient::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+}
+
+impl Client {
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Reply {
+        let mut req = Request::builder().method(method).uri(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(body.into())).unwrap();
+        within(30, &format!("a response from {url}"), async {
+            let res = self
+                .inner
+                .request(req)
+                .await
+                .unwrap_or_else(|e| panic!("{url}: {e}"));
+            let (parts, body) = res.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            Reply {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            }
+        })
+        .await
+    }
+
+    pub async fn get(&self, url: &str) -> Reply {
+        self.send(Method::GET, url, &[], Bytes::new()).await
+    }
+
+    pub async fn post(&self, url: &str, body: impl Into<Bytes>) -> Reply {
+        self.send(Method::POST, url, &[], body).await
+    }
+
+    pub async fn delete(&self, url: &str) -> Reply {
+        self.send(Method::DELETE, url, &[], Bytes::new()).await
+    }
+
+    /// Polls a job's status URL until its status is `want`.
+    pub async fn wait_status(&self, status_url: &str, want: &str) -> serde_json::Value {
+        within(20, &format!("job to be {want}"), async {
+            loop {
+                let doc = self.get(status_url).await.json();
+                if doc["status"] == want {
+                    return doc;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+    }
+}
+
+/// A config with one upstream `app` at `backend` and the given extra TOML.
+pub fn config(backend: &str, upstream_extra: &str, rest: &str) -> String {
+    format!("[upstreams.app]\nurl = \"{backend}\"\n{upstream_extra}\n{rest}")
+}
+
+/// An async route `jobs` on `path` (all methods) with extra keys.
+pub fn async_route(path: &str, extra: &str) -> String {
+    format!("[[routes]]\nname = \"jobs\"\npath = \"{path}\"\nupstream = \"app\"\nmode = \"async\"\n{extra}\n")
+}
