@@ -99,7 +99,7 @@ impl Config {
         let cx = Cx { path, src };
         let raw: RawConfig = toml::from_str(src).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
-            cx.err(span, e.message().to_owned())
+            cx.err(span, e.message().trim().replace('\n', "; "))
         })?;
         cx.validate(raw)
     }

@@ -233,18 +233,13 @@ async fn over_limit_body_is_413_and_nothing_is_queued() {
 }
 
 async fn raw_chunked_post(gw: &TestGateway, body: &[u8]) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     let mut req =
         b"POST /x HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
             .to_vec();
     req.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
     req.extend_from_slice(body);
     req.extend_from_slice(b"\r\n0\r\n\r\n");
-    let _ = s.write_all(&req).await;
-    let mut out = Vec::new();
-    let _ = within(10, "the gateway's answer", s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
+    common::raw_exchange(gw.addr, &req).await
 }
 
 #[tokio::test]

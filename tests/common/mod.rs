@@ -136,7 +136,7 @@ impl Backend {
 
     /// Waits until `n` requests in all have reached the backend.
     pub async fn started(&self, n: usize) {
-        within(10, &format!("{n} backend requests to start"), async {
+        within(60, &format!("{n} backend requests to start"), async {
             loop {
                 let notified = self.state.started_changed.notified();
                 if self.state.started.load(Ordering::SeqCst) >= n {
@@ -415,18 +415,22 @@ impl Client {
         self.send(Method::DELETE, url, &[], Bytes::new()).await
     }
 
-    /// Polls a job's status URL until its status is `want`.
+    /// Polls a job's status URL until its status is `want` or it can no
+    /// longer become `want`.
     pub async fn wait_status(&self, status_url: &str, want: &str) -> serde_json::Value {
-        within(20, &format!("job to be {want}"), async {
+        let doc = within(20, &format!("job to be {want}"), async {
             loop {
                 let doc = self.get(status_url).await.json();
-                if doc["status"] == want {
+                let status = doc["status"].as_str().unwrap_or_default();
+                if status == want || ["succeeded", "failed", "canceled"].contains(&status) {
                     return doc;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         })
-        .await
+        .await;
+        assert_eq!(doc["status"], want, "{doc:#}");
+        doc
     }
 }
 
@@ -438,4 +442,14 @@ pub fn config(backend: &str, upstream_extra: &str, rest: &str) -> String {
 /// An async route `jobs` on `path` (all methods) with extra keys.
 pub fn async_route(path: &str, extra: &str) -> String {
     format!("[[routes]]\nname = \"jobs\"\npath = \"{path}\"\nupstream = \"app\"\nmode = \"async\"\n{extra}\n")
+}
+
+/// Writes raw bytes to `addr` and reads until the peer closes (bounded).
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = s.write_all(request).await;
+    let mut out = Vec::new();
+    let _ = within(15, "the peer to answer and close", s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -1,0 +1,251 @@
+//! The binary's contract: config errors exit 2 before binding, `check`
+//! prints the routes, and SIGTERM drains.
+
+mod common;
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use common::{async_route, config, within, Backend, Client};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::Notify;
+
+const BIN: &str = env!("CARGO_BIN_EXE_asyncgate");
+
+fn write_config(text: &str) -> tempfile_path::TempConfig {
+    tempfile_path::TempConfig::new(text)
+}
+
+/// A config file that removes itself.
+mod tempfile_path {
+    use std::path::PathBuf;
+
+    pub struct TempConfig(pub PathBuf);
+
+    impl TempConfig {
+        pub fn new(text: &str) -> TempConfig {
+            let path =
+                std::env::temp_dir().join(format!("asyncgate-test-{}.toml", uuid::Uuid::new_v4()));
+            std::fs::write(&path, text).unwrap();
+            TempConfig(path)
+        }
+    }
+
+    impl Drop for TempConfig {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+async fn run_to_end(args: &[&str]) -> (i32, String, String) {
+    let out = within(
+        30,
+        "the binary to exit",
+        Command::new(BIN).args(args).output(),
+    )
+    .await
+    .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn bad_configs_exit_2_naming_file_line_and_key() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("[server]\nlisten = \"nope\"\n", ":2: server.listen:", "not an IP address"),
+        ("[server]\nlistn = \"127.0.0.1:1\"\n", ":2: server.listn:", "unknown field"),
+        ("[server\n", ":1:", "table"),
+        (
+            "[[routes]]\nname = \"r\"\npath = \"/x\"\nupstream = \"ghost\"\n",
+            ":4: routes[0].upstream:",
+            "no upstream named `ghost`",
+        ),
+        (
+            "[upstreams.u]\nurl = \"http://127.0.0.1:1\"\ntimeout = \"soon\"\n",
+            ":3: upstreams.u.timeout:",
+            "not a duration",
+        ),
+        (
+            "[store]\nmax_bytes = \"lots\"\n",
+            ":2: store.max_bytes:",
+            "not a size",
+        ),
+        (
+            "[upstreams.u]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nname = \"a\"\npath = \"/x/{id}\"\nupstream = \"u\"\n[[routes]]\nname = \"b\"\npath = \"/x/{other}\"\nupstream = \"u\"\n",
+            ":9: routes[1].path:",
+            "overlaps route `a`",
+        ),
+        (
+            "[upstreams.u]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nname = \"a\"\npath = \"/_jobs/x\"\nupstream = \"u\"\n",
+            ":5: routes[0].path:",
+            "under the jobs path",
+        ),
+        (
+            "[upstreams.u]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nname = \"a\"\npath = \"/x\"\nupstream = \"u\"\nmode = \"sometimes\"\n",
+            ":7: routes[0].mode:",
+            "unknown variant",
+        ),
+        ("[upstreams.u]\nurl = \"ftp://x\"\n", ":2: upstreams.u.url:", "http://"),
+    ];
+    for (text, location, message) in cases {
+        let file = write_config(text);
+        let path = file.0.to_str().unwrap();
+        for args in [vec!["--config", path], vec!["check", "--config", path]] {
+            let (code, _, stderr) = run_to_end(&args).await;
+            assert_eq!(code, 2, "{text}\n{stderr}");
+            assert!(
+                stderr.contains(&format!("{path}{location}")),
+                "want {location} in: {stderr}"
+            );
+            assert!(stderr.contains(message), "want {message} in: {stderr}");
+            assert_eq!(stderr.lines().count(), 1, "one clear line: {stderr}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn missing_config_file_exits_2() {
+    let (code, _, stderr) = run_to_end(&["--config", "/nonexistent/asyncgate.toml"]).await;
+    assert_eq!(code, 2);
+    assert!(stderr.contains("/nonexistent/asyncgate.toml"), "{stderr}");
+}
+
+#[tokio::test]
+async fn check_prints_the_routes_of_the_shipped_example() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/asyncgate.toml");
+    let (code, stdout, stderr) = run_to_end(&["check", "--config", example]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("reports"), "{stdout}");
+    assert!(stdout.contains("/reports/{*rest}"), "{stdout}");
+    assert!(stdout.contains("(async)"), "{stdout}");
+}
+
+/// The binary running, its log lines collected as they come.
+struct Running {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    new_line: Arc<Notify>,
+    _config: tempfile_path::TempConfig,
+}
+
+impl Running {
+    async fn start(config_text: &str) -> Running {
+        let config = write_config(&format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n{config_text}"
+        ));
+        let mut child = Command::new(BIN)
+            .args(["--config", config.0.to_str().unwrap()])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let new_line = Arc::new(Notify::new());
+        let mut reader = BufReader::new(child.stderr.take().unwrap()).lines();
+        let (l, n) = (Arc::clone(&lines), Arc::clone(&new_line));
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = reader.next_line().await {
+                l.lock().unwrap().push(line);
+                n.notify_waiters();
+            }
+        });
+        Running {
+            child,
+            lines,
+            new_line,
+            _config: config,
+        }
+    }
+
+    async fn wait_line(&self, needle: &str) -> String {
+        within(15, &format!("a log line with {needle:?}"), async {
+            loop {
+                let notified = self.new_line.notified();
+                if let Some(l) = self
+                    .lines
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .find(|l| l.contains(needle))
+                {
+                    return l.clone();
+                }
+                notified.await;
+            }
+        })
+        .await
+    }
+
+    async fn addr(&self) -> String {
+        let line = self.wait_line("listening").await;
+        let at = line
+            .find("addr=")
+            .expect("the listening line names its address")
+            + 5;
+        line[at..].split_whitespace().next().unwrap().to_owned()
+    }
+
+    fn sigterm(&self) {
+        let pid = self.child.id().unwrap().to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    async fn exit_code(&mut self) -> i32 {
+        within(30, "the gateway to exit", self.child.wait())
+            .await
+            .unwrap()
+            .code()
+            .unwrap_or(-1)
+    }
+}
+
+#[tokio::test]
+async fn sigterm_drains_a_running_job_then_exits_0() {
+    let backend = Backend::start().await;
+    let mut gw = Running::start(&config(&backend.url(), "", &async_route("/{*p}", ""))).await;
+    let addr = gw.addr().await;
+    let client = Client::default();
+    let reply = client.post(&format!("http://{addr}/hold/x"), "").await;
+    assert_eq!(reply.status, 202);
+    backend.started(1).await;
+    gw.sigterm();
+    gw.wait_line("draining").await;
+    backend.release(1);
+    assert_eq!(gw.exit_code().await, 0);
+    gw.wait_line("status=\"succeeded\"").await;
+    gw.wait_line("drained cleanly").await;
+    assert_eq!(backend.disconnect_count(), 0);
+}
+
+#[tokio::test]
+async fn sigterm_past_the_drain_timeout_fails_the_running_job_explicitly() {
+    let backend = Backend::start().await;
+    let text = format!(
+        "drain_timeout = \"300ms\"\n{}",
+        config(&backend.url(), "", &async_route("/{*p}", ""))
+    );
+    let mut gw = Running::start(&text).await;
+    let addr = gw.addr().await;
+    let reply = Client::default()
+        .post(&format!("http://{addr}/hold/x"), "")
+        .await;
+    assert_eq!(reply.status, 202);
+    backend.started(1).await;
+    gw.sigterm();
+    assert_eq!(gw.exit_code().await, 0);
+    let failed = gw.wait_line("status=\"failed\"").await;
+    assert!(failed.contains("Interrupted"), "{failed}");
+    let ended = gw.wait_line("drain timeout passed").await;
+    assert!(ended.contains("jobs_failed=1"), "{ended}");
+    backend.disconnects(1).await;
+}

@@ -1,0 +1,175 @@
+//! Passthrough routes and the default upstream: a plain reverse proxy.
+
+mod common;
+
+use bytes::Bytes;
+use common::{config, Backend, Client, TestGateway};
+use http::Method;
+
+fn passthrough_route(path: &str) -> String {
+    format!("[[routes]]\nname = \"pt\"\npath = \"{path}\"\nupstream = \"app\"\nmode = \"passthrough\"\n")
+}
+
+#[tokio::test]
+async fn passthrough_route_proxies_request_and_response_unchanged() {
+    let backend = Backend::start().await;
+    let gw = TestGateway::start(&config(
+        &backend.url(),
+        "",
+        &passthrough_route("/api/{*rest}"),
+    ))
+    .await;
+    let client = Client::default();
+    let reply = client
+        .send(
+            Method::POST,
+            &gw.url("/api/things?status=201&x=1"),
+            &[
+                ("content-type", "application/json"),
+                ("connection", "x-drop"),
+                ("x-drop", "1"),
+                ("te", "trailers"),
+            ],
+            r#"{"a":1}"#,
+        )
+        .await;
+    assert_eq!(reply.status, 201);
+    assert_eq!(reply.body, r#"{"a":1}"#);
+    assert_eq!(reply.header("content-type"), "application/json");
+    assert_eq!(reply.header("x-custom"), "kept");
+    assert_eq!(reply.header("via"), "1.1 asyncgate");
+    let got = &backend.received()[0];
+    assert_eq!(got.method, Method::POST);
+    assert_eq!(got.uri, "/api/things?status=201&x=1");
+    assert!(got.headers.get("x-drop").is_none());
+    assert!(got.headers.get("te").is_none());
+    assert_eq!(got.headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(got.headers["via"], "1.1 asyncgate");
+}
+
+#[tokio::test]
+async fn unmatched_requests_go_to_the_default_upstream() {
+    let backend = Backend::start().await;
+    let toml = format!(
+        "{}\n[default]\nupstream = \"app\"\n",
+        config(&backend.url(), "", "")
+    );
+    let gw = TestGateway::start(&toml).await;
+    let reply = Client::default().get(&gw.url("/anything?status=418")).await;
+    assert_eq!(reply.status, 418);
+    assert_eq!(backend.received()[0].uri, "/anything?status=418");
+}
+
+#[tokio::test]
+async fn unmatched_requests_without_a_default_are_404() {
+    let backend = Backend::start().await;
+    let gw = TestGateway::start(&config(
+        &backend.url(),
+        "",
+        &passthrough_route("/api/{*rest}"),
+    ))
+    .await;
+    let client = Client::default();
+    client
+        .get(&gw.url("/elsewhere"))
+        .await
+        .assert_problem(404, "no-route");
+    assert_eq!(backend.request_count(), 0);
+}
+
+#[tokio::test]
+async fn routes_match_on_method_as_well_as_path() {
+    let backend = Backend::start().await;
+    let routes = "[[routes]]\nname = \"submit\"\nmethods = [\"POST\"]\npath = \"/r/{id}\"\nupstream = \"app\"\nmode = \"async\"\n";
+    let toml = format!(
+        "{}\n[default]\nupstream = \"app\"\n",
+        config(&backend.url(), "", routes)
+    );
+    let gw = TestGateway::start(&toml).await;
+    let client = Client::default();
+    assert_eq!(client.post(&gw.url("/r/1"), "").await.status, 202);
+    let get = client.get(&gw.url("/r/1")).await;
+    assert_eq!(get.status, 200);
+    assert_eq!(get.header("x-backend-method"), "GET");
+}
+
+#[tokio::test]
+async fn upstream_path_prefix_is_prepended() {
+    let backend = Backend::start().await;
+    let toml = format!(
+        "{}\n[default]\nupstream = \"app\"\n",
+        config(&format!("{}/legacy/", backend.url()), "", "")
+    );
+    let gw = TestGateway::start(&toml).await;
+    Client::default().get(&gw.url("/a/b?c=d")).await;
+    assert_eq!(backend.received()[0].uri, "/legacy/a/b?c=d");
+}
+
+#[tokio::test]
+async fn large_bodies_stream_through_both_ways() {
+    let backend = Backend::start().await;
+    let toml = format!(
+        "{}\n[default]\nupstream = \"app\"\n",
+        config(&backend.url(), "", "")
+    );
+    let gw = TestGateway::start(&toml).await;
+    let client = Client::default();
+    let body = Bytes::from(vec![7u8; 8 * 1024 * 1024]);
+    let echoed = client.post(&gw.url("/echo"), body.clone()).await;
+    assert_eq!(echoed.body, body);
+    let big = client.get(&gw.url("/big/20000000")).await;
+    assert_eq!(big.body.len(), 20_000_000);
+}
+
+#[tokio::test]
+async fn upstream_down_is_502_problem() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let toml = format!(
+        "{}\n[default]\nupstream = \"app\"\n",
+        config(&format!("http://{closed}"), "", "")
+    );
+    let gw = TestGateway::start(&toml).await;
+    Client::default()
+        .get(&gw.url("/x"))
+        .await
+        .assert_problem(502, "upstream-unreachable");
+}
+
+#[tokio::test]
+async fn upstream_timeout_is_504_problem_and_the_backend_sees_the_abort() {
+    let backend = Backend::start().await;
+    let toml = format!(
+        "{}\n[default]\nupstream = \"app\"\n",
+        config(&backend.url(), "timeout = \"300ms\"", "")
+    );
+    let gw = TestGateway::start(&toml).await;
+    Client::default()
+        .get(&gw.url("/hold/x"))
+        .await
+        .assert_problem(504, "upstream-timeout");
+    backend.disconnects(1).await;
+}
+
+#[tokio::test]
+async fn upstream_reset_mid_body_cuts_the_client_connection() {
+    let backend = Backend::start().await;
+    let toml = format!(
+        "{}\n[default]\nupstream = \"app\"\n",
+        config(&backend.url(), "", "")
+    );
+    let gw = TestGateway::start(&toml).await;
+    let raw = common::raw_exchange(gw.addr, b"GET /reset HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    // hyper may or may not have flushed the head before the break; either
+    // way the client must not receive what looks like a complete response.
+    let body_len = raw.split_once("\r\n\r\n").map_or(0, |(_, b)| b.len());
+    assert!(raw.is_empty() || raw.starts_with("HTTP/1.1 200"), "{raw}");
+    assert!(
+        body_len < 1000,
+        "the client must not receive a complete body"
+    );
+    // The gateway still serves.
+    assert_eq!(Client::default().get(&gw.url("/ok")).await.status, 200);
+}
