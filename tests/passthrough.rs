@@ -6,6 +6,14 @@ use bytes::Bytes;
 use common::{config, Backend, Client, TestGateway};
 use http::Method;
 
+/// A config whose default upstream is `app`, so every request is proxied.
+fn proxy_all(backend: &str, upstream_extra: &str, routes: &str) -> String {
+    format!(
+        "{}\n[default]\nupstream = \"app\"\n",
+        config(backend, upstream_extra, routes)
+    )
+}
+
 fn passthrough_route(path: &str) -> String {
     format!("[[routes]]\nname = \"pt\"\npath = \"{path}\"\nupstream = \"app\"\nmode = \"passthrough\"\n")
 }
@@ -50,10 +58,7 @@ async fn passthrough_route_proxies_request_and_response_unchanged() {
 #[tokio::test]
 async fn unmatched_requests_go_to_the_default_upstream() {
     let backend = Backend::start().await;
-    let toml = format!(
-        "{}\n[default]\nupstream = \"app\"\n",
-        config(&backend.url(), "", "")
-    );
+    let toml = proxy_all(&backend.url(), "", "");
     let gw = TestGateway::start(&toml).await;
     let reply = Client::default().get(&gw.url("/anything?status=418")).await;
     assert_eq!(reply.status, 418);
@@ -81,10 +86,7 @@ async fn unmatched_requests_without_a_default_are_404() {
 async fn routes_match_on_method_as_well_as_path() {
     let backend = Backend::start().await;
     let routes = "[[routes]]\nname = \"submit\"\nmethods = [\"POST\"]\npath = \"/r/{id}\"\nupstream = \"app\"\nmode = \"async\"\n";
-    let toml = format!(
-        "{}\n[default]\nupstream = \"app\"\n",
-        config(&backend.url(), "", routes)
-    );
+    let toml = proxy_all(&backend.url(), "", routes);
     let gw = TestGateway::start(&toml).await;
     let client = Client::default();
     assert_eq!(client.post(&gw.url("/r/1"), "").await.status, 202);
@@ -96,10 +98,7 @@ async fn routes_match_on_method_as_well_as_path() {
 #[tokio::test]
 async fn upstream_path_prefix_is_prepended() {
     let backend = Backend::start().await;
-    let toml = format!(
-        "{}\n[default]\nupstream = \"app\"\n",
-        config(&format!("{}/legacy/", backend.url()), "", "")
-    );
+    let toml = proxy_all(&format!("{}/legacy/", backend.url()), "", "");
     let gw = TestGateway::start(&toml).await;
     Client::default().get(&gw.url("/a/b?c=d")).await;
     assert_eq!(backend.received()[0].uri, "/legacy/a/b?c=d");
@@ -108,10 +107,7 @@ async fn upstream_path_prefix_is_prepended() {
 #[tokio::test]
 async fn large_bodies_stream_through_both_ways() {
     let backend = Backend::start().await;
-    let toml = format!(
-        "{}\n[default]\nupstream = \"app\"\n",
-        config(&backend.url(), "", "")
-    );
+    let toml = proxy_all(&backend.url(), "", "");
     let gw = TestGateway::start(&toml).await;
     let client = Client::default();
     let body = Bytes::from(vec![7u8; 8 * 1024 * 1024]);
@@ -127,10 +123,7 @@ async fn upstream_down_is_502_problem() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let toml = format!(
-        "{}\n[default]\nupstream = \"app\"\n",
-        config(&format!("http://{closed}"), "", "")
-    );
+    let toml = proxy_all(&format!("http://{closed}"), "", "");
     let gw = TestGateway::start(&toml).await;
     Client::default()
         .get(&gw.url("/x"))
@@ -141,10 +134,7 @@ async fn upstream_down_is_502_problem() {
 #[tokio::test]
 async fn upstream_timeout_is_504_problem_and_the_backend_sees_the_abort() {
     let backend = Backend::start().await;
-    let toml = format!(
-        "{}\n[default]\nupstream = \"app\"\n",
-        config(&backend.url(), "timeout = \"300ms\"", "")
-    );
+    let toml = proxy_all(&backend.url(), "timeout = \"300ms\"", "");
     let gw = TestGateway::start(&toml).await;
     Client::default()
         .get(&gw.url("/hold/x"))
@@ -156,10 +146,7 @@ async fn upstream_timeout_is_504_problem_and_the_backend_sees_the_abort() {
 #[tokio::test]
 async fn upstream_reset_mid_body_cuts_the_client_connection() {
     let backend = Backend::start().await;
-    let toml = format!(
-        "{}\n[default]\nupstream = \"app\"\n",
-        config(&backend.url(), "", "")
-    );
+    let toml = proxy_all(&backend.url(), "", "");
     let gw = TestGateway::start(&toml).await;
     let raw = common::raw_exchange(gw.addr, b"GET /reset HTTP/1.1\r\nhost: x\r\n\r\n").await;
     // hyper may or may not have flushed the head before the break; either

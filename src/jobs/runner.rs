@@ -89,10 +89,10 @@ async fn record(jobs: &Jobs, route: &Route, id: JobId, outcome: Outcome) {
             let http_status = job.response.map(|r| r.status);
             match status {
                 JobStatus::Failed => {
-                    tracing::warn!(job = %id, route = %route.name, status = status.as_str(), ?failure, ?http_status, "job")
+                    tracing::warn!(job = %id, route = %route.name, status = status.as_str(), ?failure, http_status, "job")
                 }
                 _ => {
-                    tracing::info!(job = %id, route = %route.name, status = status.as_str(), ?http_status, "job")
+                    tracing::info!(job = %id, route = %route.name, status = status.as_str(), http_status, "job")
                 }
             }
         }

@@ -1,0 +1,24 @@
+# syntax=docker/dockerfile:1
+# Build: docker build -t asyncgate .
+# Run:   docker run -p 8080:8080 -v $PWD/my.toml:/etc/asyncgate/asyncgate.toml:ro asyncgate
+FROM rust:1-slim-bookworm AS builder
+WORKDIR /src
+# Dependencies first, so source edits do not rebuild them.
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir src && echo 'fn main() {}' > src/main.rs && echo '' > src/lib.rs \
+    && cargo build --release --locked && rm -rf src
+COPY src ./src
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin asyncgate
+
+FROM debian:bookworm-slim
+RUN useradd --system --uid 10001 --no-create-home asyncgate
+COPY --from=builder /src/target/release/asyncgate /usr/local/bin/asyncgate
+COPY config/asyncgate.toml /etc/asyncgate/asyncgate.toml
+# The example listens on loopback, which a container's port mapping cannot
+# reach; mount your own config over this file to name your real upstreams.
+RUN sed -i 's/^listen = "127.0.0.1:8080"/listen = "0.0.0.0:8080"/' /etc/asyncgate/asyncgate.toml
+USER asyncgate
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/asyncgate"]
+CMD ["--config", "/etc/asyncgate/asyncgate.toml"]
+STOPSIGNAL SIGTERM
