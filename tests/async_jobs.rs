@@ -457,3 +457,74 @@ async fn retry_after_follows_observed_durations() {
     assert!((1..=5).contains(&ra));
     backend.release(1);
 }
+
+#[tokio::test]
+async fn chunked_submission_reaches_the_backend_with_a_content_length() {
+    let (backend, gw, client) = setup("", "").await;
+    let raw = common::raw_exchange(
+        gw.addr,
+        b"POST /chunked HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(raw.starts_with("HTTP/1.1 202"), "{raw}");
+    let location = raw
+        .lines()
+        .find_map(|l| l.strip_prefix("location: "))
+        .unwrap()
+        .to_owned();
+    client.wait_status(&gw.url(&location), "succeeded").await;
+    let got = &backend.received()[0];
+    assert_eq!(got.body, "hello world");
+    assert_eq!(got.headers["content-length"], "11");
+    assert!(got.headers.get("transfer-encoding").is_none());
+}
+
+#[tokio::test]
+async fn head_of_a_job_answers_its_status_without_a_body() {
+    let (_backend, gw, client) = setup("", "").await;
+    let reply = client.post(&gw.url("/x"), "").await;
+    let url = gw.url(reply.header("location"));
+    client.wait_status(&url, "succeeded").await;
+    let head = client.send(Method::HEAD, &url, &[], Bytes::new()).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-type"), "application/json");
+    assert!(head.body.is_empty());
+}
+
+#[tokio::test]
+async fn http2_clients_get_the_same_job_api() {
+    use http_body_util::{BodyExt, Full};
+    let (_backend, gw, _) = setup("", "").await;
+    let h2: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    let send = |method: Method, url: String| {
+        let h2 = h2.clone();
+        async move {
+            let req = http::Request::builder()
+                .method(method)
+                .uri(url)
+                .body(Full::new(Bytes::from_static(b"over h2")))
+                .unwrap();
+            let res = within(10, "an h2 response", h2.request(req)).await.unwrap();
+            assert_eq!(res.version(), http::Version::HTTP_2);
+            let status = res.status();
+            let location = res
+                .headers()
+                .get("location")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body = res.into_body().collect().await.unwrap().to_bytes();
+            (status, location, body)
+        }
+    };
+    let (status, location, _) = send(Method::POST, gw.url("/h2")).await;
+    assert_eq!(status, 202);
+    let location = location.unwrap();
+    Client::default()
+        .wait_status(&gw.url(&location), "succeeded")
+        .await;
+    let (status, _, body) = send(Method::GET, gw.url(&format!("{location}/result"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, "over h2");
+}

@@ -127,10 +127,10 @@ async fn check_prints_the_routes_of_the_shipped_example() {
 
 /// The binary running, its log lines collected as they come.
 struct Running {
-    child: Child,
+    child: Option<Child>,
     lines: Arc<Mutex<Vec<String>>>,
     new_line: Arc<Notify>,
-    _config: tempfile_path::TempConfig,
+    _config: Option<tempfile_path::TempConfig>,
 }
 
 impl Running {
@@ -145,6 +145,14 @@ impl Running {
             .kill_on_drop(true)
             .spawn()
             .unwrap();
+        let mut running = Running::attach(&mut child);
+        running.child = Some(child);
+        running._config = Some(config);
+        running
+    }
+
+    /// Collects the log lines of a child started elsewhere.
+    fn attach(child: &mut Child) -> Running {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let new_line = Arc::new(Notify::new());
         let mut reader = BufReader::new(child.stderr.take().unwrap()).lines();
@@ -156,10 +164,10 @@ impl Running {
             }
         });
         Running {
-            child,
+            child: None,
             lines,
             new_line,
-            _config: config,
+            _config: None,
         }
     }
 
@@ -192,7 +200,7 @@ impl Running {
     }
 
     fn sigterm(&self) {
-        let pid = self.child.id().unwrap().to_string();
+        let pid = self.child.as_ref().unwrap().id().unwrap().to_string();
         let status = std::process::Command::new("kill")
             .args(["-TERM", &pid])
             .status()
@@ -201,11 +209,15 @@ impl Running {
     }
 
     async fn exit_code(&mut self) -> i32 {
-        within(30, "the gateway to exit", self.child.wait())
-            .await
-            .unwrap()
-            .code()
-            .unwrap_or(-1)
+        within(
+            30,
+            "the gateway to exit",
+            self.child.as_mut().unwrap().wait(),
+        )
+        .await
+        .unwrap()
+        .code()
+        .unwrap_or(-1)
     }
 }
 
@@ -248,4 +260,44 @@ async fn sigterm_past_the_drain_timeout_fails_the_running_job_explicitly() {
     let ended = gw.wait_line("drain timeout passed").await;
     assert!(ended.contains("jobs_failed=1"), "{ended}");
     backend.disconnects(1).await;
+}
+
+#[tokio::test]
+async fn out_of_file_descriptors_pauses_accepting_and_recovers() {
+    let backend = Backend::start().await;
+    let config = write_config(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{}\n[default]\nupstream = \"app\"\n",
+        config(&backend.url(), "", "")
+    ));
+    // A descriptor limit far below max_connections makes accept fail with EMFILE.
+    let script = format!("ulimit -n 48 && exec {BIN} --config {}", config.0.display());
+    let mut child = Command::new("bash")
+        .args(["-c", &script])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let gw = Running::attach(&mut child);
+    let addr = gw.addr().await;
+    let mut hogs = Vec::new();
+    for _ in 0..80 {
+        if let Ok(s) = tokio::net::TcpStream::connect(&addr).await {
+            hogs.push(s);
+        }
+    }
+    gw.wait_line("accept failed; pausing").await;
+    drop(hogs);
+    let reply = within(20, "the gateway to serve again", async {
+        loop {
+            let r = Client::default().get(&format!("http://{addr}/ok")).await;
+            if r.status == 200 {
+                return r;
+            }
+        }
+    })
+    .await;
+    assert_eq!(reply.status, 200);
+    drop(gw);
+    let _ = child.kill().await;
 }
