@@ -136,3 +136,45 @@ async fn connections_beyond_the_limit_wait_instead_of_failing() {
     assert_eq!(status, 200);
     drop(idle2);
 }
+
+#[tokio::test]
+async fn malformed_chunked_body_on_an_async_route_is_400_and_nothing_is_queued() {
+    let (backend, gw) = gateway("").await;
+    let raw = raw_exchange(
+        gw.addr,
+        b"POST /jobs/x HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
+    )
+    .await;
+    assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
+    still_serves(&gw).await;
+    assert_eq!(
+        backend.request_count(),
+        1,
+        "only the probe reached the backend"
+    );
+}
+
+#[tokio::test]
+async fn trickling_body_on_a_passthrough_request_is_408() {
+    let (backend, gw) = gateway("body_idle_timeout = \"300ms\"").await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nonly a little")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    within(
+        10,
+        "the gateway to give up on the body",
+        s.read_to_end(&mut out),
+    )
+    .await
+    .ok();
+    let raw = String::from_utf8_lossy(&out);
+    assert!(raw.starts_with("HTTP/1.1 408"), "{raw}");
+    backend.started(1).await;
+    assert!(
+        backend.received()[0].body.len() < 100,
+        "the backend must not get a complete body"
+    );
+    still_serves(&gw).await;
+}
