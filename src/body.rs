@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
@@ -109,6 +109,10 @@ where
 
 /// Reads a whole body into memory, refusing it once it passes `limit` bytes
 /// and calling `on_data` with the running total so callers can report progress.
+///
+/// The result owns exactly its bytes: frames from hyper are slices of the
+/// connection's read buffer, and keeping one would pin the whole buffer
+/// (8 KiB or more) for as long as the body is stored.
 pub async fn collect_limited<B>(
     body: B,
     limit: u64,
@@ -119,7 +123,8 @@ where
     B::Error: Into<BoxError>,
 {
     let mut body = std::pin::pin!(body);
-    let mut buf = BytesMut::new();
+    let expected = body.size_hint().exact().unwrap_or(0).min(limit);
+    let mut buf = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
             let e: BoxError = e.into();
@@ -132,14 +137,10 @@ where
             if buf.len() as u64 + data.len() as u64 > limit {
                 return Err(BodyError::TooLarge { limit });
             }
-            if buf.is_empty() && body.is_end_stream() {
-                // A body that arrives as one frame is kept without a copy.
-                on_data(data.len() as u64);
-                return Ok(data);
-            }
             buf.extend_from_slice(&data);
             on_data(buf.len() as u64);
         }
     }
-    Ok(buf.freeze())
+    buf.shrink_to_fit();
+    Ok(Bytes::from(buf))
 }

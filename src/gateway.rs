@@ -154,7 +154,7 @@ impl Shared {
         let request = BackendRequest {
             uri: route.upstream.uri_for(parts.uri.path_and_query()),
             method: parts.method,
-            headers: parts.headers,
+            headers: headers::detach(&parts.headers),
             body,
         };
         let job = self.jobs.submit(route, request).await?;

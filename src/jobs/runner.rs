@@ -144,7 +144,7 @@ async fn exchange(route: &Route, request: BackendRequest, progress: &Progress) -
         parts.headers.remove(CONTENT_LENGTH);
         Ok(StoredResponse {
             status: parts.status,
-            headers: parts.headers,
+            headers: headers::detach(&parts.headers),
             body,
         })
     };

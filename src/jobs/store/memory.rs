@@ -1,8 +1,9 @@
-//! The embedded store: jobs in flight in a map, finished jobs in moka with
-//! their TTL, and tombstones so an expired or deleted id answers `410`.
+//! The embedded store: jobs in flight in a map; finished jobs, and then
+//! their tombstones, in one moka cache, so an expired or deleted id answers
+//! `410` until its tombstone expires.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
@@ -21,11 +22,14 @@ pub struct MemoryStore {
 struct Inner {
     /// Queued and running jobs: never evicted, so kept out of the cache.
     active: Mutex<HashMap<JobId, Active>>,
-    finished: Cache<JobId, Arc<Finished>>,
-    tombstones: Cache<JobId, Arc<Tombstone>>,
+    /// One entry per finished job: its result until `result_ttl`, then a
+    /// tombstone until `tombstone_ttl`.
+    done: Cache<JobId, Arc<Done>>,
+    /// When each stored result expires, oldest first. Every result lives
+    /// `result_ttl`, so finishing order is expiry order and a queue suffices.
+    expiring: Mutex<VecDeque<(Instant, JobId)>>,
     budget: Arc<Budget>,
     result_ttl: Duration,
-    tombstone_ttl: Duration,
 }
 
 struct Active {
@@ -36,51 +40,65 @@ struct Active {
 struct Finished {
     job: Job,
     response: Option<StoredResponse>,
+    /// Past this the result is gone even before the sweeper buries it.
+    expires: Instant,
     _bytes: Reservation,
 }
 
-struct Tombstone {
-    ttl: Duration,
-    _bytes: Reservation,
+/// Boxed so a tombstone, which outlives its result by far, stays small.
+enum Done {
+    Finished(Box<Finished>),
+    /// Holds the tombstone's share of the budget until moka drops it.
+    Tombstone(#[allow(dead_code)] Reservation),
 }
 
-/// Each tombstone carries its own lifetime: one laid at finish time covers
-/// the result's TTL and then the tombstone TTL; one laid by a delete covers
-/// only the tombstone TTL.
-struct TombstoneExpiry;
+/// Lets moka drop each entry at the end of its own lifetime. A finished
+/// entry is normally replaced by its tombstone when its result expires; its
+/// own TTL only bounds how long it could outlive a sweeper that stopped.
+struct DoneExpiry {
+    result_ttl: Duration,
+    tombstone_ttl: Duration,
+}
 
-impl Expiry<JobId, Arc<Tombstone>> for TombstoneExpiry {
-    fn expire_after_create(
-        &self,
-        _: &JobId,
-        value: &Arc<Tombstone>,
-        _: Instant,
-    ) -> Option<Duration> {
-        Some(value.ttl)
+impl DoneExpiry {
+    fn ttl(&self, value: &Done) -> Duration {
+        match value {
+            Done::Finished(_) => self.result_ttl + self.tombstone_ttl,
+            Done::Tombstone(_) => self.tombstone_ttl,
+        }
+    }
+}
+
+impl Expiry<JobId, Arc<Done>> for DoneExpiry {
+    fn expire_after_create(&self, _: &JobId, value: &Arc<Done>, _: Instant) -> Option<Duration> {
+        Some(self.ttl(value))
     }
 
     fn expire_after_update(
         &self,
         _: &JobId,
-        value: &Arc<Tombstone>,
+        value: &Arc<Done>,
         _: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(value.ttl)
+        Some(self.ttl(value))
     }
 }
 
 impl MemoryStore {
     /// Must be called inside a tokio runtime: it starts the sweeper that
-    /// returns expired results' bytes to the budget.
+    /// turns expired results into tombstones and returns their bytes.
     pub fn new(config: &StoreConfig) -> MemoryStore {
-        let inner = Arc::new(Inner {
-            active: Mutex::default(),
-            finished: Cache::builder().time_to_live(config.result_ttl).build(),
-            tombstones: Cache::builder().expire_after(TombstoneExpiry).build(),
-            budget: Budget::new(config.max_bytes),
+        let expiry = DoneExpiry {
             result_ttl: config.result_ttl,
             tombstone_ttl: config.tombstone_ttl,
+        };
+        let inner = Arc::new(Inner {
+            active: Mutex::default(),
+            done: Cache::builder().expire_after(expiry).build(),
+            expiring: Mutex::default(),
+            budget: Budget::new(config.max_bytes),
+            result_ttl: config.result_ttl,
         });
         tokio::spawn(sweep(Arc::downgrade(&inner)));
         MemoryStore { inner }
@@ -92,8 +110,6 @@ impl MemoryStore {
     }
 }
 
-/// moka drops expired entries only when it does maintenance, which it does
-/// on activity; an idle gateway must still give the bytes back.
 async fn sweep(inner: Weak<Inner>) {
     let mut tick = tokio::time::interval(defaults::STORE_SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -104,47 +120,79 @@ async fn sweep(inner: Weak<Inner>) {
     }
 }
 
+/// A poisoned lock is still consistent here: every critical section is a
+/// few map or queue operations that cannot panic halfway.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 impl Inner {
+    fn active(&self) -> MutexGuard<'_, HashMap<JobId, Active>> {
+        lock(&self.active)
+    }
+
+    /// Buries every result whose time is up, then lets moka drop what expired.
     fn sweep(&self) {
-        self.finished.run_pending_tasks();
-        self.tombstones.run_pending_tasks();
+        let now = Instant::now();
+        loop {
+            let due = {
+                let mut expiring = lock(&self.expiring);
+                match expiring.front() {
+                    Some(&(at, id)) if at <= now => {
+                        expiring.pop_front();
+                        id
+                    }
+                    _ => break,
+                }
+            };
+            if matches!(self.done.get(&due).as_deref(), Some(Done::Finished(_))) {
+                self.bury(due);
+            }
+        }
+        self.done.run_pending_tasks();
     }
 
-    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Active>> {
-        // A panic while holding the lock cannot leave the map half-updated:
-        // every critical section is a single insert or remove.
-        self.active
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn bury(&self, id: JobId) {
+        let tombstone = Done::Tombstone(self.budget.force(defaults::TOMBSTONE_BYTES));
+        self.done.insert(id, Arc::new(tombstone));
     }
 
-    fn bury(&self, id: JobId, ttl: Duration) {
-        let tombstone = Tombstone {
-            ttl,
-            _bytes: self.budget.force(defaults::TOMBSTONE_BYTES),
-        };
-        self.tombstones.insert(id, Arc::new(tombstone));
-    }
-
-    /// Moves a job out of `active` into the finished cache. Runs under the
-    /// `active` lock so a reader never finds the job in neither place.
+    /// Moves a job out of `active` into the cache. Runs under the `active`
+    /// lock so a reader never finds the job in neither place.
     fn retire(&self, job: Job, response: Option<StoredResponse>) {
         let bytes = defaults::JOB_RECORD_BYTES + response.as_ref().map_or(0, StoredResponse::size);
         let id = job.id;
-        let finished = Finished {
+        let mut expiring = lock(&self.expiring);
+        let expires = Instant::now() + self.result_ttl;
+        let finished = Done::Finished(Box::new(Finished {
             job,
             response,
+            expires,
             _bytes: self.budget.force(bytes),
-        };
-        self.finished.insert(id, Arc::new(finished));
-        self.bury(id, self.result_ttl + self.tombstone_ttl);
+        }));
+        self.done.insert(id, Arc::new(finished));
+        expiring.push_back((expires, id));
     }
 
-    fn lookup(&self, id: JobId) -> Lookup<Arc<Finished>> {
-        match self.finished.get(&id) {
-            Some(f) => Lookup::Found(f),
-            None if self.tombstones.contains_key(&id) => Lookup::Gone,
+    fn lookup(&self, id: JobId) -> Lookup<Arc<Done>> {
+        match self.done.get(&id) {
+            Some(done) => match &*done {
+                Done::Finished(f) if Instant::now() < f.expires => Lookup::Found(done),
+                Done::Finished(_) | Done::Tombstone(_) => Lookup::Gone,
+            },
             None => Lookup::Missing,
+        }
+    }
+
+    /// A finished job's record and result, if it has not expired.
+    fn finished(&self, id: JobId) -> Lookup<(Job, Option<StoredResponse>)> {
+        match self.lookup(id) {
+            Lookup::Found(done) => match &*done {
+                Done::Finished(f) => Lookup::Found((f.job.clone(), f.response.clone())),
+                Done::Tombstone(_) => Lookup::Gone,
+            },
+            Lookup::Gone => Lookup::Gone,
+            Lookup::Missing => Lookup::Missing,
         }
     }
 }
@@ -177,7 +225,10 @@ impl JobStore for MemoryStore {
             return Ok(Lookup::Found(a.job.clone()));
         }
         Ok(match self.inner.lookup(id) {
-            Lookup::Found(f) => Lookup::Found(f.job.clone()),
+            Lookup::Found(done) => match &*done {
+                Done::Finished(f) => Lookup::Found(f.job.clone()),
+                Done::Tombstone(_) => Lookup::Gone,
+            },
             Lookup::Gone => Lookup::Gone,
             Lookup::Missing => Lookup::Missing,
         })
@@ -187,11 +238,7 @@ impl JobStore for MemoryStore {
         if let Some(a) = self.inner.active().get(&id) {
             return Ok(Lookup::Found((a.job.clone(), None)));
         }
-        Ok(match self.inner.lookup(id) {
-            Lookup::Found(f) => Lookup::Found((f.job.clone(), f.response.clone())),
-            Lookup::Gone => Lookup::Gone,
-            Lookup::Missing => Lookup::Missing,
-        })
+        Ok(self.inner.finished(id))
     }
 
     async fn start(&self, id: JobId, at: SystemTime) -> Result<Option<Job>, StoreError> {
@@ -223,13 +270,12 @@ impl JobStore for MemoryStore {
             return Ok(Lookup::Found(Cancel::Canceled(job)));
         }
         drop(active);
-        Ok(match self.inner.lookup(id) {
-            Lookup::Found(f) if f.job.status == JobStatus::Canceled => {
-                Lookup::Found(Cancel::AlreadyCanceled(f.job.clone()))
+        Ok(match self.inner.finished(id) {
+            Lookup::Found((job, _)) if job.status == JobStatus::Canceled => {
+                Lookup::Found(Cancel::AlreadyCanceled(job))
             }
             Lookup::Found(_) => {
-                self.inner.finished.invalidate(&id);
-                self.inner.bury(id, self.inner.tombstone_ttl);
+                self.inner.bury(id);
                 Lookup::Found(Cancel::Deleted)
             }
             Lookup::Gone => Lookup::Gone,

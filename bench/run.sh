@@ -1,0 +1,253 @@
+#!/usr/bin/env bash
+# asyncgate benchmark: the bare backend, nginx and asyncgate under the same
+# wrk load on this machine, reported as medians and ratios.
+#
+#   bench/run.sh                       # full run, about ten minutes
+#   RUNS=1 DURATION=3s FILL=100000 bench/run.sh   # a quick look
+#
+# Knobs (environment): RUNS (repeats per measurement, median reported),
+# DURATION (wrk -d), CONNS (wrk -c), THREADS (wrk -t), FILL (jobs stored for
+# the large memory point), RESULTS (where the markdown goes; default
+# bench/RESULTS.md). Everything listens on 127.0.0.1 only.
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$BENCH_DIR")
+RUNS=${RUNS:-3}
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-64}
+THREADS=${THREADS:-2}
+FILL=${FILL:-1000000}
+RESULTS=${RESULTS:-$BENCH_DIR/RESULTS.md}
+export BENCH_DIR
+
+BACKEND=127.0.0.1:18081
+NGINX=127.0.0.1:18082
+GATEWAY=127.0.0.1:18080
+HZ=$(getconf CLK_TCK)
+
+need() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+if ! need wrk || ! need nginx || ! need curl; then
+  echo "installing wrk, nginx-light and curl from the distribution..." >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light curl >/dev/null
+fi
+NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
+
+echo "building release binaries..." >&2
+(cd "$ROOT" && cargo build --release --quiet --bin asyncgate --example bench-backend --example bench-fill)
+GATEWAY_BIN=$ROOT/target/release/asyncgate
+BACKEND_BIN=$ROOT/target/release/examples/bench-backend
+FILL_BIN=$ROOT/target/release/examples/bench-fill
+
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+WORK=$(mktemp -d)
+mkdir -p "$WORK/tmp"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+wait_port() {
+  for _ in $(seq 100); do
+    curl -s -o /dev/null "http://$1/" && return 0
+    sleep 0.1
+  done
+  echo "nothing answers on $1" >&2
+  exit 1
+}
+
+start_gateway() {
+  local config=$1
+  if [ -n "${GATEWAY_PID:-}" ]; then kill "$GATEWAY_PID"; wait "$GATEWAY_PID" 2>/dev/null || true; fi
+  RUST_LOG=warn "$GATEWAY_BIN" --config "$config" 2>>"$WORK/gateway.log" &
+  GATEWAY_PID=$!
+  PIDS+=("$GATEWAY_PID")
+  wait_port "$GATEWAY"
+}
+
+"$BACKEND_BIN" "$BACKEND" &
+BACKEND_PID=$!
+PIDS+=("$BACKEND_PID")
+"$NGINX_BIN" -p "$WORK" -c "$BENCH_DIR/nginx.conf" -g "daemon off;" 2>>"$WORK/nginx.log" &
+PIDS+=("$!")
+start_gateway "$BENCH_DIR/asyncgate.toml"
+wait_port "$BACKEND"
+wait_port "$NGINX"
+NGINX_PIDS() { pgrep -f "nginx: worker process" | tr '\n' ' '; }
+
+# CPU ticks (user + system) of the given pids.
+ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+posts() { curl -s "http://$BACKEND/stats"; }
+median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+
+# measure NAME URL SCRIPT "PIDS" [extra wrk args]: RUNS wrk runs; prints
+# "NAME rps p50 p99 p999 cpu_us_per_req" (medians) and records it.
+declare -A R
+measure() {
+  local name=$1 url=$2 script=$3 pids=$4; shift 4
+  local out="$WORK/$name.runs"
+  : >"$out"
+  for _ in $(seq "$RUNS"); do
+    local t0 t1 line
+    t0=$(ticks $pids)
+    line=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" -s "$BENCH_DIR/lua/$script" "$@" "$url" | grep '^RESULT')
+    t1=$(ticks $pids)
+    # requests seconds rps p50 p99 p999 errors cpu_us/req
+    echo "$line" | awk -v dt=$((t1 - t0)) -v hz="$HZ" '{printf "%s %s %s %s %s %s %s %.2f\n", $2, $3, $4, $5, $6, $7, $8, dt * 1e6 / hz / $2}' >>"$out"
+  done
+  local col
+  for col in 3 4 5 6 8; do
+    R[$name,$col]=$(awk -v c=$col '{print $c}' "$out" | median)
+  done
+  R[$name,req]=$(awk '{s += $1} END {print s}' "$out")
+  R[$name,err]=$(awk '{s += $7} END {print s}' "$out")
+  printf '%-22s %10.0f req/s  p50 %6d us  p99 %6d us  p99.9 %6d us  cpu %6.2f us/req  errors %d\n' \
+    "$name" "${R[$name,3]}" "${R[$name,4]}" "${R[$name,5]}" "${R[$name,6]}" "${R[$name,8]}" "${R[$name,err]}" >&2
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0) ? a / b : 0}'; }
+
+echo "== passthrough (wrk -t$THREADS -c$CONNS -d$DURATION, $RUNS runs, medians)" >&2
+measure backend_get "http://$BACKEND/" get.lua "$BACKEND_PID"
+measure nginx_get "http://$NGINX/" get.lua "$(NGINX_PIDS)"
+measure gateway_get "http://$GATEWAY/" get.lua "$GATEWAY_PID"
+measure nginx_post "http://$NGINX/echo" post1k.lua "$(NGINX_PIDS)"
+measure gateway_post "http://$GATEWAY/echo" post1k.lua "$GATEWAY_PID"
+
+echo "== submit" >&2
+start_gateway "$BENCH_DIR/asyncgate.toml"
+before=$(posts)
+t_start=$(date +%s.%N)
+measure submit "http://$GATEWAY/jobs/x" post1k.lua "$GATEWAY_PID"
+accepted=$((R[submit,req] - R[submit,err]))
+target=$((before + accepted))
+while [ "$(posts)" -lt "$target" ]; do sleep 0.05; done
+t_end=$(date +%s.%N)
+E2E=$(awk -v n="$accepted" -v a="$t_start" -v b="$t_end" 'BEGIN {printf "%.0f", n / (b - a)}')
+echo "jobs completed end to end: $accepted in $(awk -v a="$t_start" -v b="$t_end" 'BEGIN {printf "%.1f", b - a}')s = $E2E jobs/s" >&2
+# Half the maximum rate, offered by pausing each connection between requests.
+half=$(awk -v r="${R[submit,3]}" 'BEGIN {print r / 2}')
+delay_ms=$(awk -v c="$CONNS" -v h="$half" 'BEGIN {d = int(c * 1000 / h + 0.5); print (d < 1) ? 1 : d}')
+WRK_DELAY_MS=$delay_ms measure submit_half "http://$GATEWAY/jobs/x" post1k.lua "$GATEWAY_PID"
+
+echo "== poll" >&2
+: >"$WORK/status.txt"
+for _ in $(seq 1000); do
+  curl -s -D - -o /dev/null -X POST --data-binary @<(head -c 1024 /dev/zero | tr '\0' x) "http://$GATEWAY/jobs/p" |
+    awk 'tolower($1) == "location:" {sub(/\r$/, "", $2); print $2}' >>"$WORK/status.txt"
+done
+sed 's|$|/result|' "$WORK/status.txt" >"$WORK/result.txt"
+while [ "$(curl -s "http://$GATEWAY$(tail -n1 "$WORK/status.txt")" | grep -c succeeded)" -eq 0 ]; do sleep 0.05; done
+POLL_URLS=$WORK/status.txt measure poll_status "http://$GATEWAY" poll.lua "$GATEWAY_PID"
+POLL_URLS=$WORK/result.txt measure poll_result "http://$GATEWAY" poll.lua "$GATEWAY_PID"
+
+# fill N: submits N more jobs (1 KiB bodies and results) and waits until the
+# backend has answered every accepted one.
+fill() {
+  local n=$1 before ok
+  before=$(posts)
+  ok=$("$FILL_BIN" "http://$GATEWAY/jobs/m" "$n" "$CONNS" | awk '{print $2}')
+  while [ "$(posts)" -lt $((before + ok)) ]; do sleep 0.1; done
+  sleep 1 # the last results are recorded just after the backend answers
+}
+
+echo "== memory" >&2
+start_gateway "$BENCH_DIR/asyncgate.toml"
+declare -A MEM
+MEM[0]=$(rss_kib "$GATEWAY_PID")
+stored=0
+for n in 10000 100000 "$FILL"; do
+  [ "$n" -le "$stored" ] && continue
+  fill $((n - stored))
+  stored=$n
+  MEM[$n]=$(rss_kib "$GATEWAY_PID")
+  echo "RSS with $n jobs stored: ${MEM[$n]} KiB" >&2
+done
+per_job() { awk -v a="${MEM[0]}" -v b="${MEM[$1]}" -v n="$1" 'BEGIN {printf "%.0f", (b - a) * 1024 / n - 1024}'; }
+
+echo "== budget holds (max_bytes = 256MiB, $FILL submissions)" >&2
+sed 's/^max_bytes = .*/max_bytes = "256MiB"/' "$BENCH_DIR/asyncgate.toml" >"$WORK/budget.toml"
+start_gateway "$WORK/budget.toml"
+BUDGET_FILL=$("$FILL_BIN" "http://$GATEWAY/jobs/b" "$FILL" "$CONNS")
+echo "$BUDGET_FILL (accepted, refused with 503, other, seconds)" >&2
+sleep 1
+BUDGET_RSS=$(rss_kib "$GATEWAY_PID")
+echo "RSS after $FILL submissions against a 256 MiB budget: $BUDGET_RSS KiB" >&2
+
+echo "== scaling (submit rate by concurrent clients)" >&2
+for c in 10 100 1000 10000; do
+  start_gateway "$BENCH_DIR/asyncgate.toml"
+  CONNS=$c measure "scale_$c" "http://$GATEWAY/jobs/s" post1k.lua "$GATEWAY_PID"
+  R[scale_$c,rss]=$(rss_kib "$GATEWAY_PID")
+done
+
+CPU=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
+MEMTOTAL=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
+row() { printf '| %s | %.0f | %s | %s | %s | %.2f |\n' "$1" "${R[$2,3]}" "${R[$2,4]}" "${R[$2,5]}" "${R[$2,6]}" "${R[$2,8]}"; }
+{
+  echo "# Benchmark results"
+  echo
+  echo "- date: $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo "- machine: $(nproc) cores ($CPU), $MEMTOTAL; load generator, backend and proxies share it"
+  echo "- command: \`RUNS=$RUNS DURATION=$DURATION CONNS=$CONNS THREADS=$THREADS FILL=$FILL bench/run.sh\`"
+  echo "- each figure is the median of $RUNS wrk runs (\`wrk -t$THREADS -c$CONNS -d$DURATION\`); latencies in µs;"
+  echo "  CPU is the proxy's own user+system time per request, from /proc/PID/stat"
+  echo
+  echo "## Passthrough"
+  echo
+  echo "| target | req/s | p50 | p99 | p99.9 | CPU µs/req |"
+  echo "|---|---|---|---|---|---|"
+  row "backend direct, GET" backend_get
+  row "nginx, GET" nginx_get
+  row "asyncgate, GET" gateway_get
+  row "nginx, POST 1 KiB" nginx_post
+  row "asyncgate, POST 1 KiB" gateway_post
+  echo
+  echo "| ratio asyncgate / nginx | GET | POST 1 KiB |"
+  echo "|---|---|---|"
+  echo "| throughput | $(ratio "${R[gateway_get,3]}" "${R[nginx_get,3]}") | $(ratio "${R[gateway_post,3]}" "${R[nginx_post,3]}") |"
+  echo "| CPU per request | $(ratio "${R[gateway_get,8]}" "${R[nginx_get,8]}") | $(ratio "${R[gateway_post,8]}" "${R[nginx_post,8]}") |"
+  echo "| p99 | $(ratio "${R[gateway_get,5]}" "${R[nginx_get,5]}") | $(ratio "${R[gateway_post,5]}" "${R[nginx_post,5]}") |"
+  echo
+  echo "## Async jobs"
+  echo
+  echo "| measurement | req/s | p50 | p99 | p99.9 | CPU µs/req |"
+  echo "|---|---|---|---|---|---|"
+  row "submit (202), full load" submit
+  row "submit (202), half load (${delay_ms} ms pause per connection)" submit_half
+  row "GET status of a finished job" poll_status
+  row "GET result of a finished job" poll_result
+  echo
+  echo "- jobs completed end to end (202 + backend request + stored result): **$E2E jobs/s**," \
+    "$(ratio "$E2E" "${R[nginx_post,3]}") × nginx's POST passthrough rate"
+  echo "- poll status: $(ratio "${R[poll_status,3]}" "${R[backend_get,3]}") × the bare backend's GET rate;" \
+    "result: $(ratio "${R[poll_result,3]}" "${R[backend_get,3]}") ×"
+  echo
+  echo "## Memory (1 KiB request bodies, 1 KiB results)"
+  echo
+  echo "| jobs stored | RSS (MiB) | bytes per job beyond its 1 KiB result |"
+  echo "|---|---|---|"
+  echo "| 0 | $(awk -v k="${MEM[0]}" 'BEGIN {printf "%.1f", k / 1024}') | |"
+  for n in 10000 100000 "$FILL"; do
+    [ -n "${MEM[$n]:-}" ] && echo "| $n | $(awk -v k="${MEM[$n]}" 'BEGIN {printf "%.1f", k / 1024}') | $(per_job "$n") |"
+  done
+  echo
+  echo "With \`max_bytes = \"256MiB\"\` and $FILL submissions ($(echo "$BUDGET_FILL" | awk '{print $2 " accepted, " $3 " refused with 503, " $4 " other"}')), RSS stayed at" \
+    "$(awk -v k="$BUDGET_RSS" 'BEGIN {printf "%.1f", k / 1024}') MiB."
+  echo
+  echo "## Scaling: submit rate by concurrent clients"
+  echo
+  echo "| clients | 202/s | p50 | p99 | p99.9 | CPU µs/req | RSS after (MiB) |"
+  echo "|---|---|---|---|---|---|---|"
+  for c in 10 100 1000 10000; do
+    printf '| %s | %.0f | %s | %s | %s | %.2f | %.1f |\n' "$c" "${R[scale_$c,3]}" "${R[scale_$c,4]}" "${R[scale_$c,5]}" \
+      "${R[scale_$c,6]}" "${R[scale_$c,8]}" "$(awk -v k="${R[scale_$c,rss]}" 'BEGIN {print k / 1024}')"
+  done
+} >"$RESULTS"
+echo "written to $RESULTS" >&2
+cat "$RESULTS"
