@@ -50,10 +50,27 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
-    /// Whether the log should hear about it: the gateway or a backend
-    /// misbehaved, as opposed to a client asking for something wrong.
-    pub fn is_server_side(&self) -> bool {
-        self.problem().status.is_server_error()
+    /// Whether the log should warn about it: a backend or the store failed.
+    /// Clients asking for something wrong, and refusals under load (which
+    /// would flood the log exactly when it matters), are not failures; the
+    /// request line records them anyway.
+    pub fn is_failure(&self) -> bool {
+        use GatewayError as E;
+        match self {
+            E::Upstream { .. } | E::Store(_) => true,
+            E::NoRoute
+            | E::MethodNotAllowed { .. }
+            | E::JobNotFound
+            | E::JobGone
+            | E::JobNotFinished { .. }
+            | E::JobCanceled { .. }
+            | E::JobFailed(_)
+            | E::BodyTooLarge { .. }
+            | E::Body(_)
+            | E::QueueFull { .. }
+            | E::StoreFull { .. }
+            | E::ShuttingDown => false,
+        }
     }
 
     pub fn into_response(self) -> Response<Body> {

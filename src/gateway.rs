@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::header::{HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, Request, Response};
 use hyper::body::Incoming;
 
@@ -16,6 +17,7 @@ use crate::config::{Config, Mode, ServerConfig};
 use crate::error::GatewayError;
 use crate::jobs::store::JobStore;
 use crate::jobs::{api, BackendRequest, Jobs};
+use crate::proxy::header_block::HeaderBlock;
 use crate::proxy::{self, headers};
 use crate::routes::{Route, RouteTable};
 use crate::upstream::Upstream;
@@ -70,7 +72,7 @@ impl Shared {
         let response = match self.dispatch(req, remote).await {
             Ok(response) => response,
             Err(e) => {
-                if e.is_server_side() {
+                if e.is_failure() {
                     tracing::warn!(error = %ErrorChain(&e), "request failed");
                 } else {
                     tracing::debug!(error = %ErrorChain(&e), "request refused");
@@ -151,10 +153,12 @@ impl Shared {
                 .headers
                 .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
         }
+        // Copied, not sliced: the parsed URI shares the connection's read buffer.
+        let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let request = BackendRequest {
-            uri: route.upstream.uri_for(parts.uri.path_and_query()),
+            path: PathAndQuery::try_from(path).expect("a parsed path parses again"),
             method: parts.method,
-            headers: headers::detach(&parts.headers),
+            headers: HeaderBlock::pack(&parts.headers),
             body,
         };
         let job = self.jobs.submit(route, request).await?;

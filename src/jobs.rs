@@ -13,28 +13,46 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Uri};
+use http::uri::PathAndQuery;
+use http::Method;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::GatewayError;
+use crate::lane::Admission;
+use crate::proxy::header_block::HeaderBlock;
 use crate::routes::Route;
 use model::{Job, JobId};
 use store::{JobStore, StoreError};
 
-/// A request as it will be sent to the backend, body read in full.
+/// A request as it will be sent to the backend: body read in full, headers
+/// packed, everything in allocations of its own, since it may wait long.
 pub struct BackendRequest {
     pub method: Method,
-    pub uri: Uri,
-    pub headers: HeaderMap,
+    pub path: PathAndQuery,
+    pub headers: HeaderBlock,
     pub body: Bytes,
+}
+
+impl BackendRequest {
+    /// Bytes it holds, for the store budget.
+    pub fn size(&self) -> u64 {
+        (self.path.as_str().len() + self.headers.size() + self.body.len()) as u64
+    }
+}
+
+/// A job in its upstream's lane, waiting or about to run.
+pub struct QueuedJob {
+    id: JobId,
+    route: Arc<Route>,
+    request: BackendRequest,
 }
 
 pub struct Jobs {
     store: Arc<dyn JobStore>,
     routes: HashMap<Arc<str>, Arc<Route>>,
-    /// Jobs this process is running or holding in a queue.
+    /// Jobs this process is running.
     live: Mutex<HashMap<JobId, Live>>,
     tracker: TaskTracker,
     /// Fired when the drain deadline passes: every job left fails.
@@ -97,8 +115,8 @@ impl Jobs {
         }
     }
 
-    /// Accepts a job: a place at its upstream, a record in the store, and a
-    /// task that will run it. Refused when the queue or the budget is full.
+    /// Accepts a job: a record in the store, then a place in its upstream's
+    /// lane. Refused when the budget or the lane is full.
     pub async fn submit(
         self: &Arc<Self>,
         route: &Arc<Route>,
@@ -108,39 +126,35 @@ impl Jobs {
             return Err(GatewayError::ShuttingDown);
         }
         let retry_after = route.retry_after(Duration::ZERO);
-        let admission = route
-            .upstream
-            .admit()
-            .ok_or_else(|| GatewayError::QueueFull {
-                upstream: route.upstream.config.name.clone(),
-                retry_after,
-            })?;
         let job = Job::queued(Arc::clone(&route.name), request.method.clone());
         self.store
-            .create(job.clone(), request.body.len() as u64)
+            .create(job.clone(), request.size())
             .await
             .map_err(|e| match e {
                 StoreError::Full => GatewayError::StoreFull { retry_after },
             })?;
-        let cancel = CancellationToken::new();
-        let progress = Arc::new(Progress::new());
-        self.live_map().insert(
-            job.id,
-            Live {
-                cancel: cancel.clone(),
-                progress: Arc::clone(&progress),
-            },
-        );
-        tracing::info!(job = %job.id, route = %route.name, status = "queued", "job");
-        let work = runner::Work {
+        let queued = QueuedJob {
             id: job.id,
             route: Arc::clone(route),
             request,
-            admission,
-            cancel,
-            progress,
         };
-        self.tracker.spawn(runner::run(Arc::clone(self), work));
+        match route.upstream.lane.admit(queued) {
+            Admission::Run(slot, first) => {
+                self.tracker
+                    .spawn(runner::work(Arc::clone(self), slot, first));
+            }
+            Admission::Queued => {}
+            Admission::Full(_) => {
+                if let Err(e) = self.store.discard(job.id).await {
+                    tracing::error!(job = %job.id, error = %e, "could not discard a refused job");
+                }
+                return Err(GatewayError::QueueFull {
+                    upstream: route.upstream.config.name.clone(),
+                    retry_after,
+                });
+            }
+        }
+        tracing::info!(job = %job.id, route = %route.name, status = "queued", "job");
         Ok(job)
     }
 
@@ -197,13 +211,45 @@ impl Jobs {
         self.live_map().get(&id).map(|l| Arc::clone(&l.progress))
     }
 
-    fn cancel_live(&self, id: JobId) {
-        if let Some(live) = self.live_map().get(&id) {
+    /// Stops a job the store has just marked canceled: drops its backend
+    /// request if it runs here, or takes it out of its lane if it waits.
+    fn stop(&self, job: &Job) {
+        if let Some(live) = self.live_map().get(&job.id) {
             live.cancel.cancel();
+            return;
+        }
+        if let Some(route) = self.route(&job.route) {
+            route.upstream.lane.remove(|q| q.id == job.id);
         }
     }
 
-    fn forget(&self, id: JobId) {
-        self.live_map().remove(&id);
+    /// Records a job as running here until the returned guard drops.
+    fn register(&self, id: JobId) -> Registration<'_> {
+        let live = Live {
+            cancel: CancellationToken::new(),
+            progress: Arc::new(Progress::new()),
+        };
+        let registration = Registration {
+            jobs: self,
+            id,
+            cancel: live.cancel.clone(),
+            progress: Arc::clone(&live.progress),
+        };
+        self.live_map().insert(id, live);
+        registration
+    }
+}
+
+/// A running job's handles; removes it from the live registry when dropped.
+struct Registration<'a> {
+    jobs: &'a Jobs,
+    id: JobId,
+    cancel: CancellationToken,
+    progress: Arc<Progress>,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.jobs.live_map().remove(&self.id);
     }
 }

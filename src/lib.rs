@@ -15,6 +15,7 @@ pub mod defaults;
 pub mod error;
 mod gateway;
 pub mod jobs;
+pub mod lane;
 pub mod problem;
 pub mod proxy;
 pub mod routes;

@@ -1,5 +1,6 @@
 //! Passthrough: a streaming reverse proxy, as nginx would do it.
 
+pub mod header_block;
 pub mod headers;
 
 use std::net::SocketAddr;

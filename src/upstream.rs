@@ -1,7 +1,6 @@
-//! An upstream: its pooled HTTP client, and the concurrency limit and
-//! bounded queue that keep jobs from overrunning the backend.
+//! An upstream: its pooled HTTP client, and the lane that keeps jobs from
+//! overrunning the backend.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use http::uri::PathAndQuery;
@@ -10,16 +9,17 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::body::{Body, BodyError};
 use crate::config::UpstreamConfig;
+use crate::jobs::QueuedJob;
+use crate::lane::Lane;
 
 pub struct Upstream {
     pub config: UpstreamConfig,
     client: Client<HttpConnector, Body>,
-    limit: Arc<Semaphore>,
-    waiting: Arc<AtomicUsize>,
+    /// Jobs for this backend: `max_concurrency` sent at once, `max_queue` waiting.
+    pub lane: Arc<Lane<QueuedJob>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -32,21 +32,6 @@ pub enum UpstreamError {
     ClientBodyStalled(#[source] hyper_util::client::legacy::Error),
     #[error("the exchange failed")]
     Failed(#[source] hyper_util::client::legacy::Error),
-}
-
-/// A job's place at an upstream: running, or waiting in its bounded queue.
-pub enum Admission {
-    Running(OwnedSemaphorePermit),
-    Waiting(QueueSlot),
-}
-
-/// One of `max_queue` places, given back when dropped.
-pub struct QueueSlot(Arc<AtomicUsize>);
-
-impl Drop for QueueSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 impl Upstream {
@@ -63,8 +48,7 @@ impl Upstream {
             .retry_canceled_requests(false)
             .build(connector);
         Upstream {
-            limit: Arc::new(Semaphore::new(config.max_concurrency)),
-            waiting: Arc::default(),
+            lane: Lane::new(config.max_concurrency, config.max_queue),
             config,
             client,
         }
@@ -101,28 +85,5 @@ impl Upstream {
             }
             Ok(Err(e)) => Err(UpstreamError::Failed(e)),
         }
-    }
-
-    /// Admits a job now if a request slot is free, else into the queue;
-    /// `None` when the queue is full.
-    pub fn admit(&self) -> Option<Admission> {
-        if let Ok(permit) = Arc::clone(&self.limit).try_acquire_owned() {
-            return Some(Admission::Running(permit));
-        }
-        let max = self.config.max_queue;
-        self.waiting
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()?;
-        Some(Admission::Waiting(QueueSlot(Arc::clone(&self.waiting))))
-    }
-
-    /// Waits for a request slot; the semaphore is FIFO, so the queue is too.
-    pub async fn permit(&self) -> OwnedSemaphorePermit {
-        Arc::clone(&self.limit)
-            .acquire_owned()
-            .await
-            .expect("the upstream semaphore is never closed")
     }
 }

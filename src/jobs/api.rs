@@ -69,7 +69,7 @@ async fn result(jobs: &Jobs, id: JobId) -> Result<Response<Body>, GatewayError> 
     if let Some(stored) = stored {
         let mut response = Response::new(body::full(stored.body));
         *response.status_mut() = stored.status;
-        *response.headers_mut() = stored.headers;
+        *response.headers_mut() = stored.headers.unpack();
         return Ok(response);
     }
     match (job.status, job.failure) {
@@ -88,7 +88,7 @@ async fn result(jobs: &Jobs, id: JobId) -> Result<Response<Body>, GatewayError> 
 async fn cancel(jobs: &Jobs, id: JobId) -> Result<Response<Body>, GatewayError> {
     match jobs.store.cancel(id).await.map_err(GatewayError::Store)? {
         Lookup::Found(Cancel::Canceled(job)) => {
-            jobs.cancel_live(id);
+            jobs.stop(&job);
             tracing::info!(job = %id, route = %job.route, status = "canceled", "job");
             Ok(document_response(jobs, &job))
         }

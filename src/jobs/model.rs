@@ -5,8 +5,10 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, StatusCode};
+use http::{Method, StatusCode};
 use uuid::Uuid;
+
+use crate::proxy::header_block::HeaderBlock;
 
 /// A random (v4) UUID; printed and parsed only in canonical lowercase form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -134,19 +136,14 @@ impl Job {
 #[derive(Debug, Clone)]
 pub struct StoredResponse {
     pub status: StatusCode,
-    pub headers: HeaderMap,
+    pub headers: HeaderBlock,
     pub body: Bytes,
 }
 
 impl StoredResponse {
     /// Bytes this response holds in memory, for the store budget.
     pub fn size(&self) -> u64 {
-        let headers: usize = self
-            .headers
-            .iter()
-            .map(|(k, v)| k.as_str().len() + v.len())
-            .sum();
-        (headers + self.body.len()) as u64
+        (self.headers.size() + self.body.len()) as u64
     }
 }
 
@@ -217,7 +214,7 @@ mod tests {
     fn server_errors_fail_the_job_but_keep_the_response() {
         let r = StoredResponse {
             status: StatusCode::BAD_GATEWAY,
-            headers: HeaderMap::new(),
+            headers: HeaderBlock::default(),
             body: Bytes::from_static(b"x"),
         };
         let o = Outcome::answered(r);

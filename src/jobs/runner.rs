@@ -1,5 +1,6 @@
-//! Running one job: wait for a place at the upstream, send the request once,
-//! keep the response, and record how it ended.
+//! Running jobs: a worker holds one of its upstream's places and runs jobs
+//! from the lane until none wait; each is sent once, its response kept, and
+//! how it ended recorded.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -7,78 +8,52 @@ use std::time::SystemTime;
 
 use http::header::CONTENT_LENGTH;
 use http::Request;
-use tokio_util::sync::CancellationToken;
 
 use super::model::{Failure, JobId, JobStatus, Outcome, StoredResponse};
-use super::{BackendRequest, Jobs, Progress};
+use super::{BackendRequest, Jobs, Progress, QueuedJob};
 use crate::body::{self, collect_limited, BodyError};
+use crate::lane::Slot;
+use crate::proxy::header_block::HeaderBlock;
 use crate::proxy::headers;
 use crate::routes::Route;
-use crate::upstream::{Admission, UpstreamError};
+use crate::upstream::UpstreamError;
 
-pub(super) struct Work {
-    pub id: JobId,
-    pub route: Arc<Route>,
-    pub request: BackendRequest,
-    pub admission: Admission,
-    pub cancel: CancellationToken,
-    pub progress: Arc<Progress>,
-}
-
-/// Removes the job from the live registry however the task ends.
-struct Forget<'a>(&'a Jobs, JobId);
-
-impl Drop for Forget<'_> {
-    fn drop(&mut self) {
-        self.0.forget(self.1);
+pub(super) async fn work(jobs: Arc<Jobs>, mut slot: Slot<QueuedJob>, first: QueuedJob) {
+    let mut next = Some(first);
+    while let Some(job) = next {
+        run(&jobs, job).await;
+        next = slot.take_next();
     }
 }
 
-pub(super) async fn run(jobs: Arc<Jobs>, work: Work) {
-    let Work {
-        id,
-        route,
-        request,
-        admission,
-        cancel,
-        progress,
-    } = work;
-    let _forget = Forget(&jobs, id);
-    let _permit = match admission {
-        Admission::Running(permit) => permit,
-        Admission::Waiting(slot) => {
-            let permit = tokio::select! {
-                permit = route.upstream.permit() => permit,
-                // The store already says canceled; dropping the slot frees the queue place.
-                () = cancel.cancelled() => return,
-                () = jobs.abort.cancelled() => {
-                    record(&jobs, &route, id, Outcome::failed(Failure::Interrupted)).await;
-                    return;
-                }
-            };
-            drop(slot);
-            permit
-        }
-    };
+async fn run(jobs: &Jobs, job: QueuedJob) {
+    let QueuedJob { id, route, request } = job;
+    if jobs.abort.is_cancelled() {
+        // Past the drain deadline: what still waits fails without being sent.
+        record(jobs, &route, id, Outcome::failed(Failure::Interrupted)).await;
+        return;
+    }
     match jobs.store.start(id, SystemTime::now()).await {
         Ok(Some(_)) => tracing::info!(job = %id, route = %route.name, status = "running", "job"),
+        // Canceled while it waited.
         Ok(None) => return,
         Err(e) => {
             tracing::error!(job = %id, error = %e, "could not mark the job running");
             return;
         }
     }
+    let live = jobs.register(id);
     let started = tokio::time::Instant::now();
     let outcome = tokio::select! {
         // Dropping the exchange future drops its connection: the backend sees the abort.
-        () = cancel.cancelled() => return,
+        () = live.cancel.cancelled() => return,
         () = jobs.abort.cancelled() => Outcome::failed(Failure::Interrupted),
-        outcome = exchange(&route, request, &progress) => outcome,
+        outcome = exchange(&route, request, &live.progress) => outcome,
     };
     if outcome.failure != Some(Failure::Interrupted) {
         route.stats.record(started.elapsed());
     }
-    record(&jobs, &route, id, outcome).await;
+    record(jobs, &route, id, outcome).await;
 }
 
 async fn record(jobs: &Jobs, route: &Route, id: JobId, outcome: Outcome) {
@@ -108,8 +83,8 @@ async fn exchange(route: &Route, request: BackendRequest, progress: &Progress) -
     let limit = route.config.max_result;
     let mut req = Request::new(body::full(request.body));
     *req.method_mut() = request.method;
-    *req.uri_mut() = request.uri;
-    *req.headers_mut() = request.headers;
+    *req.uri_mut() = upstream.uri_for(Some(&request.path));
+    *req.headers_mut() = request.headers.unpack();
     let read = async {
         let response = upstream
             .send(req, upstream.config.job_timeout)
@@ -144,7 +119,7 @@ async fn exchange(route: &Route, request: BackendRequest, progress: &Progress) -
         parts.headers.remove(CONTENT_LENGTH);
         Ok(StoredResponse {
             status: parts.status,
-            headers: headers::detach(&parts.headers),
+            headers: HeaderBlock::pack(&parts.headers),
             body,
         })
     };

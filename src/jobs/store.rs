@@ -59,4 +59,7 @@ pub trait JobStore: Send + Sync + 'static {
     async fn finish(&self, id: JobId, outcome: Outcome) -> Result<Option<Job>, StoreError>;
 
     async fn cancel(&self, id: JobId) -> Result<Lookup<Cancel>, StoreError>;
+
+    /// Forgets a queued job that was refused before anyone saw its id.
+    async fn discard(&self, id: JobId) -> Result<(), StoreError>;
 }

@@ -99,20 +99,6 @@ pub fn add_via(headers: &mut HeaderMap, version: Version) {
     }
 }
 
-/// Copies `headers` into allocations of their own. hyper parses header values
-/// as slices of the connection's read buffer, so a map kept beyond the
-/// request (a stored result, a queued job) would pin that whole buffer.
-pub fn detach(headers: &HeaderMap) -> HeaderMap {
-    let mut own = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        let mut copy = HeaderValue::from_bytes(value.as_bytes())
-            .expect("a valid value stays valid when copied");
-        copy.set_sensitive(value.is_sensitive());
-        own.append(name.clone(), copy);
-    }
-    own
-}
-
 /// All values of a list header as one comma-separated string.
 fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     let mut values = headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
@@ -162,15 +148,6 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["via"], "1.1 edge, 1.1 asyncgate");
         assert!(h.get("host").is_none());
-    }
-
-    #[test]
-    fn detached_maps_keep_every_value_in_order() {
-        let h = map(&[("set-cookie", "a=1"), ("set-cookie", "b=2"), ("x-one", "1")]);
-        let own = detach(&h);
-        assert_eq!(own, h);
-        let cookies: Vec<_> = own.get_all("set-cookie").iter().collect();
-        assert_eq!(cookies, ["a=1", "b=2"]);
     }
 
     #[test]

@@ -262,6 +262,11 @@ impl JobStore for MemoryStore {
         Ok(Some(job))
     }
 
+    async fn discard(&self, id: JobId) -> Result<(), StoreError> {
+        self.inner.active().remove(&id);
+        Ok(())
+    }
+
     async fn cancel(&self, id: JobId) -> Result<Lookup<Cancel>, StoreError> {
         let mut active = self.inner.active();
         if let Some(Active { mut job, .. }) = active.remove(&id) {
@@ -288,7 +293,9 @@ impl JobStore for MemoryStore {
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use http::{HeaderMap, Method, StatusCode};
+    use http::{Method, StatusCode};
+
+    use crate::proxy::header_block::HeaderBlock;
 
     fn config(max_bytes: u64) -> StoreConfig {
         StoreConfig {
@@ -302,7 +309,7 @@ mod tests {
     fn response(len: usize) -> StoredResponse {
         StoredResponse {
             status: StatusCode::OK,
-            headers: HeaderMap::new(),
+            headers: HeaderBlock::default(),
             body: Bytes::from(vec![b'x'; len]),
         }
     }

@@ -1,0 +1,157 @@
+//! A lane: at most `max_running` items in progress and at most `max_waiting`
+//! waiting their turn, first in, first out.
+//!
+//! Waiting items are plain values in a queue, not parked tasks, so a deep
+//! queue costs only what its items hold. Whoever is admitted to run keeps a
+//! [`Slot`] and takes the next waiting item from it when done.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+pub struct Lane<T> {
+    state: Mutex<State<T>>,
+    max_running: usize,
+    max_waiting: usize,
+}
+
+struct State<T> {
+    running: usize,
+    waiting: VecDeque<T>,
+}
+
+/// What [`Lane::admit`] did with an item.
+pub enum Admission<T> {
+    /// Run this item now (it may be an older one that was waiting); take
+    /// further work from the slot.
+    Run(Slot<T>, T),
+    Queued,
+    /// Both running and waiting places are taken; the item comes back.
+    Full(T),
+}
+
+/// One of `max_running` places, held by whoever runs items; given back when
+/// [`Slot::take_next`] finds nothing waiting, or when dropped.
+pub struct Slot<T> {
+    lane: Arc<Lane<T>>,
+    held: bool,
+}
+
+impl<T> Lane<T> {
+    pub fn new(max_running: usize, max_waiting: usize) -> Arc<Lane<T>> {
+        Arc::new(Lane {
+            state: Mutex::new(State {
+                running: 0,
+                waiting: VecDeque::new(),
+            }),
+            max_running,
+            max_waiting,
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State<T>> {
+        // Every critical section is a counter update or one queue operation.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn admit(self: &Arc<Self>, item: T) -> Admission<T> {
+        let mut state = self.state();
+        if state.running < self.max_running {
+            state.running += 1;
+            // Older items go first; they can only be waiting here if a
+            // runner died without taking them.
+            let item = match state.waiting.pop_front() {
+                Some(older) => {
+                    state.waiting.push_back(item);
+                    older
+                }
+                None => item,
+            };
+            let slot = Slot {
+                lane: Arc::clone(self),
+                held: true,
+            };
+            return Admission::Run(slot, item);
+        }
+        if state.waiting.len() < self.max_waiting {
+            state.waiting.push_back(item);
+            return Admission::Queued;
+        }
+        Admission::Full(item)
+    }
+
+    /// Takes a waiting item out of the queue, e.g. because it was canceled.
+    pub fn remove(&self, matches: impl Fn(&T) -> bool) -> Option<T> {
+        let mut state = self.state();
+        let at = state.waiting.iter().position(matches)?;
+        state.waiting.remove(at)
+    }
+}
+
+impl<T> Slot<T> {
+    /// The next waiting item, or `None` after giving the place back.
+    pub fn take_next(&mut self) -> Option<T> {
+        let mut state = self.lane.state();
+        let next = state.waiting.pop_front();
+        if next.is_none() && self.held {
+            state.running -= 1;
+            self.held = false;
+        }
+        next
+    }
+}
+
+impl<T> Drop for Slot<T> {
+    fn drop(&mut self) {
+        if self.held {
+            self.lane.state().running -= 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run<T>(a: Admission<T>) -> (Slot<T>, T) {
+        match a {
+            Admission::Run(slot, item) => (slot, item),
+            _ => panic!("expected to run"),
+        }
+    }
+
+    #[test]
+    fn runs_up_to_the_limit_then_queues_then_refuses() {
+        let lane = Lane::new(1, 2);
+        let (mut slot, first) = run(lane.admit(1));
+        assert_eq!(first, 1);
+        assert!(matches!(lane.admit(2), Admission::Queued));
+        assert!(matches!(lane.admit(3), Admission::Queued));
+        assert!(matches!(lane.admit(4), Admission::Full(4)));
+        assert_eq!(slot.take_next(), Some(2));
+        assert_eq!(slot.take_next(), Some(3));
+        assert_eq!(slot.take_next(), None);
+        let (_slot, again) = run(lane.admit(5));
+        assert_eq!(again, 5);
+    }
+
+    #[test]
+    fn removed_items_free_their_place() {
+        let lane = Lane::new(1, 1);
+        let (_slot, _) = run(lane.admit(1));
+        assert!(matches!(lane.admit(2), Admission::Queued));
+        assert_eq!(lane.remove(|&i| i == 2), Some(2));
+        assert!(matches!(lane.admit(3), Admission::Queued));
+    }
+
+    #[test]
+    fn a_dropped_slot_gives_its_place_back_and_older_items_go_first() {
+        let lane = Lane::new(1, 5);
+        let (slot, _) = run(lane.admit(1));
+        assert!(matches!(lane.admit(2), Admission::Queued));
+        drop(slot);
+        let (_slot, item) = run(lane.admit(3));
+        assert_eq!(item, 2, "the stranded older item runs first");
+    }
+}
