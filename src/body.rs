@@ -54,11 +54,14 @@ impl BodyError {
 pin_project_lite::pin_project! {
     /// Fails with [`BodyError::Idle`] when no frame arrives within `timeout`,
     /// like nginx's `client_body_timeout`: a slow body is fine, a stalled one is not.
+    ///
+    /// The timer is armed only once the inner body has to wait: most bodies
+    /// are small and already buffered, and never touch the timer wheel.
     pub struct IdleTimeout<B> {
         #[pin]
         inner: B,
         #[pin]
-        sleep: Sleep,
+        sleep: Option<Sleep>,
         timeout: Duration,
     }
 }
@@ -67,7 +70,7 @@ impl<B> IdleTimeout<B> {
     pub fn new(inner: B, timeout: Duration) -> Self {
         IdleTimeout {
             inner,
-            sleep: tokio::time::sleep(timeout),
+            sleep: None,
             timeout,
         }
     }
@@ -85,14 +88,20 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
+        let mut this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Ready(frame) => {
-                this.sleep.reset(Instant::now() + *this.timeout);
+                if let Some(sleep) = this.sleep.as_pin_mut() {
+                    sleep.reset(Instant::now() + *this.timeout);
+                }
                 Poll::Ready(frame.map(|r| r.map_err(|e| BodyError::Read(e.into()).into())))
             }
             Poll::Pending => {
-                ready!(this.sleep.poll(cx));
+                if this.sleep.is_none() {
+                    this.sleep.set(Some(tokio::time::sleep(*this.timeout)));
+                }
+                let sleep = this.sleep.as_pin_mut().expect("armed just above");
+                ready!(sleep.poll(cx));
                 Poll::Ready(Some(Err(BodyError::Idle(*this.timeout).into())))
             }
         }

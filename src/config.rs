@@ -40,6 +40,8 @@ pub struct ServerConfig {
     /// Without a trailing slash; `None` means URLs are relative.
     pub public_base_url: Option<String>,
     pub max_connections: usize,
+    /// Threads accepting and serving connections, each with its own runtime.
+    pub workers: usize,
     pub header_read_timeout: Duration,
     pub body_idle_timeout: Duration,
     pub max_header_bytes: usize,
@@ -221,6 +223,7 @@ impl Cx<'_> {
             jobs_path,
             public_base_url,
             max_connections: self.positive(raw.max_connections, defaults::MAX_CONNECTIONS)?,
+            workers: self.positive(raw.workers, defaults::workers())?,
             header_read_timeout: self.duration(
                 raw.header_read_timeout.as_ref(),
                 defaults::HEADER_READ_TIMEOUT,

@@ -27,6 +27,11 @@ pub const MAX_HEADERS: usize = 100;
 /// serving far more clients than one instance should.
 pub const MAX_CONNECTIONS: usize = 10_000;
 
+/// One worker per core, like nginx's `worker_processes auto`.
+pub fn workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Kubernetes' default `terminationGracePeriodSeconds`.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -33,10 +33,11 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(config: Config, store: Arc<dyn JobStore>) -> Shared {
+        let workers = config.server.workers;
         let upstreams: Vec<Arc<Upstream>> = config
             .upstreams
             .into_iter()
-            .map(|u| Arc::new(Upstream::new(u)))
+            .map(|u| Arc::new(Upstream::new(u, workers)))
             .collect();
         let routes: Vec<Arc<Route>> = config
             .routes
@@ -66,9 +67,14 @@ impl Shared {
     }
 
     async fn handle(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
-        let started = tokio::time::Instant::now();
-        let method = req.method().clone();
-        let path = req.uri().path().to_owned();
+        // What the request line needs is captured only when it will be written.
+        let logged = tracing::enabled!(tracing::Level::INFO).then(|| {
+            (
+                tokio::time::Instant::now(),
+                req.method().clone(),
+                req.uri().path().to_owned(),
+            )
+        });
         let response = match self.dispatch(req, remote).await {
             Ok(response) => response,
             Err(e) => {
@@ -80,14 +86,16 @@ impl Shared {
                 e.into_response()
             }
         };
-        tracing::info!(
-            %remote,
-            %method,
-            path,
-            status = response.status().as_u16(),
-            micros = started.elapsed().as_micros() as u64,
-            "request"
-        );
+        if let Some((started, method, path)) = logged {
+            tracing::info!(
+                %remote,
+                %method,
+                path,
+                status = response.status().as_u16(),
+                micros = started.elapsed().as_micros() as u64,
+                "request"
+            );
+        }
         response
     }
 

@@ -54,7 +54,11 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Runtime::new() {
+    // The first worker runs here; the gateway starts one thread per further worker.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("asyncgate: cannot start the runtime: {e}");

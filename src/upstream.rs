@@ -1,6 +1,7 @@
 //! An upstream: its pooled HTTP client, and the lane that keeps jobs from
 //! overrunning the backend.
 
+use std::cell::Cell;
 use std::sync::Arc;
 
 use http::uri::PathAndQuery;
@@ -15,9 +16,22 @@ use crate::config::UpstreamConfig;
 use crate::jobs::QueuedJob;
 use crate::lane::Lane;
 
+thread_local! {
+    /// Which worker this thread is; picks the worker's own client.
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks the current thread as worker `index`.
+pub fn enter_worker(index: usize) {
+    WORKER.with(|w| w.set(index));
+}
+
 pub struct Upstream {
     pub config: UpstreamConfig,
-    client: Client<HttpConnector, Body>,
+    /// One pool per worker: a pooled connection is driven by a task on the
+    /// runtime that opened it, so sharing pools across workers would hand
+    /// every request to another thread and back.
+    clients: Vec<Client<HttpConnector, Body>>,
     /// Jobs for this backend: `max_concurrency` sent at once, `max_queue` waiting.
     pub lane: Arc<Lane<QueuedJob>>,
 }
@@ -35,37 +49,47 @@ pub enum UpstreamError {
 }
 
 impl Upstream {
-    pub fn new(config: UpstreamConfig) -> Upstream {
+    pub fn new(config: UpstreamConfig, workers: usize) -> Upstream {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(config.pool_idle_timeout)
             // A request hyper saw fail on a pooled connection is never sent
             // again behind the client's back: a POST must reach the backend once.
-            .retry_canceled_requests(false)
-            .build(connector);
+            .retry_canceled_requests(false);
+        let clients = (0..workers.max(1))
+            .map(|_| builder.build(connector.clone()))
+            .collect();
         Upstream {
             lane: Lane::new(config.max_concurrency, config.max_queue),
             config,
-            client,
+            clients,
         }
+    }
+
+    fn client(&self) -> &Client<HttpConnector, Body> {
+        &self.clients[WORKER.with(Cell::get) % self.clients.len()]
     }
 
     /// The backend URI for a request's path and query.
     pub fn uri_for(&self, path_and_query: Option<&PathAndQuery>) -> Uri {
-        let pq = path_and_query.map_or("/", PathAndQuery::as_str);
-        let pq = if self.config.path_prefix.is_empty() {
-            PathAndQuery::try_from(pq)
-        } else {
-            PathAndQuery::try_from(format!("{}{pq}", self.config.path_prefix))
+        let pq = match (path_and_query, self.config.path_prefix.is_empty()) {
+            (Some(pq), true) => pq.clone(),
+            (None, true) => PathAndQuery::from_static("/"),
+            (pq, false) => {
+                let pq = pq.map_or("/", PathAndQuery::as_str);
+                PathAndQuery::try_from(format!("{}{pq}", self.config.path_prefix))
+                    .expect("a valid path stays valid behind a valid prefix")
+            }
         };
         Uri::builder()
             .scheme(self.config.scheme.clone())
             .authority(self.config.authority.clone())
-            .path_and_query(pq.expect("a valid path stays valid behind a valid prefix"))
+            .path_and_query(pq)
             .build()
             .expect("scheme, authority and path make a URI")
     }
@@ -76,7 +100,7 @@ impl Upstream {
         req: Request<Body>,
         timeout: std::time::Duration,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(timeout, self.client.request(req)).await {
+        match tokio::time::timeout(timeout, self.client().request(req)).await {
             Err(_) => Err(UpstreamError::Timeout(timeout)),
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect(e)),

@@ -118,7 +118,9 @@ async fn client_that_disconnects_mid_body_queues_nothing() {
 
 #[tokio::test]
 async fn connections_beyond_the_limit_wait_instead_of_failing() {
-    let (_backend, gw) = gateway("max_connections = 2").await;
+    // One worker, so both idle connections are surely accepted by it; with
+    // several, the kernel may park one in another worker's backlog.
+    let (_backend, gw) = gateway("max_connections = 2\nworkers = 1").await;
     // Two idle keep-alive connections take both places.
     let idle1 = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     let idle2 = tokio::net::TcpStream::connect(gw.addr).await.unwrap();

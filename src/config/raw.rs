@@ -32,6 +32,7 @@ pub struct RawServer {
     pub jobs_path: Option<Text>,
     pub public_base_url: Option<Text>,
     pub max_connections: Option<Spanned<usize>>,
+    pub workers: Option<Spanned<usize>>,
     pub header_read_timeout: Option<Text>,
     pub body_idle_timeout: Option<Text>,
     pub max_header_bytes: Option<Text>,

@@ -381,24 +381,33 @@ impl Client {
         headers: &[(&str, &str)],
         body: impl Into<Bytes>,
     ) -> Reply {
+        self.try_send(method, url, headers, body)
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"))
+    }
+
+    /// Like [`Client::send`], but a failed exchange is an `Err`, not a panic.
+    pub async fn try_send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Result<Reply, String> {
         let mut req = Request::builder().method(method).uri(url);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
         let req = req.body(Full::new(body.into())).unwrap();
         within(30, &format!("a response from {url}"), async {
-            let res = self
-                .inner
-                .request(req)
-                .await
-                .unwrap_or_else(|e| panic!("{url}: {e}"));
+            let res = self.inner.request(req).await.map_err(|e| e.to_string())?;
             let (parts, body) = res.into_parts();
-            let body = body.collect().await.unwrap().to_bytes();
-            Reply {
+            let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+            Ok(Reply {
                 status: parts.status,
                 headers: parts.headers,
                 body,
-            }
+            })
         })
         .await
     }
