@@ -39,6 +39,13 @@ GATEWAY_BIN=$ROOT/target/release/asyncgate
 BACKEND_BIN=$ROOT/target/release/examples/bench-backend
 FILL_BIN=$ROOT/target/release/examples/bench-fill
 
+for addr in "$BACKEND" "$NGINX" "$GATEWAY"; do
+  if (exec 3<>"/dev/tcp/${addr%:*}/${addr#*:}") 2>/dev/null; then
+    echo "$addr is already in use: stop whatever listens there first" >&2
+    exit 1
+  fi
+done
+
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 WORK=$(mktemp -d)
 mkdir -p "$WORK/tmp"
