@@ -84,6 +84,12 @@ pub struct RouteConfig {
     pub max_result: u64,
     pub retry_after_min: Duration,
     pub retry_after_max: Duration,
+    /// `auto` mode: how long to wait for the backend before answering `202`.
+    pub sync_wait: Duration,
+    /// `auto` mode: the most a client's `Prefer: wait` may ask for.
+    pub max_wait: Duration,
+    /// A finished job's status URL answers `303 See Other` to its result.
+    pub redirect_when_done: bool,
 }
 
 impl Config {
@@ -361,7 +367,17 @@ impl Cx<'_> {
                 ));
             }
         }
+        let sync_wait = self.duration(raw.sync_wait.as_ref(), defaults::SYNC_WAIT)?;
+        let max_wait = self.duration(raw.max_wait.as_ref(), defaults::MAX_WAIT.max(sync_wait))?;
+        if let Some(s) = raw.max_wait.as_ref().or(raw.sync_wait.as_ref()) {
+            if max_wait < sync_wait {
+                return Err(self.err(s.span(), "max_wait must not be below sync_wait"));
+            }
+        }
         Ok(RouteConfig {
+            sync_wait,
+            max_wait,
+            redirect_when_done: raw.redirect_when_done.unwrap_or(false),
             name: name.clone(),
             methods,
             path: path.clone(),

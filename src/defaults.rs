@@ -71,6 +71,13 @@ pub const MAX_BODY: u64 = 10 * 1024 * 1024;
 /// A result is held in memory: one job must not be able to take the budget.
 pub const MAX_RESULT: u64 = 64 * 1024 * 1024;
 
+/// `auto` routes: long enough for a usually-fast call to answer directly,
+/// far below the 60 s after which load balancers and clients commonly give up.
+pub const SYNC_WAIT: Duration = Duration::from_secs(10);
+
+/// `auto` routes: the longest `Prefer: wait` honoured, still below those 60 s.
+pub const MAX_WAIT: Duration = Duration::from_secs(30);
+
 /// RFC 9110 `Retry-After` is in whole seconds and 1 is its smallest useful value.
 pub const RETRY_AFTER_MIN: Duration = Duration::from_secs(1);
 

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::header::{HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::uri::PathAndQuery;
@@ -17,10 +18,13 @@ use crate::config::{Config, Mode, ServerConfig};
 use crate::error::GatewayError;
 use crate::jobs::store::JobStore;
 use crate::jobs::{api, BackendRequest, Jobs};
+use crate::prefer::{self, Preferences, PREFERENCE_APPLIED};
 use crate::proxy::header_block::HeaderBlock;
 use crate::proxy::{self, headers};
 use crate::routes::{Route, RouteTable};
 use crate::upstream::Upstream;
+
+const RESPOND_ASYNC: HeaderValue = HeaderValue::from_static("respond-async");
 
 /// Everything a request needs, built once at start-up.
 pub(crate) struct Shared {
@@ -115,6 +119,18 @@ impl Shared {
                 let route = &self.routes[i];
                 match route.config.mode {
                     Mode::Async => self.submit(route, req, remote).await,
+                    Mode::Prefer if Preferences::of(req.headers()).respond_async => {
+                        let mut response = self.submit(route, req, remote).await?;
+                        response
+                            .headers_mut()
+                            .insert(PREFERENCE_APPLIED, RESPOND_ASYNC);
+                        Ok(response)
+                    }
+                    Mode::Prefer => {
+                        proxy::forward(&route.upstream, req, remote, self.server.body_idle_timeout)
+                            .await
+                    }
+                    Mode::Auto => self.submit_and_wait(route, req, remote).await,
                     Mode::Passthrough => {
                         proxy::forward(&route.upstream, req, remote, self.server.body_idle_timeout)
                             .await
@@ -130,14 +146,68 @@ impl Shared {
         }
     }
 
-    /// Reads the whole request (the job outlives the client's connection),
-    /// then hands it to the jobs as the backend will receive it.
+    /// An async route: the job is accepted and the client gets `202` at once.
     async fn submit(
         &self,
         route: &Arc<Route>,
         req: Request<Incoming>,
         remote: SocketAddr,
     ) -> Result<Response<Body>, GatewayError> {
+        let request = self.buffer(route, req, remote).await?;
+        let (job, _) = self.jobs.submit(route, request).await?;
+        Ok(api::accepted(&self.jobs, &job))
+    }
+
+    /// An `auto` route: the job is accepted, and if it finishes within the
+    /// wait its result is the answer, as a proxy would have given it, and the
+    /// job is forgotten; otherwise the same job goes on behind a `202`.
+    async fn submit_and_wait(
+        &self,
+        route: &Arc<Route>,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Result<Response<Body>, GatewayError> {
+        let prefs = Preferences::of(req.headers());
+        if prefs.respond_async {
+            let mut response = self.submit(route, req, remote).await?;
+            response
+                .headers_mut()
+                .insert(PREFERENCE_APPLIED, RESPOND_ASYNC);
+            return Ok(response);
+        }
+        let wait = prefs
+            .wait
+            .map_or(route.config.sync_wait, Duration::from_secs)
+            .min(route.config.max_wait);
+        let request = self.buffer(route, req, remote).await?;
+        let (job, mut changes) = self.jobs.submit(route, request).await?;
+        // A closed channel also means finished: the sender goes last.
+        let finished = tokio::time::timeout(wait, changes.wait_for(|s| s.is_terminal()))
+            .await
+            .is_ok();
+        let mut response = if finished {
+            let response = api::result(&self.jobs, job.id).await;
+            self.jobs.discard(job.id).await;
+            response.unwrap_or_else(GatewayError::into_response)
+        } else {
+            api::accepted(&self.jobs, &job)
+        };
+        if prefs.wait.is_some() {
+            response
+                .headers_mut()
+                .insert(PREFERENCE_APPLIED, prefer::wait_applied(wait.as_secs()));
+        }
+        Ok(response)
+    }
+
+    /// Reads the whole request (the job outlives the client's connection)
+    /// into what the backend will receive.
+    async fn buffer(
+        &self,
+        route: &Route,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Result<BackendRequest, GatewayError> {
         let limit = route.config.max_body;
         if content_length(req.headers()).is_some_and(|n| n > limit) {
             return Err(GatewayError::BodyTooLarge { limit });
@@ -163,14 +233,12 @@ impl Shared {
         }
         // Copied, not sliced: the parsed URI shares the connection's read buffer.
         let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let request = BackendRequest {
+        Ok(BackendRequest {
             path: PathAndQuery::try_from(path).expect("a parsed path parses again"),
             method: parts.method,
             headers: HeaderBlock::pack(&parts.headers),
             body,
-        };
-        let job = self.jobs.submit(route, request).await?;
-        Ok(api::accepted(&self.jobs, &job))
+        })
     }
 }
 

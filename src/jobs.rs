@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http::Method;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,7 +24,7 @@ use crate::error::GatewayError;
 use crate::lane::Admission;
 use crate::proxy::header_block::HeaderBlock;
 use crate::routes::Route;
-use model::{Job, JobId};
+use model::{Job, JobId, JobStatus};
 use store::{JobStore, StoreError};
 
 /// A request as it will be sent to the backend: body read in full, headers
@@ -54,6 +55,9 @@ pub struct Jobs {
     routes: HashMap<Arc<str>, Arc<Route>>,
     /// Jobs this process is running.
     live: Mutex<HashMap<JobId, Live>>,
+    /// State changes of unfinished jobs, for whoever waits on them; a
+    /// job's sender goes once the job is finished.
+    changes: Mutex<HashMap<JobId, watch::Sender<JobStatus>>>,
     tracker: TaskTracker,
     /// Fired when the drain deadline passes: every job left fails.
     abort: CancellationToken,
@@ -109,6 +113,7 @@ impl Jobs {
                 .map(|r| (Arc::clone(&r.name), Arc::clone(r)))
                 .collect(),
             live: Mutex::default(),
+            changes: Mutex::default(),
             tracker: TaskTracker::new(),
             abort: CancellationToken::new(),
             url_prefix,
@@ -116,12 +121,13 @@ impl Jobs {
     }
 
     /// Accepts a job: a record in the store, then a place in its upstream's
-    /// lane. Refused when the budget or the lane is full.
+    /// lane. Refused when the budget or the lane is full. The receiver sees
+    /// the job's status change, up to its last.
     pub async fn submit(
         self: &Arc<Self>,
         route: &Arc<Route>,
         request: BackendRequest,
-    ) -> Result<Job, GatewayError> {
+    ) -> Result<(Job, watch::Receiver<JobStatus>), GatewayError> {
         if self.tracker.is_closed() {
             return Err(GatewayError::ShuttingDown);
         }
@@ -133,6 +139,8 @@ impl Jobs {
             .map_err(|e| match e {
                 StoreError::Full => GatewayError::StoreFull { retry_after },
             })?;
+        let (tx, changes) = watch::channel(JobStatus::Queued);
+        lock(&self.changes).insert(job.id, tx);
         let queued = QueuedJob {
             id: job.id,
             route: Arc::clone(route),
@@ -145,9 +153,7 @@ impl Jobs {
             }
             Admission::Queued => {}
             Admission::Full(_) => {
-                if let Err(e) = self.store.discard(job.id).await {
-                    tracing::error!(job = %job.id, error = %e, "could not discard a refused job");
-                }
+                self.discard(job.id).await;
                 return Err(GatewayError::QueueFull {
                     upstream: route.upstream.config.name.clone(),
                     retry_after,
@@ -155,7 +161,26 @@ impl Jobs {
             }
         }
         tracing::info!(job = %job.id, route = %route.name, status = "queued", "job");
-        Ok(job)
+        Ok((job, changes))
+    }
+
+    /// Forgets a job no client will ask about: refused, or answered directly.
+    pub async fn discard(&self, id: JobId) {
+        lock(&self.changes).remove(&id);
+        if let Err(e) = self.store.discard(id).await {
+            tracing::error!(job = %id, error = %e, "could not discard a job");
+        }
+    }
+
+    /// Tells waiters that a job's status changed.
+    fn announce(&self, id: JobId, status: JobStatus) {
+        let mut changes = lock(&self.changes);
+        if let Some(tx) = changes.get(&id) {
+            tx.send_replace(status);
+        }
+        if status.is_terminal() {
+            changes.remove(&id);
+        }
     }
 
     /// Stops accepting jobs, waits for the ones in hand until `deadline`,
@@ -252,4 +277,10 @@ impl Drop for Registration<'_> {
     fn drop(&mut self) {
         self.jobs.live_map().remove(&self.id);
     }
+}
+
+/// Every critical section on these maps is one map operation: a poisoned
+/// map is intact.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -16,6 +16,7 @@ pub mod error;
 mod gateway;
 pub mod jobs;
 pub mod lane;
+pub mod prefer;
 pub mod problem;
 pub mod proxy;
 pub mod routes;

@@ -117,6 +117,8 @@ fn print_routes(config: &Config) {
         );
         let mode = match route.mode {
             Mode::Async => "async",
+            Mode::Prefer => "prefer",
+            Mode::Auto => "auto",
             Mode::Passthrough => "passthrough",
         };
         println!(

@@ -82,6 +82,9 @@ pub struct RawRoute {
     pub max_result: Option<Text>,
     pub retry_after_min: Option<Text>,
     pub retry_after_max: Option<Text>,
+    pub sync_wait: Option<Text>,
+    pub max_wait: Option<Text>,
+    pub redirect_when_done: Option<bool>,
 }
 
 /// What the gateway does with a request that matches a route.
@@ -91,6 +94,10 @@ pub enum Mode {
     /// Always `202 Accepted` and a job.
     #[default]
     Async,
+    /// `202` only for `Prefer: respond-async`; otherwise a plain reverse proxy.
+    Prefer,
+    /// Wait `sync_wait` for the backend: its answer if in time, else `202`.
+    Auto,
     /// A plain reverse proxy.
     Passthrough,
 }

@@ -54,13 +54,28 @@ pub fn accepted(jobs: &Jobs, job: &Job) -> Response<Body> {
 
 async fn status(jobs: &Jobs, id: JobId) -> Result<Response<Body>, GatewayError> {
     match jobs.store.get(id).await.map_err(GatewayError::Store)? {
+        Lookup::Found(job)
+            if job.has_result()
+                && jobs
+                    .route(&job.route)
+                    .is_some_and(|r| r.config.redirect_when_done) =>
+        {
+            let mut response = Response::new(body::empty());
+            *response.status_mut() = StatusCode::SEE_OTHER;
+            let location = HeaderValue::try_from(format!("{}/result", jobs.url(id)))
+                .expect("job URLs are valid header values");
+            response.headers_mut().insert(LOCATION, location);
+            Ok(response)
+        }
         Lookup::Found(job) => Ok(document_response(jobs, &job)),
         Lookup::Gone => Err(GatewayError::JobGone),
         Lookup::Missing => Err(GatewayError::JobNotFound),
     }
 }
 
-async fn result(jobs: &Jobs, id: JobId) -> Result<Response<Body>, GatewayError> {
+/// The result resource: the stored response replayed, or the problem that
+/// stands for it.
+pub async fn result(jobs: &Jobs, id: JobId) -> Result<Response<Body>, GatewayError> {
     let (job, stored) = match jobs.store.result(id).await.map_err(GatewayError::Store)? {
         Lookup::Found(found) => found,
         Lookup::Gone => return Err(GatewayError::JobGone),
@@ -89,6 +104,7 @@ async fn cancel(jobs: &Jobs, id: JobId) -> Result<Response<Body>, GatewayError> 
     match jobs.store.cancel(id).await.map_err(GatewayError::Store)? {
         Lookup::Found(Cancel::Canceled(job)) => {
             jobs.stop(&job);
+            jobs.announce(id, JobStatus::Canceled);
             tracing::info!(job = %id, route = %job.route, status = "canceled", "job");
             Ok(document_response(jobs, &job))
         }

@@ -34,7 +34,10 @@ async fn run(jobs: &Jobs, job: QueuedJob) {
         return;
     }
     match jobs.store.start(id, SystemTime::now()).await {
-        Ok(Some(_)) => tracing::info!(job = %id, route = %route.name, status = "running", "job"),
+        Ok(Some(_)) => {
+            jobs.announce(id, JobStatus::Running);
+            tracing::info!(job = %id, route = %route.name, status = "running", "job");
+        }
         // Canceled while it waited.
         Ok(None) => return,
         Err(e) => {
@@ -61,6 +64,7 @@ async fn record(jobs: &Jobs, route: &Route, id: JobId, outcome: Outcome) {
     let failure = outcome.failure;
     match jobs.store.finish(id, outcome).await {
         Ok(Some(job)) => {
+            jobs.announce(id, status);
             let http_status = job.response.map(|r| r.status);
             match status {
                 JobStatus::Failed => {

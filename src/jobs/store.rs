@@ -60,6 +60,7 @@ pub trait JobStore: Send + Sync + 'static {
 
     async fn cancel(&self, id: JobId) -> Result<Lookup<Cancel>, StoreError>;
 
-    /// Forgets a queued job that was refused before anyone saw its id.
+    /// Forgets a job, queued or finished, whose id no client was given:
+    /// no tombstone is left.
     async fn discard(&self, id: JobId) -> Result<(), StoreError>;
 }

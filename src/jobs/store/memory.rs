@@ -263,7 +263,9 @@ impl JobStore for MemoryStore {
     }
 
     async fn discard(&self, id: JobId) -> Result<(), StoreError> {
-        self.inner.active().remove(&id);
+        if self.inner.active().remove(&id).is_none() {
+            self.inner.done.invalidate(&id);
+        }
         Ok(())
     }
 

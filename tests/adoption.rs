@@ -1,0 +1,174 @@
+//! Adopting the gateway one client at a time: `prefer` and `auto` routes,
+//! `Prefer` (RFC 7240), and `redirect_when_done`.
+
+mod common;
+
+use bytes::Bytes;
+use common::{config, Backend, Client, TestGateway};
+use http::Method;
+
+fn route(mode: &str, extra: &str) -> String {
+    format!("[[routes]]\nname = \"r\"\npath = \"/{{*p}}\"\nupstream = \"app\"\nmode = \"{mode}\"\n{extra}\n")
+}
+
+async fn setup(mode: &str, extra: &str) -> (Backend, TestGateway, Client) {
+    let backend = Backend::start().await;
+    let gw = TestGateway::start(&config(&backend.url(), "", &route(mode, extra))).await;
+    (backend, gw, Client::default())
+}
+
+#[tokio::test]
+async fn prefer_route_without_respond_async_is_a_plain_proxy() {
+    let (backend, gw, client) = setup("prefer", "").await;
+    let reply = client.post(&gw.url("/x?status=201"), "sync body").await;
+    assert_eq!(reply.status, 201);
+    assert_eq!(reply.body, "sync body");
+    assert_eq!(reply.header("x-custom"), "kept");
+    assert!(reply.headers.get("preference-applied").is_none());
+    assert!(reply.headers.get("location").is_none());
+    assert_eq!(backend.request_count(), 1);
+}
+
+#[tokio::test]
+async fn prefer_route_with_respond_async_answers_202_and_says_so() {
+    let (backend, gw, client) = setup("prefer", "").await;
+    let reply = client
+        .send(
+            Method::POST,
+            &gw.url("/x"),
+            &[("prefer", "Respond-Async, wait=5")],
+            "async body",
+        )
+        .await;
+    assert_eq!(reply.status, 202);
+    assert_eq!(reply.header("preference-applied"), "respond-async");
+    let loc = reply.header("location").to_owned();
+    client.wait_status(&gw.url(&loc), "succeeded").await;
+    let result = client.get(&gw.url(&format!("{loc}/result"))).await;
+    assert_eq!(result.body, "async body");
+    assert_eq!(backend.request_count(), 1);
+}
+
+#[tokio::test]
+async fn auto_route_answers_directly_when_the_backend_is_fast() {
+    let (backend, gw, client) = setup("auto", "sync_wait = \"10s\"").await;
+    let reply = client.post(&gw.url("/fast?status=201"), "quick").await;
+    assert_eq!(reply.status, 201);
+    assert_eq!(reply.body, "quick");
+    assert_eq!(reply.header("x-custom"), "kept");
+    assert!(reply.headers.get("location").is_none());
+    assert!(reply.headers.get("preference-applied").is_none());
+    assert_eq!(backend.request_count(), 1);
+}
+
+#[tokio::test]
+async fn auto_route_turns_a_slow_request_into_the_same_job() {
+    let (backend, gw, client) = setup("auto", "sync_wait = \"200ms\"").await;
+    let reply = client.post(&gw.url("/hold/slow"), "slow").await;
+    assert_eq!(reply.status, 202);
+    let loc = reply.header("location").to_owned();
+    backend.started(1).await;
+    backend.release(1);
+    client.wait_status(&gw.url(&loc), "succeeded").await;
+    let result = client.get(&gw.url(&format!("{loc}/result"))).await;
+    assert_eq!(result.body, "slow");
+    assert_eq!(
+        backend.request_count(),
+        1,
+        "the backend saw the request exactly once"
+    );
+}
+
+#[tokio::test]
+async fn auto_route_honours_prefer_wait_within_max_wait() {
+    let (backend, gw, client) = setup("auto", "sync_wait = \"500ms\"\nmax_wait = \"1s\"").await;
+    let reply = client
+        .send(
+            Method::POST,
+            &gw.url("/hold/w"),
+            &[("prefer", "wait=100")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(reply.status, 202, "wait=100 is capped at max_wait, 1s");
+    assert_eq!(reply.header("preference-applied"), "wait=1");
+    backend.release(1);
+    client
+        .wait_status(&gw.url(reply.header("location")), "succeeded")
+        .await;
+}
+
+#[tokio::test]
+async fn auto_route_says_which_wait_it_honoured_on_a_direct_answer() {
+    let (_backend, gw, client) = setup("auto", "sync_wait = \"500ms\"\nmax_wait = \"30s\"").await;
+    let quick = client
+        .send(
+            Method::POST,
+            &gw.url("/q"),
+            &[("prefer", "wait=20, wait=1")],
+            "q",
+        )
+        .await;
+    assert_eq!(quick.status, 200);
+    assert_eq!(quick.body, "q");
+    // The first wait counts (RFC 7240 §2).
+    assert_eq!(quick.header("preference-applied"), "wait=20");
+}
+
+#[tokio::test]
+async fn auto_route_with_respond_async_answers_202_at_once() {
+    let (backend, gw, client) = setup("auto", "sync_wait = \"30s\"").await;
+    let reply = client
+        .send(
+            Method::POST,
+            &gw.url("/hold/a"),
+            &[("prefer", "respond-async")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(reply.status, 202);
+    assert_eq!(reply.header("preference-applied"), "respond-async");
+    backend.release(1);
+    client
+        .wait_status(&gw.url(reply.header("location")), "succeeded")
+        .await;
+}
+
+#[tokio::test]
+async fn auto_route_answers_a_failed_backend_as_a_proxy_would() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let gw = TestGateway::start(&config(&format!("http://{closed}"), "", &route("auto", ""))).await;
+    let reply = Client::default().post(&gw.url("/x"), "").await;
+    reply.assert_problem(502, "upstream-unreachable");
+}
+
+#[tokio::test]
+async fn redirect_when_done_sends_finished_jobs_to_their_result() {
+    let (backend, gw, client) = setup("async", "redirect_when_done = true").await;
+    let reply = client.post(&gw.url("/hold/r?status=201"), "done").await;
+    let loc = reply.header("location").to_owned();
+    let running = client.get(&gw.url(&loc)).await;
+    assert_eq!(
+        running.status, 200,
+        "an unfinished job still answers its document"
+    );
+    backend.release(1);
+    let redirect = common::within(10, "the job to finish and redirect", async {
+        loop {
+            let r = client.get(&gw.url(&loc)).await;
+            if r.status == 303 {
+                return r;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let target = redirect.header("location").to_owned();
+    assert_eq!(target, format!("{loc}/result"));
+    let result = client.get(&gw.url(&target)).await;
+    assert_eq!(result.status, 201);
+    assert_eq!(result.body, "done");
+}
