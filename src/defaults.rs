@@ -78,6 +78,10 @@ pub const SYNC_WAIT: Duration = Duration::from_secs(10);
 /// `auto` routes: the longest `Prefer: wait` honoured, still below those 60 s.
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
 
+/// The longest `GET …?wait=N` long-poll: a held request must stay below the
+/// 60 s idle timeout of common load balancers and proxies.
+pub const LONG_POLL_MAX: Duration = Duration::from_secs(30);
+
 /// RFC 9110 `Retry-After` is in whole seconds and 1 is its smallest useful value.
 pub const RETRY_AFTER_MIN: Duration = Duration::from_secs(1);
 

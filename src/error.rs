@@ -17,6 +17,8 @@ pub enum GatewayError {
     MethodNotAllowed { allow: &'static str },
     #[error("no such job")]
     JobNotFound,
+    #[error("the wait parameter is not a number of seconds")]
+    BadWait,
     #[error("the job expired or was deleted")]
     JobGone,
     #[error("the job is {}", status.as_str())]
@@ -61,6 +63,7 @@ impl GatewayError {
             E::NoRoute
             | E::MethodNotAllowed { .. }
             | E::JobNotFound
+            | E::BadWait
             | E::JobGone
             | E::JobNotFinished { .. }
             | E::JobCanceled { .. }
@@ -99,6 +102,12 @@ impl GatewayError {
                 "job-not-found",
                 "Job Not Found",
                 "No job has this id.",
+            ),
+            E::BadWait => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "bad-wait",
+                "Bad Wait",
+                "`wait` must be a whole number of seconds, e.g. ?wait=20.",
             ),
             E::JobGone => Problem::new(
                 StatusCode::GONE,

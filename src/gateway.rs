@@ -111,7 +111,7 @@ impl Shared {
         let path = req.uri().path();
         if let Some(rest) = path.strip_prefix(self.server.jobs_path.as_str()) {
             if rest.is_empty() || rest.starts_with('/') {
-                return api::serve(&self.jobs, req.method(), rest).await;
+                return api::serve(&self.jobs, req.method(), rest, req.uri().query()).await;
             }
         }
         match self.table.find(req.method(), path) {

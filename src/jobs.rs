@@ -172,6 +172,11 @@ impl Jobs {
         }
     }
 
+    /// A view of an unfinished job's status changes; `None` once it finished.
+    pub fn watch(&self, id: JobId) -> Option<watch::Receiver<JobStatus>> {
+        lock(&self.changes).get(&id).map(watch::Sender::subscribe)
+    }
+
     /// Tells waiters that a job's status changed.
     fn announce(&self, id: JobId, status: JobStatus) {
         let mut changes = lock(&self.changes);

@@ -1,6 +1,6 @@
 //! The job resources: `GET`/`DELETE {jobs_path}/{id}` and `GET …/result`.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use http::{HeaderName, Method, Response, StatusCode};
@@ -10,6 +10,7 @@ use super::model::{Job, JobId, JobStatus};
 use super::store::{Cancel, Lookup};
 use super::Jobs;
 use crate::body::{self, Body};
+use crate::defaults;
 use crate::error::{failure_problem, GatewayError};
 use crate::jobs::retry_after::estimated_percent;
 
@@ -22,6 +23,7 @@ pub async fn serve(
     jobs: &Jobs,
     method: &Method,
     rest: &str,
+    query: Option<&str>,
 ) -> Result<Response<Body>, GatewayError> {
     let rest = rest.strip_prefix('/').ok_or(GatewayError::JobNotFound)?;
     let (id, want_result) = match rest.strip_suffix("/result") {
@@ -30,7 +32,10 @@ pub async fn serve(
     };
     let id = JobId::parse(id).ok_or(GatewayError::JobNotFound)?;
     match (want_result, method) {
-        (false, &Method::GET | &Method::HEAD) => status(jobs, id).await,
+        (false, &Method::GET | &Method::HEAD) => {
+            let wait = long_poll_wait(query)?;
+            status(jobs, id, wait).await
+        }
         (false, &Method::DELETE) => cancel(jobs, id).await,
         (false, _) => Err(GatewayError::MethodNotAllowed {
             allow: "GET, HEAD, DELETE",
@@ -52,8 +57,34 @@ pub fn accepted(jobs: &Jobs, job: &Job) -> Response<Body> {
     response
 }
 
-async fn status(jobs: &Jobs, id: JobId) -> Result<Response<Body>, GatewayError> {
-    match jobs.store.get(id).await.map_err(GatewayError::Store)? {
+/// `?wait=N`: how long a status request may wait for the job to change,
+/// capped so a held request stays below common proxy idle timeouts.
+fn long_poll_wait(query: Option<&str>) -> Result<Duration, GatewayError> {
+    let Some(value) = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|kv| kv.strip_prefix("wait="))
+    else {
+        return Ok(Duration::ZERO);
+    };
+    let secs: u64 = value.parse().map_err(|_| GatewayError::BadWait)?;
+    Ok(Duration::from_secs(secs).min(defaults::LONG_POLL_MAX))
+}
+
+async fn status(jobs: &Jobs, id: JobId, wait: Duration) -> Result<Response<Body>, GatewayError> {
+    let mut lookup = jobs.store.get(id).await.map_err(GatewayError::Store)?;
+    if let Lookup::Found(job) = &lookup {
+        if !wait.is_zero() && !job.status.is_terminal() {
+            if let Some(mut changes) = jobs.watch(id) {
+                let seen = job.status;
+                // Woken by the job's own state change, not by a timer loop;
+                // a change between the lookup and the subscription counts too.
+                let _ = tokio::time::timeout(wait, changes.wait_for(|s| *s != seen)).await;
+                lookup = jobs.store.get(id).await.map_err(GatewayError::Store)?;
+            }
+        }
+    }
+    match lookup {
         Lookup::Found(job)
             if job.has_result()
                 && jobs
