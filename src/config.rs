@@ -90,6 +90,9 @@ pub struct RouteConfig {
     pub max_wait: Duration,
     /// A finished job's status URL answers `303 See Other` to its result.
     pub redirect_when_done: bool,
+    /// Request headers that carry credentials: a job submitted with any of
+    /// them is visible only to requests with the same values.
+    pub bind_headers: Vec<http::HeaderName>,
 }
 
 impl Config {
@@ -374,7 +377,19 @@ impl Cx<'_> {
                 return Err(self.err(s.span(), "max_wait must not be below sync_wait"));
             }
         }
+        let bind_headers = match &raw.bind_headers {
+            None => vec![http::header::AUTHORIZATION],
+            Some(names) => names
+                .iter()
+                .map(|n| {
+                    http::HeaderName::from_bytes(n.get_ref().as_bytes()).map_err(|_| {
+                        self.err(n.span(), format!("`{}` is not a header name", n.get_ref()))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
         Ok(RouteConfig {
+            bind_headers,
             sync_wait,
             max_wait,
             redirect_when_done: raw.redirect_when_done.unwrap_or(false),

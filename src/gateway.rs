@@ -17,7 +17,7 @@ use crate::body::{collect_limited, Body, IdleTimeout};
 use crate::config::{Config, Mode, ServerConfig};
 use crate::error::GatewayError;
 use crate::jobs::store::JobStore;
-use crate::jobs::{api, BackendRequest, Jobs};
+use crate::jobs::{api, owner, BackendRequest, Jobs};
 use crate::prefer::{self, Preferences, PREFERENCE_APPLIED};
 use crate::proxy::header_block::HeaderBlock;
 use crate::proxy::{self, headers};
@@ -111,7 +111,7 @@ impl Shared {
         let path = req.uri().path();
         if let Some(rest) = path.strip_prefix(self.server.jobs_path.as_str()) {
             if rest.is_empty() || rest.starts_with('/') {
-                return api::serve(&self.jobs, req.method(), rest, req.uri().query()).await;
+                return api::serve(&self.jobs, &req, rest).await;
             }
         }
         match self.table.find(req.method(), path) {
@@ -153,8 +153,8 @@ impl Shared {
         req: Request<Incoming>,
         remote: SocketAddr,
     ) -> Result<Response<Body>, GatewayError> {
-        let request = self.buffer(route, req, remote).await?;
-        let (job, _) = self.jobs.submit(route, request).await?;
+        let (request, credentials) = self.buffer(route, req, remote).await?;
+        let (job, _) = self.jobs.submit(route, request, credentials).await?;
         Ok(api::accepted(&self.jobs, &job))
     }
 
@@ -179,14 +179,14 @@ impl Shared {
             .wait
             .map_or(route.config.sync_wait, Duration::from_secs)
             .min(route.config.max_wait);
-        let request = self.buffer(route, req, remote).await?;
-        let (job, mut changes) = self.jobs.submit(route, request).await?;
+        let (request, credentials) = self.buffer(route, req, remote).await?;
+        let (job, mut changes) = self.jobs.submit(route, request, credentials).await?;
         // A closed channel also means finished: the sender goes last.
         let finished = tokio::time::timeout(wait, changes.wait_for(|s| s.is_terminal()))
             .await
             .is_ok();
         let mut response = if finished {
-            let response = api::result(&self.jobs, job.id).await;
+            let response = api::result(&self.jobs, job.id, None).await;
             self.jobs.discard(job.id).await;
             response.unwrap_or_else(GatewayError::into_response)
         } else {
@@ -207,12 +207,13 @@ impl Shared {
         route: &Route,
         req: Request<Incoming>,
         remote: SocketAddr,
-    ) -> Result<BackendRequest, GatewayError> {
+    ) -> Result<(BackendRequest, Option<Vec<u8>>), GatewayError> {
         let limit = route.config.max_body;
         if content_length(req.headers()).is_some_and(|n| n > limit) {
             return Err(GatewayError::BodyTooLarge { limit });
         }
         let (mut parts, body) = req.into_parts();
+        let credentials = owner::credentials(&parts.headers, &route.config.bind_headers);
         let framed = parts.headers.contains_key(CONTENT_LENGTH)
             || parts.headers.contains_key(TRANSFER_ENCODING);
         let body = collect_limited(
@@ -233,12 +234,13 @@ impl Shared {
         }
         // Copied, not sliced: the parsed URI shares the connection's read buffer.
         let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        Ok(BackendRequest {
+        let request = BackendRequest {
             path: PathAndQuery::try_from(path).expect("a parsed path parses again"),
             method: parts.method,
             headers: HeaderBlock::pack(&parts.headers),
             body,
-        })
+        };
+        Ok((request, credentials))
     }
 }
 

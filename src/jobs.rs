@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod model;
+pub mod owner;
 pub mod retry_after;
 mod runner;
 pub mod store;
@@ -127,12 +128,14 @@ impl Jobs {
         self: &Arc<Self>,
         route: &Arc<Route>,
         request: BackendRequest,
+        credentials: Option<Vec<u8>>,
     ) -> Result<(Job, watch::Receiver<JobStatus>), GatewayError> {
         if self.tracker.is_closed() {
             return Err(GatewayError::ShuttingDown);
         }
         let retry_after = route.retry_after(Duration::ZERO);
-        let job = Job::queued(Arc::clone(&route.name), request.method.clone());
+        let mut job = Job::queued(Arc::clone(&route.name), request.method.clone());
+        job.owner = credentials.map(|c| owner::Owner::of(job.id, &c));
         self.store
             .create(job.clone(), request.size())
             .await
@@ -170,6 +173,16 @@ impl Jobs {
         if let Err(e) = self.store.discard(id).await {
             tracing::error!(job = %id, error = %e, "could not discard a job");
         }
+    }
+
+    /// Whether a request with these headers may see `job`: always, unless the
+    /// job was submitted with credentials and these are not the same.
+    pub fn visible_to(&self, job: &Job, headers: &http::HeaderMap) -> bool {
+        let Some(owner) = job.owner else { return true };
+        let names = self
+            .route(&job.route)
+            .map_or(&[][..], |r| &r.config.bind_headers[..]);
+        owner.admits(job.id, owner::credentials(headers, names).as_deref())
     }
 
     /// A view of an unfinished job's status changes; `None` once it finished.

@@ -85,6 +85,7 @@ pub struct RawRoute {
     pub sync_wait: Option<Text>,
     pub max_wait: Option<Text>,
     pub redirect_when_done: Option<bool>,
+    pub bind_headers: Option<Vec<Text>>,
 }
 
 /// What the gateway does with a request that matches a route.

@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER};
-use http::{HeaderName, Method, Response, StatusCode};
+use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode};
 use serde::Serialize;
 
 use super::model::{Job, JobId, JobStatus};
@@ -19,28 +19,28 @@ const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
 /// Serves a request whose path is `{jobs_path}{rest}`.
-pub async fn serve(
+pub async fn serve<B>(
     jobs: &Jobs,
-    method: &Method,
+    req: &Request<B>,
     rest: &str,
-    query: Option<&str>,
 ) -> Result<Response<Body>, GatewayError> {
+    let headers = req.headers();
     let rest = rest.strip_prefix('/').ok_or(GatewayError::JobNotFound)?;
     let (id, want_result) = match rest.strip_suffix("/result") {
         Some(id) => (id, true),
         None => (rest, false),
     };
     let id = JobId::parse(id).ok_or(GatewayError::JobNotFound)?;
-    match (want_result, method) {
+    match (want_result, req.method()) {
         (false, &Method::GET | &Method::HEAD) => {
-            let wait = long_poll_wait(query)?;
-            status(jobs, id, wait).await
+            let wait = long_poll_wait(req.uri().query())?;
+            status(jobs, id, wait, headers).await
         }
-        (false, &Method::DELETE) => cancel(jobs, id).await,
+        (false, &Method::DELETE) => cancel(jobs, id, headers).await,
         (false, _) => Err(GatewayError::MethodNotAllowed {
             allow: "GET, HEAD, DELETE",
         }),
-        (true, &Method::GET | &Method::HEAD) => result(jobs, id).await,
+        (true, &Method::GET | &Method::HEAD) => result(jobs, id, Some(headers)).await,
         (true, _) => Err(GatewayError::MethodNotAllowed { allow: "GET, HEAD" }),
     }
 }
@@ -71,9 +71,17 @@ fn long_poll_wait(query: Option<&str>) -> Result<Duration, GatewayError> {
     Ok(Duration::from_secs(secs).min(defaults::LONG_POLL_MAX))
 }
 
-async fn status(jobs: &Jobs, id: JobId, wait: Duration) -> Result<Response<Body>, GatewayError> {
+async fn status(
+    jobs: &Jobs,
+    id: JobId,
+    wait: Duration,
+    headers: &HeaderMap,
+) -> Result<Response<Body>, GatewayError> {
     let mut lookup = jobs.store.get(id).await.map_err(GatewayError::Store)?;
     if let Lookup::Found(job) = &lookup {
+        if !jobs.visible_to(job, headers) {
+            return Err(GatewayError::JobNotFound);
+        }
         if !wait.is_zero() && !job.status.is_terminal() {
             if let Some(mut changes) = jobs.watch(id) {
                 let seen = job.status;
@@ -105,13 +113,21 @@ async fn status(jobs: &Jobs, id: JobId, wait: Duration) -> Result<Response<Body>
 }
 
 /// The result resource: the stored response replayed, or the problem that
-/// stands for it.
-pub async fn result(jobs: &Jobs, id: JobId) -> Result<Response<Body>, GatewayError> {
+/// stands for it. `headers` are the asking request's, checked against the
+/// job's owner; `None` is the gateway asking on the submitter's behalf.
+pub async fn result(
+    jobs: &Jobs,
+    id: JobId,
+    headers: Option<&HeaderMap>,
+) -> Result<Response<Body>, GatewayError> {
     let (job, stored) = match jobs.store.result(id).await.map_err(GatewayError::Store)? {
         Lookup::Found(found) => found,
         Lookup::Gone => return Err(GatewayError::JobGone),
         Lookup::Missing => return Err(GatewayError::JobNotFound),
     };
+    if headers.is_some_and(|h| !jobs.visible_to(&job, h)) {
+        return Err(GatewayError::JobNotFound);
+    }
     if let Some(stored) = stored {
         let mut response = Response::new(body::full(stored.body));
         *response.status_mut() = stored.status;
@@ -131,7 +147,16 @@ pub async fn result(jobs: &Jobs, id: JobId) -> Result<Response<Body>, GatewayErr
     }
 }
 
-async fn cancel(jobs: &Jobs, id: JobId) -> Result<Response<Body>, GatewayError> {
+async fn cancel(
+    jobs: &Jobs,
+    id: JobId,
+    headers: &HeaderMap,
+) -> Result<Response<Body>, GatewayError> {
+    if let Lookup::Found(job) = jobs.store.get(id).await.map_err(GatewayError::Store)? {
+        if !jobs.visible_to(&job, headers) {
+            return Err(GatewayError::JobNotFound);
+        }
+    }
     match jobs.store.cancel(id).await.map_err(GatewayError::Store)? {
         Lookup::Found(Cancel::Canceled(job)) => {
             jobs.stop(&job);

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use uuid::Uuid;
 
+use super::owner::Owner;
 use crate::proxy::header_block::HeaderBlock;
 
 /// A random (v4) UUID; printed and parsed only in canonical lowercase form.
@@ -25,6 +26,12 @@ impl JobId {
         let mut buf = Uuid::encode_buffer();
         let canonical = uuid.hyphenated().encode_lower(&mut buf);
         (uuid.get_version_num() == 4 && canonical == s).then_some(JobId(uuid))
+    }
+}
+
+impl JobId {
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        self.0.as_bytes()
     }
 }
 
@@ -92,6 +99,8 @@ pub struct Job {
     pub attempts: u32,
     pub response: Option<ResponseSummary>,
     pub failure: Option<Failure>,
+    /// Set when the submitting request carried credentials.
+    pub owner: Option<Owner>,
 }
 
 impl Job {
@@ -107,6 +116,7 @@ impl Job {
             attempts: 0,
             response: None,
             failure: None,
+            owner: None,
         }
     }
 

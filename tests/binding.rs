@@ -1,0 +1,105 @@
+//! Caller binding: a job submitted with credentials is visible only to
+//! requests carrying the same ones; everyone else gets 404.
+
+mod common;
+
+use bytes::Bytes;
+use common::{async_route, config, Backend, Client, TestGateway};
+use http::Method;
+
+async fn setup(route_extra: &str) -> (Backend, TestGateway, Client) {
+    let backend = Backend::start().await;
+    let gw = TestGateway::start(&config(
+        &backend.url(),
+        "",
+        &async_route("/{*p}", route_extra),
+    ))
+    .await;
+    (backend, gw, Client::default())
+}
+
+async fn as_caller(
+    client: &Client,
+    method: Method,
+    url: &str,
+    creds: &[(&str, &str)],
+) -> common::Reply {
+    client.send(method, url, creds, Bytes::new()).await
+}
+
+#[tokio::test]
+async fn a_job_with_credentials_is_seen_only_with_the_same_credentials() {
+    let (_backend, gw, client) = setup("").await;
+    let alice = [("authorization", "Bearer alice")];
+    let bob = [("authorization", "Bearer bob")];
+    let reply = client
+        .send(Method::POST, &gw.url("/x"), &alice, "secret report")
+        .await;
+    assert_eq!(reply.status, 202);
+    let url = gw.url(reply.header("location"));
+    let result = format!("{url}/result");
+
+    let mut done = None;
+    for _ in 0..2000 {
+        let r = as_caller(&client, Method::GET, &url, &alice).await;
+        if r.json()["status"] == "succeeded" {
+            done = Some(r);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(done.is_some(), "alice sees her job finish");
+    assert_eq!(
+        as_caller(&client, Method::GET, &result, &alice).await.body,
+        "secret report"
+    );
+
+    for creds in [&bob[..], &[]] {
+        as_caller(&client, Method::GET, &url, creds)
+            .await
+            .assert_problem(404, "job-not-found");
+        as_caller(&client, Method::GET, &result, creds)
+            .await
+            .assert_problem(404, "job-not-found");
+        as_caller(&client, Method::DELETE, &url, creds)
+            .await
+            .assert_problem(404, "job-not-found");
+    }
+    // Bob's DELETE changed nothing: Alice still has her result.
+    assert_eq!(
+        as_caller(&client, Method::GET, &result, &alice)
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_job_without_credentials_is_visible_to_anyone_who_has_its_id() {
+    let (_backend, gw, client) = setup("").await;
+    let reply = client.post(&gw.url("/x"), "open").await;
+    let url = gw.url(reply.header("location"));
+    let doc = client.wait_status(&url, "succeeded").await;
+    assert_eq!(doc["status"], "succeeded");
+    let someone = as_caller(&client, Method::GET, &url, &[("authorization", "Bearer x")]).await;
+    assert_eq!(someone.status, 200);
+}
+
+#[tokio::test]
+async fn a_route_may_bind_on_other_headers() {
+    let (_backend, gw, client) = setup("bind_headers = [\"X-Api-Key\", \"Cookie\"]").await;
+    let reply = client
+        .send(
+            Method::POST,
+            &gw.url("/x"),
+            &[("x-api-key", "k1"), ("authorization", "ignored")],
+            "",
+        )
+        .await;
+    let url = gw.url(reply.header("location"));
+    as_caller(&client, Method::GET, &url, &[("x-api-key", "k2")])
+        .await
+        .assert_problem(404, "job-not-found");
+    let mine = as_caller(&client, Method::GET, &url, &[("x-api-key", "k1")]).await;
+    assert_eq!(mine.status, 200);
+}
