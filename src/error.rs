@@ -19,6 +19,10 @@ pub enum GatewayError {
     JobNotFound,
     #[error("the wait parameter is not a number of seconds")]
     BadWait,
+    #[error(transparent)]
+    BadIdempotencyKey(#[from] crate::jobs::idempotency::BadKey),
+    #[error("the idempotency key was used for a different request")]
+    IdempotencyKeyReused,
     #[error("the job expired or was deleted")]
     JobGone,
     #[error("the job is {}", status.as_str())]
@@ -64,6 +68,8 @@ impl GatewayError {
             | E::MethodNotAllowed { .. }
             | E::JobNotFound
             | E::BadWait
+            | E::BadIdempotencyKey(_)
+            | E::IdempotencyKeyReused
             | E::JobGone
             | E::JobNotFinished { .. }
             | E::JobCanceled { .. }
@@ -108,6 +114,18 @@ impl GatewayError {
                 "bad-wait",
                 "Bad Wait",
                 "`wait` must be a whole number of seconds, e.g. ?wait=20.",
+            ),
+            E::BadIdempotencyKey(e) => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "bad-idempotency-key",
+                "Bad Idempotency-Key",
+                e.to_string(),
+            ),
+            E::IdempotencyKeyReused => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                "Idempotency-Key Reused",
+                "This Idempotency-Key was already used on this route for a different request.",
             ),
             E::JobGone => Problem::new(
                 StatusCode::GONE,

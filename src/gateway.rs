@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use crate::body::{collect_limited, Body, IdleTimeout};
 use crate::config::{Config, Mode, ServerConfig};
 use crate::error::GatewayError;
+use crate::jobs::idempotency::Idempotency;
 use crate::jobs::store::JobStore;
 use crate::jobs::{api, owner, BackendRequest, Jobs};
 use crate::prefer::{self, Preferences, PREFERENCE_APPLIED};
@@ -153,8 +154,11 @@ impl Shared {
         req: Request<Incoming>,
         remote: SocketAddr,
     ) -> Result<Response<Body>, GatewayError> {
-        let (request, credentials) = self.buffer(route, req, remote).await?;
-        let (job, _) = self.jobs.submit(route, request, credentials).await?;
+        let (request, credentials, idempotency) = self.buffer(route, req, remote).await?;
+        let (job, _) = self
+            .jobs
+            .submit(route, request, credentials, idempotency)
+            .await?;
         Ok(api::accepted(&self.jobs, &job))
     }
 
@@ -179,15 +183,22 @@ impl Shared {
             .wait
             .map_or(route.config.sync_wait, Duration::from_secs)
             .min(route.config.max_wait);
-        let (request, credentials) = self.buffer(route, req, remote).await?;
-        let (job, mut changes) = self.jobs.submit(route, request, credentials).await?;
+        let (request, credentials, idempotency) = self.buffer(route, req, remote).await?;
+        let keyed = idempotency.is_some();
+        let (job, mut changes) = self
+            .jobs
+            .submit(route, request, credentials, idempotency)
+            .await?;
         // A closed channel also means finished: the sender goes last.
         let finished = tokio::time::timeout(wait, changes.wait_for(|s| s.is_terminal()))
             .await
             .is_ok();
         let mut response = if finished {
             let response = api::result(&self.jobs, job.id, None).await;
-            self.jobs.discard(job.id).await;
+            // A keyed job stays, so a repeat of the request gets the same answer.
+            if !keyed {
+                self.jobs.discard(job.id).await;
+            }
             response.unwrap_or_else(GatewayError::into_response)
         } else {
             api::accepted(&self.jobs, &job)
@@ -207,7 +218,7 @@ impl Shared {
         route: &Route,
         req: Request<Incoming>,
         remote: SocketAddr,
-    ) -> Result<(BackendRequest, Option<Vec<u8>>), GatewayError> {
+    ) -> Result<(BackendRequest, Option<Vec<u8>>, Option<Idempotency>), GatewayError> {
         let limit = route.config.max_body;
         if content_length(req.headers()).is_some_and(|n| n > limit) {
             return Err(GatewayError::BodyTooLarge { limit });
@@ -234,13 +245,21 @@ impl Shared {
         }
         // Copied, not sliced: the parsed URI shares the connection's read buffer.
         let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let idempotency = Idempotency::of(
+            &parts.headers,
+            &route.name,
+            credentials.as_deref(),
+            &parts.method,
+            path,
+            &body,
+        )?;
         let request = BackendRequest {
             path: PathAndQuery::try_from(path).expect("a parsed path parses again"),
             method: parts.method,
             headers: HeaderBlock::pack(&parts.headers),
             body,
         };
-        Ok((request, credentials))
+        Ok((request, credentials, idempotency))
     }
 }
 

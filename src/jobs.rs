@@ -2,6 +2,7 @@
 //! against their upstream, and answering for them.
 
 pub mod api;
+pub mod idempotency;
 pub mod model;
 pub mod owner;
 pub mod retry_after;
@@ -25,8 +26,9 @@ use crate::error::GatewayError;
 use crate::lane::Admission;
 use crate::proxy::header_block::HeaderBlock;
 use crate::routes::Route;
+use idempotency::Idempotency;
 use model::{Job, JobId, JobStatus};
-use store::{JobStore, StoreError};
+use store::{Claim, JobStore, Lookup, StoreError};
 
 /// A request as it will be sent to the backend: body read in full, headers
 /// packed, everything in allocations of its own, since it may wait long.
@@ -129,6 +131,7 @@ impl Jobs {
         route: &Arc<Route>,
         request: BackendRequest,
         credentials: Option<Vec<u8>>,
+        idempotency: Option<Idempotency>,
     ) -> Result<(Job, watch::Receiver<JobStatus>), GatewayError> {
         if self.tracker.is_closed() {
             return Err(GatewayError::ShuttingDown);
@@ -142,6 +145,11 @@ impl Jobs {
             .map_err(|e| match e {
                 StoreError::Full => GatewayError::StoreFull { retry_after },
             })?;
+        if let Some(idem) = idempotency {
+            if let Some(earlier) = self.earlier_submission(&job, idem).await? {
+                return Ok(earlier);
+            }
+        }
         let (tx, changes) = watch::channel(JobStatus::Queued);
         lock(&self.changes).insert(job.id, tx);
         let queued = QueuedJob {
@@ -165,6 +173,50 @@ impl Jobs {
         }
         tracing::info!(job = %job.id, route = %route.name, status = "queued", "job");
         Ok((job, changes))
+    }
+
+    /// The job an earlier submission with the same idempotency key made, if
+    /// it is still kept; `job`, just recorded, is then discarded. Both are
+    /// recorded before either claims the key, so the holder found is always
+    /// one that exists, or one that is gone and yields the key.
+    async fn earlier_submission(
+        &self,
+        job: &Job,
+        idem: Idempotency,
+    ) -> Result<Option<(Job, watch::Receiver<JobStatus>)>, GatewayError> {
+        let claim = self
+            .store
+            .claim(idem.scope, job.id, idem.fingerprint)
+            .await
+            .map_err(GatewayError::Store)?;
+        let Claim::Taken {
+            job: holder,
+            fingerprint,
+        } = claim
+        else {
+            return Ok(None);
+        };
+        match self.store.get(holder).await.map_err(GatewayError::Store)? {
+            Lookup::Found(earlier) => {
+                self.discard(job.id).await;
+                if fingerprint != idem.fingerprint {
+                    return Err(GatewayError::IdempotencyKeyReused);
+                }
+                // A finished job has no sender left: a closed channel holding
+                // its last status says so to whoever waits.
+                let changes = self
+                    .watch(holder)
+                    .unwrap_or_else(|| watch::channel(earlier.status).1);
+                Ok(Some((earlier, changes)))
+            }
+            Lookup::Gone | Lookup::Missing => {
+                self.store
+                    .reclaim(idem.scope, job.id, idem.fingerprint)
+                    .await
+                    .map_err(GatewayError::Store)?;
+                Ok(None)
+            }
+        }
     }
 
     /// Forgets a job no client will ask about: refused, or answered directly.

@@ -28,6 +28,15 @@ pub enum Lookup<T> {
     Missing,
 }
 
+/// What claiming an idempotency scope found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The scope is now this job's.
+    Won,
+    /// Another job holds it, submitted with this fingerprint.
+    Taken { job: JobId, fingerprint: [u8; 32] },
+}
+
 /// What a `DELETE` did.
 #[derive(Debug)]
 pub enum Cancel {
@@ -59,6 +68,24 @@ pub trait JobStore: Send + Sync + 'static {
     async fn finish(&self, id: JobId, outcome: Outcome) -> Result<Option<Job>, StoreError>;
 
     async fn cancel(&self, id: JobId) -> Result<Lookup<Cancel>, StoreError>;
+
+    /// Claims an idempotency scope for `job` unless another job holds it;
+    /// atomic, so of two racing submissions exactly one wins. A claim lasts
+    /// as long as a job is kept.
+    async fn claim(
+        &self,
+        scope: [u8; 32],
+        job: JobId,
+        fingerprint: [u8; 32],
+    ) -> Result<Claim, StoreError>;
+
+    /// Gives a scope to `job` whatever held it (its job is gone).
+    async fn reclaim(
+        &self,
+        scope: [u8; 32],
+        job: JobId,
+        fingerprint: [u8; 32],
+    ) -> Result<(), StoreError>;
 
     /// Forgets a job, queued or finished, whose id no client was given:
     /// no tombstone is left.

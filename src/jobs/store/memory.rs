@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use moka::sync::Cache;
 use moka::Expiry;
 
-use super::{Budget, Cancel, JobStore, Lookup, Reservation, StoreError};
+use super::{Budget, Cancel, Claim, JobStore, Lookup, Reservation, StoreError};
 use crate::config::StoreConfig;
 use crate::defaults;
 use crate::jobs::model::{Job, JobId, JobStatus, Outcome, StoredResponse};
@@ -28,6 +28,8 @@ struct Inner {
     /// When each stored result expires, oldest first. Every result lives
     /// `result_ttl`, so finishing order is expiry order and a queue suffices.
     expiring: Mutex<VecDeque<(Instant, JobId)>>,
+    /// Idempotency scope -> the job holding it and its request's fingerprint.
+    claims: Cache<[u8; 32], (JobId, [u8; 32])>,
     budget: Arc<Budget>,
     result_ttl: Duration,
 }
@@ -96,6 +98,10 @@ impl MemoryStore {
         let inner = Arc::new(Inner {
             active: Mutex::default(),
             done: Cache::builder().expire_after(expiry).build(),
+            // As long as a job can be looked up, tombstone included.
+            claims: Cache::builder()
+                .time_to_live(config.result_ttl + config.tombstone_ttl)
+                .build(),
             expiring: Mutex::default(),
             budget: Budget::new(config.max_bytes),
             result_ttl: config.result_ttl,
@@ -150,6 +156,7 @@ impl Inner {
             }
         }
         self.done.run_pending_tasks();
+        self.claims.run_pending_tasks();
     }
 
     fn bury(&self, id: JobId) {
@@ -260,6 +267,32 @@ impl JobStore for MemoryStore {
         job.finish(&outcome);
         self.inner.retire(job.clone(), outcome.response);
         Ok(Some(job))
+    }
+
+    async fn claim(
+        &self,
+        scope: [u8; 32],
+        job: JobId,
+        fingerprint: [u8; 32],
+    ) -> Result<Claim, StoreError> {
+        let entry = self.inner.claims.entry(scope).or_insert((job, fingerprint));
+        Ok(match entry.into_value() {
+            (holder, _) if holder == job => Claim::Won,
+            (holder, fingerprint) => Claim::Taken {
+                job: holder,
+                fingerprint,
+            },
+        })
+    }
+
+    async fn reclaim(
+        &self,
+        scope: [u8; 32],
+        job: JobId,
+        fingerprint: [u8; 32],
+    ) -> Result<(), StoreError> {
+        self.inner.claims.insert(scope, (job, fingerprint));
+        Ok(())
     }
 
     async fn discard(&self, id: JobId) -> Result<(), StoreError> {
