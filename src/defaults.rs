@@ -82,6 +82,10 @@ pub const MAX_WAIT: Duration = Duration::from_secs(30);
 /// 60 s idle timeout of common load balancers and proxies.
 pub const LONG_POLL_MAX: Duration = Duration::from_secs(30);
 
+/// How often an idle Server-Sent Events stream sends a comment line, well
+/// inside the 60 s after which proxies and load balancers drop idle streams.
+pub const SSE_HEARTBEAT: Duration = Duration::from_secs(15);
+
 /// RFC 9110 `Retry-After` is in whole seconds and 1 is its smallest useful value.
 pub const RETRY_AFTER_MIN: Duration = Duration::from_secs(1);
 

@@ -84,3 +84,86 @@ async fn long_poll_with_a_bad_wait_is_400() {
         .await
         .assert_problem(400, "bad-wait");
 }
+
+/// The `status` of each `event: job` in a Server-Sent Events text.
+fn statuses(sse: &str) -> Vec<String> {
+    sse.split("\n\n")
+        .filter_map(|event| event.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(|data| {
+            serde_json::from_str::<serde_json::Value>(data).unwrap()["status"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn event_stream_shows_every_transition_in_order_then_ends() {
+    use http_body_util::{BodyExt, Empty};
+    let backend = Backend::start().await;
+    let toml = config(
+        &backend.url(),
+        "max_concurrency = 1",
+        &async_route("/{*p}", ""),
+    );
+    let gw = TestGateway::start(&toml).await;
+    let client = Client::default();
+    let first = client.post(&gw.url("/hold/first"), "").await;
+    backend.started(1).await;
+    let second = client.post(&gw.url("/hold/second"), "").await;
+    let url = gw.url(second.header("location"));
+
+    let sse: hyper_util::client::legacy::Client<_, Empty<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let req = http::Request::get(&url)
+        .header("accept", "text/event-stream")
+        .body(Empty::new())
+        .unwrap();
+    let res = within(10, "the event stream to open", sse.request(req))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    let mut body = res.into_body();
+    let mut text = String::new();
+    // The first event is the job as it is now: queued behind the first job.
+    while statuses(&text).is_empty() {
+        let frame = within(10, "the first event", body.frame())
+            .await
+            .unwrap()
+            .unwrap();
+        text.push_str(std::str::from_utf8(&frame.into_data().unwrap()).unwrap());
+    }
+    backend.release(2);
+    let rest = within(10, "the stream to end after the last event", body.collect())
+        .await
+        .unwrap();
+    text.push_str(std::str::from_utf8(&rest.to_bytes()).unwrap());
+    assert_eq!(statuses(&text), ["queued", "running", "succeeded"]);
+    client
+        .wait_status(&gw.url(first.header("location")), "succeeded")
+        .await;
+}
+
+#[tokio::test]
+async fn event_stream_of_a_finished_job_is_one_event() {
+    let (_backend, gw, client) = setup().await;
+    let reply = client.post(&gw.url("/x"), "").await;
+    let url = gw.url(reply.header("location"));
+    client.wait_status(&url, "succeeded").await;
+    let sse = client
+        .send(
+            http::Method::GET,
+            &url,
+            &[("accept", "text/event-stream")],
+            bytes::Bytes::new(),
+        )
+        .await;
+    assert_eq!(sse.header("content-type"), "text/event-stream");
+    assert_eq!(
+        statuses(std::str::from_utf8(&sse.body).unwrap()),
+        ["succeeded"]
+    );
+}

@@ -2,14 +2,18 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use serde::Serialize;
 
 use super::model::{Job, JobId, JobStatus};
 use super::store::{Cancel, Lookup};
 use super::Jobs;
-use crate::body::{self, Body};
+use crate::body::{self, Body, BoxError};
 use crate::defaults;
 use crate::error::{failure_problem, GatewayError};
 use crate::jobs::retry_after::estimated_percent;
@@ -20,7 +24,7 @@ const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
 /// Serves a request whose path is `{jobs_path}{rest}`.
 pub async fn serve<B>(
-    jobs: &Jobs,
+    jobs: &Arc<Jobs>,
     req: &Request<B>,
     rest: &str,
 ) -> Result<Response<Body>, GatewayError> {
@@ -32,6 +36,7 @@ pub async fn serve<B>(
     };
     let id = JobId::parse(id).ok_or(GatewayError::JobNotFound)?;
     match (want_result, req.method()) {
+        (false, &Method::GET) if wants_event_stream(headers) => events(jobs, id, headers).await,
         (false, &Method::GET | &Method::HEAD) => {
             let wait = long_poll_wait(req.uri().query())?;
             status(jobs, id, wait, headers).await
@@ -175,6 +180,99 @@ async fn cancel(
         }
         Lookup::Missing => Err(GatewayError::JobNotFound),
     }
+}
+
+fn wants_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|media| {
+            media
+                .split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream"))
+        })
+}
+
+/// Server-Sent Events: the job document now and after every state change,
+/// then the stream ends after the last one. Comment lines keep idle proxies
+/// from cutting a stream that waits long.
+async fn events(
+    jobs: &Arc<Jobs>,
+    id: JobId,
+    headers: &HeaderMap,
+) -> Result<Response<Body>, GatewayError> {
+    let job = match jobs.store.get(id).await.map_err(GatewayError::Store)? {
+        Lookup::Found(job) => job,
+        Lookup::Gone => return Err(GatewayError::JobGone),
+        Lookup::Missing => return Err(GatewayError::JobNotFound),
+    };
+    if !jobs.visible_to(&job, headers) {
+        return Err(GatewayError::JobNotFound);
+    }
+    let (mut tx, body) = http_body_util::channel::Channel::<Bytes, BoxError>::new(4);
+    let jobs = Arc::clone(jobs);
+    tokio::spawn(async move {
+        let mut changes = jobs.watch(id);
+        let mut job = job;
+        loop {
+            if tx.send_data(event(&jobs, &job)).await.is_err() {
+                return; // the client went away
+            }
+            if job.status.is_terminal() {
+                return;
+            }
+            let seen = job.status;
+            loop {
+                let changed = async {
+                    if let Some(rx) = changes.as_mut() {
+                        let _ = rx.wait_for(|s| *s != seen).await;
+                    } else {
+                        std::future::pending::<()>().await;
+                    }
+                };
+                match tokio::time::timeout(defaults::SSE_HEARTBEAT, changed).await {
+                    Ok(()) => break,
+                    Err(_) => {
+                        if tx
+                            .send_data(Bytes::from_static(b": keep-alive\n\n"))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        // Nothing here to be woken by: look again at each heartbeat.
+                        if changes.is_none() {
+                            break;
+                        }
+                    }
+                }
+            }
+            job = match jobs.store.get(id).await {
+                Ok(Lookup::Found(j)) => j,
+                _ => return,
+            };
+            if job.status.is_terminal() {
+                // Its sender is gone with its last change; nothing more to watch.
+                changes = None;
+            }
+        }
+    });
+    let mut response = Response::new(body.boxed_unsync());
+    let h = response.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(CACHE_CONTROL, NO_STORE);
+    Ok(response)
+}
+
+fn event(jobs: &Jobs, job: &Job) -> Bytes {
+    let mut out = b"event: job\ndata: ".to_vec();
+    serde_json::to_writer(&mut out, &document(jobs, job))
+        .expect("a job document always serializes");
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
 }
 
 fn document_response(jobs: &Jobs, job: &Job) -> Response<Body> {
