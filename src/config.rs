@@ -15,7 +15,7 @@ use http::{Method, Uri};
 use toml::Spanned;
 
 pub use error::ConfigError;
-pub use raw::{Mode, StoreKind};
+pub use raw::{LocationStyle, Mode, StoreKind};
 
 use crate::defaults;
 use crate::routes::RouteTable;
@@ -93,6 +93,7 @@ pub struct RouteConfig {
     /// Request headers that carry credentials: a job submitted with any of
     /// them is visible only to requests with the same values.
     pub bind_headers: Vec<http::HeaderName>,
+    pub location: LocationStyle,
 }
 
 impl Config {
@@ -389,6 +390,7 @@ impl Cx<'_> {
                 .collect::<Result<_, _>>()?,
         };
         Ok(RouteConfig {
+            location: raw.location,
             bind_headers,
             sync_wait,
             max_wait,

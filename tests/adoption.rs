@@ -172,3 +172,88 @@ async fn redirect_when_done_sends_finished_jobs_to_their_result() {
     assert_eq!(result.status, 201);
     assert_eq!(result.body, "done");
 }
+
+/// Polls the way azure-core's Location poller, OData and ARM clients do:
+/// any answer from `Location` other than `202` is the final one.
+async fn drive_location_poller(client: &Client, gw: &TestGateway, location: &str) -> common::Reply {
+    common::within(20, "the Location poller to finish", async {
+        loop {
+            let r = client.get(&gw.url(location)).await;
+            if r.status != 202 {
+                return r;
+            }
+            assert!(r.header("retry-after").parse::<u64>().unwrap() >= 1);
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}
+
+/// Polls the way a Microsoft REST API guidelines client does: the JSON
+/// status monitor at `Operation-Location` until a terminal `status`, then
+/// `resourceLocation`.
+async fn drive_status_monitor(client: &Client, gw: &TestGateway, monitor: &str) -> common::Reply {
+    let done = common::within(20, "the status monitor to finish", async {
+        loop {
+            let r = client.get(&gw.url(monitor)).await;
+            assert_eq!(r.status, 200);
+            let doc = r.json();
+            if ["succeeded", "failed", "canceled"].contains(&doc["status"].as_str().unwrap()) {
+                return doc;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(done["status"], "succeeded");
+    client
+        .get(&gw.url(done["resourceLocation"].as_str().unwrap()))
+        .await
+}
+
+#[tokio::test]
+async fn status_monitor_dialect_drives_to_the_result() {
+    let (backend, gw, client) = setup("async", "").await;
+    let reply = client
+        .post(&gw.url("/hold/m?status=201"), "monitored")
+        .await;
+    assert_eq!(reply.header("location"), reply.header("operation-location"));
+    backend.release(1);
+    let result = drive_status_monitor(&client, &gw, reply.header("operation-location")).await;
+    assert_eq!(result.status, 201);
+    assert_eq!(result.body, "monitored");
+}
+
+#[tokio::test]
+async fn location_dialect_answers_202_until_done_then_the_result() {
+    let (backend, gw, client) = setup("async", "location = \"poll\"").await;
+    let reply = client.post(&gw.url("/hold/l?status=201"), "polled").await;
+    let location = reply.header("location").to_owned();
+    let monitor = reply.header("operation-location").to_owned();
+    assert_eq!(location, format!("{monitor}/poll"));
+    let pending = client.get(&gw.url(&location)).await;
+    assert_eq!(pending.status, 202);
+    assert_eq!(pending.json()["status"], "running");
+    backend.release(1);
+    let result = drive_location_poller(&client, &gw, &location).await;
+    assert_eq!(result.status, 201);
+    assert_eq!(result.body, "polled");
+    // The JSON status monitor still works beside it.
+    assert_eq!(
+        client.get(&gw.url(&monitor)).await.json()["status"],
+        "succeeded"
+    );
+}
+
+#[tokio::test]
+async fn location_dialect_with_redirect_ends_in_a_303_to_the_result() {
+    let (backend, gw, client) =
+        setup("async", "location = \"poll\"\nredirect_when_done = true").await;
+    let reply = client.post(&gw.url("/hold/r"), "redirected").await;
+    let location = reply.header("location").to_owned();
+    backend.release(1);
+    let last = drive_location_poller(&client, &gw, &location).await;
+    assert_eq!(last.status, 303);
+    let result = client.get(&gw.url(last.header("location"))).await;
+    assert_eq!(result.body, "redirected");
+}

@@ -86,6 +86,20 @@ pub struct RawRoute {
     pub max_wait: Option<Text>,
     pub redirect_when_done: Option<bool>,
     pub bind_headers: Option<Vec<Text>>,
+    #[serde(default)]
+    pub location: LocationStyle,
+}
+
+/// What the `Location` of a `202` points at.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LocationStyle {
+    /// The JSON status monitor (Microsoft REST API guidelines).
+    #[default]
+    Status,
+    /// `{id}/poll`: `202` until finished, then the result (OData, Azure
+    /// Resource Manager, azure-core's Location poller).
+    Poll,
 }
 
 /// What the gateway does with a request that matches a route.

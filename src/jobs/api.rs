@@ -14,6 +14,7 @@ use super::model::{Job, JobId, JobStatus};
 use super::store::{Cancel, Lookup};
 use super::Jobs;
 use crate::body::{self, Body, BoxError};
+use crate::config::LocationStyle;
 use crate::defaults;
 use crate::error::{failure_problem, GatewayError};
 use crate::jobs::retry_after::estimated_percent;
@@ -30,35 +31,94 @@ pub async fn serve<B>(
 ) -> Result<Response<Body>, GatewayError> {
     let headers = req.headers();
     let rest = rest.strip_prefix('/').ok_or(GatewayError::JobNotFound)?;
-    let (id, want_result) = match rest.strip_suffix("/result") {
-        Some(id) => (id, true),
-        None => (rest, false),
+    let (id, resource) = match rest.split_once('/') {
+        None => (rest, Resource::Status),
+        Some((id, "result")) => (id, Resource::Result),
+        Some((id, "poll")) => (id, Resource::Poll),
+        Some(_) => return Err(GatewayError::JobNotFound),
     };
     let id = JobId::parse(id).ok_or(GatewayError::JobNotFound)?;
-    match (want_result, req.method()) {
-        (false, &Method::GET) if wants_event_stream(headers) => events(jobs, id, headers).await,
-        (false, &Method::GET | &Method::HEAD) => {
+    match (resource, req.method()) {
+        (Resource::Status, &Method::GET) if wants_event_stream(headers) => {
+            events(jobs, id, headers).await
+        }
+        (Resource::Status, &Method::GET | &Method::HEAD) => {
             let wait = long_poll_wait(req.uri().query())?;
             status(jobs, id, wait, headers).await
         }
-        (false, &Method::DELETE) => cancel(jobs, id, headers).await,
-        (false, _) => Err(GatewayError::MethodNotAllowed {
+        (Resource::Status, &Method::DELETE) => cancel(jobs, id, headers).await,
+        (Resource::Status, _) => Err(GatewayError::MethodNotAllowed {
             allow: "GET, HEAD, DELETE",
         }),
-        (true, &Method::GET | &Method::HEAD) => result(jobs, id, Some(headers)).await,
-        (true, _) => Err(GatewayError::MethodNotAllowed { allow: "GET, HEAD" }),
+        (Resource::Result, &Method::GET | &Method::HEAD) => result(jobs, id, Some(headers)).await,
+        (Resource::Poll, &Method::GET | &Method::HEAD) => poll(jobs, id, headers).await,
+        (Resource::Result | Resource::Poll, _) => {
+            Err(GatewayError::MethodNotAllowed { allow: "GET, HEAD" })
+        }
     }
+}
+
+/// The resources under a job's URL.
+#[derive(Clone, Copy)]
+enum Resource {
+    /// `{id}`: the JSON status monitor.
+    Status,
+    /// `{id}/result`: the backend's response.
+    Result,
+    /// `{id}/poll`: `202` until finished, then the result, for clients that
+    /// take any non-`202` answer from `Location` as the final one.
+    Poll,
 }
 
 /// The `202 Accepted` for a job just submitted.
 pub fn accepted(jobs: &Jobs, job: &Job) -> Response<Body> {
     let url = jobs.url(job.id);
+    let location = match jobs.route(&job.route).map(|r| r.config.location) {
+        Some(LocationStyle::Poll) => format!("{url}/poll"),
+        Some(LocationStyle::Status) | None => url.clone(),
+    };
     let mut response = document_response(jobs, job);
     *response.status_mut() = StatusCode::ACCEPTED;
     let headers = response.headers_mut();
-    let url = HeaderValue::try_from(url).expect("job URLs are valid header values");
-    headers.insert(LOCATION, url.clone());
-    headers.insert(OPERATION_LOCATION, url);
+    let header = |u: String| HeaderValue::try_from(u).expect("job URLs are valid header values");
+    headers.insert(LOCATION, header(location));
+    headers.insert(OPERATION_LOCATION, header(url));
+    response
+}
+
+/// `{id}/poll`: while the job is unfinished `202` with `Retry-After` and its
+/// document; then what `{id}/result` answers, or a `303` to it on routes
+/// with `redirect_when_done`.
+async fn poll(jobs: &Jobs, id: JobId, headers: &HeaderMap) -> Result<Response<Body>, GatewayError> {
+    let job = match jobs.store.get(id).await.map_err(GatewayError::Store)? {
+        Lookup::Found(job) => job,
+        Lookup::Gone => return Err(GatewayError::JobGone),
+        Lookup::Missing => return Err(GatewayError::JobNotFound),
+    };
+    if !jobs.visible_to(&job, headers) {
+        return Err(GatewayError::JobNotFound);
+    }
+    if !job.status.is_terminal() {
+        let mut response = document_response(jobs, &job);
+        *response.status_mut() = StatusCode::ACCEPTED;
+        return Ok(response);
+    }
+    if job.has_result()
+        && jobs
+            .route(&job.route)
+            .is_some_and(|r| r.config.redirect_when_done)
+    {
+        return Ok(see_result(jobs, id));
+    }
+    result(jobs, id, Some(headers)).await
+}
+
+fn see_result(jobs: &Jobs, id: JobId) -> Response<Body> {
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = StatusCode::SEE_OTHER;
+    let location = HeaderValue::try_from(format!("{}/result", jobs.url(id)))
+        .expect("job URLs are valid header values");
+    response.headers_mut().insert(LOCATION, location);
     response
 }
 
