@@ -136,7 +136,17 @@ async fn event_stream_shows_every_transition_in_order_then_ends() {
             .unwrap();
         text.push_str(std::str::from_utf8(&frame.into_data().unwrap()).unwrap());
     }
-    backend.release(2);
+    // Let the first job finish: the second starts, and the stream says so
+    // before the second is let go (the watch keeps only the latest status).
+    backend.release(1);
+    while statuses(&text).len() < 2 {
+        let frame = within(10, "the running event", body.frame())
+            .await
+            .unwrap()
+            .unwrap();
+        text.push_str(std::str::from_utf8(&frame.into_data().unwrap()).unwrap());
+    }
+    backend.release(1);
     let rest = within(10, "the stream to end after the last event", body.collect())
         .await
         .unwrap();
