@@ -81,19 +81,11 @@ async fn slow_headers_are_cut_off_by_the_header_read_timeout() {
 #[tokio::test]
 async fn trickling_body_on_an_async_route_is_cut_off_and_nothing_is_queued() {
     let (backend, gw) = gateway("body_idle_timeout = \"300ms\"").await;
-    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    s.write_all(b"POST /jobs/x HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nonly a little")
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    within(
-        10,
-        "the gateway to give up on the body",
-        s.read_to_end(&mut out),
+    let raw = raw_exchange(
+        gw.addr,
+        b"POST /jobs/x HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nonly a little",
     )
-    .await
-    .ok();
-    let raw = String::from_utf8_lossy(&out);
+    .await;
     assert!(raw.starts_with("HTTP/1.1 408"), "{raw}");
     still_serves(&gw).await;
     assert_eq!(
@@ -159,19 +151,11 @@ async fn malformed_chunked_body_on_an_async_route_is_400_and_nothing_is_queued()
 #[tokio::test]
 async fn trickling_body_on_a_passthrough_request_is_408() {
     let (backend, gw) = gateway("body_idle_timeout = \"300ms\"").await;
-    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    s.write_all(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nonly a little")
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    within(
-        10,
-        "the gateway to give up on the body",
-        s.read_to_end(&mut out),
+    let raw = raw_exchange(
+        gw.addr,
+        b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nonly a little",
     )
-    .await
-    .ok();
-    let raw = String::from_utf8_lossy(&out);
+    .await;
     assert!(raw.starts_with("HTTP/1.1 408"), "{raw}");
     backend.started(1).await;
     assert!(

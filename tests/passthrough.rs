@@ -14,20 +14,17 @@ fn proxy_all(backend: &str, upstream_extra: &str, routes: &str) -> String {
     )
 }
 
-fn passthrough_route(path: &str) -> String {
-    format!("[[routes]]\nname = \"pt\"\npath = \"{path}\"\nupstream = \"app\"\nmode = \"passthrough\"\n")
+/// A gateway whose only route is a passthrough on `/api/{*rest}`.
+async fn api_route() -> (Backend, TestGateway, Client) {
+    let backend = Backend::start().await;
+    let route = "[[routes]]\nname = \"pt\"\npath = \"/api/{*rest}\"\nupstream = \"app\"\nmode = \"passthrough\"\n";
+    let gw = TestGateway::start(&config(&backend.url(), "", route)).await;
+    (backend, gw, Client::default())
 }
 
 #[tokio::test]
 async fn passthrough_route_proxies_request_and_response_unchanged() {
-    let backend = Backend::start().await;
-    let gw = TestGateway::start(&config(
-        &backend.url(),
-        "",
-        &passthrough_route("/api/{*rest}"),
-    ))
-    .await;
-    let client = Client::default();
+    let (backend, gw, client) = api_route().await;
     let reply = client
         .send(
             Method::POST,
@@ -67,14 +64,7 @@ async fn unmatched_requests_go_to_the_default_upstream() {
 
 #[tokio::test]
 async fn unmatched_requests_without_a_default_are_404() {
-    let backend = Backend::start().await;
-    let gw = TestGateway::start(&config(
-        &backend.url(),
-        "",
-        &passthrough_route("/api/{*rest}"),
-    ))
-    .await;
-    let client = Client::default();
+    let (backend, gw, client) = api_route().await;
     client
         .get(&gw.url("/elsewhere"))
         .await

@@ -86,18 +86,21 @@ pub fn accepted(jobs: &Jobs, job: &Job) -> Response<Body> {
     response
 }
 
+/// The job, if this request may see it; otherwise the answer for a job that
+/// is not there (or no longer is).
+async fn visible_job(jobs: &Jobs, id: JobId, headers: &HeaderMap) -> Result<Job, GatewayError> {
+    match jobs.store.get(id).await.map_err(GatewayError::Store)? {
+        Lookup::Found(job) if jobs.visible_to(&job, headers) => Ok(job),
+        Lookup::Found(_) | Lookup::Missing => Err(GatewayError::JobNotFound),
+        Lookup::Gone => Err(GatewayError::JobGone),
+    }
+}
+
 /// `{id}/poll`: while the job is unfinished `202` with `Retry-After` and its
 /// document; then what `{id}/result` answers, or a `303` to it on routes
 /// with `redirect_when_done`.
 async fn poll(jobs: &Jobs, id: JobId, headers: &HeaderMap) -> Result<Response<Body>, GatewayError> {
-    let job = match jobs.store.get(id).await.map_err(GatewayError::Store)? {
-        Lookup::Found(job) => job,
-        Lookup::Gone => return Err(GatewayError::JobGone),
-        Lookup::Missing => return Err(GatewayError::JobNotFound),
-    };
-    if !jobs.visible_to(&job, headers) {
-        return Err(GatewayError::JobNotFound);
-    }
+    let job = visible_job(jobs, id, headers).await?;
     if !job.status.is_terminal() {
         let mut response = document_response(jobs, &job);
         *response.status_mut() = StatusCode::ACCEPTED;
@@ -142,39 +145,24 @@ async fn status(
     wait: Duration,
     headers: &HeaderMap,
 ) -> Result<Response<Body>, GatewayError> {
-    let mut lookup = jobs.store.get(id).await.map_err(GatewayError::Store)?;
-    if let Lookup::Found(job) = &lookup {
-        if !jobs.visible_to(job, headers) {
-            return Err(GatewayError::JobNotFound);
-        }
-        if !wait.is_zero() && !job.status.is_terminal() {
-            if let Some(mut changes) = jobs.watch(id) {
-                let seen = job.status;
-                // Woken by the job's own state change, not by a timer loop;
-                // a change between the lookup and the subscription counts too.
-                let _ = tokio::time::timeout(wait, changes.wait_for(|s| *s != seen)).await;
-                lookup = jobs.store.get(id).await.map_err(GatewayError::Store)?;
-            }
+    let mut job = visible_job(jobs, id, headers).await?;
+    if !wait.is_zero() && !job.status.is_terminal() {
+        if let Some(mut changes) = jobs.watch(id) {
+            let seen = job.status;
+            // Woken by the job's own state change, not by a timer loop;
+            // a change between the lookup and the subscription counts too.
+            let _ = tokio::time::timeout(wait, changes.wait_for(|s| *s != seen)).await;
+            job = visible_job(jobs, id, headers).await?;
         }
     }
-    match lookup {
-        Lookup::Found(job)
-            if job.has_result()
-                && jobs
-                    .route(&job.route)
-                    .is_some_and(|r| r.config.redirect_when_done) =>
-        {
-            let mut response = Response::new(body::empty());
-            *response.status_mut() = StatusCode::SEE_OTHER;
-            let location = HeaderValue::try_from(format!("{}/result", jobs.url(id)))
-                .expect("job URLs are valid header values");
-            response.headers_mut().insert(LOCATION, location);
-            Ok(response)
-        }
-        Lookup::Found(job) => Ok(document_response(jobs, &job)),
-        Lookup::Gone => Err(GatewayError::JobGone),
-        Lookup::Missing => Err(GatewayError::JobNotFound),
+    if job.has_result()
+        && jobs
+            .route(&job.route)
+            .is_some_and(|r| r.config.redirect_when_done)
+    {
+        return Ok(see_result(jobs, id));
     }
+    Ok(document_response(jobs, &job))
 }
 
 /// The result resource: the stored response replayed, or the problem that
@@ -264,14 +252,7 @@ async fn events(
     id: JobId,
     headers: &HeaderMap,
 ) -> Result<Response<Body>, GatewayError> {
-    let job = match jobs.store.get(id).await.map_err(GatewayError::Store)? {
-        Lookup::Found(job) => job,
-        Lookup::Gone => return Err(GatewayError::JobGone),
-        Lookup::Missing => return Err(GatewayError::JobNotFound),
-    };
-    if !jobs.visible_to(&job, headers) {
-        return Err(GatewayError::JobNotFound);
-    }
+    let job = visible_job(jobs, id, headers).await?;
     let (mut tx, body) = http_body_util::channel::Channel::<Bytes, BoxError>::new(4);
     let jobs = Arc::clone(jobs);
     tokio::spawn(async move {
