@@ -65,7 +65,7 @@ pub struct Jobs {
     /// Fired when the drain deadline passes: every job left fails.
     abort: CancellationToken,
     /// `public_base_url` + `jobs_path`: every job URL starts with it.
-    url_prefix: String,
+    pub(crate) url_prefix: String,
 }
 
 struct Live {

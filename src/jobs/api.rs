@@ -317,7 +317,10 @@ fn event(jobs: &Jobs, job: &Job) -> Bytes {
 }
 
 fn document_response(jobs: &Jobs, job: &Job) -> Response<Body> {
-    let json = serde_json::to_vec(&document(jobs, job)).expect("a job document always serializes");
+    // A document is a few hundred bytes: one allocation of that size.
+    let mut json = Vec::with_capacity(512);
+    serde_json::to_writer(&mut json, &document(jobs, job))
+        .expect("a job document always serializes");
     let mut response = Response::new(body::full(json));
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, APPLICATION_JSON);
@@ -329,17 +332,27 @@ fn document_response(jobs: &Jobs, job: &Job) -> Response<Body> {
     response
 }
 
+/// The job document, serialized straight from the job: ids, times and URLs
+/// are written through `Display`, with no intermediate strings.
 #[derive(Serialize)]
 struct Document<'a> {
-    id: String,
+    #[serde(serialize_with = "display")]
+    id: JobId,
     status: &'static str,
     route: &'a str,
     method: &'a str,
-    created_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    started_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    finished_at: Option<String>,
+    #[serde(serialize_with = "display")]
+    created_at: Timestamp,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "display_some"
+    )]
+    started_at: Option<Timestamp>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "display_some"
+    )]
+    finished_at: Option<Timestamp>,
     attempts: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     progress: Option<ProgressDoc>,
@@ -347,9 +360,13 @@ struct Document<'a> {
     response: Option<ResponseDoc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<ErrorDoc>,
-    #[serde(rename = "resourceLocation", skip_serializing_if = "Option::is_none")]
-    resource_location: Option<String>,
-    links: Links,
+    #[serde(
+        rename = "resourceLocation",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "display_some"
+    )]
+    resource_location: Option<JobUrl<'a>>,
+    links: Links<'a>,
 }
 
 #[derive(Serialize)]
@@ -373,16 +390,57 @@ struct ErrorDoc {
 }
 
 #[derive(Serialize)]
-struct Links {
-    #[serde(rename = "self")]
-    self_: String,
-    result: String,
-    cancel: String,
+struct Links<'a> {
+    #[serde(rename = "self", serialize_with = "display")]
+    self_: JobUrl<'a>,
+    #[serde(serialize_with = "display")]
+    result: JobUrl<'a>,
+    #[serde(serialize_with = "display")]
+    cancel: JobUrl<'a>,
 }
 
-fn document<'a>(jobs: &Jobs, job: &'a Job) -> Document<'a> {
-    let url = jobs.url(job.id);
-    let result_url = format!("{url}/result");
+/// `{prefix}/{id}{suffix}`, written when serialized.
+struct JobUrl<'a> {
+    prefix: &'a str,
+    id: JobId,
+    suffix: &'static str,
+}
+
+impl std::fmt::Display for JobUrl<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}{}", self.prefix, self.id, self.suffix)
+    }
+}
+
+/// RFC 3339 in whole seconds, UTC: `2026-11-21T10:00:00Z`.
+struct Timestamp(SystemTime);
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&humantime::format_rfc3339_seconds(self.0), f)
+    }
+}
+
+fn display<T: std::fmt::Display, S: serde::Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(value)
+}
+
+fn display_some<T: std::fmt::Display, S: serde::Serializer>(
+    value: &Option<T>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_none(),
+    }
+}
+
+fn document<'a>(jobs: &'a Jobs, job: &'a Job) -> Document<'a> {
+    let url = |suffix| JobUrl {
+        prefix: &jobs.url_prefix,
+        id: job.id,
+        suffix,
+    };
     let error = job.failure.map(|f| {
         let p = failure_problem(f);
         ErrorDoc {
@@ -392,13 +450,13 @@ fn document<'a>(jobs: &Jobs, job: &'a Job) -> Document<'a> {
         }
     });
     Document {
-        id: job.id.to_string(),
+        id: job.id,
         status: job.status.as_str(),
         route: &job.route,
         method: job.method.as_str(),
-        created_at: timestamp(job.created_at),
-        started_at: job.started_at.map(timestamp),
-        finished_at: job.finished_at.map(timestamp),
+        created_at: Timestamp(job.created_at),
+        started_at: job.started_at.map(Timestamp),
+        finished_at: job.finished_at.map(Timestamp),
         attempts: job.attempts,
         progress: progress(jobs, job),
         response: job.response.map(|r| ResponseDoc {
@@ -406,11 +464,11 @@ fn document<'a>(jobs: &Jobs, job: &'a Job) -> Document<'a> {
             bytes: r.bytes,
         }),
         error,
-        resource_location: job.has_result().then(|| result_url.clone()),
+        resource_location: job.has_result().then(|| url("/result")),
         links: Links {
-            self_: url.clone(),
-            result: result_url,
-            cancel: url,
+            self_: url(""),
+            result: url("/result"),
+            cancel: url(""),
         },
     }
 }
@@ -435,8 +493,4 @@ fn progress(jobs: &Jobs, job: &Job) -> Option<ProgressDoc> {
         percent: estimated_percent(expected, elapsed),
         estimated: true,
     })
-}
-
-fn timestamp(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
 }
