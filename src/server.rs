@@ -111,6 +111,9 @@ impl Gateway {
         // Workers keep their runtimes, and so the jobs spawned on them, alive
         // until the jobs have drained.
         let jobs_drained = CancellationToken::new();
+        // If this future is dropped instead of driven to the end, the worker
+        // threads must not serve on forever.
+        let _stop_on_drop = (stop.clone().drop_guard(), jobs_drained.clone().drop_guard());
         let first = listeners.remove(0);
         let mut others = Vec::new();
         for (i, listener) in listeners.into_iter().enumerate() {

@@ -164,3 +164,16 @@ async fn trickling_body_on_a_passthrough_request_is_408() {
     );
     still_serves(&gw).await;
 }
+
+#[tokio::test]
+async fn dropping_a_running_gateway_stops_every_worker() {
+    let (_backend, gw) = gateway("workers = 3").await;
+    let addr = gw.addr;
+    drop(gw);
+    within(10, "every worker to close its listener", async {
+        while tokio::net::TcpStream::connect(addr).await.is_ok() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
