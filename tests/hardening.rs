@@ -169,9 +169,20 @@ async fn trickling_body_on_a_passthrough_request_is_408() {
 async fn dropping_a_running_gateway_stops_every_worker() {
     let (_backend, gw) = gateway("workers = 3").await;
     let addr = gw.addr;
+    // Serving proves the workers started: a gateway dropped before its first
+    // poll closes every listener trivially.
+    still_serves(&gw).await;
     drop(gw);
+    // The kernel spreads connections over the workers' listeners: only a
+    // run of refusals shows that every one of them is closed.
     within(10, "every worker to close its listener", async {
-        while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        let mut refused_in_a_row = 0;
+        while refused_in_a_row < 20 {
+            match tokio::net::TcpStream::connect(addr).await {
+                Ok(_) => refused_in_a_row = 0,
+                Err(_) => refused_in_a_row += 1,
+            }
+            // Sampled over time: a listener that is merely closing refuses too.
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     })
