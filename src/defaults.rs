@@ -110,7 +110,7 @@ pub const STORE_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// After the drain deadline, how long leftover jobs get to record that they failed.
 pub const ABORT_GRACE: Duration = Duration::from_secs(5);
 
-/// What a tombstone costs, charged to the budget because tombstones outlive
-/// their results by `tombstone_ttl`: moka's entry (~370 bytes, measured) and
-/// the small value it holds.
+/// What a tombstone or an idempotency claim costs, charged to the budget
+/// because both outlive the job's result: moka's entry (~370 bytes,
+/// measured) and the small value it holds.
 pub const TOMBSTONE_BYTES: u64 = 448;

@@ -29,13 +29,20 @@ struct Inner {
     /// `result_ttl`, so finishing order is expiry order and a queue suffices.
     expiring: Mutex<VecDeque<(Instant, JobId)>>,
     /// Idempotency scope -> the job holding it and its request's fingerprint.
-    claims: Cache<[u8; 32], (JobId, [u8; 32])>,
+    claims: Cache<[u8; 32], Arc<ClaimEntry>>,
     budget: Arc<Budget>,
     result_ttl: Duration,
 }
 
 struct Active {
     job: Job,
+    _bytes: Reservation,
+}
+
+/// Who holds an idempotency scope, charged to the budget like a tombstone.
+struct ClaimEntry {
+    job: JobId,
+    fingerprint: [u8; 32],
     _bytes: Reservation,
 }
 
@@ -159,6 +166,14 @@ impl Inner {
         self.claims.run_pending_tasks();
     }
 
+    fn claim_entry(&self, job: JobId, fingerprint: [u8; 32]) -> Arc<ClaimEntry> {
+        Arc::new(ClaimEntry {
+            job,
+            fingerprint,
+            _bytes: self.budget.force(defaults::TOMBSTONE_BYTES),
+        })
+    }
+
     fn bury(&self, id: JobId) {
         let tombstone = Done::Tombstone(self.budget.force(defaults::TOMBSTONE_BYTES));
         self.done.insert(id, Arc::new(tombstone));
@@ -275,13 +290,19 @@ impl JobStore for MemoryStore {
         job: JobId,
         fingerprint: [u8; 32],
     ) -> Result<Claim, StoreError> {
-        let entry = self.inner.claims.entry(scope).or_insert((job, fingerprint));
-        Ok(match entry.into_value() {
-            (holder, _) if holder == job => Claim::Won,
-            (holder, fingerprint) => Claim::Taken {
-                job: holder,
-                fingerprint,
-            },
+        let held = self
+            .inner
+            .claims
+            .entry(scope)
+            .or_insert_with(|| self.inner.claim_entry(job, fingerprint))
+            .into_value();
+        Ok(if held.job == job {
+            Claim::Won
+        } else {
+            Claim::Taken {
+                job: held.job,
+                fingerprint: held.fingerprint,
+            }
         })
     }
 
@@ -291,7 +312,9 @@ impl JobStore for MemoryStore {
         job: JobId,
         fingerprint: [u8; 32],
     ) -> Result<(), StoreError> {
-        self.inner.claims.insert(scope, (job, fingerprint));
+        self.inner
+            .claims
+            .insert(scope, self.inner.claim_entry(job, fingerprint));
         Ok(())
     }
 
