@@ -528,3 +528,30 @@ async fn http2_clients_get_the_same_job_api() {
     assert_eq!(status, 200);
     assert_eq!(body, "over h2");
 }
+
+#[tokio::test]
+async fn progress_is_estimated_from_past_durations_and_never_reaches_100_early() {
+    let (backend, gw, client) = setup("", "").await;
+    // Nothing to go on yet: no progress member.
+    let first = client.post(&gw.url("/hold/1"), "").await;
+    let first_url = gw.url(first.header("location"));
+    backend.started(1).await;
+    assert!(client
+        .get(&first_url)
+        .await
+        .json()
+        .get("progress")
+        .is_none());
+    backend.release(1);
+    client.wait_status(&first_url, "succeeded").await;
+    // Now the route has a duration: a running job's progress is an estimate.
+    let second = client.post(&gw.url("/hold/2"), "").await;
+    let second_url = gw.url(second.header("location"));
+    backend.started(2).await;
+    let doc = client.get(&second_url).await.json();
+    assert_eq!(doc["status"], "running");
+    assert_eq!(doc["progress"]["estimated"], true);
+    assert!(doc["progress"]["percent"].as_u64().unwrap() < 100);
+    backend.release(1);
+    client.wait_status(&second_url, "succeeded").await;
+}
