@@ -10,7 +10,7 @@ mod runner;
 pub mod store;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -64,6 +64,8 @@ pub struct Jobs {
     tracker: TaskTracker,
     /// Fired when the drain deadline passes: every job left fails.
     abort: CancellationToken,
+    /// Jobs failed because the drain deadline passed, running or waiting.
+    interrupted: AtomicUsize,
     /// `public_base_url` + `jobs_path`: every job URL starts with it.
     pub(crate) url_prefix: String,
 }
@@ -119,6 +121,7 @@ impl Jobs {
             changes: Mutex::default(),
             tracker: TaskTracker::new(),
             abort: CancellationToken::new(),
+            interrupted: AtomicUsize::new(0),
             url_prefix,
         }
     }
@@ -263,7 +266,6 @@ impl Jobs {
         {
             return DrainReport { jobs_failed: 0 };
         }
-        let jobs_failed = self.tracker.len();
         self.abort.cancel();
         let grace = crate::defaults::ABORT_GRACE;
         if tokio::time::timeout(grace, self.tracker.wait())
@@ -271,11 +273,13 @@ impl Jobs {
             .is_err()
         {
             tracing::error!(
-                jobs = self.tracker.len(),
+                workers = self.tracker.len(),
                 "jobs did not record their failure in time"
             );
         }
-        DrainReport { jobs_failed }
+        DrainReport {
+            jobs_failed: self.interrupted.load(Ordering::Relaxed),
+        }
     }
 
     pub fn url(&self, id: JobId) -> String {

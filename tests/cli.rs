@@ -240,26 +240,35 @@ async fn sigterm_drains_a_running_job_then_exits_0() {
 }
 
 #[tokio::test]
-async fn sigterm_past_the_drain_timeout_fails_the_running_job_explicitly() {
+async fn sigterm_past_the_drain_timeout_fails_running_and_queued_jobs_explicitly() {
     let backend = Backend::start().await;
     let text = format!(
         "drain_timeout = \"300ms\"\n{}",
-        config(&backend.url(), "", &async_route("/{*p}", ""))
+        config(
+            &backend.url(),
+            "max_concurrency = 1",
+            &async_route("/{*p}", "")
+        )
     );
     let mut gw = Running::start(&text).await;
     let addr = gw.addr().await;
-    let reply = Client::default()
-        .post(&format!("http://{addr}/hold/x"), "")
-        .await;
-    assert_eq!(reply.status, 202);
+    let client = Client::default();
+    let running = client.post(&format!("http://{addr}/hold/x"), "").await;
+    assert_eq!(running.status, 202);
     backend.started(1).await;
+    let queued = client.post(&format!("http://{addr}/hold/y"), "").await;
+    assert_eq!(queued.status, 202);
     gw.sigterm();
     assert_eq!(gw.exit_code().await, 0);
     let failed = gw.wait_line("status=\"failed\"").await;
     assert!(failed.contains("Interrupted"), "{failed}");
     let ended = gw.wait_line("drain timeout passed").await;
-    assert!(ended.contains("jobs_failed=1"), "{ended}");
+    assert!(
+        ended.contains("jobs_failed=2"),
+        "both jobs are counted: {ended}"
+    );
     backend.disconnects(1).await;
+    assert_eq!(backend.request_count(), 1, "the queued job was never sent");
 }
 
 #[tokio::test]

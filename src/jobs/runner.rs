@@ -65,6 +65,9 @@ async fn record(jobs: &Jobs, route: &Route, id: JobId, outcome: Outcome) {
     match jobs.store.finish(id, outcome).await {
         Ok(Some(job)) => {
             jobs.announce(id, status);
+            if failure == Some(Failure::Interrupted) {
+                jobs.interrupted.fetch_add(1, Ordering::Relaxed);
+            }
             let http_status = job.response.map(|r| r.status);
             match status {
                 JobStatus::Failed => {
