@@ -328,10 +328,17 @@ impl Cx<'_> {
                 format!("is under the jobs path {jobs_path}, which the gateway serves itself"),
             ));
         }
+        if let Some(ms) = raw.methods.as_ref().filter(|ms| ms.get_ref().is_empty()) {
+            return Err(self.err(
+                ms.span(),
+                "lists no method; omit the key to match every method",
+            ));
+        }
         let methods = raw
             .methods
             .map(|ms| {
-                ms.iter()
+                ms.get_ref()
+                    .iter()
                     .map(|m| {
                         let s = m.get_ref();
                         let ok = !s.is_empty() && s.bytes().all(|b| b.is_ascii_uppercase());

@@ -18,7 +18,7 @@ use crate::config::{Config, Mode, ServerConfig};
 use crate::error::GatewayError;
 use crate::jobs::idempotency::Idempotency;
 use crate::jobs::store::JobStore;
-use crate::jobs::{api, owner, BackendRequest, Jobs};
+use crate::jobs::{api, owner, BackendRequest, Jobs, Submission};
 use crate::prefer::{self, Preferences, PREFERENCE_APPLIED};
 use crate::proxy::header_block::HeaderBlock;
 use crate::proxy::{self, headers};
@@ -115,36 +115,39 @@ impl Shared {
                 return api::serve(&self.jobs, &req, rest).await;
             }
         }
-        match self.table.find(req.method(), path) {
-            Some(i) => {
-                let route = &self.routes[i];
-                match route.config.mode {
-                    Mode::Async => self.submit(route, req, remote).await,
-                    Mode::Prefer if Preferences::of(req.headers()).respond_async => {
-                        let mut response = self.submit(route, req, remote).await?;
-                        response
-                            .headers_mut()
-                            .insert(PREFERENCE_APPLIED, RESPOND_ASYNC);
-                        Ok(response)
-                    }
-                    Mode::Prefer => {
-                        proxy::forward(&route.upstream, req, remote, self.server.body_idle_timeout)
-                            .await
-                    }
-                    Mode::Auto => self.submit_and_wait(route, req, remote).await,
-                    Mode::Passthrough => {
-                        proxy::forward(&route.upstream, req, remote, self.server.body_idle_timeout)
-                            .await
-                    }
+        let Some(route) = self.table.find(req.method(), path).map(|i| &self.routes[i]) else {
+            return match &self.default_upstream {
+                Some(upstream) => self.forward(upstream, req, remote).await,
+                None => Err(GatewayError::NoRoute),
+            };
+        };
+        match route.config.mode {
+            Mode::Async => self.submit(route, req, remote).await,
+            Mode::Passthrough => self.forward(&route.upstream, req, remote).await,
+            Mode::Prefer | Mode::Auto => {
+                let prefs = Preferences::of(req.headers());
+                if prefs.respond_async {
+                    let mut response = self.submit(route, req, remote).await?;
+                    response
+                        .headers_mut()
+                        .insert(PREFERENCE_APPLIED, RESPOND_ASYNC);
+                    Ok(response)
+                } else if route.config.mode == Mode::Auto {
+                    self.submit_and_wait(route, req, remote, prefs.wait).await
+                } else {
+                    self.forward(&route.upstream, req, remote).await
                 }
             }
-            None => match &self.default_upstream {
-                Some(upstream) => {
-                    proxy::forward(upstream, req, remote, self.server.body_idle_timeout).await
-                }
-                None => Err(GatewayError::NoRoute),
-            },
         }
+    }
+
+    async fn forward(
+        &self,
+        upstream: &Upstream,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Result<Response<Body>, GatewayError> {
+        proxy::forward(upstream, req, remote, self.server.body_idle_timeout).await
     }
 
     /// An async route: the job is accepted and the client gets `202` at once.
@@ -154,41 +157,28 @@ impl Shared {
         req: Request<Incoming>,
         remote: SocketAddr,
     ) -> Result<Response<Body>, GatewayError> {
-        let (request, credentials, idempotency) = self.buffer(route, req, remote).await?;
-        let (job, _) = self
-            .jobs
-            .submit(route, request, credentials, idempotency)
-            .await?;
+        let submission = self.buffer(route, req, remote).await?;
+        let (job, _) = self.jobs.submit(route, submission).await?;
         Ok(api::accepted(&self.jobs, &job))
     }
 
     /// An `auto` route: the job is accepted, and if it finishes within the
-    /// wait its result is the answer, as a proxy would have given it, and the
-    /// job is forgotten; otherwise the same job goes on behind a `202`.
+    /// wait (the route's, or the client's `Prefer: wait` within the route's
+    /// maximum) its result is the answer, as a proxy would have given it, and
+    /// the job is forgotten; otherwise the same job goes on behind a `202`.
     async fn submit_and_wait(
         &self,
         route: &Arc<Route>,
         req: Request<Incoming>,
         remote: SocketAddr,
+        preferred_wait: Option<u64>,
     ) -> Result<Response<Body>, GatewayError> {
-        let prefs = Preferences::of(req.headers());
-        if prefs.respond_async {
-            let mut response = self.submit(route, req, remote).await?;
-            response
-                .headers_mut()
-                .insert(PREFERENCE_APPLIED, RESPOND_ASYNC);
-            return Ok(response);
-        }
-        let wait = prefs
-            .wait
+        let wait = preferred_wait
             .map_or(route.config.sync_wait, Duration::from_secs)
             .min(route.config.max_wait);
-        let (request, credentials, idempotency) = self.buffer(route, req, remote).await?;
-        let keyed = idempotency.is_some();
-        let (job, mut changes) = self
-            .jobs
-            .submit(route, request, credentials, idempotency)
-            .await?;
+        let submission = self.buffer(route, req, remote).await?;
+        let keyed = submission.idempotency.is_some();
+        let (job, mut changes) = self.jobs.submit(route, submission).await?;
         // A closed channel also means finished: the sender goes last.
         let finished = tokio::time::timeout(wait, changes.wait_for(|s| s.is_terminal()))
             .await
@@ -203,7 +193,7 @@ impl Shared {
         } else {
             api::accepted(&self.jobs, &job)
         };
-        if prefs.wait.is_some() {
+        if preferred_wait.is_some() {
             response
                 .headers_mut()
                 .insert(PREFERENCE_APPLIED, prefer::wait_applied(wait.as_secs()));
@@ -212,19 +202,21 @@ impl Shared {
     }
 
     /// Reads the whole request (the job outlives the client's connection)
-    /// into what the backend will receive.
+    /// into what the backend will receive. A bad idempotency key or a
+    /// declared length over the limit is refused before the body is read.
     async fn buffer(
         &self,
         route: &Route,
         req: Request<Incoming>,
         remote: SocketAddr,
-    ) -> Result<(BackendRequest, Option<Vec<u8>>, Option<Idempotency>), GatewayError> {
+    ) -> Result<Submission, GatewayError> {
         let limit = route.config.max_body;
         if content_length(req.headers()).is_some_and(|n| n > limit) {
             return Err(GatewayError::BodyTooLarge { limit });
         }
         let (mut parts, body) = req.into_parts();
         let credentials = owner::credentials(&parts.headers, &route.config.bind_headers);
+        let scope = Idempotency::scope(&parts.headers, &route.name, credentials.as_deref())?;
         let framed = parts.headers.contains_key(CONTENT_LENGTH)
             || parts.headers.contains_key(TRANSFER_ENCODING);
         let body = collect_limited(
@@ -245,21 +237,21 @@ impl Shared {
         }
         // Copied, not sliced: the parsed URI shares the connection's read buffer.
         let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let idempotency = Idempotency::of(
-            &parts.headers,
-            &route.name,
-            credentials.as_deref(),
-            &parts.method,
-            path,
-            &body,
-        )?;
+        let idempotency = scope.map(|scope| Idempotency {
+            scope,
+            fingerprint: Idempotency::fingerprint(&parts.method, path, &body),
+        });
         let request = BackendRequest {
             path: PathAndQuery::try_from(path).expect("a parsed path parses again"),
             method: parts.method,
             headers: HeaderBlock::pack(&parts.headers),
             body,
         };
-        Ok((request, credentials, idempotency))
+        Ok(Submission {
+            request,
+            credentials,
+            idempotency,
+        })
     }
 }
 

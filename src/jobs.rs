@@ -26,6 +26,7 @@ use crate::error::GatewayError;
 use crate::lane::Admission;
 use crate::proxy::header_block::HeaderBlock;
 use crate::routes::Route;
+use crate::sync::lock;
 use idempotency::Idempotency;
 use model::{Job, JobId, JobStatus};
 use store::{Claim, JobStore, Lookup, StoreError};
@@ -44,6 +45,14 @@ impl BackendRequest {
     pub fn size(&self) -> u64 {
         (self.path.as_str().len() + self.headers.size() + self.body.len()) as u64
     }
+}
+
+/// What a submitting request brings: the request for the backend, the
+/// credentials that will bind the job, and its idempotency key if it has one.
+pub struct Submission {
+    pub request: BackendRequest,
+    pub credentials: Option<Vec<u8>>,
+    pub idempotency: Option<Idempotency>,
 }
 
 /// A job in its upstream's lane, waiting or about to run.
@@ -132,10 +141,13 @@ impl Jobs {
     pub async fn submit(
         self: &Arc<Self>,
         route: &Arc<Route>,
-        request: BackendRequest,
-        credentials: Option<Vec<u8>>,
-        idempotency: Option<Idempotency>,
+        submission: Submission,
     ) -> Result<(Job, watch::Receiver<JobStatus>), GatewayError> {
+        let Submission {
+            request,
+            credentials,
+            idempotency,
+        } = submission;
         if self.tracker.is_closed() {
             return Err(GatewayError::ShuttingDown);
         }
@@ -300,10 +312,7 @@ impl Jobs {
     }
 
     fn live_map(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Live>> {
-        // Every critical section is one map operation: a poisoned map is intact.
-        self.live
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.live)
     }
 
     fn progress_of(&self, id: JobId) -> Option<Arc<Progress>> {
@@ -351,10 +360,4 @@ impl Drop for Registration<'_> {
     fn drop(&mut self) {
         self.jobs.live_map().remove(&self.id);
     }
-}
-
-/// Every critical section on these maps is one map operation: a poisoned
-/// map is intact.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -8,6 +8,8 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::sync::lock;
+
 pub struct Lane<T> {
     state: Mutex<State<T>>,
     max_running: usize,
@@ -49,10 +51,7 @@ impl<T> Lane<T> {
     }
 
     fn state(&self) -> MutexGuard<'_, State<T>> {
-        // Every critical section is a counter update or one queue operation.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.state)
     }
 
     pub fn admit(self: &Arc<Self>, item: T) -> Admission<T> {

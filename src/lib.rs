@@ -22,6 +22,7 @@ pub mod proxy;
 pub mod routes;
 mod server;
 pub mod shutdown;
+mod sync;
 pub mod upstream;
 
 pub use config::{Config, ConfigError};

@@ -91,6 +91,11 @@ async fn bad_configs_exit_2_naming_file_line_and_key() {
             "unknown variant",
         ),
         ("[upstreams.u]\nurl = \"ftp://x\"\n", ":2: upstreams.u.url:", "http://"),
+        (
+            "[upstreams.u]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nname = \"a\"\npath = \"/x\"\nupstream = \"u\"\nmethods = []\n",
+            ":7: routes[0].methods:",
+            "lists no method",
+        ),
     ];
     for (text, location, message) in cases {
         let file = write_config(text);

@@ -135,3 +135,17 @@ async fn concurrent_identical_submissions_make_one_job() {
         .await;
     assert_eq!(backend.request_count(), 1);
 }
+
+#[tokio::test]
+async fn a_malformed_key_is_refused_before_the_body_is_read() {
+    let (backend, gw, _client) = setup().await;
+    // The body never comes: an answer at all shows the gateway did not wait for it.
+    let raw = common::raw_exchange(
+        gw.addr,
+        b"POST /x HTTP/1.1\r\nhost: t\r\nidempotency-key: has space\r\ncontent-length: 100\r\n\r\n",
+    )
+    .await;
+    assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
+    assert!(raw.contains("bad-idempotency-key"), "{raw}");
+    assert_eq!(backend.request_count(), 0);
+}

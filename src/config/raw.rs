@@ -73,7 +73,7 @@ pub struct RawUpstream {
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
     pub name: Text,
-    pub methods: Option<Vec<Text>>,
+    pub methods: Option<Spanned<Vec<Text>>>,
     pub path: Text,
     pub upstream: Text,
     #[serde(default)]

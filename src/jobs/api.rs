@@ -1,8 +1,9 @@
-//! The job resources: `GET`/`DELETE {jobs_path}/{id}` and `GET …/result`.
-
-use std::time::{Duration, SystemTime};
+//! The job resources: the status monitor `{jobs_path}/{id}` (`GET`, long-poll
+//! with `?wait=N`, Server-Sent Events, `DELETE`), the result `…/result`, and
+//! `…/poll` for clients that read any non-`202` from `Location` as final.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER};
@@ -106,14 +107,18 @@ async fn poll(jobs: &Jobs, id: JobId, headers: &HeaderMap) -> Result<Response<Bo
         *response.status_mut() = StatusCode::ACCEPTED;
         return Ok(response);
     }
-    if job.has_result()
-        && jobs
-            .route(&job.route)
-            .is_some_and(|r| r.config.redirect_when_done)
-    {
+    if redirects_to_result(jobs, &job) {
         return Ok(see_result(jobs, id));
     }
     result(jobs, id, Some(headers)).await
+}
+
+/// A finished job with a result, on a route with `redirect_when_done`.
+fn redirects_to_result(jobs: &Jobs, job: &Job) -> bool {
+    job.has_result()
+        && jobs
+            .route(&job.route)
+            .is_some_and(|r| r.config.redirect_when_done)
 }
 
 fn see_result(jobs: &Jobs, id: JobId) -> Response<Body> {
@@ -155,11 +160,7 @@ async fn status(
             job = visible_job(jobs, id, headers).await?;
         }
     }
-    if job.has_result()
-        && jobs
-            .route(&job.route)
-            .is_some_and(|r| r.config.redirect_when_done)
-    {
+    if redirects_to_result(jobs, &job) {
         return Ok(see_result(jobs, id));
     }
     Ok(document_response(jobs, &job))

@@ -28,15 +28,13 @@ pub struct Idempotency {
 pub struct BadKey;
 
 impl Idempotency {
-    /// `None` when the request carries no key.
-    pub fn of(
+    /// The key's scope, or `None` when the request carries no key. Checked
+    /// from the headers alone, so a bad key is refused before the body is read.
+    pub fn scope(
         headers: &HeaderMap,
         route: &str,
         credentials: Option<&[u8]>,
-        method: &Method,
-        path: &str,
-        body: &[u8],
-    ) -> Result<Option<Idempotency>, BadKey> {
+    ) -> Result<Option<[u8; 32]>, BadKey> {
         let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
             return Ok(None);
         };
@@ -52,9 +50,16 @@ impl Idempotency {
         {
             return Err(BadKey);
         }
-        let scope = digest(&[route.as_bytes(), credentials.unwrap_or_default(), key]);
-        let fingerprint = digest(&[method.as_str().as_bytes(), path.as_bytes(), body]);
-        Ok(Some(Idempotency { scope, fingerprint }))
+        Ok(Some(digest(&[
+            route.as_bytes(),
+            credentials.unwrap_or_default(),
+            key,
+        ])))
+    }
+
+    /// What the request asked for, to tell a repeat from a reused key.
+    pub fn fingerprint(method: &Method, path: &str, body: &[u8]) -> [u8; 32] {
+        digest(&[method.as_str().as_bytes(), path.as_bytes(), body])
     }
 }
 
@@ -80,7 +85,11 @@ mod tests {
     }
 
     fn of(h: &HeaderMap, creds: Option<&[u8]>, body: &[u8]) -> Result<Option<Idempotency>, BadKey> {
-        Idempotency::of(h, "r", creds, &Method::POST, "/x", body)
+        let scope = Idempotency::scope(h, "r", creds)?;
+        Ok(scope.map(|scope| Idempotency {
+            scope,
+            fingerprint: Idempotency::fingerprint(&Method::POST, "/x", body),
+        }))
     }
 
     #[test]

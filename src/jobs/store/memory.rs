@@ -14,6 +14,7 @@ use super::{Budget, Cancel, Claim, JobStore, Lookup, Reservation, StoreError};
 use crate::config::StoreConfig;
 use crate::defaults;
 use crate::jobs::model::{Job, JobId, JobStatus, Outcome, StoredResponse};
+use crate::sync::lock;
 
 pub struct MemoryStore {
     inner: Arc<Inner>,
@@ -131,12 +132,6 @@ async fn sweep(inner: Weak<Inner>) {
         let Some(inner) = inner.upgrade() else { return };
         inner.sweep();
     }
-}
-
-/// A poisoned lock is still consistent here: every critical section is a
-/// few map or queue operations that cannot panic halfway.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Inner {
