@@ -191,26 +191,19 @@ impl Inner {
         expiring.push_back((expires, id));
     }
 
-    fn lookup(&self, id: JobId) -> Lookup<Arc<Done>> {
-        match self.done.get(&id) {
-            Some(done) => match &*done {
-                Done::Finished(f) if Instant::now() < f.expires => Lookup::Found(done),
-                Done::Finished(_) | Done::Tombstone(_) => Lookup::Gone,
-            },
+    /// What `read` takes from a finished job whose result is still kept;
+    /// an expired result or a tombstone is `Gone`.
+    fn lookup<T>(&self, id: JobId, read: impl FnOnce(&Finished) -> T) -> Lookup<T> {
+        match self.done.get(&id).as_deref() {
+            Some(Done::Finished(f)) if Instant::now() < f.expires => Lookup::Found(read(f)),
+            Some(Done::Finished(_) | Done::Tombstone(_)) => Lookup::Gone,
             None => Lookup::Missing,
         }
     }
 
     /// A finished job's record and result, if it has not expired.
     fn finished(&self, id: JobId) -> Lookup<(Job, Option<StoredResponse>)> {
-        match self.lookup(id) {
-            Lookup::Found(done) => match &*done {
-                Done::Finished(f) => Lookup::Found((f.job.clone(), f.response.clone())),
-                Done::Tombstone(_) => Lookup::Gone,
-            },
-            Lookup::Gone => Lookup::Gone,
-            Lookup::Missing => Lookup::Missing,
-        }
+        self.lookup(id, |f| (f.job.clone(), f.response.clone()))
     }
 }
 
@@ -241,14 +234,7 @@ impl JobStore for MemoryStore {
         if let Some(a) = self.inner.active().get(&id) {
             return Ok(Lookup::Found(a.job.clone()));
         }
-        Ok(match self.inner.lookup(id) {
-            Lookup::Found(done) => match &*done {
-                Done::Finished(f) => Lookup::Found(f.job.clone()),
-                Done::Tombstone(_) => Lookup::Gone,
-            },
-            Lookup::Gone => Lookup::Gone,
-            Lookup::Missing => Lookup::Missing,
-        })
+        Ok(self.inner.lookup(id, |f| f.job.clone()))
     }
 
     async fn result(&self, id: JobId) -> Result<Lookup<(Job, Option<StoredResponse>)>, StoreError> {
@@ -328,8 +314,9 @@ impl JobStore for MemoryStore {
             return Ok(Lookup::Found(Cancel::Canceled(job)));
         }
         drop(active);
-        Ok(match self.inner.finished(id) {
-            Lookup::Found((job, _)) if job.status == JobStatus::Canceled => {
+        // The job record only: its result, about to be deleted, need not be copied.
+        Ok(match self.inner.lookup(id, |f| f.job.clone()) {
+            Lookup::Found(job) if job.status == JobStatus::Canceled => {
                 Lookup::Found(Cancel::AlreadyCanceled(job))
             }
             Lookup::Found(_) => {
