@@ -19,7 +19,9 @@ pub use raw::{LocationStyle, Mode, StoreKind};
 
 use crate::defaults;
 use crate::routes::RouteTable;
-use raw::{RawConfig, RawRoute, RawServer, RawStore, RawUpstream};
+use crate::webhook::signature::Secret;
+use crate::webhook::target::{AddressPolicy, HostPattern, Target};
+use raw::{RawConfig, RawRoute, RawServer, RawStore, RawUpstream, RawWebhooks};
 
 #[derive(Debug)]
 pub struct Config {
@@ -31,6 +33,32 @@ pub struct Config {
     /// Index into `upstreams` for requests no route matches.
     pub default_upstream: Option<usize>,
     pub route_table: RouteTable,
+    pub webhooks: WebhookConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// `None` when no route sends webhooks.
+    pub secret: Option<Secret>,
+    pub policy: AddressPolicy,
+    /// For one attempt: connecting, sending, and the receiver's status line.
+    pub timeout: Duration,
+    pub max_attempts: u32,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> WebhookConfig {
+        WebhookConfig {
+            secret: None,
+            policy: AddressPolicy::default(),
+            timeout: defaults::WEBHOOK_TIMEOUT,
+            max_attempts: defaults::WEBHOOK_MAX_ATTEMPTS as u32,
+            backoff_initial: defaults::WEBHOOK_BACKOFF_INITIAL,
+            backoff_max: defaults::WEBHOOK_BACKOFF_MAX,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -94,6 +122,10 @@ pub struct RouteConfig {
     /// them is visible only to requests with the same values.
     pub bind_headers: Vec<http::HeaderName>,
     pub location: LocationStyle,
+    /// Hosts a request's `Callback-Url` may name; `None` refuses the header.
+    pub callback_hosts: Option<Vec<HostPattern>>,
+    /// Where the webhook goes when the request names none.
+    pub callback_url: Option<Target>,
 }
 
 impl Config {
@@ -135,6 +167,7 @@ impl Cx<'_> {
     fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let server = self.server(raw.server)?;
         let store = self.store(raw.store)?;
+        let webhooks = self.webhooks(raw.webhooks)?;
         let upstreams = raw
             .upstreams
             .into_iter()
@@ -165,7 +198,7 @@ impl Cx<'_> {
             }
             let upstream = find_upstream(&r.upstream)?;
             path_spans.push(r.path.span());
-            routes.push(self.route(r, upstream, &server.jobs_path)?);
+            routes.push(self.route(r, upstream, &server.jobs_path, &webhooks)?);
         }
         let route_table = RouteTable::build(&routes)
             .map_err(|c| self.err(path_spans[c.route].clone(), c.to_string()))?;
@@ -183,6 +216,49 @@ impl Cx<'_> {
             routes,
             default_upstream,
             route_table,
+            webhooks,
+        })
+    }
+
+    fn webhooks(&self, raw: RawWebhooks) -> Result<WebhookConfig, ConfigError> {
+        let secret = raw
+            .secret
+            .map(|s| Secret::parse(s.get_ref()).map_err(|e| self.err(s.span(), e.to_string())))
+            .transpose()?;
+        let allowed = raw
+            .allow_networks
+            .unwrap_or_default()
+            .iter()
+            .map(|n| {
+                n.get_ref().parse().map_err(|_| {
+                    self.err(
+                        n.span(),
+                        format!(
+                            "`{}` is not a network like 10.0.0.0/8 or fd00::/8",
+                            n.get_ref()
+                        ),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let backoff_initial = self.duration(
+            raw.backoff_initial.as_ref(),
+            defaults::WEBHOOK_BACKOFF_INITIAL,
+        )?;
+        let backoff_max = self.duration(raw.backoff_max.as_ref(), defaults::WEBHOOK_BACKOFF_MAX)?;
+        if let Some(s) = raw.backoff_max.as_ref().or(raw.backoff_initial.as_ref()) {
+            if backoff_max < backoff_initial {
+                return Err(self.err(s.span(), "backoff_max must not be below backoff_initial"));
+            }
+        }
+        let max_attempts = self.positive(raw.max_attempts, defaults::WEBHOOK_MAX_ATTEMPTS)?;
+        Ok(WebhookConfig {
+            secret,
+            policy: AddressPolicy { allowed },
+            timeout: self.duration(raw.timeout.as_ref(), defaults::WEBHOOK_TIMEOUT)?,
+            max_attempts: u32::try_from(max_attempts).unwrap_or(u32::MAX),
+            backoff_initial,
+            backoff_max,
         })
     }
 
@@ -309,6 +385,7 @@ impl Cx<'_> {
         raw: RawRoute,
         upstream: usize,
         jobs_path: &str,
+        webhooks: &WebhookConfig,
     ) -> Result<RouteConfig, ConfigError> {
         let name = raw.name.get_ref();
         if name.is_empty()
@@ -328,6 +405,7 @@ impl Cx<'_> {
                 format!("is under the jobs path {jobs_path}, which the gateway serves itself"),
             ));
         }
+        let (callback_hosts, callback_url) = self.callbacks(&raw, webhooks)?;
         if let Some(ms) = raw.methods.as_ref().filter(|ms| ms.get_ref().is_empty()) {
             return Err(self.err(
                 ms.span(),
@@ -397,6 +475,8 @@ impl Cx<'_> {
                 .collect::<Result<_, _>>()?,
         };
         Ok(RouteConfig {
+            callback_hosts,
+            callback_url,
             location: raw.location,
             bind_headers,
             sync_wait,
@@ -412,6 +492,57 @@ impl Cx<'_> {
             retry_after_min,
             retry_after_max,
         })
+    }
+
+    fn callbacks(
+        &self,
+        raw: &RawRoute,
+        webhooks: &WebhookConfig,
+    ) -> Result<(Option<Vec<HostPattern>>, Option<Target>), ConfigError> {
+        let hosts = raw
+            .callback_hosts
+            .as_ref()
+            .map(|hosts| {
+                hosts
+                    .get_ref()
+                    .iter()
+                    .map(|h| {
+                        HostPattern::parse(h.get_ref()).ok_or_else(|| {
+                            self.err(
+                                h.span(),
+                                format!(
+                                    "`{}` is not a host name like hooks.example.com or *.example.com",
+                                    h.get_ref()
+                                ),
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        let url = raw
+            .callback_url
+            .as_ref()
+            .map(|u| {
+                Target::parse(u.get_ref(), None, &webhooks.policy)
+                    .map_err(|e| self.err(u.span(), e.to_string()))
+            })
+            .transpose()?;
+        let span = match (&raw.callback_hosts, &raw.callback_url) {
+            (Some(h), _) => h.span(),
+            (None, Some(u)) => u.span(),
+            (None, None) => return Ok((None, None)),
+        };
+        if webhooks.secret.is_none() {
+            return Err(self.err(
+                span,
+                "webhooks are signed: set `secret` under [webhooks] (a Standard Webhooks whsec_ secret)",
+            ));
+        }
+        if raw.mode == Mode::Passthrough {
+            return Err(self.err(span, "a passthrough route makes no jobs to call back about"));
+        }
+        Ok((hosts, url))
     }
 
     fn duration(

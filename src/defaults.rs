@@ -114,3 +114,16 @@ pub const ABORT_GRACE: Duration = Duration::from_secs(5);
 /// because both outlive the job's result: moka's entry (~370 bytes,
 /// measured) and the small value it holds.
 pub const TOMBSTONE_BYTES: u64 = 448;
+
+/// A webhook receiver should answer at once and do its work later, as the
+/// Standard Webhooks spec asks; ten seconds is generous for that.
+pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// With the backoff below, ten attempts span about a quarter of an hour,
+/// enough to ride out a receiver's deploy or restart.
+pub const WEBHOOK_MAX_ATTEMPTS: usize = 10;
+
+pub const WEBHOOK_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
+
+/// Waits between attempts grow no longer than this.
+pub const WEBHOOK_BACKOFF_MAX: Duration = Duration::from_secs(10 * 60);

@@ -21,6 +21,8 @@ pub enum GatewayError {
     BadWait,
     #[error(transparent)]
     BadIdempotencyKey(#[from] crate::jobs::idempotency::BadKey),
+    #[error("the Callback-Url header was refused")]
+    BadCallback(#[source] crate::webhook::target::TargetError),
     #[error("the idempotency key was used for a different request")]
     IdempotencyKeyReused,
     #[error("the job expired or was deleted")]
@@ -69,6 +71,7 @@ impl GatewayError {
             | E::JobNotFound
             | E::BadWait
             | E::BadIdempotencyKey(_)
+            | E::BadCallback(_)
             | E::IdempotencyKeyReused
             | E::JobGone
             | E::JobNotFinished { .. }
@@ -120,6 +123,12 @@ impl GatewayError {
                 "bad-idempotency-key",
                 "Bad Idempotency-Key",
                 e.to_string(),
+            ),
+            E::BadCallback(e) => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "bad-callback",
+                "Bad Callback-Url",
+                format!("{e}; nothing was queued."),
             ),
             E::IdempotencyKeyReused => Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use http::header::{HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::uri::PathAndQuery;
-use http::{HeaderMap, Request, Response};
+use http::{HeaderMap, HeaderName, Request, Response};
 use hyper::body::Incoming;
 
 use crate::body::{collect_limited, Body, IdleTimeout};
@@ -24,8 +24,15 @@ use crate::proxy::header_block::HeaderBlock;
 use crate::proxy::{self, headers};
 use crate::routes::{Route, RouteTable};
 use crate::upstream::Upstream;
+use crate::webhook::target::{AddressPolicy, SystemResolver, Target, TargetError};
+use crate::webhook::{Webhook, Webhooks};
 
 const RESPOND_ASYNC: HeaderValue = HeaderValue::from_static("respond-async");
+const CALLBACK_URL: HeaderName = HeaderName::from_static("callback-url");
+/// Without webhooks no route has an allow-list, so this is never consulted.
+static NO_EXEMPTIONS: AddressPolicy = AddressPolicy {
+    allowed: Vec::new(),
+};
 
 /// Everything a request needs, built once at start-up.
 pub(crate) struct Shared {
@@ -61,7 +68,14 @@ impl Shared {
             config.server.public_base_url.as_deref().unwrap_or(""),
             config.server.jobs_path
         );
-        let jobs = Arc::new(Jobs::new(store, &routes, url_prefix));
+        let webhooks = config.webhooks.secret.clone().map(|secret| {
+            Arc::new(Webhooks::new(
+                config.webhooks,
+                secret,
+                Arc::new(SystemResolver),
+            ))
+        });
+        let jobs = Arc::new(Jobs::new(store, &routes, url_prefix, webhooks));
         Shared {
             table: config.route_table,
             default_upstream: config.default_upstream.map(|i| Arc::clone(&upstreams[i])),
@@ -157,7 +171,7 @@ impl Shared {
         req: Request<Incoming>,
         remote: SocketAddr,
     ) -> Result<Response<Body>, GatewayError> {
-        let submission = self.buffer(route, req, remote).await?;
+        let submission = self.buffer(route, req, remote, true).await?;
         let (job, _) = self.jobs.submit(route, submission).await?;
         Ok(api::accepted(&self.jobs, &job))
     }
@@ -176,7 +190,9 @@ impl Shared {
         let wait = preferred_wait
             .map_or(route.config.sync_wait, Duration::from_secs)
             .min(route.config.max_wait);
-        let submission = self.buffer(route, req, remote).await?;
+        // The webhook is held while the client waits: an answer in time
+        // makes it pointless.
+        let submission = self.buffer(route, req, remote, false).await?;
         let keyed = submission.idempotency.is_some();
         let (job, mut changes) = self.jobs.submit(route, submission).await?;
         // A closed channel also means finished: the sender goes last.
@@ -191,6 +207,7 @@ impl Shared {
             }
             response.unwrap_or_else(GatewayError::into_response)
         } else {
+            self.jobs.arm_webhook(&job).await;
             api::accepted(&self.jobs, &job)
         };
         if preferred_wait.is_some() {
@@ -202,13 +219,15 @@ impl Shared {
     }
 
     /// Reads the whole request (the job outlives the client's connection)
-    /// into what the backend will receive. A bad idempotency key or a
-    /// declared length over the limit is refused before the body is read.
+    /// into what the backend will receive. A bad idempotency key or callback,
+    /// or a declared length over the limit, is refused before the body is
+    /// read. `armed`: the webhook, if any, is sent when the job ends.
     async fn buffer(
         &self,
         route: &Route,
         req: Request<Incoming>,
         remote: SocketAddr,
+        armed: bool,
     ) -> Result<Submission, GatewayError> {
         let limit = route.config.max_body;
         if content_length(req.headers()).is_some_and(|n| n > limit) {
@@ -217,6 +236,10 @@ impl Shared {
         let (mut parts, body) = req.into_parts();
         let credentials = owner::credentials(&parts.headers, &route.config.bind_headers);
         let scope = Idempotency::scope(&parts.headers, &route.name, credentials.as_deref())?;
+        let webhook = self
+            .callback(route, &parts.headers)
+            .await?
+            .map(|target| Arc::new(Webhook::new(target, armed)));
         let framed = parts.headers.contains_key(CONTENT_LENGTH)
             || parts.headers.contains_key(TRANSFER_ENCODING);
         let body = collect_limited(
@@ -251,7 +274,38 @@ impl Shared {
             request,
             credentials,
             idempotency,
+            webhook,
         })
+    }
+
+    /// Where this job's webhook goes: the request's `Callback-Url` if its
+    /// host is allowed and stands only for acceptable addresses, else the
+    /// route's fixed `callback_url`.
+    async fn callback(
+        &self,
+        route: &Route,
+        headers: &HeaderMap,
+    ) -> Result<Option<Target>, GatewayError> {
+        let Some(value) = headers.get(CALLBACK_URL) else {
+            return Ok(route.config.callback_url.clone());
+        };
+        let hosts = route.config.callback_hosts.as_deref().unwrap_or_default();
+        let webhooks = self.jobs.webhooks.as_deref();
+        let policy = webhooks.map_or(&NO_EXEMPTIONS, |w| w.guard().policy());
+        let text = value
+            .to_str()
+            .map_err(|_| GatewayError::BadCallback(TargetError::Invalid))?;
+        let target = Target::parse(text, Some(hosts), policy).map_err(GatewayError::BadCallback)?;
+        // Configs with an allow-list always have webhooks; resolving now
+        // answers the client while it is still here.
+        if let Some(webhooks) = webhooks {
+            webhooks
+                .guard()
+                .addresses(target.host())
+                .await
+                .map_err(GatewayError::BadCallback)?;
+        }
+        Ok(Some(target))
     }
 }
 

@@ -27,6 +27,7 @@ use crate::lane::Admission;
 use crate::proxy::header_block::HeaderBlock;
 use crate::routes::Route;
 use crate::sync::lock;
+use crate::webhook::{Webhook, Webhooks};
 use idempotency::Idempotency;
 use model::{Job, JobId, JobStatus};
 use store::{Claim, JobStore, Lookup, StoreError};
@@ -53,6 +54,7 @@ pub struct Submission {
     pub request: BackendRequest,
     pub credentials: Option<Vec<u8>>,
     pub idempotency: Option<Idempotency>,
+    pub webhook: Option<Arc<Webhook>>,
 }
 
 /// A job in its upstream's lane, waiting or about to run.
@@ -77,6 +79,8 @@ pub struct Jobs {
     interrupted: AtomicUsize,
     /// `public_base_url` + `jobs_path`: every job URL starts with it.
     pub(crate) url_prefix: String,
+    /// `None` when no route sends webhooks.
+    pub(crate) webhooks: Option<Arc<Webhooks>>,
 }
 
 struct Live {
@@ -119,7 +123,12 @@ impl Progress {
 }
 
 impl Jobs {
-    pub fn new(store: Arc<dyn JobStore>, routes: &[Arc<Route>], url_prefix: String) -> Jobs {
+    pub fn new(
+        store: Arc<dyn JobStore>,
+        routes: &[Arc<Route>],
+        url_prefix: String,
+        webhooks: Option<Arc<Webhooks>>,
+    ) -> Jobs {
         Jobs {
             store,
             routes: routes
@@ -132,6 +141,7 @@ impl Jobs {
             abort: CancellationToken::new(),
             interrupted: AtomicUsize::new(0),
             url_prefix,
+            webhooks,
         }
     }
 
@@ -147,6 +157,7 @@ impl Jobs {
             request,
             credentials,
             idempotency,
+            webhook,
         } = submission;
         if self.tracker.is_closed() {
             return Err(GatewayError::ShuttingDown);
@@ -154,6 +165,7 @@ impl Jobs {
         let retry_after = route.retry_after(Duration::ZERO);
         let mut job = Job::queued(Arc::clone(&route.name), request.method.clone());
         job.owner = credentials.map(|c| owner::Owner::of(job.id, &c));
+        job.webhook = webhook;
         self.store
             .create(job.clone(), request.size())
             .await
@@ -255,6 +267,39 @@ impl Jobs {
     /// A view of an unfinished job's status changes; `None` once it finished.
     pub fn watch(&self, id: JobId) -> Option<watch::Receiver<JobStatus>> {
         lock(&self.changes).get(&id).map(watch::Sender::subscribe)
+    }
+
+    /// Sends the webhook of a job that just ended, when one is due.
+    pub(crate) fn call_back(&self, job: &Job) {
+        if let Some(hook) = job.webhook.as_ref().filter(|h| h.ended()) {
+            self.send_webhook(job, hook);
+        }
+    }
+
+    /// The client of a job whose webhook was held was answered `202` after
+    /// all: the webhook is due when the job ends, or now if it has.
+    pub(crate) async fn arm_webhook(&self, job: &Job) {
+        let Some(hook) = job.webhook.as_ref().filter(|h| h.arm()) else {
+            return;
+        };
+        match self.store.get(job.id).await {
+            Ok(Lookup::Found(ended)) => self.send_webhook(&ended, hook),
+            Ok(Lookup::Gone | Lookup::Missing) => {}
+            Err(e) => {
+                tracing::error!(job = %job.id, error = %e, "could not read the job to call back")
+            }
+        }
+    }
+
+    fn send_webhook(&self, job: &Job, hook: &Arc<Webhook>) {
+        let Some(webhooks) = &self.webhooks else {
+            return;
+        };
+        let payload = api::payload(self, job);
+        let webhooks = Arc::clone(webhooks);
+        let hook = Arc::clone(hook);
+        let id = job.id;
+        tokio::spawn(async move { webhooks.deliver(id, &hook, payload).await });
     }
 
     /// Tells waiters that a job's status changed.

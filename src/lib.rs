@@ -5,7 +5,8 @@
 //! `202 Accepted` and a job URL; the gateway sends the original request to
 //! the backend in the background ([`jobs`]), keeps the response in a store
 //! ([`jobs::store`]) and serves the job's status, result and cancellation
-//! ([`jobs::api`]). Every other request is proxied through ([`proxy`]).
+//! ([`jobs::api`]), and calls back when a job ends if asked to
+//! ([`webhook`]). Every other request is proxied through ([`proxy`]).
 //!
 //! Start with [`Config::load`] and [`Gateway::bind`].
 
@@ -24,6 +25,7 @@ mod server;
 pub mod shutdown;
 mod sync;
 pub mod upstream;
+pub mod webhook;
 
 pub use config::{Config, ConfigError};
 pub use server::{Gateway, RunReport};

@@ -96,6 +96,26 @@ async fn bad_configs_exit_2_naming_file_line_and_key() {
             ":7: routes[0].methods:",
             "lists no method",
         ),
+        (
+            "[upstreams.u]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nname = \"a\"\npath = \"/x\"\nupstream = \"u\"\ncallback_hosts = [\"hooks.example.com\"]\n",
+            ":7: routes[0].callback_hosts:",
+            "set `secret` under [webhooks]",
+        ),
+        (
+            "[webhooks]\nsecret = \"hunter2\"\n",
+            ":2: webhooks.secret:",
+            "whsec_",
+        ),
+        (
+            "[webhooks]\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n[upstreams.u]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nname = \"a\"\npath = \"/x\"\nupstream = \"u\"\ncallback_url = \"http://169.254.169.254/latest\"\n",
+            ":9: routes[0].callback_url:",
+            "169.254.169.254",
+        ),
+        (
+            "[webhooks]\nallow_networks = [\"10.0.0.0/33\"]\n",
+            ":2: webhooks.allow_networks:",
+            "not a network",
+        ),
     ];
     for (text, location, message) in cases {
         let file = write_config(text);

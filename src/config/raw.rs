@@ -23,6 +23,19 @@ pub struct RawConfig {
     pub routes: Vec<RawRoute>,
     #[serde(default)]
     pub default: RawDefault,
+    #[serde(default)]
+    pub webhooks: RawWebhooks,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhooks {
+    pub secret: Option<Text>,
+    pub timeout: Option<Text>,
+    pub max_attempts: Option<Spanned<usize>>,
+    pub backoff_initial: Option<Text>,
+    pub backoff_max: Option<Text>,
+    pub allow_networks: Option<Vec<Text>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,6 +101,8 @@ pub struct RawRoute {
     pub bind_headers: Option<Vec<Text>>,
     #[serde(default)]
     pub location: LocationStyle,
+    pub callback_hosts: Option<Spanned<Vec<Text>>>,
+    pub callback_url: Option<Text>,
 }
 
 /// What the `Location` of a `202` points at.

@@ -19,6 +19,7 @@ use crate::config::LocationStyle;
 use crate::defaults;
 use crate::error::{failure_problem, GatewayError};
 use crate::jobs::retry_after::estimated_percent;
+use crate::webhook::Webhook;
 
 const OPERATION_LOCATION: HeaderName = HeaderName::from_static("operation-location");
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -215,6 +216,7 @@ async fn cancel(
         Lookup::Found(Cancel::Canceled(job)) => {
             jobs.stop(&job);
             jobs.announce(id, JobStatus::Canceled);
+            jobs.call_back(&job);
             tracing::info!(job = %id, route = %job.route, status = "canceled", "job");
             Ok(document_response(jobs, &job))
         }
@@ -367,7 +369,47 @@ struct Document<'a> {
         serialize_with = "display_some"
     )]
     resource_location: Option<JobUrl<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook: Option<WebhookDoc>,
     links: Links<'a>,
+}
+
+#[derive(Serialize)]
+struct WebhookDoc {
+    url: String,
+    state: &'static str,
+    attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "display_some"
+    )]
+    next_attempt_at: Option<Timestamp>,
+}
+
+impl WebhookDoc {
+    fn of(hook: &Webhook) -> WebhookDoc {
+        let d = hook.delivery();
+        WebhookDoc {
+            url: hook.target.shown(),
+            state: d.state.as_str(),
+            attempts: d.attempts,
+            last_status: d.last_status,
+            last_error: d.last_error,
+            next_attempt_at: d.next_attempt_at.map(Timestamp),
+        }
+    }
+}
+
+/// What a webhook carries: the job document as it ended, without the
+/// webhook's own delivery state, so every attempt sends the same bytes.
+pub(crate) fn payload(jobs: &Jobs, job: &Job) -> Bytes {
+    let mut doc = document(jobs, job);
+    doc.webhook = None;
+    Bytes::from(serde_json::to_vec(&doc).expect("a job document always serializes"))
 }
 
 #[derive(Serialize)]
@@ -466,6 +508,7 @@ fn document<'a>(jobs: &'a Jobs, job: &'a Job) -> Document<'a> {
         }),
         error,
         resource_location: job.has_result().then(|| url("/result")),
+        webhook: job.webhook.as_deref().map(WebhookDoc::of),
         links: Links {
             self_: url(""),
             result: url("/result"),

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::owner::Owner;
 use crate::proxy::header_block::HeaderBlock;
+use crate::webhook::Webhook;
 
 /// A random (v4) UUID; printed and parsed only in canonical lowercase form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -101,6 +102,9 @@ pub struct Job {
     pub failure: Option<Failure>,
     /// Set when the submitting request carried credentials.
     pub owner: Option<Owner>,
+    /// Shared by every copy of the job, so its delivery state is seen
+    /// wherever the job is read.
+    pub webhook: Option<Arc<Webhook>>,
 }
 
 impl Job {
@@ -117,6 +121,7 @@ impl Job {
             response: None,
             failure: None,
             owner: None,
+            webhook: None,
         }
     }
 

@@ -65,6 +65,7 @@ async fn record(jobs: &Jobs, route: &Route, id: JobId, outcome: Outcome) {
     match jobs.store.finish(id, outcome).await {
         Ok(Some(job)) => {
             jobs.announce(id, status);
+            jobs.call_back(&job);
             if failure == Some(Failure::Interrupted) {
                 jobs.interrupted.fetch_add(1, Ordering::Relaxed);
             }

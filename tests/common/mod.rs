@@ -50,6 +50,8 @@ struct BackendState {
     gate: Semaphore,
     disconnects: AtomicUsize,
     disconnect_changed: Notify,
+    /// Requests seen so far per `/flaky/…` path.
+    flaky: Mutex<HashMap<String, usize>>,
 }
 
 /// A backend on `127.0.0.1:0` whose behaviour each request picks by path:
@@ -57,7 +59,9 @@ struct BackendState {
 /// - `/stream/{len}` sends half of a `len`-byte body, waits for a release, sends the rest;
 /// - `/big/{n}` answers `n` bytes;
 /// - `/reset` promises 1000 bytes, sends 10 and breaks the connection;
-/// - anything else echoes: the request body back, `?status=N` as the status.
+/// - `/flaky/{n}/…` answers `503` to its first `n` requests, then echoes;
+/// - anything else echoes: the request body back, `?status=N` as the
+///   status, `?location=URL` as the `Location` header.
 ///
 /// It records every request, the most it served at once, and every request
 /// whose client went away before the answer.
@@ -105,6 +109,7 @@ impl Backend {
             gate: Semaphore::new(0),
             disconnects: AtomicUsize::new(0),
             disconnect_changed: Notify::new(),
+            flaky: Mutex::default(),
         });
         let st = Arc::clone(&state);
         let task = tokio::spawn(async move {
@@ -213,11 +218,20 @@ async fn handle(
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-    let status = query
+    let mut status = query
         .get("status")
         .and_then(|s| s.parse::<u16>().ok())
         .and_then(|s| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::OK);
+    if let Some(rest) = path.strip_prefix("/flaky/") {
+        let failures: usize = rest.split('/').next().unwrap().parse().unwrap();
+        let mut seen = state.flaky.lock().unwrap();
+        let count = seen.entry(path.clone()).or_default();
+        *count += 1;
+        if *count <= failures {
+            status = StatusCode::SERVICE_UNAVAILABLE;
+        }
+    }
 
     if path.starts_with("/hold") {
         state.gate.acquire().await.unwrap().forget();
@@ -261,6 +275,10 @@ async fn handle(
         r.headers_mut().append("set-cookie", "b=2".parse().unwrap());
         if let Some(ct) = parts.headers.get("content-type") {
             r.headers_mut().insert("content-type", ct.clone());
+        }
+        if let Some(location) = query.get("location") {
+            r.headers_mut()
+                .insert("location", location.parse().unwrap());
         }
         r
     };

@@ -1,0 +1,350 @@
+//! Webhooks: when a job ends, its document is POSTed to the callback URL,
+//! signed as Standard Webhooks says, and retried with backoff until the
+//! receiver takes it or the attempts run out.
+
+pub mod signature;
+pub mod target;
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, USER_AGENT};
+use http::{HeaderValue, Method, Request, StatusCode};
+use http_body_util::Full;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::WebhookConfig;
+use crate::jobs::model::JobId;
+use crate::sync::lock;
+use signature::Secret;
+use target::{Guard, Resolve, Target, TargetError};
+
+const GATEWAY_AGENT: HeaderValue = HeaderValue::from_static("asyncgate-webhooks");
+
+/// Sends webhooks; one per gateway.
+pub struct Webhooks {
+    config: WebhookConfig,
+    secret: Secret,
+    guard: Guard,
+    client: Client<HttpConnector<Guard>, Full<Bytes>>,
+}
+
+/// A job's webhook: where it goes and how its delivery is going.
+#[derive(Debug)]
+pub struct Webhook {
+    pub target: Target,
+    handoff: AtomicU8,
+    delivery: Mutex<Delivery>,
+}
+
+/// Who sends the webhook of an `auto` job: none while a client waits for it
+/// synchronously; once it is `202`, whichever of the runner and the waiter
+/// sees the other's step first.
+const HELD: u8 = 0;
+const ARMED: u8 = 1;
+const FINISHED_WHILE_HELD: u8 = 2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    /// Not yet taken by the receiver: the job runs, or attempts go on.
+    Pending,
+    Delivered,
+    /// Attempts ran out, or the receiver refused it for good.
+    Failed,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+        }
+    }
+}
+
+/// What the job document shows of a webhook.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<SystemTime>,
+}
+
+impl Webhook {
+    /// `armed`: sent when the job ends. Unarmed, it waits for [`Webhook::arm`].
+    pub fn new(target: Target, armed: bool) -> Webhook {
+        Webhook {
+            target,
+            handoff: AtomicU8::new(if armed { ARMED } else { HELD }),
+            delivery: Mutex::new(Delivery {
+                state: DeliveryState::Pending,
+                attempts: 0,
+                last_status: None,
+                last_error: None,
+                next_attempt_at: None,
+            }),
+        }
+    }
+
+    /// The client was told `202` after all; true when the job has already
+    /// ended, so the caller must send the webhook itself.
+    pub fn arm(&self) -> bool {
+        self.handoff
+            .compare_exchange(HELD, ARMED, Ordering::AcqRel, Ordering::Acquire)
+            .is_err_and(|now| now == FINISHED_WHILE_HELD)
+    }
+
+    /// The job ended; true when the webhook is to be sent now.
+    pub fn ended(&self) -> bool {
+        match self.handoff.compare_exchange(
+            HELD,
+            FINISHED_WHILE_HELD,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => false,
+            Err(now) => now == ARMED,
+        }
+    }
+
+    pub fn delivery(&self) -> Delivery {
+        lock(&self.delivery).clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Delivery)) {
+        f(&mut lock(&self.delivery));
+    }
+}
+
+/// Why one attempt failed.
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    #[error("the receiver answered {0}")]
+    Status(StatusCode),
+    #[error("the receiver answered {0}; redirects are not followed")]
+    Redirect(StatusCode),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error(transparent)]
+    Refused(TargetError),
+    #[error("{0}")]
+    Transport(String),
+}
+
+impl AttemptError {
+    /// Whether trying again could go differently.
+    fn is_transient(&self) -> bool {
+        match self {
+            AttemptError::Status(s) => {
+                s.is_server_error()
+                    || *s == StatusCode::TOO_MANY_REQUESTS
+                    || *s == StatusCode::REQUEST_TIMEOUT
+            }
+            AttemptError::Timeout(_) | AttemptError::Transport(_) => true,
+            AttemptError::Redirect(_) | AttemptError::Refused(_) => false,
+        }
+    }
+
+    fn status(&self) -> Option<u16> {
+        match self {
+            AttemptError::Status(s) | AttemptError::Redirect(s) => Some(s.as_u16()),
+            _ => None,
+        }
+    }
+}
+
+impl Webhooks {
+    pub fn new(config: WebhookConfig, secret: Secret, resolver: Arc<dyn Resolve>) -> Webhooks {
+        let guard = Guard::new(resolver, config.policy.clone(), config.timeout);
+        let mut connector = HttpConnector::new_with_resolver(guard.clone());
+        connector.set_connect_timeout(Some(config.timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .retry_canceled_requests(false)
+            .build(connector);
+        Webhooks {
+            config,
+            secret,
+            guard,
+            client,
+        }
+    }
+
+    /// What checks a callback URL's addresses before a job is accepted; the
+    /// same check runs again on every new connection.
+    pub fn guard(&self) -> &Guard {
+        &self.guard
+    }
+
+    /// Sends `payload` until it is taken, refused for good, or the attempts
+    /// run out; the job document follows along through `hook`.
+    pub async fn deliver(&self, id: JobId, hook: &Webhook, payload: Bytes) {
+        let message_id = id.to_string();
+        for attempt in 1..=self.config.max_attempts {
+            let error = match self
+                .attempt(&hook.target, &message_id, payload.clone())
+                .await
+            {
+                Ok(status) => {
+                    hook.update(|d| {
+                        d.state = DeliveryState::Delivered;
+                        d.attempts = attempt;
+                        d.last_status = Some(status.as_u16());
+                        d.last_error = None;
+                        d.next_attempt_at = None;
+                    });
+                    tracing::info!(job = %id, attempt, status = status.as_u16(), "webhook delivered");
+                    return;
+                }
+                Err(e) => e,
+            };
+            let retry = error.is_transient() && attempt < self.config.max_attempts;
+            let wait = backoff(&self.config, attempt);
+            hook.update(|d| {
+                d.attempts = attempt;
+                d.last_status = error.status();
+                d.last_error = Some(error.to_string());
+                d.next_attempt_at = retry.then(|| SystemTime::now() + wait);
+                if !retry {
+                    d.state = DeliveryState::Failed;
+                }
+            });
+            if !retry {
+                tracing::warn!(job = %id, attempt, error = %error, "webhook not delivered; giving up");
+                return;
+            }
+            tracing::info!(job = %id, attempt, error = %error, retry_in = ?wait, "webhook attempt failed");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn attempt(
+        &self,
+        target: &Target,
+        message_id: &str,
+        payload: Bytes,
+    ) -> Result<StatusCode, AttemptError> {
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let signature = self.secret.sign(message_id, timestamp, &payload);
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(target.uri().clone())
+            .header(CONTENT_TYPE, "application/json")
+            .header(USER_AGENT, GATEWAY_AGENT)
+            .header("webhook-id", message_id)
+            .header("webhook-timestamp", timestamp)
+            .header("webhook-signature", signature)
+            .body(Full::new(payload))
+            .map_err(|e| AttemptError::Transport(e.to_string()))?;
+        let timeout = self.config.timeout;
+        let response = tokio::time::timeout(timeout, self.client.request(request))
+            .await
+            .map_err(|_| AttemptError::Timeout(timeout))?
+            .map_err(classify)?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(status)
+        } else if status.is_redirection() {
+            Err(AttemptError::Redirect(status))
+        } else {
+            Err(AttemptError::Status(status))
+        }
+    }
+}
+
+/// A refused address is found deep in the client's error; anything else
+/// is a transport failure worth another try.
+fn classify(e: hyper_util::client::legacy::Error) -> AttemptError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(err) = source {
+        if let Some(TargetError::AddressRefused(ip)) = err.downcast_ref::<TargetError>() {
+            return AttemptError::Refused(TargetError::AddressRefused(*ip));
+        }
+        source = err.source();
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(err) = source {
+        text.push_str(": ");
+        text.push_str(&err.to_string());
+        source = err.source();
+    }
+    AttemptError::Transport(text)
+}
+
+/// Exponential, capped, with equal jitter: half the step is fixed, so
+/// retries never bunch at zero, and half random, so receivers that failed
+/// together are not hit together again.
+fn backoff(config: &WebhookConfig, attempt: u32) -> Duration {
+    let step = config
+        .backoff_initial
+        .saturating_mul(1 << (attempt - 1).min(20))
+        .min(config.backoff_max);
+    let half = step / 2;
+    half + half.mul_f64(fastrand::f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> WebhookConfig {
+        WebhookConfig {
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            ..WebhookConfig::default()
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_within_jitter_and_stops_growing_at_the_cap() {
+        let config = config();
+        for attempt in 1..=12 {
+            let step = Duration::from_secs(1 << (attempt - 1)).min(Duration::from_secs(60));
+            let wait = backoff(&config, attempt);
+            assert!(
+                wait >= step / 2 && wait <= step,
+                "attempt {attempt}: {wait:?}"
+            );
+        }
+        assert!(backoff(&config, u32::MAX) <= Duration::from_secs(60));
+    }
+
+    #[test]
+    fn only_failures_that_may_pass_are_retried() {
+        assert!(AttemptError::Status(StatusCode::SERVICE_UNAVAILABLE).is_transient());
+        assert!(AttemptError::Status(StatusCode::TOO_MANY_REQUESTS).is_transient());
+        assert!(AttemptError::Timeout(Duration::from_secs(1)).is_transient());
+        assert!(!AttemptError::Status(StatusCode::GONE).is_transient());
+        assert!(!AttemptError::Redirect(StatusCode::FOUND).is_transient());
+    }
+
+    #[test]
+    fn the_handoff_sends_exactly_once() {
+        let target = Target::parse("http://hooks.example.com/", None, &Default::default()).unwrap();
+        // The job ends while the client still waits, then the wait runs out.
+        let hook = Webhook::new(target.clone(), false);
+        assert!(!hook.ended());
+        assert!(hook.arm());
+        // The wait runs out first.
+        let hook = Webhook::new(target.clone(), false);
+        assert!(!hook.arm());
+        assert!(hook.ended());
+        // Never armed: the client had its answer directly.
+        let hook = Webhook::new(target.clone(), false);
+        assert!(!hook.ended());
+        // Armed from the start.
+        assert!(Webhook::new(target, true).ended());
+    }
+}

@@ -1,0 +1,520 @@
+//! Where a webhook may be sent, decided before anything is dialled: the host
+//! must be on the route's allow-list, and every address it stands for must
+//! be public, or in a network the operator allowed. This is what keeps a
+//! `Callback-Url` from reaching the gateway's own network (SSRF).
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, LazyLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::uri::{Scheme, Uri};
+use hyper_util::client::legacy::connect::dns::Name;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+/// Longer URLs are refused: nobody needs them, and they end up in logs.
+const MAX_URL_LENGTH: usize = 2048;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("callback URL is longer than {MAX_URL_LENGTH} bytes")]
+    TooLong,
+    #[error("callback URL is not an absolute http URL")]
+    Invalid,
+    #[error("callback URL must be http:// (this build has no TLS client)")]
+    Scheme,
+    #[error("callback URL must not carry credentials")]
+    Userinfo,
+    #[error("callback host `{0}` is not on this route's allow-list")]
+    HostNotAllowed(String),
+    #[error("callback host stands for {0}, a private, loopback, link-local or otherwise non-public address")]
+    AddressRefused(IpAddr),
+    #[error("callback host `{0}` does not resolve")]
+    Unresolvable(String, #[source] io::Error),
+}
+
+/// One entry of a route's `callback_hosts`: a host name, or `*.suffix` for
+/// any name below it (not the suffix itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    Exact(String),
+    Below(String),
+}
+
+impl HostPattern {
+    pub fn parse(text: &str) -> Option<HostPattern> {
+        let text = text.to_ascii_lowercase();
+        let valid = |s: &str| {
+            !s.is_empty()
+                && s.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'[' | b']')
+                })
+        };
+        match text.strip_prefix("*.") {
+            Some(suffix) if valid(suffix) => Some(HostPattern::Below(format!(".{suffix}"))),
+            None if valid(&text) => Some(HostPattern::Exact(text)),
+            _ => None,
+        }
+    }
+
+    fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(h) => h.eq_ignore_ascii_case(host),
+            HostPattern::Below(suffix) => {
+                host.len() > suffix.len()
+                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+            }
+        }
+    }
+}
+
+/// Which addresses webhooks may reach: public ones, plus the networks the
+/// operator listed in `[webhooks] allow_networks`.
+#[derive(Debug, Clone, Default)]
+pub struct AddressPolicy {
+    pub allowed: Vec<IpNet>,
+}
+
+impl AddressPolicy {
+    pub fn check(&self, ip: IpAddr) -> Result<(), TargetError> {
+        if self.allowed.iter().any(|net| net.contains(&ip)) || is_public(ip) {
+            Ok(())
+        } else {
+            Err(TargetError::AddressRefused(ip))
+        }
+    }
+}
+
+/// IPv4 ranges no webhook goes to unless allowed: RFC 6890's special-purpose
+/// registry, which holds loopback, RFC 1918, link-local (169.254.169.254,
+/// the cloud metadata address), carrier-grade NAT (100.100.100.200, another
+/// metadata address), documentation, benchmarking, multicast and reserved.
+static REFUSED_V4: LazyLock<Vec<Ipv4Net>> = LazyLock::new(|| {
+    [
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.88.99.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+    ]
+    .iter()
+    .map(|n| n.parse().expect("a valid network"))
+    .collect()
+});
+
+/// IPv6 ranges refused outright: unique local (fd00:ec2::254 is a metadata
+/// address), link-local, site-local, multicast, documentation, discard and
+/// Teredo. Ranges that embed an IPv4 address are judged by that address.
+static REFUSED_V6: LazyLock<Vec<Ipv6Net>> = LazyLock::new(|| {
+    [
+        "::/128",
+        "::1/128",
+        "100::/64",
+        "2001::/32",
+        "2001:db8::/32",
+        "fc00::/7",
+        "fe80::/10",
+        "fec0::/10",
+        "ff00::/8",
+    ]
+    .iter()
+    .map(|n| n.parse().expect("a valid network"))
+    .collect()
+});
+
+fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !REFUSED_V4.iter().any(|n| n.contains(&v4)),
+        IpAddr::V6(v6) => match embedded_v4(v6) {
+            Some(v4) => is_public(IpAddr::V4(v4)),
+            None => !REFUSED_V6.iter().any(|n| n.contains(&v6)),
+        },
+    }
+}
+
+/// The IPv4 address inside an IPv4-mapped, IPv4-compatible, NAT64 or 6to4
+/// address: where packets to it really go.
+fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = v6.segments();
+    let tail = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    match s {
+        [0, 0, 0, 0, 0, 0xffff, ..] => Some(tail),
+        [0, 0, 0, 0, 0, 0, ..] if v6 != Ipv6Addr::UNSPECIFIED && v6 != Ipv6Addr::LOCALHOST => {
+            Some(tail)
+        }
+        [0x64, 0xff9b, 0, 0, 0, 0, ..] => Some(tail),
+        [0x2002, a, b, ..] => Some(Ipv4Addr::new(
+            (a >> 8) as u8,
+            a as u8,
+            (b >> 8) as u8,
+            b as u8,
+        )),
+        _ => None,
+    }
+}
+
+/// A callback URL that passed the checks that need no network.
+#[derive(Debug, Clone)]
+pub struct Target {
+    uri: Uri,
+}
+
+impl Target {
+    /// Checks a URL against the allow-list (none: any host) and, when its
+    /// host is an address, against the policy.
+    pub fn parse(
+        text: &str,
+        hosts: Option<&[HostPattern]>,
+        policy: &AddressPolicy,
+    ) -> Result<Target, TargetError> {
+        if text.len() > MAX_URL_LENGTH {
+            return Err(TargetError::TooLong);
+        }
+        let uri: Uri = text.parse().map_err(|_| TargetError::Invalid)?;
+        let authority = uri.authority().ok_or(TargetError::Invalid)?;
+        match uri.scheme() {
+            Some(s) if *s == Scheme::HTTP => {}
+            Some(_) => return Err(TargetError::Scheme),
+            None => return Err(TargetError::Invalid),
+        }
+        if authority.as_str().contains('@') {
+            return Err(TargetError::Userinfo);
+        }
+        let target = Target { uri };
+        let host = target.host();
+        if host.is_empty() {
+            return Err(TargetError::Invalid);
+        }
+        if let Some(hosts) = hosts {
+            if !hosts.iter().any(|p| p.matches(host)) {
+                return Err(TargetError::HostNotAllowed(host.to_owned()));
+            }
+        }
+        if let Some(ip) = target.literal() {
+            policy.check(ip)?;
+        }
+        Ok(target)
+    }
+
+    pub fn uri(&self) -> &Uri {
+        &self.uri
+    }
+
+    /// The host without the brackets an IPv6 literal is written in.
+    pub fn host(&self) -> &str {
+        let host = self.uri.host().unwrap_or_default();
+        host.strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host)
+    }
+
+    fn literal(&self) -> Option<IpAddr> {
+        self.host().parse().ok()
+    }
+
+    /// The URL without its query, which may hold a receiver's token: what
+    /// the job document shows.
+    pub fn shown(&self) -> String {
+        format!(
+            "{}://{}{}",
+            self.uri.scheme_str().unwrap_or("http"),
+            self.uri.authority().map_or("", |a| a.as_str()),
+            self.uri.path()
+        )
+    }
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Turns host names into addresses; tests give their own, so no test ever
+/// needs a name that resolves to a private address.
+pub trait Resolve: Send + Sync + 'static {
+    fn resolve<'a>(&'a self, host: &'a str) -> BoxFuture<'a, io::Result<Vec<IpAddr>>>;
+}
+
+/// The operating system's resolver.
+pub struct SystemResolver;
+
+impl Resolve for SystemResolver {
+    fn resolve<'a>(&'a self, host: &'a str) -> BoxFuture<'a, io::Result<Vec<IpAddr>>> {
+        Box::pin(async move {
+            Ok(tokio::net::lookup_host((host, 0))
+                .await?
+                .map(|a| a.ip())
+                .collect())
+        })
+    }
+}
+
+/// A resolver whose answers are checked: a name any of whose addresses is
+/// refused is refused whole, so no answer can slip a private one through.
+#[derive(Clone)]
+pub struct Guard {
+    resolver: Arc<dyn Resolve>,
+    policy: Arc<AddressPolicy>,
+    timeout: Duration,
+}
+
+impl Guard {
+    pub fn new(resolver: Arc<dyn Resolve>, policy: AddressPolicy, timeout: Duration) -> Guard {
+        Guard {
+            resolver,
+            policy: Arc::new(policy),
+            timeout,
+        }
+    }
+
+    pub fn policy(&self) -> &AddressPolicy {
+        &self.policy
+    }
+
+    /// Every address `host` stands for, once all are found acceptable.
+    pub async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, TargetError> {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            self.policy.check(ip)?;
+            return Ok(vec![ip]);
+        }
+        let unresolvable = |e| TargetError::Unresolvable(host.to_owned(), e);
+        let addrs = tokio::time::timeout(self.timeout, self.resolver.resolve(host))
+            .await
+            .map_err(|_| unresolvable(io::ErrorKind::TimedOut.into()))?
+            .map_err(unresolvable)?;
+        if addrs.is_empty() {
+            return Err(unresolvable(io::ErrorKind::NotFound.into()));
+        }
+        for ip in &addrs {
+            self.policy.check(*ip)?;
+        }
+        Ok(addrs)
+    }
+}
+
+/// The guard as hyper-util's connector wants a resolver: the connector
+/// dials only what this returns, so the addresses checked are the ones used.
+impl tower::Service<Name> for Guard {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = TargetError;
+    type Future = BoxFuture<'static, Result<Self::Response, TargetError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), TargetError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let guard = self.clone();
+        Box::pin(async move {
+            let addrs = guard.addresses(name.as_str()).await?;
+            // The connector puts the URL's port in.
+            Ok(addrs
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, 0))
+                .collect::<Vec<_>>()
+                .into_iter())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// Answers from a table; never touches the network.
+    struct TableResolver(HashMap<&'static str, Vec<IpAddr>>);
+
+    impl Resolve for TableResolver {
+        fn resolve<'a>(&'a self, host: &'a str) -> BoxFuture<'a, io::Result<Vec<IpAddr>>> {
+            let found = self.0.get(host).cloned();
+            Box::pin(async move { found.ok_or_else(|| io::ErrorKind::NotFound.into()) })
+        }
+    }
+
+    fn guard(policy: AddressPolicy) -> Guard {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let table = HashMap::from([
+            ("hooks.example.com", vec![ip("93.184.216.34")]),
+            ("internal.example.com", vec![ip("10.1.2.3")]),
+            ("metadata.example.com", vec![ip("169.254.169.254")]),
+            (
+                "mixed.example.com",
+                vec![ip("93.184.216.34"), ip("192.168.1.1")],
+            ),
+            ("v6-metadata.example.com", vec![ip("fd00:ec2::254")]),
+            ("mapped.example.com", vec![ip("::ffff:127.0.0.1")]),
+            ("alibaba.example.com", vec![ip("100.100.100.200")]),
+        ]);
+        Guard::new(
+            Arc::new(TableResolver(table)),
+            policy,
+            Duration::from_secs(1),
+        )
+    }
+
+    fn refused(ip: &str) -> bool {
+        AddressPolicy::default().check(ip.parse().unwrap()).is_err()
+    }
+
+    #[test]
+    fn private_loopback_link_local_and_metadata_addresses_are_refused() {
+        for ip in [
+            "127.0.0.1",
+            "10.0.0.1",
+            "172.16.5.4",
+            "192.168.0.1",
+            "169.254.169.254",
+            "100.100.100.200",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::",
+            "::1",
+            "fe80::1",
+            "fd00:ec2::254",
+            "fc00::1",
+            "::ffff:10.0.0.1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+            "2002:a00:1::",
+            "2001:db8::1",
+        ] {
+            assert!(refused(ip), "{ip} should be refused");
+        }
+        for ip in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
+            assert!(!refused(ip), "{ip} should be allowed");
+        }
+    }
+
+    #[test]
+    fn allowed_networks_are_exempt() {
+        let policy = AddressPolicy {
+            allowed: vec!["127.0.0.0/8".parse().unwrap()],
+        };
+        assert!(policy.check("127.0.0.1".parse().unwrap()).is_ok());
+        assert!(policy.check("10.0.0.1".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn hosts_must_be_on_the_allow_list() {
+        let hosts = [
+            HostPattern::parse("hooks.example.com").unwrap(),
+            HostPattern::parse("*.example.org").unwrap(),
+        ];
+        let policy = AddressPolicy::default();
+        let parse = |url| Target::parse(url, Some(&hosts), &policy);
+        assert!(parse("http://hooks.example.com/done").is_ok());
+        assert!(parse("http://HOOKS.example.com:8443/done?t=1").is_ok());
+        assert!(parse("http://a.b.example.org/").is_ok());
+        assert!(matches!(
+            parse("http://example.org/"),
+            Err(TargetError::HostNotAllowed(_))
+        ));
+        assert!(matches!(
+            parse("http://evil.com/"),
+            Err(TargetError::HostNotAllowed(_))
+        ));
+        assert!(matches!(
+            parse("http://hooks.example.com.evil.com/"),
+            Err(TargetError::HostNotAllowed(_))
+        ));
+        assert!(matches!(
+            parse("http://x@hooks.example.com/"),
+            Err(TargetError::Userinfo)
+        ));
+        assert!(matches!(
+            parse("ftp://hooks.example.com/"),
+            Err(TargetError::Scheme)
+        ));
+        assert!(matches!(parse("/relative"), Err(TargetError::Invalid)));
+        assert!(matches!(parse("not a url"), Err(TargetError::Invalid)));
+        let long = format!("http://hooks.example.com/{}", "a".repeat(MAX_URL_LENGTH));
+        assert!(matches!(parse(&long), Err(TargetError::TooLong)));
+    }
+
+    #[test]
+    fn address_literals_are_checked_even_when_the_host_is_allowed() {
+        let hosts = [
+            HostPattern::parse("169.254.169.254").unwrap(),
+            HostPattern::parse("[::1]").unwrap(),
+        ];
+        let policy = AddressPolicy::default();
+        assert!(matches!(
+            Target::parse(
+                "http://169.254.169.254/latest/meta-data/",
+                Some(&hosts),
+                &policy
+            ),
+            Err(TargetError::AddressRefused(_))
+        ));
+        assert!(matches!(
+            Target::parse("http://[::1]:9000/", None, &policy),
+            Err(TargetError::AddressRefused(_))
+        ));
+    }
+
+    #[test]
+    fn the_query_is_not_shown() {
+        let t = Target::parse(
+            "http://hooks.example.com/done?token=s3cret",
+            None,
+            &Default::default(),
+        )
+        .unwrap();
+        assert_eq!(t.shown(), "http://hooks.example.com/done");
+    }
+
+    #[tokio::test]
+    async fn names_are_judged_by_every_address_they_resolve_to() {
+        let guard = guard(AddressPolicy::default());
+        assert!(guard.addresses("hooks.example.com").await.is_ok());
+        for host in [
+            "internal.example.com",
+            "metadata.example.com",
+            "mixed.example.com",
+            "v6-metadata.example.com",
+            "mapped.example.com",
+            "alibaba.example.com",
+        ] {
+            assert!(
+                matches!(
+                    guard.addresses(host).await,
+                    Err(TargetError::AddressRefused(_))
+                ),
+                "{host} should be refused"
+            );
+        }
+        assert!(matches!(
+            guard.addresses("nowhere.example.com").await,
+            Err(TargetError::Unresolvable(..))
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_connector_gets_only_checked_addresses() {
+        use tower::ServiceExt;
+        let guard = guard(AddressPolicy::default());
+        let name: Name = "hooks.example.com".parse().unwrap();
+        let addrs: Vec<_> = guard.clone().oneshot(name).await.unwrap().collect();
+        assert_eq!(addrs, vec!["93.184.216.34:0".parse().unwrap()]);
+        let name: Name = "metadata.example.com".parse().unwrap();
+        assert!(guard.oneshot(name).await.is_err());
+    }
+}
