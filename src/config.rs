@@ -83,6 +83,17 @@ pub struct StoreConfig {
     pub max_bytes: u64,
     pub result_ttl: Duration,
     pub tombstone_ttl: Duration,
+    /// Set exactly when `kind` is Redis.
+    pub redis: Option<RedisConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    pub url: String,
+    /// How long a replica keeps a running job without renewing its lease.
+    pub lease: Duration,
+    /// Starts every key and channel, so gateways can share one Redis.
+    pub key_prefix: String,
 }
 
 #[derive(Debug, Clone)]
@@ -126,6 +137,9 @@ pub struct RouteConfig {
     pub callback_hosts: Option<Vec<HostPattern>>,
     /// Where the webhook goes when the request names none.
     pub callback_url: Option<Target>,
+    /// Whether a job whose replica was lost is sent again; `None`: when its
+    /// method is idempotent (RFC 9110).
+    pub resend_on_loss: Option<bool>,
 }
 
 impl Config {
@@ -338,11 +352,66 @@ impl Cx<'_> {
     }
 
     fn store(&self, raw: RawStore) -> Result<StoreConfig, ConfigError> {
+        let kind = raw
+            .kind
+            .as_ref()
+            .map_or(StoreKind::Memory, |k| *k.get_ref());
+        let redis = match (kind, &raw.url) {
+            (StoreKind::Memory, None) => None,
+            (StoreKind::Memory, Some(url)) => {
+                return Err(self.err(url.span(), "is for kind = \"redis\"; this store is memory"))
+            }
+            (StoreKind::Redis, None) => {
+                let span = raw.kind.as_ref().map_or(0..0, Spanned::span);
+                return Err(self.err(
+                    span,
+                    "kind = \"redis\" needs `url`, e.g. url = \"redis://127.0.0.1:6379/0\"",
+                ));
+            }
+            (StoreKind::Redis, Some(url)) => {
+                if !url.get_ref().starts_with("redis://")
+                    && !url.get_ref().starts_with("redis+unix://")
+                {
+                    return Err(self.err(
+                        url.span(),
+                        format!("`{}` must be a redis:// URL", url.get_ref()),
+                    ));
+                }
+                let key_prefix = match &raw.key_prefix {
+                    None => defaults::REDIS_KEY_PREFIX.to_owned(),
+                    Some(p) => {
+                        let ok = !p.get_ref().is_empty()
+                            && p.get_ref()
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+                        if !ok {
+                            return Err(
+                                self.err(p.span(), "must be letters, digits, `-`, `_`, `.` or `:`")
+                            );
+                        }
+                        p.get_ref().clone()
+                    }
+                };
+                let lease = self.duration(raw.lease.as_ref(), defaults::LEASE)?;
+                if let Some(s) = &raw.lease {
+                    // Renewed every third of it, each renewal a Redis round trip.
+                    if lease < Duration::from_secs(1) {
+                        return Err(self.err(s.span(), "must be at least 1s"));
+                    }
+                }
+                Some(RedisConfig {
+                    url: url.get_ref().clone(),
+                    lease,
+                    key_prefix,
+                })
+            }
+        };
         Ok(StoreConfig {
-            kind: raw.kind.unwrap_or_default(),
+            kind,
             max_bytes: self.size(raw.max_bytes.as_ref(), defaults::STORE_MAX_BYTES)?,
             result_ttl: self.duration(raw.result_ttl.as_ref(), defaults::RESULT_TTL)?,
             tombstone_ttl: self.duration(raw.tombstone_ttl.as_ref(), defaults::TOMBSTONE_TTL)?,
+            redis,
         })
     }
 
@@ -477,6 +546,7 @@ impl Cx<'_> {
         Ok(RouteConfig {
             callback_hosts,
             callback_url,
+            resend_on_loss: raw.resend_on_loss,
             location: raw.location,
             bind_headers,
             sync_wait,

@@ -127,3 +127,21 @@ pub const WEBHOOK_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
 
 /// Waits between attempts grow no longer than this.
 pub const WEBHOOK_BACKOFF_MAX: Duration = Duration::from_secs(10 * 60);
+
+/// A replica that stops renewing its lease for this long loses its running
+/// jobs to the others: long enough to ride out a GC-free process's worst
+/// pause or a Redis failover, short enough that a crash costs little.
+pub const LEASE: Duration = Duration::from_secs(30);
+
+pub const REDIS_KEY_PREFIX: &str = "asyncgate";
+
+/// How long a Redis command may take before the store counts as out of
+/// reach: far above Redis's sub-millisecond answers, far below a client's
+/// patience.
+pub const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A shared store out of reach when a job ends: how often, and how many
+/// times, recording its outcome is tried again. Together about the default
+/// lease, after which another replica may have the job anyway.
+pub const RECORD_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+pub const RECORD_RETRIES: u32 = 30;

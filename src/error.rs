@@ -212,6 +212,18 @@ impl GatewayError {
             )
             .with_header(RETRY_AFTER, HeaderValue::from(*retry_after)),
             E::Store(StoreError::Full) => E::StoreFull { retry_after: 1 }.problem(),
+            E::Store(StoreError::QueueFull(upstream)) => E::QueueFull {
+                upstream: upstream.clone(),
+                retry_after: 1,
+            }
+            .problem(),
+            E::Store(StoreError::Unavailable(_) | StoreError::Corrupt(_)) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store-unavailable",
+                "Job Store Unavailable",
+                "The job store cannot be reached; nothing was queued. Try again shortly.",
+            )
+            .with_header(RETRY_AFTER, HeaderValue::from_static("1")),
             E::ShuttingDown => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "shutting-down",
@@ -267,6 +279,13 @@ pub fn failure_problem(failure: Failure) -> Problem {
             "interrupted",
             "Job Interrupted",
             "The gateway shut down before the backend answered.",
+        ),
+        Failure::Lost => Problem::new(
+            StatusCode::BAD_GATEWAY,
+            "job-lost",
+            "Job Lost",
+            "The gateway replica running this job stopped before the backend answered; \
+             the request is not idempotent, so it was not sent again.",
         ),
     }
 }

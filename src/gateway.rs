@@ -76,6 +76,7 @@ impl Shared {
             ))
         });
         let jobs = Arc::new(Jobs::new(store, &routes, url_prefix, webhooks));
+        jobs.start();
         Shared {
             table: config.route_table,
             default_upstream: config.default_upstream.map(|i| Arc::clone(&upstreams[i])),

@@ -7,6 +7,7 @@ pub mod model;
 pub mod owner;
 pub mod retry_after;
 mod runner;
+mod shared;
 pub mod store;
 
 use std::collections::HashMap;
@@ -30,7 +31,7 @@ use crate::sync::lock;
 use crate::webhook::{Webhook, Webhooks};
 use idempotency::Idempotency;
 use model::{Job, JobId, JobStatus};
-use store::{Claim, JobStore, Lookup, StoreError};
+use store::{Created, JobStore, Lookup, NewJob, ScopeClaim, StoreError};
 
 /// A request as it will be sent to the backend: body read in full, headers
 /// packed, everything in allocations of its own, since it may wait long.
@@ -73,6 +74,8 @@ pub struct Jobs {
     /// job's sender goes once the job is finished.
     changes: Mutex<HashMap<JobId, watch::Sender<JobStatus>>>,
     tracker: TaskTracker,
+    /// Fired when the drain starts: no more jobs are taken from a shared queue.
+    closing: CancellationToken,
     /// Fired when the drain deadline passes: every job left fails.
     abort: CancellationToken,
     /// Jobs failed because the drain deadline passed, running or waiting.
@@ -138,6 +141,7 @@ impl Jobs {
             live: Mutex::default(),
             changes: Mutex::default(),
             tracker: TaskTracker::new(),
+            closing: CancellationToken::new(),
             abort: CancellationToken::new(),
             interrupted: AtomicUsize::new(0),
             url_prefix,
@@ -146,8 +150,9 @@ impl Jobs {
     }
 
     /// Accepts a job: a record in the store, then a place in its upstream's
-    /// lane. Refused when the budget or the lane is full. The receiver sees
-    /// the job's status change, up to its last.
+    /// lane (or, with a shared store, in its shared queue, in the same step).
+    /// Refused when the budget or the queue is full. The receiver sees the
+    /// job's status change, up to its last.
     pub async fn submit(
         self: &Arc<Self>,
         route: &Arc<Route>,
@@ -166,21 +171,74 @@ impl Jobs {
         let mut job = Job::queued(Arc::clone(&route.name), request.method.clone());
         job.owner = credentials.map(|c| owner::Owner::of(job.id, &c));
         job.webhook = webhook;
-        self.store
-            .create(job.clone(), request.size())
-            .await
-            .map_err(|e| match e {
-                StoreError::Full => GatewayError::StoreFull { retry_after },
-            })?;
-        if let Some(idem) = idempotency {
-            if let Some(earlier) = self.earlier_submission(&job, idem).await? {
-                return Ok(earlier);
+        let upstream = &route.upstream.config;
+        let resend_on_loss = route
+            .config
+            .resend_on_loss
+            .unwrap_or_else(|| request.method.is_idempotent());
+        let mut replace = false;
+        loop {
+            let created = self
+                .store
+                .create(NewJob {
+                    job: job.clone(),
+                    request: &request,
+                    upstream: &upstream.name,
+                    max_queue: upstream.max_queue,
+                    resend_on_loss,
+                    idempotency: idempotency.map(|i| ScopeClaim {
+                        scope: i.scope,
+                        fingerprint: i.fingerprint,
+                        replace,
+                    }),
+                })
+                .await
+                .map_err(|e| match e {
+                    StoreError::Full => GatewayError::StoreFull { retry_after },
+                    StoreError::QueueFull(upstream) => GatewayError::QueueFull {
+                        upstream,
+                        retry_after,
+                    },
+                    e => GatewayError::Store(e),
+                })?;
+            let Created::Taken {
+                job: holder,
+                fingerprint,
+            } = created
+            else {
+                break;
+            };
+            match self.store.get(holder).await.map_err(GatewayError::Store)? {
+                Lookup::Found(earlier) => {
+                    if Some(fingerprint) != idempotency.map(|i| i.fingerprint) {
+                        return Err(GatewayError::IdempotencyKeyReused);
+                    }
+                    let changes = self.watch(holder, earlier.status);
+                    return Ok((earlier, changes));
+                }
+                // Its holder is gone: the key is free again.
+                Lookup::Gone | Lookup::Missing => replace = true,
             }
         }
         let (tx, changes) = watch::channel(JobStatus::Queued);
         lock(&self.changes).insert(job.id, tx);
+        if self.store.shared().is_none() {
+            self.admit(route, job.id, request, retry_after).await?;
+        }
+        tracing::info!(job = %job.id, route = %route.name, status = "queued", "job");
+        Ok((job, changes))
+    }
+
+    /// Puts a job recorded in this process's store into its upstream's lane.
+    async fn admit(
+        self: &Arc<Self>,
+        route: &Arc<Route>,
+        id: JobId,
+        request: BackendRequest,
+        retry_after: u64,
+    ) -> Result<(), GatewayError> {
         let queued = QueuedJob {
-            id: job.id,
+            id,
             route: Arc::clone(route),
             request,
         };
@@ -188,60 +246,15 @@ impl Jobs {
             Admission::Run(slot, first) => {
                 self.tracker
                     .spawn(runner::work(Arc::clone(self), slot, first));
+                Ok(())
             }
-            Admission::Queued => {}
+            Admission::Queued => Ok(()),
             Admission::Full(_) => {
-                self.discard(job.id).await;
-                return Err(GatewayError::QueueFull {
+                self.discard(id).await;
+                Err(GatewayError::QueueFull {
                     upstream: route.upstream.config.name.clone(),
                     retry_after,
-                });
-            }
-        }
-        tracing::info!(job = %job.id, route = %route.name, status = "queued", "job");
-        Ok((job, changes))
-    }
-
-    /// The job an earlier submission with the same idempotency key made, if
-    /// it is still kept; `job`, just recorded, is then discarded. Both are
-    /// recorded before either claims the key, so the holder found is always
-    /// one that exists, or one that is gone and yields the key.
-    async fn earlier_submission(
-        &self,
-        job: &Job,
-        idem: Idempotency,
-    ) -> Result<Option<(Job, watch::Receiver<JobStatus>)>, GatewayError> {
-        let claim = self
-            .store
-            .claim(idem.scope, job.id, idem.fingerprint)
-            .await
-            .map_err(GatewayError::Store)?;
-        let Claim::Taken {
-            job: holder,
-            fingerprint,
-        } = claim
-        else {
-            return Ok(None);
-        };
-        match self.store.get(holder).await.map_err(GatewayError::Store)? {
-            Lookup::Found(earlier) => {
-                self.discard(job.id).await;
-                if fingerprint != idem.fingerprint {
-                    return Err(GatewayError::IdempotencyKeyReused);
-                }
-                // A finished job has no sender left: a closed channel holding
-                // its last status says so to whoever waits.
-                let changes = self
-                    .watch(holder)
-                    .unwrap_or_else(|| watch::channel(earlier.status).1);
-                Ok(Some((earlier, changes)))
-            }
-            Lookup::Gone | Lookup::Missing => {
-                self.store
-                    .reclaim(idem.scope, job.id, idem.fingerprint)
-                    .await
-                    .map_err(GatewayError::Store)?;
-                Ok(None)
+                })
             }
         }
     }
@@ -264,9 +277,48 @@ impl Jobs {
         owner.admits(job.id, owner::credentials(headers, names).as_deref())
     }
 
-    /// A view of an unfinished job's status changes; `None` once it finished.
-    pub fn watch(&self, id: JobId) -> Option<watch::Receiver<JobStatus>> {
-        lock(&self.changes).get(&id).map(watch::Sender::subscribe)
+    /// A view of a job's status changes, from `seen` on. Whoever waits on
+    /// it should look at the job once more after subscribing: a change made
+    /// before the subscription (here or by another replica) is not replayed.
+    pub fn watch(&self, id: JobId, seen: JobStatus) -> watch::Receiver<JobStatus> {
+        let mut changes = lock(&self.changes);
+        match changes.get(&id) {
+            Some(tx) => tx.subscribe(),
+            // Here every unfinished job has its channel until it ends; one
+            // that has none has just ended, as a second look will show.
+            None if seen.is_terminal() || self.store.shared().is_none() => watch::channel(seen).1,
+            None => {
+                let (tx, rx) = watch::channel(seen);
+                changes.insert(id, tx);
+                rx
+            }
+        }
+    }
+
+    /// Forgets the channels nobody waits on any more: those of jobs that
+    /// ended out of this replica's sight.
+    fn prune_watches(&self) {
+        lock(&self.changes).retain(|_, tx| tx.receiver_count() > 0);
+    }
+
+    /// Looks again at every job someone here waits on, after changes to
+    /// them may have gone unannounced.
+    async fn recheck_watched(&self) {
+        let watched: Vec<JobId> = lock(&self.changes).keys().copied().collect();
+        for id in watched {
+            match self.store.get(id).await {
+                Ok(Lookup::Found(job)) => self.announce(id, job.status),
+                Ok(Lookup::Gone | Lookup::Missing) => {
+                    lock(&self.changes).remove(&id);
+                }
+                Err(e) => tracing::debug!(job = %id, error = %e, "cannot recheck a watched job"),
+            }
+        }
+    }
+
+    /// Starts what a shared store needs of this replica; nothing otherwise.
+    pub(crate) fn start(self: &Arc<Self>) {
+        shared::start(self);
     }
 
     /// Sends the webhook of a job that just ended, when one is due.
@@ -279,9 +331,15 @@ impl Jobs {
     /// The client of a job whose webhook was held was answered `202` after
     /// all: the webhook is due when the job ends, or now if it has.
     pub(crate) async fn arm_webhook(&self, job: &Job) {
-        let Some(hook) = job.webhook.as_ref().filter(|h| h.arm()) else {
-            return;
-        };
+        let Some(hook) = &job.webhook else { return };
+        match self.store.arm_webhook(job.id, hook).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::error!(job = %job.id, error = %e, "could not arm the webhook");
+                return;
+            }
+        }
         match self.store.get(job.id).await {
             Ok(Lookup::Found(ended)) => self.send_webhook(&ended, hook),
             Ok(Lookup::Gone | Lookup::Missing) => {}
@@ -298,8 +356,9 @@ impl Jobs {
         let payload = api::payload(self, job);
         let webhooks = Arc::clone(webhooks);
         let hook = Arc::clone(hook);
+        let store = Arc::clone(&self.store);
         let id = job.id;
-        tokio::spawn(async move { webhooks.deliver(id, &hook, payload).await });
+        tokio::spawn(async move { webhooks.deliver(id, &hook, payload, &*store).await });
     }
 
     /// Tells waiters that a job's status changed.
@@ -317,6 +376,7 @@ impl Jobs {
     /// then fails whatever is left so nothing stays `running`.
     pub async fn drain(&self, deadline: Instant) -> DrainReport {
         self.tracker.close();
+        self.closing.cancel();
         if tokio::time::timeout_at(deadline, self.tracker.wait())
             .await
             .is_ok()
@@ -367,12 +427,22 @@ impl Jobs {
     /// Stops a job the store has just marked canceled: drops its backend
     /// request if it runs here, or takes it out of its lane if it waits.
     fn stop(&self, job: &Job) {
-        if let Some(live) = self.live_map().get(&job.id) {
-            live.cancel.cancel();
+        if self.stop_here(job.id) {
             return;
         }
         if let Some(route) = self.route(&job.route) {
             route.upstream.lane.remove(|q| q.id == job.id);
+        }
+    }
+
+    /// Drops a canceled job's backend request if it runs here; whether it did.
+    fn stop_here(&self, id: JobId) -> bool {
+        match self.live_map().get(&id) {
+            Some(live) => {
+                live.cancel.cancel();
+                true
+            }
+            None => false,
         }
     }
 

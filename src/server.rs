@@ -15,10 +15,10 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, StoreKind};
+use crate::config::Config;
 use crate::defaults;
 use crate::gateway::{GatewayService, Shared};
-use crate::jobs::store::{JobStore, MemoryStore};
+use crate::jobs::store::{JobStore, MemoryStore, RedisStore};
 use crate::jobs::DrainReport;
 use crate::upstream;
 
@@ -59,8 +59,11 @@ impl Gateway {
         for _ in 1..config.server.workers {
             listeners.push(listen(local_addr)?);
         }
-        let store: Arc<dyn JobStore> = match config.store.kind {
-            StoreKind::Memory => Arc::new(MemoryStore::new(&config.store)),
+        let store: Arc<dyn JobStore> = match &config.store.redis {
+            None => Arc::new(MemoryStore::new(&config.store)),
+            Some(redis) => {
+                Arc::new(RedisStore::connect(&config.store, redis).map_err(io::Error::other)?)
+            }
         };
         let server = &config.server;
         let mut builder = auto::Builder::new(TokioExecutor::new());

@@ -19,6 +19,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::config::WebhookConfig;
 use crate::jobs::model::JobId;
+use crate::jobs::store::JobStore;
 use crate::sync::lock;
 use signature::Secret;
 use target::{Guard, Resolve, Target, TargetError};
@@ -65,10 +66,19 @@ impl DeliveryState {
             DeliveryState::Failed => "failed",
         }
     }
+    pub fn parse(s: &str) -> Option<DeliveryState> {
+        [
+            DeliveryState::Pending,
+            DeliveryState::Delivered,
+            DeliveryState::Failed,
+        ]
+        .into_iter()
+        .find(|d| d.as_str() == s)
+    }
 }
 
 /// What the job document shows of a webhook.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
     pub state: DeliveryState,
     pub attempts: u32,
@@ -77,20 +87,38 @@ pub struct Delivery {
     pub next_attempt_at: Option<SystemTime>,
 }
 
+impl Default for Delivery {
+    fn default() -> Delivery {
+        Delivery {
+            state: DeliveryState::Pending,
+            attempts: 0,
+            last_status: None,
+            last_error: None,
+            next_attempt_at: None,
+        }
+    }
+}
+
 impl Webhook {
     /// `armed`: sent when the job ends. Unarmed, it waits for [`Webhook::arm`].
     pub fn new(target: Target, armed: bool) -> Webhook {
         Webhook {
             target,
             handoff: AtomicU8::new(if armed { ARMED } else { HELD }),
-            delivery: Mutex::new(Delivery {
-                state: DeliveryState::Pending,
-                attempts: 0,
-                last_status: None,
-                last_error: None,
-                next_attempt_at: None,
-            }),
+            delivery: Mutex::new(Delivery::default()),
         }
+    }
+
+    /// A webhook read back from a store outside this process.
+    pub fn restore(target: Target, armed: bool, delivery: Delivery) -> Webhook {
+        let hook = Webhook::new(target, armed);
+        *lock(&hook.delivery) = delivery;
+        hook
+    }
+
+    /// Whether it will be sent when the job ends.
+    pub fn is_armed(&self) -> bool {
+        self.handoff.load(Ordering::Acquire) == ARMED
     }
 
     /// The client was told `202` after all; true when the job has already
@@ -186,7 +214,7 @@ impl Webhooks {
 
     /// Sends `payload` until it is taken, refused for good, or the attempts
     /// run out; the job document follows along through `hook`.
-    pub async fn deliver(&self, id: JobId, hook: &Webhook, payload: Bytes) {
+    pub async fn deliver(&self, id: JobId, hook: &Webhook, payload: Bytes, store: &dyn JobStore) {
         let message_id = id.to_string();
         for attempt in 1..=self.config.max_attempts {
             let error = match self
@@ -201,6 +229,7 @@ impl Webhooks {
                         d.last_error = None;
                         d.next_attempt_at = None;
                     });
+                    persist(store, id, hook).await;
                     tracing::info!(job = %id, attempt, status = status.as_u16(), "webhook delivered");
                     return;
                 }
@@ -217,6 +246,7 @@ impl Webhooks {
                     d.state = DeliveryState::Failed;
                 }
             });
+            persist(store, id, hook).await;
             if !retry {
                 tracing::warn!(job = %id, attempt, error = %error, "webhook not delivered; giving up");
                 return;
@@ -260,6 +290,12 @@ impl Webhooks {
         } else {
             Err(AttemptError::Status(status))
         }
+    }
+}
+
+async fn persist(store: &dyn JobStore, id: JobId, hook: &Webhook) {
+    if let Err(e) = store.record_delivery(id, &hook.delivery()).await {
+        tracing::warn!(job = %id, error = %e, "could not record the webhook's delivery state");
     }
 }
 

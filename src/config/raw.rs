@@ -56,18 +56,24 @@ pub struct RawServer {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
-    pub kind: Option<StoreKind>,
+    pub kind: Option<Spanned<StoreKind>>,
     pub max_bytes: Option<Text>,
     pub result_ttl: Option<Text>,
     pub tombstone_ttl: Option<Text>,
+    pub url: Option<Text>,
+    pub lease: Option<Text>,
+    pub key_prefix: Option<Text>,
 }
 
-/// Which store holds jobs; the embedded one is the only kind so far.
+/// Which store holds jobs.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreKind {
+    /// In this process: the embedded default.
     #[default]
     Memory,
+    /// Shared by every replica pointed at the same Redis.
+    Redis,
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,6 +109,7 @@ pub struct RawRoute {
     pub location: LocationStyle,
     pub callback_hosts: Option<Spanned<Vec<Text>>>,
     pub callback_url: Option<Text>,
+    pub resend_on_loss: Option<bool>,
 }
 
 /// What the `Location` of a `202` points at.

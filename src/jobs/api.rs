@@ -153,10 +153,13 @@ async fn status(
 ) -> Result<Response<Body>, GatewayError> {
     let mut job = visible_job(jobs, id, headers).await?;
     if !wait.is_zero() && !job.status.is_terminal() {
-        if let Some(mut changes) = jobs.watch(id) {
-            let seen = job.status;
-            // Woken by the job's own state change, not by a timer loop;
-            // a change between the lookup and the subscription counts too.
+        let seen = job.status;
+        // Woken by the job's own state change, not by a timer loop. A
+        // change between the lookup and the subscription shows on a second
+        // look.
+        let mut changes = jobs.watch(id, seen);
+        job = visible_job(jobs, id, headers).await?;
+        if job.status == seen {
             let _ = tokio::time::timeout(wait, changes.wait_for(|s| *s != seen)).await;
             job = visible_job(jobs, id, headers).await?;
         }
@@ -259,7 +262,6 @@ async fn events(
     let (mut tx, body) = http_body_util::channel::Channel::<Bytes, BoxError>::new(4);
     let jobs = Arc::clone(jobs);
     tokio::spawn(async move {
-        let mut changes = jobs.watch(id);
         let mut job = job;
         loop {
             if tx.send_data(event(&jobs, &job)).await.is_err() {
@@ -269,39 +271,36 @@ async fn events(
                 return;
             }
             let seen = job.status;
+            let mut changes = jobs.watch(id, seen);
+            // A change before the subscription shows on this second look.
+            job = match jobs.store.get(id).await {
+                Ok(Lookup::Found(j)) => j,
+                _ => return,
+            };
+            if job.status != seen {
+                continue;
+            }
             loop {
-                let changed = async {
-                    if let Some(rx) = changes.as_mut() {
-                        let _ = rx.wait_for(|s| *s != seen).await;
-                    } else {
-                        std::future::pending::<()>().await;
-                    }
-                };
-                match tokio::time::timeout(defaults::SSE_HEARTBEAT, changed).await {
-                    Ok(()) => break,
-                    Err(_) => {
-                        if tx
-                            .send_data(Bytes::from_static(b": keep-alive\n\n"))
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                        // Nothing here to be woken by: look again at each heartbeat.
-                        if changes.is_none() {
-                            break;
-                        }
-                    }
+                // Woken by the job's state change; heartbeats in between.
+                let changed =
+                    tokio::time::timeout(defaults::SSE_HEARTBEAT, changes.wait_for(|s| *s != seen))
+                        .await
+                        .is_ok();
+                if changed {
+                    break;
+                }
+                if tx
+                    .send_data(Bytes::from_static(b": keep-alive\n\n"))
+                    .await
+                    .is_err()
+                {
+                    return;
                 }
             }
             job = match jobs.store.get(id).await {
                 Ok(Lookup::Found(j)) => j,
                 _ => return,
             };
-            if job.status.is_terminal() {
-                // Its sender is gone with its last change; nothing more to watch.
-                changes = None;
-            }
         }
     });
     let mut response = Response::new(body.boxed_unsync());

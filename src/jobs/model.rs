@@ -52,6 +52,13 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
+    pub fn parse(s: &str) -> Option<JobStatus> {
+        use JobStatus as S;
+        [S::Queued, S::Running, S::Succeeded, S::Failed, S::Canceled]
+            .into_iter()
+            .find(|status| status.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             JobStatus::Queued => "queued",
@@ -80,6 +87,36 @@ pub enum Failure {
     ResultTooLarge,
     /// The gateway shut down before the job finished.
     Interrupted,
+    /// The replica running it stopped, and the request was not one that
+    /// may be sent twice.
+    Lost,
+}
+
+impl Failure {
+    const ALL: [Failure; 6] = [
+        Failure::Unreachable,
+        Failure::Timeout,
+        Failure::Reset,
+        Failure::ResultTooLarge,
+        Failure::Interrupted,
+        Failure::Lost,
+    ];
+
+    /// Its name in a store outside this process.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::Unreachable => "unreachable",
+            Failure::Timeout => "timeout",
+            Failure::Reset => "reset",
+            Failure::ResultTooLarge => "result-too-large",
+            Failure::Interrupted => "interrupted",
+            Failure::Lost => "lost",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Failure> {
+        Failure::ALL.into_iter().find(|f| f.as_str() == s)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

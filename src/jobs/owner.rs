@@ -37,6 +37,15 @@ impl Owner {
         Owner(hasher.finalize().into())
     }
 
+    /// The digest as a store outside this process keeps it.
+    pub fn digest(&self) -> [u8; 32] {
+        self.0
+    }
+
+    pub fn from_digest(digest: [u8; 32]) -> Owner {
+        Owner(digest)
+    }
+
     /// Whether a request with these credentials may see the job.
     pub fn admits(&self, id: JobId, credentials: Option<&[u8]>) -> bool {
         // Every request pays for one digest, so a stranger's 404 costs the

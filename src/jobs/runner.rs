@@ -10,8 +10,10 @@ use http::header::CONTENT_LENGTH;
 use http::Request;
 
 use super::model::{Failure, JobId, JobStatus, Outcome, StoredResponse};
+use super::store::StoreError;
 use super::{BackendRequest, Jobs, Progress, QueuedJob};
 use crate::body::{self, collect_limited, BodyError};
+use crate::defaults;
 use crate::lane::Slot;
 use crate::proxy::header_block::HeaderBlock;
 use crate::proxy::headers;
@@ -26,43 +28,85 @@ pub(super) async fn work(jobs: Arc<Jobs>, mut slot: Slot<QueuedJob>, first: Queu
     }
 }
 
-async fn run(jobs: &Jobs, job: QueuedJob) {
+pub(super) async fn run(jobs: &Jobs, job: QueuedJob) {
     let QueuedJob { id, route, request } = job;
     if jobs.abort.is_cancelled() {
-        // Past the drain deadline: what still waits fails without being sent.
-        record(jobs, &route, id, Outcome::failed(Failure::Interrupted)).await;
+        // Past the drain deadline: what still waits here fails without being
+        // sent. (Waiting in a shared queue, it waits for another replica.)
+        record(jobs, &route, id, 0, Outcome::failed(Failure::Interrupted)).await;
         return;
     }
-    match jobs.store.start(id, SystemTime::now()).await {
-        Ok(Some(_)) => {
+    let attempt = match jobs.store.start(id, SystemTime::now()).await {
+        Ok(Some(attempt)) => {
             jobs.announce(id, JobStatus::Running);
-            tracing::info!(job = %id, route = %route.name, status = "running", "job");
+            tracing::info!(job = %id, route = %route.name, status = "running", attempt, "job");
+            attempt
         }
-        // Canceled while it waited.
+        // Canceled while it waited, or taken by another replica.
         Ok(None) => return,
         Err(e) => {
             tracing::error!(job = %id, error = %e, "could not mark the job running");
             return;
         }
-    }
+    };
     let live = jobs.register(id);
     let started = tokio::time::Instant::now();
     let outcome = tokio::select! {
         // Dropping the exchange future drops its connection: the backend sees the abort.
         () = live.cancel.cancelled() => return,
         () = jobs.abort.cancelled() => Outcome::failed(Failure::Interrupted),
+        () = keep_lease(jobs, id, attempt) => return,
         outcome = exchange(&route, request, &live.progress) => outcome,
     };
     if outcome.failure != Some(Failure::Interrupted) {
         route.stats.record(started.elapsed());
     }
-    record(jobs, &route, id, outcome).await;
+    record(jobs, &route, id, attempt, outcome).await;
 }
 
-async fn record(jobs: &Jobs, route: &Route, id: JobId, outcome: Outcome) {
+/// Renews a shared job's lease until it is lost, which ends the job here:
+/// another replica has it, or it was canceled. Never ends for a job that
+/// runs in this process's own store.
+async fn keep_lease(jobs: &Jobs, id: JobId, attempt: u32) {
+    let Some(shared) = jobs.store.shared() else {
+        return std::future::pending().await;
+    };
+    let mut tick = tokio::time::interval(shared.lease() / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match shared.renew(id, attempt).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(job = %id, attempt, "lease lost; dropping the job here");
+                return;
+            }
+            // Out of reach for now: the lease may still hold; the next
+            // renewal tells.
+            Err(e) => tracing::warn!(job = %id, error = %e, "could not renew the lease"),
+        }
+    }
+}
+
+async fn record(jobs: &Jobs, route: &Route, id: JobId, attempt: u32, outcome: Outcome) {
     let status = outcome.status;
     let failure = outcome.failure;
-    match jobs.store.finish(id, outcome).await {
+    // The outcome is in hand: a store out of reach for a while must not
+    // lose it. Past the lease another replica may have taken the job over,
+    // and the store's fencing then refuses this outcome anyway.
+    let mut tries = 0;
+    let recorded = loop {
+        match jobs.store.finish(id, attempt, outcome.clone()).await {
+            Err(StoreError::Unavailable(e)) if tries < defaults::RECORD_RETRIES => {
+                tries += 1;
+                tracing::warn!(job = %id, error = %e, "could not record how the job ended; retrying");
+                tokio::time::sleep(defaults::RECORD_RETRY_INTERVAL).await;
+            }
+            other => break other,
+        }
+    };
+    match recorded {
         Ok(Some(job)) => {
             jobs.announce(id, status);
             jobs.call_back(&job);

@@ -3,20 +3,30 @@
 
 mod budget;
 mod memory;
+mod redis;
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
 pub use budget::{Budget, Reservation};
 pub use memory::MemoryStore;
+pub use redis::RedisStore;
 
-use super::model::{Job, JobId, Outcome, StoredResponse};
+use super::model::{Job, JobId, JobStatus, Outcome, StoredResponse};
+use super::BackendRequest;
+use crate::webhook::{Delivery, Webhook};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("the result store's byte budget is spent")]
     Full,
+    #[error("the queue of upstream `{0}` is full")]
+    QueueFull(String),
+    #[error("the store cannot be reached")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the store holds a record it cannot read: {0}")]
+    Corrupt(String),
 }
 
 /// What a lookup by id found.
@@ -28,13 +38,37 @@ pub enum Lookup<T> {
     Missing,
 }
 
-/// What claiming an idempotency scope found.
+/// A job to record, with what a store that also queues work needs.
+pub struct NewJob<'a> {
+    pub job: Job,
+    pub request: &'a BackendRequest,
+    /// The upstream's name and `max_queue`.
+    pub upstream: &'a str,
+    pub max_queue: usize,
+    /// Whether the job may be sent again when the replica running it is lost.
+    pub resend_on_loss: bool,
+    pub idempotency: Option<ScopeClaim>,
+}
+
+/// The idempotency scope a new job claims along with being recorded.
+#[derive(Debug, Clone, Copy)]
+pub struct ScopeClaim {
+    pub scope: [u8; 32],
+    pub fingerprint: [u8; 32],
+    /// Take the scope even from another job: that job is gone.
+    pub replace: bool,
+}
+
+/// What [`JobStore::create`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Claim {
-    /// The scope is now this job's.
-    Won,
-    /// Another job holds it, submitted with this fingerprint.
-    Taken { job: JobId, fingerprint: [u8; 32] },
+pub enum Created {
+    Recorded,
+    /// Nothing was recorded: another job holds the idempotency scope, and
+    /// was submitted with this fingerprint.
+    Taken {
+        job: JobId,
+        fingerprint: [u8; 32],
+    },
 }
 
 /// What a `DELETE` did.
@@ -52,42 +86,91 @@ pub enum Cancel {
 /// one job never interleave, whichever task or replica makes them.
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
-    /// Records a new queued job whose request body holds `request_bytes`,
-    /// or refuses it when the budget is spent.
-    async fn create(&self, job: Job, request_bytes: u64) -> Result<(), StoreError>;
+    /// Records a new queued job, claiming its idempotency scope in the same
+    /// step, so the holder of a scope always exists; refused when the budget
+    /// (or, for a store that queues, the upstream's queue) is full.
+    async fn create(&self, new: NewJob<'_>) -> Result<Created, StoreError>;
 
     async fn get(&self, id: JobId) -> Result<Lookup<Job>, StoreError>;
 
     async fn result(&self, id: JobId) -> Result<Lookup<(Job, Option<StoredResponse>)>, StoreError>;
 
-    /// Queued → running; `None` when the job is no longer queued (canceled).
-    async fn start(&self, id: JobId, at: SystemTime) -> Result<Option<Job>, StoreError>;
+    /// Queued → running; the attempt's number, which its outcome must bring
+    /// back, or `None` when the job is no longer queued (canceled, or taken
+    /// by another replica).
+    async fn start(&self, id: JobId, at: SystemTime) -> Result<Option<u32>, StoreError>;
 
-    /// Queued or running → terminal; `None` when it already was terminal
-    /// (canceled meanwhile), in which case the outcome is dropped.
-    async fn finish(&self, id: JobId, outcome: Outcome) -> Result<Option<Job>, StoreError>;
+    /// Running → terminal, if `attempt` is still the job's current one;
+    /// otherwise (canceled meanwhile, or taken over by another replica) the
+    /// outcome is dropped and `None` returned.
+    async fn finish(
+        &self,
+        id: JobId,
+        attempt: u32,
+        outcome: Outcome,
+    ) -> Result<Option<Job>, StoreError>;
 
     async fn cancel(&self, id: JobId) -> Result<Lookup<Cancel>, StoreError>;
-
-    /// Claims an idempotency scope for `job` unless another job holds it;
-    /// atomic, so of two racing submissions exactly one wins. A claim lasts
-    /// as long as a job is kept.
-    async fn claim(
-        &self,
-        scope: [u8; 32],
-        job: JobId,
-        fingerprint: [u8; 32],
-    ) -> Result<Claim, StoreError>;
-
-    /// Gives a scope to `job` whatever held it (its job is gone).
-    async fn reclaim(
-        &self,
-        scope: [u8; 32],
-        job: JobId,
-        fingerprint: [u8; 32],
-    ) -> Result<(), StoreError>;
 
     /// Forgets a job, queued or finished, whose id no client was given:
     /// no tombstone is left.
     async fn discard(&self, id: JobId) -> Result<(), StoreError>;
+
+    /// A client was answered `202` for a job whose webhook was held; true
+    /// when the job has already ended, so the caller sends the webhook.
+    async fn arm_webhook(&self, id: JobId, hook: &Webhook) -> Result<bool, StoreError>;
+
+    /// Keeps a webhook's delivery state where every replica reads it.
+    async fn record_delivery(&self, id: JobId, delivery: &Delivery) -> Result<(), StoreError>;
+
+    /// The shared work queue, for a store that is one; `None` for a store
+    /// whose jobs run in the process that accepted them.
+    fn shared(&self) -> Option<&dyn SharedWork> {
+        None
+    }
+}
+
+/// A job this replica took from the shared queue, and what running it needs.
+pub struct Taken {
+    pub id: JobId,
+    pub route: String,
+    pub request: BackendRequest,
+}
+
+/// What the replicas sharing a store tell each other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A job's status changed, wherever that happened.
+    Status(JobId, JobStatus),
+    /// An upstream may have work to take: a job was queued, or a place freed.
+    Work(String),
+    /// Events may have been missed while the store was out of reach.
+    Resumed,
+}
+
+/// A queue of jobs shared by several replicas: each job is taken by one
+/// replica at a time under a lease it renews while the job runs; a replica
+/// that stops renewing loses its jobs to the others.
+#[async_trait]
+pub trait SharedWork: Send + Sync {
+    /// Takes the oldest waiting job of `upstream`, unless `max` of its jobs
+    /// already run across all replicas.
+    async fn take(&self, upstream: &str, max: usize) -> Result<Option<Taken>, StoreError>;
+
+    /// Takes over up to `count` jobs of `upstream` whose lease ran out. A
+    /// job that may be sent again comes back to be run here; one that may
+    /// not is failed as lost.
+    async fn take_over(&self, upstream: &str, count: usize) -> Result<Vec<Taken>, StoreError>;
+
+    /// Renews this replica's lease on a running job; false when the lease
+    /// was lost (the job was canceled, or taken over).
+    async fn renew(&self, id: JobId, attempt: u32) -> Result<bool, StoreError>;
+
+    fn lease(&self) -> Duration;
+
+    /// The events of every replica, this one's included; taken once.
+    fn events(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Event>>;
+
+    /// Returns the bytes of expired results and tombstones to the budget.
+    async fn sweep(&self) -> Result<(), StoreError>;
 }

@@ -55,6 +55,30 @@ impl HeaderBlock {
     pub fn size(&self) -> usize {
         self.0.len()
     }
+
+    /// The packed form, for a store outside this process.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// A block read back from outside this process, checked whole before
+    /// it is trusted: `None` unless every header in it is valid.
+    pub fn from_bytes(bytes: Bytes) -> Option<HeaderBlock> {
+        let b = &bytes[..];
+        let mut at = 0;
+        while at < b.len() {
+            let head = b.get(at..at + 6)?;
+            let name_len = usize::from(u16::from_le_bytes([head[0], head[1]]));
+            let value_len = u32::from_le_bytes([head[2], head[3], head[4], head[5]]) as usize;
+            let name_at = at + 6;
+            let value_at = name_at.checked_add(name_len)?;
+            let end = value_at.checked_add(value_len)?;
+            HeaderName::from_bytes(b.get(name_at..value_at)?).ok()?;
+            HeaderValue::from_bytes(b.get(value_at..end)?).ok()?;
+            at = end;
+        }
+        Some(HeaderBlock(bytes))
+    }
 }
 
 #[cfg(test)]
@@ -77,6 +101,23 @@ mod tests {
         assert_eq!(back, h);
         let cookies: Vec<_> = back.get_all("set-cookie").iter().collect();
         assert_eq!(cookies, ["a=1", "b=2"]);
+    }
+
+    #[test]
+    fn blocks_from_outside_are_checked_before_they_are_trusted() {
+        let mut h = HeaderMap::new();
+        h.append("content-type", HeaderValue::from_static("text/csv"));
+        let block = HeaderBlock::pack(&h);
+        let back = HeaderBlock::from_bytes(Bytes::copy_from_slice(block.as_bytes())).unwrap();
+        assert_eq!(back.unpack(), h);
+        let bytes = block.as_bytes();
+        assert!(
+            HeaderBlock::from_bytes(Bytes::copy_from_slice(&bytes[..bytes.len() - 1])).is_none()
+        );
+        assert!(
+            HeaderBlock::from_bytes(Bytes::from_static(b"\x01\x00\x00\x00\x00\x00 ")).is_none()
+        );
+        assert!(HeaderBlock::from_bytes(Bytes::from_static(b"\xff\xff")).is_none());
     }
 
     #[test]

@@ -209,6 +209,16 @@ impl Target {
         Ok(target)
     }
 
+    /// A URL checked when its job was submitted, read back from a store.
+    pub fn restore(text: &str) -> Option<Target> {
+        text.parse().ok().map(|uri| Target { uri })
+    }
+
+    /// The URL as the job keeps it.
+    pub fn as_str(&self) -> String {
+        self.uri.to_string()
+    }
+
     pub fn uri(&self) -> &Uri {
         &self.uri
     }

@@ -2,6 +2,8 @@
 //! started in-process, an HTTP client, and one bounded wait for everything.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod process;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;

@@ -10,11 +10,12 @@ use async_trait::async_trait;
 use moka::sync::Cache;
 use moka::Expiry;
 
-use super::{Budget, Cancel, Claim, JobStore, Lookup, Reservation, StoreError};
+use super::{Budget, Cancel, Created, JobStore, Lookup, NewJob, Reservation, StoreError};
 use crate::config::StoreConfig;
 use crate::defaults;
 use crate::jobs::model::{Job, JobId, JobStatus, Outcome, StoredResponse};
 use crate::sync::lock;
+use crate::webhook::{Delivery, Webhook};
 
 pub struct MemoryStore {
     inner: Arc<Inner>,
@@ -209,8 +210,8 @@ impl Inner {
 
 #[async_trait]
 impl JobStore for MemoryStore {
-    async fn create(&self, job: Job, request_bytes: u64) -> Result<(), StoreError> {
-        let bytes = defaults::JOB_RECORD_BYTES + request_bytes;
+    async fn create(&self, new: NewJob<'_>) -> Result<Created, StoreError> {
+        let bytes = defaults::JOB_RECORD_BYTES + new.request.size();
         let reservation = match self.inner.budget.try_reserve(bytes) {
             Some(r) => r,
             None => {
@@ -222,12 +223,38 @@ impl JobStore for MemoryStore {
                     .ok_or(StoreError::Full)?
             }
         };
-        let active = Active {
-            job,
-            _bytes: reservation,
-        };
-        self.inner.active().insert(active.job.id, active);
-        Ok(())
+        let id = new.job.id;
+        // Claimed under the lock that inserts the job, so whoever finds the
+        // claim finds its job too.
+        let mut active = self.inner.active();
+        if let Some(claim) = new.idempotency {
+            let entry = || self.inner.claim_entry(id, claim.fingerprint);
+            let held = if claim.replace {
+                let e = entry();
+                self.inner.claims.insert(claim.scope, Arc::clone(&e));
+                e
+            } else {
+                self.inner
+                    .claims
+                    .entry(claim.scope)
+                    .or_insert_with(entry)
+                    .into_value()
+            };
+            if held.job != id {
+                return Ok(Created::Taken {
+                    job: held.job,
+                    fingerprint: held.fingerprint,
+                });
+            }
+        }
+        active.insert(
+            id,
+            Active {
+                job: new.job,
+                _bytes: reservation,
+            },
+        );
+        Ok(Created::Recorded)
     }
 
     async fn get(&self, id: JobId) -> Result<Lookup<Job>, StoreError> {
@@ -244,18 +271,24 @@ impl JobStore for MemoryStore {
         Ok(self.inner.finished(id))
     }
 
-    async fn start(&self, id: JobId, at: SystemTime) -> Result<Option<Job>, StoreError> {
+    async fn start(&self, id: JobId, at: SystemTime) -> Result<Option<u32>, StoreError> {
         let mut active = self.inner.active();
         Ok(active
             .get_mut(&id)
             .filter(|a| a.job.status == JobStatus::Queued)
             .map(|a| {
                 a.job.start(at);
-                a.job.clone()
+                a.job.attempts
             }))
     }
 
-    async fn finish(&self, id: JobId, outcome: Outcome) -> Result<Option<Job>, StoreError> {
+    /// One process cannot lose its own lease: `attempt` needs no checking.
+    async fn finish(
+        &self,
+        id: JobId,
+        _attempt: u32,
+        outcome: Outcome,
+    ) -> Result<Option<Job>, StoreError> {
         let mut active = self.inner.active();
         let Some(Active { mut job, .. }) = active.remove(&id) else {
             return Ok(None);
@@ -265,37 +298,12 @@ impl JobStore for MemoryStore {
         Ok(Some(job))
     }
 
-    async fn claim(
-        &self,
-        scope: [u8; 32],
-        job: JobId,
-        fingerprint: [u8; 32],
-    ) -> Result<Claim, StoreError> {
-        let held = self
-            .inner
-            .claims
-            .entry(scope)
-            .or_insert_with(|| self.inner.claim_entry(job, fingerprint))
-            .into_value();
-        Ok(if held.job == job {
-            Claim::Won
-        } else {
-            Claim::Taken {
-                job: held.job,
-                fingerprint: held.fingerprint,
-            }
-        })
+    async fn arm_webhook(&self, _id: JobId, hook: &Webhook) -> Result<bool, StoreError> {
+        Ok(hook.arm())
     }
 
-    async fn reclaim(
-        &self,
-        scope: [u8; 32],
-        job: JobId,
-        fingerprint: [u8; 32],
-    ) -> Result<(), StoreError> {
-        self.inner
-            .claims
-            .insert(scope, self.inner.claim_entry(job, fingerprint));
+    /// Every copy of the job shares its webhook, delivery state included.
+    async fn record_delivery(&self, _id: JobId, _delivery: &Delivery) -> Result<(), StoreError> {
         Ok(())
     }
 
@@ -333,7 +341,10 @@ impl JobStore for MemoryStore {
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use http::uri::PathAndQuery;
     use http::{Method, StatusCode};
+
+    use crate::jobs::BackendRequest;
 
     use crate::proxy::header_block::HeaderBlock;
 
@@ -343,6 +354,7 @@ mod tests {
             max_bytes,
             result_ttl: Duration::from_secs(60),
             tombstone_ttl: Duration::from_secs(60),
+            redis: None,
         }
     }
 
@@ -354,19 +366,41 @@ mod tests {
         }
     }
 
+    fn request() -> BackendRequest {
+        BackendRequest {
+            method: Method::POST,
+            path: PathAndQuery::from_static("/"),
+            headers: HeaderBlock::default(),
+            body: Bytes::new(),
+        }
+    }
+
+    async fn record(store: &MemoryStore, job: &Job) -> Result<Created, StoreError> {
+        store
+            .create(NewJob {
+                job: job.clone(),
+                request: &request(),
+                upstream: "app",
+                max_queue: 10,
+                resend_on_loss: false,
+                idempotency: None,
+            })
+            .await
+    }
+
     #[tokio::test]
     async fn full_budget_refuses_new_jobs_but_keeps_accepted_results() {
-        let store = MemoryStore::new(&config(2 * defaults::JOB_RECORD_BYTES));
+        let store = MemoryStore::new(&config(2 * (defaults::JOB_RECORD_BYTES + request().size())));
         let a = Job::queued("r".into(), Method::POST);
-        store.create(a.clone(), 0).await.unwrap();
+        record(&store, &a).await.unwrap();
         let b = Job::queued("r".into(), Method::POST);
-        store.create(b.clone(), 0).await.unwrap();
+        record(&store, &b).await.unwrap();
         let c = Job::queued("r".into(), Method::POST);
-        assert!(matches!(store.create(c, 0).await, Err(StoreError::Full)));
+        assert!(matches!(record(&store, &c).await, Err(StoreError::Full)));
 
         store.start(a.id, SystemTime::now()).await.unwrap().unwrap();
         store
-            .finish(a.id, Outcome::answered(response(10_000)))
+            .finish(a.id, 1, Outcome::answered(response(10_000)))
             .await
             .unwrap()
             .unwrap();
@@ -380,9 +414,9 @@ mod tests {
     async fn delete_of_finished_job_leaves_a_tombstone_and_frees_bytes() {
         let store = MemoryStore::new(&config(1 << 20));
         let job = Job::queued("r".into(), Method::POST);
-        store.create(job.clone(), 0).await.unwrap();
+        record(&store, &job).await.unwrap();
         store
-            .finish(job.id, Outcome::answered(response(1000)))
+            .finish(job.id, 1, Outcome::answered(response(1000)))
             .await
             .unwrap();
         let before = store.used_bytes();
@@ -400,7 +434,7 @@ mod tests {
     async fn canceled_jobs_never_start_and_ignore_late_outcomes() {
         let store = MemoryStore::new(&config(1 << 20));
         let job = Job::queued("r".into(), Method::POST);
-        store.create(job.clone(), 0).await.unwrap();
+        record(&store, &job).await.unwrap();
         assert!(matches!(
             store.cancel(job.id).await.unwrap(),
             Lookup::Found(Cancel::Canceled(_))
@@ -411,7 +445,7 @@ mod tests {
             .unwrap()
             .is_none());
         assert!(store
-            .finish(job.id, Outcome::answered(response(1)))
+            .finish(job.id, 1, Outcome::answered(response(1)))
             .await
             .unwrap()
             .is_none());

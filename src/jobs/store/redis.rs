@@ -1,0 +1,680 @@
+//! The shared store: jobs live in Redis, so every replica answers for every
+//! job, and work waits in one Redis stream per upstream, read through a
+//! consumer group, so each job is taken by one replica at a time.
+//!
+//! Keys, under the prefix `P` (`key_prefix`):
+//! - `P:job:{id}`: hash, the job: its record, its request until it ends,
+//!   then its result; expires `result_ttl` after the job ends.
+//! - `P:gone:{id}`: its tombstone, until `tombstone_ttl` after that.
+//! - `P:idem:{scope}`: the job holding an idempotency scope.
+//! - `P:work:{upstream}`: stream of queued job ids, consumer group
+//!   `workers`. An entry is pending while a replica holds the job, so the
+//!   pending count is the upstream's running jobs across replicas, and an
+//!   entry left idle longer than the lease belongs to a replica that is gone.
+//! - `P:bytes`, `P:charges`: the budget's bytes in use, and when each charge
+//!   is given back.
+//! - `P:events`: pub/sub channel: `{id} {status}` and `work {upstream}`.
+//!
+//! Every change is one Lua script, so it is atomic; those a replica makes on
+//! a running job check that it still holds the job's lease (owner and
+//! attempt), so a replica that lost its lease cannot overwrite the one that
+//! took over. Scripts name keys they compute, so Redis Cluster is not
+//! supported; one Redis (or Valkey), with replicas of its own, is.
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::uri::PathAndQuery;
+use http::Method;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{FromRedisValue, ProtocolVersion, PushInfo, PushKind, Script, Value};
+use tokio::sync::mpsc;
+
+use super::{Cancel, Created, Event, JobStore, Lookup, NewJob, SharedWork, StoreError, Taken};
+use crate::config::{RedisConfig, StoreConfig};
+use crate::defaults;
+use crate::jobs::model::{
+    Failure, Job, JobId, JobStatus, Outcome, ResponseSummary, StoredResponse,
+};
+use crate::jobs::owner::Owner;
+use crate::jobs::BackendRequest;
+use crate::proxy::header_block::HeaderBlock;
+use crate::sync::lock;
+use crate::webhook::target::Target;
+use crate::webhook::{Delivery, DeliveryState, Webhook};
+
+/// The job fields a lookup reads, in the order [`decode_job`] expects;
+/// the scripts get the same list.
+const META: [&str; 18] = [
+    "status",
+    "route",
+    "method",
+    "created",
+    "started",
+    "finished",
+    "attempts",
+    "resp_status",
+    "resp_len",
+    "failure",
+    "bound",
+    "hook_url",
+    "hook_armed",
+    "hook_state",
+    "hook_attempts",
+    "hook_last_status",
+    "hook_last_error",
+    "hook_next",
+];
+
+/// How many due charges one sweep gives back at most.
+const SWEEP_BATCH: usize = 1000;
+
+struct Scripts {
+    create: Script,
+    take: Script,
+    start: Script,
+    renew: Script,
+    finish: Script,
+    cancel: Script,
+    take_over: Script,
+    discard: Script,
+    arm: Script,
+    delivery: Script,
+    sweep: Script,
+}
+
+impl Scripts {
+    fn new() -> Scripts {
+        let meta = META.map(|f| format!("'{f}'")).join(", ");
+        let prelude = format!(
+            "local META = {{{meta}}}\n{}",
+            include_str!("redis/prelude.lua")
+        );
+        let script = |body: &str| Script::new(&format!("{prelude}\n{body}"));
+        Scripts {
+            create: script(include_str!("redis/create.lua")),
+            take: script(include_str!("redis/take.lua")),
+            start: script(include_str!("redis/start.lua")),
+            renew: script(include_str!("redis/renew.lua")),
+            finish: script(include_str!("redis/finish.lua")),
+            cancel: script(include_str!("redis/cancel.lua")),
+            take_over: script(include_str!("redis/take_over.lua")),
+            discard: script(include_str!("redis/discard.lua")),
+            arm: script(include_str!("redis/arm.lua")),
+            delivery: script(include_str!("redis/delivery.lua")),
+            sweep: script(include_str!("redis/sweep.lua")),
+        }
+    }
+}
+
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+    /// This replica's name in the consumer group: new at every start, so a
+    /// restarted replica never mistakes its predecessor's leases for its own.
+    replica: String,
+    lease: Duration,
+    budget: u64,
+    result_ttl: Duration,
+    tombstone_ttl: Duration,
+    scripts: Scripts,
+    events: Mutex<Option<mpsc::UnboundedReceiver<Event>>>,
+}
+
+impl RedisStore {
+    /// Connects lazily, so the gateway starts (and proxies) while Redis is
+    /// down; must be called inside a tokio runtime, which the event
+    /// listener is spawned on.
+    pub fn connect(store: &StoreConfig, redis: &RedisConfig) -> Result<RedisStore, StoreError> {
+        let unavailable = |e: redis::RedisError| StoreError::Unavailable(Box::new(e));
+        let client = redis::Client::open(redis.url.as_str()).map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(defaults::REDIS_RESPONSE_TIMEOUT))
+            .set_response_timeout(Some(defaults::REDIS_RESPONSE_TIMEOUT))
+            // Commands fail fast while Redis is away; the next one reconnects.
+            .set_number_of_retries(1);
+        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
+        let prefix = redis.key_prefix.clone();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(listen(redis.url.clone(), format!("{prefix}:events"), tx));
+        Ok(RedisStore {
+            conn,
+            prefix,
+            replica: uuid::Uuid::new_v4().to_string(),
+            lease: redis.lease,
+            budget: store.max_bytes,
+            result_ttl: store.result_ttl,
+            tombstone_ttl: store.tombstone_ttl,
+            scripts: Scripts::new(),
+            events: Mutex::new(Some(rx)),
+        })
+    }
+
+    /// A script invocation with the arguments every script takes first.
+    fn invoke<'a>(&self, script: &'a Script) -> redis::ScriptInvocation<'a> {
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .arg(&self.prefix)
+            .arg(now_ms())
+            .arg(millis(self.result_ttl))
+            .arg(millis(self.tombstone_ttl))
+            .arg(defaults::TOMBSTONE_BYTES)
+            .arg(defaults::JOB_RECORD_BYTES);
+        invocation
+    }
+
+    /// Runs a script, within a bound even if Redis hangs.
+    async fn run<T: FromRedisValue>(
+        &self,
+        invocation: redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.clone();
+        bounded(invocation.invoke_async(&mut conn)).await
+    }
+
+    fn key(&self, kind: &str, id: JobId) -> String {
+        format!("{}:{kind}:{id}", self.prefix)
+    }
+
+    /// The job's META fields and whether its tombstone exists, plus `extra`
+    /// fields, in one round trip.
+    async fn read(
+        &self,
+        id: JobId,
+        extra: &[&str],
+    ) -> Result<Lookup<(Job, Vec<Option<Bytes>>)>, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.cmd("HMGET")
+            .arg(self.key("job", id))
+            .arg(&META[..])
+            .arg(extra)
+            .cmd("EXISTS")
+            .arg(self.key("gone", id));
+        let (mut fields, gone): (Vec<Option<Bytes>>, bool) =
+            bounded(pipe.query_async(&mut conn)).await?;
+        if fields.first().is_none_or(Option::is_none) {
+            return Ok(if gone { Lookup::Gone } else { Lookup::Missing });
+        }
+        let extra = fields.split_off(META.len());
+        Ok(Lookup::Found((decode_job(id, &fields)?, extra)))
+    }
+
+    fn taken(&self, row: TakenRow) -> Result<Taken, StoreError> {
+        let (id, route, method, path, headers, body) = row;
+        let corrupt = |what: &str| StoreError::Corrupt(format!("job {id}: {what}"));
+        Ok(Taken {
+            id: JobId::parse(&id).ok_or_else(|| corrupt("id"))?,
+            route,
+            request: BackendRequest {
+                method: Method::from_bytes(method.as_bytes()).map_err(|_| corrupt("method"))?,
+                path: PathAndQuery::try_from(path).map_err(|_| corrupt("path"))?,
+                headers: HeaderBlock::from_bytes(headers).ok_or_else(|| corrupt("headers"))?,
+                body,
+            },
+        })
+    }
+}
+
+/// `{id, route, method, path, headers, body}` as the scripts return it.
+type TakenRow = (String, String, String, String, Bytes, Bytes);
+
+async fn bounded<T>(
+    op: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(2 * defaults::REDIS_RESPONSE_TIMEOUT, op).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(StoreError::Unavailable(Box::new(e))),
+        Err(elapsed) => Err(StoreError::Unavailable(Box::new(elapsed))),
+    }
+}
+
+fn now_ms() -> u64 {
+    millis(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default(),
+    )
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn time_of(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// A job from its META fields.
+fn decode_job(id: JobId, f: &[Option<Bytes>]) -> Result<Job, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("job {id}: {what}"));
+    let text = |i: usize| f[i].as_deref().and_then(|b| std::str::from_utf8(b).ok());
+    let number = |i: usize| text(i).and_then(|t| t.parse::<u64>().ok());
+    let status = text(0)
+        .and_then(JobStatus::parse)
+        .ok_or_else(|| corrupt("status"))?;
+    let route = text(1).ok_or_else(|| corrupt("route"))?;
+    let method = text(2)
+        .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+        .ok_or_else(|| corrupt("method"))?;
+    let mut job = Job::queued(route.into(), method);
+    job.id = id;
+    job.status = status;
+    job.created_at = time_of(number(3).ok_or_else(|| corrupt("created"))?);
+    job.started_at = number(4).map(time_of);
+    job.finished_at = number(5).map(time_of);
+    job.attempts = number(6).and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
+    job.response = match (number(7), number(8)) {
+        (Some(status), Some(bytes)) => Some(ResponseSummary {
+            status: u16::try_from(status).map_err(|_| corrupt("resp_status"))?,
+            bytes,
+        }),
+        _ => None,
+    };
+    job.failure = text(9)
+        .map(|t| Failure::parse(t).ok_or_else(|| corrupt("failure")))
+        .transpose()?;
+    job.owner = f[10]
+        .as_deref()
+        .map(|b| {
+            <[u8; 32]>::try_from(b)
+                .map(Owner::from_digest)
+                .map_err(|_| corrupt("bound"))
+        })
+        .transpose()?;
+    if let Some(url) = text(11) {
+        let target = Target::restore(url).ok_or_else(|| corrupt("hook_url"))?;
+        let delivery = Delivery {
+            state: text(13)
+                .and_then(DeliveryState::parse)
+                .unwrap_or(DeliveryState::Pending),
+            attempts: number(14).and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
+            last_status: number(15).and_then(|n| u16::try_from(n).ok()),
+            last_error: text(16).map(str::to_owned),
+            next_attempt_at: number(17).map(time_of),
+        };
+        job.webhook = Some(std::sync::Arc::new(Webhook::restore(
+            target,
+            text(12) == Some("1"),
+            delivery,
+        )));
+    }
+    Ok(job)
+}
+
+/// The fields of a job as `create` records them, besides status and times.
+fn job_fields(new: &NewJob<'_>) -> Vec<(&'static str, Vec<u8>)> {
+    let job = &new.job;
+    let request = new.request;
+    let mut fields = vec![
+        ("route", job.route.as_bytes().to_vec()),
+        ("method", job.method.as_str().as_bytes().to_vec()),
+        (
+            "resend",
+            if new.resend_on_loss {
+                b"1".to_vec()
+            } else {
+                b"0".to_vec()
+            },
+        ),
+        ("req_path", request.path.as_str().as_bytes().to_vec()),
+        ("req_headers", request.headers.as_bytes().to_vec()),
+        ("req_body", request.body.to_vec()),
+    ];
+    if let Some(owner) = job.owner {
+        fields.push(("bound", owner.digest().to_vec()));
+    }
+    if let Some(hook) = &job.webhook {
+        fields.push(("hook_url", hook.target.as_str().into_bytes()));
+        fields.push((
+            "hook_armed",
+            if hook.is_armed() {
+                b"1".to_vec()
+            } else {
+                b"0".to_vec()
+            },
+        ));
+    }
+    fields
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if text.len() != 64 {
+        return None;
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+#[async_trait]
+impl JobStore for RedisStore {
+    async fn create(&self, new: NewJob<'_>) -> Result<Created, StoreError> {
+        let bytes = defaults::JOB_RECORD_BYTES + new.request.size();
+        let mut invocation = self.invoke(&self.scripts.create);
+        invocation
+            .arg(new.job.id.to_string())
+            .arg(self.budget)
+            .arg(bytes)
+            .arg(new.upstream)
+            .arg(new.max_queue);
+        match new.idempotency {
+            Some(claim) => invocation
+                .arg(hex(&claim.scope))
+                .arg(format!("{} {}", new.job.id, hex(&claim.fingerprint)))
+                .arg(if claim.replace { "1" } else { "0" }),
+            None => invocation.arg("").arg("").arg("0"),
+        };
+        for (name, value) in job_fields(&new) {
+            invocation.arg(name).arg(value);
+        }
+        let reply: Vec<String> = self.run(invocation).await?;
+        match reply.first().map(String::as_str) {
+            Some("ok") => Ok(Created::Recorded),
+            Some("full") => Err(StoreError::Full),
+            Some("queue-full") => Err(StoreError::QueueFull(new.upstream.to_owned())),
+            Some("taken") => {
+                let held = reply.get(1).map(String::as_str).unwrap_or_default();
+                let (job, fingerprint) = held
+                    .split_once(' ')
+                    .and_then(|(j, f)| Some((JobId::parse(j)?, unhex(f)?)))
+                    .ok_or_else(|| StoreError::Corrupt(format!("idempotency claim `{held}`")))?;
+                Ok(Created::Taken { job, fingerprint })
+            }
+            _ => Err(StoreError::Corrupt(format!("create answered {reply:?}"))),
+        }
+    }
+
+    async fn get(&self, id: JobId) -> Result<Lookup<Job>, StoreError> {
+        Ok(match self.read(id, &[]).await? {
+            Lookup::Found((job, _)) => Lookup::Found(job),
+            Lookup::Gone => Lookup::Gone,
+            Lookup::Missing => Lookup::Missing,
+        })
+    }
+
+    async fn result(&self, id: JobId) -> Result<Lookup<(Job, Option<StoredResponse>)>, StoreError> {
+        let (job, mut extra) = match self.read(id, &["resp_headers", "resp_body"]).await? {
+            Lookup::Found(found) => found,
+            Lookup::Gone => return Ok(Lookup::Gone),
+            Lookup::Missing => return Ok(Lookup::Missing),
+        };
+        let body = extra.pop().flatten();
+        let headers = extra.pop().flatten();
+        let response = match (job.response, headers, body) {
+            (Some(summary), Some(headers), Some(body)) => Some(StoredResponse {
+                status: http::StatusCode::from_u16(summary.status)
+                    .map_err(|_| StoreError::Corrupt(format!("job {id}: resp_status")))?,
+                headers: HeaderBlock::from_bytes(headers)
+                    .ok_or_else(|| StoreError::Corrupt(format!("job {id}: resp_headers")))?,
+                body,
+            }),
+            _ => None,
+        };
+        Ok(Lookup::Found((job, response)))
+    }
+
+    async fn start(&self, id: JobId, _at: SystemTime) -> Result<Option<u32>, StoreError> {
+        let mut invocation = self.invoke(&self.scripts.start);
+        invocation.arg(id.to_string()).arg(&self.replica);
+        self.run(invocation).await
+    }
+
+    async fn finish(
+        &self,
+        id: JobId,
+        attempt: u32,
+        outcome: Outcome,
+    ) -> Result<Option<Job>, StoreError> {
+        let bytes =
+            defaults::JOB_RECORD_BYTES + outcome.response.as_ref().map_or(0, StoredResponse::size);
+        let mut invocation = self.invoke(&self.scripts.finish);
+        invocation
+            .arg(id.to_string())
+            .arg(&self.replica)
+            .arg(attempt)
+            .arg(outcome.status.as_str())
+            .arg(bytes);
+        if let Some(failure) = outcome.failure {
+            invocation.arg("failure").arg(failure.as_str());
+        }
+        if let Some(response) = &outcome.response {
+            invocation
+                .arg("resp_status")
+                .arg(response.status.as_u16())
+                .arg("resp_len")
+                .arg(response.body.len())
+                .arg("resp_headers")
+                .arg(response.headers.as_bytes())
+                .arg("resp_body")
+                .arg(&response.body[..]);
+        }
+        let meta: Option<Vec<Option<Bytes>>> = self.run(invocation).await?;
+        meta.map(|m| decode_job(id, &m)).transpose()
+    }
+
+    async fn cancel(&self, id: JobId) -> Result<Lookup<Cancel>, StoreError> {
+        let mut invocation = self.invoke(&self.scripts.cancel);
+        invocation.arg(id.to_string());
+        let reply: Value = self.run(invocation).await?;
+        let corrupt = || StoreError::Corrupt(format!("cancel answered {reply:?}"));
+        let Value::Array(parts) = &reply else {
+            return Err(corrupt());
+        };
+        let what = parts
+            .first()
+            .and_then(|v| String::from_redis_value(v.clone()).ok())
+            .ok_or_else(corrupt)?;
+        let job = || -> Result<Job, StoreError> {
+            let meta = parts.get(1).cloned().ok_or_else(corrupt)?;
+            let meta: Vec<Option<Bytes>> =
+                FromRedisValue::from_redis_value(meta).map_err(|_| corrupt())?;
+            decode_job(id, &meta)
+        };
+        Ok(match what.as_str() {
+            "canceled" => Lookup::Found(Cancel::Canceled(job()?)),
+            "already" => Lookup::Found(Cancel::AlreadyCanceled(job()?)),
+            "deleted" => Lookup::Found(Cancel::Deleted),
+            "gone" => Lookup::Gone,
+            "missing" => Lookup::Missing,
+            _ => return Err(corrupt()),
+        })
+    }
+
+    async fn discard(&self, id: JobId) -> Result<(), StoreError> {
+        let mut invocation = self.invoke(&self.scripts.discard);
+        invocation.arg(id.to_string());
+        self.run::<u8>(invocation).await.map(drop)
+    }
+
+    async fn arm_webhook(&self, id: JobId, _hook: &Webhook) -> Result<bool, StoreError> {
+        let mut invocation = self.invoke(&self.scripts.arm);
+        invocation.arg(id.to_string());
+        Ok(self.run::<u8>(invocation).await? == 1)
+    }
+
+    async fn record_delivery(&self, id: JobId, delivery: &Delivery) -> Result<(), StoreError> {
+        let mut invocation = self.invoke(&self.scripts.delivery);
+        let or_empty = |v: Option<String>| v.unwrap_or_default();
+        invocation
+            .arg(id.to_string())
+            .arg("hook_state")
+            .arg(delivery.state.as_str())
+            .arg("hook_attempts")
+            .arg(delivery.attempts)
+            .arg("hook_last_status")
+            .arg(or_empty(delivery.last_status.map(|s| s.to_string())))
+            .arg("hook_last_error")
+            .arg(or_empty(delivery.last_error.clone()))
+            .arg("hook_next")
+            .arg(or_empty(
+                delivery
+                    .next_attempt_at
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map(|d| millis(d).to_string()),
+            ));
+        self.run::<u8>(invocation).await.map(drop)
+    }
+
+    fn shared(&self) -> Option<&dyn SharedWork> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl SharedWork for RedisStore {
+    async fn take(&self, upstream: &str, max: usize) -> Result<Option<Taken>, StoreError> {
+        let mut invocation = self.invoke(&self.scripts.take);
+        invocation.arg(upstream).arg(&self.replica).arg(max);
+        let row: Option<TakenRow> = self.run(invocation).await?;
+        row.map(|r| self.taken(r)).transpose()
+    }
+
+    async fn take_over(&self, upstream: &str, count: usize) -> Result<Vec<Taken>, StoreError> {
+        let mut invocation = self.invoke(&self.scripts.take_over);
+        invocation
+            .arg(upstream)
+            .arg(&self.replica)
+            .arg(millis(self.lease))
+            .arg(count);
+        let rows: Vec<TakenRow> = self.run(invocation).await?;
+        rows.into_iter().map(|r| self.taken(r)).collect()
+    }
+
+    async fn renew(&self, id: JobId, attempt: u32) -> Result<bool, StoreError> {
+        let mut invocation = self.invoke(&self.scripts.renew);
+        invocation
+            .arg(id.to_string())
+            .arg(&self.replica)
+            .arg(attempt);
+        Ok(self.run::<u8>(invocation).await? == 1)
+    }
+
+    fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    fn events(&self) -> Option<mpsc::UnboundedReceiver<Event>> {
+        lock(&self.events).take()
+    }
+
+    async fn sweep(&self) -> Result<(), StoreError> {
+        let mut invocation = self.invoke(&self.scripts.sweep);
+        invocation.arg(SWEEP_BATCH);
+        self.run::<usize>(invocation).await.map(drop)
+    }
+}
+
+/// Listens to the events channel for as long as `events` has a reader,
+/// through disconnections: the connection manager reconnects and
+/// resubscribes by itself, and each resubscription is announced as
+/// [`Event::Resumed`], since messages may have been missed meanwhile.
+async fn listen(url: String, channel: String, events: mpsc::UnboundedSender<Event>) {
+    let info = match redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
+        Ok(info) => info,
+        Err(e) => {
+            tracing::error!(error = %e, "bad Redis URL; no events from other replicas");
+            return;
+        }
+    };
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(ProtocolVersion::RESP3);
+    let info = info.set_redis_settings(settings);
+    let (push_tx, mut pushes) = mpsc::unbounded_channel::<PushInfo>();
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(defaults::REDIS_RESPONSE_TIMEOUT))
+        .set_response_timeout(Some(defaults::REDIS_RESPONSE_TIMEOUT))
+        .set_max_delay(Duration::from_secs(1))
+        .set_number_of_retries(usize::MAX)
+        .set_push_sender(push_tx)
+        .set_automatic_resubscription();
+    let manager = redis::Client::open(info)
+        .and_then(|client| ConnectionManager::new_lazy_with_config(client, config));
+    let mut manager = match manager {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen to Redis; no events from other replicas");
+            return;
+        }
+    };
+    // Until the first subscription holds, Redis may not be up yet.
+    let mut backoff = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        backoff.tick().await;
+        match bounded(manager.subscribe(&channel)).await {
+            Ok(()) => break,
+            Err(e) => tracing::warn!(error = %e, "cannot subscribe to Redis events; retrying"),
+        }
+        if events.is_closed() {
+            return;
+        }
+    }
+    while let Some(push) = pushes.recv().await {
+        let event = match push.kind {
+            PushKind::Message => push
+                .data
+                .get(1)
+                .and_then(|v| String::from_redis_value(v.clone()).ok())
+                .and_then(|m| parse_event(&m)),
+            PushKind::Subscribe => Some(Event::Resumed),
+            PushKind::Disconnection => {
+                tracing::warn!("lost the Redis events connection; reconnecting");
+                None
+            }
+            _ => None,
+        };
+        if let Some(event) = event {
+            if events.send(event).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn parse_event(message: &str) -> Option<Event> {
+    let (first, second) = message.split_once(' ')?;
+    if first == "work" {
+        return Some(Event::Work(second.to_owned()));
+    }
+    Some(Event::Status(
+        JobId::parse(first)?,
+        JobStatus::parse(second)?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_parse_and_nothing_else_does() {
+        let id = JobId::random();
+        assert_eq!(
+            parse_event(&format!("{id} canceled")),
+            Some(Event::Status(id, JobStatus::Canceled))
+        );
+        assert_eq!(
+            parse_event("work legacy"),
+            Some(Event::Work("legacy".into()))
+        );
+        assert_eq!(parse_event(&format!("{id} sleeping")), None);
+        assert_eq!(parse_event("garbage"), None);
+    }
+
+    #[test]
+    fn scopes_round_trip_through_hex() {
+        let scope = [0xab; 32];
+        assert_eq!(unhex(&hex(&scope)), Some(scope));
+        assert_eq!(unhex("zz"), None);
+    }
+}

@@ -1,0 +1,35 @@
+-- Records a queued job, claims its idempotency scope and queues it, or
+-- refuses: {'ok'}, {'taken', holder}, {'full'} or {'queue-full'}.
+-- ARGV: 7 id, 8 budget, 9 bytes, 10 upstream, 11 max_queue, 12 scope ('' if
+-- none), 13 claim value, 14 replace ('1' or '0'), 15.. job fields.
+local id, budget, bytes = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9])
+local upstream, max_queue = ARGV[10], tonumber(ARGV[11])
+local scope, claim, replace = ARGV[12], ARGV[13], ARGV[14]
+local idem = P .. ':idem:' .. scope
+if scope ~= '' and replace ~= '1' then
+  local held = redis.call('GET', idem)
+  if held then return {'taken', held} end
+end
+local claim_bytes = 0
+if scope ~= '' then claim_bytes = TOMB_BYTES end
+if tonumber(redis.call('GET', P .. ':bytes') or '0') + bytes + claim_bytes > budget then
+  return {'full'}
+end
+local stream = work_key(upstream)
+if redis.call('EXISTS', stream) == 0 then
+  redis.call('XGROUP', 'CREATE', stream, GROUP, '0', 'MKSTREAM')
+end
+local waiting = redis.call('XLEN', stream) - redis.call('XPENDING', stream, GROUP)[1]
+if waiting >= max_queue then return {'queue-full'} end
+local job = job_key(id)
+redis.call('HSET', job, 'status', 'queued', 'created', NOW, 'attempts', 0, 'bytes', bytes,
+  'upstream', upstream, unpack(ARGV, 15))
+redis.call('HSET', job, 'entry', redis.call('XADD', stream, '*', 'id', id))
+charge(bytes)
+if scope ~= '' then
+  redis.call('SET', idem, claim, 'PX', RESULT_TTL + TOMB_TTL)
+  charge(claim_bytes)
+  release_at(NOW + RESULT_TTL + TOMB_TTL, 'i', id, claim_bytes)
+end
+publish('work ' .. upstream)
+return {'ok'}

@@ -1,0 +1,46 @@
+-- Shared by every script. Common arguments: ARGV[1] key prefix, ARGV[2]
+-- now (Unix ms), ARGV[3] result_ttl (ms), ARGV[4] tombstone_ttl (ms),
+-- ARGV[5] bytes a tombstone or claim is charged, ARGV[6] bytes a job's
+-- record is charged. Each script's own arguments start at ARGV[7]. The
+-- Rust side puts `local META = {...}` (the job fields a lookup reads) first.
+local P = ARGV[1]
+local NOW = tonumber(ARGV[2])
+local RESULT_TTL = tonumber(ARGV[3])
+local TOMB_TTL = tonumber(ARGV[4])
+local TOMB_BYTES = tonumber(ARGV[5])
+local RECORD_BYTES = tonumber(ARGV[6])
+local GROUP = 'workers'
+
+local function job_key(id) return P .. ':job:' .. id end
+local function gone_key(id) return P .. ':gone:' .. id end
+local function work_key(upstream) return P .. ':work:' .. upstream end
+local function publish(message) redis.call('PUBLISH', P .. ':events', message) end
+local function charge(bytes) redis.call('INCRBY', P .. ':bytes', bytes) end
+
+-- A charge to give back at `at`; the member names its bytes, so the
+-- sweeper needs nothing else, and its id and kind, so it can be taken back.
+local function release_at(at, kind, id, bytes)
+  redis.call('ZADD', P .. ':charges', at, id .. ':' .. kind .. ':' .. bytes)
+end
+
+local function meta(job) return redis.call('HMGET', job, unpack(META)) end
+
+-- Ends a queued or running job: out of its queue (freeing its place), its
+-- request dropped, its record and result kept for result_ttl, then its
+-- tombstone for tombstone_ttl; everyone told.
+local function retire(id, job, status, fields, bytes)
+  local v = redis.call('HMGET', job, 'upstream', 'entry', 'bytes')
+  if v[2] then
+    redis.call('XACK', work_key(v[1]), GROUP, v[2])
+    redis.call('XDEL', work_key(v[1]), v[2])
+  end
+  redis.call('HDEL', job, 'req_path', 'req_headers', 'req_body', 'entry', 'owner')
+  redis.call('HSET', job, 'status', status, 'finished', NOW, 'bytes', bytes, unpack(fields))
+  charge(bytes - tonumber(v[3]) + TOMB_BYTES)
+  release_at(NOW + RESULT_TTL, 'r', id, bytes)
+  release_at(NOW + RESULT_TTL + TOMB_TTL, 't', id, TOMB_BYTES)
+  redis.call('PEXPIRE', job, RESULT_TTL)
+  redis.call('SET', gone_key(id), '', 'PX', RESULT_TTL + TOMB_TTL)
+  publish(id .. ' ' .. status)
+  publish('work ' .. v[1])
+end

@@ -1,0 +1,28 @@
+-- Takes over jobs of an upstream whose replica let their lease run out.
+-- A queued one, or a running one that may be sent again, is queued anew
+-- and returned to run here ({id, route, method, path, headers, body});
+-- a running one that may not is failed as lost.
+-- ARGV: 7 upstream, 8 consumer, 9 lease (ms), 10 count.
+local stream = work_key(ARGV[7])
+if redis.call('EXISTS', stream) == 0 then return {} end
+local claimed = redis.call('XAUTOCLAIM', stream, GROUP, ARGV[8], ARGV[9], '0-0', 'COUNT', ARGV[10])
+local out = {}
+for _, entry in ipairs(claimed[2]) do
+  local id = entry[2] and entry[2][2]
+  local job = id and job_key(id)
+  local v = job and redis.call('HMGET', job, 'status', 'resend', 'route', 'method', 'req_path', 'req_headers', 'req_body')
+  if v and (v[1] == 'queued' or (v[1] == 'running' and v[2] == '1')) then
+    if v[1] == 'running' then
+      redis.call('HSET', job, 'status', 'queued')
+      redis.call('HDEL', job, 'owner')
+      publish(id .. ' queued')
+    end
+    table.insert(out, {id, v[3], v[4], v[5], v[6], v[7]})
+  elseif v and v[1] == 'running' then
+    retire(id, job, 'failed', {'failure', 'lost'}, RECORD_BYTES)
+  else
+    redis.call('XACK', stream, GROUP, entry[1])
+    redis.call('XDEL', stream, entry[1])
+  end
+end
+return out

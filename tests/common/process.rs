@@ -1,0 +1,140 @@
+//! The built binary as a process: started from config text, its log lines
+//! collected as they come, signalled and waited for.
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::Notify;
+
+use super::within;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_asyncgate");
+
+pub fn write_config(text: &str) -> tempfile_path::TempConfig {
+    tempfile_path::TempConfig::new(text)
+}
+
+/// A config file that removes itself.
+pub mod tempfile_path {
+    use std::path::PathBuf;
+
+    pub struct TempConfig(pub PathBuf);
+
+    impl TempConfig {
+        pub fn new(text: &str) -> TempConfig {
+            let path =
+                std::env::temp_dir().join(format!("asyncgate-test-{}.toml", uuid::Uuid::new_v4()));
+            std::fs::write(&path, text).unwrap();
+            TempConfig(path)
+        }
+    }
+
+    impl Drop for TempConfig {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+/// The binary running, its log lines collected as they come.
+pub struct Running {
+    child: Option<Child>,
+    lines: Arc<Mutex<Vec<String>>>,
+    new_line: Arc<Notify>,
+    _config: Option<tempfile_path::TempConfig>,
+}
+
+impl Running {
+    pub async fn start(config_text: &str) -> Running {
+        let config = write_config(&format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n{config_text}"
+        ));
+        let mut child = Command::new(BIN)
+            .args(["--config", config.0.to_str().unwrap()])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut running = Running::attach(&mut child);
+        running.child = Some(child);
+        running._config = Some(config);
+        running
+    }
+
+    /// Collects the log lines of a child started elsewhere.
+    pub fn attach(child: &mut Child) -> Running {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let new_line = Arc::new(Notify::new());
+        let mut reader = BufReader::new(child.stderr.take().unwrap()).lines();
+        let (l, n) = (Arc::clone(&lines), Arc::clone(&new_line));
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = reader.next_line().await {
+                l.lock().unwrap().push(line);
+                n.notify_waiters();
+            }
+        });
+        Running {
+            child: None,
+            lines,
+            new_line,
+            _config: None,
+        }
+    }
+
+    pub async fn wait_line(&self, needle: &str) -> String {
+        within(15, &format!("a log line with {needle:?}"), async {
+            loop {
+                let notified = self.new_line.notified();
+                if let Some(l) = self
+                    .lines
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .find(|l| l.contains(needle))
+                {
+                    return l.clone();
+                }
+                notified.await;
+            }
+        })
+        .await
+    }
+
+    pub async fn addr(&self) -> String {
+        let line = self.wait_line("listening").await;
+        let at = line
+            .find("addr=")
+            .expect("the listening line names its address")
+            + 5;
+        line[at..].split_whitespace().next().unwrap().to_owned()
+    }
+
+    /// SIGKILL: as a crash would end it.
+    pub fn kill(&mut self) {
+        self.child.as_mut().unwrap().start_kill().unwrap();
+    }
+
+    pub fn sigterm(&self) {
+        let pid = self.child.as_ref().unwrap().id().unwrap().to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    pub async fn exit_code(&mut self) -> i32 {
+        within(
+            30,
+            "the gateway to exit",
+            self.child.as_mut().unwrap().wait(),
+        )
+        .await
+        .unwrap()
+        .code()
+        .unwrap_or(-1)
+    }
+}

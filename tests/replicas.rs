@@ -1,0 +1,359 @@
+//! Several gateway processes (the built binary) sharing one real Redis,
+//! which the test starts itself on a free port.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::process::Running;
+use common::{within, Backend, Client, Reply};
+use http::Method;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+/// A `redis-server` of the test's own, persisting to a directory of its own
+/// (append-only, fsync always), so a restart keeps what it had.
+struct Redis {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Redis {
+    async fn start() -> Redis {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let dir = std::env::temp_dir().join(format!("asyncgate-redis-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut redis = Redis {
+            port,
+            dir,
+            child: None,
+        };
+        redis.up().await;
+        redis
+    }
+
+    async fn up(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--dir", self.dir.to_str().unwrap()])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .args(["--daemonize", "no", "--loglevel", "warning"])
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server must be installed (.ci/run installs it)");
+        self.child = Some(child);
+        let addr = format!("127.0.0.1:{}", self.port);
+        within(10, "redis-server to answer PING", async {
+            loop {
+                if let Ok(mut s) = tokio::net::TcpStream::connect(&addr).await {
+                    let mut buf = [0u8; 7];
+                    if s.write_all(b"PING\r\n").await.is_ok()
+                        && s.read_exact(&mut buf).await.is_ok()
+                        && &buf == b"+PONG\r\n"
+                    {
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    }
+
+    /// Stops it the way an operator would (SIGTERM), keeping its data.
+    async fn down(&mut self) {
+        let mut child = self.child.take().unwrap();
+        let pid = child.id().unwrap().to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        within(10, "redis-server to stop", child.wait())
+            .await
+            .unwrap();
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A replica's config: the shared store, one upstream, async routes for
+/// every method on `/hold/…` (held by the backend until released) and
+/// `/echo/…` (answered at once); everything else proxied.
+fn replica(redis: &Redis, backend: &Backend, extra_store: &str, max_concurrency: usize) -> String {
+    format!(
+        "[store]\nkind = \"redis\"\nurl = \"{}\"\n{extra_store}\n\
+         [upstreams.app]\nurl = \"{}\"\nmax_concurrency = {max_concurrency}\n\
+         [[routes]]\nname = \"held\"\npath = \"/hold/{{*p}}\"\nupstream = \"app\"\n\
+         [[routes]]\nname = \"fast\"\npath = \"/echo/{{*p}}\"\nupstream = \"app\"\n\
+         [default]\nupstream = \"app\"\n",
+        redis.url(),
+        backend.url()
+    )
+}
+
+struct Replica {
+    process: Running,
+    base: String,
+}
+
+impl Replica {
+    async fn start(config: &str) -> Replica {
+        let process = Running::start(config).await;
+        let base = format!("http://{}", process.addr().await);
+        Replica { process, base }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Ends it as a crash would: no drain, no goodbye.
+    fn kill(&mut self) {
+        self.process.kill();
+    }
+}
+
+async fn submit(client: &Client, replica: &Replica, method: Method, path: &str) -> Reply {
+    let reply = client
+        .send(method, &replica.url(path), &[], "payload")
+        .await;
+    assert_eq!(
+        reply.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    reply
+}
+
+#[tokio::test]
+async fn any_replica_answers_for_any_job() {
+    let redis = Redis::start().await;
+    let backend = Backend::start().await;
+    let config = replica(&redis, &backend, "", 4);
+    let (a, b, c) = tokio::join!(
+        Replica::start(&config),
+        Replica::start(&config),
+        Replica::start(&config)
+    );
+    let client = Client::default();
+    let reply = submit(&client, &a, Method::POST, "/hold/report").await;
+    let location = reply.header("location").to_owned();
+    backend.started(1).await;
+    let doc = client.get(&b.url(&location)).await.json();
+    assert_eq!(doc["status"], "running");
+    // A long-poll on C is woken by the change wherever it is made.
+    let poll = {
+        let (client, url) = (client.clone(), c.url(&format!("{location}?wait=30")));
+        tokio::spawn(async move { client.get(&url).await })
+    };
+    backend.release(1);
+    let doc = within(10, "the long-poll on another replica", poll)
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(doc["status"], "succeeded", "{doc:#}");
+    let result = client.get(&c.url(&format!("{location}/result"))).await;
+    assert_eq!(result.status, 200);
+    assert_eq!(&result.body[..], b"payload");
+    assert_eq!(result.header("x-custom"), "kept");
+    // Deleted on one, gone on all.
+    assert_eq!(client.delete(&b.url(&location)).await.status, 204);
+    client
+        .get(&a.url(&location))
+        .await
+        .assert_problem(410, "job-gone");
+    assert_eq!(backend.request_count(), 1);
+}
+
+#[tokio::test]
+async fn cancel_on_one_replica_drops_the_backend_request_on_the_replica_running_it() {
+    let redis = Redis::start().await;
+    let backend = Backend::start().await;
+    let config = replica(&redis, &backend, "", 4);
+    // A alone can take the job, so A is the one running it.
+    let a = Replica::start(&config).await;
+    let client = Client::default();
+    let reply = submit(&client, &a, Method::POST, "/hold/x").await;
+    let location = reply.header("location").to_owned();
+    backend.started(1).await;
+    let b = Replica::start(&config).await;
+    let canceled = client.delete(&b.url(&location)).await;
+    assert_eq!(canceled.status, 200);
+    assert_eq!(canceled.json()["status"], "canceled");
+    backend.disconnects(1).await;
+    let doc = client.get(&a.url(&location)).await.json();
+    assert_eq!(doc["status"], "canceled");
+}
+
+/// Starts A alone with a held job on it, then B, then kills A.
+async fn kill_the_replica_running(method: Method) -> (Backend, Replica, String, Redis) {
+    let redis = Redis::start().await;
+    let backend = Backend::start().await;
+    let config = replica(&redis, &backend, "lease = \"1s\"", 4);
+    let mut a = Replica::start(&config).await;
+    let client = Client::default();
+    let reply = submit(&client, &a, method, "/hold/x").await;
+    let location = reply.header("location").to_owned();
+    backend.started(1).await;
+    let b = Replica::start(&config).await;
+    a.kill();
+    backend.disconnects(1).await;
+    (backend, b, location, redis)
+}
+
+#[tokio::test]
+async fn a_killed_replica_s_idempotent_job_is_sent_again_by_another() {
+    let (backend, b, location, _redis) = kill_the_replica_running(Method::PUT).await;
+    // B takes it over once A's lease has run out, and sends it again.
+    backend.started(2).await;
+    backend.release(1);
+    let client = Client::default();
+    let doc = client.wait_status(&b.url(&location), "succeeded").await;
+    assert_eq!(doc["attempts"], 2, "{doc:#}");
+    assert_eq!(backend.request_count(), 2);
+}
+
+#[tokio::test]
+async fn a_killed_replica_s_non_idempotent_job_fails_as_lost() {
+    let (backend, b, location, _redis) = kill_the_replica_running(Method::POST).await;
+    let client = Client::default();
+    let doc = client.wait_status(&b.url(&location), "failed").await;
+    assert_eq!(
+        doc["error"]["type"], "urn:asyncgate:problem:job-lost",
+        "{doc:#}"
+    );
+    assert_eq!(doc["attempts"], 1);
+    let result = client.get(&b.url(&format!("{location}/result"))).await;
+    result.assert_problem(502, "job-lost");
+    assert_eq!(backend.request_count(), 1, "a POST is never sent twice");
+}
+
+#[tokio::test]
+async fn redis_down_refuses_submissions_keeps_proxying_and_recovers_by_itself() {
+    let mut redis = Redis::start().await;
+    let backend = Backend::start().await;
+    let a = Replica::start(&replica(&redis, &backend, "", 4)).await;
+    let client = Client::default();
+    let before = submit(&client, &a, Method::POST, "/hold/before").await;
+    let before = before.header("location").to_owned();
+    backend.started(1).await;
+
+    redis.down().await;
+    let refused = client.post(&a.url("/echo/x"), "x").await;
+    refused.assert_problem(503, "store-unavailable");
+    assert!(!refused.header("retry-after").is_empty());
+    let proxied = client.post(&a.url("/plain?status=201"), "through").await;
+    assert_eq!(proxied.status, 201);
+    assert_eq!(&proxied.body[..], b"through");
+    // The held job ends while Redis is away: its outcome waits to be recorded.
+    backend.release(1);
+
+    redis.up().await;
+    let reply = within(20, "submissions to work again", async {
+        loop {
+            let reply = client.post(&a.url("/echo/after"), "y").await;
+            if reply.status == 202 {
+                return reply;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let after = reply.header("location").to_owned();
+    client.wait_status(&a.url(&after), "succeeded").await;
+    let doc = client.wait_status(&a.url(&before), "succeeded").await;
+    assert_eq!(
+        doc["attempts"], 1,
+        "kept across the restart, sent once: {doc:#}"
+    );
+}
+
+#[tokio::test]
+async fn a_thousand_submissions_across_three_replicas_complete_within_max_concurrency() {
+    const JOBS: usize = 1000;
+    const MAX: usize = 4;
+    let redis = Redis::start().await;
+    let backend = std::sync::Arc::new(Backend::start().await);
+    let config = replica(&redis, &backend, "", MAX);
+    let replicas = tokio::join!(
+        Replica::start(&config),
+        Replica::start(&config),
+        Replica::start(&config)
+    );
+    let replicas = [replicas.0, replicas.1, replicas.2];
+    // Each request is held until MAX - 1 more have reached the backend, so
+    // the backend sees as many at once as the gateways allow, and more if
+    // they allowed more.
+    let releaser = {
+        let backend_started = std::sync::Arc::clone(&backend);
+        tokio::spawn(async move {
+            for n in 1..=JOBS {
+                backend_started.started((n + MAX - 1).min(JOBS)).await;
+                backend_started.release(1);
+            }
+        })
+    };
+    let client = Client::default();
+    let submissions = (0..JOBS).map(|i| {
+        let client = client.clone();
+        let url = replicas[i % 3].url(&format!("/hold/{i}"));
+        async move {
+            let reply = client.post(&url, format!("job {i}")).await;
+            assert_eq!(reply.status, 202);
+            reply.header("location").to_owned()
+        }
+    });
+    let locations = within(60, "1000 submissions", futures_join_all(submissions)).await;
+    within(120, "every job to be released", releaser)
+        .await
+        .unwrap();
+    for (i, location) in locations.iter().enumerate() {
+        let doc = client
+            .wait_status(&replicas[(i + 1) % 3].url(location), "succeeded")
+            .await;
+        assert_eq!(doc["attempts"], 1);
+    }
+    assert_eq!(backend.request_count(), JOBS);
+    assert_eq!(
+        backend.max_in_flight(),
+        MAX,
+        "max_concurrency holds across replicas"
+    );
+}
+
+/// `join_all` without pulling in a futures crate: each on its own task.
+async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
