@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{async_route, config, within, Backend, Client, TestGateway};
+use common::{async_route, config, sse_statuses as statuses, within, Backend, Client, TestGateway};
 
 async fn setup() -> (Backend, TestGateway, Client) {
     let backend = Backend::start().await;
@@ -86,18 +86,6 @@ async fn long_poll_with_a_bad_wait_is_400() {
 }
 
 /// The `status` of each `event: job` in a Server-Sent Events text.
-fn statuses(sse: &str) -> Vec<String> {
-    sse.split("\n\n")
-        .filter_map(|event| event.lines().find_map(|l| l.strip_prefix("data: ")))
-        .map(|data| {
-            serde_json::from_str::<serde_json::Value>(data).unwrap()["status"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn event_stream_shows_every_transition_in_order_then_ends() {
     use http_body_util::{BodyExt, Empty};

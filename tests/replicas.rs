@@ -8,8 +8,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::process::Running;
-use common::{within, Backend, Client, Reply};
+use common::{sse_statuses, within, Backend, Client, Reply};
 use http::Method;
+use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
@@ -101,10 +102,10 @@ impl Drop for Redis {
 /// A replica's config: the shared store, one upstream, async routes for
 /// every method on `/hold/…` (held by the backend until released) and
 /// `/echo/…` (answered at once); everything else proxied.
-fn replica(redis: &Redis, backend: &Backend, extra_store: &str, max_concurrency: usize) -> String {
+fn replica(redis: &Redis, backend: &Backend, extra_store: &str, extra_upstream: &str) -> String {
     format!(
         "[store]\nkind = \"redis\"\nurl = \"{}\"\n{extra_store}\n\
-         [upstreams.app]\nurl = \"{}\"\nmax_concurrency = {max_concurrency}\n\
+         [upstreams.app]\nurl = \"{}\"\n{extra_upstream}\n\
          [[routes]]\nname = \"held\"\npath = \"/hold/{{*p}}\"\nupstream = \"app\"\n\
          [[routes]]\nname = \"fast\"\npath = \"/echo/{{*p}}\"\nupstream = \"app\"\n\
          [default]\nupstream = \"app\"\n",
@@ -152,7 +153,7 @@ async fn submit(client: &Client, replica: &Replica, method: Method, path: &str) 
 async fn any_replica_answers_for_any_job() {
     let redis = Redis::start().await;
     let backend = Backend::start().await;
-    let config = replica(&redis, &backend, "", 4);
+    let config = replica(&redis, &backend, "", "");
     let (a, b, c) = tokio::join!(
         Replica::start(&config),
         Replica::start(&config),
@@ -164,12 +165,16 @@ async fn any_replica_answers_for_any_job() {
     backend.started(1).await;
     let doc = client.get(&b.url(&location)).await.json();
     assert_eq!(doc["status"], "running");
-    // A long-poll on C is woken by the change wherever it is made.
+    // A long-poll on C and an event stream on B are woken by the change
+    // wherever it is made.
     let poll = {
         let (client, url) = (client.clone(), c.url(&format!("{location}?wait=30")));
         tokio::spawn(async move { client.get(&url).await })
     };
+    let mut events = EventStream::open(&b.url(&location)).await;
+    events.until(1).await;
     backend.release(1);
+    assert_eq!(events.read_to_end().await, ["running", "succeeded"]);
     let doc = within(10, "the long-poll on another replica", poll)
         .await
         .unwrap()
@@ -192,7 +197,7 @@ async fn any_replica_answers_for_any_job() {
 async fn cancel_on_one_replica_drops_the_backend_request_on_the_replica_running_it() {
     let redis = Redis::start().await;
     let backend = Backend::start().await;
-    let config = replica(&redis, &backend, "", 4);
+    let config = replica(&redis, &backend, "", "");
     // A alone can take the job, so A is the one running it.
     let a = Replica::start(&config).await;
     let client = Client::default();
@@ -212,7 +217,7 @@ async fn cancel_on_one_replica_drops_the_backend_request_on_the_replica_running_
 async fn kill_the_replica_running(method: Method) -> (Backend, Replica, String, Redis) {
     let redis = Redis::start().await;
     let backend = Backend::start().await;
-    let config = replica(&redis, &backend, "lease = \"1s\"", 4);
+    let config = replica(&redis, &backend, "lease = \"1s\"", "");
     let mut a = Replica::start(&config).await;
     let client = Client::default();
     let reply = submit(&client, &a, method, "/hold/x").await;
@@ -255,7 +260,7 @@ async fn a_killed_replica_s_non_idempotent_job_fails_as_lost() {
 async fn redis_down_refuses_submissions_keeps_proxying_and_recovers_by_itself() {
     let mut redis = Redis::start().await;
     let backend = Backend::start().await;
-    let a = Replica::start(&replica(&redis, &backend, "", 4)).await;
+    let a = Replica::start(&replica(&redis, &backend, "", "")).await;
     let client = Client::default();
     let before = submit(&client, &a, Method::POST, "/hold/before").await;
     let before = before.header("location").to_owned();
@@ -297,7 +302,7 @@ async fn a_thousand_submissions_across_three_replicas_complete_within_max_concur
     const MAX: usize = 4;
     let redis = Redis::start().await;
     let backend = std::sync::Arc::new(Backend::start().await);
-    let config = replica(&redis, &backend, "", MAX);
+    let config = replica(&redis, &backend, "", &format!("max_concurrency = {MAX}"));
     let replicas = tokio::join!(
         Replica::start(&config),
         Replica::start(&config),
@@ -356,4 +361,230 @@ where
         out.push(h.await.unwrap());
     }
     out
+}
+
+/// A Server-Sent Events stream of a job, read as it comes.
+struct EventStream {
+    body: hyper::body::Incoming,
+    text: String,
+}
+
+impl EventStream {
+    async fn open(url: &str) -> EventStream {
+        let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http();
+        let req = http::Request::get(url)
+            .header("accept", "text/event-stream")
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        let res = within(10, "the event stream to open", client.request(req))
+            .await
+            .unwrap();
+        assert_eq!(res.headers()["content-type"], "text/event-stream");
+        EventStream {
+            body: res.into_body(),
+            text: String::new(),
+        }
+    }
+
+    /// Reads until `n` events have come.
+    async fn until(&mut self, n: usize) {
+        while sse_statuses(&self.text).len() < n {
+            let frame = within(10, "an event", self.body.frame())
+                .await
+                .unwrap()
+                .unwrap();
+            if let Ok(data) = frame.into_data() {
+                self.text.push_str(std::str::from_utf8(&data).unwrap());
+            }
+        }
+    }
+
+    /// Reads to the end of the stream: the statuses of every event.
+    async fn read_to_end(mut self) -> Vec<String> {
+        let rest = within(10, "the stream to end", self.body.collect())
+            .await
+            .unwrap();
+        self.text
+            .push_str(std::str::from_utf8(&rest.to_bytes()).unwrap());
+        sse_statuses(&self.text)
+    }
+}
+
+#[tokio::test]
+async fn a_replica_that_lost_its_lease_cannot_overwrite_the_one_that_took_over() {
+    let redis = Redis::start().await;
+    let backend = Backend::start().await;
+    let config = replica(&redis, &backend, "lease = \"1s\"", "");
+    let a = Replica::start(&config).await;
+    let client = Client::default();
+    let reply = submit(&client, &a, Method::PUT, "/hold/x").await;
+    let location = reply.header("location").to_owned();
+    let id = reply.json()["id"].as_str().unwrap().to_owned();
+    backend.started(1).await;
+    let b = Replica::start(&config).await;
+    // Paused, A renews nothing; B takes the job over and sends it again.
+    a.process.signal("STOP");
+    backend.started(2).await;
+    // Both requests are answered; A's answer waits in its socket.
+    backend.release(2);
+    let doc = client.wait_status(&b.url(&location), "succeeded").await;
+    assert_eq!(doc["attempts"], 2);
+    a.process.signal("CONT");
+    a.process
+        .wait_for("A giving the job up", |l| {
+            l.contains(&id) && (l.contains("lease lost") || l.contains("outcome dropped"))
+        })
+        .await;
+    let result = client.get(&b.url(&format!("{location}/result"))).await;
+    assert_eq!(result.header("x-request-seq"), "2", "B's answer stands");
+    let doc = client.get(&a.url(&location)).await.json();
+    assert_eq!(doc["attempts"], 2);
+}
+
+#[tokio::test]
+async fn the_queue_bound_holds_across_replicas() {
+    let redis = Redis::start().await;
+    let backend = Backend::start().await;
+    let config = replica(&redis, &backend, "", "max_concurrency = 1\nmax_queue = 2");
+    let (a, b) = tokio::join!(Replica::start(&config), Replica::start(&config));
+    let client = Client::default();
+    submit(&client, &a, Method::POST, "/hold/running").await;
+    backend.started(1).await;
+    submit(&client, &b, Method::POST, "/hold/waiting-1").await;
+    submit(&client, &a, Method::POST, "/hold/waiting-2").await;
+    let refused = client.post(&b.url("/hold/one-too-many"), "").await;
+    refused.assert_problem(503, "queue-full");
+    assert!(!refused.header("retry-after").is_empty());
+    backend.release(3);
+    backend.started(3).await;
+    assert_eq!(backend.max_in_flight(), 1);
+}
+
+#[tokio::test]
+async fn the_byte_budget_holds_across_replicas() {
+    let redis = Redis::start().await;
+    let backend = Backend::start().await;
+    // Two jobs' bookkeeping (1 KiB each) and small requests fit; a third does not.
+    let config = replica(
+        &redis,
+        &backend,
+        "max_bytes = \"3KiB\"",
+        "max_concurrency = 1",
+    );
+    let (a, b) = tokio::join!(Replica::start(&config), Replica::start(&config));
+    let client = Client::default();
+    submit(&client, &a, Method::POST, "/hold/1").await;
+    submit(&client, &b, Method::POST, "/hold/2").await;
+    let refused = client.post(&a.url("/hold/3"), "payload").await;
+    refused.assert_problem(503, "store-full");
+    backend.release(2);
+}
+
+#[tokio::test]
+async fn results_expire_by_redis_ttl_to_410_then_404_on_every_replica() {
+    let redis = Redis::start().await;
+    let backend = Backend::start().await;
+    let config = replica(
+        &redis,
+        &backend,
+        "result_ttl = \"1s\"\ntombstone_ttl = \"1s\"",
+        "",
+    );
+    let (a, b) = tokio::join!(Replica::start(&config), Replica::start(&config));
+    let client = Client::default();
+    let reply = submit(&client, &a, Method::POST, "/echo/x").await;
+    let location = reply.header("location").to_owned();
+    client.wait_status(&b.url(&location), "succeeded").await;
+    for (status, kind) in [(410, "job-gone"), (404, "job-not-found")] {
+        let reply = within(10, &format!("the job to answer {status}"), async {
+            loop {
+                let reply = client.get(&b.url(&location)).await;
+                if reply.status == status {
+                    return reply;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        reply.assert_problem(status, kind);
+    }
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_on_two_replicas_makes_one_job() {
+    let redis = Redis::start().await;
+    let backend = Backend::start().await;
+    let config = replica(&redis, &backend, "", "");
+    let (a, b) = tokio::join!(Replica::start(&config), Replica::start(&config));
+    let client = Client::default();
+    let key = [("idempotency-key", "order-42")];
+    let sends = (0..20).map(|i| {
+        let client = client.clone();
+        let url = if i % 2 == 0 {
+            a.url("/echo/order")
+        } else {
+            b.url("/echo/order")
+        };
+        async move { client.send(Method::POST, &url, &key, "same").await }
+    });
+    let replies = within(20, "20 keyed submissions", futures_join_all(sends)).await;
+    let ids: std::collections::HashSet<String> = replies
+        .iter()
+        .map(|r| r.json()["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 1, "one job for one key");
+    let other = client
+        .send(Method::POST, &a.url("/echo/order"), &key, "different")
+        .await;
+    other.assert_problem(422, "idempotency-key-reused");
+    let location = replies[0].header("location").to_owned();
+    client.wait_status(&b.url(&location), "succeeded").await;
+    assert_eq!(backend.request_count(), 1);
+}
+
+#[tokio::test]
+async fn a_webhook_is_sent_once_and_its_delivery_shows_on_every_replica() {
+    let redis = Redis::start().await;
+    let backend = Backend::start().await;
+    let receiver = Backend::start().await;
+    let config = format!(
+        "{}\n[webhooks]\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\
+         allow_networks = [\"127.0.0.0/8\"]\nbackoff_initial = \"10ms\"\n\
+         [[routes]]\nname = \"hooked\"\npath = \"/hooked/{{*p}}\"\nupstream = \"app\"\n\
+         callback_hosts = [\"127.0.0.1\"]\n",
+        replica(&redis, &backend, "", "")
+    );
+    let (a, b) = tokio::join!(Replica::start(&config), Replica::start(&config));
+    let client = Client::default();
+    let callback = format!("{}/flaky/1/hook", receiver.url());
+    let reply = client
+        .send(
+            Method::POST,
+            &a.url("/hooked/x"),
+            &[("callback-url", &callback)],
+            "x",
+        )
+        .await;
+    assert_eq!(reply.status, 202);
+    let location = reply.header("location").to_owned();
+    let doc = within(20, "the webhook to be delivered", async {
+        loop {
+            let doc = client.get(&b.url(&location)).await.json();
+            if doc["webhook"]["state"] == "delivered" {
+                return doc;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(doc["webhook"]["attempts"], 2, "{doc:#}");
+    assert_eq!(receiver.request_count(), 2, "one failure, one delivery");
+    let ids: Vec<_> = receiver
+        .received()
+        .iter()
+        .map(|r| r.headers["webhook-id"].clone())
+        .collect();
+    assert_eq!(ids[0], ids[1]);
 }

@@ -123,7 +123,9 @@ async fn record(jobs: &Jobs, route: &Route, id: JobId, attempt: u32, outcome: Ou
                 }
             }
         }
-        Ok(None) => {}
+        Ok(None) => {
+            tracing::info!(job = %id, attempt, "outcome dropped: the job was canceled or taken over")
+        }
         Err(e) => tracing::error!(job = %id, error = %e, "could not record how the job ended"),
     }
 }

@@ -63,7 +63,8 @@ struct BackendState {
 /// - `/reset` promises 1000 bytes, sends 10 and breaks the connection;
 /// - `/flaky/{n}/…` answers `503` to its first `n` requests, then echoes;
 /// - anything else echoes: the request body back, `?status=N` as the
-///   status, `?location=URL` as the `Location` header.
+///   status, `?location=URL` as the `Location` header, and in
+///   `x-request-seq` which request this was (1 for the first).
 ///
 /// It records every request, the most it served at once, and every request
 /// whose client went away before the answer.
@@ -208,7 +209,7 @@ async fn handle(
         headers: parts.headers.clone(),
         body: body.clone(),
     });
-    state.started.fetch_add(1, Ordering::SeqCst);
+    let seq = state.started.fetch_add(1, Ordering::SeqCst) + 1;
     state.started_changed.notify_waiters();
 
     let path = parts.uri.path().to_owned();
@@ -273,6 +274,7 @@ async fn handle(
         r.headers_mut()
             .insert("x-backend-method", parts.method.as_str().parse().unwrap());
         r.headers_mut().insert("x-custom", "kept".parse().unwrap());
+        r.headers_mut().insert("x-request-seq", seq.into());
         r.headers_mut().append("set-cookie", "a=1".parse().unwrap());
         r.headers_mut().append("set-cookie", "b=2".parse().unwrap());
         if let Some(ct) = parts.headers.get("content-type") {
@@ -481,4 +483,17 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     let mut out = Vec::new();
     let _ = within(15, "the peer to answer and close", s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The `status` of every job document in a Server-Sent Events text.
+pub fn sse_statuses(sse: &str) -> Vec<String> {
+    sse.split("\n\n")
+        .filter_map(|event| event.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(|data| {
+            serde_json::from_str::<serde_json::Value>(data).unwrap()["status"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
 }

@@ -85,16 +85,15 @@ impl Running {
     }
 
     pub async fn wait_line(&self, needle: &str) -> String {
-        within(15, &format!("a log line with {needle:?}"), async {
+        self.wait_for(needle, |l| l.contains(needle)).await
+    }
+
+    /// The first log line `matches` accepts, waiting for it if need be.
+    pub async fn wait_for(&self, what: &str, matches: impl Fn(&str) -> bool) -> String {
+        within(15, &format!("a log line with {what:?}"), async {
             loop {
                 let notified = self.new_line.notified();
-                if let Some(l) = self
-                    .lines
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .find(|l| l.contains(needle))
-                {
+                if let Some(l) = self.lines.lock().unwrap().iter().find(|l| matches(l)) {
                     return l.clone();
                 }
                 notified.await;
@@ -118,9 +117,14 @@ impl Running {
     }
 
     pub fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends a signal by name (`TERM`, `STOP`, `CONT`, …) with kill(1).
+    pub fn signal(&self, name: &str) {
         let pid = self.child.as_ref().unwrap().id().unwrap().to_string();
         let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([&format!("-{name}"), &pid])
             .status()
             .unwrap();
         assert!(status.success());
