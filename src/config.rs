@@ -46,6 +46,9 @@ pub struct WebhookConfig {
     pub max_attempts: u32,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+    /// Certificates trusted for `https` receivers besides Mozilla's roots.
+    #[cfg(feature = "tls")]
+    pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 impl Default for WebhookConfig {
@@ -57,6 +60,8 @@ impl Default for WebhookConfig {
             max_attempts: defaults::WEBHOOK_MAX_ATTEMPTS as u32,
             backoff_initial: defaults::WEBHOOK_BACKOFF_INITIAL,
             backoff_max: defaults::WEBHOOK_BACKOFF_MAX,
+            #[cfg(feature = "tls")]
+            extra_roots: Vec::new(),
         }
     }
 }
@@ -266,7 +271,20 @@ impl Cx<'_> {
             }
         }
         let max_attempts = self.positive(raw.max_attempts, defaults::WEBHOOK_MAX_ATTEMPTS)?;
+        #[cfg(feature = "tls")]
+        let extra_roots = raw
+            .ca_file
+            .as_ref()
+            .map(|f| self.certificates(f))
+            .transpose()?
+            .unwrap_or_default();
+        #[cfg(not(feature = "tls"))]
+        if let Some(f) = &raw.ca_file {
+            return Err(self.err(f.span(), "this build has no TLS client (feature `tls`)"));
+        }
         Ok(WebhookConfig {
+            #[cfg(feature = "tls")]
+            extra_roots,
             secret,
             policy: AddressPolicy { allowed },
             timeout: self.duration(raw.timeout.as_ref(), defaults::WEBHOOK_TIMEOUT)?,
@@ -562,6 +580,31 @@ impl Cx<'_> {
             retry_after_min,
             retry_after_max,
         })
+    }
+
+    /// The certificates of a PEM file, each one checked to be usable as a
+    /// trust anchor.
+    #[cfg(feature = "tls")]
+    fn certificates(
+        &self,
+        file: &Spanned<String>,
+    ) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, ConfigError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::CertificateDer;
+        let bad = |why: String| self.err(file.span(), format!("`{}`: {why}", file.get_ref()));
+        let certs = CertificateDer::pem_file_iter(file.get_ref())
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| bad(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(bad("holds no PEM certificate".to_owned()));
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in &certs {
+            roots
+                .add(cert.clone())
+                .map_err(|e| bad(format!("not a usable CA certificate: {e}")))?;
+        }
+        Ok(certs)
     }
 
     fn callbacks(

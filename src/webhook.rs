@@ -31,7 +31,42 @@ pub struct Webhooks {
     config: WebhookConfig,
     secret: Secret,
     guard: Guard,
-    client: Client<HttpConnector<Guard>, Full<Bytes>>,
+    client: Client<Connector, Full<Bytes>>,
+}
+
+#[cfg(feature = "tls")]
+type Connector = hyper_rustls::HttpsConnector<HttpConnector<Guard>>;
+#[cfg(not(feature = "tls"))]
+type Connector = HttpConnector<Guard>;
+
+/// Dials only what the guard resolved and approved; speaks TLS to `https`
+/// receivers when built with it, verifying them against Mozilla's roots and
+/// the configured `ca_file`.
+fn connector(config: &WebhookConfig, guard: Guard) -> Connector {
+    let mut http = HttpConnector::new_with_resolver(guard);
+    http.set_connect_timeout(Some(config.timeout));
+    http.set_nodelay(true);
+    #[cfg(feature = "tls")]
+    {
+        http.enforce_http(false);
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        // Each was checked when the config was read.
+        roots.add_parsable_certificates(config.extra_roots.iter().cloned());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http)
+    }
+    #[cfg(not(feature = "tls"))]
+    http
 }
 
 /// A job's webhook: where it goes and how its delivery is going.
@@ -191,13 +226,10 @@ impl AttemptError {
 impl Webhooks {
     pub fn new(config: WebhookConfig, secret: Secret, resolver: Arc<dyn Resolve>) -> Webhooks {
         let guard = Guard::new(resolver, config.policy.clone(), config.timeout);
-        let mut connector = HttpConnector::new_with_resolver(guard.clone());
-        connector.set_connect_timeout(Some(config.timeout));
-        connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .retry_canceled_requests(false)
-            .build(connector);
+            .build(connector(&config, guard.clone()));
         Webhooks {
             config,
             secret,

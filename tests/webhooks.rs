@@ -212,7 +212,7 @@ async fn callbacks_the_route_does_not_allow_are_refused_and_nothing_is_queued() 
         "http://10.1.2.3/hook".to_owned(),
         "http://169.254.169.254/latest/meta-data/".to_owned(),
         "not a url".to_owned(),
-        format!("https://127.0.0.1:{port}/hook"),
+        format!("ftp://127.0.0.1:{port}/hook"),
         format!("http://user:pw@127.0.0.1:{port}/hook"),
     ];
     for callback in &refused {
@@ -285,4 +285,114 @@ async fn auto_mode_calls_back_only_when_the_client_got_a_202() {
     let deliveries = s.receiver.received();
     assert_eq!(deliveries.len(), 1, "only the 202'd job calls back");
     assert_eq!(verify(&deliveries[0])["id"], slow.json()["id"]);
+}
+
+/// An `https` receiver: TLS with a certificate for 127.0.0.1 from a CA made
+/// for the test, in front of a plain test backend that records everything.
+#[cfg(feature = "tls")]
+mod tls {
+    use std::sync::Arc;
+
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::common::process::tempfile_path::TempConfig;
+    use super::common::Backend;
+
+    pub struct TlsReceiver {
+        pub backend: Backend,
+        pub port: u16,
+        /// The test CA's certificate, in a PEM file.
+        pub ca_file: TempConfig,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Drop for TlsReceiver {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    impl TlsReceiver {
+        pub async fn start() -> TlsReceiver {
+            let ca_key = KeyPair::generate().unwrap();
+            let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+            ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            let ca_cert = ca.self_signed(&ca_key).unwrap();
+            let issuer = Issuer::new(ca, ca_key);
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+                .unwrap()
+                .signed_by(&key, &issuer)
+                .unwrap();
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(
+                    vec![cert.der().clone()],
+                    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+                )
+                .unwrap();
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+            let backend = Backend::start().await;
+            let plain = backend.addr;
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let task = tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    let acceptor = acceptor.clone();
+                    tokio::spawn(async move {
+                        // A client that does not trust us ends the handshake.
+                        let Ok(mut tls) = acceptor.accept(stream).await else {
+                            return;
+                        };
+                        let mut inner = TcpStream::connect(plain).await.unwrap();
+                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut inner).await;
+                    });
+                }
+            });
+            TlsReceiver {
+                backend,
+                port,
+                ca_file: TempConfig::new(&ca_cert.pem()),
+                task,
+            }
+        }
+
+        pub fn url(&self, path: &str) -> String {
+            format!("https://127.0.0.1:{}{path}", self.port)
+        }
+    }
+}
+
+#[cfg(feature = "tls")]
+#[tokio::test]
+async fn https_receivers_are_verified_against_the_configured_ca() {
+    let receiver = tls::TlsReceiver::start().await;
+    let ca = format!("ca_file = \"{}\"", receiver.ca_file.0.display());
+    let s = setup("", &ca).await;
+    let reply = s.submit("/done", &receiver.url("/secure-hook")).await;
+    assert_eq!(reply.status, 202);
+    let status_url = s.gw.url(reply.header("location"));
+    let doc = s.webhook_state(&status_url, "delivered").await;
+    assert_eq!(doc["webhook"]["url"], receiver.url("/secure-hook"));
+    let delivery = &receiver.backend.received()[0];
+    assert_eq!(delivery.uri, "/secure-hook");
+    assert_eq!(verify(delivery)["status"], "succeeded");
+}
+
+#[cfg(feature = "tls")]
+#[tokio::test]
+async fn an_https_receiver_nobody_vouches_for_gets_nothing() {
+    let receiver = tls::TlsReceiver::start().await;
+    let s = setup("", "max_attempts = 2").await;
+    let reply = s.submit("/done", &receiver.url("/hook")).await;
+    let status_url = s.gw.url(reply.header("location"));
+    let doc = s.webhook_state(&status_url, "failed").await;
+    let error = doc["webhook"]["last_error"].as_str().unwrap();
+    assert!(error.contains("certificate"), "{error}");
+    assert_eq!(receiver.backend.request_count(), 0);
 }

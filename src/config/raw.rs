@@ -36,6 +36,7 @@ pub struct RawWebhooks {
     pub backoff_initial: Option<Text>,
     pub backoff_max: Option<Text>,
     pub allow_networks: Option<Vec<Text>>,
+    pub ca_file: Option<Text>,
 }
 
 #[derive(Debug, Default, Deserialize)]

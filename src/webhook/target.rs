@@ -22,8 +22,12 @@ const MAX_URL_LENGTH: usize = 2048;
 pub enum TargetError {
     #[error("callback URL is longer than {MAX_URL_LENGTH} bytes")]
     TooLong,
-    #[error("callback URL is not an absolute http URL")]
+    #[error("callback URL is not an absolute http(s) URL")]
     Invalid,
+    #[cfg(feature = "tls")]
+    #[error("callback URL must be https:// or http://")]
+    Scheme,
+    #[cfg(not(feature = "tls"))]
     #[error("callback URL must be http:// (this build has no TLS client)")]
     Scheme,
     #[error("callback URL must not carry credentials")]
@@ -187,6 +191,8 @@ impl Target {
         let authority = uri.authority().ok_or(TargetError::Invalid)?;
         match uri.scheme() {
             Some(s) if *s == Scheme::HTTP => {}
+            #[cfg(feature = "tls")]
+            Some(s) if *s == Scheme::HTTPS => {}
             Some(_) => return Err(TargetError::Scheme),
             None => return Err(TargetError::Invalid),
         }
@@ -240,7 +246,7 @@ impl Target {
     pub fn shown(&self) -> String {
         format!(
             "{}://{}{}",
-            self.uri.scheme_str().unwrap_or("http"),
+            self.uri.scheme_str().unwrap_or_default(),
             self.uri.authority().map_or("", |a| a.as_str()),
             self.uri.path()
         )
