@@ -24,12 +24,13 @@ export BENCH_DIR
 BACKEND=127.0.0.1:18081
 NGINX=127.0.0.1:18082
 GATEWAY=127.0.0.1:18080
+REDIS_PORT=18083
 HZ=$(getconf CLK_TCK)
 
 need() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
-if ! need wrk || ! need nginx || ! need curl; then
-  echo "installing wrk, nginx-light and curl from the distribution..." >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light curl >/dev/null
+if ! need wrk || ! need nginx || ! need curl || ! need redis-server; then
+  echo "installing wrk, nginx-light, curl and redis-server from the distribution..." >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light curl redis-server >/dev/null
 fi
 NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
 
@@ -39,7 +40,7 @@ GATEWAY_BIN=$ROOT/target/release/asyncgate
 BACKEND_BIN=$ROOT/target/release/examples/bench-backend
 FILL_BIN=$ROOT/target/release/examples/bench-fill
 
-for addr in "$BACKEND" "$NGINX" "$GATEWAY"; do
+for addr in "$BACKEND" "$NGINX" "$GATEWAY" "127.0.0.1:$REDIS_PORT"; do
   if (exec 3<>"/dev/tcp/${addr%:*}/${addr#*:}") 2>/dev/null; then
     echo "$addr is already in use: stop whatever listens there first" >&2
     exit 1
@@ -153,6 +154,34 @@ while [ "$(curl -s "http://$GATEWAY$(tail -n1 "$WORK/status.txt")" | grep -c suc
 POLL_URLS=$WORK/status.txt measure poll_status "http://$GATEWAY" poll.lua "$GATEWAY_PID"
 POLL_URLS=$WORK/result.txt measure poll_result "http://$GATEWAY" poll.lua "$GATEWAY_PID"
 
+echo "== redis store (the same gateway, its jobs in a local redis-server)" >&2
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" \
+  --daemonize no >"$WORK/redis.log" 2>&1 &
+REDIS_PID=$!
+PIDS+=("$REDIS_PID")
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT") 2>/dev/null && break; sleep 0.1; done
+sed "s|^\[store\]|[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:$REDIS_PORT/0\"|" \
+  "$BENCH_DIR/asyncgate.toml" >"$WORK/redis.toml"
+start_gateway "$WORK/redis.toml"
+before=$(posts)
+t_start=$(date +%s.%N)
+# CPU per request counts the gateway and Redis together.
+measure redis_submit "http://$GATEWAY/jobs/r" post1k.lua "$GATEWAY_PID $REDIS_PID"
+accepted=$((R[redis_submit,req] - R[redis_submit,err]))
+target=$((before + accepted))
+while [ "$(posts)" -lt "$target" ]; do sleep 0.05; done
+t_end=$(date +%s.%N)
+REDIS_E2E=$(awk -v n="$accepted" -v a="$t_start" -v b="$t_end" 'BEGIN {printf "%.0f", n / (b - a)}')
+echo "redis: jobs completed end to end: $REDIS_E2E jobs/s" >&2
+: >"$WORK/redis-status.txt"
+for _ in $(seq 1000); do
+  curl -s -D - -o /dev/null -X POST --data-binary x "http://$GATEWAY/jobs/rp" |
+    awk 'tolower($1) == "location:" {sub(/\r$/, "", $2); print $2}' >>"$WORK/redis-status.txt"
+done
+while [ "$(curl -s "http://$GATEWAY$(tail -n1 "$WORK/redis-status.txt")" | grep -c succeeded)" -eq 0 ]; do sleep 0.05; done
+POLL_URLS=$WORK/redis-status.txt measure redis_poll "http://$GATEWAY" poll.lua "$GATEWAY_PID $REDIS_PID"
+kill "$REDIS_PID" 2>/dev/null || true
+
 # fill N: submits N more jobs (1 KiB bodies and results) and waits until the
 # backend has answered every accepted one.
 fill() {
@@ -234,6 +263,17 @@ row() { printf '| %s | %.0f | %s | %s | %s | %.2f |\n' "$1" "${R[$2,3]}" "${R[$2
     "$(ratio "$E2E" "${R[nginx_post,3]}") × nginx's POST passthrough rate"
   echo "- poll status: $(ratio "${R[poll_status,3]}" "${R[backend_get,3]}") × the bare backend's GET rate;" \
     "result: $(ratio "${R[poll_result,3]}" "${R[backend_get,3]}") ×"
+  echo
+  echo "## Async jobs with the Redis store"
+  echo
+  echo "One gateway, its jobs in a local \`redis-server\` (no persistence). CPU per request counts the gateway and Redis together."
+  echo
+  echo "| measurement | req/s | p50 | p99 | p99.9 | CPU µs/req |"
+  echo "|---|---|---|---|---|---|"
+  row "submit (202), full load" redis_submit
+  row "GET status of a finished job" redis_poll
+  echo
+  echo "- jobs completed end to end: **$REDIS_E2E jobs/s**, $(ratio "$REDIS_E2E" "$E2E") × the memory store's rate"
   echo
   echo "## Memory (1 KiB request bodies, 1 KiB results)"
   echo
