@@ -171,6 +171,41 @@ impl Jobs {
         let mut job = Job::queued(Arc::clone(&route.name), request.method.clone());
         job.owner = credentials.map(|c| owner::Owner::of(job.id, &c));
         job.webhook = webhook;
+        // Watched before the job exists anywhere: with a shared store another
+        // replica may run it at once, and no change to it may go unseen.
+        let (tx, changes) = watch::channel(JobStatus::Queued);
+        lock(&self.changes).insert(job.id, tx);
+        match self
+            .record(route, &job, &request, idempotency, retry_after)
+            .await
+        {
+            Ok(None) => {}
+            Ok(Some(earlier)) => {
+                lock(&self.changes).remove(&job.id);
+                return Ok(earlier);
+            }
+            Err(e) => {
+                lock(&self.changes).remove(&job.id);
+                return Err(e);
+            }
+        }
+        if self.store.shared().is_none() {
+            self.admit(route, job.id, request, retry_after).await?;
+        }
+        tracing::info!(job = %job.id, route = %route.name, status = "queued", "job");
+        Ok((job, changes))
+    }
+
+    /// Records a new job in the store, unless an earlier submission with
+    /// the same idempotency key is still kept: then that one, and its changes.
+    async fn record(
+        &self,
+        route: &Route,
+        job: &Job,
+        request: &BackendRequest,
+        idempotency: Option<Idempotency>,
+        retry_after: u64,
+    ) -> Result<Option<(Job, watch::Receiver<JobStatus>)>, GatewayError> {
         let upstream = &route.upstream.config;
         let resend_on_loss = route
             .config
@@ -182,7 +217,7 @@ impl Jobs {
                 .store
                 .create(NewJob {
                     job: job.clone(),
-                    request: &request,
+                    request,
                     upstream: &upstream.name,
                     max_queue: upstream.max_queue,
                     resend_on_loss,
@@ -206,7 +241,7 @@ impl Jobs {
                 fingerprint,
             } = created
             else {
-                break;
+                return Ok(None);
             };
             match self.store.get(holder).await.map_err(GatewayError::Store)? {
                 Lookup::Found(earlier) => {
@@ -214,19 +249,12 @@ impl Jobs {
                         return Err(GatewayError::IdempotencyKeyReused);
                     }
                     let changes = self.watch(holder, earlier.status);
-                    return Ok((earlier, changes));
+                    return Ok(Some((earlier, changes)));
                 }
                 // Its holder is gone: the key is free again.
                 Lookup::Gone | Lookup::Missing => replace = true,
             }
         }
-        let (tx, changes) = watch::channel(JobStatus::Queued);
-        lock(&self.changes).insert(job.id, tx);
-        if self.store.shared().is_none() {
-            self.admit(route, job.id, request, retry_after).await?;
-        }
-        tracing::info!(job = %job.id, route = %route.name, status = "queued", "job");
-        Ok((job, changes))
     }
 
     /// Puts a job recorded in this process's store into its upstream's lane.
