@@ -63,39 +63,54 @@ async fn dispatch(jobs: Arc<Jobs>, upstream: Arc<Upstream>, wake: Arc<Notify>) {
         };
         let found = if Instant::now() >= look_for_lost {
             match shared(&jobs).take_over(name, 1).await {
-                Ok(mut lost) if !lost.is_empty() => Ok(lost.pop()),
+                Ok(lost) if !lost.is_empty() => Ok(lost),
                 other => {
                     // Nothing lost (or no answer): look again half a lease on.
                     look_for_lost = Instant::now() + lease / 2;
-                    other.map(|_| None)
+                    other
                 }
             }
         } else {
-            Ok(None)
+            Ok(Vec::new())
         };
+        // As many as this replica has places for, in one round trip: only
+        // this loop takes places, so those free now stay free.
         let found = match found {
-            Ok(None) => shared(&jobs).take(name, max).await,
+            Ok(lost) if lost.is_empty() => {
+                let count = 1 + places.available_permits();
+                shared(&jobs).take(name, max, count).await
+            }
             other => other,
         };
-        match found {
-            Ok(Some(taken)) => {
-                let jobs2 = Arc::clone(&jobs);
-                jobs.tracker.spawn(async move {
-                    run(&jobs2, taken).await;
-                    drop(place);
-                });
-                continue;
-            }
-            Ok(None) => {}
+        let taken = match found {
+            Ok(taken) => taken,
             Err(e) => {
-                tracing::warn!(upstream = name, error = %e, "cannot take jobs from the store")
+                tracing::warn!(upstream = name, error = %e, "cannot take jobs from the store");
+                Vec::new()
             }
+        };
+        if taken.is_empty() {
+            drop(place);
+            tokio::select! {
+                () = wake.notified() => {}
+                () = tokio::time::sleep_until(look_for_lost) => {}
+                () = jobs.closing.cancelled() => return,
+            }
+            continue;
         }
-        drop(place);
-        tokio::select! {
-            () = wake.notified() => {}
-            () = tokio::time::sleep_until(look_for_lost) => {}
-            () = jobs.closing.cancelled() => return,
+        let mut place = Some(place);
+        for job in taken {
+            let place = match place.take() {
+                Some(p) => p,
+                None => Arc::clone(&places)
+                    .try_acquire_owned()
+                    .expect("taken no more than the places free"),
+            };
+            let jobs2 = Arc::clone(&jobs);
+            jobs.tracker.spawn(async move {
+                run(&jobs2, job).await;
+                drop(place);
+            });
         }
     }
 }

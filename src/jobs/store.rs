@@ -153,9 +153,14 @@ pub enum Event {
 /// that stops renewing loses its jobs to the others.
 #[async_trait]
 pub trait SharedWork: Send + Sync {
-    /// Takes the oldest waiting job of `upstream`, unless `max` of its jobs
-    /// already run across all replicas.
-    async fn take(&self, upstream: &str, max: usize) -> Result<Option<Taken>, StoreError>;
+    /// Takes up to `count` of the oldest waiting jobs of `upstream`, as
+    /// many as keep at most `max` of its jobs running across all replicas.
+    async fn take(
+        &self,
+        upstream: &str,
+        max: usize,
+        count: usize,
+    ) -> Result<Vec<Taken>, StoreError>;
 
     /// Takes over up to `count` jobs of `upstream` whose lease ran out. A
     /// job that may be sent again comes back to be run here; one that may

@@ -531,11 +531,20 @@ impl JobStore for RedisStore {
 
 #[async_trait]
 impl SharedWork for RedisStore {
-    async fn take(&self, upstream: &str, max: usize) -> Result<Option<Taken>, StoreError> {
+    async fn take(
+        &self,
+        upstream: &str,
+        max: usize,
+        count: usize,
+    ) -> Result<Vec<Taken>, StoreError> {
         let mut invocation = self.invoke(&self.scripts.take);
-        invocation.arg(upstream).arg(&self.replica).arg(max);
-        let row: Option<TakenRow> = self.run(invocation).await?;
-        row.map(|r| self.taken(r)).transpose()
+        invocation
+            .arg(upstream)
+            .arg(&self.replica)
+            .arg(max)
+            .arg(count);
+        let rows: Vec<TakenRow> = self.run(invocation).await?;
+        rows.into_iter().map(|r| self.taken(r)).collect()
     }
 
     async fn take_over(&self, upstream: &str, count: usize) -> Result<Vec<Taken>, StoreError> {
