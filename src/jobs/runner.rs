@@ -10,10 +10,8 @@ use http::header::CONTENT_LENGTH;
 use http::Request;
 
 use super::model::{Failure, JobId, JobStatus, Outcome, StoredResponse};
-use super::store::StoreError;
 use super::{BackendRequest, Jobs, Progress, QueuedJob};
 use crate::body::{self, collect_limited, BodyError};
-use crate::defaults;
 use crate::lane::Slot;
 use crate::proxy::header_block::HeaderBlock;
 use crate::proxy::headers;
@@ -92,21 +90,7 @@ async fn keep_lease(jobs: &Jobs, id: JobId, attempt: u32) {
 async fn record(jobs: &Jobs, route: &Route, id: JobId, attempt: u32, outcome: Outcome) {
     let status = outcome.status;
     let failure = outcome.failure;
-    // The outcome is in hand: a store out of reach for a while must not
-    // lose it. Past the lease another replica may have taken the job over,
-    // and the store's fencing then refuses this outcome anyway.
-    let mut tries = 0;
-    let recorded = loop {
-        match jobs.store.finish(id, attempt, outcome.clone()).await {
-            Err(StoreError::Unavailable(e)) if tries < defaults::RECORD_RETRIES => {
-                tries += 1;
-                tracing::warn!(job = %id, error = %e, "could not record how the job ended; retrying");
-                tokio::time::sleep(defaults::RECORD_RETRY_INTERVAL).await;
-            }
-            other => break other,
-        }
-    };
-    match recorded {
+    match jobs.store.finish(id, attempt, outcome).await {
         Ok(Some(job)) => {
             jobs.announce(id, status);
             jobs.call_back(&job);

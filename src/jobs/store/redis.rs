@@ -436,28 +436,41 @@ impl JobStore for RedisStore {
     ) -> Result<Option<Job>, StoreError> {
         let bytes =
             defaults::JOB_RECORD_BYTES + outcome.response.as_ref().map_or(0, StoredResponse::size);
-        let mut invocation = self.invoke(&self.scripts.finish);
-        invocation
-            .arg(id.to_string())
-            .arg(&self.replica)
-            .arg(attempt)
-            .arg(outcome.status.as_str())
-            .arg(bytes);
-        if let Some(failure) = outcome.failure {
-            invocation.arg("failure").arg(failure.as_str());
-        }
-        if let Some(response) = &outcome.response {
+        // The outcome is in hand: Redis out of reach for a while must not
+        // lose it. Past the lease another replica may have taken the job
+        // over, and the fencing check then refuses this outcome anyway.
+        let mut tries = 0;
+        let meta: Option<Vec<Option<Bytes>>> = loop {
+            let mut invocation = self.invoke(&self.scripts.finish);
             invocation
-                .arg("resp_status")
-                .arg(response.status.as_u16())
-                .arg("resp_len")
-                .arg(response.body.len())
-                .arg("resp_headers")
-                .arg(response.headers.as_bytes())
-                .arg("resp_body")
-                .arg(&response.body[..]);
-        }
-        let meta: Option<Vec<Option<Bytes>>> = self.run(invocation).await?;
+                .arg(id.to_string())
+                .arg(&self.replica)
+                .arg(attempt)
+                .arg(outcome.status.as_str())
+                .arg(bytes);
+            if let Some(failure) = outcome.failure {
+                invocation.arg("failure").arg(failure.as_str());
+            }
+            if let Some(response) = &outcome.response {
+                invocation
+                    .arg("resp_status")
+                    .arg(response.status.as_u16())
+                    .arg("resp_len")
+                    .arg(response.body.len())
+                    .arg("resp_headers")
+                    .arg(response.headers.as_bytes())
+                    .arg("resp_body")
+                    .arg(&response.body[..]);
+            }
+            match self.run(invocation).await {
+                Err(StoreError::Unavailable(e)) if tries < defaults::RECORD_RETRIES => {
+                    tries += 1;
+                    tracing::warn!(job = %id, error = %e, "could not record how the job ended; retrying");
+                    tokio::time::sleep(defaults::RECORD_RETRY_INTERVAL).await;
+                }
+                other => break other?,
+            }
+        };
         meta.map(|m| decode_job(id, &m)).transpose()
     }
 
