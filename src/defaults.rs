@@ -128,6 +128,10 @@ pub const WEBHOOK_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
 /// Waits between attempts grow no longer than this.
 pub const WEBHOOK_BACKOFF_MAX: Duration = Duration::from_secs(10 * 60);
 
+/// Connections to a webhook receiver are kept this long for the next job's
+/// webhook; receivers rarely keep idle connections much longer.
+pub const WEBHOOK_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A replica that stops renewing its lease for this long loses its running
 /// jobs to the others: long enough to ride out a GC-free process's worst
 /// pause or a Redis failover, short enough that a crash costs little.

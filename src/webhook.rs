@@ -15,9 +15,10 @@ use http::{HeaderValue, Method, Request, StatusCode};
 use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::WebhookConfig;
+use crate::defaults;
 use crate::jobs::model::JobId;
 use crate::jobs::store::JobStore;
 use crate::sync::lock;
@@ -101,6 +102,7 @@ impl DeliveryState {
             DeliveryState::Failed => "failed",
         }
     }
+
     pub fn parse(s: &str) -> Option<DeliveryState> {
         [
             DeliveryState::Pending,
@@ -227,7 +229,9 @@ impl Webhooks {
     pub fn new(config: WebhookConfig, secret: Secret, resolver: Arc<dyn Resolve>) -> Webhooks {
         let guard = Guard::new(resolver, config.policy.clone(), config.timeout);
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
+            // Without a timer the pool never closes idle connections.
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(defaults::WEBHOOK_POOL_IDLE_TIMEOUT)
             .retry_canceled_requests(false)
             .build(connector(&config, guard.clone()));
         Webhooks {
