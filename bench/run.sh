@@ -120,6 +120,32 @@ measure() {
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0) ? a / b : 0}'; }
 
+# submit_e2e NAME URL "PIDS": measures 202s as NAME, then waits until the
+# backend has answered every accepted job; sets RATE to completed jobs per
+# second (not printed: measure's figures must stay in this shell).
+submit_e2e() {
+  local name=$1 url=$2 pids=$3 before t_start t_end accepted
+  before=$(posts)
+  t_start=$(date +%s.%N)
+  measure "$name" "$url" post1k.lua "$pids"
+  accepted=$((R[$name,req] - R[$name,err]))
+  while [ "$(posts)" -lt $((before + accepted)) ]; do sleep 0.05; done
+  t_end=$(date +%s.%N)
+  echo "$name: $accepted jobs completed end to end in $(awk -v a="$t_start" -v b="$t_end" 'BEGIN {printf "%.1f", b - a}')s" >&2
+  RATE=$(awk -v n="$accepted" -v a="$t_start" -v b="$t_end" 'BEGIN {printf "%.0f", n / (b - a)}')
+}
+
+# finished_jobs URL FILE: submits 1000 jobs (1 KiB bodies), writes their
+# status paths to FILE and waits until the last has finished.
+finished_jobs() {
+  : >"$2"
+  for _ in $(seq 1000); do
+    curl -s -D - -o /dev/null -X POST --data-binary @<(head -c 1024 /dev/zero | tr '\0' x) "$1" |
+      awk 'tolower($1) == "location:" {sub(/\r$/, "", $2); print $2}' >>"$2"
+  done
+  while [ "$(curl -s "http://$GATEWAY$(tail -n1 "$2")" | grep -c succeeded)" -eq 0 ]; do sleep 0.05; done
+}
+
 echo "== passthrough (wrk -t$THREADS -c$CONNS -d$DURATION, $RUNS runs, medians)" >&2
 measure backend_get "http://$BACKEND/" get.lua "$BACKEND_PID"
 measure nginx_get "http://$NGINX/" get.lua "$(NGINX_PIDS)"
@@ -129,28 +155,16 @@ measure gateway_post "http://$GATEWAY/echo" post1k.lua "$GATEWAY_PID"
 
 echo "== submit" >&2
 start_gateway "$BENCH_DIR/asyncgate.toml"
-before=$(posts)
-t_start=$(date +%s.%N)
-measure submit "http://$GATEWAY/jobs/x" post1k.lua "$GATEWAY_PID"
-accepted=$((R[submit,req] - R[submit,err]))
-target=$((before + accepted))
-while [ "$(posts)" -lt "$target" ]; do sleep 0.05; done
-t_end=$(date +%s.%N)
-E2E=$(awk -v n="$accepted" -v a="$t_start" -v b="$t_end" 'BEGIN {printf "%.0f", n / (b - a)}')
-echo "jobs completed end to end: $accepted in $(awk -v a="$t_start" -v b="$t_end" 'BEGIN {printf "%.1f", b - a}')s = $E2E jobs/s" >&2
+submit_e2e submit "http://$GATEWAY/jobs/x" "$GATEWAY_PID"
+E2E=$RATE
 # Half the maximum rate, offered by pausing each connection between requests.
 half=$(awk -v r="${R[submit,3]}" 'BEGIN {print r / 2}')
 delay_ms=$(awk -v c="$CONNS" -v h="$half" 'BEGIN {d = int(c * 1000 / h + 0.5); print (d < 1) ? 1 : d}')
 WRK_DELAY_MS=$delay_ms measure submit_half "http://$GATEWAY/jobs/x" post1k.lua "$GATEWAY_PID"
 
 echo "== poll" >&2
-: >"$WORK/status.txt"
-for _ in $(seq 1000); do
-  curl -s -D - -o /dev/null -X POST --data-binary @<(head -c 1024 /dev/zero | tr '\0' x) "http://$GATEWAY/jobs/p" |
-    awk 'tolower($1) == "location:" {sub(/\r$/, "", $2); print $2}' >>"$WORK/status.txt"
-done
+finished_jobs "http://$GATEWAY/jobs/p" "$WORK/status.txt"
 sed 's|$|/result|' "$WORK/status.txt" >"$WORK/result.txt"
-while [ "$(curl -s "http://$GATEWAY$(tail -n1 "$WORK/status.txt")" | grep -c succeeded)" -eq 0 ]; do sleep 0.05; done
 POLL_URLS=$WORK/status.txt measure poll_status "http://$GATEWAY" poll.lua "$GATEWAY_PID"
 POLL_URLS=$WORK/result.txt measure poll_result "http://$GATEWAY" poll.lua "$GATEWAY_PID"
 
@@ -163,22 +177,10 @@ for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT") 2>/dev/null &
 sed "s|^\[store\]|[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:$REDIS_PORT/0\"|" \
   "$BENCH_DIR/asyncgate.toml" >"$WORK/redis.toml"
 start_gateway "$WORK/redis.toml"
-before=$(posts)
-t_start=$(date +%s.%N)
 # CPU per request counts the gateway and Redis together.
-measure redis_submit "http://$GATEWAY/jobs/r" post1k.lua "$GATEWAY_PID $REDIS_PID"
-accepted=$((R[redis_submit,req] - R[redis_submit,err]))
-target=$((before + accepted))
-while [ "$(posts)" -lt "$target" ]; do sleep 0.05; done
-t_end=$(date +%s.%N)
-REDIS_E2E=$(awk -v n="$accepted" -v a="$t_start" -v b="$t_end" 'BEGIN {printf "%.0f", n / (b - a)}')
-echo "redis: jobs completed end to end: $REDIS_E2E jobs/s" >&2
-: >"$WORK/redis-status.txt"
-for _ in $(seq 1000); do
-  curl -s -D - -o /dev/null -X POST --data-binary x "http://$GATEWAY/jobs/rp" |
-    awk 'tolower($1) == "location:" {sub(/\r$/, "", $2); print $2}' >>"$WORK/redis-status.txt"
-done
-while [ "$(curl -s "http://$GATEWAY$(tail -n1 "$WORK/redis-status.txt")" | grep -c succeeded)" -eq 0 ]; do sleep 0.05; done
+submit_e2e redis_submit "http://$GATEWAY/jobs/r" "$GATEWAY_PID $REDIS_PID"
+REDIS_E2E=$RATE
+finished_jobs "http://$GATEWAY/jobs/rp" "$WORK/redis-status.txt"
 POLL_URLS=$WORK/redis-status.txt measure redis_poll "http://$GATEWAY" poll.lua "$GATEWAY_PID $REDIS_PID"
 kill "$REDIS_PID" 2>/dev/null || true
 
