@@ -678,3 +678,44 @@ async fn a_corrupt_record_in_redis_is_a_503_not_a_crash() {
         .wait_status(&a.url(next.header("location")), "succeeded")
         .await;
 }
+
+/// How many consumers the `app` upstream's group has: one per replica
+/// that has taken part.
+async fn consumers(conn: &mut redis::aio::MultiplexedConnection) -> usize {
+    let consumers: Vec<redis::Value> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg("asyncgate:work:app")
+        .arg("workers")
+        .query_async(conn)
+        .await
+        .unwrap();
+    consumers.len()
+}
+
+#[tokio::test]
+async fn replicas_that_are_gone_leave_no_consumer_behind() {
+    let redis = Redis::start().await;
+    let backend = Backend::start().await;
+    let config = replica(&redis, &backend, "lease = \"1s\"", "");
+    let client = Client::default();
+    let mut conn = redis_conn(&redis).await;
+    let mut a = Replica::start(&config).await;
+    let reply = submit(&client, &a, Method::POST, "/echo/a").await;
+    client
+        .wait_status(&a.url(reply.header("location")), "succeeded")
+        .await;
+    assert_eq!(consumers(&mut conn).await, 1, "A joined by taking its job");
+    let b = Replica::start(&config).await;
+    a.kill();
+    within(15, "the dead replica's consumer to be forgotten", async {
+        while consumers(&mut conn).await > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let reply = submit(&client, &b, Method::POST, "/echo/b").await;
+    client
+        .wait_status(&b.url(reply.header("location")), "succeeded")
+        .await;
+    assert_eq!(consumers(&mut conn).await, 1, "B joined by taking its job");
+}

@@ -1,7 +1,8 @@
 -- Takes over jobs of an upstream whose replica let their lease run out.
 -- A queued one, or a running one that may be sent again, is queued anew
 -- and returned to run here ({id, route, method, path, headers, body});
--- a running one that may not is failed as lost.
+-- a running one that may not is failed as lost. Consumers of replicas
+-- gone are forgotten.
 -- ARGV: 7 upstream, 8 consumer, 9 lease (ms), 10 count.
 local stream = work_key(ARGV[7])
 if redis.call('EXISTS', stream) == 0 then return {} end
@@ -23,6 +24,17 @@ for _, entry in ipairs(claimed[2]) do
   else
     redis.call('XACK', stream, GROUP, entry[1])
     redis.call('XDEL', stream, entry[1])
+  end
+end
+-- Every replica start adds a consumer to the group; those that hold
+-- nothing and have been silent longer than a lease are replicas gone (a
+-- live one renews, reads or claims more often), and a live one deleted by
+-- mistake comes back on its next read, having held nothing.
+for _, info in ipairs(redis.call('XINFO', 'CONSUMERS', stream, GROUP)) do
+  local c = {}
+  for i = 1, #info, 2 do c[info[i]] = info[i + 1] end
+  if c['pending'] == 0 and c['idle'] > tonumber(ARGV[9]) and c['name'] ~= ARGV[8] then
+    redis.call('XGROUP', 'DELCONSUMER', stream, GROUP, c['name'])
   end
 end
 return out
