@@ -250,6 +250,9 @@ fn time_of(ms: u64) -> SystemTime {
 /// A job from its META fields.
 fn decode_job(id: JobId, f: &[Option<Bytes>]) -> Result<Job, StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("job {id}: {what}"));
+    if f.len() != META.len() {
+        return Err(corrupt("field count"));
+    }
     let text = |i: usize| f[i].as_deref().and_then(|b| std::str::from_utf8(b).ok());
     let number = |i: usize| text(i).and_then(|t| t.parse::<u64>().ok());
     let status = text(0)
