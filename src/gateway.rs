@@ -24,15 +24,11 @@ use crate::proxy::header_block::HeaderBlock;
 use crate::proxy::{self, headers};
 use crate::routes::{Route, RouteTable};
 use crate::upstream::Upstream;
-use crate::webhook::target::{AddressPolicy, SystemResolver, Target, TargetError};
+use crate::webhook::target::{SystemResolver, Target, TargetError};
 use crate::webhook::{Webhook, Webhooks};
 
 const RESPOND_ASYNC: HeaderValue = HeaderValue::from_static("respond-async");
 const CALLBACK_URL: HeaderName = HeaderName::from_static("callback-url");
-/// Without webhooks no route has an allow-list, so this is never consulted.
-static NO_EXEMPTIONS: AddressPolicy = AddressPolicy {
-    allowed: Vec::new(),
-};
 
 /// Everything a request needs, built once at start-up.
 pub(crate) struct Shared {
@@ -290,22 +286,18 @@ impl Shared {
         let Some(value) = headers.get(CALLBACK_URL) else {
             return Ok(route.config.callback_url.clone());
         };
-        let hosts = route.config.callback_hosts.as_deref().unwrap_or_default();
-        let webhooks = self.jobs.webhooks.as_deref();
-        let policy = webhooks.map_or(&NO_EXEMPTIONS, |w| w.guard().policy());
-        let text = value
+        // A config with an allow-list always has webhooks.
+        let (Some(hosts), Some(webhooks)) = (&route.config.callback_hosts, &self.jobs.webhooks)
+        else {
+            return Err(GatewayError::BadCallback(TargetError::NotAccepted));
+        };
+        let url = value
             .to_str()
             .map_err(|_| GatewayError::BadCallback(TargetError::Invalid))?;
-        let target = Target::parse(text, Some(hosts), policy).map_err(GatewayError::BadCallback)?;
-        // Configs with an allow-list always have webhooks; resolving now
-        // answers the client while it is still here.
-        if let Some(webhooks) = webhooks {
-            webhooks
-                .guard()
-                .addresses(target.host())
-                .await
-                .map_err(GatewayError::BadCallback)?;
-        }
+        let target = webhooks
+            .check(url, hosts)
+            .await
+            .map_err(GatewayError::BadCallback)?;
         Ok(Some(target))
     }
 }

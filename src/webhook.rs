@@ -23,7 +23,7 @@ use crate::jobs::model::JobId;
 use crate::jobs::store::JobStore;
 use crate::sync::lock;
 use signature::Secret;
-use target::{Guard, Resolve, Target, TargetError};
+use target::{Guard, HostPattern, Resolve, Target, TargetError};
 
 const GATEWAY_AGENT: HeaderValue = HeaderValue::from_static("asyncgate-webhooks");
 
@@ -242,10 +242,13 @@ impl Webhooks {
         }
     }
 
-    /// What checks a callback URL's addresses before a job is accepted; the
-    /// same check runs again on every new connection.
-    pub fn guard(&self) -> &Guard {
-        &self.guard
+    /// A request's callback URL, if its host is on `hosts` and stands only
+    /// for acceptable addresses. Resolved now to answer the client while it
+    /// is still here; checked again on every new connection.
+    pub async fn check(&self, url: &str, hosts: &[HostPattern]) -> Result<Target, TargetError> {
+        let target = Target::parse(url, Some(hosts), self.guard.policy())?;
+        self.guard.addresses(target.host()).await?;
+        Ok(target)
     }
 
     /// Sends `payload` until it is taken, refused for good, or the attempts

@@ -233,15 +233,22 @@ async fn callbacks_the_route_does_not_allow_are_refused_and_nothing_is_queued() 
 async fn a_route_without_an_allow_list_refuses_the_header() {
     let backend = Backend::start().await;
     let gw = TestGateway::start(&config(&backend.url(), "", &async_route("/{*p}", ""))).await;
-    Client::default()
+    let refused = Client::default()
         .send(
             Method::POST,
             &gw.url("/done"),
             &[("callback-url", "http://127.0.0.1:9/hook")],
             "",
         )
-        .await
-        .assert_problem(400, "bad-callback");
+        .await;
+    refused.assert_problem(400, "bad-callback");
+    assert!(
+        refused.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("takes no Callback-Url"),
+        "the client learns why"
+    );
     assert_eq!(backend.request_count(), 0);
 }
 

@@ -32,6 +32,8 @@ pub enum TargetError {
     Scheme,
     #[error("callback URL must not carry credentials")]
     Userinfo,
+    #[error("this route takes no Callback-Url")]
+    NotAccepted,
     #[error("callback host `{0}` is not on this route's allow-list")]
     HostNotAllowed(String),
     #[error("callback host stands for {0}, a private, loopback, link-local or otherwise non-public address")]
