@@ -387,12 +387,17 @@ impl Cx<'_> {
                 ));
             }
             (StoreKind::Redis, Some(url)) => {
-                if !url.get_ref().starts_with("redis://")
-                    && !url.get_ref().starts_with("redis+unix://")
+                // Parsed as the client will, so a bad URL is a config error
+                // here rather than a failure at start-up.
+                if let Err(e) =
+                    redis::IntoConnectionInfo::into_connection_info(url.get_ref().as_str())
                 {
                     return Err(self.err(
                         url.span(),
-                        format!("`{}` must be a redis:// URL", url.get_ref()),
+                        format!(
+                            "`{}` is not a Redis URL like redis://127.0.0.1:6379/0: {e}",
+                            url.get_ref()
+                        ),
                     ));
                 }
                 let key_prefix = match &raw.key_prefix {

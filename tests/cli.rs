@@ -82,6 +82,21 @@ async fn bad_configs_exit_2_naming_file_line_and_key() {
             "169.254.169.254",
         ),
         (
+            "[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:notaport/0\"\n",
+            ":3: store.url:",
+            "not a Redis URL",
+        ),
+        (
+            "[store]\nkind = \"redis\"\n",
+            ":2: store.kind:",
+            "needs `url`",
+        ),
+        (
+            "[store]\nurl = \"redis://127.0.0.1:6379/0\"\n",
+            ":2: store.url:",
+            "kind = \"redis\"",
+        ),
+        (
             "[webhooks]\nallow_networks = [\"10.0.0.0/33\"]\n",
             ":2: webhooks.allow_networks:",
             "not a network",

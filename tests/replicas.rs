@@ -719,3 +719,36 @@ async fn replicas_that_are_gone_leave_no_consumer_behind() {
         .await;
     assert_eq!(consumers(&mut conn).await, 1, "B joined by taking its job");
 }
+
+#[tokio::test]
+async fn a_draining_replica_fails_what_it_runs_past_the_deadline_and_leaves_the_queue_to_others() {
+    let redis = Redis::start().await;
+    let backend = Backend::start().await;
+    // Keys before the first table belong to the [server] the harness opens.
+    let config = format!(
+        "drain_timeout = \"300ms\"\n{}",
+        replica(&redis, &backend, "", "max_concurrency = 1")
+    );
+    let mut a = Replica::start(&config).await;
+    let client = Client::default();
+    let running = submit(&client, &a, Method::POST, "/hold/running").await;
+    let running = running.header("location").to_owned();
+    backend.started(1).await;
+    // The one place is taken: this one waits in Redis.
+    let waiting = submit(&client, &a, Method::POST, "/hold/waiting").await;
+    let waiting = waiting.header("location").to_owned();
+    let b = Replica::start(&config).await;
+    a.process.sigterm();
+    assert_eq!(a.process.exit_code().await, 0);
+    backend.disconnects(1).await;
+    let doc = client.wait_status(&b.url(&running), "failed").await;
+    assert_eq!(
+        doc["error"]["type"], "urn:asyncgate:problem:interrupted",
+        "{doc:#}"
+    );
+    // B takes the waiting job once A's place is free, and runs it.
+    backend.started(2).await;
+    backend.release(2);
+    let doc = client.wait_status(&b.url(&waiting), "succeeded").await;
+    assert_eq!(doc["attempts"], 1);
+}
