@@ -30,7 +30,7 @@ use crate::routes::Route;
 use crate::sync::lock;
 use crate::webhook::{Webhook, Webhooks};
 use idempotency::Idempotency;
-use model::{Job, JobId, JobStatus};
+use model::{IdMap, Job, JobId, JobStatus};
 use store::{Created, JobStore, Lookup, NewJob, ScopeClaim, StoreError};
 
 /// A request as it will be sent to the backend: body read in full, headers
@@ -69,10 +69,10 @@ pub struct Jobs {
     store: Arc<dyn JobStore>,
     routes: HashMap<Arc<str>, Arc<Route>>,
     /// Jobs this process is running.
-    live: Mutex<HashMap<JobId, Live>>,
+    live: Mutex<IdMap<Live>>,
     /// State changes of unfinished jobs, for whoever waits on them; a
     /// job's sender goes once the job is finished.
-    changes: Mutex<HashMap<JobId, watch::Sender<JobStatus>>>,
+    changes: Mutex<IdMap<watch::Sender<JobStatus>>>,
     tracker: TaskTracker,
     /// Fired when the drain starts: no more jobs are taken from a shared queue.
     closing: CancellationToken,
@@ -444,7 +444,7 @@ impl Jobs {
         self.route(&job.route).map_or(1, |r| r.retry_after(elapsed))
     }
 
-    fn live_map(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Live>> {
+    fn live_map(&self) -> std::sync::MutexGuard<'_, IdMap<Live>> {
         lock(&self.live)
     }
 

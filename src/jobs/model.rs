@@ -1,6 +1,8 @@
 //! What a job is: its id, its lifecycle, and what it ended with.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -13,8 +15,46 @@ use crate::proxy::header_block::HeaderBlock;
 use crate::webhook::Webhook;
 
 /// A random (v4) UUID; printed and parsed only in canonical lowercase form.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JobId(Uuid);
+
+/// One word of the id's random bits: enough for a hash table, see [`IdHasher`].
+impl Hash for JobId {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let (high, low) = self.0.as_u64_pair();
+        state.write_u64(high ^ low.rotate_left(32));
+    }
+}
+
+/// Hashes job ids as they are. Every id a table holds was drawn by a
+/// gateway from a CSPRNG, so no client can choose ids that collide, and
+/// SipHash's defence would cost every lookup for nothing.
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write_u64(&mut self, word: u64) {
+        self.0 = word;
+    }
+
+    /// Only [`JobId`]'s own `write_u64` is expected; anything else is
+    /// folded in FxHash's way rather than dropped.
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// What tables keyed by job id hash with.
+pub type IdHash = BuildHasherDefault<IdHasher>;
+
+/// A map keyed by job id.
+pub type IdMap<V> = HashMap<JobId, V, IdHash>;
 
 impl JobId {
     pub fn random() -> JobId {
@@ -255,6 +295,18 @@ mod tests {
         assert_eq!(JobId::parse(&text.to_uppercase()), None);
         assert_eq!(JobId::parse(&text.replace('-', "")), None);
         assert_eq!(JobId::parse("not-a-uuid"), None);
+    }
+
+    #[test]
+    fn an_id_hashes_as_its_random_bits() {
+        use std::hash::BuildHasher;
+        let id = JobId::random();
+        let (high, low) = id.0.as_u64_pair();
+        assert_eq!(IdHash::default().hash_one(id), high ^ low.rotate_left(32));
+        assert_ne!(
+            IdHash::default().hash_one(JobId::random()),
+            IdHash::default().hash_one(id)
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! their tombstones, in one moka cache, so an expired or deleted id answers
 //! `410` until its tombstone expires.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -13,7 +13,7 @@ use moka::Expiry;
 use super::{Budget, Cancel, Created, JobStore, Lookup, NewJob, Reservation, StoreError};
 use crate::config::StoreConfig;
 use crate::defaults;
-use crate::jobs::model::{Job, JobId, JobStatus, Outcome, StoredResponse};
+use crate::jobs::model::{IdHash, IdMap, Job, JobId, JobStatus, Outcome, StoredResponse};
 use crate::sync::lock;
 use crate::webhook::{Delivery, Webhook};
 
@@ -23,10 +23,10 @@ pub struct MemoryStore {
 
 struct Inner {
     /// Queued and running jobs: never evicted, so kept out of the cache.
-    active: Mutex<HashMap<JobId, Active>>,
+    active: Mutex<IdMap<Active>>,
     /// One entry per finished job: its result until `result_ttl`, then a
     /// tombstone until `tombstone_ttl`.
-    done: Cache<JobId, Arc<Done>>,
+    done: Cache<JobId, Arc<Done>, IdHash>,
     /// When each stored result expires, oldest first. Every result lives
     /// `result_ttl`, so finishing order is expiry order and a queue suffices.
     expiring: Mutex<VecDeque<(Instant, JobId)>>,
@@ -106,7 +106,9 @@ impl MemoryStore {
         };
         let inner = Arc::new(Inner {
             active: Mutex::default(),
-            done: Cache::builder().expire_after(expiry).build(),
+            done: Cache::builder()
+                .expire_after(expiry)
+                .build_with_hasher(IdHash::default()),
             // As long as a job can be looked up, tombstone included.
             claims: Cache::builder()
                 .time_to_live(config.result_ttl + config.tombstone_ttl)
@@ -136,7 +138,7 @@ async fn sweep(inner: Weak<Inner>) {
 }
 
 impl Inner {
-    fn active(&self) -> MutexGuard<'_, HashMap<JobId, Active>> {
+    fn active(&self) -> MutexGuard<'_, IdMap<Active>> {
         lock(&self.active)
     }
 
