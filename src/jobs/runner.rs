@@ -26,27 +26,34 @@ pub(super) async fn work(jobs: Arc<Jobs>, mut slot: Slot<QueuedJob>, first: Queu
     }
 }
 
-pub(super) async fn run(jobs: &Jobs, job: QueuedJob) {
-    let QueuedJob { id, route, request } = job;
+/// Starts and runs a job from this process's own lane.
+async fn run(jobs: &Jobs, job: QueuedJob) {
     if jobs.abort.is_cancelled() {
         // Past the drain deadline: what still waits here fails without being
         // sent. (Waiting in a shared queue, it waits for another replica.)
-        record(jobs, &route, id, 0, Outcome::failed(Failure::Interrupted)).await;
+        record(
+            jobs,
+            &job.route,
+            job.id,
+            0,
+            Outcome::failed(Failure::Interrupted),
+        )
+        .await;
         return;
     }
-    let attempt = match jobs.store.start(id, SystemTime::now()).await {
-        Ok(Some(attempt)) => {
-            jobs.announce(id, JobStatus::Running);
-            tracing::info!(job = %id, route = %route.name, status = "running", attempt, "job");
-            attempt
-        }
-        // Canceled while it waited, or taken by another replica.
-        Ok(None) => return,
-        Err(e) => {
-            tracing::error!(job = %id, error = %e, "could not mark the job running");
-            return;
-        }
-    };
+    match jobs.store.start(job.id, SystemTime::now()).await {
+        Ok(Some(attempt)) => run_started(jobs, job, attempt).await,
+        // Canceled while it waited.
+        Ok(None) => {}
+        Err(e) => tracing::error!(job = %job.id, error = %e, "could not mark the job running"),
+    }
+}
+
+/// Runs a job the store has marked running as `attempt`.
+pub(super) async fn run_started(jobs: &Jobs, job: QueuedJob, attempt: u32) {
+    let QueuedJob { id, route, request } = job;
+    jobs.announce(id, JobStatus::Running);
+    tracing::info!(job = %id, route = %route.name, status = "running", attempt, "job");
     let live = jobs.register(id);
     let started = tokio::time::Instant::now();
     let outcome = tokio::select! {

@@ -117,7 +117,9 @@ async fn dispatch(jobs: Arc<Jobs>, upstream: Arc<Upstream>, wake: Arc<Notify>) {
 
 async fn run(jobs: &Jobs, taken: Taken) {
     let Some(route) = jobs.route(&taken.route).cloned() else {
-        // Replicas disagree on their routes; another may know this one.
+        // Replicas disagree on their routes. Unrenewed, its lease runs out
+        // and another replica takes it over (failing it as lost if it may
+        // not be sent twice: no replica can tell it was never sent).
         tracing::error!(job = %taken.id, route = taken.route, "job for a route this replica does not have");
         return;
     };
@@ -126,7 +128,7 @@ async fn run(jobs: &Jobs, taken: Taken) {
         route,
         request: taken.request,
     };
-    runner::run(jobs, job).await;
+    runner::run_started(jobs, job, taken.attempt).await;
 }
 
 /// Acts on what replicas announce: wakes waiters on a job's change, stops a

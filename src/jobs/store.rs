@@ -97,7 +97,8 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Queued → running; the attempt's number, which its outcome must bring
     /// back, or `None` when the job is no longer queued (canceled, or taken
-    /// by another replica).
+    /// by another replica). Jobs a replica takes from a shared queue come
+    /// started already ([`SharedWork::take`]).
     async fn start(&self, id: JobId, at: SystemTime) -> Result<Option<u32>, StoreError>;
 
     /// Running → terminal, if `attempt` is still the job's current one;
@@ -130,11 +131,14 @@ pub trait JobStore: Send + Sync + 'static {
     }
 }
 
-/// A job this replica took from the shared queue, and what running it needs.
+/// A job this replica took from the shared queue and started, and what
+/// running it needs.
 pub struct Taken {
     pub id: JobId,
     pub route: String,
     pub request: BackendRequest,
+    /// The attempt its outcome must bring back to [`JobStore::finish`].
+    pub attempt: u32,
 }
 
 /// What the replicas sharing a store tell each other.
@@ -154,7 +158,8 @@ pub enum Event {
 #[async_trait]
 pub trait SharedWork: Send + Sync {
     /// Takes up to `count` of the oldest waiting jobs of `upstream`, as
-    /// many as keep at most `max` of its jobs running across all replicas.
+    /// many as keep at most `max` of its jobs running across all replicas,
+    /// and starts them under this replica's lease.
     async fn take(
         &self,
         upstream: &str,
@@ -163,8 +168,8 @@ pub trait SharedWork: Send + Sync {
     ) -> Result<Vec<Taken>, StoreError>;
 
     /// Takes over up to `count` jobs of `upstream` whose lease ran out. A
-    /// job that may be sent again comes back to be run here; one that may
-    /// not is failed as lost.
+    /// job that may be sent again comes back started, to be run here; one
+    /// that may not is failed as lost.
     async fn take_over(&self, upstream: &str, count: usize) -> Result<Vec<Taken>, StoreError>;
 
     /// Renews this replica's lease on a running job; false when the lease

@@ -203,7 +203,7 @@ impl RedisStore {
     }
 
     fn taken(&self, row: TakenRow) -> Result<Taken, StoreError> {
-        let (id, route, method, path, headers, body) = row;
+        let (id, route, method, path, headers, body, attempt) = row;
         let corrupt = |what: &str| StoreError::Corrupt(format!("job {id}: {what}"));
         Ok(Taken {
             id: JobId::parse(&id).ok_or_else(|| corrupt("id"))?,
@@ -214,12 +214,13 @@ impl RedisStore {
                 headers: HeaderBlock::from_bytes(headers).ok_or_else(|| corrupt("headers"))?,
                 body,
             },
+            attempt,
         })
     }
 }
 
-/// `{id, route, method, path, headers, body}` as the scripts return it.
-type TakenRow = (String, String, String, String, Bytes, Bytes);
+/// `{id, route, method, path, headers, body, attempt}` as the scripts return it.
+type TakenRow = (String, String, String, String, Bytes, Bytes, u32);
 
 async fn bounded<T>(
     op: impl std::future::Future<Output = redis::RedisResult<T>>,

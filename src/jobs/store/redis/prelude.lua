@@ -25,6 +25,14 @@ end
 
 local function meta(job) return redis.call('HMGET', job, unpack(META)) end
 
+-- Queued -> running under `consumer`'s lease: the attempt's number.
+local function start(id, job, consumer)
+  local attempt = redis.call('HINCRBY', job, 'attempts', 1)
+  redis.call('HSET', job, 'status', 'running', 'owner', consumer, 'started', NOW)
+  publish(id .. ' running')
+  return attempt
+end
+
 -- Ends a queued or running job: out of its queue (freeing its place), its
 -- request dropped, its record and result kept for result_ttl, then its
 -- tombstone for tombstone_ttl; everyone told.

@@ -2,7 +2,4 @@
 -- ARGV: 7 id, 8 consumer.
 local job = job_key(ARGV[7])
 if redis.call('HGET', job, 'status') ~= 'queued' then return false end
-local attempt = redis.call('HINCRBY', job, 'attempts', 1)
-redis.call('HSET', job, 'status', 'running', 'owner', ARGV[8], 'started', NOW)
-publish(ARGV[7] .. ' running')
-return attempt
+return start(ARGV[7], job, ARGV[8])

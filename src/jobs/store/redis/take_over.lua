@@ -1,6 +1,6 @@
 -- Takes over jobs of an upstream whose replica let their lease run out.
--- A queued one, or a running one that may be sent again, is queued anew
--- and returned to run here ({id, route, method, path, headers, body});
+-- A queued one, or a running one that may be sent again, is started anew
+-- here and returned ({id, route, method, path, headers, body, attempt});
 -- a running one that may not is failed as lost. Consumers of replicas
 -- gone are forgotten.
 -- ARGV: 7 upstream, 8 consumer, 9 lease (ms), 10 count.
@@ -13,12 +13,7 @@ for _, entry in ipairs(claimed[2]) do
   local job = id and job_key(id)
   local v = job and redis.call('HMGET', job, 'status', 'resend', 'route', 'method', 'req_path', 'req_headers', 'req_body')
   if v and (v[1] == 'queued' or (v[1] == 'running' and v[2] == '1')) then
-    if v[1] == 'running' then
-      redis.call('HSET', job, 'status', 'queued')
-      redis.call('HDEL', job, 'owner')
-      publish(id .. ' queued')
-    end
-    table.insert(out, {id, v[3], v[4], v[5], v[6], v[7]})
+    table.insert(out, {id, v[3], v[4], v[5], v[6], v[7], start(id, job, ARGV[8])})
   elseif v and v[1] == 'running' then
     retire(id, job, 'failed', {'failure', 'lost'}, RECORD_BYTES)
   else
