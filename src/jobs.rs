@@ -30,7 +30,7 @@ use crate::routes::Route;
 use crate::sync::lock;
 use crate::webhook::{Webhook, Webhooks};
 use idempotency::Idempotency;
-use model::{IdMap, Job, JobId, JobStatus};
+use model::{IdMap, IdShards, Job, JobId, JobStatus};
 use store::{Created, JobStore, Lookup, NewJob, ScopeClaim, StoreError};
 
 /// A request as it will be sent to the backend: body read in full, headers
@@ -72,7 +72,7 @@ pub struct Jobs {
     live: Mutex<IdMap<Live>>,
     /// State changes of unfinished jobs, for whoever waits on them; a
     /// job's sender goes once the job is finished.
-    changes: Mutex<IdMap<watch::Sender<JobStatus>>>,
+    changes: IdShards<watch::Sender<JobStatus>>,
     tracker: TaskTracker,
     /// Fired when the drain starts: no more jobs are taken from a shared queue.
     closing: CancellationToken,
@@ -139,7 +139,7 @@ impl Jobs {
                 .map(|r| (Arc::clone(&r.name), Arc::clone(r)))
                 .collect(),
             live: Mutex::default(),
-            changes: Mutex::default(),
+            changes: IdShards::default(),
             tracker: TaskTracker::new(),
             closing: CancellationToken::new(),
             abort: CancellationToken::new(),
@@ -174,18 +174,18 @@ impl Jobs {
         // Watched before the job exists anywhere: with a shared store another
         // replica may run it at once, and no change to it may go unseen.
         let (tx, changes) = watch::channel(JobStatus::Queued);
-        lock(&self.changes).insert(job.id, tx);
+        self.changes.lock(job.id).insert(job.id, tx);
         match self
             .record(route, &job, &request, idempotency, retry_after)
             .await
         {
             Ok(None) => {}
             Ok(Some(earlier)) => {
-                lock(&self.changes).remove(&job.id);
+                self.changes.lock(job.id).remove(&job.id);
                 return Ok(earlier);
             }
             Err(e) => {
-                lock(&self.changes).remove(&job.id);
+                self.changes.lock(job.id).remove(&job.id);
                 return Err(e);
             }
         }
@@ -289,7 +289,7 @@ impl Jobs {
 
     /// Forgets a job no client will ask about: refused, or answered directly.
     pub async fn discard(&self, id: JobId) {
-        lock(&self.changes).remove(&id);
+        self.changes.lock(id).remove(&id);
         if let Err(e) = self.store.discard(id).await {
             tracing::error!(job = %id, error = %e, "could not discard a job");
         }
@@ -309,7 +309,7 @@ impl Jobs {
     /// it should look at the job once more after subscribing: a change made
     /// before the subscription (here or by another replica) is not replayed.
     pub fn watch(&self, id: JobId, seen: JobStatus) -> watch::Receiver<JobStatus> {
-        let mut changes = lock(&self.changes);
+        let mut changes = self.changes.lock(id);
         match changes.get(&id) {
             Some(tx) => tx.subscribe(),
             // Here every unfinished job has its channel until it ends; one
@@ -326,18 +326,18 @@ impl Jobs {
     /// Forgets the channels nobody waits on any more: those of jobs that
     /// ended out of this replica's sight.
     fn prune_watches(&self) {
-        lock(&self.changes).retain(|_, tx| tx.receiver_count() > 0);
+        self.changes.retain(|_, tx| tx.receiver_count() > 0);
     }
 
     /// Looks again at every job someone here waits on, after changes to
     /// them may have gone unannounced.
     async fn recheck_watched(&self) {
-        let watched: Vec<JobId> = lock(&self.changes).keys().copied().collect();
+        let watched = self.changes.ids();
         for id in watched {
             match self.store.get(id).await {
                 Ok(Lookup::Found(job)) => self.announce(id, job.status),
                 Ok(Lookup::Gone | Lookup::Missing) => {
-                    lock(&self.changes).remove(&id);
+                    self.changes.lock(id).remove(&id);
                 }
                 Err(e) => tracing::debug!(job = %id, error = %e, "cannot recheck a watched job"),
             }
@@ -391,7 +391,7 @@ impl Jobs {
 
     /// Tells waiters that a job's status changed.
     fn announce(&self, id: JobId, status: JobStatus) {
-        let mut changes = lock(&self.changes);
+        let mut changes = self.changes.lock(id);
         if let Some(tx) = changes.get(&id) {
             tx.send_replace(status);
         }

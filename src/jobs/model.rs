@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -12,17 +12,25 @@ use uuid::Uuid;
 
 use super::owner::Owner;
 use crate::proxy::header_block::HeaderBlock;
+use crate::sync::lock;
 use crate::webhook::Webhook;
 
 /// A random (v4) UUID; printed and parsed only in canonical lowercase form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JobId(Uuid);
 
-/// One word of the id's random bits: enough for a hash table, see [`IdHasher`].
+impl JobId {
+    /// One word of the id's random bits.
+    fn word(&self) -> u64 {
+        let (high, low) = self.0.as_u64_pair();
+        high ^ low.rotate_left(32)
+    }
+}
+
+/// The id's random word: enough for a hash table, see [`IdHasher`].
 impl Hash for JobId {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        let (high, low) = self.0.as_u64_pair();
-        state.write_u64(high ^ low.rotate_left(32));
+        state.write_u64(self.word());
     }
 }
 
@@ -55,6 +63,51 @@ pub type IdHash = BuildHasherDefault<IdHasher>;
 
 /// A map keyed by job id.
 pub type IdMap<V> = HashMap<JobId, V, IdHash>;
+
+/// A map keyed by job id in shards, each behind its own lock, for maps that
+/// hold every unfinished job. A table that doubles rehashes all its entries
+/// while its lock is held: with one table and a backlog of a few hundred
+/// thousand jobs, that stalled every submission for tens of milliseconds.
+/// A shard rehashes a sixty-fourth as much, and the workers rarely wait on
+/// each other.
+pub struct IdShards<V> {
+    shards: Box<[Mutex<IdMap<V>>]>,
+}
+
+impl<V> IdShards<V> {
+    const SHARDS: usize = 64;
+
+    /// The shard that holds `id`, locked.
+    pub fn lock(&self, id: JobId) -> MutexGuard<'_, IdMap<V>> {
+        // Bits well above those a shard's table indexes its buckets with,
+        // and below the seven it keeps as tags: each shard still spreads
+        // its ids over all of its buckets.
+        lock(&self.shards[(id.word() >> 40) as usize % Self::SHARDS])
+    }
+
+    /// Keeps the entries `keep` says to, one shard at a time.
+    pub fn retain(&self, mut keep: impl FnMut(&JobId, &mut V) -> bool) {
+        for shard in &*self.shards {
+            lock(shard).retain(&mut keep);
+        }
+    }
+
+    /// The ids in the map, one shard at a time: ids added meanwhile may be missed.
+    pub fn ids(&self) -> Vec<JobId> {
+        self.shards
+            .iter()
+            .flat_map(|shard| lock(shard).keys().copied().collect::<Vec<_>>())
+            .collect()
+    }
+}
+
+impl<V> Default for IdShards<V> {
+    fn default() -> Self {
+        IdShards {
+            shards: (0..Self::SHARDS).map(|_| Mutex::default()).collect(),
+        }
+    }
+}
 
 impl JobId {
     pub fn random() -> JobId {
@@ -301,12 +354,25 @@ mod tests {
     fn an_id_hashes_as_its_random_bits() {
         use std::hash::BuildHasher;
         let id = JobId::random();
-        let (high, low) = id.0.as_u64_pair();
-        assert_eq!(IdHash::default().hash_one(id), high ^ low.rotate_left(32));
+        assert_eq!(IdHash::default().hash_one(id), id.word());
         assert_ne!(
             IdHash::default().hash_one(JobId::random()),
             IdHash::default().hash_one(id)
         );
+    }
+
+    #[test]
+    fn ids_spread_over_every_shard() {
+        let shards = IdShards::default();
+        for _ in 0..10_000 {
+            let id = JobId::random();
+            shards.lock(id).insert(id, ());
+        }
+        let sizes: Vec<usize> = shards.shards.iter().map(|s| lock(s).len()).collect();
+        assert!(sizes.iter().all(|&n| n > 50), "{sizes:?}");
+        assert_eq!(shards.ids().len(), 10_000);
+        shards.retain(|id, ()| id.word() % 2 == 0);
+        assert!(shards.ids().len() < 6_000);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! `410` until its tombstone expires.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
@@ -13,7 +13,7 @@ use moka::Expiry;
 use super::{Budget, Cancel, Created, JobStore, Lookup, NewJob, Reservation, StoreError};
 use crate::config::StoreConfig;
 use crate::defaults;
-use crate::jobs::model::{IdHash, IdMap, Job, JobId, JobStatus, Outcome, StoredResponse};
+use crate::jobs::model::{IdHash, IdShards, Job, JobId, JobStatus, Outcome, StoredResponse};
 use crate::sync::lock;
 use crate::webhook::{Delivery, Webhook};
 
@@ -23,10 +23,10 @@ pub struct MemoryStore {
 
 struct Inner {
     /// Queued and running jobs: never evicted, so kept out of the cache.
-    active: Mutex<IdMap<Active>>,
+    active: IdShards<Active>,
     /// One entry per finished job: its result until `result_ttl`, then a
     /// tombstone until `tombstone_ttl`.
-    done: Cache<JobId, Arc<Done>, IdHash>,
+    done: Cache<JobId, Done, IdHash>,
     /// When each stored result expires, oldest first. Every result lives
     /// `result_ttl`, so finishing order is expiry order and a queue suffices.
     expiring: Mutex<VecDeque<(Instant, JobId)>>,
@@ -56,11 +56,13 @@ struct Finished {
     _bytes: Reservation,
 }
 
-/// Boxed so a tombstone, which outlives its result by far, stays small.
+/// A cache value: one pointer, so moka holds it inline and a tombstone,
+/// which outlives its result by far, stays small.
+#[derive(Clone)]
 enum Done {
-    Finished(Box<Finished>),
+    Finished(Arc<Finished>),
     /// Holds the tombstone's share of the budget until moka drops it.
-    Tombstone(#[allow(dead_code)] Reservation),
+    Tombstone(#[allow(dead_code)] Arc<Reservation>),
 }
 
 /// Lets moka drop each entry at the end of its own lifetime. A finished
@@ -80,15 +82,15 @@ impl DoneExpiry {
     }
 }
 
-impl Expiry<JobId, Arc<Done>> for DoneExpiry {
-    fn expire_after_create(&self, _: &JobId, value: &Arc<Done>, _: Instant) -> Option<Duration> {
+impl Expiry<JobId, Done> for DoneExpiry {
+    fn expire_after_create(&self, _: &JobId, value: &Done, _: Instant) -> Option<Duration> {
         Some(self.ttl(value))
     }
 
     fn expire_after_update(
         &self,
         _: &JobId,
-        value: &Arc<Done>,
+        value: &Done,
         _: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
@@ -105,7 +107,7 @@ impl MemoryStore {
             tombstone_ttl: config.tombstone_ttl,
         };
         let inner = Arc::new(Inner {
-            active: Mutex::default(),
+            active: IdShards::default(),
             done: Cache::builder()
                 .expire_after(expiry)
                 .build_with_hasher(IdHash::default()),
@@ -138,10 +140,6 @@ async fn sweep(inner: Weak<Inner>) {
 }
 
 impl Inner {
-    fn active(&self) -> MutexGuard<'_, IdMap<Active>> {
-        lock(&self.active)
-    }
-
     /// Buries every result whose time is up, then lets moka drop what expired.
     fn sweep(&self) {
         let now = Instant::now();
@@ -156,7 +154,7 @@ impl Inner {
                     _ => break,
                 }
             };
-            if matches!(self.done.get(&due).as_deref(), Some(Done::Finished(_))) {
+            if matches!(self.done.get(&due), Some(Done::Finished(_))) {
                 self.bury(due);
             }
         }
@@ -173,8 +171,8 @@ impl Inner {
     }
 
     fn bury(&self, id: JobId) {
-        let tombstone = Done::Tombstone(self.budget.force(defaults::TOMBSTONE_BYTES));
-        self.done.insert(id, Arc::new(tombstone));
+        let tombstone = Done::Tombstone(Arc::new(self.budget.force(defaults::TOMBSTONE_BYTES)));
+        self.done.insert(id, tombstone);
     }
 
     /// Moves a job out of `active` into the cache. Runs under the `active`
@@ -184,21 +182,21 @@ impl Inner {
         let id = job.id;
         let mut expiring = lock(&self.expiring);
         let expires = Instant::now() + self.result_ttl;
-        let finished = Done::Finished(Box::new(Finished {
+        let finished = Done::Finished(Arc::new(Finished {
             job,
             response,
             expires,
             _bytes: self.budget.force(bytes),
         }));
-        self.done.insert(id, Arc::new(finished));
+        self.done.insert(id, finished);
         expiring.push_back((expires, id));
     }
 
     /// What `read` takes from a finished job whose result is still kept;
     /// an expired result or a tombstone is `Gone`.
     fn lookup<T>(&self, id: JobId, read: impl FnOnce(&Finished) -> T) -> Lookup<T> {
-        match self.done.get(&id).as_deref() {
-            Some(Done::Finished(f)) if Instant::now() < f.expires => Lookup::Found(read(f)),
+        match self.done.get(&id) {
+            Some(Done::Finished(f)) if Instant::now() < f.expires => Lookup::Found(read(&f)),
             Some(Done::Finished(_) | Done::Tombstone(_)) => Lookup::Gone,
             None => Lookup::Missing,
         }
@@ -228,7 +226,7 @@ impl JobStore for MemoryStore {
         let id = new.job.id;
         // Claimed under the lock that inserts the job, so whoever finds the
         // claim finds its job too.
-        let mut active = self.inner.active();
+        let mut active = self.inner.active.lock(id);
         if let Some(claim) = new.idempotency {
             let entry = || self.inner.claim_entry(id, claim.fingerprint);
             let held = if claim.replace {
@@ -260,21 +258,21 @@ impl JobStore for MemoryStore {
     }
 
     async fn get(&self, id: JobId) -> Result<Lookup<Job>, StoreError> {
-        if let Some(a) = self.inner.active().get(&id) {
+        if let Some(a) = self.inner.active.lock(id).get(&id) {
             return Ok(Lookup::Found(a.job.clone()));
         }
         Ok(self.inner.lookup(id, |f| f.job.clone()))
     }
 
     async fn result(&self, id: JobId) -> Result<Lookup<(Job, Option<StoredResponse>)>, StoreError> {
-        if let Some(a) = self.inner.active().get(&id) {
+        if let Some(a) = self.inner.active.lock(id).get(&id) {
             return Ok(Lookup::Found((a.job.clone(), None)));
         }
         Ok(self.inner.finished(id))
     }
 
     async fn start(&self, id: JobId, at: SystemTime) -> Result<Option<u32>, StoreError> {
-        let mut active = self.inner.active();
+        let mut active = self.inner.active.lock(id);
         Ok(active
             .get_mut(&id)
             .filter(|a| a.job.status == JobStatus::Queued)
@@ -291,7 +289,7 @@ impl JobStore for MemoryStore {
         _attempt: u32,
         outcome: Outcome,
     ) -> Result<Option<Job>, StoreError> {
-        let mut active = self.inner.active();
+        let mut active = self.inner.active.lock(id);
         let Some(Active { mut job, .. }) = active.remove(&id) else {
             return Ok(None);
         };
@@ -310,14 +308,14 @@ impl JobStore for MemoryStore {
     }
 
     async fn discard(&self, id: JobId) -> Result<(), StoreError> {
-        if self.inner.active().remove(&id).is_none() {
+        if self.inner.active.lock(id).remove(&id).is_none() {
             self.inner.done.invalidate(&id);
         }
         Ok(())
     }
 
     async fn cancel(&self, id: JobId) -> Result<Lookup<Cancel>, StoreError> {
-        let mut active = self.inner.active();
+        let mut active = self.inner.active.lock(id);
         if let Some(Active { mut job, .. }) = active.remove(&id) {
             job.finish(&Outcome::canceled());
             self.inner.retire(job.clone(), None);
