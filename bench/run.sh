@@ -2,7 +2,7 @@
 # asyncgate benchmark: the bare backend, nginx and asyncgate under the same
 # wrk load on this machine, reported as medians and ratios.
 #
-#   bench/run.sh                       # full run, about ten minutes
+#   bench/run.sh                       # full run, about twenty minutes
 #   RUNS=1 DURATION=3s FILL=100000 bench/run.sh   # a quick look
 #
 # Knobs (environment): RUNS (repeats per measurement, median reported),
