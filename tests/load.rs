@@ -24,12 +24,7 @@ async fn thousand_concurrent_submissions_all_complete_with_their_own_results() {
             let reply = client
                 .post(&gw.url(&format!("/work/{i}")), body.clone())
                 .await;
-            assert_eq!(
-                reply.status,
-                202,
-                "{}",
-                String::from_utf8_lossy(&reply.body)
-            );
+            reply.assert_status(202);
             (body, reply.header("location").to_owned())
         }));
     }

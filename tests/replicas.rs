@@ -140,12 +140,7 @@ async fn submit(client: &Client, replica: &Replica, method: Method, path: &str) 
     let reply = client
         .send(method, &replica.url(path), &[], "payload")
         .await;
-    assert_eq!(
-        reply.status,
-        202,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(202);
     reply
 }
 

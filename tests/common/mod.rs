@@ -366,14 +366,19 @@ impl Reply {
             .unwrap()
     }
 
-    /// Asserts an RFC 9457 problem with this status and type suffix.
-    pub fn assert_problem(&self, status: u16, kind: &str) {
+    /// Asserts the status, showing the body when it is another.
+    pub fn assert_status(&self, status: u16) {
         assert_eq!(
             self.status.as_u16(),
             status,
             "body: {}",
             String::from_utf8_lossy(&self.body)
         );
+    }
+
+    /// Asserts an RFC 9457 problem with this status and type suffix.
+    pub fn assert_problem(&self, status: u16, kind: &str) {
+        self.assert_status(status);
         assert_eq!(self.header("content-type"), "application/problem+json");
         let doc = self.json();
         assert_eq!(doc["status"], status);
