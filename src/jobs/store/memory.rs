@@ -56,7 +56,7 @@ struct Finished {
     _bytes: Reservation,
 }
 
-/// A cache value: one pointer, so moka holds it inline and a tombstone,
+/// A cache value: a tag and a pointer, held inline by moka. A tombstone,
 /// which outlives its result by far, stays small.
 #[derive(Clone)]
 enum Done {
