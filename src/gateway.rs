@@ -17,7 +17,7 @@ use crate::body::{collect_limited, Body, IdleTimeout};
 use crate::config::{Config, Mode, ServerConfig};
 use crate::error::GatewayError;
 use crate::jobs::idempotency::Idempotency;
-use crate::jobs::store::JobStore;
+use crate::jobs::store::Store;
 use crate::jobs::{api, owner, BackendRequest, Jobs, Submission};
 use crate::prefer::{self, Preferences, PREFERENCE_APPLIED};
 use crate::proxy::header_block::HeaderBlock;
@@ -40,7 +40,7 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(config: Config, store: Arc<dyn JobStore>) -> Shared {
+    pub(crate) fn new(config: Config, store: Store) -> Shared {
         let workers = config.server.workers;
         let upstreams: Vec<Arc<Upstream>> = config
             .upstreams

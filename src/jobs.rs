@@ -31,7 +31,7 @@ use crate::sync::lock;
 use crate::webhook::{Webhook, Webhooks};
 use idempotency::Idempotency;
 use model::{IdMap, IdShards, Job, JobId, JobStatus};
-use store::{Created, JobStore, Lookup, NewJob, ScopeClaim, StoreError};
+use store::{Created, JobStore, Lookup, MemoryStore, NewJob, ScopeClaim, Store, StoreError};
 
 /// A request as it will be sent to the backend: body read in full, headers
 /// packed, everything in allocations of its own, since it may wait long.
@@ -67,6 +67,10 @@ pub struct QueuedJob {
 
 pub struct Jobs {
     store: Arc<dyn JobStore>,
+    /// The store again when it is the embedded one: its jobs wait in this
+    /// process's lanes, which start them there. With a shared store a job
+    /// starts as a replica takes it.
+    local: Option<Arc<MemoryStore>>,
     routes: HashMap<Arc<str>, Arc<Route>>,
     /// Jobs this process is running.
     live: Mutex<IdMap<Live>>,
@@ -127,13 +131,18 @@ impl Progress {
 
 impl Jobs {
     pub fn new(
-        store: Arc<dyn JobStore>,
+        store: Store,
         routes: &[Arc<Route>],
         url_prefix: String,
         webhooks: Option<Arc<Webhooks>>,
     ) -> Jobs {
+        let (store, local): (Arc<dyn JobStore>, _) = match store {
+            Store::Memory(memory) => (Arc::clone(&memory) as _, Some(memory)),
+            Store::Redis(redis) => (redis as _, None),
+        };
         Jobs {
             store,
+            local,
             routes: routes
                 .iter()
                 .map(|r| (Arc::clone(&r.name), Arc::clone(r)))
@@ -189,8 +198,9 @@ impl Jobs {
                 return Err(e);
             }
         }
-        if self.store.shared().is_none() {
-            self.admit(route, job.id, request, retry_after).await?;
+        if let Some(local) = &self.local {
+            self.admit(local, route, job.id, request, retry_after)
+                .await?;
         }
         tracing::info!(job = %job.id, route = %route.name, status = "queued", "job");
         Ok((job, changes))
@@ -260,6 +270,7 @@ impl Jobs {
     /// Puts a job recorded in this process's store into its upstream's lane.
     async fn admit(
         self: &Arc<Self>,
+        local: &Arc<MemoryStore>,
         route: &Arc<Route>,
         id: JobId,
         request: BackendRequest,
@@ -272,8 +283,12 @@ impl Jobs {
         };
         match route.upstream.lane.admit(queued) {
             Admission::Run(slot, first) => {
-                self.tracker
-                    .spawn(runner::work(Arc::clone(self), slot, first));
+                self.tracker.spawn(runner::work(
+                    Arc::clone(self),
+                    Arc::clone(local),
+                    slot,
+                    first,
+                ));
                 Ok(())
             }
             Admission::Queued => Ok(()),

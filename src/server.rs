@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::defaults;
 use crate::gateway::{GatewayService, Shared};
-use crate::jobs::store::{JobStore, MemoryStore, RedisStore};
+use crate::jobs::store::{MemoryStore, RedisStore, Store};
 use crate::jobs::DrainReport;
 use crate::upstream;
 
@@ -59,11 +59,11 @@ impl Gateway {
         for _ in 1..config.server.workers {
             listeners.push(listen(local_addr)?);
         }
-        let store: Arc<dyn JobStore> = match &config.store.redis {
-            None => Arc::new(MemoryStore::new(&config.store)),
-            Some(redis) => {
-                Arc::new(RedisStore::connect(&config.store, redis).map_err(io::Error::other)?)
-            }
+        let store = match &config.store.redis {
+            None => Store::Memory(Arc::new(MemoryStore::new(&config.store))),
+            Some(redis) => Store::Redis(Arc::new(
+                RedisStore::connect(&config.store, redis).map_err(io::Error::other)?,
+            )),
         };
         let server = &config.server;
         let mut builder = auto::Builder::new(TokioExecutor::new());

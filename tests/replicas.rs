@@ -126,6 +126,11 @@ impl Replica {
         Replica { process, base }
     }
 
+    /// Two replicas on the same config, started side by side.
+    async fn pair(config: &str) -> (Replica, Replica) {
+        tokio::join!(Replica::start(config), Replica::start(config))
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -443,7 +448,7 @@ async fn the_queue_bound_holds_across_replicas() {
     let redis = Redis::start().await;
     let backend = Backend::start().await;
     let config = replica(&redis, &backend, "", "max_concurrency = 1\nmax_queue = 2");
-    let (a, b) = tokio::join!(Replica::start(&config), Replica::start(&config));
+    let (a, b) = Replica::pair(&config).await;
     let client = Client::default();
     submit(&client, &a, Method::POST, "/hold/running").await;
     backend.started(1).await;
@@ -468,7 +473,7 @@ async fn the_byte_budget_holds_across_replicas() {
         "max_bytes = \"3KiB\"",
         "max_concurrency = 1",
     );
-    let (a, b) = tokio::join!(Replica::start(&config), Replica::start(&config));
+    let (a, b) = Replica::pair(&config).await;
     let client = Client::default();
     submit(&client, &a, Method::POST, "/hold/1").await;
     submit(&client, &b, Method::POST, "/hold/2").await;
@@ -487,7 +492,7 @@ async fn results_expire_by_redis_ttl_to_410_then_404_on_every_replica() {
         "result_ttl = \"1s\"\ntombstone_ttl = \"1s\"",
         "",
     );
-    let (a, b) = tokio::join!(Replica::start(&config), Replica::start(&config));
+    let (a, b) = Replica::pair(&config).await;
     let client = Client::default();
     let reply = submit(&client, &a, Method::POST, "/echo/x").await;
     let location = reply.header("location").to_owned();
@@ -512,7 +517,7 @@ async fn the_same_idempotency_key_on_two_replicas_makes_one_job() {
     let redis = Redis::start().await;
     let backend = Backend::start().await;
     let config = replica(&redis, &backend, "", "");
-    let (a, b) = tokio::join!(Replica::start(&config), Replica::start(&config));
+    let (a, b) = Replica::pair(&config).await;
     let client = Client::default();
     let key = [("idempotency-key", "order-42")];
     let sends = (0..20).map(|i| {
@@ -551,7 +556,7 @@ async fn a_webhook_is_sent_once_and_its_delivery_shows_on_every_replica() {
          callback_hosts = [\"127.0.0.1\"]\n",
         replica(&redis, &backend, "", "")
     );
-    let (a, b) = tokio::join!(Replica::start(&config), Replica::start(&config));
+    let (a, b) = Replica::pair(&config).await;
     let client = Client::default();
     let callback = format!("{}/flaky/1/hook", receiver.url());
     let reply = client
@@ -602,7 +607,7 @@ async fn binary_bodies_are_kept_byte_for_byte_without_base64_bloat() {
     let redis = Redis::start().await;
     let backend = Backend::start().await;
     let config = replica(&redis, &backend, "", "");
-    let (a, b) = tokio::join!(Replica::start(&config), Replica::start(&config));
+    let (a, b) = Replica::pair(&config).await;
     let client = Client::default();
     let body: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
     let reply = client

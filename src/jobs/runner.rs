@@ -10,6 +10,7 @@ use http::header::CONTENT_LENGTH;
 use http::Request;
 
 use super::model::{Failure, JobId, JobStatus, Outcome, StoredResponse};
+use super::store::MemoryStore;
 use super::{BackendRequest, Jobs, Progress, QueuedJob};
 use crate::body::{self, collect_limited, BodyError};
 use crate::lane::Slot;
@@ -18,16 +19,21 @@ use crate::proxy::headers;
 use crate::routes::Route;
 use crate::upstream::UpstreamError;
 
-pub(super) async fn work(jobs: Arc<Jobs>, mut slot: Slot<QueuedJob>, first: QueuedJob) {
+pub(super) async fn work(
+    jobs: Arc<Jobs>,
+    store: Arc<MemoryStore>,
+    mut slot: Slot<QueuedJob>,
+    first: QueuedJob,
+) {
     let mut next = Some(first);
     while let Some(job) = next {
-        run(&jobs, job).await;
+        run(&jobs, &store, job).await;
         next = slot.take_next();
     }
 }
 
 /// Starts and runs a job from this process's own lane.
-async fn run(jobs: &Jobs, job: QueuedJob) {
+async fn run(jobs: &Jobs, store: &MemoryStore, job: QueuedJob) {
     if jobs.abort.is_cancelled() {
         // Past the drain deadline: what still waits here fails without being
         // sent. (Waiting in a shared queue, it waits for another replica.)
@@ -41,11 +47,9 @@ async fn run(jobs: &Jobs, job: QueuedJob) {
         .await;
         return;
     }
-    match jobs.store.start(job.id, SystemTime::now()).await {
-        Ok(Some(attempt)) => run_started(jobs, job, attempt).await,
-        // Canceled while it waited.
-        Ok(None) => {}
-        Err(e) => tracing::error!(job = %job.id, error = %e, "could not mark the job running"),
+    // None: canceled while it waited.
+    if let Some(attempt) = store.start(job.id, SystemTime::now()) {
+        run_started(jobs, job, attempt).await;
     }
 }
 

@@ -5,13 +5,22 @@ mod budget;
 mod memory;
 mod redis;
 
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
 pub use budget::{Budget, Reservation};
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
+
+/// The store the config chose.
+pub enum Store {
+    /// Jobs run in the process that accepted them, started by its lanes.
+    Memory(Arc<MemoryStore>),
+    /// Jobs run in whichever replica takes them, started as it takes them.
+    Redis(Arc<RedisStore>),
+}
 
 use super::model::{Job, JobId, JobStatus, Outcome, StoredResponse};
 use super::BackendRequest;
@@ -94,12 +103,6 @@ pub trait JobStore: Send + Sync + 'static {
     async fn get(&self, id: JobId) -> Result<Lookup<Job>, StoreError>;
 
     async fn result(&self, id: JobId) -> Result<Lookup<(Job, Option<StoredResponse>)>, StoreError>;
-
-    /// Queued → running; the attempt's number, which its outcome must bring
-    /// back, or `None` when the job is no longer queued (canceled, or taken
-    /// by another replica). Jobs a replica takes from a shared queue come
-    /// started already ([`SharedWork::take`]).
-    async fn start(&self, id: JobId, at: SystemTime) -> Result<Option<u32>, StoreError>;
 
     /// Running → terminal, if `attempt` is still the job's current one;
     /// otherwise (canceled meanwhile, or taken over by another replica) the

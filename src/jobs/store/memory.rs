@@ -127,6 +127,19 @@ impl MemoryStore {
     pub fn used_bytes(&self) -> u64 {
         self.inner.budget.used()
     }
+
+    /// Queued → running, for a job a lane of this process lets run; the
+    /// attempt's number, or `None` when the job was canceled while it waited.
+    pub fn start(&self, id: JobId, at: SystemTime) -> Option<u32> {
+        let mut active = self.inner.active.lock(id);
+        active
+            .get_mut(&id)
+            .filter(|a| a.job.status == JobStatus::Queued)
+            .map(|a| {
+                a.job.start(at);
+                a.job.attempts
+            })
+    }
 }
 
 async fn sweep(inner: Weak<Inner>) {
@@ -271,17 +284,6 @@ impl JobStore for MemoryStore {
         Ok(self.inner.finished(id))
     }
 
-    async fn start(&self, id: JobId, at: SystemTime) -> Result<Option<u32>, StoreError> {
-        let mut active = self.inner.active.lock(id);
-        Ok(active
-            .get_mut(&id)
-            .filter(|a| a.job.status == JobStatus::Queued)
-            .map(|a| {
-                a.job.start(at);
-                a.job.attempts
-            }))
-    }
-
     /// One process cannot lose its own lease: `attempt` needs no checking.
     async fn finish(
         &self,
@@ -398,7 +400,7 @@ mod tests {
         let c = Job::queued("r".into(), Method::POST);
         assert!(matches!(record(&store, &c).await, Err(StoreError::Full)));
 
-        store.start(a.id, SystemTime::now()).await.unwrap().unwrap();
+        store.start(a.id, SystemTime::now()).unwrap();
         store
             .finish(a.id, 1, Outcome::answered(response(10_000)))
             .await
@@ -439,11 +441,7 @@ mod tests {
             store.cancel(job.id).await.unwrap(),
             Lookup::Found(Cancel::Canceled(_))
         ));
-        assert!(store
-            .start(job.id, SystemTime::now())
-            .await
-            .unwrap()
-            .is_none());
+        assert!(store.start(job.id, SystemTime::now()).is_none());
         assert!(store
             .finish(job.id, 1, Outcome::answered(response(1)))
             .await

@@ -74,7 +74,6 @@ const SWEEP_BATCH: usize = 1000;
 struct Scripts {
     create: Script,
     take: Script,
-    start: Script,
     renew: Script,
     finish: Script,
     cancel: Script,
@@ -96,7 +95,6 @@ impl Scripts {
         Scripts {
             create: script(include_str!("redis/create.lua")),
             take: script(include_str!("redis/take.lua")),
-            start: script(include_str!("redis/start.lua")),
             renew: script(include_str!("redis/renew.lua")),
             finish: script(include_str!("redis/finish.lua")),
             cancel: script(include_str!("redis/cancel.lua")),
@@ -424,12 +422,6 @@ impl JobStore for RedisStore {
             _ => None,
         };
         Ok(Lookup::Found((job, response)))
-    }
-
-    async fn start(&self, id: JobId, _at: SystemTime) -> Result<Option<u32>, StoreError> {
-        let mut invocation = self.invoke(&self.scripts.start);
-        invocation.arg(id.to_string()).arg(&self.replica);
-        self.run(invocation).await
     }
 
     async fn finish(
