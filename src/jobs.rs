@@ -2,10 +2,10 @@
 //! against their upstream, and answering for them.
 
 pub mod api;
+pub mod id;
 pub mod idempotency;
 pub mod model;
 pub mod owner;
-pub mod retry_after;
 mod runner;
 mod shared;
 pub mod store;
@@ -15,9 +15,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-use http::uri::PathAndQuery;
-use http::Method;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -25,29 +22,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::error::GatewayError;
 use crate::lane::Admission;
-use crate::proxy::header_block::HeaderBlock;
 use crate::routes::Route;
 use crate::sync::lock;
 use crate::webhook::{Webhook, Webhooks};
+use id::{IdMap, IdShards, JobId};
 use idempotency::Idempotency;
-use model::{IdMap, IdShards, Job, JobId, JobStatus};
+use model::{BackendRequest, Job, JobStatus};
 use store::{Created, JobStore, Lookup, MemoryStore, NewJob, ScopeClaim, Store, StoreError};
-
-/// A request as it will be sent to the backend: body read in full, headers
-/// packed, everything in allocations of its own, since it may wait long.
-pub struct BackendRequest {
-    pub method: Method,
-    pub path: PathAndQuery,
-    pub headers: HeaderBlock,
-    pub body: Bytes,
-}
-
-impl BackendRequest {
-    /// Bytes it holds, for the store budget.
-    pub fn size(&self) -> u64 {
-        (self.path.as_str().len() + self.headers.size() + self.body.len()) as u64
-    }
-}
 
 /// What a submitting request brings: the request for the backend, the
 /// credentials that will bind the job, and its idempotency key if it has one.

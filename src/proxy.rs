@@ -1,8 +1,5 @@
 //! Passthrough: a streaming reverse proxy, as nginx would do it.
 
-pub mod header_block;
-pub mod headers;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -12,6 +9,7 @@ use hyper::body::Incoming;
 
 use crate::body::{Body, IdleTimeout};
 use crate::error::GatewayError;
+use crate::headers;
 use crate::upstream::Upstream;
 
 /// Forwards `req` to `upstream` and streams the answer back. Neither body is

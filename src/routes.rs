@@ -99,13 +99,13 @@ pub struct Route {
     pub config: RouteConfig,
     pub name: std::sync::Arc<str>,
     pub upstream: std::sync::Arc<crate::upstream::Upstream>,
-    pub stats: crate::jobs::retry_after::DurationStats,
+    pub stats: crate::retry_after::DurationStats,
 }
 
 impl Route {
     /// `Retry-After` seconds for a job of this route that has run for `elapsed`.
     pub fn retry_after(&self, elapsed: std::time::Duration) -> u64 {
-        crate::jobs::retry_after::retry_after(
+        crate::retry_after::retry_after(
             self.stats.expected(),
             elapsed,
             self.config.retry_after_min,

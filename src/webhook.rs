@@ -19,7 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::WebhookConfig;
 use crate::defaults;
-use crate::jobs::model::JobId;
+use crate::jobs::id::JobId;
 use crate::jobs::store::JobStore;
 use crate::sync::lock;
 use signature::Secret;

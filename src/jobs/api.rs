@@ -11,14 +11,15 @@ use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use serde::Serialize;
 
-use super::model::{Job, JobId, JobStatus};
+use super::id::JobId;
+use super::model::{Job, JobStatus};
 use super::store::{Cancel, Lookup};
 use super::Jobs;
 use crate::body::{self, Body, BoxError};
 use crate::config::LocationStyle;
 use crate::defaults;
 use crate::error::{failure_problem, GatewayError};
-use crate::jobs::retry_after::estimated_percent;
+use crate::retry_after::estimated_percent;
 use crate::webhook::Webhook;
 
 const OPERATION_LOCATION: HeaderName = HeaderName::from_static("operation-location");

@@ -8,7 +8,7 @@ use http::{HeaderMap, HeaderName};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::model::JobId;
+use super::id::JobId;
 
 /// The digest binding a job to its submitter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,13 +9,14 @@ use std::time::SystemTime;
 use http::header::CONTENT_LENGTH;
 use http::Request;
 
-use super::model::{Failure, JobId, JobStatus, Outcome, StoredResponse};
+use super::id::JobId;
+use super::model::{BackendRequest, Failure, JobStatus, Outcome, StoredResponse};
 use super::store::MemoryStore;
-use super::{BackendRequest, Jobs, Progress, QueuedJob};
+use super::{Jobs, Progress, QueuedJob};
 use crate::body::{self, collect_limited, BodyError};
+use crate::header_block::HeaderBlock;
+use crate::headers;
 use crate::lane::Slot;
-use crate::proxy::header_block::HeaderBlock;
-use crate::proxy::headers;
 use crate::routes::Route;
 use crate::upstream::UpstreamError;
 

@@ -22,8 +22,9 @@ pub enum Store {
     Redis(Arc<RedisStore>),
 }
 
-use super::model::{Job, JobId, JobStatus, Outcome, StoredResponse};
-use super::BackendRequest;
+use super::id::JobId;
+use super::model::{BackendRequest, Job, JobStatus, Outcome, StoredResponse};
+
 use crate::webhook::{Delivery, Webhook};
 
 #[derive(Debug, thiserror::Error)]

@@ -13,7 +13,8 @@ use moka::Expiry;
 use super::{Budget, Cancel, Created, JobStore, Lookup, NewJob, Reservation, StoreError};
 use crate::config::StoreConfig;
 use crate::defaults;
-use crate::jobs::model::{IdHash, IdShards, Job, JobId, JobStatus, Outcome, StoredResponse};
+use crate::jobs::id::{IdHash, IdShards, JobId};
+use crate::jobs::model::{Job, JobStatus, Outcome, StoredResponse};
 use crate::sync::lock;
 use crate::webhook::{Delivery, Webhook};
 
@@ -346,9 +347,9 @@ mod tests {
     use http::uri::PathAndQuery;
     use http::{Method, StatusCode};
 
-    use crate::jobs::BackendRequest;
+    use crate::jobs::model::BackendRequest;
 
-    use crate::proxy::header_block::HeaderBlock;
+    use crate::header_block::HeaderBlock;
 
     fn config(max_bytes: u64) -> StoreConfig {
         StoreConfig {

@@ -35,12 +35,13 @@ use tokio::sync::mpsc;
 use super::{Cancel, Created, Event, JobStore, Lookup, NewJob, SharedWork, StoreError, Taken};
 use crate::config::{RedisConfig, StoreConfig};
 use crate::defaults;
+use crate::jobs::id::JobId;
 use crate::jobs::model::{
-    Failure, Job, JobId, JobStatus, Outcome, ResponseSummary, StoredResponse,
+    BackendRequest, Failure, Job, JobStatus, Outcome, ResponseSummary, StoredResponse,
 };
 use crate::jobs::owner::Owner;
-use crate::jobs::BackendRequest;
-use crate::proxy::header_block::HeaderBlock;
+
+use crate::header_block::HeaderBlock;
 use crate::sync::lock;
 use crate::webhook::target::Target;
 use crate::webhook::{Delivery, DeliveryState, Webhook};
