@@ -41,13 +41,8 @@ pub enum BodyError {
 impl BodyError {
     /// Finds a `BodyError` in an error chain, e.g. inside a hyper client error
     /// caused by the body the client was streaming.
-    pub fn find_in<'a>(mut err: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyError> {
-        loop {
-            if let Some(found) = err.downcast_ref::<BodyError>() {
-                return Some(found);
-            }
-            err = err.source()?;
-        }
+    pub fn find_in<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyError> {
+        crate::error_chain::find(err)
     }
 }
 

@@ -172,7 +172,7 @@ impl GatewayError {
                 p.monitor = Some(monitor.clone());
                 p
             }
-            E::JobFailed(failure) => failure_problem(*failure),
+            E::JobFailed(failure) => failure.problem(),
             E::BodyTooLarge { limit } => Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body-too-large",
@@ -232,60 +232,16 @@ impl GatewayError {
             )
             .with_header(RETRY_AFTER, HeaderValue::from_static("1")),
             E::Upstream { source, .. } => match source {
-                UpstreamError::Connect(_) => failure_problem(Failure::Unreachable),
-                UpstreamError::Timeout(_) => failure_problem(Failure::Timeout),
+                UpstreamError::Connect(_) => Failure::Unreachable.problem(),
+                UpstreamError::Timeout(_) => Failure::Timeout.problem(),
                 UpstreamError::ClientBodyStalled(_) => Problem::new(
                     StatusCode::REQUEST_TIMEOUT,
                     "body-timeout",
                     "Request Body Timeout",
                     "The request body stalled while it was being forwarded.",
                 ),
-                UpstreamError::Failed(_) => failure_problem(Failure::Reset),
+                UpstreamError::Failed(_) => Failure::Reset.problem(),
             },
         }
-    }
-}
-
-/// The answer a synchronous proxy would have given for this failure; also the
-/// `error` member of a failed job's document.
-pub fn failure_problem(failure: Failure) -> Problem {
-    match failure {
-        Failure::Unreachable => Problem::new(
-            StatusCode::BAD_GATEWAY,
-            "upstream-unreachable",
-            "Upstream Unreachable",
-            "The backend could not be connected to.",
-        ),
-        Failure::Timeout => Problem::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "upstream-timeout",
-            "Upstream Timeout",
-            "The backend did not answer in time.",
-        ),
-        Failure::Reset => Problem::new(
-            StatusCode::BAD_GATEWAY,
-            "upstream-reset",
-            "Upstream Connection Broken",
-            "The backend's connection broke before its whole response arrived.",
-        ),
-        Failure::ResultTooLarge => Problem::new(
-            StatusCode::BAD_GATEWAY,
-            "result-too-large",
-            "Result Too Large",
-            "The backend's response was larger than this route's result limit.",
-        ),
-        Failure::Interrupted => Problem::new(
-            StatusCode::BAD_GATEWAY,
-            "interrupted",
-            "Job Interrupted",
-            "The gateway shut down before the backend answered.",
-        ),
-        Failure::Lost => Problem::new(
-            StatusCode::BAD_GATEWAY,
-            "job-lost",
-            "Job Lost",
-            "The gateway replica running this job stopped before the backend answered; \
-             the request is not idempotent, so it was not sent again.",
-        ),
     }
 }

@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use crate::body::{collect_limited, Body, IdleTimeout};
 use crate::config::{Config, Mode, ServerConfig};
 use crate::error::GatewayError;
+use crate::error_chain::Chain;
 use crate::header_block::HeaderBlock;
 use crate::headers;
 use crate::jobs::idempotency::Idempotency;
@@ -97,9 +98,9 @@ impl Shared {
             Ok(response) => response,
             Err(e) => {
                 if e.is_failure() {
-                    tracing::warn!(error = %ErrorChain(&e), "request failed");
+                    tracing::warn!(error = %Chain(&e), "request failed");
                 } else {
-                    tracing::debug!(error = %ErrorChain(&e), "request refused");
+                    tracing::debug!(error = %Chain(&e), "request refused");
                 }
                 e.into_response()
             }
@@ -306,21 +307,6 @@ impl Shared {
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
-}
-
-/// Prints an error with all its causes, for the log.
-struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(e) = source {
-            write!(f, ": {e}")?;
-            source = e.source();
-        }
-        Ok(())
-    }
 }
 
 /// One connection's view of the gateway, as a tower service so layers can

@@ -24,7 +24,7 @@ use crate::error::GatewayError;
 use crate::lane::Admission;
 use crate::routes::Route;
 use crate::sync::lock;
-use crate::webhook::{Webhook, Webhooks};
+use crate::webhook::{Delivery, DeliveryLog, Webhook, Webhooks};
 use id::{IdMap, IdShards, JobId};
 use idempotency::Idempotency;
 use model::{BackendRequest, Job, JobStatus};
@@ -382,7 +382,12 @@ impl Jobs {
         let hook = Arc::clone(hook);
         let store = Arc::clone(&self.store);
         let id = job.id;
-        tokio::spawn(async move { webhooks.deliver(id, &hook, payload, &*store).await });
+        tokio::spawn(async move {
+            let log = StoreDeliveryLog { store, id };
+            webhooks
+                .deliver(&id.to_string(), &hook, payload, &log)
+                .await;
+        });
     }
 
     /// Tells waiters that a job's status changed.
@@ -498,5 +503,20 @@ struct Registration<'a> {
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
         self.jobs.live_map().remove(&self.id);
+    }
+}
+
+/// Keeps a job's webhook delivery state in its store.
+struct StoreDeliveryLog {
+    store: Arc<dyn JobStore>,
+    id: JobId,
+}
+
+#[async_trait::async_trait]
+impl DeliveryLog for StoreDeliveryLog {
+    async fn record(&self, delivery: &Delivery) {
+        if let Err(e) = self.store.record_delivery(self.id, delivery).await {
+            tracing::warn!(job = %self.id, error = %e, "could not record the webhook's delivery state");
+        }
     }
 }

@@ -14,6 +14,7 @@ pub mod body;
 pub mod config;
 pub mod defaults;
 pub mod error;
+mod error_chain;
 mod gateway;
 pub mod header_block;
 pub mod headers;

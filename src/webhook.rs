@@ -19,8 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::WebhookConfig;
 use crate::defaults;
-use crate::jobs::id::JobId;
-use crate::jobs::store::JobStore;
+use crate::error_chain;
 use crate::sync::lock;
 use signature::Secret;
 use target::{Guard, HostPattern, Resolve, Target, TargetError};
@@ -68,6 +67,13 @@ fn connector(config: &WebhookConfig, guard: Guard) -> Connector {
     }
     #[cfg(not(feature = "tls"))]
     http
+}
+
+/// Where a webhook's delivery state is kept after each attempt, so that the
+/// job document shows it wherever the job is read.
+#[async_trait::async_trait]
+pub trait DeliveryLog: Send + Sync {
+    async fn record(&self, delivery: &Delivery);
 }
 
 /// A job's webhook: where it goes and how its delivery is going.
@@ -252,12 +258,19 @@ impl Webhooks {
     }
 
     /// Sends `payload` until it is taken, refused for good, or the attempts
-    /// run out; the job document follows along through `hook`.
-    pub async fn deliver(&self, id: JobId, hook: &Webhook, payload: Bytes, store: &dyn JobStore) {
-        let message_id = id.to_string();
+    /// run out. `hook` follows along, and `log` keeps its delivery state
+    /// after every attempt.
+    /// `message_id` (the job's id) is the same on every attempt.
+    pub async fn deliver(
+        &self,
+        message_id: &str,
+        hook: &Webhook,
+        payload: Bytes,
+        log: &dyn DeliveryLog,
+    ) {
         for attempt in 1..=self.config.max_attempts {
             let error = match self
-                .attempt(&hook.target, &message_id, payload.clone())
+                .attempt(&hook.target, message_id, payload.clone())
                 .await
             {
                 Ok(status) => {
@@ -268,8 +281,13 @@ impl Webhooks {
                         d.last_error = None;
                         d.next_attempt_at = None;
                     });
-                    persist(store, id, hook).await;
-                    tracing::info!(job = %id, attempt, status = status.as_u16(), "webhook delivered");
+                    log.record(&hook.delivery()).await;
+                    tracing::info!(
+                        job = message_id,
+                        attempt,
+                        status = status.as_u16(),
+                        "webhook delivered"
+                    );
                     return;
                 }
                 Err(e) => e,
@@ -285,12 +303,12 @@ impl Webhooks {
                     d.state = DeliveryState::Failed;
                 }
             });
-            persist(store, id, hook).await;
+            log.record(&hook.delivery()).await;
             if !retry {
-                tracing::warn!(job = %id, attempt, error = %error, "webhook not delivered; giving up");
+                tracing::warn!(job = message_id, attempt, error = %error, "webhook not delivered; giving up");
                 return;
             }
-            tracing::info!(job = %id, attempt, error = %error, retry_in = ?wait, "webhook attempt failed");
+            tracing::info!(job = message_id, attempt, error = %error, retry_in = ?wait, "webhook attempt failed");
             tokio::time::sleep(wait).await;
         }
     }
@@ -332,30 +350,13 @@ impl Webhooks {
     }
 }
 
-async fn persist(store: &dyn JobStore, id: JobId, hook: &Webhook) {
-    if let Err(e) = store.record_delivery(id, &hook.delivery()).await {
-        tracing::warn!(job = %id, error = %e, "could not record the webhook's delivery state");
-    }
-}
-
 /// A refused address is found deep in the client's error; anything else
 /// is a transport failure worth another try.
 fn classify(e: hyper_util::client::legacy::Error) -> AttemptError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-    while let Some(err) = source {
-        if let Some(TargetError::AddressRefused(ip)) = err.downcast_ref::<TargetError>() {
-            return AttemptError::Refused(TargetError::AddressRefused(*ip));
-        }
-        source = err.source();
+    if let Some(TargetError::AddressRefused(ip)) = error_chain::find::<TargetError>(&e) {
+        return AttemptError::Refused(TargetError::AddressRefused(*ip));
     }
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(err) = source {
-        text.push_str(": ");
-        text.push_str(&err.to_string());
-        source = err.source();
-    }
-    AttemptError::Transport(text)
+    AttemptError::Transport(error_chain::Chain(&e).to_string())
 }
 
 /// Exponential, capped, with equal jitter: half the step is fixed, so

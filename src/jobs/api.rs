@@ -18,7 +18,7 @@ use super::Jobs;
 use crate::body::{self, Body, BoxError};
 use crate::config::LocationStyle;
 use crate::defaults;
-use crate::error::{failure_problem, GatewayError};
+use crate::error::GatewayError;
 use crate::retry_after::estimated_percent;
 use crate::webhook::Webhook;
 
@@ -485,7 +485,7 @@ fn document<'a>(jobs: &'a Jobs, job: &'a Job) -> Document<'a> {
         suffix,
     };
     let error = job.failure.map(|f| {
-        let p = failure_problem(f);
+        let p = f.problem();
         ErrorDoc {
             type_uri: p.type_uri(),
             title: p.title,

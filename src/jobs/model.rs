@@ -10,6 +10,7 @@ use http::{Method, StatusCode};
 use super::id::JobId;
 use super::owner::Owner;
 use crate::header_block::HeaderBlock;
+use crate::problem::Problem;
 use crate::webhook::Webhook;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +87,50 @@ impl Failure {
 
     pub fn parse(s: &str) -> Option<Failure> {
         Failure::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+
+    /// The answer a synchronous proxy would have given for this failure; also the
+    /// `error` member of a failed job's document.
+    pub fn problem(self) -> Problem {
+        match self {
+            Failure::Unreachable => Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream-unreachable",
+                "Upstream Unreachable",
+                "The backend could not be connected to.",
+            ),
+            Failure::Timeout => Problem::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream-timeout",
+                "Upstream Timeout",
+                "The backend did not answer in time.",
+            ),
+            Failure::Reset => Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream-reset",
+                "Upstream Connection Broken",
+                "The backend's connection broke before its whole response arrived.",
+            ),
+            Failure::ResultTooLarge => Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "result-too-large",
+                "Result Too Large",
+                "The backend's response was larger than this route's result limit.",
+            ),
+            Failure::Interrupted => Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "interrupted",
+                "Job Interrupted",
+                "The gateway shut down before the backend answered.",
+            ),
+            Failure::Lost => Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "job-lost",
+                "Job Lost",
+                "The gateway replica running this job stopped before the backend answered; \
+                 the request is not idempotent, so it was not sent again.",
+            ),
+        }
     }
 }
 
