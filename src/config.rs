@@ -18,7 +18,7 @@ pub use error::ConfigError;
 pub use raw::{LocationStyle, Mode, StoreKind};
 
 use crate::defaults;
-use crate::routes::RouteTable;
+use crate::route_table::{Pattern, RouteTable};
 use crate::webhook::signature::Secret;
 use crate::webhook::target::{AddressPolicy, HostPattern, Target};
 use raw::{RawConfig, RawRoute, RawServer, RawStore, RawUpstream, RawWebhooks};
@@ -219,7 +219,15 @@ impl Cx<'_> {
             path_spans.push(r.path.span());
             routes.push(self.route(r, upstream, &server.jobs_path, &webhooks)?);
         }
-        let route_table = RouteTable::build(&routes)
+        let patterns: Vec<Pattern<'_>> = routes
+            .iter()
+            .map(|r| Pattern {
+                name: &r.name,
+                path: &r.path,
+                methods: r.methods.as_deref(),
+            })
+            .collect();
+        let route_table = RouteTable::build(&patterns)
             .map_err(|c| self.err(path_spans[c.route].clone(), c.to_string()))?;
         let default_upstream = raw
             .default

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod id;
 pub mod idempotency;
+mod lane;
 pub mod model;
 pub mod owner;
 mod runner;
@@ -21,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::GatewayError;
-use crate::lane::Admission;
-use crate::routes::Route;
+use lane::{Admission, Lane};
+use crate::route::Route;
 use crate::sync::lock;
 use crate::webhook::{Delivery, DeliveryLog, Webhook, Webhooks};
 use id::{IdMap, IdShards, JobId};
@@ -53,6 +54,9 @@ pub struct Jobs {
     /// starts as a replica takes it.
     local: Option<Arc<MemoryStore>>,
     routes: HashMap<Arc<str>, Arc<Route>>,
+    /// Each upstream's jobs, by its name, when they run in this process:
+    /// `max_concurrency` sent at once, `max_queue` waiting.
+    lanes: HashMap<String, Arc<Lane<QueuedJob>>>,
     /// Jobs this process is running.
     live: Mutex<IdMap<Live>>,
     /// State changes of unfinished jobs, for whoever waits on them; a
@@ -121,9 +125,19 @@ impl Jobs {
             Store::Memory(memory) => (Arc::clone(&memory) as _, Some(memory)),
             Store::Redis(redis) => (redis as _, None),
         };
+        let mut lanes = HashMap::new();
+        if local.is_some() {
+            for route in routes {
+                let upstream = &route.upstream.config;
+                lanes
+                    .entry(upstream.name.clone())
+                    .or_insert_with(|| Lane::new(upstream.max_concurrency, upstream.max_queue));
+            }
+        }
         Jobs {
             store,
             local,
+            lanes,
             routes: routes
                 .iter()
                 .map(|r| (Arc::clone(&r.name), Arc::clone(r)))
@@ -262,7 +276,8 @@ impl Jobs {
             route: Arc::clone(route),
             request,
         };
-        match route.upstream.lane.admit(queued) {
+        let lane = self.lane(route).expect("jobs run here have lanes");
+        match lane.admit(queued) {
             Admission::Run(slot, first) => {
                 self.tracker.spawn(runner::work(
                     Arc::clone(self),
@@ -432,6 +447,12 @@ impl Jobs {
         format!("{}/{id}", self.url_prefix)
     }
 
+    /// The lane of a route's upstream; every route has one when jobs run
+    /// here, none has with a shared store.
+    fn lane(&self, route: &Route) -> Option<&Arc<Lane<QueuedJob>>> {
+        self.lanes.get(&route.upstream.config.name)
+    }
+
     fn route(&self, name: &str) -> Option<&Arc<Route>> {
         self.routes.get(name)
     }
@@ -459,8 +480,8 @@ impl Jobs {
         if self.stop_here(job.id) {
             return;
         }
-        if let Some(route) = self.route(&job.route) {
-            route.upstream.lane.remove(|q| q.id == job.id);
+        if let Some(lane) = self.route(&job.route).and_then(|r| self.lane(r)) {
+            lane.remove(|q| q.id == job.id);
         }
     }
 

@@ -1,8 +1,6 @@
-//! An upstream: its pooled HTTP client, and the lane that keeps jobs from
-//! overrunning the backend.
+//! An upstream: its pooled HTTP clients, one per worker.
 
 use std::cell::Cell;
-use std::sync::Arc;
 
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri};
@@ -13,8 +11,6 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::{Body, BodyError};
 use crate::config::UpstreamConfig;
-use crate::jobs::QueuedJob;
-use crate::lane::Lane;
 
 thread_local! {
     /// Which worker this thread is; picks the worker's own client.
@@ -32,8 +28,6 @@ pub struct Upstream {
     /// runtime that opened it, so sharing pools across workers would hand
     /// every request to another thread and back.
     clients: Vec<Client<HttpConnector, Body>>,
-    /// Jobs for this backend: `max_concurrency` sent at once, `max_queue` waiting.
-    pub lane: Arc<Lane<QueuedJob>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +59,6 @@ impl Upstream {
             .map(|_| builder.build(connector.clone()))
             .collect();
         Upstream {
-            lane: Lane::new(config.max_concurrency, config.max_queue),
             config,
             clients,
         }

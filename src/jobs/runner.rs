@@ -16,8 +16,8 @@ use super::{Jobs, Progress, QueuedJob};
 use crate::body::{self, collect_limited, BodyError};
 use crate::header_block::HeaderBlock;
 use crate::headers;
-use crate::lane::Slot;
-use crate::routes::Route;
+use super::lane::Slot;
+use crate::route::Route;
 use crate::upstream::UpstreamError;
 
 pub(super) async fn work(

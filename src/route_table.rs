@@ -1,17 +1,28 @@
-//! The route table: which configured route, if any, a request belongs to.
+//! The route table: which route, if any, a request belongs to. It knows
+//! routes by their index, path pattern and methods only, so the config can
+//! build it to refuse routes that overlap.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use http::Method;
 
-use crate::config::RouteConfig;
 
 /// Paths are matched by matchit; each path holds the routes that share it,
 /// told apart by method.
 #[derive(Debug)]
 pub struct RouteTable {
     paths: matchit::Router<Vec<(usize, Option<Vec<Method>>)>>,
+}
+
+/// What the table knows of a route.
+#[derive(Debug, Clone, Copy)]
+pub struct Pattern<'a> {
+    pub name: &'a str,
+    /// A matchit pattern.
+    pub path: &'a str,
+    /// `None` matches every method.
+    pub methods: Option<&'a [Method]>,
 }
 
 /// Two routes that could both claim one request.
@@ -29,10 +40,10 @@ impl fmt::Display for Conflict {
 }
 
 impl RouteTable {
-    pub fn build(routes: &[RouteConfig]) -> Result<RouteTable, Conflict> {
+    pub fn build(routes: &[Pattern<'_>]) -> Result<RouteTable, Conflict> {
         let mut by_path: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for (i, route) in routes.iter().enumerate() {
-            let same_path = by_path.entry(route.path.as_str()).or_default();
+            let same_path = by_path.entry(route.path).or_default();
             if let Some(&other) = same_path
                 .iter()
                 .find(|&&j| methods_overlap(&routes[j], route))
@@ -51,15 +62,15 @@ impl RouteTable {
         for (path, indices) in by_path {
             let entries = indices
                 .iter()
-                .map(|&i| (i, routes[i].methods.clone()))
+                .map(|&i| (i, routes[i].methods.map(<[Method]>::to_vec)))
                 .collect();
             if let Err(e) = paths.insert(path, entries) {
                 let reason = match &e {
                     matchit::InsertError::Conflict { with } => {
                         let other = routes
                             .iter()
-                            .find(|r| &r.path == with)
-                            .map_or(with.as_str(), |r| &r.name);
+                            .find(|r| r.path == with)
+                            .map_or(with.as_str(), |r| r.name);
                         format!(
                             "overlaps route `{other}` (path {with}): a request could match both"
                         )
@@ -86,30 +97,9 @@ impl RouteTable {
     }
 }
 
-fn methods_overlap(a: &RouteConfig, b: &RouteConfig) -> bool {
-    match (&a.methods, &b.methods) {
+fn methods_overlap(a: &Pattern<'_>, b: &Pattern<'_>) -> bool {
+    match (a.methods, b.methods) {
         (Some(x), Some(y)) => x.iter().any(|m| y.contains(m)),
         _ => true,
-    }
-}
-
-/// A route at run time: its config, its upstream, and what its jobs have
-/// taught the gateway about their duration.
-pub struct Route {
-    pub config: RouteConfig,
-    pub name: std::sync::Arc<str>,
-    pub upstream: std::sync::Arc<crate::upstream::Upstream>,
-    pub stats: crate::retry_after::DurationStats,
-}
-
-impl Route {
-    /// `Retry-After` seconds for a job of this route that has run for `elapsed`.
-    pub fn retry_after(&self, elapsed: std::time::Duration) -> u64 {
-        crate::retry_after::retry_after(
-            self.stats.expected(),
-            elapsed,
-            self.config.retry_after_min,
-            self.config.retry_after_max,
-        )
     }
 }

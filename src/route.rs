@@ -1,0 +1,28 @@
+//! A route at run time: its config, its upstream, and what its jobs have
+//! taught the gateway about their duration.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::RouteConfig;
+use crate::retry_after::{self, DurationStats};
+use crate::upstream::Upstream;
+
+pub struct Route {
+    pub config: RouteConfig,
+    pub name: Arc<str>,
+    pub upstream: Arc<Upstream>,
+    pub stats: DurationStats,
+}
+
+impl Route {
+    /// `Retry-After` seconds for a job of this route that has run for `elapsed`.
+    pub fn retry_after(&self, elapsed: Duration) -> u64 {
+        retry_after::retry_after(
+            self.stats.expected(),
+            elapsed,
+            self.config.retry_after_min,
+            self.config.retry_after_max,
+        )
+    }
+}
