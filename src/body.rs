@@ -12,24 +12,24 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use tokio::time::{Instant, Sleep};
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The body of every response the gateway sends and every request it forwards.
-pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+pub(crate) type Body = UnsyncBoxBody<Bytes, BoxError>;
 
-pub fn full(bytes: impl Into<Bytes>) -> Body {
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed_unsync()
 }
 
-pub fn empty() -> Body {
+pub(crate) fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed_unsync()
 }
 
 /// Why reading a body stopped short.
 #[derive(Debug, thiserror::Error)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     #[error("no body data arrived for {0:?}")]
     Idle(Duration),
     #[error("the body is over the {limit}-byte limit")]
@@ -41,7 +41,7 @@ pub enum BodyError {
 impl BodyError {
     /// Finds a `BodyError` in an error chain, e.g. inside a hyper client error
     /// caused by the body the client was streaming.
-    pub fn find_in<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyError> {
+    pub(crate) fn find_in<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyError> {
         crate::error_chain::find(err)
     }
 }
@@ -62,7 +62,7 @@ pin_project_lite::pin_project! {
 }
 
 impl<B> IdleTimeout<B> {
-    pub fn new(inner: B, timeout: Duration) -> Self {
+    pub(crate) fn new(inner: B, timeout: Duration) -> Self {
         IdleTimeout {
             inner,
             sleep: None,
@@ -117,7 +117,7 @@ where
 /// The result owns exactly its bytes: frames from hyper are slices of the
 /// connection's read buffer, and keeping one would pin the whole buffer
 /// (8 KiB or more) for as long as the body is stored.
-pub async fn collect_limited<B>(
+pub(crate) async fn collect_limited<B>(
     body: B,
     limit: u64,
     mut on_data: impl FnMut(u64),

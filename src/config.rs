@@ -15,7 +15,7 @@ use http::{Method, Uri};
 use toml::Spanned;
 
 pub use error::ConfigError;
-pub use raw::{LocationStyle, Mode, StoreKind};
+pub(crate) use raw::{LocationStyle, Mode, StoreKind};
 
 use crate::defaults;
 use crate::route_table::{Pattern, RouteTable};
@@ -25,19 +25,19 @@ use raw::{RawConfig, RawRoute, RawServer, RawStore, RawUpstream, RawWebhooks};
 
 #[derive(Debug)]
 pub struct Config {
-    pub path: PathBuf,
-    pub server: ServerConfig,
-    pub store: StoreConfig,
-    pub upstreams: Vec<UpstreamConfig>,
-    pub routes: Vec<RouteConfig>,
+    pub(crate) path: PathBuf,
+    pub(crate) server: ServerConfig,
+    pub(crate) store: StoreConfig,
+    pub(crate) upstreams: Vec<UpstreamConfig>,
+    pub(crate) routes: Vec<RouteConfig>,
     /// Index into `upstreams` for requests no route matches.
-    pub default_upstream: Option<usize>,
-    pub route_table: RouteTable,
-    pub webhooks: WebhookConfig,
+    pub(crate) default_upstream: Option<usize>,
+    pub(crate) route_table: RouteTable,
+    pub(crate) webhooks: WebhookConfig,
 }
 
 #[derive(Debug, Clone)]
-pub struct WebhookConfig {
+pub(crate) struct WebhookConfig {
     /// `None` when no route sends webhooks.
     pub secret: Option<Secret>,
     pub policy: AddressPolicy,
@@ -67,7 +67,7 @@ impl Default for WebhookConfig {
 }
 
 #[derive(Debug, Clone)]
-pub struct ServerConfig {
+pub(crate) struct ServerConfig {
     pub listen: SocketAddr,
     pub jobs_path: String,
     /// Without a trailing slash; `None` means URLs are relative.
@@ -83,17 +83,16 @@ pub struct ServerConfig {
 }
 
 #[derive(Debug, Clone)]
-pub struct StoreConfig {
-    pub kind: StoreKind,
+pub(crate) struct StoreConfig {
     pub max_bytes: u64,
     pub result_ttl: Duration,
     pub tombstone_ttl: Duration,
-    /// Set exactly when `kind` is Redis.
+    /// Set exactly when the config's `kind` is `redis`.
     pub redis: Option<RedisConfig>,
 }
 
 #[derive(Debug, Clone)]
-pub struct RedisConfig {
+pub(crate) struct RedisConfig {
     pub url: String,
     /// How long a replica keeps a running job without renewing its lease.
     pub lease: Duration,
@@ -102,7 +101,7 @@ pub struct RedisConfig {
 }
 
 #[derive(Debug, Clone)]
-pub struct UpstreamConfig {
+pub(crate) struct UpstreamConfig {
     pub name: String,
     pub scheme: Scheme,
     pub authority: Authority,
@@ -117,7 +116,7 @@ pub struct UpstreamConfig {
 }
 
 #[derive(Debug, Clone)]
-pub struct RouteConfig {
+pub(crate) struct RouteConfig {
     pub name: String,
     /// `None` matches every method.
     pub methods: Option<Vec<Method>>,
@@ -167,8 +166,53 @@ impl Config {
         cx.validate(raw)
     }
 
-    pub fn upstream_of(&self, route: &RouteConfig) -> &UpstreamConfig {
+    pub(crate) fn upstream_of(&self, route: &RouteConfig) -> &UpstreamConfig {
         &self.upstreams[route.upstream]
+    }
+
+    /// The address the gateway listens on.
+    pub fn listen(&self) -> std::net::SocketAddr {
+        self.server.listen
+    }
+
+    /// What `asyncgate check` prints: the file, the address, and a line per
+    /// route with its methods, path, upstream and mode.
+    pub fn describe(&self) -> String {
+        use std::fmt::Write;
+        let mut out = format!(
+            "{}: ok, listening on {}\n",
+            self.path.display(),
+            self.server.listen
+        );
+        for route in &self.routes {
+            let methods = route.methods.as_ref().map_or_else(
+                || "*".to_owned(),
+                |ms| ms.iter().map(Method::as_str).collect::<Vec<_>>().join(","),
+            );
+            let mode = match route.mode {
+                Mode::Async => "async",
+                Mode::Prefer => "prefer",
+                Mode::Auto => "auto",
+                Mode::Passthrough => "passthrough",
+            };
+            let _ = writeln!(
+                out,
+                "  {:<16} {:<12} {:<32} -> {} ({mode})",
+                route.name,
+                methods,
+                route.path,
+                self.upstream_of(route).name
+            );
+        }
+        let _ = match self.default_upstream {
+            Some(i) => writeln!(
+                out,
+                "  {:<16} {:<12} {:<32} -> {} (passthrough)",
+                "[default]", "*", "*", self.upstreams[i].name
+            ),
+            None => writeln!(out, "  unmatched requests: 404"),
+        };
+        out
     }
 }
 
@@ -438,7 +482,6 @@ impl Cx<'_> {
             }
         };
         Ok(StoreConfig {
-            kind,
             max_bytes: self.size(raw.max_bytes.as_ref(), defaults::STORE_MAX_BYTES)?,
             result_ttl: self.duration(raw.result_ttl.as_ref(), defaults::RESULT_TTL)?,
             tombstone_ttl: self.duration(raw.tombstone_ttl.as_ref(), defaults::TOMBSTONE_TTL)?,

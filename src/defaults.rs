@@ -3,149 +3,149 @@
 use std::time::Duration;
 
 /// Loopback: exposing the gateway beyond the host is a decision the operator makes.
-pub const LISTEN: &str = "127.0.0.1:8080";
+pub(crate) const LISTEN: &str = "127.0.0.1:8080";
 
 /// Underscore-prefixed so it is unlikely to collide with a legacy API's own paths.
-pub const JOBS_PATH: &str = "/_jobs";
+pub(crate) const JOBS_PATH: &str = "/_jobs";
 
 /// nginx's `client_header_timeout`: a client that cannot send its headers in
 /// a minute is gone or hostile (slowloris).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// nginx's `client_body_timeout`: the longest silence allowed between two
 /// reads of a request body.
-pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Envoy allows 60 KiB of headers and nginx 4 × 8 KiB; 64 KiB fits both and
 /// every real browser, and stays far below hyper's own ~400 KiB.
-pub const MAX_HEADER_BYTES: u64 = 64 * 1024;
+pub(crate) const MAX_HEADER_BYTES: u64 = 64 * 1024;
 
 /// hyper's own default; more than any legitimate client sends.
-pub const MAX_HEADERS: usize = 100;
+pub(crate) const MAX_HEADERS: usize = 100;
 
 /// Keeps file descriptors well below a typical `ulimit -n` of 65536 while
 /// serving far more clients than one instance should.
-pub const MAX_CONNECTIONS: usize = 10_000;
+pub(crate) const MAX_CONNECTIONS: usize = 10_000;
 
 /// One worker per core, like nginx's `worker_processes auto`.
-pub fn workers() -> usize {
+pub(crate) fn workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Kubernetes' default `terminationGracePeriodSeconds`.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A budget that a small container holds comfortably.
-pub const STORE_MAX_BYTES: u64 = 512 * 1024 * 1024;
+pub(crate) const STORE_MAX_BYTES: u64 = 512 * 1024 * 1024;
 
 /// Long enough for a client that polls lazily to fetch its result.
-pub const RESULT_TTL: Duration = Duration::from_secs(60 * 60);
+pub(crate) const RESULT_TTL: Duration = Duration::from_secs(60 * 60);
 
 /// A day of `410 Gone` lets a client that returns tomorrow learn its job
 /// expired rather than never existed.
-pub const TOMBSTONE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+pub(crate) const TOMBSTONE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// nginx's `proxy_read_timeout`: time to the response head, and the longest
 /// silence while a passthrough response streams.
-pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Async routes exist for slow work: a whole job may take this long.
-pub const JOB_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+pub(crate) const JOB_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// Envoy's default: a backend that takes longer to accept is down.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// hyper's default pool idle timeout, below most servers' keep-alive
 /// (nginx 75 s) so the gateway closes first and never races a server close.
-pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Slow legacy backends usually run a small worker pool.
-pub const MAX_CONCURRENCY: usize = 8;
+pub(crate) const MAX_CONCURRENCY: usize = 8;
 
 /// Bounded so a flood becomes `503` early instead of a queue no one lives to see.
-pub const MAX_QUEUE: usize = 1_000;
+pub(crate) const MAX_QUEUE: usize = 1_000;
 
 /// Large enough for batch imports; nginx's 1 MiB is too small for them.
-pub const MAX_BODY: u64 = 10 * 1024 * 1024;
+pub(crate) const MAX_BODY: u64 = 10 * 1024 * 1024;
 
 /// A result is held in memory: one job must not be able to take the budget.
-pub const MAX_RESULT: u64 = 64 * 1024 * 1024;
+pub(crate) const MAX_RESULT: u64 = 64 * 1024 * 1024;
 
 /// `auto` routes: long enough for a usually-fast call to answer directly,
 /// far below the 60 s after which load balancers and clients commonly give up.
-pub const SYNC_WAIT: Duration = Duration::from_secs(10);
+pub(crate) const SYNC_WAIT: Duration = Duration::from_secs(10);
 
 /// `auto` routes: the longest `Prefer: wait` honoured, still below those 60 s.
-pub const MAX_WAIT: Duration = Duration::from_secs(30);
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(30);
 
 /// The longest `GET …?wait=N` long-poll: a held request must stay below the
 /// 60 s idle timeout of common load balancers and proxies.
-pub const LONG_POLL_MAX: Duration = Duration::from_secs(30);
+pub(crate) const LONG_POLL_MAX: Duration = Duration::from_secs(30);
 
 /// How often an idle Server-Sent Events stream sends a comment line, well
 /// inside the 60 s after which proxies and load balancers drop idle streams.
-pub const SSE_HEARTBEAT: Duration = Duration::from_secs(15);
+pub(crate) const SSE_HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// RFC 9110 `Retry-After` is in whole seconds and 1 is its smallest useful value.
-pub const RETRY_AFTER_MIN: Duration = Duration::from_secs(1);
+pub(crate) const RETRY_AFTER_MIN: Duration = Duration::from_secs(1);
 
 /// Polling less often than once a minute makes finished results wait too long.
-pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
+pub(crate) const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
 
 /// What one job's bookkeeping costs besides its bodies, charged to the store
 /// budget so a million tiny jobs count too. Measured with bench/: about
 /// 600 bytes while queued and 800-900 once finished, of which moka's cache
 /// entry is ~370.
-pub const JOB_RECORD_BYTES: u64 = 1024;
+pub(crate) const JOB_RECORD_BYTES: u64 = 1024;
 
 /// How long the accept loop pauses when the process is out of file
 /// descriptors: long enough for connections to close, short enough to resume
 /// quickly.
-pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+pub(crate) const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
 /// How often expired results are swept so their bytes return to the budget
 /// even when the store is otherwise idle.
-pub const STORE_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const STORE_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// After the drain deadline, how long leftover jobs get to record that they failed.
-pub const ABORT_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const ABORT_GRACE: Duration = Duration::from_secs(5);
 
 /// What a tombstone or an idempotency claim costs, charged to the budget
 /// because both outlive the job's result: moka's entry (~370 bytes,
 /// measured) and the small value it holds.
-pub const TOMBSTONE_BYTES: u64 = 448;
+pub(crate) const TOMBSTONE_BYTES: u64 = 448;
 
 /// A webhook receiver should answer at once and do its work later, as the
 /// Standard Webhooks spec asks; ten seconds is generous for that.
-pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// With the backoff below, ten attempts span about a quarter of an hour,
 /// enough to ride out a receiver's deploy or restart.
-pub const WEBHOOK_MAX_ATTEMPTS: usize = 10;
+pub(crate) const WEBHOOK_MAX_ATTEMPTS: usize = 10;
 
-pub const WEBHOOK_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
+pub(crate) const WEBHOOK_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
 
 /// Waits between attempts grow no longer than this.
-pub const WEBHOOK_BACKOFF_MAX: Duration = Duration::from_secs(10 * 60);
+pub(crate) const WEBHOOK_BACKOFF_MAX: Duration = Duration::from_secs(10 * 60);
 
 /// Connections to a webhook receiver are kept this long for the next job's
 /// webhook; receivers rarely keep idle connections much longer.
-pub const WEBHOOK_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const WEBHOOK_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A replica that stops renewing its lease for this long loses its running
 /// jobs to the others: long enough to ride out a GC-free process's worst
 /// pause or a Redis failover, short enough that a crash costs little.
-pub const LEASE: Duration = Duration::from_secs(30);
+pub(crate) const LEASE: Duration = Duration::from_secs(30);
 
-pub const REDIS_KEY_PREFIX: &str = "asyncgate";
+pub(crate) const REDIS_KEY_PREFIX: &str = "asyncgate";
 
 /// How long a Redis command may take before the store counts as out of
 /// reach: far above Redis's sub-millisecond answers, far below a client's
 /// patience.
-pub const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A shared store out of reach when a job ends: how often, and how many
 /// times, recording its outcome is tried again. Together about the default
 /// lease, after which another replica may have the job anyway.
-pub const RECORD_RETRY_INTERVAL: Duration = Duration::from_secs(1);
-pub const RECORD_RETRIES: u32 = 30;
+pub(crate) const RECORD_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const RECORD_RETRIES: u32 = 30;

@@ -6,11 +6,12 @@ use http::{Response, StatusCode};
 use crate::body::{Body, BodyError};
 use crate::jobs::model::{Failure, JobStatus};
 use crate::jobs::store::StoreError;
+use crate::jobs::{FindError, SubmitError};
 use crate::problem::Problem;
 use crate::upstream::UpstreamError;
 
 #[derive(Debug, thiserror::Error)]
-pub enum GatewayError {
+pub(crate) enum GatewayError {
     #[error("no route matches and no default upstream is set")]
     NoRoute,
     #[error("method not allowed on a job resource")]
@@ -23,8 +24,6 @@ pub enum GatewayError {
     BadIdempotencyKey(#[from] crate::jobs::idempotency::BadKey),
     #[error("the Callback-Url header was refused")]
     BadCallback(#[source] crate::webhook::target::TargetError),
-    #[error("the idempotency key was used for a different request")]
-    IdempotencyKeyReused,
     #[error("the job expired or was deleted")]
     JobGone,
     #[error("the job is {}", status.as_str())]
@@ -37,18 +36,12 @@ pub enum GatewayError {
     JobCanceled { monitor: String },
     #[error("the job failed without a backend response")]
     JobFailed(Failure),
-    #[error("the request body is over the route's {limit}-byte limit")]
-    BodyTooLarge { limit: u64 },
     #[error("reading the request body failed")]
     Body(#[source] BodyError),
-    #[error("the queue of upstream `{upstream}` is full")]
-    QueueFull { upstream: String, retry_after: u64 },
-    #[error("the result store is full")]
-    StoreFull { retry_after: u64 },
+    #[error("the job was not accepted")]
+    Submit(#[from] SubmitError),
     #[error("the job store failed")]
     Store(#[source] StoreError),
-    #[error("the gateway is shutting down")]
-    ShuttingDown,
     #[error("upstream `{upstream}`")]
     Upstream {
         upstream: String,
@@ -62,35 +55,36 @@ impl GatewayError {
     /// Clients asking for something wrong, and refusals under load (which
     /// would flood the log exactly when it matters), are not failures; the
     /// request line records them anyway.
-    pub fn is_failure(&self) -> bool {
+    pub(crate) fn is_failure(&self) -> bool {
         use GatewayError as E;
         match self {
-            E::Upstream { .. } | E::Store(_) => true,
+            E::Upstream { .. } | E::Store(_) | E::Submit(SubmitError::Store(_)) => true,
             E::NoRoute
             | E::MethodNotAllowed { .. }
             | E::JobNotFound
             | E::BadWait
             | E::BadIdempotencyKey(_)
             | E::BadCallback(_)
-            | E::IdempotencyKeyReused
             | E::JobGone
             | E::JobNotFinished { .. }
             | E::JobCanceled { .. }
             | E::JobFailed(_)
-            | E::BodyTooLarge { .. }
             | E::Body(_)
-            | E::QueueFull { .. }
-            | E::StoreFull { .. }
-            | E::ShuttingDown => false,
+            | E::Submit(
+                SubmitError::ShuttingDown
+                | SubmitError::QueueFull { .. }
+                | SubmitError::StoreFull { .. }
+                | SubmitError::KeyReused,
+            ) => false,
         }
     }
 
-    pub fn into_response(self) -> Response<Body> {
+    pub(crate) fn into_response(self) -> Response<Body> {
         self.problem().into_response()
     }
 
     /// Every variant chooses its status here, and only here.
-    pub fn problem(&self) -> Problem {
+    pub(crate) fn problem(&self) -> Problem {
         use GatewayError as E;
         match self {
             E::NoRoute => Problem::new(
@@ -130,7 +124,7 @@ impl GatewayError {
                 "Bad Callback-Url",
                 format!("{e}; nothing was queued."),
             ),
-            E::IdempotencyKeyReused => Problem::new(
+            E::Submit(SubmitError::KeyReused) => Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency-key-reused",
                 "Idempotency-Key Reused",
@@ -173,13 +167,12 @@ impl GatewayError {
                 p
             }
             E::JobFailed(failure) => failure.problem(),
-            E::BodyTooLarge { limit } => Problem::new(
+            E::Body(BodyError::TooLarge { limit }) => Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body-too-large",
                 "Request Body Too Large",
                 format!("This route accepts request bodies of at most {limit} bytes."),
             ),
-            E::Body(BodyError::TooLarge { limit }) => E::BodyTooLarge { limit: *limit }.problem(),
             E::Body(BodyError::Idle(after)) => Problem::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "body-timeout",
@@ -192,10 +185,10 @@ impl GatewayError {
                 "Request Body Unreadable",
                 "The request body could not be read to its end.",
             ),
-            E::QueueFull {
+            E::Submit(SubmitError::QueueFull {
                 upstream,
                 retry_after,
-            } => Problem::new(
+            }) => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "queue-full",
                 "Queue Full",
@@ -204,27 +197,24 @@ impl GatewayError {
                 ),
             )
             .with_header(RETRY_AFTER, HeaderValue::from(*retry_after)),
-            E::StoreFull { retry_after } => Problem::new(
+            E::Submit(SubmitError::StoreFull { retry_after }) => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store-full",
                 "Result Store Full",
                 "The gateway holds as many results as its memory budget allows; try again later.",
             )
             .with_header(RETRY_AFTER, HeaderValue::from(*retry_after)),
-            E::Store(StoreError::Full) => E::StoreFull { retry_after: 1 }.problem(),
-            E::Store(StoreError::QueueFull(upstream)) => E::QueueFull {
-                upstream: upstream.clone(),
-                retry_after: 1,
+            E::Store(StoreError::Unavailable(_) | StoreError::Corrupt(_))
+            | E::Submit(SubmitError::Store(StoreError::Unavailable(_) | StoreError::Corrupt(_))) => {
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store-unavailable",
+                    "Job Store Unavailable",
+                    "The job store cannot be reached; nothing was queued. Try again shortly.",
+                )
+                .with_header(RETRY_AFTER, HeaderValue::from_static("1"))
             }
-            .problem(),
-            E::Store(StoreError::Unavailable(_) | StoreError::Corrupt(_)) => Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store-unavailable",
-                "Job Store Unavailable",
-                "The job store cannot be reached; nothing was queued. Try again shortly.",
-            )
-            .with_header(RETRY_AFTER, HeaderValue::from_static("1")),
-            E::ShuttingDown => Problem::new(
+            E::Submit(SubmitError::ShuttingDown) => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "shutting-down",
                 "Shutting Down",
@@ -242,6 +232,16 @@ impl GatewayError {
                 ),
                 UpstreamError::Failed(_) => Failure::Reset.problem(),
             },
+        }
+    }
+}
+
+impl From<FindError> for GatewayError {
+    fn from(e: FindError) -> GatewayError {
+        match e {
+            FindError::NotFound => GatewayError::JobNotFound,
+            FindError::Gone => GatewayError::JobGone,
+            FindError::Store(e) => GatewayError::Store(e),
         }
     }
 }

@@ -9,10 +9,10 @@ use http::HeaderMap;
 
 /// Each header as `name length: u16 LE, value length: u32 LE, name, value`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HeaderBlock(Bytes);
+pub(crate) struct HeaderBlock(Bytes);
 
 impl HeaderBlock {
-    pub fn pack(headers: &HeaderMap) -> HeaderBlock {
+    pub(crate) fn pack(headers: &HeaderMap) -> HeaderBlock {
         let size: usize = headers
             .iter()
             .map(|(n, v)| 6 + n.as_str().len() + v.len())
@@ -30,7 +30,7 @@ impl HeaderBlock {
     }
 
     /// The headers again, in their original order; values share the block.
-    pub fn unpack(&self) -> HeaderMap {
+    pub(crate) fn unpack(&self) -> HeaderMap {
         let mut map = HeaderMap::new();
         let mut at = 0;
         let b = &self.0;
@@ -52,18 +52,18 @@ impl HeaderBlock {
     }
 
     /// Bytes the block holds.
-    pub fn size(&self) -> usize {
+    pub(crate) fn size(&self) -> usize {
         self.0.len()
     }
 
     /// The packed form, for a store outside this process.
-    pub fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.0
     }
 
     /// A block read back from outside this process, checked whole before
     /// it is trusted: `None` unless every header in it is valid.
-    pub fn from_bytes(bytes: Bytes) -> Option<HeaderBlock> {
+    pub(crate) fn from_bytes(bytes: Bytes) -> Option<HeaderBlock> {
         let b = &bytes[..];
         let mut at = 0;
         while at < b.len() {

@@ -9,9 +9,9 @@ use http::header::{
 };
 use http::{HeaderMap, Version};
 
-pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(crate) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -32,7 +32,7 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 
 /// Removes the headers that describe one connection, not the message:
 /// the fixed list and every header named in `Connection`.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(CONNECTION)
@@ -54,7 +54,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// the client appended to `X-Forwarded-For`, the original host and scheme
 /// recorded, `Via` extended, and `Host` left for the client to set to the
 /// upstream's (as nginx does by default).
-pub fn forward_request(
+pub(crate) fn forward_request(
     headers: &mut HeaderMap,
     client: IpAddr,
     version: Version,
@@ -82,7 +82,7 @@ pub fn forward_request(
 }
 
 /// Appends this gateway to `Via`, with the protocol version it received.
-pub fn add_via(headers: &mut HeaderMap, version: Version) {
+pub(crate) fn add_via(headers: &mut HeaderMap, version: Version) {
     let hop = match version {
         Version::HTTP_09 => "0.9 asyncgate",
         Version::HTTP_10 => "1.0 asyncgate",

@@ -1,91 +1,83 @@
 //! Asynchronous jobs: accepting them, running them in the background
-//! against their upstream, and answering for them.
+//! against their upstream, and answering for them. [`Jobs`] is the one door:
+//! submit, find, fetch a result, cancel, watch, drain.
 
-pub mod api;
-pub mod id;
-pub mod idempotency;
+mod core;
+mod dispatch;
+mod document;
+pub(crate) mod id;
+pub(crate) mod idempotency;
 mod lane;
-pub mod model;
-pub mod owner;
+pub(crate) mod model;
+pub(crate) mod owner;
 mod runner;
-mod shared;
-pub mod store;
+mod running;
+pub(crate) mod store;
+mod watch;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::watch;
+use http::HeaderMap;
+use tokio::sync::watch as channel;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::error::GatewayError;
-use lane::{Admission, Lane};
+use self::core::{Core, QueuedJob};
 use crate::route::Route;
-use crate::sync::lock;
-use crate::webhook::{Delivery, DeliveryLog, Webhook, Webhooks};
-use id::{IdMap, IdShards, JobId};
+use crate::webhook::{Webhook, Webhooks};
+pub(crate) use document::Document;
+use id::JobId;
 use idempotency::Idempotency;
-use model::{BackendRequest, Job, JobStatus};
-use store::{Created, JobStore, Lookup, MemoryStore, NewJob, ScopeClaim, Store, StoreError};
+use lane::Admission;
+use model::{BackendRequest, Job, JobStatus, StoredResponse};
+use store::{
+    Cancel, CreateError, Created, JobStore, Lookup, MemoryStore, NewJob, ScopeClaim, Store,
+    StoreError,
+};
 
 /// What a submitting request brings: the request for the backend, the
-/// credentials that will bind the job, and its idempotency key if it has one.
-pub struct Submission {
-    pub request: BackendRequest,
-    pub credentials: Option<Vec<u8>>,
-    pub idempotency: Option<Idempotency>,
-    pub webhook: Option<Arc<Webhook>>,
+/// credentials that will bind the job, its idempotency key and its webhook.
+pub(crate) struct Submission {
+    pub(crate) request: BackendRequest,
+    pub(crate) credentials: Option<Vec<u8>>,
+    pub(crate) idempotency: Option<Idempotency>,
+    pub(crate) webhook: Option<Arc<Webhook>>,
 }
 
-/// A job in its upstream's lane, waiting or about to run.
-pub struct QueuedJob {
-    id: JobId,
-    route: Arc<Route>,
-    request: BackendRequest,
+/// Why a job was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SubmitError {
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+    #[error("the queue of upstream `{upstream}` is full")]
+    QueueFull { upstream: String, retry_after: u64 },
+    #[error("the result store's byte budget is spent")]
+    StoreFull { retry_after: u64 },
+    #[error("the idempotency key was used for a different request")]
+    KeyReused,
+    #[error("the job store failed")]
+    Store(#[source] StoreError),
 }
 
-pub struct Jobs {
-    store: Arc<dyn JobStore>,
-    /// The store again when it is the embedded one: its jobs wait in this
-    /// process's lanes, which start them there. With a shared store a job
-    /// starts as a replica takes it.
-    local: Option<Arc<MemoryStore>>,
-    routes: HashMap<Arc<str>, Arc<Route>>,
-    /// Each upstream's jobs, by its name, when they run in this process:
-    /// `max_concurrency` sent at once, `max_queue` waiting.
-    lanes: HashMap<String, Arc<Lane<QueuedJob>>>,
-    /// Jobs this process is running.
-    live: Mutex<IdMap<Live>>,
-    /// State changes of unfinished jobs, for whoever waits on them; a
-    /// job's sender goes once the job is finished.
-    changes: IdShards<watch::Sender<JobStatus>>,
-    tracker: TaskTracker,
-    /// Fired when the drain starts: no more jobs are taken from a shared queue.
-    closing: CancellationToken,
-    /// Fired when the drain deadline passes: every job left fails.
-    abort: CancellationToken,
-    /// Jobs failed because the drain deadline passed, running or waiting.
-    interrupted: AtomicUsize,
-    /// `public_base_url` + `jobs_path`: every job URL starts with it.
-    pub(crate) url_prefix: String,
-    /// `None` when no route sends webhooks.
-    pub(crate) webhooks: Option<Arc<Webhooks>>,
+/// Why a job cannot be shown to whoever asks.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FindError {
+    /// Unknown, or bound to other credentials.
+    #[error("no such job")]
+    NotFound,
+    /// Expired or deleted, and its tombstone is still kept.
+    #[error("the job expired or was deleted")]
+    Gone,
+    #[error("the job store failed")]
+    Store(#[source] StoreError),
 }
 
-struct Live {
-    cancel: CancellationToken,
-    progress: Arc<Progress>,
-}
-
-/// How much of a running job's response has arrived.
-#[derive(Debug)]
-pub struct Progress {
-    received: AtomicU64,
-    /// `u64::MAX` while the length is unknown.
-    total: AtomicU64,
+impl From<StoreError> for FindError {
+    fn from(e: StoreError) -> FindError {
+        FindError::Store(e)
+    }
 }
 
 /// How a drain ended.
@@ -95,27 +87,22 @@ pub struct DrainReport {
     pub jobs_failed: usize,
 }
 
-impl Progress {
-    fn new() -> Progress {
-        Progress {
-            received: AtomicU64::new(0),
-            total: AtomicU64::new(u64::MAX),
-        }
-    }
-
-    /// Percent of a response of known length received so far.
-    pub fn percent(&self) -> Option<u8> {
-        let total = self.total.load(Ordering::Relaxed);
-        if total == u64::MAX || total == 0 {
-            return None;
-        }
-        let received = self.received.load(Ordering::Relaxed).min(total);
-        Some((received.saturating_mul(100) / total) as u8)
-    }
+pub(crate) struct Jobs {
+    core: Arc<Core>,
+    /// The store again when it is the embedded one: its jobs wait in this
+    /// process's lanes, which start them there. With a shared store a job
+    /// starts as a replica takes it.
+    local: Option<Arc<MemoryStore>>,
+    /// Every task that runs a job, so the drain can wait for them.
+    tracker: TaskTracker,
+    /// Fired when the drain starts: no more jobs are taken from a shared queue.
+    closing: CancellationToken,
 }
 
 impl Jobs {
-    pub fn new(
+    /// Must be called inside a tokio runtime: with a shared store, this
+    /// replica starts taking its part of the work at once.
+    pub(crate) fn new(
         store: Store,
         routes: &[Arc<Route>],
         url_prefix: String,
@@ -125,31 +112,21 @@ impl Jobs {
             Store::Memory(memory) => (Arc::clone(&memory) as _, Some(memory)),
             Store::Redis(redis) => (redis as _, None),
         };
-        let mut lanes = HashMap::new();
-        if local.is_some() {
-            for route in routes {
-                let upstream = &route.upstream.config;
-                lanes
-                    .entry(upstream.name.clone())
-                    .or_insert_with(|| Lane::new(upstream.max_concurrency, upstream.max_queue));
-            }
-        }
-        Jobs {
+        let core = Arc::new(Core::new(
             store,
-            local,
-            lanes,
-            routes: routes
-                .iter()
-                .map(|r| (Arc::clone(&r.name), Arc::clone(r)))
-                .collect(),
-            live: Mutex::default(),
-            changes: IdShards::default(),
-            tracker: TaskTracker::new(),
-            closing: CancellationToken::new(),
-            abort: CancellationToken::new(),
-            interrupted: AtomicUsize::new(0),
+            routes,
+            local.is_some(),
             url_prefix,
             webhooks,
+        ));
+        let tracker = TaskTracker::new();
+        let closing = CancellationToken::new();
+        dispatch::spawn(&core, &tracker, &closing);
+        Jobs {
+            core,
+            local,
+            tracker,
+            closing,
         }
     }
 
@@ -157,11 +134,11 @@ impl Jobs {
     /// lane (or, with a shared store, in its shared queue, in the same step).
     /// Refused when the budget or the queue is full. The receiver sees the
     /// job's status change, up to its last.
-    pub async fn submit(
-        self: &Arc<Self>,
+    pub(crate) async fn submit(
+        &self,
         route: &Arc<Route>,
         submission: Submission,
-    ) -> Result<(Job, watch::Receiver<JobStatus>), GatewayError> {
+    ) -> Result<(Job, channel::Receiver<JobStatus>), SubmitError> {
         let Submission {
             request,
             credentials,
@@ -169,7 +146,7 @@ impl Jobs {
             webhook,
         } = submission;
         if self.tracker.is_closed() {
-            return Err(GatewayError::ShuttingDown);
+            return Err(SubmitError::ShuttingDown);
         }
         let retry_after = route.retry_after(Duration::ZERO);
         let mut job = Job::queued(Arc::clone(&route.name), request.method.clone());
@@ -177,19 +154,18 @@ impl Jobs {
         job.webhook = webhook;
         // Watched before the job exists anywhere: with a shared store another
         // replica may run it at once, and no change to it may go unseen.
-        let (tx, changes) = watch::channel(JobStatus::Queued);
-        self.changes.lock(job.id).insert(job.id, tx);
+        let changes = self.core.watches().open(job.id);
         match self
-            .record(route, &job, &request, idempotency, retry_after)
+            .create(route, &job, &request, idempotency, retry_after)
             .await
         {
             Ok(None) => {}
             Ok(Some(earlier)) => {
-                self.changes.lock(job.id).remove(&job.id);
+                self.core.watches().close(job.id);
                 return Ok(earlier);
             }
             Err(e) => {
-                self.changes.lock(job.id).remove(&job.id);
+                self.core.watches().close(job.id);
                 return Err(e);
             }
         }
@@ -203,14 +179,14 @@ impl Jobs {
 
     /// Records a new job in the store, unless an earlier submission with
     /// the same idempotency key is still kept: then that one, and its changes.
-    async fn record(
+    async fn create(
         &self,
         route: &Route,
         job: &Job,
         request: &BackendRequest,
         idempotency: Option<Idempotency>,
         retry_after: u64,
-    ) -> Result<Option<(Job, watch::Receiver<JobStatus>)>, GatewayError> {
+    ) -> Result<Option<(Job, channel::Receiver<JobStatus>)>, SubmitError> {
         let upstream = &route.upstream.config;
         let resend_on_loss = route
             .config
@@ -219,7 +195,8 @@ impl Jobs {
         let mut replace = false;
         loop {
             let created = self
-                .store
+                .core
+                .store()
                 .create(NewJob {
                     job: job.clone(),
                     request,
@@ -234,12 +211,12 @@ impl Jobs {
                 })
                 .await
                 .map_err(|e| match e {
-                    StoreError::Full => GatewayError::StoreFull { retry_after },
-                    StoreError::QueueFull(upstream) => GatewayError::QueueFull {
+                    CreateError::Full => SubmitError::StoreFull { retry_after },
+                    CreateError::QueueFull(upstream) => SubmitError::QueueFull {
                         upstream,
                         retry_after,
                     },
-                    e => GatewayError::Store(e),
+                    CreateError::Store(e) => SubmitError::Store(e),
                 })?;
             let Created::Taken {
                 job: holder,
@@ -248,12 +225,18 @@ impl Jobs {
             else {
                 return Ok(None);
             };
-            match self.store.get(holder).await.map_err(GatewayError::Store)? {
+            let earlier = self
+                .core
+                .store()
+                .get(holder)
+                .await
+                .map_err(SubmitError::Store)?;
+            match earlier {
                 Lookup::Found(earlier) => {
                     if Some(fingerprint) != idempotency.map(|i| i.fingerprint) {
-                        return Err(GatewayError::IdempotencyKeyReused);
+                        return Err(SubmitError::KeyReused);
                     }
-                    let changes = self.watch(holder, earlier.status);
+                    let changes = self.core.watch(holder, earlier.status);
                     return Ok(Some((earlier, changes)));
                 }
                 // Its holder is gone: the key is free again.
@@ -264,23 +247,23 @@ impl Jobs {
 
     /// Puts a job recorded in this process's store into its upstream's lane.
     async fn admit(
-        self: &Arc<Self>,
+        &self,
         local: &Arc<MemoryStore>,
         route: &Arc<Route>,
         id: JobId,
         request: BackendRequest,
         retry_after: u64,
-    ) -> Result<(), GatewayError> {
+    ) -> Result<(), SubmitError> {
         let queued = QueuedJob {
             id,
             route: Arc::clone(route),
             request,
         };
-        let lane = self.lane(route).expect("jobs run here have lanes");
+        let lane = self.core.lane(route).expect("jobs run here have lanes");
         match lane.admit(queued) {
             Admission::Run(slot, first) => {
                 self.tracker.spawn(runner::work(
-                    Arc::clone(self),
+                    Arc::clone(&self.core),
                     Arc::clone(local),
                     slot,
                     first,
@@ -290,7 +273,7 @@ impl Jobs {
             Admission::Queued => Ok(()),
             Admission::Full(_) => {
                 self.discard(id).await;
-                Err(GatewayError::QueueFull {
+                Err(SubmitError::QueueFull {
                     upstream: route.upstream.config.name.clone(),
                     retry_after,
                 })
@@ -299,18 +282,61 @@ impl Jobs {
     }
 
     /// Forgets a job no client will ask about: refused, or answered directly.
-    pub async fn discard(&self, id: JobId) {
-        self.changes.lock(id).remove(&id);
-        if let Err(e) = self.store.discard(id).await {
+    pub(crate) async fn discard(&self, id: JobId) {
+        self.core.watches().close(id);
+        if let Err(e) = self.core.store().discard(id).await {
             tracing::error!(job = %id, error = %e, "could not discard a job");
+        }
+    }
+
+    /// The job, if a request with these headers may see it.
+    pub(crate) async fn find(&self, id: JobId, headers: &HeaderMap) -> Result<Job, FindError> {
+        match self.core.store().get(id).await? {
+            Lookup::Found(job) if self.visible_to(&job, headers) => Ok(job),
+            Lookup::Found(_) | Lookup::Missing => Err(FindError::NotFound),
+            Lookup::Gone => Err(FindError::Gone),
+        }
+    }
+
+    /// A job and its stored response, if it has one. `headers` are the
+    /// asking request's, checked against the job's owner; `None` is the
+    /// gateway asking on the submitter's behalf.
+    pub(crate) async fn result(
+        &self,
+        id: JobId,
+        headers: Option<&HeaderMap>,
+    ) -> Result<(Job, Option<StoredResponse>), FindError> {
+        match self.core.store().result(id).await? {
+            Lookup::Found((job, _)) if headers.is_some_and(|h| !self.visible_to(&job, h)) => {
+                Err(FindError::NotFound)
+            }
+            Lookup::Found(found) => Ok(found),
+            Lookup::Gone => Err(FindError::Gone),
+            Lookup::Missing => Err(FindError::NotFound),
+        }
+    }
+
+    /// Cancels a queued or running job, or deletes a finished one's result.
+    /// Deleting what is already gone changes nothing and succeeds, so a
+    /// client may safely repeat a `DELETE` whose answer it lost.
+    pub(crate) async fn cancel(&self, id: JobId, headers: &HeaderMap) -> Result<Cancel, FindError> {
+        match self.find(id, headers).await {
+            Ok(_) | Err(FindError::Gone) => {}
+            Err(e) => return Err(e),
+        }
+        match self.core.cancel(id).await? {
+            Lookup::Found(cancel) => Ok(cancel),
+            Lookup::Gone => Ok(Cancel::Deleted),
+            Lookup::Missing => Err(FindError::NotFound),
         }
     }
 
     /// Whether a request with these headers may see `job`: always, unless the
     /// job was submitted with credentials and these are not the same.
-    pub fn visible_to(&self, job: &Job, headers: &http::HeaderMap) -> bool {
+    fn visible_to(&self, job: &Job, headers: &HeaderMap) -> bool {
         let Some(owner) = job.owner else { return true };
         let names = self
+            .core
             .route(&job.route)
             .map_or(&[][..], |r| &r.config.bind_headers[..]);
         owner.admits(job.id, owner::credentials(headers, names).as_deref())
@@ -319,59 +345,15 @@ impl Jobs {
     /// A view of a job's status changes, from `seen` on. Whoever waits on
     /// it should look at the job once more after subscribing: a change made
     /// before the subscription (here or by another replica) is not replayed.
-    pub fn watch(&self, id: JobId, seen: JobStatus) -> watch::Receiver<JobStatus> {
-        let mut changes = self.changes.lock(id);
-        match changes.get(&id) {
-            Some(tx) => tx.subscribe(),
-            // Here every unfinished job has its channel until it ends; one
-            // that has none has just ended, as a second look will show.
-            None if seen.is_terminal() || self.store.shared().is_none() => watch::channel(seen).1,
-            None => {
-                let (tx, rx) = watch::channel(seen);
-                changes.insert(id, tx);
-                rx
-            }
-        }
-    }
-
-    /// Forgets the channels nobody waits on any more: those of jobs that
-    /// ended out of this replica's sight.
-    fn prune_watches(&self) {
-        self.changes.retain(|_, tx| tx.receiver_count() > 0);
-    }
-
-    /// Looks again at every job someone here waits on, after changes to
-    /// them may have gone unannounced.
-    async fn recheck_watched(&self) {
-        let watched = self.changes.ids();
-        for id in watched {
-            match self.store.get(id).await {
-                Ok(Lookup::Found(job)) => self.announce(id, job.status),
-                Ok(Lookup::Gone | Lookup::Missing) => {
-                    self.changes.lock(id).remove(&id);
-                }
-                Err(e) => tracing::debug!(job = %id, error = %e, "cannot recheck a watched job"),
-            }
-        }
-    }
-
-    /// Starts what a shared store needs of this replica; nothing otherwise.
-    pub(crate) fn start(self: &Arc<Self>) {
-        shared::start(self);
-    }
-
-    /// Sends the webhook of a job that just ended, when one is due.
-    pub(crate) fn call_back(&self, job: &Job) {
-        if let Some(hook) = job.webhook.as_ref().filter(|h| h.ended()) {
-            self.send_webhook(job, hook);
-        }
+    pub(crate) fn watch(&self, id: JobId, seen: JobStatus) -> channel::Receiver<JobStatus> {
+        self.core.watch(id, seen)
     }
 
     /// The client of a job whose webhook was held was answered `202` after
     /// all: the webhook is due when the job ends, or now if it has.
     pub(crate) async fn arm_webhook(&self, job: &Job) {
         let Some(hook) = &job.webhook else { return };
-        match self.store.arm_webhook(job.id, hook).await {
+        match self.core.store().arm_webhook(job.id, hook).await {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
@@ -379,8 +361,8 @@ impl Jobs {
                 return;
             }
         }
-        match self.store.get(job.id).await {
-            Ok(Lookup::Found(ended)) => self.send_webhook(&ended, hook),
+        match self.core.store().get(job.id).await {
+            Ok(Lookup::Found(ended)) => self.core.send_webhook(&ended, hook),
             Ok(Lookup::Gone | Lookup::Missing) => {}
             Err(e) => {
                 tracing::error!(job = %job.id, error = %e, "could not read the job to call back")
@@ -388,37 +370,33 @@ impl Jobs {
         }
     }
 
-    fn send_webhook(&self, job: &Job, hook: &Arc<Webhook>) {
-        let Some(webhooks) = &self.webhooks else {
-            return;
-        };
-        let payload = api::payload(self, job);
-        let webhooks = Arc::clone(webhooks);
-        let hook = Arc::clone(hook);
-        let store = Arc::clone(&self.store);
-        let id = job.id;
-        tokio::spawn(async move {
-            let log = StoreDeliveryLog { store, id };
-            webhooks
-                .deliver(&id.to_string(), &hook, payload, &log)
-                .await;
-        });
+    /// The job document.
+    pub(crate) fn document<'a>(&'a self, job: &'a Job) -> Document<'a> {
+        self.core.document(job)
     }
 
-    /// Tells waiters that a job's status changed.
-    fn announce(&self, id: JobId, status: JobStatus) {
-        let mut changes = self.changes.lock(id);
-        if let Some(tx) = changes.get(&id) {
-            tx.send_replace(status);
-        }
-        if status.is_terminal() {
-            changes.remove(&id);
-        }
+    /// `Retry-After` for an unfinished job.
+    pub(crate) fn retry_after(&self, job: &Job) -> u64 {
+        self.core.retry_after(job)
+    }
+
+    pub(crate) fn url(&self, id: JobId) -> String {
+        format!("{}/{id}", self.core.url_prefix())
+    }
+
+    pub(crate) fn route(&self, name: &str) -> Option<&Arc<Route>> {
+        self.core.route(name)
+    }
+
+    /// Checks and resolves a request's callback URL; `None` when no route
+    /// sends webhooks.
+    pub(crate) fn webhooks(&self) -> Option<&Webhooks> {
+        self.core.webhooks()
     }
 
     /// Stops accepting jobs, waits for the ones in hand until `deadline`,
     /// then fails whatever is left so nothing stays `running`.
-    pub async fn drain(&self, deadline: Instant) -> DrainReport {
+    pub(crate) async fn drain(&self, deadline: Instant) -> DrainReport {
         self.tracker.close();
         self.closing.cancel();
         if tokio::time::timeout_at(deadline, self.tracker.wait())
@@ -427,7 +405,7 @@ impl Jobs {
         {
             return DrainReport { jobs_failed: 0 };
         }
-        self.abort.cancel();
+        self.core.abort();
         let grace = crate::defaults::ABORT_GRACE;
         if tokio::time::timeout(grace, self.tracker.wait())
             .await
@@ -439,105 +417,7 @@ impl Jobs {
             );
         }
         DrainReport {
-            jobs_failed: self.interrupted.load(Ordering::Relaxed),
-        }
-    }
-
-    pub fn url(&self, id: JobId) -> String {
-        format!("{}/{id}", self.url_prefix)
-    }
-
-    /// The lane of a route's upstream; every route has one when jobs run
-    /// here, none has with a shared store.
-    fn lane(&self, route: &Route) -> Option<&Arc<Lane<QueuedJob>>> {
-        self.lanes.get(&route.upstream.config.name)
-    }
-
-    fn route(&self, name: &str) -> Option<&Arc<Route>> {
-        self.routes.get(name)
-    }
-
-    /// `Retry-After` for an unfinished job.
-    fn retry_after(&self, job: &Job) -> u64 {
-        let elapsed = job
-            .started_at
-            .and_then(|t| SystemTime::now().duration_since(t).ok())
-            .unwrap_or_default();
-        self.route(&job.route).map_or(1, |r| r.retry_after(elapsed))
-    }
-
-    fn live_map(&self) -> std::sync::MutexGuard<'_, IdMap<Live>> {
-        lock(&self.live)
-    }
-
-    fn progress_of(&self, id: JobId) -> Option<Arc<Progress>> {
-        self.live_map().get(&id).map(|l| Arc::clone(&l.progress))
-    }
-
-    /// Stops a job the store has just marked canceled: drops its backend
-    /// request if it runs here, or takes it out of its lane if it waits.
-    fn stop(&self, job: &Job) {
-        if self.stop_here(job.id) {
-            return;
-        }
-        if let Some(lane) = self.route(&job.route).and_then(|r| self.lane(r)) {
-            lane.remove(|q| q.id == job.id);
-        }
-    }
-
-    /// Drops a canceled job's backend request if it runs here; whether it did.
-    fn stop_here(&self, id: JobId) -> bool {
-        match self.live_map().get(&id) {
-            Some(live) => {
-                live.cancel.cancel();
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Records a job as running here until the returned guard drops.
-    fn register(&self, id: JobId) -> Registration<'_> {
-        let live = Live {
-            cancel: CancellationToken::new(),
-            progress: Arc::new(Progress::new()),
-        };
-        let registration = Registration {
-            jobs: self,
-            id,
-            cancel: live.cancel.clone(),
-            progress: Arc::clone(&live.progress),
-        };
-        self.live_map().insert(id, live);
-        registration
-    }
-}
-
-/// A running job's handles; removes it from the live registry when dropped.
-struct Registration<'a> {
-    jobs: &'a Jobs,
-    id: JobId,
-    cancel: CancellationToken,
-    progress: Arc<Progress>,
-}
-
-impl Drop for Registration<'_> {
-    fn drop(&mut self) {
-        self.jobs.live_map().remove(&self.id);
-    }
-}
-
-/// Keeps a job's webhook delivery state in its store.
-struct StoreDeliveryLog {
-    store: Arc<dyn JobStore>,
-    id: JobId,
-}
-
-#[async_trait::async_trait]
-impl DeliveryLog for StoreDeliveryLog {
-    async fn record(&self, delivery: &Delivery) {
-        if let Err(e) = self.store.record_delivery(self.id, delivery).await {
-            tracing::warn!(job = %self.id, error = %e, "could not record the webhook's delivery state");
+            jobs_failed: self.core.interrupted(),
         }
     }
 }

@@ -3,33 +3,41 @@
 //!
 //! Requests on routes configured `async` are answered at once with
 //! `202 Accepted` and a job URL; the gateway sends the original request to
-//! the backend in the background ([`jobs`]), keeps the response in a store
-//! ([`jobs::store`]) and serves the job's status, result and cancellation
-//! ([`jobs::api`]), and calls back when a job ends if asked to
-//! ([`webhook`]). Every other request is proxied through ([`proxy`]).
+//! the backend in the background (`jobs`), keeps the response in a store
+//! (`jobs::store`) and serves the job's status, result and cancellation
+//! (`app::job_api`), and calls back when a job ends if asked to
+//! (`webhook`). Every other request is proxied through (`proxy`).
+//!
+//! The layers, each importing only those below it: `server` (listeners,
+//! workers, drain) over `app` (the composition root and per-request
+//! dispatch) over `error` (the one place errors become problems) over
+//! `jobs` and `proxy`, over `route`, `upstream` and `webhook`, over
+//! `config`, over the protocol leaves (`headers`, `prefer`, `problem`,
+//! `retry_after`, `route_table`, `body`, `defaults`).
 //!
 //! Start with [`Config::load`] and [`Gateway::bind`].
 
-pub mod body;
-pub mod config;
-pub mod defaults;
-pub mod error;
+mod app;
+mod body;
+mod config;
+mod defaults;
+mod error;
 mod error_chain;
-mod gateway;
-pub mod header_block;
-pub mod headers;
-pub mod jobs;
-pub mod prefer;
-pub mod problem;
-pub mod proxy;
-pub mod retry_after;
-pub mod route;
-pub mod route_table;
+mod header_block;
+mod headers;
+mod jobs;
+mod prefer;
+mod problem;
+mod proxy;
+mod retry_after;
+mod route;
+mod route_table;
 mod server;
 pub mod shutdown;
 mod sync;
-pub mod upstream;
-pub mod webhook;
+mod upstream;
+mod webhook;
 
 pub use config::{Config, ConfigError};
+pub use jobs::DrainReport;
 pub use server::{Gateway, RunReport};

@@ -4,7 +4,6 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use asyncgate::config::Mode;
 use asyncgate::{Config, Gateway};
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -50,7 +49,7 @@ fn main() -> ExitCode {
         }
     };
     if let Some(Command::Check) = cli.command {
-        print_routes(&config);
+        print!("{}", config.describe());
         return ExitCode::SUCCESS;
     }
     init_logging(cli.log_format);
@@ -69,7 +68,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> ExitCode {
-    let listen = config.server.listen;
+    let listen = config.listen();
     let gateway = match Gateway::bind(config).await {
         Ok(gateway) => gateway,
         Err(e) => {
@@ -101,39 +100,5 @@ fn init_logging(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
-    }
-}
-
-fn print_routes(config: &Config) {
-    println!(
-        "{}: ok, listening on {}",
-        config.path.display(),
-        config.server.listen
-    );
-    for route in &config.routes {
-        let methods = route.methods.as_ref().map_or_else(
-            || "*".to_owned(),
-            |ms| ms.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","),
-        );
-        let mode = match route.mode {
-            Mode::Async => "async",
-            Mode::Prefer => "prefer",
-            Mode::Auto => "auto",
-            Mode::Passthrough => "passthrough",
-        };
-        println!(
-            "  {:<16} {:<12} {:<32} -> {} ({mode})",
-            route.name,
-            methods,
-            route.path,
-            config.upstream_of(route).name
-        );
-    }
-    match config.default_upstream {
-        Some(i) => println!(
-            "  {:<16} {:<12} {:<32} -> {} (passthrough)",
-            "[default]", "*", "*", config.upstreams[i].name
-        ),
-        None => println!("  unmatched requests: 404"),
     }
 }

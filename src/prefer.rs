@@ -9,19 +9,19 @@
 use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
 
-pub const PREFER: HeaderName = HeaderName::from_static("prefer");
-pub const PREFERENCE_APPLIED: HeaderName = HeaderName::from_static("preference-applied");
+pub(crate) const PREFER: HeaderName = HeaderName::from_static("prefer");
+pub(crate) const PREFERENCE_APPLIED: HeaderName = HeaderName::from_static("preference-applied");
 
 /// What a request prefers, of what the gateway understands.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Preferences {
+pub(crate) struct Preferences {
     pub respond_async: bool,
     /// Seconds the client is willing to wait for a synchronous answer.
     pub wait: Option<u64>,
 }
 
 impl Preferences {
-    pub fn of(headers: &HeaderMap) -> Preferences {
+    pub(crate) fn of(headers: &HeaderMap) -> Preferences {
         let mut prefs = Preferences::default();
         let mut seen_async = false;
         let mut seen_wait = false;
@@ -42,7 +42,7 @@ impl Preferences {
 }
 
 /// `Preference-Applied: wait=N`.
-pub fn wait_applied(seconds: u64) -> HeaderValue {
+pub(crate) fn wait_applied(seconds: u64) -> HeaderValue {
     HeaderValue::from_str(&format!("wait={seconds}")).expect("digits make a valid header value")
 }
 

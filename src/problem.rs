@@ -7,11 +7,12 @@ use serde::Serialize;
 
 use crate::body::{self, Body};
 
-pub const CONTENT_TYPE_PROBLEM: HeaderValue = HeaderValue::from_static("application/problem+json");
+pub(crate) const CONTENT_TYPE_PROBLEM: HeaderValue =
+    HeaderValue::from_static("application/problem+json");
 
 /// One problem; `kind` becomes the `type` URI `urn:asyncgate:problem:{kind}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
+pub(crate) struct Problem {
     pub status: StatusCode,
     pub kind: &'static str,
     pub title: &'static str,
@@ -36,7 +37,7 @@ struct Document<'a> {
 }
 
 impl Problem {
-    pub fn new(
+    pub(crate) fn new(
         status: StatusCode,
         kind: &'static str,
         title: &'static str,
@@ -53,16 +54,16 @@ impl Problem {
         }
     }
 
-    pub fn type_uri(&self) -> String {
+    pub(crate) fn type_uri(&self) -> String {
         format!("urn:asyncgate:problem:{}", self.kind)
     }
 
-    pub fn with_header(mut self, name: http::HeaderName, value: HeaderValue) -> Problem {
+    pub(crate) fn with_header(mut self, name: http::HeaderName, value: HeaderValue) -> Problem {
         self.headers.insert(name, value);
         self
     }
 
-    pub fn into_response(self) -> Response<Body> {
+    pub(crate) fn into_response(self) -> Response<Body> {
         let doc = Document {
             type_uri: self.type_uri(),
             title: self.title,

@@ -8,18 +8,17 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::body::{Body, IdleTimeout};
-use crate::error::GatewayError;
 use crate::headers;
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, UpstreamError};
 
 /// Forwards `req` to `upstream` and streams the answer back. Neither body is
 /// buffered; each may stall for at most its idle timeout.
-pub async fn forward(
+pub(crate) async fn forward(
     upstream: &Upstream,
     req: Request<Incoming>,
     client: SocketAddr,
     body_idle_timeout: Duration,
-) -> Result<Response<Body>, GatewayError> {
+) -> Result<Response<Body>, UpstreamError> {
     let (mut parts, body) = req.into_parts();
     let version = parts.version;
     headers::forward_request(
@@ -34,11 +33,7 @@ pub async fn forward(
     let body = IdleTimeout::new(body, body_idle_timeout).boxed_unsync();
     let response = upstream
         .send(Request::from_parts(parts, body), upstream.config.timeout)
-        .await
-        .map_err(|source| GatewayError::Upstream {
-            upstream: upstream.config.name.clone(),
-            source,
-        })?;
+        .await?;
     let (mut parts, body) = response.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
     headers::add_via(&mut parts.headers, parts.version);

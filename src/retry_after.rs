@@ -11,13 +11,13 @@ const ALPHA: f64 = 0.2;
 /// An exponentially weighted moving average of job durations, lock-free so
 /// status polls never contend with finishing jobs.
 #[derive(Debug, Default)]
-pub struct DurationStats {
+pub(crate) struct DurationStats {
     /// f64 seconds as bits; 0 means nothing observed yet.
     ewma_bits: AtomicU64,
 }
 
 impl DurationStats {
-    pub fn record(&self, d: Duration) {
+    pub(crate) fn record(&self, d: Duration) {
         let sample = d.as_secs_f64().max(f64::MIN_POSITIVE);
         let _ = self
             .ewma_bits
@@ -32,7 +32,7 @@ impl DurationStats {
             });
     }
 
-    pub fn expected(&self) -> Option<Duration> {
+    pub(crate) fn expected(&self) -> Option<Duration> {
         let bits = self.ewma_bits.load(Ordering::Acquire);
         (bits != 0).then(|| Duration::from_secs_f64(f64::from_bits(bits)))
     }
@@ -40,7 +40,7 @@ impl DurationStats {
 
 /// Seconds a client should wait before polling again: the expected time
 /// left, within the route's bounds, and never less than one second.
-pub fn retry_after(
+pub(crate) fn retry_after(
     expected: Option<Duration>,
     elapsed: Duration,
     min: Duration,
@@ -53,7 +53,7 @@ pub fn retry_after(
 
 /// Share of the expected duration already spent, capped at 99 so an
 /// estimate never claims a job is done.
-pub fn estimated_percent(expected: Duration, elapsed: Duration) -> u8 {
+pub(crate) fn estimated_percent(expected: Duration, elapsed: Duration) -> u8 {
     if expected.is_zero() {
         return 99;
     }

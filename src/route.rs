@@ -8,7 +8,7 @@ use crate::config::RouteConfig;
 use crate::retry_after::{self, DurationStats};
 use crate::upstream::Upstream;
 
-pub struct Route {
+pub(crate) struct Route {
     pub config: RouteConfig,
     pub name: Arc<str>,
     pub upstream: Arc<Upstream>,
@@ -17,7 +17,7 @@ pub struct Route {
 
 impl Route {
     /// `Retry-After` seconds for a job of this route that has run for `elapsed`.
-    pub fn retry_after(&self, elapsed: Duration) -> u64 {
+    pub(crate) fn retry_after(&self, elapsed: Duration) -> u64 {
         retry_after::retry_after(
             self.stats.expected(),
             elapsed,

@@ -7,17 +7,16 @@ use std::fmt;
 
 use http::Method;
 
-
 /// Paths are matched by matchit; each path holds the routes that share it,
 /// told apart by method.
 #[derive(Debug)]
-pub struct RouteTable {
+pub(crate) struct RouteTable {
     paths: matchit::Router<Vec<(usize, Option<Vec<Method>>)>>,
 }
 
 /// What the table knows of a route.
 #[derive(Debug, Clone, Copy)]
-pub struct Pattern<'a> {
+pub(crate) struct Pattern<'a> {
     pub name: &'a str,
     /// A matchit pattern.
     pub path: &'a str,
@@ -27,7 +26,7 @@ pub struct Pattern<'a> {
 
 /// Two routes that could both claim one request.
 #[derive(Debug)]
-pub struct Conflict {
+pub(crate) struct Conflict {
     /// Index of the route that was refused.
     pub route: usize,
     reason: String,
@@ -40,7 +39,7 @@ impl fmt::Display for Conflict {
 }
 
 impl RouteTable {
-    pub fn build(routes: &[Pattern<'_>]) -> Result<RouteTable, Conflict> {
+    pub(crate) fn build(routes: &[Pattern<'_>]) -> Result<RouteTable, Conflict> {
         let mut by_path: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for (i, route) in routes.iter().enumerate() {
             let same_path = by_path.entry(route.path).or_default();
@@ -87,7 +86,7 @@ impl RouteTable {
     }
 
     /// The index of the route serving `method` on `path`.
-    pub fn find(&self, method: &Method, path: &str) -> Option<usize> {
+    pub(crate) fn find(&self, method: &Method, path: &str) -> Option<usize> {
         let matched = self.paths.at(path).ok()?;
         matched
             .value

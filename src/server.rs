@@ -15,9 +15,9 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::app::{App, AppService};
 use crate::config::Config;
 use crate::defaults;
-use crate::gateway::{GatewayService, Shared};
 use crate::jobs::store::{MemoryStore, RedisStore, Store};
 use crate::jobs::DrainReport;
 use crate::upstream;
@@ -28,7 +28,7 @@ pub struct Gateway {
     /// spreads connections over the workers.
     listeners: Vec<std::net::TcpListener>,
     local_addr: SocketAddr,
-    shared: Arc<Shared>,
+    app: Arc<App>,
     builder: auto::Builder<TokioExecutor>,
     /// Open connections across all workers.
     slots: Arc<Semaphore>,
@@ -83,7 +83,7 @@ impl Gateway {
         Ok(Gateway {
             listeners,
             local_addr,
-            shared: Arc::new(Shared::new(config, store)),
+            app: Arc::new(App::build(config, store)),
             builder,
             slots,
             drain_timeout,
@@ -104,7 +104,7 @@ impl Gateway {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> RunReport {
         let Gateway {
             mut listeners,
-            shared,
+            app,
             builder,
             slots,
             drain_timeout,
@@ -121,7 +121,7 @@ impl Gateway {
         let mut others = Vec::new();
         for (i, listener) in listeners.into_iter().enumerate() {
             let worker = Worker {
-                shared: Arc::clone(&shared),
+                app: Arc::clone(&app),
                 builder: builder.clone(),
                 slots: Arc::clone(&slots),
                 stop: stop.clone(),
@@ -158,7 +158,7 @@ impl Gateway {
         }
         upstream::enter_worker(0);
         let worker = Worker {
-            shared: Arc::clone(&shared),
+            app: Arc::clone(&app),
             builder,
             slots,
             stop: stop.clone(),
@@ -168,7 +168,7 @@ impl Gateway {
             shutdown.await;
             stop.cancel();
             let deadline = tokio::time::Instant::now() + drain_timeout;
-            let report = shared.jobs.drain(deadline).await;
+            let report = app.drain(deadline).await;
             jobs_drained.cancel();
             report
         };
@@ -185,7 +185,7 @@ impl Gateway {
 
 /// What one worker needs to accept and serve connections.
 struct Worker {
-    shared: Arc<Shared>,
+    app: Arc<App>,
     builder: auto::Builder<TokioExecutor>,
     slots: Arc<Semaphore>,
     stop: CancellationToken,
@@ -221,8 +221,8 @@ impl Worker {
                 },
                 () = self.stop.cancelled() => break,
             };
-            let service = TowerToHyperService::new(GatewayService {
-                shared: Arc::clone(&self.shared),
+            let service = TowerToHyperService::new(AppService {
+                app: Arc::clone(&self.app),
                 remote,
             });
             let conn = serve(&self.builder, stream, service);
@@ -262,8 +262,8 @@ fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 fn serve(
     builder: &auto::Builder<TokioExecutor>,
     stream: TcpStream,
-    service: TowerToHyperService<GatewayService>,
-) -> auto::Connection<'_, TokioIo<TcpStream>, TowerToHyperService<GatewayService>, TokioExecutor> {
+    service: TowerToHyperService<AppService>,
+) -> auto::Connection<'_, TokioIo<TcpStream>, TowerToHyperService<AppService>, TokioExecutor> {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "could not set TCP_NODELAY");
     }

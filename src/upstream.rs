@@ -18,11 +18,11 @@ thread_local! {
 }
 
 /// Marks the current thread as worker `index`.
-pub fn enter_worker(index: usize) {
+pub(crate) fn enter_worker(index: usize) {
     WORKER.with(|w| w.set(index));
 }
 
-pub struct Upstream {
+pub(crate) struct Upstream {
     pub config: UpstreamConfig,
     /// One pool per worker: a pooled connection is driven by a task on the
     /// runtime that opened it, so sharing pools across workers would hand
@@ -31,7 +31,7 @@ pub struct Upstream {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     #[error("could not connect")]
     Connect(#[source] hyper_util::client::legacy::Error),
     #[error("no response within {0:?}")]
@@ -43,7 +43,7 @@ pub enum UpstreamError {
 }
 
 impl Upstream {
-    pub fn new(config: UpstreamConfig, workers: usize) -> Upstream {
+    pub(crate) fn new(config: UpstreamConfig, workers: usize) -> Upstream {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_nodelay(true);
@@ -58,10 +58,7 @@ impl Upstream {
         let clients = (0..workers.max(1))
             .map(|_| builder.build(connector.clone()))
             .collect();
-        Upstream {
-            config,
-            clients,
-        }
+        Upstream { config, clients }
     }
 
     fn client(&self) -> &Client<HttpConnector, Body> {
@@ -69,7 +66,7 @@ impl Upstream {
     }
 
     /// The backend URI for a request's path and query.
-    pub fn uri_for(&self, path_and_query: Option<&PathAndQuery>) -> Uri {
+    pub(crate) fn uri_for(&self, path_and_query: Option<&PathAndQuery>) -> Uri {
         let pq = match (path_and_query, self.config.path_prefix.is_empty()) {
             (Some(pq), true) => pq.clone(),
             (None, true) => PathAndQuery::from_static("/"),
@@ -88,7 +85,7 @@ impl Upstream {
     }
 
     /// Sends a request and waits up to `timeout` for the response head.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         req: Request<Body>,
         timeout: std::time::Duration,

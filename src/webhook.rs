@@ -2,8 +2,8 @@
 //! signed as Standard Webhooks says, and retried with backoff until the
 //! receiver takes it or the attempts run out.
 
-pub mod signature;
-pub mod target;
+pub(crate) mod signature;
+pub(crate) mod target;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,7 +27,7 @@ use target::{Guard, HostPattern, Resolve, Target, TargetError};
 const GATEWAY_AGENT: HeaderValue = HeaderValue::from_static("asyncgate-webhooks");
 
 /// Sends webhooks; one per gateway.
-pub struct Webhooks {
+pub(crate) struct Webhooks {
     config: WebhookConfig,
     secret: Secret,
     guard: Guard,
@@ -72,13 +72,13 @@ fn connector(config: &WebhookConfig, guard: Guard) -> Connector {
 /// Where a webhook's delivery state is kept after each attempt, so that the
 /// job document shows it wherever the job is read.
 #[async_trait::async_trait]
-pub trait DeliveryLog: Send + Sync {
+pub(crate) trait DeliveryLog: Send + Sync {
     async fn record(&self, delivery: &Delivery);
 }
 
 /// A job's webhook: where it goes and how its delivery is going.
 #[derive(Debug)]
-pub struct Webhook {
+pub(crate) struct Webhook {
     pub target: Target,
     handoff: AtomicU8,
     delivery: Mutex<Delivery>,
@@ -92,7 +92,7 @@ const ARMED: u8 = 1;
 const FINISHED_WHILE_HELD: u8 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryState {
+pub(crate) enum DeliveryState {
     /// Not yet taken by the receiver: the job runs, or attempts go on.
     Pending,
     Delivered,
@@ -101,7 +101,7 @@ pub enum DeliveryState {
 }
 
 impl DeliveryState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             DeliveryState::Pending => "pending",
             DeliveryState::Delivered => "delivered",
@@ -109,7 +109,7 @@ impl DeliveryState {
         }
     }
 
-    pub fn parse(s: &str) -> Option<DeliveryState> {
+    pub(crate) fn parse(s: &str) -> Option<DeliveryState> {
         [
             DeliveryState::Pending,
             DeliveryState::Delivered,
@@ -122,7 +122,7 @@ impl DeliveryState {
 
 /// What the job document shows of a webhook.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     pub state: DeliveryState,
     pub attempts: u32,
     pub last_status: Option<u16>,
@@ -144,7 +144,7 @@ impl Default for Delivery {
 
 impl Webhook {
     /// `armed`: sent when the job ends. Unarmed, it waits for [`Webhook::arm`].
-    pub fn new(target: Target, armed: bool) -> Webhook {
+    pub(crate) fn new(target: Target, armed: bool) -> Webhook {
         Webhook {
             target,
             handoff: AtomicU8::new(if armed { ARMED } else { HELD }),
@@ -153,27 +153,27 @@ impl Webhook {
     }
 
     /// A webhook read back from a store outside this process.
-    pub fn restore(target: Target, armed: bool, delivery: Delivery) -> Webhook {
+    pub(crate) fn restore(target: Target, armed: bool, delivery: Delivery) -> Webhook {
         let hook = Webhook::new(target, armed);
         *lock(&hook.delivery) = delivery;
         hook
     }
 
     /// Whether it will be sent when the job ends.
-    pub fn is_armed(&self) -> bool {
+    pub(crate) fn is_armed(&self) -> bool {
         self.handoff.load(Ordering::Acquire) == ARMED
     }
 
     /// The client was told `202` after all; true when the job has already
     /// ended, so the caller must send the webhook itself.
-    pub fn arm(&self) -> bool {
+    pub(crate) fn arm(&self) -> bool {
         self.handoff
             .compare_exchange(HELD, ARMED, Ordering::AcqRel, Ordering::Acquire)
             .is_err_and(|now| now == FINISHED_WHILE_HELD)
     }
 
     /// The job ended; true when the webhook is to be sent now.
-    pub fn ended(&self) -> bool {
+    pub(crate) fn ended(&self) -> bool {
         match self.handoff.compare_exchange(
             HELD,
             FINISHED_WHILE_HELD,
@@ -185,7 +185,7 @@ impl Webhook {
         }
     }
 
-    pub fn delivery(&self) -> Delivery {
+    pub(crate) fn delivery(&self) -> Delivery {
         lock(&self.delivery).clone()
     }
 
@@ -232,7 +232,11 @@ impl AttemptError {
 }
 
 impl Webhooks {
-    pub fn new(config: WebhookConfig, secret: Secret, resolver: Arc<dyn Resolve>) -> Webhooks {
+    pub(crate) fn new(
+        config: WebhookConfig,
+        secret: Secret,
+        resolver: Arc<dyn Resolve>,
+    ) -> Webhooks {
         let guard = Guard::new(resolver, config.policy.clone(), config.timeout);
         let client = Client::builder(TokioExecutor::new())
             // Without a timer the pool never closes idle connections.
@@ -251,7 +255,11 @@ impl Webhooks {
     /// A request's callback URL, if its host is on `hosts` and stands only
     /// for acceptable addresses. Resolved now to answer the client while it
     /// is still here; checked again on every new connection.
-    pub async fn check(&self, url: &str, hosts: &[HostPattern]) -> Result<Target, TargetError> {
+    pub(crate) async fn check(
+        &self,
+        url: &str,
+        hosts: &[HostPattern],
+    ) -> Result<Target, TargetError> {
         let target = Target::parse(url, Some(hosts), self.guard.policy())?;
         self.guard.addresses(target.host()).await?;
         Ok(target)
@@ -261,7 +269,7 @@ impl Webhooks {
     /// run out. `hook` follows along, and `log` keeps its delivery state
     /// after every attempt.
     /// `message_id` (the job's id) is the same on every attempt.
-    pub async fn deliver(
+    pub(crate) async fn deliver(
         &self,
         message_id: &str,
         hook: &Webhook,

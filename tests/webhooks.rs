@@ -307,7 +307,7 @@ mod tls {
     use super::common::process::tempfile_path::TempConfig;
     use super::common::Backend;
 
-    pub struct TlsReceiver {
+    pub(crate) struct TlsReceiver {
         pub backend: Backend,
         pub port: u16,
         /// The test CA's certificate, in a PEM file.
@@ -322,7 +322,7 @@ mod tls {
     }
 
     impl TlsReceiver {
-        pub async fn start() -> TlsReceiver {
+        pub(crate) async fn start() -> TlsReceiver {
             let ca_key = KeyPair::generate().unwrap();
             let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
             ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -369,7 +369,7 @@ mod tls {
             }
         }
 
-        pub fn url(&self, path: &str) -> String {
+        pub(crate) fn url(&self, path: &str) -> String {
             format!("https://127.0.0.1:{}{path}", self.port)
         }
     }

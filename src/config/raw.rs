@@ -12,7 +12,7 @@ type Text = Spanned<String>;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawConfig {
+pub(super) struct RawConfig {
     #[serde(default)]
     pub server: RawServer,
     #[serde(default)]
@@ -29,7 +29,7 @@ pub struct RawConfig {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawWebhooks {
+pub(super) struct RawWebhooks {
     pub secret: Option<Text>,
     pub timeout: Option<Text>,
     pub max_attempts: Option<Spanned<usize>>,
@@ -41,7 +41,7 @@ pub struct RawWebhooks {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawServer {
+pub(super) struct RawServer {
     pub listen: Option<Text>,
     pub jobs_path: Option<Text>,
     pub public_base_url: Option<Text>,
@@ -56,7 +56,7 @@ pub struct RawServer {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawStore {
+pub(super) struct RawStore {
     pub kind: Option<Spanned<StoreKind>>,
     pub max_bytes: Option<Text>,
     pub result_ttl: Option<Text>,
@@ -69,7 +69,7 @@ pub struct RawStore {
 /// Which store holds jobs.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum StoreKind {
+pub(crate) enum StoreKind {
     /// In this process: the embedded default.
     #[default]
     Memory,
@@ -79,7 +79,7 @@ pub enum StoreKind {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawUpstream {
+pub(super) struct RawUpstream {
     pub url: Text,
     pub timeout: Option<Text>,
     pub job_timeout: Option<Text>,
@@ -91,7 +91,7 @@ pub struct RawUpstream {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawRoute {
+pub(super) struct RawRoute {
     pub name: Text,
     pub methods: Option<Spanned<Vec<Text>>>,
     pub path: Text,
@@ -116,7 +116,7 @@ pub struct RawRoute {
 /// What the `Location` of a `202` points at.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum LocationStyle {
+pub(crate) enum LocationStyle {
     /// The JSON status monitor (Microsoft REST API guidelines).
     #[default]
     Status,
@@ -128,7 +128,7 @@ pub enum LocationStyle {
 /// What the gateway does with a request that matches a route.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Always `202 Accepted` and a job.
     #[default]
     Async,
@@ -142,6 +142,6 @@ pub enum Mode {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawDefault {
+pub(super) struct RawDefault {
     pub upstream: Option<Text>,
 }

@@ -12,7 +12,7 @@ use crate::sync::lock;
 
 /// A random (v4) UUID; printed and parsed only in canonical lowercase form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct JobId(Uuid);
+pub(crate) struct JobId(Uuid);
 
 impl JobId {
     /// One word of the id's random bits.
@@ -33,7 +33,7 @@ impl Hash for JobId {
 /// gateway from a CSPRNG, so no client can choose ids that collide, and
 /// SipHash's defence would cost every lookup for nothing.
 #[derive(Default)]
-pub struct IdHasher(u64);
+pub(crate) struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn write_u64(&mut self, word: u64) {
@@ -54,10 +54,10 @@ impl Hasher for IdHasher {
 }
 
 /// What tables keyed by job id hash with.
-pub type IdHash = BuildHasherDefault<IdHasher>;
+pub(crate) type IdHash = BuildHasherDefault<IdHasher>;
 
 /// A map keyed by job id.
-pub type IdMap<V> = HashMap<JobId, V, IdHash>;
+pub(crate) type IdMap<V> = HashMap<JobId, V, IdHash>;
 
 /// A map keyed by job id in shards, each behind its own lock, for maps that
 /// hold every unfinished job. A table that doubles rehashes all its entries
@@ -65,7 +65,7 @@ pub type IdMap<V> = HashMap<JobId, V, IdHash>;
 /// thousand jobs, that stalled every submission for tens of milliseconds.
 /// A shard rehashes a sixty-fourth as much, and the workers rarely wait on
 /// each other.
-pub struct IdShards<V> {
+pub(crate) struct IdShards<V> {
     shards: Box<[Mutex<IdMap<V>>]>,
 }
 
@@ -73,7 +73,7 @@ impl<V> IdShards<V> {
     const SHARDS: usize = 64;
 
     /// The shard that holds `id`, locked.
-    pub fn lock(&self, id: JobId) -> MutexGuard<'_, IdMap<V>> {
+    pub(crate) fn lock(&self, id: JobId) -> MutexGuard<'_, IdMap<V>> {
         // Bits well above those a shard's table indexes its buckets with,
         // and below the seven it keeps as tags: each shard still spreads
         // its ids over all of its buckets.
@@ -81,14 +81,14 @@ impl<V> IdShards<V> {
     }
 
     /// Keeps the entries `keep` says to, one shard at a time.
-    pub fn retain(&self, mut keep: impl FnMut(&JobId, &mut V) -> bool) {
+    pub(crate) fn retain(&self, mut keep: impl FnMut(&JobId, &mut V) -> bool) {
         for shard in &*self.shards {
             lock(shard).retain(&mut keep);
         }
     }
 
     /// The ids in the map, one shard at a time: ids added meanwhile may be missed.
-    pub fn ids(&self) -> Vec<JobId> {
+    pub(crate) fn ids(&self) -> Vec<JobId> {
         self.shards
             .iter()
             .flat_map(|shard| lock(shard).keys().copied().collect::<Vec<_>>())
@@ -105,12 +105,12 @@ impl<V> Default for IdShards<V> {
 }
 
 impl JobId {
-    pub fn random() -> JobId {
+    pub(crate) fn random() -> JobId {
         JobId(Uuid::new_v4())
     }
 
     /// Accepts exactly what [`fmt::Display`] prints, so one job has one URL.
-    pub fn parse(s: &str) -> Option<JobId> {
+    pub(crate) fn parse(s: &str) -> Option<JobId> {
         let uuid = Uuid::try_parse(s).ok()?;
         let mut buf = Uuid::encode_buffer();
         let canonical = uuid.hyphenated().encode_lower(&mut buf);
@@ -119,7 +119,7 @@ impl JobId {
 }
 
 impl JobId {
-    pub fn as_bytes(&self) -> &[u8; 16] {
+    pub(crate) fn as_bytes(&self) -> &[u8; 16] {
         self.0.as_bytes()
     }
 }

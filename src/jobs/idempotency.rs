@@ -8,7 +8,7 @@
 use http::{HeaderMap, HeaderName, Method};
 use sha2::{Digest, Sha256};
 
-pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+pub(crate) const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 /// Longest key accepted; the draft sets none, and 255 covers UUIDs and ULIDs
 /// with room to spare.
@@ -16,7 +16,7 @@ const MAX_KEY_LEN: usize = 255;
 
 /// A submission's key and what it asked for, as digests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Idempotency {
+pub(crate) struct Idempotency {
     /// Route, caller and key together.
     pub scope: [u8; 32],
     /// Method, path and body of the request.
@@ -25,12 +25,12 @@ pub struct Idempotency {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("the Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters")]
-pub struct BadKey;
+pub(crate) struct BadKey;
 
 impl Idempotency {
     /// The key's scope, or `None` when the request carries no key. Checked
     /// from the headers alone, so a bad key is refused before the body is read.
-    pub fn scope(
+    pub(crate) fn scope(
         headers: &HeaderMap,
         route: &str,
         credentials: Option<&[u8]>,
@@ -58,7 +58,7 @@ impl Idempotency {
     }
 
     /// What the request asked for, to tell a repeat from a reused key.
-    pub fn fingerprint(method: &Method, path: &str, body: &[u8]) -> [u8; 32] {
+    pub(crate) fn fingerprint(method: &Method, path: &str, body: &[u8]) -> [u8; 32] {
         digest(&[method.as_str().as_bytes(), path.as_bytes(), body])
     }
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::sync::lock;
 
-pub struct Lane<T> {
+pub(super) struct Lane<T> {
     state: Mutex<State<T>>,
     max_running: usize,
     max_waiting: usize,
@@ -22,7 +22,7 @@ struct State<T> {
 }
 
 /// What [`Lane::admit`] did with an item.
-pub enum Admission<T> {
+pub(super) enum Admission<T> {
     /// Run this item now (it may be an older one that was waiting); take
     /// further work from the slot.
     Run(Slot<T>, T),
@@ -33,13 +33,13 @@ pub enum Admission<T> {
 
 /// One of `max_running` places, held by whoever runs items; given back when
 /// [`Slot::take_next`] finds nothing waiting, or when dropped.
-pub struct Slot<T> {
+pub(super) struct Slot<T> {
     lane: Arc<Lane<T>>,
     held: bool,
 }
 
 impl<T> Lane<T> {
-    pub fn new(max_running: usize, max_waiting: usize) -> Arc<Lane<T>> {
+    pub(super) fn new(max_running: usize, max_waiting: usize) -> Arc<Lane<T>> {
         Arc::new(Lane {
             state: Mutex::new(State {
                 running: 0,
@@ -54,7 +54,7 @@ impl<T> Lane<T> {
         lock(&self.state)
     }
 
-    pub fn admit(self: &Arc<Self>, item: T) -> Admission<T> {
+    pub(super) fn admit(self: &Arc<Self>, item: T) -> Admission<T> {
         let mut state = self.state();
         if state.running < self.max_running {
             state.running += 1;
@@ -81,7 +81,7 @@ impl<T> Lane<T> {
     }
 
     /// Takes a waiting item out of the queue, e.g. because it was canceled.
-    pub fn remove(&self, matches: impl Fn(&T) -> bool) -> Option<T> {
+    pub(super) fn remove(&self, matches: impl Fn(&T) -> bool) -> Option<T> {
         let mut state = self.state();
         let at = state.waiting.iter().position(matches)?;
         state.waiting.remove(at)
@@ -90,7 +90,7 @@ impl<T> Lane<T> {
 
 impl<T> Slot<T> {
     /// The next waiting item, or `None` after giving the place back.
-    pub fn take_next(&mut self) -> Option<T> {
+    pub(super) fn take_next(&mut self) -> Option<T> {
         let mut state = self.lane.state();
         let next = state.waiting.pop_front();
         if next.is_none() && self.held {

@@ -14,7 +14,7 @@ use crate::problem::Problem;
 use crate::webhook::Webhook;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobStatus {
+pub(crate) enum JobStatus {
     Queued,
     Running,
     Succeeded,
@@ -23,14 +23,14 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
-    pub fn parse(s: &str) -> Option<JobStatus> {
+    pub(crate) fn parse(s: &str) -> Option<JobStatus> {
         use JobStatus as S;
         [S::Queued, S::Running, S::Succeeded, S::Failed, S::Canceled]
             .into_iter()
             .find(|status| status.as_str() == s)
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             JobStatus::Queued => "queued",
             JobStatus::Running => "running",
@@ -40,14 +40,14 @@ impl JobStatus {
         }
     }
 
-    pub fn is_terminal(self) -> bool {
+    pub(crate) fn is_terminal(self) -> bool {
         !matches!(self, JobStatus::Queued | JobStatus::Running)
     }
 }
 
 /// Why a job failed without a backend response to replay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// The backend could not be connected to.
     Unreachable,
     /// The backend did not answer within the upstream's `job_timeout`.
@@ -74,7 +74,7 @@ impl Failure {
     ];
 
     /// Its name in a store outside this process.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Failure::Unreachable => "unreachable",
             Failure::Timeout => "timeout",
@@ -85,13 +85,13 @@ impl Failure {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Failure> {
+    pub(crate) fn parse(s: &str) -> Option<Failure> {
         Failure::ALL.into_iter().find(|f| f.as_str() == s)
     }
 
     /// The answer a synchronous proxy would have given for this failure; also the
     /// `error` member of a failed job's document.
-    pub fn problem(self) -> Problem {
+    pub(crate) fn problem(self) -> Problem {
         match self {
             Failure::Unreachable => Problem::new(
                 StatusCode::BAD_GATEWAY,
@@ -135,13 +135,13 @@ impl Failure {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ResponseSummary {
+pub(crate) struct ResponseSummary {
     pub status: u16,
     pub bytes: u64,
 }
 
 #[derive(Debug, Clone)]
-pub struct Job {
+pub(crate) struct Job {
     pub id: JobId,
     pub route: Arc<str>,
     pub method: Method,
@@ -160,7 +160,7 @@ pub struct Job {
 }
 
 impl Job {
-    pub fn queued(route: Arc<str>, method: Method) -> Job {
+    pub(crate) fn queued(route: Arc<str>, method: Method) -> Job {
         Job {
             id: JobId::random(),
             route,
@@ -177,13 +177,13 @@ impl Job {
         }
     }
 
-    pub fn start(&mut self, at: SystemTime) {
+    pub(crate) fn begin(&mut self, at: SystemTime) {
         self.status = JobStatus::Running;
         self.started_at = Some(at);
         self.attempts += 1;
     }
 
-    pub fn finish(&mut self, outcome: &Outcome) {
+    pub(crate) fn finish(&mut self, outcome: &Outcome) {
         self.status = outcome.status;
         self.finished_at = Some(outcome.finished_at);
         self.failure = outcome.failure;
@@ -194,14 +194,14 @@ impl Job {
     }
 
     /// Whether `GET …/result` has something other than a 409 to say.
-    pub fn has_result(&self) -> bool {
+    pub(crate) fn has_result(&self) -> bool {
         matches!(self.status, JobStatus::Succeeded | JobStatus::Failed)
     }
 }
 
 /// A request as it will be sent to the backend: body read in full, headers
 /// packed, everything in allocations of its own, since it may wait long.
-pub struct BackendRequest {
+pub(crate) struct BackendRequest {
     pub method: Method,
     pub path: PathAndQuery,
     pub headers: HeaderBlock,
@@ -210,14 +210,14 @@ pub struct BackendRequest {
 
 impl BackendRequest {
     /// Bytes it holds, for the store budget.
-    pub fn size(&self) -> u64 {
+    pub(crate) fn size(&self) -> u64 {
         (self.path.as_str().len() + self.headers.size() + self.body.len()) as u64
     }
 }
 
 /// A backend response kept for replay: end-to-end headers only, whole body.
 #[derive(Debug, Clone)]
-pub struct StoredResponse {
+pub(crate) struct StoredResponse {
     pub status: StatusCode,
     pub headers: HeaderBlock,
     pub body: Bytes,
@@ -225,14 +225,14 @@ pub struct StoredResponse {
 
 impl StoredResponse {
     /// Bytes this response holds in memory, for the store budget.
-    pub fn size(&self) -> u64 {
+    pub(crate) fn size(&self) -> u64 {
         (self.headers.size() + self.body.len()) as u64
     }
 }
 
 /// How a job ended, as the runner reports it to the store.
 #[derive(Debug, Clone)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub status: JobStatus,
     pub finished_at: SystemTime,
     pub response: Option<StoredResponse>,
@@ -241,7 +241,7 @@ pub struct Outcome {
 
 impl Outcome {
     /// A backend answer: a 5xx fails the job, anything else is its result.
-    pub fn answered(response: StoredResponse) -> Outcome {
+    pub(crate) fn answered(response: StoredResponse) -> Outcome {
         let status = if response.status.is_server_error() {
             JobStatus::Failed
         } else {
@@ -255,7 +255,7 @@ impl Outcome {
         }
     }
 
-    pub fn failed(failure: Failure) -> Outcome {
+    pub(crate) fn failed(failure: Failure) -> Outcome {
         Outcome {
             status: JobStatus::Failed,
             finished_at: SystemTime::now(),
@@ -264,7 +264,7 @@ impl Outcome {
         }
     }
 
-    pub fn canceled() -> Outcome {
+    pub(crate) fn canceled() -> Outcome {
         Outcome {
             status: JobStatus::Canceled,
             finished_at: SystemTime::now(),

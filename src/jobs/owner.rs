@@ -12,11 +12,11 @@ use super::id::JobId;
 
 /// The digest binding a job to its submitter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Owner([u8; 32]);
+pub(crate) struct Owner([u8; 32]);
 
 /// The credential headers of a request, in the route's order; `None` when
 /// the request carried none of them (the job is then visible to anyone).
-pub fn credentials(headers: &HeaderMap, names: &[HeaderName]) -> Option<Vec<u8>> {
+pub(crate) fn credentials(headers: &HeaderMap, names: &[HeaderName]) -> Option<Vec<u8>> {
     let mut raw = Vec::new();
     for name in names {
         for value in headers.get_all(name) {
@@ -30,7 +30,7 @@ pub fn credentials(headers: &HeaderMap, names: &[HeaderName]) -> Option<Vec<u8>>
 }
 
 impl Owner {
-    pub fn of(id: JobId, credentials: &[u8]) -> Owner {
+    pub(crate) fn of(id: JobId, credentials: &[u8]) -> Owner {
         let mut hasher = Sha256::new();
         hasher.update(id.as_bytes());
         hasher.update(credentials);
@@ -38,16 +38,16 @@ impl Owner {
     }
 
     /// The digest as a store outside this process keeps it.
-    pub fn digest(&self) -> [u8; 32] {
+    pub(crate) fn digest(&self) -> [u8; 32] {
         self.0
     }
 
-    pub fn from_digest(digest: [u8; 32]) -> Owner {
+    pub(crate) fn from_digest(digest: [u8; 32]) -> Owner {
         Owner(digest)
     }
 
     /// Whether a request with these credentials may see the job.
-    pub fn admits(&self, id: JobId, credentials: Option<&[u8]>) -> bool {
+    pub(crate) fn admits(&self, id: JobId, credentials: Option<&[u8]>) -> bool {
         // Every request pays for one digest, so a stranger's 404 costs the
         // same as a wrong credential's.
         let presented = Owner::of(id, credentials.unwrap_or_default());

@@ -2,83 +2,79 @@
 //! from the lane until none wait; each is sent once, its response kept, and
 //! how it ended recorded.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::header::CONTENT_LENGTH;
 use http::Request;
 
+use super::core::{Core, QueuedJob};
 use super::id::JobId;
+use super::lane::Slot;
 use super::model::{BackendRequest, Failure, JobStatus, Outcome, StoredResponse};
+use super::running::Progress;
 use super::store::MemoryStore;
-use super::{Jobs, Progress, QueuedJob};
 use crate::body::{self, collect_limited, BodyError};
 use crate::header_block::HeaderBlock;
 use crate::headers;
-use super::lane::Slot;
 use crate::route::Route;
 use crate::upstream::UpstreamError;
 
+/// Runs jobs from this process's own lane while it has any, holding one of
+/// the upstream's places.
 pub(super) async fn work(
-    jobs: Arc<Jobs>,
+    core: Arc<Core>,
     store: Arc<MemoryStore>,
     mut slot: Slot<QueuedJob>,
     first: QueuedJob,
 ) {
     let mut next = Some(first);
     while let Some(job) = next {
-        run(&jobs, &store, job).await;
+        run(&core, &store, job).await;
         next = slot.take_next();
     }
 }
 
-/// Starts and runs a job from this process's own lane.
-async fn run(jobs: &Jobs, store: &MemoryStore, job: QueuedJob) {
-    if jobs.abort.is_cancelled() {
+/// Marks a job from this process's own lane running, and runs it.
+async fn run(core: &Core, store: &MemoryStore, job: QueuedJob) {
+    if core.aborted().is_cancelled() {
         // Past the drain deadline: what still waits here fails without being
         // sent. (Waiting in a shared queue, it waits for another replica.)
-        record(
-            jobs,
-            &job.route,
-            job.id,
-            0,
-            Outcome::failed(Failure::Interrupted),
-        )
-        .await;
+        core.finish(job.id, 0, Outcome::failed(Failure::Interrupted))
+            .await;
         return;
     }
     // None: canceled while it waited.
-    if let Some(attempt) = store.start(job.id, SystemTime::now()) {
-        run_started(jobs, job, attempt).await;
+    if let Some(attempt) = store.begin(job.id, SystemTime::now()) {
+        run_begun(core, job, attempt).await;
     }
 }
 
 /// Runs a job the store has marked running as `attempt`.
-pub(super) async fn run_started(jobs: &Jobs, job: QueuedJob, attempt: u32) {
+pub(super) async fn run_begun(core: &Core, job: QueuedJob, attempt: u32) {
     let QueuedJob { id, route, request } = job;
-    jobs.announce(id, JobStatus::Running);
+    core.watches().announce(id, JobStatus::Running);
     tracing::info!(job = %id, route = %route.name, status = "running", attempt, "job");
-    let live = jobs.register(id);
+    let live = core.running().register(id);
     let started = tokio::time::Instant::now();
     let outcome = tokio::select! {
         // Dropping the exchange future drops its connection: the backend sees the abort.
         () = live.cancel.cancelled() => return,
-        () = jobs.abort.cancelled() => Outcome::failed(Failure::Interrupted),
-        () = keep_lease(jobs, id, attempt) => return,
+        () = core.aborted().cancelled() => Outcome::failed(Failure::Interrupted),
+        () = keep_lease(core, id, attempt) => return,
         outcome = exchange(&route, request, &live.progress) => outcome,
     };
     if outcome.failure != Some(Failure::Interrupted) {
         route.stats.record(started.elapsed());
     }
-    record(jobs, &route, id, attempt, outcome).await;
+    core.finish(id, attempt, outcome).await;
 }
 
 /// Renews a shared job's lease until it is lost, which ends the job here:
 /// another replica has it, or it was canceled. Never ends for a job that
 /// runs in this process's own store.
-async fn keep_lease(jobs: &Jobs, id: JobId, attempt: u32) {
-    let Some(shared) = jobs.store.shared() else {
+async fn keep_lease(core: &Core, id: JobId, attempt: u32) {
+    let Some(shared) = core.store().shared() else {
         return std::future::pending().await;
     };
     let mut tick = tokio::time::interval(shared.lease() / 3);
@@ -96,33 +92,6 @@ async fn keep_lease(jobs: &Jobs, id: JobId, attempt: u32) {
             // renewal tells.
             Err(e) => tracing::warn!(job = %id, error = %e, "could not renew the lease"),
         }
-    }
-}
-
-async fn record(jobs: &Jobs, route: &Route, id: JobId, attempt: u32, outcome: Outcome) {
-    let status = outcome.status;
-    let failure = outcome.failure;
-    match jobs.store.finish(id, attempt, outcome).await {
-        Ok(Some(job)) => {
-            jobs.announce(id, status);
-            jobs.call_back(&job);
-            if failure == Some(Failure::Interrupted) {
-                jobs.interrupted.fetch_add(1, Ordering::Relaxed);
-            }
-            let http_status = job.response.map(|r| r.status);
-            match status {
-                JobStatus::Failed => {
-                    tracing::warn!(job = %id, route = %route.name, status = status.as_str(), ?failure, http_status, "job")
-                }
-                _ => {
-                    tracing::info!(job = %id, route = %route.name, status = status.as_str(), http_status, "job")
-                }
-            }
-        }
-        Ok(None) => {
-            tracing::info!(job = %id, attempt, "outcome dropped: the job was canceled or taken over")
-        }
-        Err(e) => tracing::error!(job = %id, error = %e, "could not record how the job ended"),
     }
 }
 
@@ -154,16 +123,14 @@ async fn exchange(route: &Route, request: BackendRequest, progress: &Progress) -
             return Err(Failure::ResultTooLarge);
         }
         if let Some(n) = length {
-            progress.total.store(n, Ordering::Relaxed);
+            progress.set_total(n);
         }
-        let body = collect_limited(body, limit, |n| {
-            progress.received.store(n, Ordering::Relaxed)
-        })
-        .await
-        .map_err(|e| match e {
-            BodyError::TooLarge { .. } => Failure::ResultTooLarge,
-            BodyError::Idle(_) | BodyError::Read(_) => Failure::Reset,
-        })?;
+        let body = collect_limited(body, limit, |n| progress.set_received(n))
+            .await
+            .map_err(|e| match e {
+                BodyError::TooLarge { .. } => Failure::ResultTooLarge,
+                BodyError::Idle(_) | BodyError::Read(_) => Failure::Reset,
+            })?;
         headers::remove_hop_by_hop(&mut parts.headers);
         // The replay carries the body whole; its length is set when it is sent.
         parts.headers.remove(CONTENT_LENGTH);

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use budget::{Budget, Reservation};
-pub use memory::MemoryStore;
-pub use redis::RedisStore;
+pub(crate) use budget::{Budget, Reservation};
+pub(crate) use memory::MemoryStore;
+pub(crate) use redis::RedisStore;
 
 /// The store the config chose.
-pub enum Store {
+pub(crate) enum Store {
     /// Jobs run in the process that accepted them, started by its lanes.
     Memory(Arc<MemoryStore>),
     /// Jobs run in whichever replica takes them, started as it takes them.
@@ -27,21 +27,29 @@ use super::model::{BackendRequest, Job, JobStatus, Outcome, StoredResponse};
 
 use crate::webhook::{Delivery, Webhook};
 
+/// The store failed: whatever was asked did not happen.
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("the result store's byte budget is spent")]
-    Full,
-    #[error("the queue of upstream `{0}` is full")]
-    QueueFull(String),
+pub(crate) enum StoreError {
     #[error("the store cannot be reached")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the store holds a record it cannot read: {0}")]
     Corrupt(String),
 }
 
+/// Why a job was not recorded.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CreateError {
+    #[error("the result store's byte budget is spent")]
+    Full,
+    #[error("the queue of upstream `{0}` is full")]
+    QueueFull(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// What a lookup by id found.
 #[derive(Debug)]
-pub enum Lookup<T> {
+pub(crate) enum Lookup<T> {
     Found(T),
     /// Expired or deleted, and its tombstone is still kept.
     Gone,
@@ -49,7 +57,7 @@ pub enum Lookup<T> {
 }
 
 /// A job to record, with what a store that also queues work needs.
-pub struct NewJob<'a> {
+pub(crate) struct NewJob<'a> {
     pub job: Job,
     pub request: &'a BackendRequest,
     /// The upstream's name and `max_queue`.
@@ -62,7 +70,7 @@ pub struct NewJob<'a> {
 
 /// The idempotency scope a new job claims along with being recorded.
 #[derive(Debug, Clone, Copy)]
-pub struct ScopeClaim {
+pub(crate) struct ScopeClaim {
     pub scope: [u8; 32],
     pub fingerprint: [u8; 32],
     /// Take the scope even from another job: that job is gone.
@@ -71,7 +79,7 @@ pub struct ScopeClaim {
 
 /// What [`JobStore::create`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Created {
+pub(crate) enum Created {
     Recorded,
     /// Nothing was recorded: another job holds the idempotency scope, and
     /// was submitted with this fingerprint.
@@ -83,7 +91,7 @@ pub enum Created {
 
 /// What a `DELETE` did.
 #[derive(Debug)]
-pub enum Cancel {
+pub(crate) enum Cancel {
     /// It was queued or running and is now canceled.
     Canceled(Job),
     /// It had been canceled before; nothing changed.
@@ -95,11 +103,11 @@ pub enum Cancel {
 /// Every method owns its data and is atomic on its own: two transitions of
 /// one job never interleave, whichever task or replica makes them.
 #[async_trait]
-pub trait JobStore: Send + Sync + 'static {
+pub(crate) trait JobStore: Send + Sync + 'static {
     /// Records a new queued job, claiming its idempotency scope in the same
     /// step, so the holder of a scope always exists; refused when the budget
     /// (or, for a store that queues, the upstream's queue) is full.
-    async fn create(&self, new: NewJob<'_>) -> Result<Created, StoreError>;
+    async fn create(&self, new: NewJob<'_>) -> Result<Created, CreateError>;
 
     async fn get(&self, id: JobId) -> Result<Lookup<Job>, StoreError>;
 
@@ -137,7 +145,7 @@ pub trait JobStore: Send + Sync + 'static {
 
 /// A job this replica took from the shared queue and started, and what
 /// running it needs.
-pub struct Taken {
+pub(crate) struct Taken {
     pub id: JobId,
     pub route: String,
     pub request: BackendRequest,
@@ -147,7 +155,7 @@ pub struct Taken {
 
 /// What the replicas sharing a store tell each other.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
+pub(crate) enum Event {
     /// A job's status changed, wherever that happened.
     Status(JobId, JobStatus),
     /// An upstream may have work to take: a job was queued, or a place freed.
@@ -160,7 +168,7 @@ pub enum Event {
 /// replica at a time under a lease it renews while the job runs; a replica
 /// that stops renewing loses its jobs to the others.
 #[async_trait]
-pub trait SharedWork: Send + Sync {
+pub(crate) trait SharedWork: Send + Sync {
     /// Takes up to `count` of the oldest waiting jobs of `upstream`, as
     /// many as keep at most `max` of its jobs running across all replicas,
     /// and starts them under this replica's lease.

@@ -11,7 +11,7 @@ const PREFIX: &str = "whsec_";
 
 /// The key webhooks are signed with; never printed.
 #[derive(Clone)]
-pub struct Secret(Vec<u8>);
+pub(crate) struct Secret(Vec<u8>);
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -20,7 +20,7 @@ impl std::fmt::Debug for Secret {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SecretError {
+pub(crate) enum SecretError {
     #[error("must start with `whsec_`, as Standard Webhooks secrets do")]
     Prefix,
     #[error("the part after `whsec_` must be base64")]
@@ -30,7 +30,7 @@ pub enum SecretError {
 }
 
 impl Secret {
-    pub fn parse(text: &str) -> Result<Secret, SecretError> {
+    pub(crate) fn parse(text: &str) -> Result<Secret, SecretError> {
         let encoded = text.strip_prefix(PREFIX).ok_or(SecretError::Prefix)?;
         let key = STANDARD.decode(encoded).map_err(|_| SecretError::Base64)?;
         // The spec asks for 24 to 64 bytes; shorter keys are guessable.
@@ -41,7 +41,7 @@ impl Secret {
     }
 
     /// The `webhook-signature` header value for one delivery attempt.
-    pub fn sign(&self, id: &str, timestamp: u64, body: &[u8]) -> String {
+    pub(crate) fn sign(&self, id: &str, timestamp: u64, body: &[u8]) -> String {
         let mut mac =
             Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes keys of any length");
         mac.update(id.as_bytes());

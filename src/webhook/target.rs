@@ -19,7 +19,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 const MAX_URL_LENGTH: usize = 2048;
 
 #[derive(Debug, thiserror::Error)]
-pub enum TargetError {
+pub(crate) enum TargetError {
     #[error("callback URL is longer than {MAX_URL_LENGTH} bytes")]
     TooLong,
     #[error("callback URL is not an absolute http(s) URL")]
@@ -45,13 +45,13 @@ pub enum TargetError {
 /// One entry of a route's `callback_hosts`: a host name, or `*.suffix` for
 /// any name below it (not the suffix itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostPattern {
+pub(crate) enum HostPattern {
     Exact(String),
     Below(String),
 }
 
 impl HostPattern {
-    pub fn parse(text: &str) -> Option<HostPattern> {
+    pub(crate) fn parse(text: &str) -> Option<HostPattern> {
         let text = text.to_ascii_lowercase();
         let valid = |s: &str| {
             !s.is_empty()
@@ -80,12 +80,12 @@ impl HostPattern {
 /// Which addresses webhooks may reach: public ones, plus the networks the
 /// operator listed in `[webhooks] allow_networks`.
 #[derive(Debug, Clone, Default)]
-pub struct AddressPolicy {
+pub(crate) struct AddressPolicy {
     pub allowed: Vec<IpNet>,
 }
 
 impl AddressPolicy {
-    pub fn check(&self, ip: IpAddr) -> Result<(), TargetError> {
+    pub(crate) fn check(&self, ip: IpAddr) -> Result<(), TargetError> {
         if self.allowed.iter().any(|net| net.contains(&ip)) || is_public(ip) {
             Ok(())
         } else {
@@ -174,14 +174,14 @@ fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
 
 /// A callback URL that passed the checks that need no network.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     uri: Uri,
 }
 
 impl Target {
     /// Checks a URL against the allow-list (none: any host) and, when its
     /// host is an address, against the policy.
-    pub fn parse(
+    pub(crate) fn parse(
         text: &str,
         hosts: Option<&[HostPattern]>,
         policy: &AddressPolicy,
@@ -218,21 +218,21 @@ impl Target {
     }
 
     /// A URL checked when its job was submitted, read back from a store.
-    pub fn restore(text: &str) -> Option<Target> {
+    pub(crate) fn restore(text: &str) -> Option<Target> {
         text.parse().ok().map(|uri| Target { uri })
     }
 
     /// The URL as the job keeps it.
-    pub fn as_str(&self) -> String {
+    pub(crate) fn as_str(&self) -> String {
         self.uri.to_string()
     }
 
-    pub fn uri(&self) -> &Uri {
+    pub(crate) fn uri(&self) -> &Uri {
         &self.uri
     }
 
     /// The host without the brackets an IPv6 literal is written in.
-    pub fn host(&self) -> &str {
+    pub(crate) fn host(&self) -> &str {
         let host = self.uri.host().unwrap_or_default();
         host.strip_prefix('[')
             .and_then(|h| h.strip_suffix(']'))
@@ -245,7 +245,7 @@ impl Target {
 
     /// The URL without its query, which may hold a receiver's token: what
     /// the job document shows.
-    pub fn shown(&self) -> String {
+    pub(crate) fn shown(&self) -> String {
         format!(
             "{}://{}{}",
             self.uri.scheme_str().unwrap_or_default(),
@@ -259,12 +259,12 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Turns host names into addresses; tests give their own, so no test ever
 /// needs a name that resolves to a private address.
-pub trait Resolve: Send + Sync + 'static {
+pub(crate) trait Resolve: Send + Sync + 'static {
     fn resolve<'a>(&'a self, host: &'a str) -> BoxFuture<'a, io::Result<Vec<IpAddr>>>;
 }
 
 /// The operating system's resolver.
-pub struct SystemResolver;
+pub(crate) struct SystemResolver;
 
 impl Resolve for SystemResolver {
     fn resolve<'a>(&'a self, host: &'a str) -> BoxFuture<'a, io::Result<Vec<IpAddr>>> {
@@ -280,14 +280,18 @@ impl Resolve for SystemResolver {
 /// A resolver whose answers are checked: a name any of whose addresses is
 /// refused is refused whole, so no answer can slip a private one through.
 #[derive(Clone)]
-pub struct Guard {
+pub(crate) struct Guard {
     resolver: Arc<dyn Resolve>,
     policy: Arc<AddressPolicy>,
     timeout: Duration,
 }
 
 impl Guard {
-    pub fn new(resolver: Arc<dyn Resolve>, policy: AddressPolicy, timeout: Duration) -> Guard {
+    pub(crate) fn new(
+        resolver: Arc<dyn Resolve>,
+        policy: AddressPolicy,
+        timeout: Duration,
+    ) -> Guard {
         Guard {
             resolver,
             policy: Arc::new(policy),
@@ -295,12 +299,12 @@ impl Guard {
         }
     }
 
-    pub fn policy(&self) -> &AddressPolicy {
+    pub(crate) fn policy(&self) -> &AddressPolicy {
         &self.policy
     }
 
     /// Every address `host` stands for, once all are found acceptable.
-    pub async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, TargetError> {
+    pub(crate) async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, TargetError> {
         if let Ok(ip) = host.parse::<IpAddr>() {
             self.policy.check(ip)?;
             return Ok(vec![ip]);

@@ -2,7 +2,7 @@
 //! started in-process, an HTTP client, and one bounded wait for everything.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
-pub mod process;
+pub(crate) mod process;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 
 /// Every wait in the tests goes through here: a hang fails the test with
 /// what it was waiting for instead of stalling CI.
-pub async fn within<F: Future>(secs: u64, what: &str, fut: F) -> F::Output {
+pub(crate) async fn within<F: Future>(secs: u64, what: &str, fut: F) -> F::Output {
     match tokio::time::timeout(Duration::from_secs(secs), fut).await {
         Ok(out) => out,
         Err(_) => panic!("timed out after {secs}s waiting for {what}"),
@@ -36,7 +36,7 @@ pub async fn within<F: Future>(secs: u64, what: &str, fut: F) -> F::Output {
 
 /// What the backend received.
 #[derive(Debug, Clone)]
-pub struct Received {
+pub(crate) struct Received {
     pub method: Method,
     pub uri: String,
     pub headers: HeaderMap,
@@ -68,7 +68,7 @@ struct BackendState {
 ///
 /// It records every request, the most it served at once, and every request
 /// whose client went away before the answer.
-pub struct Backend {
+pub(crate) struct Backend {
     pub addr: SocketAddr,
     state: Arc<BackendState>,
     task: JoinHandle<()>,
@@ -100,7 +100,7 @@ impl Drop for InFlight {
 type BackendBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
 impl Backend {
-    pub async fn start() -> Backend {
+    pub(crate) async fn start() -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(BackendState {
@@ -133,17 +133,17 @@ impl Backend {
         Backend { addr, state, task }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// Lets `n` held requests answer.
-    pub fn release(&self, n: usize) {
+    pub(crate) fn release(&self, n: usize) {
         self.state.gate.add_permits(n);
     }
 
     /// Waits until `n` requests in all have reached the backend.
-    pub async fn started(&self, n: usize) {
+    pub(crate) async fn started(&self, n: usize) {
         within(60, &format!("{n} backend requests to start"), async {
             loop {
                 let notified = self.state.started_changed.notified();
@@ -157,7 +157,7 @@ impl Backend {
     }
 
     /// Waits until `n` requests in all were abandoned by the gateway.
-    pub async fn disconnects(&self, n: usize) {
+    pub(crate) async fn disconnects(&self, n: usize) {
         within(10, &format!("{n} backend disconnects"), async {
             loop {
                 let notified = self.state.disconnect_changed.notified();
@@ -170,19 +170,19 @@ impl Backend {
         .await;
     }
 
-    pub fn received(&self) -> Vec<Received> {
+    pub(crate) fn received(&self) -> Vec<Received> {
         self.state.received.lock().unwrap().clone()
     }
 
-    pub fn request_count(&self) -> usize {
+    pub(crate) fn request_count(&self) -> usize {
         self.state.started.load(Ordering::SeqCst)
     }
 
-    pub fn max_in_flight(&self) -> usize {
+    pub(crate) fn max_in_flight(&self) -> usize {
         self.state.max_in_flight.load(Ordering::SeqCst)
     }
 
-    pub fn disconnect_count(&self) -> usize {
+    pub(crate) fn disconnect_count(&self) -> usize {
         self.state.disconnects.load(Ordering::SeqCst)
     }
 }
@@ -297,7 +297,7 @@ fn full_response(status: StatusCode, body: Bytes) -> Response<BackendBody> {
 }
 
 /// A gateway running in this process on `127.0.0.1:0`.
-pub struct TestGateway {
+pub(crate) struct TestGateway {
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<RunReport>>,
@@ -305,7 +305,7 @@ pub struct TestGateway {
 
 impl TestGateway {
     /// Starts a gateway from config text; `listen` is forced to an ephemeral port.
-    pub async fn start(toml: &str) -> TestGateway {
+    pub(crate) async fn start(toml: &str) -> TestGateway {
         let toml = format!("[server]\nlisten = \"127.0.0.1:0\"\n{toml}");
         let config = Config::parse(&toml, Path::new("test.toml")).unwrap_or_else(|e| panic!("{e}"));
         let gateway = Gateway::bind(config).await.unwrap();
@@ -321,12 +321,12 @@ impl TestGateway {
         }
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
     /// Starts the drain and waits for it; re-raises a panic from the gateway.
-    pub async fn stop(mut self) -> RunReport {
+    pub(crate) async fn stop(mut self) -> RunReport {
         let _ = self.stop.take().unwrap().send(());
         let task = self.task.take().unwrap();
         match within(30, "the gateway to drain", task).await {
@@ -346,19 +346,19 @@ impl Drop for TestGateway {
 
 /// A response read in full.
 #[derive(Debug)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
 }
 
 impl Reply {
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
-    pub fn header(&self, name: &str) -> &str {
+    pub(crate) fn header(&self, name: &str) -> &str {
         self.headers
             .get(name)
             .unwrap_or_else(|| panic!("no {name} header in {:?}", self.headers))
@@ -367,7 +367,7 @@ impl Reply {
     }
 
     /// Asserts the status, showing the body when it is another.
-    pub fn assert_status(&self, status: u16) {
+    pub(crate) fn assert_status(&self, status: u16) {
         assert_eq!(
             self.status.as_u16(),
             status,
@@ -377,7 +377,7 @@ impl Reply {
     }
 
     /// Asserts an RFC 9457 problem with this status and type suffix.
-    pub fn assert_problem(&self, status: u16, kind: &str) {
+    pub(crate) fn assert_problem(&self, status: u16, kind: &str) {
         self.assert_status(status);
         assert_eq!(self.header("content-type"), "application/problem+json");
         let doc = self.json();
@@ -388,7 +388,7 @@ impl Reply {
 }
 
 #[derive(Clone)]
-pub struct Client {
+pub(crate) struct Client {
     inner: HyperClient<HttpConnector, Full<Bytes>>,
 }
 
@@ -401,7 +401,7 @@ impl Default for Client {
 }
 
 impl Client {
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         url: &str,
@@ -414,7 +414,7 @@ impl Client {
     }
 
     /// Like [`Client::send`], but a failed exchange is an `Err`, not a panic.
-    pub async fn try_send(
+    pub(crate) async fn try_send(
         &self,
         method: Method,
         url: &str,
@@ -439,21 +439,21 @@ impl Client {
         .await
     }
 
-    pub async fn get(&self, url: &str) -> Reply {
+    pub(crate) async fn get(&self, url: &str) -> Reply {
         self.send(Method::GET, url, &[], Bytes::new()).await
     }
 
-    pub async fn post(&self, url: &str, body: impl Into<Bytes>) -> Reply {
+    pub(crate) async fn post(&self, url: &str, body: impl Into<Bytes>) -> Reply {
         self.send(Method::POST, url, &[], body).await
     }
 
-    pub async fn delete(&self, url: &str) -> Reply {
+    pub(crate) async fn delete(&self, url: &str) -> Reply {
         self.send(Method::DELETE, url, &[], Bytes::new()).await
     }
 
     /// Polls a job's status URL until its status is `want` or it can no
     /// longer become `want`.
-    pub async fn wait_status(&self, status_url: &str, want: &str) -> serde_json::Value {
+    pub(crate) async fn wait_status(&self, status_url: &str, want: &str) -> serde_json::Value {
         let doc = within(20, &format!("job to be {want}"), async {
             loop {
                 let doc = self.get(status_url).await.json();
@@ -471,17 +471,17 @@ impl Client {
 }
 
 /// A config with one upstream `app` at `backend` and the given extra TOML.
-pub fn config(backend: &str, upstream_extra: &str, rest: &str) -> String {
+pub(crate) fn config(backend: &str, upstream_extra: &str, rest: &str) -> String {
     format!("[upstreams.app]\nurl = \"{backend}\"\n{upstream_extra}\n{rest}")
 }
 
 /// An async route `jobs` on `path` (all methods) with extra keys.
-pub fn async_route(path: &str, extra: &str) -> String {
+pub(crate) fn async_route(path: &str, extra: &str) -> String {
     format!("[[routes]]\nname = \"jobs\"\npath = \"{path}\"\nupstream = \"app\"\nmode = \"async\"\n{extra}\n")
 }
 
 /// Writes raw bytes to `addr` and reads until the peer closes (bounded).
-pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+pub(crate) async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let _ = s.write_all(request).await;
@@ -491,7 +491,7 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
 }
 
 /// The `status` of every job document in a Server-Sent Events text.
-pub fn sse_statuses(sse: &str) -> Vec<String> {
+pub(crate) fn sse_statuses(sse: &str) -> Vec<String> {
     sse.split("\n\n")
         .filter_map(|event| event.lines().find_map(|l| l.strip_prefix("data: ")))
         .map(|data| {

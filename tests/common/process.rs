@@ -10,20 +10,20 @@ use tokio::sync::Notify;
 
 use super::within;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_asyncgate");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_asyncgate");
 
-pub fn write_config(text: &str) -> tempfile_path::TempConfig {
+pub(crate) fn write_config(text: &str) -> tempfile_path::TempConfig {
     tempfile_path::TempConfig::new(text)
 }
 
 /// A config file that removes itself.
-pub mod tempfile_path {
+pub(crate) mod tempfile_path {
     use std::path::PathBuf;
 
-    pub struct TempConfig(pub PathBuf);
+    pub(crate) struct TempConfig(pub PathBuf);
 
     impl TempConfig {
-        pub fn new(text: &str) -> TempConfig {
+        pub(crate) fn new(text: &str) -> TempConfig {
             let path =
                 std::env::temp_dir().join(format!("asyncgate-test-{}.toml", uuid::Uuid::new_v4()));
             std::fs::write(&path, text).unwrap();
@@ -39,7 +39,7 @@ pub mod tempfile_path {
 }
 
 /// The binary running, its log lines collected as they come.
-pub struct Running {
+pub(crate) struct Running {
     child: Option<Child>,
     lines: Arc<Mutex<Vec<String>>>,
     new_line: Arc<Notify>,
@@ -47,7 +47,7 @@ pub struct Running {
 }
 
 impl Running {
-    pub async fn start(config_text: &str) -> Running {
+    pub(crate) async fn start(config_text: &str) -> Running {
         let config = write_config(&format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n{config_text}"
         ));
@@ -65,7 +65,7 @@ impl Running {
     }
 
     /// Collects the log lines of a child started elsewhere.
-    pub fn attach(child: &mut Child) -> Running {
+    pub(crate) fn attach(child: &mut Child) -> Running {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let new_line = Arc::new(Notify::new());
         let mut reader = BufReader::new(child.stderr.take().unwrap()).lines();
@@ -84,12 +84,12 @@ impl Running {
         }
     }
 
-    pub async fn wait_line(&self, needle: &str) -> String {
+    pub(crate) async fn wait_line(&self, needle: &str) -> String {
         self.wait_for(needle, |l| l.contains(needle)).await
     }
 
     /// The first log line `matches` accepts, waiting for it if need be.
-    pub async fn wait_for(&self, what: &str, matches: impl Fn(&str) -> bool) -> String {
+    pub(crate) async fn wait_for(&self, what: &str, matches: impl Fn(&str) -> bool) -> String {
         within(15, &format!("a log line with {what:?}"), async {
             loop {
                 let notified = self.new_line.notified();
@@ -102,7 +102,7 @@ impl Running {
         .await
     }
 
-    pub async fn addr(&self) -> String {
+    pub(crate) async fn addr(&self) -> String {
         let line = self.wait_line("listening").await;
         let at = line
             .find("addr=")
@@ -112,16 +112,16 @@ impl Running {
     }
 
     /// SIGKILL: as a crash would end it.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         self.child.as_mut().unwrap().start_kill().unwrap();
     }
 
-    pub fn sigterm(&self) {
+    pub(crate) fn sigterm(&self) {
         self.signal("TERM");
     }
 
     /// Sends a signal by name (`TERM`, `STOP`, `CONT`, …) with kill(1).
-    pub fn signal(&self, name: &str) {
+    pub(crate) fn signal(&self, name: &str) {
         let pid = self.child.as_ref().unwrap().id().unwrap().to_string();
         let status = std::process::Command::new("kill")
             .args([&format!("-{name}"), &pid])
@@ -130,7 +130,7 @@ impl Running {
         assert!(status.success());
     }
 
-    pub async fn exit_code(&mut self) -> i32 {
+    pub(crate) async fn exit_code(&mut self) -> i32 {
         within(
             30,
             "the gateway to exit",

@@ -5,32 +5,33 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 #[derive(Debug)]
-pub struct Budget {
+pub(crate) struct Budget {
     used: AtomicU64,
     max: u64,
 }
 
 /// Bytes charged to a budget until dropped.
 #[derive(Debug)]
-pub struct Reservation {
+pub(crate) struct Reservation {
     budget: Arc<Budget>,
     bytes: u64,
 }
 
 impl Budget {
-    pub fn new(max: u64) -> Arc<Budget> {
+    pub(crate) fn new(max: u64) -> Arc<Budget> {
         Arc::new(Budget {
             used: AtomicU64::new(0),
             max,
         })
     }
 
-    pub fn used(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn used(&self) -> u64 {
         self.used.load(Ordering::Relaxed)
     }
 
     /// Charges `bytes` if they fit.
-    pub fn try_reserve(self: &Arc<Self>, bytes: u64) -> Option<Reservation> {
+    pub(crate) fn try_reserve(self: &Arc<Self>, bytes: u64) -> Option<Reservation> {
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
                 used.checked_add(bytes).filter(|&total| total <= self.max)
@@ -44,7 +45,7 @@ impl Budget {
 
     /// Charges `bytes` even past the limit: for what was already promised,
     /// such as the result of a job accepted earlier.
-    pub fn force(self: &Arc<Self>, bytes: u64) -> Reservation {
+    pub(crate) fn force(self: &Arc<Self>, bytes: u64) -> Reservation {
         self.used.fetch_add(bytes, Ordering::AcqRel);
         Reservation {
             budget: Arc::clone(self),

@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use moka::sync::Cache;
 use moka::Expiry;
 
-use super::{Budget, Cancel, Created, JobStore, Lookup, NewJob, Reservation, StoreError};
+use super::{
+    Budget, Cancel, CreateError, Created, JobStore, Lookup, NewJob, Reservation, StoreError,
+};
 use crate::config::StoreConfig;
 use crate::defaults;
 use crate::jobs::id::{IdHash, IdShards, JobId};
@@ -18,7 +20,7 @@ use crate::jobs::model::{Job, JobStatus, Outcome, StoredResponse};
 use crate::sync::lock;
 use crate::webhook::{Delivery, Webhook};
 
-pub struct MemoryStore {
+pub(crate) struct MemoryStore {
     inner: Arc<Inner>,
 }
 
@@ -102,7 +104,7 @@ impl Expiry<JobId, Done> for DoneExpiry {
 impl MemoryStore {
     /// Must be called inside a tokio runtime: it starts the sweeper that
     /// turns expired results into tombstones and returns their bytes.
-    pub fn new(config: &StoreConfig) -> MemoryStore {
+    pub(crate) fn new(config: &StoreConfig) -> MemoryStore {
         let expiry = DoneExpiry {
             result_ttl: config.result_ttl,
             tombstone_ttl: config.tombstone_ttl,
@@ -125,19 +127,20 @@ impl MemoryStore {
     }
 
     /// Bytes currently charged to the budget.
-    pub fn used_bytes(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn used_bytes(&self) -> u64 {
         self.inner.budget.used()
     }
 
     /// Queued → running, for a job a lane of this process lets run; the
     /// attempt's number, or `None` when the job was canceled while it waited.
-    pub fn start(&self, id: JobId, at: SystemTime) -> Option<u32> {
+    pub(crate) fn begin(&self, id: JobId, at: SystemTime) -> Option<u32> {
         let mut active = self.inner.active.lock(id);
         active
             .get_mut(&id)
             .filter(|a| a.job.status == JobStatus::Queued)
             .map(|a| {
-                a.job.start(at);
+                a.job.begin(at);
                 a.job.attempts
             })
     }
@@ -224,7 +227,7 @@ impl Inner {
 
 #[async_trait]
 impl JobStore for MemoryStore {
-    async fn create(&self, new: NewJob<'_>) -> Result<Created, StoreError> {
+    async fn create(&self, new: NewJob<'_>) -> Result<Created, CreateError> {
         let bytes = defaults::JOB_RECORD_BYTES + new.request.size();
         let reservation = match self.inner.budget.try_reserve(bytes) {
             Some(r) => r,
@@ -234,7 +237,7 @@ impl JobStore for MemoryStore {
                 self.inner
                     .budget
                     .try_reserve(bytes)
-                    .ok_or(StoreError::Full)?
+                    .ok_or(CreateError::Full)?
             }
         };
         let id = new.job.id;
@@ -353,7 +356,6 @@ mod tests {
 
     fn config(max_bytes: u64) -> StoreConfig {
         StoreConfig {
-            kind: crate::config::StoreKind::Memory,
             max_bytes,
             result_ttl: Duration::from_secs(60),
             tombstone_ttl: Duration::from_secs(60),
@@ -378,7 +380,7 @@ mod tests {
         }
     }
 
-    async fn record(store: &MemoryStore, job: &Job) -> Result<Created, StoreError> {
+    async fn record(store: &MemoryStore, job: &Job) -> Result<Created, CreateError> {
         store
             .create(NewJob {
                 job: job.clone(),
@@ -399,9 +401,9 @@ mod tests {
         let b = Job::queued("r".into(), Method::POST);
         record(&store, &b).await.unwrap();
         let c = Job::queued("r".into(), Method::POST);
-        assert!(matches!(record(&store, &c).await, Err(StoreError::Full)));
+        assert!(matches!(record(&store, &c).await, Err(CreateError::Full)));
 
-        store.start(a.id, SystemTime::now()).unwrap();
+        store.begin(a.id, SystemTime::now()).unwrap();
         store
             .finish(a.id, 1, Outcome::answered(response(10_000)))
             .await
@@ -442,7 +444,7 @@ mod tests {
             store.cancel(job.id).await.unwrap(),
             Lookup::Found(Cancel::Canceled(_))
         ));
-        assert!(store.start(job.id, SystemTime::now()).is_none());
+        assert!(store.begin(job.id, SystemTime::now()).is_none());
         assert!(store
             .finish(job.id, 1, Outcome::answered(response(1)))
             .await

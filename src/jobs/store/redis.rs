@@ -32,7 +32,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, ProtocolVersion, PushInfo, PushKind, Script, Value};
 use tokio::sync::mpsc;
 
-use super::{Cancel, Created, Event, JobStore, Lookup, NewJob, SharedWork, StoreError, Taken};
+use super::{
+    Cancel, CreateError, Created, Event, JobStore, Lookup, NewJob, SharedWork, StoreError, Taken,
+};
 use crate::config::{RedisConfig, StoreConfig};
 use crate::defaults;
 use crate::jobs::id::JobId;
@@ -108,7 +110,7 @@ impl Scripts {
     }
 }
 
-pub struct RedisStore {
+pub(crate) struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
     /// This replica's name in the consumer group: new at every start, so a
@@ -126,7 +128,10 @@ impl RedisStore {
     /// Connects lazily, so the gateway starts (and proxies) while Redis is
     /// down; must be called inside a tokio runtime, which the event
     /// listener is spawned on.
-    pub fn connect(store: &StoreConfig, redis: &RedisConfig) -> Result<RedisStore, StoreError> {
+    pub(crate) fn connect(
+        store: &StoreConfig,
+        redis: &RedisConfig,
+    ) -> Result<RedisStore, StoreError> {
         let unavailable = |e: redis::RedisError| StoreError::Unavailable(Box::new(e));
         let client = redis::Client::open(redis.url.as_str()).map_err(unavailable)?;
         let config = ConnectionManagerConfig::new()
@@ -360,7 +365,7 @@ fn unhex(text: &str) -> Option<[u8; 32]> {
 
 #[async_trait]
 impl JobStore for RedisStore {
-    async fn create(&self, new: NewJob<'_>) -> Result<Created, StoreError> {
+    async fn create(&self, new: NewJob<'_>) -> Result<Created, CreateError> {
         let bytes = defaults::JOB_RECORD_BYTES + new.request.size();
         let mut invocation = self.invoke(&self.scripts.create);
         invocation
@@ -382,8 +387,8 @@ impl JobStore for RedisStore {
         let reply: Vec<String> = self.run(invocation).await?;
         match reply.first().map(String::as_str) {
             Some("ok") => Ok(Created::Recorded),
-            Some("full") => Err(StoreError::Full),
-            Some("queue-full") => Err(StoreError::QueueFull(new.upstream.to_owned())),
+            Some("full") => Err(CreateError::Full),
+            Some("queue-full") => Err(CreateError::QueueFull(new.upstream.to_owned())),
             Some("taken") => {
                 let held = reply.get(1).map(String::as_str).unwrap_or_default();
                 let (job, fingerprint) = held
@@ -392,7 +397,7 @@ impl JobStore for RedisStore {
                     .ok_or_else(|| StoreError::Corrupt(format!("idempotency claim `{held}`")))?;
                 Ok(Created::Taken { job, fingerprint })
             }
-            _ => Err(StoreError::Corrupt(format!("create answered {reply:?}"))),
+            _ => Err(StoreError::Corrupt(format!("create answered {reply:?}")).into()),
         }
     }
 

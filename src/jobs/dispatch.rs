@@ -8,26 +8,45 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::time::Instant;
 
-use super::store::{Event, SharedWork, Taken};
-use super::{runner, Jobs, QueuedJob};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::core::{Core, QueuedJob};
+use super::model::JobStatus;
+use super::runner;
+use super::store::{Event, Lookup, SharedWork, Taken};
 use crate::defaults;
 use crate::upstream::Upstream;
 
+/// What the loops of a replica need: the jobs, the tracker their runs are
+/// drained through, and the token that says the drain has begun.
+#[derive(Clone)]
+struct Dispatch {
+    core: Arc<Core>,
+    tracker: TaskTracker,
+    closing: CancellationToken,
+}
+
 /// Starts this replica's part in the shared queue; returns at once. A
 /// no-op for a store that is not shared.
-pub(super) fn start(jobs: &Arc<Jobs>) {
-    let Some(shared) = jobs.store.shared() else {
+pub(super) fn spawn(core: &Arc<Core>, tracker: &TaskTracker, closing: &CancellationToken) {
+    let Some(shared) = core.store().shared() else {
         return;
     };
+    let dispatch = Dispatch {
+        core: Arc::clone(core),
+        tracker: tracker.clone(),
+        closing: closing.clone(),
+    };
     let mut wakers = HashMap::new();
-    for route in jobs.routes.values() {
+    for route in core.routes() {
         let upstream = &route.upstream;
         wakers
             .entry(upstream.config.name.clone())
             .or_insert_with(|| {
                 let wake = Arc::new(Notify::new());
-                tokio::spawn(dispatch(
-                    Arc::clone(jobs),
+                tokio::spawn(take_work(
+                    dispatch.clone(),
                     Arc::clone(upstream),
                     Arc::clone(&wake),
                 ));
@@ -35,13 +54,13 @@ pub(super) fn start(jobs: &Arc<Jobs>) {
             });
     }
     if let Some(events) = shared.events() {
-        tokio::spawn(follow(Arc::clone(jobs), events, wakers));
+        tokio::spawn(follow(Arc::clone(core), events, wakers));
     }
-    tokio::spawn(sweep(Arc::clone(jobs)));
+    tokio::spawn(sweep(dispatch));
 }
 
-fn shared(jobs: &Jobs) -> &dyn SharedWork {
-    jobs.store
+fn shared(core: &Core) -> &dyn SharedWork {
+    core.store()
         .shared()
         .expect("started only for a shared store")
 }
@@ -50,19 +69,24 @@ fn shared(jobs: &Jobs) -> &dyn SharedWork {
 /// the upstream has fewer than `max_concurrency` running across replicas;
 /// sleeps until an event says there may be more, or until it is time to
 /// look for jobs whose replica is gone.
-async fn dispatch(jobs: Arc<Jobs>, upstream: Arc<Upstream>, wake: Arc<Notify>) {
+async fn take_work(dispatch: Dispatch, upstream: Arc<Upstream>, wake: Arc<Notify>) {
+    let Dispatch {
+        core,
+        tracker,
+        closing,
+    } = dispatch;
     let name = upstream.config.name.as_str();
     let max = upstream.config.max_concurrency;
     let places = Arc::new(Semaphore::new(max));
-    let lease = shared(&jobs).lease();
+    let lease = shared(&core).lease();
     let mut look_for_lost = Instant::now();
     loop {
         let place = tokio::select! {
             place = Arc::clone(&places).acquire_owned() => place.expect("never closed"),
-            () = jobs.closing.cancelled() => return,
+            () = closing.cancelled() => return,
         };
         let found = if Instant::now() >= look_for_lost {
-            match shared(&jobs).take_over(name, 1).await {
+            match shared(&core).take_over(name, 1).await {
                 Ok(lost) if !lost.is_empty() => Ok(lost),
                 other => {
                     // Nothing lost (or no answer): look again half a lease on.
@@ -78,7 +102,7 @@ async fn dispatch(jobs: Arc<Jobs>, upstream: Arc<Upstream>, wake: Arc<Notify>) {
         let found = match found {
             Ok(lost) if lost.is_empty() => {
                 let count = 1 + places.available_permits();
-                shared(&jobs).take(name, max, count).await
+                shared(&core).take(name, max, count).await
             }
             other => other,
         };
@@ -94,7 +118,7 @@ async fn dispatch(jobs: Arc<Jobs>, upstream: Arc<Upstream>, wake: Arc<Notify>) {
             tokio::select! {
                 () = wake.notified() => {}
                 () = tokio::time::sleep_until(look_for_lost) => {}
-                () = jobs.closing.cancelled() => return,
+                () = closing.cancelled() => return,
             }
             continue;
         }
@@ -106,17 +130,17 @@ async fn dispatch(jobs: Arc<Jobs>, upstream: Arc<Upstream>, wake: Arc<Notify>) {
                     .try_acquire_owned()
                     .expect("taken no more than the places free"),
             };
-            let jobs2 = Arc::clone(&jobs);
-            jobs.tracker.spawn(async move {
-                run(&jobs2, job).await;
+            let core = Arc::clone(&core);
+            tracker.spawn(async move {
+                run(&core, job).await;
                 drop(place);
             });
         }
     }
 }
 
-async fn run(jobs: &Jobs, taken: Taken) {
-    let Some(route) = jobs.route(&taken.route).cloned() else {
+async fn run(core: &Core, taken: Taken) {
+    let Some(route) = core.route(&taken.route).cloned() else {
         // Replicas disagree on their routes. Unrenewed, its lease runs out
         // and another replica takes it over (failing it as lost if it may
         // not be sent twice: no replica can tell it was never sent).
@@ -128,23 +152,23 @@ async fn run(jobs: &Jobs, taken: Taken) {
         route,
         request: taken.request,
     };
-    runner::run_started(jobs, job, taken.attempt).await;
+    runner::run_begun(core, job, taken.attempt).await;
 }
 
 /// Acts on what replicas announce: wakes waiters on a job's change, stops a
 /// job running here when it is canceled elsewhere, and wakes dispatchers
 /// when there may be work.
 async fn follow(
-    jobs: Arc<Jobs>,
+    core: Arc<Core>,
     mut events: mpsc::UnboundedReceiver<Event>,
     wakers: HashMap<String, Arc<Notify>>,
 ) {
     while let Some(event) = events.recv().await {
         match event {
             Event::Status(id, status) => {
-                jobs.announce(id, status);
-                if status == super::JobStatus::Canceled {
-                    jobs.stop_here(id);
+                core.watches().announce(id, status);
+                if status == JobStatus::Canceled {
+                    core.running().stop(id);
                 }
             }
             Event::Work(upstream) => {
@@ -154,24 +178,37 @@ async fn follow(
             }
             Event::Resumed => {
                 wakers.values().for_each(|w| w.notify_one());
-                jobs.recheck_watched().await;
+                recheck_watched(&core).await;
             }
         }
     }
 }
 
 /// Gives expired charges back to the budget and forgets idle watches.
-async fn sweep(jobs: Arc<Jobs>) {
+async fn sweep(dispatch: Dispatch) {
+    let Dispatch { core, closing, .. } = dispatch;
     let mut tick = tokio::time::interval(defaults::STORE_SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            () = jobs.closing.cancelled() => return,
+            () = closing.cancelled() => return,
         }
-        if let Err(e) = shared(&jobs).sweep().await {
+        if let Err(e) = shared(&core).sweep().await {
             tracing::debug!(error = %e, "cannot sweep the store");
         }
-        jobs.prune_watches();
+        core.watches().prune();
+    }
+}
+
+/// Looks again at every job someone here waits on, after changes to them
+/// may have gone unannounced.
+async fn recheck_watched(core: &Core) {
+    for id in core.watches().ids() {
+        match core.store().get(id).await {
+            Ok(Lookup::Found(job)) => core.watches().announce(id, job.status),
+            Ok(Lookup::Gone | Lookup::Missing) => core.watches().close(id),
+            Err(e) => tracing::debug!(job = %id, error = %e, "cannot recheck a watched job"),
+        }
     }
 }

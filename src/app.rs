@@ -1,0 +1,207 @@
+//! The application a connection talks to: built once from the config (the
+//! composition root), it tells each request where it goes: the job API, an
+//! async route, or the proxy.
+
+mod job_api;
+mod submit;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::HeaderValue;
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use crate::body::Body;
+use crate::config::{Config, Mode, ServerConfig};
+use crate::error::GatewayError;
+use crate::error_chain::Chain;
+use crate::jobs::store::Store;
+use crate::jobs::{DrainReport, Jobs};
+use crate::prefer::{Preferences, PREFERENCE_APPLIED};
+use crate::proxy;
+use crate::route::Route;
+use crate::route_table::RouteTable;
+use crate::upstream::Upstream;
+use crate::webhook::target::SystemResolver;
+use crate::webhook::Webhooks;
+
+const RESPOND_ASYNC: HeaderValue = HeaderValue::from_static("respond-async");
+
+/// Everything a request needs, built once at start-up.
+pub(crate) struct App {
+    server: ServerConfig,
+    table: RouteTable,
+    routes: Vec<Arc<Route>>,
+    default_upstream: Option<Arc<Upstream>>,
+    jobs: Arc<Jobs>,
+}
+
+impl App {
+    /// Builds, in this order, the upstreams (their connection pools), the
+    /// routes over them, the webhook sender, and the jobs over the store.
+    /// Must run inside a tokio runtime.
+    pub(crate) fn build(config: Config, store: Store) -> App {
+        let workers = config.server.workers;
+        let upstreams: Vec<Arc<Upstream>> = config
+            .upstreams
+            .into_iter()
+            .map(|u| Arc::new(Upstream::new(u, workers)))
+            .collect();
+        let routes: Vec<Arc<Route>> = config
+            .routes
+            .into_iter()
+            .map(|r| {
+                Arc::new(Route {
+                    name: r.name.as_str().into(),
+                    upstream: Arc::clone(&upstreams[r.upstream]),
+                    config: r,
+                    stats: Default::default(),
+                })
+            })
+            .collect();
+        let webhooks = config.webhooks.secret.clone().map(|secret| {
+            Arc::new(Webhooks::new(
+                config.webhooks,
+                secret,
+                Arc::new(SystemResolver),
+            ))
+        });
+        let url_prefix = format!(
+            "{}{}",
+            config.server.public_base_url.as_deref().unwrap_or(""),
+            config.server.jobs_path
+        );
+        let jobs = Arc::new(Jobs::new(store, &routes, url_prefix, webhooks));
+        App {
+            table: config.route_table,
+            default_upstream: config.default_upstream.map(|i| Arc::clone(&upstreams[i])),
+            server: config.server,
+            routes,
+            jobs,
+        }
+    }
+
+    /// Stops accepting jobs and lets those in hand finish until `deadline`.
+    pub(crate) async fn drain(&self, deadline: tokio::time::Instant) -> DrainReport {
+        self.jobs.drain(deadline).await
+    }
+
+    async fn handle(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+        // What the request line needs is captured only when it will be written.
+        let logged = tracing::enabled!(tracing::Level::INFO).then(|| {
+            (
+                tokio::time::Instant::now(),
+                req.method().clone(),
+                req.uri().path().to_owned(),
+            )
+        });
+        let response = match self.dispatch(req, remote).await {
+            Ok(response) => response,
+            Err(e) => {
+                if e.is_failure() {
+                    tracing::warn!(error = %Chain(&e), "request failed");
+                } else {
+                    tracing::debug!(error = %Chain(&e), "request refused");
+                }
+                e.into_response()
+            }
+        };
+        if let Some((started, method, path)) = logged {
+            tracing::info!(
+                %remote,
+                %method,
+                path,
+                status = response.status().as_u16(),
+                micros = started.elapsed().as_micros() as u64,
+                "request"
+            );
+        }
+        response
+    }
+
+    async fn dispatch(
+        &self,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Result<Response<Body>, GatewayError> {
+        let path = req.uri().path();
+        if let Some(rest) = path.strip_prefix(self.server.jobs_path.as_str()) {
+            if rest.is_empty() || rest.starts_with('/') {
+                return job_api::serve(&self.jobs, &req, rest).await;
+            }
+        }
+        let Some(route) = self.table.find(req.method(), path).map(|i| &self.routes[i]) else {
+            return match &self.default_upstream {
+                Some(upstream) => self.forward(upstream, req, remote).await,
+                None => Err(GatewayError::NoRoute),
+            };
+        };
+        let submit = submit::Submitter {
+            jobs: &self.jobs,
+            route,
+            remote,
+            body_idle_timeout: self.server.body_idle_timeout,
+        };
+        match route.config.mode {
+            Mode::Async => submit.accept(req).await,
+            Mode::Passthrough => self.forward(&route.upstream, req, remote).await,
+            Mode::Prefer | Mode::Auto => {
+                let prefs = Preferences::of(req.headers());
+                if prefs.respond_async {
+                    let mut response = submit.accept(req).await?;
+                    response
+                        .headers_mut()
+                        .insert(PREFERENCE_APPLIED, RESPOND_ASYNC);
+                    Ok(response)
+                } else if route.config.mode == Mode::Auto {
+                    submit.accept_or_answer(req, prefs.wait).await
+                } else {
+                    self.forward(&route.upstream, req, remote).await
+                }
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        upstream: &Upstream,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Result<Response<Body>, GatewayError> {
+        proxy::forward(upstream, req, remote, self.server.body_idle_timeout)
+            .await
+            .map_err(|source| GatewayError::Upstream {
+                upstream: upstream.config.name.clone(),
+                source,
+            })
+    }
+}
+
+/// One connection's view of the app, as a tower service so layers can wrap
+/// it; it never fails, because every error has become a response.
+#[derive(Clone)]
+pub(crate) struct AppService {
+    pub(crate) app: Arc<App>,
+    pub(crate) remote: SocketAddr,
+}
+
+impl tower::Service<Request<Incoming>> for AppService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let app = Arc::clone(&self.app);
+        let remote = self.remote;
+        Box::pin(async move { Ok(app.handle(req, remote).await) })
+    }
+}

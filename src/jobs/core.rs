@@ -1,0 +1,260 @@
+//! What every part of the jobs machinery works with: the store, the routes
+//! and their lanes, who watches which job, which jobs run here, and the one
+//! place where a job's end is recorded and made known.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::document::{Document, ProgressDoc};
+use super::id::JobId;
+use super::lane::Lane;
+use super::model::{BackendRequest, Failure, Job, JobStatus, Outcome};
+use super::running::Running;
+use super::store::{Cancel, JobStore, Lookup, StoreError};
+use super::watch::Watches;
+use crate::retry_after::estimated_percent;
+use crate::route::Route;
+use crate::webhook::{Delivery, DeliveryLog, Webhook, Webhooks};
+
+/// A job in its upstream's lane, waiting or about to run.
+pub(super) struct QueuedJob {
+    pub(super) id: JobId,
+    pub(super) route: Arc<Route>,
+    pub(super) request: BackendRequest,
+}
+
+pub(super) struct Core {
+    store: Arc<dyn JobStore>,
+    routes: HashMap<Arc<str>, Arc<Route>>,
+    /// Each upstream's jobs, by its name, when they run in this process:
+    /// `max_concurrency` sent at once, `max_queue` waiting. Empty with a
+    /// shared store, whose queue is the store's.
+    lanes: HashMap<String, Arc<Lane<QueuedJob>>>,
+    watches: Watches,
+    running: Running,
+    /// `None` when no route sends webhooks.
+    webhooks: Option<Arc<Webhooks>>,
+    /// `public_base_url` + `jobs_path`: every job URL starts with it.
+    url_prefix: String,
+    /// Fired when the drain deadline passes: every job left fails.
+    abort: CancellationToken,
+    /// Jobs failed because the drain deadline passed, running or waiting.
+    interrupted: AtomicUsize,
+}
+
+impl Core {
+    pub(super) fn new(
+        store: Arc<dyn JobStore>,
+        routes: &[Arc<Route>],
+        with_lanes: bool,
+        url_prefix: String,
+        webhooks: Option<Arc<Webhooks>>,
+    ) -> Core {
+        let mut lanes = HashMap::new();
+        if with_lanes {
+            for route in routes {
+                let upstream = &route.upstream.config;
+                lanes
+                    .entry(upstream.name.clone())
+                    .or_insert_with(|| Lane::new(upstream.max_concurrency, upstream.max_queue));
+            }
+        }
+        Core {
+            watches: Watches::new(store.shared().is_some()),
+            store,
+            routes: routes
+                .iter()
+                .map(|r| (Arc::clone(&r.name), Arc::clone(r)))
+                .collect(),
+            lanes,
+            running: Running::default(),
+            webhooks,
+            url_prefix,
+            abort: CancellationToken::new(),
+            interrupted: AtomicUsize::new(0),
+        }
+    }
+
+    pub(super) fn store(&self) -> &dyn JobStore {
+        &*self.store
+    }
+
+    pub(super) fn watches(&self) -> &Watches {
+        &self.watches
+    }
+
+    pub(super) fn running(&self) -> &Running {
+        &self.running
+    }
+
+    pub(super) fn webhooks(&self) -> Option<&Webhooks> {
+        self.webhooks.as_deref()
+    }
+
+    pub(super) fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.routes.values()
+    }
+
+    pub(super) fn route(&self, name: &str) -> Option<&Arc<Route>> {
+        self.routes.get(name)
+    }
+
+    /// The lane of a route's upstream: every route has one when jobs run
+    /// here, none has with a shared store.
+    pub(super) fn lane(&self, route: &Route) -> Option<&Arc<Lane<QueuedJob>>> {
+        self.lanes.get(&route.upstream.config.name)
+    }
+
+    pub(super) fn url_prefix(&self) -> &str {
+        &self.url_prefix
+    }
+
+    /// Fires once the drain deadline has passed.
+    pub(super) fn aborted(&self) -> &CancellationToken {
+        &self.abort
+    }
+
+    pub(super) fn abort(&self) {
+        self.abort.cancel();
+    }
+
+    pub(super) fn interrupted(&self) -> usize {
+        self.interrupted.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn watch(&self, id: JobId, seen: JobStatus) -> watch::Receiver<JobStatus> {
+        self.watches.subscribe(id, seen)
+    }
+
+    /// Running → terminal, as its runner saw it end; dropped if the job was
+    /// canceled or taken over meanwhile.
+    pub(super) async fn finish(&self, id: JobId, attempt: u32, outcome: Outcome) {
+        match self.store.finish(id, attempt, outcome).await {
+            Ok(Some(job)) => self.ended(&job),
+            Ok(None) => {
+                tracing::info!(job = %id, attempt, "outcome dropped: the job was canceled or taken over")
+            }
+            Err(e) => tracing::error!(job = %id, error = %e, "could not record how the job ended"),
+        }
+    }
+
+    /// Cancels a queued or running job, or deletes a finished one's result.
+    pub(super) async fn cancel(&self, id: JobId) -> Result<Lookup<Cancel>, StoreError> {
+        let cancel = self.store.cancel(id).await?;
+        match &cancel {
+            Lookup::Found(Cancel::Canceled(job)) => self.ended(job),
+            Lookup::Found(Cancel::Deleted) => tracing::info!(job = %id, "job result deleted"),
+            Lookup::Found(Cancel::AlreadyCanceled(_)) | Lookup::Gone | Lookup::Missing => {}
+        }
+        Ok(cancel)
+    }
+
+    /// A job has ended here, its end recorded: whoever waits is told, its
+    /// backend request is dropped if it was canceled, its webhook is sent,
+    /// and the end is counted and logged. Every end of a job passes here.
+    fn ended(&self, job: &Job) {
+        self.watches.announce(job.id, job.status);
+        if job.status == JobStatus::Canceled {
+            self.stop(job);
+        }
+        if let Some(hook) = job.webhook.as_ref().filter(|h| h.ended()) {
+            self.send_webhook(job, hook);
+        }
+        if job.failure == Some(Failure::Interrupted) {
+            self.interrupted.fetch_add(1, Ordering::Relaxed);
+        }
+        let status = job.status.as_str();
+        let http_status = job.response.map(|r| r.status);
+        if job.status == JobStatus::Failed {
+            tracing::warn!(job = %job.id, route = %job.route, status, failure = ?job.failure, http_status, "job");
+        } else {
+            tracing::info!(job = %job.id, route = %job.route, status, http_status, "job");
+        }
+    }
+
+    /// Drops a canceled job's backend request if it runs here, or takes it
+    /// out of its lane if it waits.
+    fn stop(&self, job: &Job) {
+        if self.running.stop(job.id) {
+            return;
+        }
+        if let Some(lane) = self.route(&job.route).and_then(|r| self.lane(r)) {
+            lane.remove(|q| q.id == job.id);
+        }
+    }
+
+    /// Sends a job's webhook: the job document as it ended.
+    pub(super) fn send_webhook(&self, job: &Job, hook: &Arc<Webhook>) {
+        let Some(webhooks) = &self.webhooks else {
+            return;
+        };
+        let payload = Bytes::from(self.document(job).without_webhook().to_json());
+        let webhooks = Arc::clone(webhooks);
+        let hook = Arc::clone(hook);
+        let log = StoreDeliveryLog {
+            store: Arc::clone(&self.store),
+            id: job.id,
+        };
+        tokio::spawn(async move {
+            webhooks
+                .deliver(&log.id.to_string(), &hook, payload, &log)
+                .await;
+        });
+    }
+
+    pub(super) fn document<'a>(&'a self, job: &'a Job) -> Document<'a> {
+        Document::new(job, &self.url_prefix, self.progress(job))
+    }
+
+    /// Measured from the response when its length is known, else estimated
+    /// from the route's history; absent when there is nothing to go on.
+    fn progress(&self, job: &Job) -> Option<ProgressDoc> {
+        if job.status != JobStatus::Running {
+            return None;
+        }
+        if let Some(percent) = self.running.progress(job.id).and_then(|p| p.percent()) {
+            return Some(ProgressDoc {
+                percent,
+                estimated: false,
+            });
+        }
+        let expected = self.route(&job.route)?.stats.expected()?;
+        let elapsed = SystemTime::now()
+            .duration_since(job.started_at?)
+            .unwrap_or_default();
+        Some(ProgressDoc {
+            percent: estimated_percent(expected, elapsed),
+            estimated: true,
+        })
+    }
+
+    /// `Retry-After` for an unfinished job.
+    pub(super) fn retry_after(&self, job: &Job) -> u64 {
+        let elapsed = job
+            .started_at
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .unwrap_or_default();
+        self.route(&job.route).map_or(1, |r| r.retry_after(elapsed))
+    }
+}
+
+/// Keeps a job's webhook delivery state in its store.
+struct StoreDeliveryLog {
+    store: Arc<dyn JobStore>,
+    id: JobId,
+}
+
+#[async_trait::async_trait]
+impl DeliveryLog for StoreDeliveryLog {
+    async fn record(&self, delivery: &Delivery) {
+        if let Err(e) = self.store.record_delivery(self.id, delivery).await {
+            tracing::warn!(job = %self.id, error = %e, "could not record the webhook's delivery state");
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The job document: what `GET {jobs_path}/{id}` answers, every event
+//! stream sends and every webhook carries. Serialized straight from the job:
+//! ids, times and URLs are written through `Display`, with no intermediate
+//! strings.
+
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use super::id::JobId;
+use super::model::Job;
+use crate::webhook::Webhook;
+
+#[derive(Serialize)]
+pub(crate) struct Document<'a> {
+    #[serde(serialize_with = "display")]
+    id: JobId,
+    status: &'static str,
+    route: &'a str,
+    method: &'a str,
+    #[serde(serialize_with = "display")]
+    created_at: Timestamp,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "display_some"
+    )]
+    started_at: Option<Timestamp>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "display_some"
+    )]
+    finished_at: Option<Timestamp>,
+    attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    progress: Option<ProgressDoc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response: Option<ResponseDoc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorDoc>,
+    #[serde(
+        rename = "resourceLocation",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "display_some"
+    )]
+    resource_location: Option<JobUrl<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook: Option<WebhookDoc>,
+    links: Links<'a>,
+}
+
+#[derive(Serialize)]
+struct WebhookDoc {
+    url: String,
+    state: &'static str,
+    attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "display_some"
+    )]
+    next_attempt_at: Option<Timestamp>,
+}
+
+impl WebhookDoc {
+    fn of(hook: &Webhook) -> WebhookDoc {
+        let d = hook.delivery();
+        WebhookDoc {
+            url: hook.target.shown(),
+            state: d.state.as_str(),
+            attempts: d.attempts,
+            last_status: d.last_status,
+            last_error: d.last_error,
+            next_attempt_at: d.next_attempt_at.map(Timestamp),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub(super) struct ProgressDoc {
+    pub(super) percent: u8,
+    pub(super) estimated: bool,
+}
+
+#[derive(Serialize)]
+struct ResponseDoc {
+    status: u16,
+    bytes: u64,
+}
+
+#[derive(Serialize)]
+struct ErrorDoc {
+    #[serde(rename = "type")]
+    type_uri: String,
+    title: &'static str,
+    detail: String,
+}
+
+#[derive(Serialize)]
+struct Links<'a> {
+    #[serde(rename = "self", serialize_with = "display")]
+    self_: JobUrl<'a>,
+    #[serde(serialize_with = "display")]
+    result: JobUrl<'a>,
+    #[serde(serialize_with = "display")]
+    cancel: JobUrl<'a>,
+}
+
+/// `{prefix}/{id}{suffix}`, written when serialized.
+struct JobUrl<'a> {
+    prefix: &'a str,
+    id: JobId,
+    suffix: &'static str,
+}
+
+impl std::fmt::Display for JobUrl<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}{}", self.prefix, self.id, self.suffix)
+    }
+}
+
+/// RFC 3339 in whole seconds, UTC: `2026-11-21T10:00:00Z`.
+struct Timestamp(SystemTime);
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&humantime::format_rfc3339_seconds(self.0), f)
+    }
+}
+
+fn display<T: std::fmt::Display, S: serde::Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(value)
+}
+
+fn display_some<T: std::fmt::Display, S: serde::Serializer>(
+    value: &Option<T>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_none(),
+    }
+}
+
+impl<'a> Document<'a> {
+    /// `url_prefix` starts every job URL; `progress` is how far a running
+    /// job has come, when anything tells.
+    pub(super) fn new(
+        job: &'a Job,
+        url_prefix: &'a str,
+        progress: Option<ProgressDoc>,
+    ) -> Document<'a> {
+        let url = |suffix| JobUrl {
+            prefix: url_prefix,
+            id: job.id,
+            suffix,
+        };
+        let error = job.failure.map(|f| {
+            let p = f.problem();
+            ErrorDoc {
+                type_uri: p.type_uri(),
+                title: p.title,
+                detail: p.detail,
+            }
+        });
+        Document {
+            id: job.id,
+            status: job.status.as_str(),
+            route: &job.route,
+            method: job.method.as_str(),
+            created_at: Timestamp(job.created_at),
+            started_at: job.started_at.map(Timestamp),
+            finished_at: job.finished_at.map(Timestamp),
+            attempts: job.attempts,
+            progress,
+            response: job.response.map(|r| ResponseDoc {
+                status: r.status,
+                bytes: r.bytes,
+            }),
+            error,
+            resource_location: job.has_result().then(|| url("/result")),
+            webhook: job.webhook.as_deref().map(WebhookDoc::of),
+            links: Links {
+                self_: url(""),
+                result: url("/result"),
+                cancel: url(""),
+            },
+        }
+    }
+
+    /// Without the webhook's delivery state: what a webhook carries, the
+    /// same bytes on every attempt.
+    pub(super) fn without_webhook(mut self) -> Document<'a> {
+        self.webhook = None;
+        self
+    }
+
+    pub(crate) fn to_json(&self) -> Vec<u8> {
+        // A document is a few hundred bytes: one allocation of that size.
+        let mut json = Vec::with_capacity(512);
+        serde_json::to_writer(&mut json, self).expect("a job document always serializes");
+        json
+    }
+}
