@@ -17,6 +17,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use crate::body::Body;
+use crate::callback::target::SystemResolver;
 use crate::config::{Config, Mode, ServerConfig};
 use crate::error::GatewayError;
 use crate::error_chain::Chain;
@@ -27,7 +28,6 @@ use crate::proxy;
 use crate::route::Route;
 use crate::route_table::RouteTable;
 use crate::upstream::Upstream;
-use crate::webhook::target::SystemResolver;
 use crate::webhook::Webhooks;
 
 const RESPOND_ASYNC: HeaderValue = HeaderValue::from_static("respond-async");

@@ -17,10 +17,10 @@ use toml::Spanned;
 pub use error::ConfigError;
 pub(crate) use raw::{LocationStyle, Mode, StoreKind};
 
+use crate::callback::signature::Secret;
+use crate::callback::target::{AddressPolicy, HostPattern, Target};
 use crate::defaults;
 use crate::route_table::{Pattern, RouteTable};
-use crate::webhook::signature::Secret;
-use crate::webhook::target::{AddressPolicy, HostPattern, Target};
 use raw::{RawConfig, RawRoute, RawServer, RawStore, RawUpstream, RawWebhooks};
 
 #[derive(Debug)]

@@ -23,7 +23,7 @@ pub(crate) enum GatewayError {
     #[error(transparent)]
     BadIdempotencyKey(#[from] crate::jobs::idempotency::BadKey),
     #[error("the Callback-Url header was refused")]
-    BadCallback(#[source] crate::webhook::target::TargetError),
+    BadCallback(#[source] crate::callback::target::TargetError),
     #[error("the job expired or was deleted")]
     JobGone,
     #[error("the job is {}", status.as_str())]

@@ -12,13 +12,14 @@
 //! workers, drain) over `app` (the composition root and per-request
 //! dispatch) over `error` (the one place errors become problems) over
 //! `jobs` and `proxy`, over `route`, `upstream` and `webhook`, over
-//! `config`, over the protocol leaves (`headers`, `prefer`, `problem`,
+//! `config`, over the protocol leaves (`callback`, `headers`, `prefer`, `problem`,
 //! `retry_after`, `route_table`, `body`, `defaults`).
 //!
 //! Start with [`Config::load`] and [`Gateway::bind`].
 
 mod app;
 mod body;
+mod callback;
 mod config;
 mod defaults;
 mod error;

@@ -2,9 +2,6 @@
 //! signed as Standard Webhooks says, and retried with backoff until the
 //! receiver takes it or the attempts run out.
 
-pub(crate) mod signature;
-pub(crate) mod target;
-
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,12 +14,12 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::callback::signature::Secret;
+use crate::callback::target::{Guard, HostPattern, Resolve, Target, TargetError};
 use crate::config::WebhookConfig;
 use crate::defaults;
 use crate::error_chain;
 use crate::sync::lock;
-use signature::Secret;
-use target::{Guard, HostPattern, Resolve, Target, TargetError};
 
 const GATEWAY_AGENT: HeaderValue = HeaderValue::from_static("asyncgate-webhooks");
 

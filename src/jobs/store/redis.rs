@@ -43,9 +43,9 @@ use crate::jobs::model::{
 };
 use crate::jobs::owner::Owner;
 
+use crate::callback::target::Target;
 use crate::header_block::HeaderBlock;
 use crate::sync::lock;
-use crate::webhook::target::Target;
 use crate::webhook::{Delivery, DeliveryState, Webhook};
 
 /// The job fields a lookup reads, in the order [`decode_job`] expects;
