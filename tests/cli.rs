@@ -26,80 +26,16 @@ async fn run_to_end(args: &[&str]) -> (i32, String, String) {
 
 #[tokio::test]
 async fn bad_configs_exit_2_naming_file_line_and_key() {
+    // Each rule has a unit test beside the validator; these pin what the
+    // binary does with any of them: one line naming file, line and key, and
+    // exit code 2, for a TOML error, an unknown key and a refused value.
     let cases: &[(&str, &str, &str)] = &[
-        ("[server]\nlisten = \"nope\"\n", ":2: server.listen:", "not an IP address"),
-        ("[server]\nlistn = \"127.0.0.1:1\"\n", ":2: server.listn:", "unknown field"),
         ("[server\n", ":1:", "table"),
-        (
-            "[[routes]]\nname = \"r\"\npath = \"/x\"\nupstream = \"ghost\"\n",
-            ":4: routes[0].upstream:",
-            "no upstream named `ghost`",
-        ),
-        (
-            "[upstreams.u]\nurl = \"http://127.0.0.1:1\"\ntimeout = \"soon\"\n",
-            ":3: upstreams.u.timeout:",
-            "not a duration",
-        ),
-        (
-            "[store]\nmax_bytes = \"lots\"\n",
-            ":2: store.max_bytes:",
-            "not a size",
-        ),
+        ("[server]\nlistn = \"127.0.0.1:1\"\n", ":2: server.listn:", "unknown field"),
         (
             "[upstreams.u]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nname = \"a\"\npath = \"/x/{id}\"\nupstream = \"u\"\n[[routes]]\nname = \"b\"\npath = \"/x/{other}\"\nupstream = \"u\"\n",
             ":9: routes[1].path:",
             "overlaps route `a`",
-        ),
-        (
-            "[upstreams.u]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nname = \"a\"\npath = \"/_jobs/x\"\nupstream = \"u\"\n",
-            ":5: routes[0].path:",
-            "under the jobs path",
-        ),
-        (
-            "[upstreams.u]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nname = \"a\"\npath = \"/x\"\nupstream = \"u\"\nmode = \"sometimes\"\n",
-            ":7: routes[0].mode:",
-            "unknown variant",
-        ),
-        ("[upstreams.u]\nurl = \"ftp://x\"\n", ":2: upstreams.u.url:", "http://"),
-        (
-            "[upstreams.u]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nname = \"a\"\npath = \"/x\"\nupstream = \"u\"\nmethods = []\n",
-            ":7: routes[0].methods:",
-            "lists no method",
-        ),
-        (
-            "[upstreams.u]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nname = \"a\"\npath = \"/x\"\nupstream = \"u\"\ncallback_hosts = [\"hooks.example.com\"]\n",
-            ":7: routes[0].callback_hosts:",
-            "set `secret` under [webhooks]",
-        ),
-        (
-            "[webhooks]\nsecret = \"hunter2\"\n",
-            ":2: webhooks.secret:",
-            "whsec_",
-        ),
-        (
-            "[webhooks]\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n[upstreams.u]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nname = \"a\"\npath = \"/x\"\nupstream = \"u\"\ncallback_url = \"http://169.254.169.254/latest\"\n",
-            ":9: routes[0].callback_url:",
-            "169.254.169.254",
-        ),
-        (
-            "[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:notaport/0\"\n",
-            ":3: store.url:",
-            "not a Redis URL",
-        ),
-        (
-            "[store]\nkind = \"redis\"\n",
-            ":2: store.kind:",
-            "needs `url`",
-        ),
-        (
-            "[store]\nurl = \"redis://127.0.0.1:6379/0\"\n",
-            ":2: store.url:",
-            "kind = \"redis\"",
-        ),
-        (
-            "[webhooks]\nallow_networks = [\"10.0.0.0/33\"]\n",
-            ":2: webhooks.allow_networks:",
-            "not a network",
         ),
     ];
     for (text, location, message) in cases {

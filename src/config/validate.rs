@@ -1,0 +1,566 @@
+//! Validation: the raw TOML structs checked, key by key, into the typed
+//! config. Every refusal names the file, the line and the key.
+
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use http::uri::Scheme;
+use http::{Method, Uri};
+use toml::Spanned;
+
+use super::raw::{RawConfig, RawRoute, RawServer, RawStore, RawUpstream, RawWebhooks};
+use super::{
+    Config, ConfigError, Mode, RedisConfig, RouteConfig, ServerConfig, StoreConfig, StoreKind,
+    UpstreamConfig, WebhookConfig,
+};
+use crate::callback::signature::Secret;
+use crate::callback::target::{AddressPolicy, HostPattern, Target};
+use crate::defaults;
+use crate::route_table::{Pattern, RouteTable};
+
+/// What validation needs to point at the source.
+pub(super) struct Cx<'a> {
+    pub(super) path: &'a Path,
+    pub(super) src: &'a str,
+}
+
+impl Cx<'_> {
+    pub(super) fn err(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+        ConfigError::at(self.path, self.src, span, message)
+    }
+
+    pub(super) fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let server = self.server(raw.server)?;
+        let store = self.store(raw.store)?;
+        let webhooks = self.webhooks(raw.webhooks)?;
+        let upstreams = raw
+            .upstreams
+            .into_iter()
+            .map(|(name, u)| self.upstream(name, u))
+            .collect::<Result<Vec<_>, _>>()?;
+        let find_upstream = |name: &Spanned<String>| {
+            upstreams
+                .iter()
+                .position(|u| &u.name == name.get_ref())
+                .ok_or_else(|| {
+                    self.err(
+                        name.span(),
+                        format!(
+                            "no upstream named `{}` is defined under [upstreams]",
+                            name.get_ref()
+                        ),
+                    )
+                })
+        };
+        let mut routes: Vec<RouteConfig> = Vec::with_capacity(raw.routes.len());
+        let mut path_spans = Vec::with_capacity(raw.routes.len());
+        for r in raw.routes {
+            if routes.iter().any(|other| &other.name == r.name.get_ref()) {
+                return Err(self.err(
+                    r.name.span(),
+                    format!("route name `{}` is used twice", r.name.get_ref()),
+                ));
+            }
+            let upstream = find_upstream(&r.upstream)?;
+            path_spans.push(r.path.span());
+            routes.push(self.route(r, upstream, &server.jobs_path, &webhooks)?);
+        }
+        let patterns: Vec<Pattern<'_>> = routes
+            .iter()
+            .map(|r| Pattern {
+                name: &r.name,
+                path: &r.path,
+                methods: r.methods.as_deref(),
+            })
+            .collect();
+        let route_table = RouteTable::build(&patterns)
+            .map_err(|c| self.err(path_spans[c.route].clone(), c.to_string()))?;
+        let default_upstream = raw
+            .default
+            .upstream
+            .as_ref()
+            .map(find_upstream)
+            .transpose()?;
+        Ok(Config {
+            path: self.path.to_owned(),
+            server,
+            store,
+            upstreams,
+            routes,
+            default_upstream,
+            route_table,
+            webhooks,
+        })
+    }
+
+    fn webhooks(&self, raw: RawWebhooks) -> Result<WebhookConfig, ConfigError> {
+        let secret = raw
+            .secret
+            .map(|s| Secret::parse(s.get_ref()).map_err(|e| self.err(s.span(), e.to_string())))
+            .transpose()?;
+        let allowed = raw
+            .allow_networks
+            .unwrap_or_default()
+            .iter()
+            .map(|n| {
+                n.get_ref().parse().map_err(|_| {
+                    self.err(
+                        n.span(),
+                        format!(
+                            "`{}` is not a network like 10.0.0.0/8 or fd00::/8",
+                            n.get_ref()
+                        ),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let backoff_initial = self.duration(
+            raw.backoff_initial.as_ref(),
+            defaults::WEBHOOK_BACKOFF_INITIAL,
+        )?;
+        let backoff_max = self.duration(raw.backoff_max.as_ref(), defaults::WEBHOOK_BACKOFF_MAX)?;
+        if let Some(s) = raw.backoff_max.as_ref().or(raw.backoff_initial.as_ref()) {
+            if backoff_max < backoff_initial {
+                return Err(self.err(s.span(), "backoff_max must not be below backoff_initial"));
+            }
+        }
+        let max_attempts = self.positive(raw.max_attempts, defaults::WEBHOOK_MAX_ATTEMPTS)?;
+        #[cfg(feature = "tls")]
+        let extra_roots = raw
+            .ca_file
+            .as_ref()
+            .map(|f| self.certificates(f))
+            .transpose()?
+            .unwrap_or_default();
+        #[cfg(not(feature = "tls"))]
+        if let Some(f) = &raw.ca_file {
+            return Err(self.err(f.span(), "this build has no TLS client (feature `tls`)"));
+        }
+        Ok(WebhookConfig {
+            #[cfg(feature = "tls")]
+            extra_roots,
+            secret,
+            policy: AddressPolicy { allowed },
+            timeout: self.duration(raw.timeout.as_ref(), defaults::WEBHOOK_TIMEOUT)?,
+            max_attempts: u32::try_from(max_attempts).unwrap_or(u32::MAX),
+            backoff_initial,
+            backoff_max,
+        })
+    }
+
+    fn server(&self, raw: RawServer) -> Result<ServerConfig, ConfigError> {
+        let listen = match raw.listen {
+            None => defaults::LISTEN
+                .parse()
+                .expect("the default listen address parses"),
+            Some(s) => s.get_ref().parse().map_err(|_| {
+                self.err(
+                    s.span(),
+                    format!(
+                        "`{}` is not an IP address and port like 127.0.0.1:8080",
+                        s.get_ref()
+                    ),
+                )
+            })?,
+        };
+        let jobs_path = match raw.jobs_path {
+            None => defaults::JOBS_PATH.to_owned(),
+            Some(s) => {
+                let p = s.get_ref();
+                let ok = p.len() > 1
+                    && p.starts_with('/')
+                    && !p.ends_with('/')
+                    && p.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b));
+                if !ok {
+                    return Err(self.err(
+                        s.span(),
+                        "must be a plain path like /_jobs: starting with /, not ending with one, no patterns",
+                    ));
+                }
+                p.clone()
+            }
+        };
+        let public_base_url = raw.public_base_url.map(|s| self.base_url(&s)).transpose()?;
+        let max_header_bytes =
+            self.size(raw.max_header_bytes.as_ref(), defaults::MAX_HEADER_BYTES)?;
+        if let Some(s) = &raw.max_header_bytes {
+            // hyper refuses read buffers below 8 KiB.
+            if max_header_bytes < 8192 {
+                return Err(self.err(s.span(), "must be at least 8KiB"));
+            }
+        }
+        Ok(ServerConfig {
+            listen,
+            jobs_path,
+            public_base_url,
+            max_connections: self.positive(raw.max_connections, defaults::MAX_CONNECTIONS)?,
+            workers: self.positive(raw.workers, defaults::workers())?,
+            header_read_timeout: self.duration(
+                raw.header_read_timeout.as_ref(),
+                defaults::HEADER_READ_TIMEOUT,
+            )?,
+            body_idle_timeout: self
+                .duration(raw.body_idle_timeout.as_ref(), defaults::BODY_IDLE_TIMEOUT)?,
+            max_header_bytes: usize::try_from(max_header_bytes).unwrap_or(usize::MAX),
+            max_headers: self.positive(raw.max_headers, defaults::MAX_HEADERS)?,
+            drain_timeout: self.duration(raw.drain_timeout.as_ref(), defaults::DRAIN_TIMEOUT)?,
+        })
+    }
+
+    fn base_url(&self, s: &Spanned<String>) -> Result<String, ConfigError> {
+        let bad = || {
+            self.err(
+                s.span(),
+                "must be an absolute http(s) URL like https://api.example.com, with no query",
+            )
+        };
+        let uri: Uri = s.get_ref().parse().map_err(|_| bad())?;
+        let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+        if !scheme_ok || uri.authority().is_none() || uri.query().is_some() {
+            return Err(bad());
+        }
+        Ok(s.get_ref().trim_end_matches('/').to_owned())
+    }
+
+    fn store(&self, raw: RawStore) -> Result<StoreConfig, ConfigError> {
+        let kind = raw
+            .kind
+            .as_ref()
+            .map_or(StoreKind::Memory, |k| *k.get_ref());
+        let redis = match (kind, &raw.url) {
+            (StoreKind::Memory, None) => None,
+            (StoreKind::Memory, Some(url)) => {
+                return Err(self.err(url.span(), "is for kind = \"redis\"; this store is memory"))
+            }
+            (StoreKind::Redis, None) => {
+                let span = raw.kind.as_ref().map_or(0..0, Spanned::span);
+                return Err(self.err(
+                    span,
+                    "kind = \"redis\" needs `url`, e.g. url = \"redis://127.0.0.1:6379/0\"",
+                ));
+            }
+            (StoreKind::Redis, Some(url)) => {
+                // Parsed as the client will, so a bad URL is a config error
+                // here rather than a failure at start-up.
+                if let Err(e) =
+                    redis::IntoConnectionInfo::into_connection_info(url.get_ref().as_str())
+                {
+                    return Err(self.err(
+                        url.span(),
+                        format!(
+                            "`{}` is not a Redis URL like redis://127.0.0.1:6379/0: {e}",
+                            url.get_ref()
+                        ),
+                    ));
+                }
+                let key_prefix = match &raw.key_prefix {
+                    None => defaults::REDIS_KEY_PREFIX.to_owned(),
+                    Some(p) => {
+                        let ok = !p.get_ref().is_empty()
+                            && p.get_ref()
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+                        if !ok {
+                            return Err(
+                                self.err(p.span(), "must be letters, digits, `-`, `_`, `.` or `:`")
+                            );
+                        }
+                        p.get_ref().clone()
+                    }
+                };
+                let lease = self.duration(raw.lease.as_ref(), defaults::LEASE)?;
+                if let Some(s) = &raw.lease {
+                    // Renewed every third of it, each renewal a Redis round trip.
+                    if lease < Duration::from_secs(1) {
+                        return Err(self.err(s.span(), "must be at least 1s"));
+                    }
+                }
+                Some(RedisConfig {
+                    url: url.get_ref().clone(),
+                    lease,
+                    key_prefix,
+                })
+            }
+        };
+        Ok(StoreConfig {
+            max_bytes: self.size(raw.max_bytes.as_ref(), defaults::STORE_MAX_BYTES)?,
+            result_ttl: self.duration(raw.result_ttl.as_ref(), defaults::RESULT_TTL)?,
+            tombstone_ttl: self.duration(raw.tombstone_ttl.as_ref(), defaults::TOMBSTONE_TTL)?,
+            redis,
+        })
+    }
+
+    fn upstream(&self, name: String, raw: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
+        let url = &raw.url;
+        let bad = |why: &str| self.err(url.span(), format!("`{}` {why}", url.get_ref()));
+        let uri: Uri = url.get_ref().parse().map_err(|_| bad("is not a URL"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(bad(
+                    "uses https: TLS to upstreams is not supported yet; terminate it in a sidecar",
+                ))
+            }
+            _ => return Err(bad("must start with http://")),
+        }
+        let authority = uri.authority().cloned().ok_or_else(|| bad("has no host"))?;
+        if uri.query().is_some() {
+            return Err(bad("must not have a query"));
+        }
+        let path_prefix = uri.path().trim_end_matches('/').to_owned();
+        Ok(UpstreamConfig {
+            name,
+            scheme: Scheme::HTTP,
+            authority,
+            path_prefix,
+            timeout: self.duration(raw.timeout.as_ref(), defaults::UPSTREAM_TIMEOUT)?,
+            job_timeout: self.duration(raw.job_timeout.as_ref(), defaults::JOB_TIMEOUT)?,
+            connect_timeout: self
+                .duration(raw.connect_timeout.as_ref(), defaults::CONNECT_TIMEOUT)?,
+            pool_idle_timeout: self
+                .duration(raw.pool_idle_timeout.as_ref(), defaults::POOL_IDLE_TIMEOUT)?,
+            max_concurrency: self.positive(raw.max_concurrency, defaults::MAX_CONCURRENCY)?,
+            max_queue: raw.max_queue.unwrap_or(defaults::MAX_QUEUE),
+        })
+    }
+
+    fn route(
+        &self,
+        raw: RawRoute,
+        upstream: usize,
+        jobs_path: &str,
+        webhooks: &WebhookConfig,
+    ) -> Result<RouteConfig, ConfigError> {
+        let name = raw.name.get_ref();
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(self.err(raw.name.span(), "must be letters, digits, `-`, `_` or `.`"));
+        }
+        let path = raw.path.get_ref();
+        if !path.starts_with('/') {
+            return Err(self.err(raw.path.span(), "must start with /"));
+        }
+        if path == jobs_path || path.starts_with(&format!("{jobs_path}/")) {
+            return Err(self.err(
+                raw.path.span(),
+                format!("is under the jobs path {jobs_path}, which the gateway serves itself"),
+            ));
+        }
+        let (callback_hosts, callback_url) = self.callbacks(&raw, webhooks)?;
+        if let Some(ms) = raw.methods.as_ref().filter(|ms| ms.get_ref().is_empty()) {
+            return Err(self.err(
+                ms.span(),
+                "lists no method; omit the key to match every method",
+            ));
+        }
+        let methods = raw
+            .methods
+            .map(|ms| {
+                ms.get_ref()
+                    .iter()
+                    .map(|m| {
+                        let s = m.get_ref();
+                        let ok = !s.is_empty() && s.bytes().all(|b| b.is_ascii_uppercase());
+                        ok.then(|| Method::from_bytes(s.as_bytes()).ok())
+                            .flatten()
+                            .ok_or_else(|| {
+                                self.err(
+                                    m.span(),
+                                    format!("`{s}` is not an HTTP method in upper case"),
+                                )
+                            })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        let retry_after_min =
+            self.duration(raw.retry_after_min.as_ref(), defaults::RETRY_AFTER_MIN)?;
+        let retry_after_max =
+            self.duration(raw.retry_after_max.as_ref(), defaults::RETRY_AFTER_MAX)?;
+        if let Some(s) = &raw.retry_after_min {
+            if retry_after_min < Duration::from_secs(1) {
+                return Err(self.err(
+                    s.span(),
+                    "must be at least 1s: Retry-After counts whole seconds",
+                ));
+            }
+        }
+        if let Some(s) = raw
+            .retry_after_max
+            .as_ref()
+            .or(raw.retry_after_min.as_ref())
+        {
+            if retry_after_max < retry_after_min {
+                return Err(self.err(
+                    s.span(),
+                    "retry_after_max must not be below retry_after_min",
+                ));
+            }
+        }
+        let sync_wait = self.duration(raw.sync_wait.as_ref(), defaults::SYNC_WAIT)?;
+        let max_wait = self.duration(raw.max_wait.as_ref(), defaults::MAX_WAIT.max(sync_wait))?;
+        if let Some(s) = raw.max_wait.as_ref().or(raw.sync_wait.as_ref()) {
+            if max_wait < sync_wait {
+                return Err(self.err(s.span(), "max_wait must not be below sync_wait"));
+            }
+        }
+        let bind_headers = match &raw.bind_headers {
+            None => vec![http::header::AUTHORIZATION],
+            Some(names) => names
+                .iter()
+                .map(|n| {
+                    http::HeaderName::from_bytes(n.get_ref().as_bytes()).map_err(|_| {
+                        self.err(n.span(), format!("`{}` is not a header name", n.get_ref()))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(RouteConfig {
+            callback_hosts,
+            callback_url,
+            resend_on_loss: raw.resend_on_loss,
+            location: raw.location,
+            bind_headers,
+            sync_wait,
+            max_wait,
+            redirect_when_done: raw.redirect_when_done.unwrap_or(false),
+            name: name.clone(),
+            methods,
+            path: path.clone(),
+            upstream,
+            mode: raw.mode,
+            max_body: self.size(raw.max_body.as_ref(), defaults::MAX_BODY)?,
+            max_result: self.size(raw.max_result.as_ref(), defaults::MAX_RESULT)?,
+            retry_after_min,
+            retry_after_max,
+        })
+    }
+
+    /// The certificates of a PEM file, each one checked to be usable as a
+    /// trust anchor.
+    #[cfg(feature = "tls")]
+    fn certificates(
+        &self,
+        file: &Spanned<String>,
+    ) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, ConfigError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::CertificateDer;
+        let bad = |why: String| self.err(file.span(), format!("`{}`: {why}", file.get_ref()));
+        let certs = CertificateDer::pem_file_iter(file.get_ref())
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| bad(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(bad("holds no PEM certificate".to_owned()));
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in &certs {
+            roots
+                .add(cert.clone())
+                .map_err(|e| bad(format!("not a usable CA certificate: {e}")))?;
+        }
+        Ok(certs)
+    }
+
+    fn callbacks(
+        &self,
+        raw: &RawRoute,
+        webhooks: &WebhookConfig,
+    ) -> Result<(Option<Vec<HostPattern>>, Option<Target>), ConfigError> {
+        let hosts = raw
+            .callback_hosts
+            .as_ref()
+            .map(|hosts| {
+                hosts
+                    .get_ref()
+                    .iter()
+                    .map(|h| {
+                        HostPattern::parse(h.get_ref()).ok_or_else(|| {
+                            self.err(
+                                h.span(),
+                                format!(
+                                    "`{}` is not a host name like hooks.example.com or *.example.com",
+                                    h.get_ref()
+                                ),
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        let url = raw
+            .callback_url
+            .as_ref()
+            .map(|u| {
+                Target::parse(u.get_ref(), None, &webhooks.policy)
+                    .map_err(|e| self.err(u.span(), e.to_string()))
+            })
+            .transpose()?;
+        let span = match (&raw.callback_hosts, &raw.callback_url) {
+            (Some(h), _) => h.span(),
+            (None, Some(u)) => u.span(),
+            (None, None) => return Ok((None, None)),
+        };
+        if webhooks.secret.is_none() {
+            return Err(self.err(
+                span,
+                "webhooks are signed: set `secret` under [webhooks] (a Standard Webhooks whsec_ secret)",
+            ));
+        }
+        if raw.mode == Mode::Passthrough {
+            return Err(self.err(span, "a passthrough route makes no jobs to call back about"));
+        }
+        Ok((hosts, url))
+    }
+
+    fn duration(
+        &self,
+        value: Option<&Spanned<String>>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let Some(s) = value else { return Ok(default) };
+        let d = humantime::parse_duration(s.get_ref()).map_err(|e| {
+            self.err(
+                s.span(),
+                format!("`{}` is not a duration like 30s or 15m: {e}", s.get_ref()),
+            )
+        })?;
+        if d.is_zero() {
+            return Err(self.err(s.span(), "must be longer than zero"));
+        }
+        Ok(d)
+    }
+
+    fn size(&self, value: Option<&Spanned<String>>, default: u64) -> Result<u64, ConfigError> {
+        let Some(s) = value else { return Ok(default) };
+        let size: bytesize::ByteSize = s.get_ref().parse().map_err(|e| {
+            self.err(
+                s.span(),
+                format!("`{}` is not a size like 512KiB or 10MiB: {e}", s.get_ref()),
+            )
+        })?;
+        if size.as_u64() == 0 {
+            return Err(self.err(s.span(), "must be larger than zero"));
+        }
+        Ok(size.as_u64())
+    }
+
+    fn positive(
+        &self,
+        value: Option<Spanned<usize>>,
+        default: usize,
+    ) -> Result<usize, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(v) if *v.get_ref() == 0 => Err(self.err(v.span(), "must be at least 1")),
+            Some(v) => Ok(v.into_inner()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,343 @@
+//! One case per rule: the text refused, the line and key named, and why.
+
+use std::path::Path;
+
+use crate::config::Config;
+
+const UPSTREAM: &str = "[upstreams.u]\nurl = \"http://127.0.0.1:1\"\n";
+const SECRET: &str = "[webhooks]\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n";
+
+fn parse(text: &str) -> Result<Config, String> {
+    Config::parse(text, Path::new("t.toml")).map_err(|e| e.to_string())
+}
+
+/// `text` is refused at `t.toml:{at}` (line and key) with `why` in the message.
+#[track_caller]
+fn refused(text: &str, at: &str, why: &str) {
+    let e = match parse(text) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => e,
+    };
+    assert!(
+        e.starts_with(&format!("t.toml:{at}: ")),
+        "want {at} in: {e}"
+    );
+    assert!(e.contains(why), "want `{why}` in: {e}");
+}
+
+/// A route `a` on `/x` to upstream `u`, with more keys.
+fn route(extra: &str) -> String {
+    format!("{UPSTREAM}[[routes]]\nname = \"a\"\npath = \"/x\"\nupstream = \"u\"\n{extra}")
+}
+
+#[test]
+fn the_shipped_example_and_an_empty_file_are_valid() {
+    parse(include_str!("../../../config/asyncgate.toml")).unwrap();
+    let empty = parse("").unwrap();
+    assert_eq!(empty.listen().to_string(), crate::defaults::LISTEN);
+}
+
+#[test]
+fn toml_errors_and_unknown_keys_name_their_line() {
+    refused("[server\n", "1: server", "table header");
+    refused(
+        "[server]\nlistn = \"127.0.0.1:1\"\n",
+        "2: server.listn",
+        "unknown field",
+    );
+}
+
+#[test]
+fn server_keys() {
+    refused(
+        "[server]\nlisten = \"nope\"\n",
+        "2: server.listen",
+        "not an IP address",
+    );
+    for bad in ["\"/\"", "\"_jobs\"", "\"/jobs/\"", "\"/{id}\""] {
+        refused(
+            &format!("[server]\njobs_path = {bad}\n"),
+            "2: server.jobs_path",
+            "plain path",
+        );
+    }
+    refused(
+        "[server]\npublic_base_url = \"ftp://x\"\n",
+        "2: server.public_base_url",
+        "absolute http(s) URL",
+    );
+    refused(
+        "[server]\npublic_base_url = \"https://x/?q=1\"\n",
+        "2: server.public_base_url",
+        "no query",
+    );
+    refused(
+        "[server]\nmax_header_bytes = \"4KiB\"\n",
+        "2: server.max_header_bytes",
+        "at least 8KiB",
+    );
+    refused("[server]\nworkers = 0\n", "2: server.workers", "at least 1");
+    refused(
+        "[server]\ndrain_timeout = \"0s\"\n",
+        "2: server.drain_timeout",
+        "longer than zero",
+    );
+}
+
+#[test]
+fn sizes_and_durations() {
+    refused(
+        "[store]\nmax_bytes = \"lots\"\n",
+        "2: store.max_bytes",
+        "not a size",
+    );
+    refused(
+        "[store]\nmax_bytes = \"0B\"\n",
+        "2: store.max_bytes",
+        "larger than zero",
+    );
+    refused(
+        &format!("{UPSTREAM}timeout = \"soon\"\n"),
+        "3: upstreams.u.timeout",
+        "not a duration",
+    );
+}
+
+#[test]
+fn store_keys() {
+    refused(
+        "[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:notaport/0\"\n",
+        "3: store.url",
+        "not a Redis URL",
+    );
+    refused(
+        "[store]\nkind = \"redis\"\n",
+        "2: store.kind",
+        "needs `url`",
+    );
+    refused(
+        "[store]\nurl = \"redis://127.0.0.1:6379/0\"\n",
+        "2: store.url",
+        "kind = \"redis\"",
+    );
+    let redis = "[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\n";
+    refused(
+        &format!("{redis}key_prefix = \"a b\"\n"),
+        "4: store.key_prefix",
+        "letters",
+    );
+    refused(
+        &format!("{redis}lease = \"500ms\"\n"),
+        "4: store.lease",
+        "at least 1s",
+    );
+    refused(
+        "[store]\nkind = \"disk\"\n",
+        "2: store.kind",
+        "unknown variant",
+    );
+}
+
+#[test]
+fn upstream_urls() {
+    refused(
+        "[upstreams.u]\nurl = \"ftp://x\"\n",
+        "2: upstreams.u.url",
+        "http://",
+    );
+    refused(
+        "[upstreams.u]\nurl = \"http://\"\n",
+        "2: upstreams.u.url",
+        "not a URL",
+    );
+    refused(
+        "[upstreams.u]\nurl = \"http://x/?q\"\n",
+        "2: upstreams.u.url",
+        "must not have a query",
+    );
+    refused(
+        "[upstreams.u]\nurl = \"https://x\"\n",
+        "2: upstreams.u.url",
+        "https",
+    );
+    refused(
+        &format!("{UPSTREAM}max_concurrency = 0\n"),
+        "3: upstreams.u.max_concurrency",
+        "at least 1",
+    );
+}
+
+#[test]
+fn route_names_paths_and_upstreams() {
+    refused(
+        "[[routes]]\nname = \"r\"\npath = \"/x\"\nupstream = \"ghost\"\n",
+        "4: routes[0].upstream",
+        "no upstream named `ghost`",
+    );
+    refused(
+        &format!(
+            "{}[[routes]]\nname = \"a\"\npath = \"/y\"\nupstream = \"u\"\n",
+            route("")
+        ),
+        "8: routes[1].name",
+        "used twice",
+    );
+    refused(
+        &route("").replace("name = \"a\"", "name = \"a b\""),
+        "4: routes[0].name",
+        "letters",
+    );
+    refused(
+        &route("").replace("\"/x\"", "\"x\""),
+        "5: routes[0].path",
+        "start with /",
+    );
+    refused(
+        &route("").replace("\"/x\"", "\"/_jobs/x\""),
+        "5: routes[0].path",
+        "under the jobs path",
+    );
+    refused(
+        &route("mode = \"sometimes\"\n"),
+        "7: routes[0].mode",
+        "unknown variant",
+    );
+    refused(
+        "[default]\nupstream = \"ghost\"\n",
+        "2: default.upstream",
+        "no upstream named `ghost`",
+    );
+}
+
+#[test]
+fn overlapping_routes_are_refused_at_the_second() {
+    let second = |path: &str, methods: &str| {
+        format!(
+            "{}[[routes]]\nname = \"b\"\npath = \"{path}\"\nupstream = \"u\"\n{methods}",
+            route("").replace("\"/x\"", "\"/x/{id}\"")
+        )
+    };
+    refused(
+        &second("/x/{other}", ""),
+        "9: routes[1].path",
+        "overlaps route `a`",
+    );
+    refused(
+        &second("/x/{id}", ""),
+        "9: routes[1].path",
+        "overlaps route `a`",
+    );
+    // Same path, methods apart: both stand.
+    let apart = format!(
+        "{UPSTREAM}[[routes]]\nname = \"a\"\npath = \"/x\"\nupstream = \"u\"\nmethods = [\"GET\"]\n\
+         [[routes]]\nname = \"b\"\npath = \"/x\"\nupstream = \"u\"\nmethods = [\"POST\"]\n"
+    );
+    parse(&apart).unwrap();
+}
+
+#[test]
+fn route_methods() {
+    refused(
+        &route("methods = []\n"),
+        "7: routes[0].methods",
+        "lists no method",
+    );
+    refused(
+        &route("methods = [\"post\"]\n"),
+        "7: routes[0].methods",
+        "upper case",
+    );
+}
+
+#[test]
+fn route_timing_bounds() {
+    refused(
+        &route("retry_after_min = \"500ms\"\n"),
+        "7: routes[0].retry_after_min",
+        "at least 1s",
+    );
+    refused(
+        &route("retry_after_min = \"10s\"\nretry_after_max = \"5s\"\n"),
+        "8: routes[0].retry_after_max",
+        "must not be below retry_after_min",
+    );
+    refused(
+        &route("sync_wait = \"20s\"\nmax_wait = \"10s\"\n"),
+        "8: routes[0].max_wait",
+        "must not be below sync_wait",
+    );
+    refused(
+        &route("bind_headers = [\"bad header\"]\n"),
+        "7: routes[0].bind_headers",
+        "not a header name",
+    );
+}
+
+#[test]
+fn callbacks_need_a_secret_a_job_and_a_public_address() {
+    refused(
+        &route("callback_hosts = [\"hooks.example.com\"]\n"),
+        "7: routes[0].callback_hosts",
+        "set `secret` under [webhooks]",
+    );
+    refused(
+        &format!("{SECRET}{}", route("callback_hosts = [\"not a host\"]\n")),
+        "9: routes[0].callback_hosts",
+        "not a host name",
+    );
+    refused(
+        &format!(
+            "{SECRET}{}",
+            route("callback_url = \"http://169.254.169.254/latest\"\n")
+        ),
+        "9: routes[0].callback_url",
+        "169.254.169.254",
+    );
+    refused(
+        &format!(
+            "{SECRET}{}",
+            route("mode = \"passthrough\"\ncallback_url = \"https://hooks.example.com/\"\n")
+        ),
+        "10: routes[0].callback_url",
+        "passthrough route",
+    );
+}
+
+#[test]
+fn webhook_keys() {
+    refused(
+        "[webhooks]\nsecret = \"hunter2\"\n",
+        "2: webhooks.secret",
+        "whsec_",
+    );
+    refused(
+        "[webhooks]\nallow_networks = [\"10.0.0.0/33\"]\n",
+        "2: webhooks.allow_networks",
+        "not a network",
+    );
+    refused(
+        "[webhooks]\nbackoff_initial = \"10s\"\nbackoff_max = \"1s\"\n",
+        "3: webhooks.backoff_max",
+        "must not be below backoff_initial",
+    );
+    refused(
+        "[webhooks]\nmax_attempts = 0\n",
+        "2: webhooks.max_attempts",
+        "at least 1",
+    );
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn a_ca_file_must_hold_certificates() {
+    refused(
+        "[webhooks]\nca_file = \"/nonexistent.pem\"\n",
+        "2: webhooks.ca_file",
+        "/nonexistent.pem",
+    );
+    let empty = std::env::temp_dir().join(format!("asyncgate-empty-{}.pem", std::process::id()));
+    std::fs::write(&empty, "no certificates here\n").unwrap();
+    let text = format!("[webhooks]\nca_file = \"{}\"\n", empty.display());
+    refused(&text, "2: webhooks.ca_file", "holds no PEM certificate");
+    std::fs::remove_file(empty).unwrap();
+}
