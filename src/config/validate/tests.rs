@@ -14,9 +14,8 @@ fn parse(text: &str) -> Result<Config, String> {
 /// `text` is refused at `t.toml:{at}` (line and key) with `why` in the message.
 #[track_caller]
 fn refused(text: &str, at: &str, why: &str) {
-    let e = match parse(text) {
-        Ok(_) => panic!("accepted:\n{text}"),
-        Err(e) => e,
+    let Err(e) = parse(text) else {
+        panic!("accepted:\n{text}")
     };
     assert!(
         e.starts_with(&format!("t.toml:{at}: ")),
