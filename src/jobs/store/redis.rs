@@ -21,15 +21,16 @@
 //! took over. Scripts name keys they compute, so Redis Cluster is not
 //! supported; one Redis (or Valkey), with replicas of its own, is.
 
+mod codec;
+mod events;
+
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::uri::PathAndQuery;
-use http::Method;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{FromRedisValue, ProtocolVersion, PushInfo, PushKind, Script, Value};
+use redis::{FromRedisValue, Script, Value};
 use tokio::sync::mpsc;
 
 use super::{
@@ -37,39 +38,12 @@ use super::{
 };
 use crate::config::{RedisConfig, StoreConfig};
 use crate::defaults;
-use crate::jobs::id::JobId;
-use crate::jobs::model::{
-    BackendRequest, Failure, Job, JobStatus, Outcome, ResponseSummary, StoredResponse,
-};
-use crate::jobs::owner::Owner;
-
-use crate::callback::target::Target;
 use crate::header_block::HeaderBlock;
+use crate::jobs::id::JobId;
+use crate::jobs::model::{Job, Outcome, StoredResponse};
 use crate::sync::lock;
-use crate::webhook::{Delivery, DeliveryState, Webhook};
-
-/// The job fields a lookup reads, in the order [`decode_job`] expects;
-/// the scripts get the same list.
-const META: [&str; 18] = [
-    "status",
-    "route",
-    "method",
-    "created",
-    "started",
-    "finished",
-    "attempts",
-    "resp_status",
-    "resp_len",
-    "failure",
-    "bound",
-    "hook_url",
-    "hook_armed",
-    "hook_state",
-    "hook_attempts",
-    "hook_last_status",
-    "hook_last_error",
-    "hook_next",
-];
+use crate::webhook::{Delivery, Webhook};
+use codec::{decode_job, hex, job_fields, millis, now_ms, unhex, TakenRow, META};
 
 /// How many due charges one sweep gives back at most.
 const SWEEP_BATCH: usize = 1000;
@@ -142,7 +116,11 @@ impl RedisStore {
         let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
         let prefix = redis.key_prefix.clone();
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(listen(redis.url.clone(), format!("{prefix}:events"), tx));
+        tokio::spawn(events::listen(
+            redis.url.clone(),
+            format!("{prefix}:events"),
+            tx,
+        ));
         Ok(RedisStore {
             conn,
             prefix,
@@ -205,26 +183,7 @@ impl RedisStore {
         let extra = fields.split_off(META.len());
         Ok(Lookup::Found((decode_job(id, &fields)?, extra)))
     }
-
-    fn taken(&self, row: TakenRow) -> Result<Taken, StoreError> {
-        let (id, route, method, path, headers, body, attempt) = row;
-        let corrupt = |what: &str| StoreError::Corrupt(format!("job {id}: {what}"));
-        Ok(Taken {
-            id: JobId::parse(&id).ok_or_else(|| corrupt("id"))?,
-            route,
-            request: BackendRequest {
-                method: Method::from_bytes(method.as_bytes()).map_err(|_| corrupt("method"))?,
-                path: PathAndQuery::try_from(path).map_err(|_| corrupt("path"))?,
-                headers: HeaderBlock::from_bytes(headers).ok_or_else(|| corrupt("headers"))?,
-                body,
-            },
-            attempt,
-        })
-    }
 }
-
-/// `{id, route, method, path, headers, body, attempt}` as the scripts return it.
-type TakenRow = (String, String, String, String, Bytes, Bytes, u32);
 
 async fn bounded<T>(
     op: impl std::future::Future<Output = redis::RedisResult<T>>,
@@ -234,133 +193,6 @@ async fn bounded<T>(
         Ok(Err(e)) => Err(StoreError::Unavailable(Box::new(e))),
         Err(elapsed) => Err(StoreError::Unavailable(Box::new(elapsed))),
     }
-}
-
-fn now_ms() -> u64 {
-    millis(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default(),
-    )
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn time_of(ms: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms)
-}
-
-/// A job from its META fields.
-fn decode_job(id: JobId, f: &[Option<Bytes>]) -> Result<Job, StoreError> {
-    let corrupt = |what: &str| StoreError::Corrupt(format!("job {id}: {what}"));
-    if f.len() != META.len() {
-        return Err(corrupt("field count"));
-    }
-    let text = |i: usize| f[i].as_deref().and_then(|b| std::str::from_utf8(b).ok());
-    let number = |i: usize| text(i).and_then(|t| t.parse::<u64>().ok());
-    let status = text(0)
-        .and_then(JobStatus::parse)
-        .ok_or_else(|| corrupt("status"))?;
-    let route = text(1).ok_or_else(|| corrupt("route"))?;
-    let method = text(2)
-        .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
-        .ok_or_else(|| corrupt("method"))?;
-    let mut job = Job::queued(route.into(), method);
-    job.id = id;
-    job.status = status;
-    job.created_at = time_of(number(3).ok_or_else(|| corrupt("created"))?);
-    job.started_at = number(4).map(time_of);
-    job.finished_at = number(5).map(time_of);
-    job.attempts = number(6).and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
-    job.response = match (number(7), number(8)) {
-        (Some(status), Some(bytes)) => Some(ResponseSummary {
-            status: u16::try_from(status).map_err(|_| corrupt("resp_status"))?,
-            bytes,
-        }),
-        _ => None,
-    };
-    job.failure = text(9)
-        .map(|t| Failure::parse(t).ok_or_else(|| corrupt("failure")))
-        .transpose()?;
-    job.owner = f[10]
-        .as_deref()
-        .map(|b| {
-            <[u8; 32]>::try_from(b)
-                .map(Owner::from_digest)
-                .map_err(|_| corrupt("bound"))
-        })
-        .transpose()?;
-    if let Some(url) = text(11) {
-        let target = Target::restore(url).ok_or_else(|| corrupt("hook_url"))?;
-        let delivery = Delivery {
-            state: text(13)
-                .and_then(DeliveryState::parse)
-                .unwrap_or(DeliveryState::Pending),
-            attempts: number(14).and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
-            last_status: number(15).and_then(|n| u16::try_from(n).ok()),
-            last_error: text(16).map(str::to_owned),
-            next_attempt_at: number(17).map(time_of),
-        };
-        job.webhook = Some(std::sync::Arc::new(Webhook::restore(
-            target,
-            text(12) == Some("1"),
-            delivery,
-        )));
-    }
-    Ok(job)
-}
-
-/// The fields of a job as `create` records them, besides status and times.
-fn job_fields(new: &NewJob<'_>) -> Vec<(&'static str, Vec<u8>)> {
-    let job = &new.job;
-    let request = new.request;
-    let mut fields = vec![
-        ("route", job.route.as_bytes().to_vec()),
-        ("method", job.method.as_str().as_bytes().to_vec()),
-        (
-            "resend",
-            if new.resend_on_loss {
-                b"1".to_vec()
-            } else {
-                b"0".to_vec()
-            },
-        ),
-        ("req_path", request.path.as_str().as_bytes().to_vec()),
-        ("req_headers", request.headers.as_bytes().to_vec()),
-        ("req_body", request.body.to_vec()),
-    ];
-    if let Some(owner) = job.owner {
-        fields.push(("bound", owner.digest().to_vec()));
-    }
-    if let Some(hook) = &job.webhook {
-        fields.push(("hook_url", hook.target.as_str().into_bytes()));
-        fields.push((
-            "hook_armed",
-            if hook.is_armed() {
-                b"1".to_vec()
-            } else {
-                b"0".to_vec()
-            },
-        ));
-    }
-    fields
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<[u8; 32]> {
-    let mut out = [0u8; 32];
-    if text.len() != 64 {
-        return None;
-    }
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 #[async_trait]
@@ -559,7 +391,7 @@ impl SharedWork for RedisStore {
             .arg(max)
             .arg(count);
         let rows: Vec<TakenRow> = self.run(invocation).await?;
-        rows.into_iter().map(|r| self.taken(r)).collect()
+        rows.into_iter().map(codec::decode_taken).collect()
     }
 
     async fn take_over(&self, upstream: &str, count: usize) -> Result<Vec<Taken>, StoreError> {
@@ -570,7 +402,7 @@ impl SharedWork for RedisStore {
             .arg(millis(self.lease))
             .arg(count);
         let rows: Vec<TakenRow> = self.run(invocation).await?;
-        rows.into_iter().map(|r| self.taken(r)).collect()
+        rows.into_iter().map(codec::decode_taken).collect()
     }
 
     async fn renew(&self, id: JobId, attempt: u32) -> Result<bool, StoreError> {
@@ -594,111 +426,5 @@ impl SharedWork for RedisStore {
         let mut invocation = self.invoke(&self.scripts.sweep);
         invocation.arg(SWEEP_BATCH);
         self.run::<usize>(invocation).await.map(drop)
-    }
-}
-
-/// Listens to the events channel for as long as `events` has a reader,
-/// through disconnections: the connection manager reconnects and
-/// resubscribes by itself, and each resubscription is announced as
-/// [`Event::Resumed`], since messages may have been missed meanwhile.
-async fn listen(url: String, channel: String, events: mpsc::UnboundedSender<Event>) {
-    let info = match redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
-        Ok(info) => info,
-        Err(e) => {
-            tracing::error!(error = %e, "bad Redis URL; no events from other replicas");
-            return;
-        }
-    };
-    let settings = info
-        .redis_settings()
-        .clone()
-        .set_protocol(ProtocolVersion::RESP3);
-    let info = info.set_redis_settings(settings);
-    let (push_tx, mut pushes) = mpsc::unbounded_channel::<PushInfo>();
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(defaults::REDIS_RESPONSE_TIMEOUT))
-        .set_response_timeout(Some(defaults::REDIS_RESPONSE_TIMEOUT))
-        .set_max_delay(Duration::from_secs(1))
-        .set_number_of_retries(usize::MAX)
-        .set_push_sender(push_tx)
-        .set_automatic_resubscription();
-    let manager = redis::Client::open(info)
-        .and_then(|client| ConnectionManager::new_lazy_with_config(client, config));
-    let mut manager = match manager {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen to Redis; no events from other replicas");
-            return;
-        }
-    };
-    // Until the first subscription holds, Redis may not be up yet.
-    let mut backoff = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        backoff.tick().await;
-        match bounded(manager.subscribe(&channel)).await {
-            Ok(()) => break,
-            Err(e) => tracing::warn!(error = %e, "cannot subscribe to Redis events; retrying"),
-        }
-        if events.is_closed() {
-            return;
-        }
-    }
-    while let Some(push) = pushes.recv().await {
-        let event = match push.kind {
-            PushKind::Message => push
-                .data
-                .get(1)
-                .and_then(|v| String::from_redis_value(v.clone()).ok())
-                .and_then(|m| parse_event(&m)),
-            PushKind::Subscribe => Some(Event::Resumed),
-            PushKind::Disconnection => {
-                tracing::warn!("lost the Redis events connection; reconnecting");
-                None
-            }
-            _ => None,
-        };
-        if let Some(event) = event {
-            if events.send(event).is_err() {
-                return;
-            }
-        }
-    }
-}
-
-fn parse_event(message: &str) -> Option<Event> {
-    let (first, second) = message.split_once(' ')?;
-    if first == "work" {
-        return Some(Event::Work(second.to_owned()));
-    }
-    Some(Event::Status(
-        JobId::parse(first)?,
-        JobStatus::parse(second)?,
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn events_parse_and_nothing_else_does() {
-        let id = JobId::random();
-        assert_eq!(
-            parse_event(&format!("{id} canceled")),
-            Some(Event::Status(id, JobStatus::Canceled))
-        );
-        assert_eq!(
-            parse_event("work legacy"),
-            Some(Event::Work("legacy".into()))
-        );
-        assert_eq!(parse_event(&format!("{id} sleeping")), None);
-        assert_eq!(parse_event("garbage"), None);
-    }
-
-    #[test]
-    fn scopes_round_trip_through_hex() {
-        let scope = [0xab; 32];
-        assert_eq!(unhex(&hex(&scope)), Some(scope));
-        assert_eq!(unhex("zz"), None);
     }
 }
