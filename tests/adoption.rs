@@ -12,9 +12,7 @@ fn route(mode: &str, extra: &str) -> String {
 }
 
 async fn setup(mode: &str, extra: &str) -> (Backend, TestGateway, Client) {
-    let backend = Backend::start().await;
-    let gw = TestGateway::start(&config(&backend.url(), "", &route(mode, extra))).await;
-    (backend, gw, Client::default())
+    common::setup("", &route(mode, extra)).await
 }
 
 #[tokio::test]
@@ -156,16 +154,9 @@ async fn redirect_when_done_sends_finished_jobs_to_their_result() {
         "an unfinished job still answers its document"
     );
     backend.release(1);
-    let redirect = common::within(10, "the job to finish and redirect", async {
-        loop {
-            let r = client.get(&gw.url(&loc)).await;
-            if r.status == 303 {
-                return r;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    // A long-poll answers when the job finishes: then with the redirect.
+    let redirect = client.get(&gw.url(&format!("{loc}?wait=10"))).await;
+    assert_eq!(redirect.status, 303);
     let target = redirect.header("location").to_owned();
     assert_eq!(target, format!("{loc}/result"));
     let result = client.get(&gw.url(&target)).await;
@@ -176,15 +167,13 @@ async fn redirect_when_done_sends_finished_jobs_to_their_result() {
 /// Polls the way azure-core's Location poller, OData and ARM clients do:
 /// any answer from `Location` other than `202` is the final one.
 async fn drive_location_poller(client: &Client, gw: &TestGateway, location: &str) -> common::Reply {
-    common::within(20, "the Location poller to finish", async {
-        loop {
-            let r = client.get(&gw.url(location)).await;
-            if r.status != 202 {
-                return r;
-            }
+    common::poll_until(20, "the Location poller to finish", async || {
+        let r = client.get(&gw.url(location)).await;
+        if r.status == 202 {
             assert!(r.header("retry-after").parse::<u64>().unwrap() >= 1);
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            return None;
         }
+        Some(r)
     })
     .await
 }
@@ -193,16 +182,14 @@ async fn drive_location_poller(client: &Client, gw: &TestGateway, location: &str
 /// status monitor at `Operation-Location` until a terminal `status`, then
 /// `resourceLocation`.
 async fn drive_status_monitor(client: &Client, gw: &TestGateway, monitor: &str) -> common::Reply {
-    let done = common::within(20, "the status monitor to finish", async {
-        loop {
-            let r = client.get(&gw.url(monitor)).await;
-            assert_eq!(r.status, 200);
-            let doc = r.json();
-            if ["succeeded", "failed", "canceled"].contains(&doc["status"].as_str().unwrap()) {
-                return doc;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+    let done = common::poll_until(20, "the status monitor to finish", async || {
+        let r = client.get(&gw.url(monitor)).await;
+        assert_eq!(r.status, 200);
+        let doc = r.json();
+        let status = doc["status"].as_str().unwrap();
+        ["succeeded", "failed", "canceled"]
+            .contains(&status)
+            .then_some(doc)
     })
     .await;
     assert_eq!(done["status"], "succeeded");

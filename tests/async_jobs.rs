@@ -3,23 +3,14 @@
 mod common;
 
 use bytes::Bytes;
-use common::{async_route, config, within, Backend, Client, TestGateway};
+use common::{
+    async_route, config, poll_until, setup, setup_async, within, Backend, Client, TestGateway,
+};
 use http::Method;
-
-async fn setup(upstream_extra: &str, route_extra: &str) -> (Backend, TestGateway, Client) {
-    let backend = Backend::start().await;
-    let toml = config(
-        &backend.url(),
-        upstream_extra,
-        &async_route("/{*path}", route_extra),
-    );
-    let gateway = TestGateway::start(&toml).await;
-    (backend, gateway, Client::default())
-}
 
 #[tokio::test]
 async fn submit_answers_202_with_location_and_job_document() {
-    let (backend, gw, client) = setup("", "").await;
+    let (backend, gw, client) = setup_async("").await;
     let reply = client.post(&gw.url("/hold/report?q=1"), "payload").await;
     assert_eq!(reply.status, 202);
     let location = reply.header("location").to_owned();
@@ -45,7 +36,7 @@ async fn submit_answers_202_with_location_and_job_document() {
 
 #[tokio::test]
 async fn backend_gets_original_request_with_forwarding_headers_and_fresh_framing() {
-    let (backend, gw, client) = setup("", "").await;
+    let (backend, gw, client) = setup_async("").await;
     let reply = client
         .send(
             Method::PUT,
@@ -82,7 +73,7 @@ async fn backend_gets_original_request_with_forwarding_headers_and_fresh_framing
 
 #[tokio::test]
 async fn status_moves_queued_running_succeeded_and_result_replays_byte_for_byte() {
-    let (backend, gw, client) = setup("max_concurrency = 1", "").await;
+    let (backend, gw, client) = setup("max_concurrency = 1", &async_route("/{*p}", "")).await;
     let first = client.post(&gw.url("/hold/1"), "one").await;
     backend.started(1).await;
     let second = client
@@ -142,7 +133,7 @@ async fn status_moves_queued_running_succeeded_and_result_replays_byte_for_byte(
 
 #[tokio::test]
 async fn backend_4xx_is_a_success_and_5xx_a_failure_both_replayed() {
-    let (_backend, gw, client) = setup("", "").await;
+    let (_backend, gw, client) = setup_async("").await;
     let not_found = client.post(&gw.url("/x?status=404"), "").await;
     let broken = client.post(&gw.url("/x?status=503"), "oops").await;
     let nf = client
@@ -163,7 +154,7 @@ async fn backend_4xx_is_a_success_and_5xx_a_failure_both_replayed() {
 
 #[tokio::test]
 async fn large_results_are_kept_whole() {
-    let (_backend, gw, client) = setup("", "").await;
+    let (_backend, gw, client) = setup_async("").await;
     let reply = client.post(&gw.url("/big/3000000"), "").await;
     let loc = reply.header("location").to_owned();
     client.wait_status(&gw.url(&loc), "succeeded").await;
@@ -174,17 +165,12 @@ async fn large_results_are_kept_whole() {
 
 #[tokio::test]
 async fn progress_is_measured_from_content_length_while_the_body_arrives() {
-    let (backend, gw, client) = setup("", "").await;
+    let (backend, gw, client) = setup_async("").await;
     let reply = client.post(&gw.url("/stream/1000"), "").await;
     let url = gw.url(reply.header("location"));
-    let doc = within(10, "half the body to arrive", async {
-        loop {
-            let doc = client.get(&url).await.json();
-            if doc["progress"]["percent"] == 50 {
-                return doc;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+    let doc = poll_until(10, "half the body to arrive", async || {
+        let doc = client.get(&url).await.json();
+        (doc["progress"]["percent"] == 50).then_some(doc)
     })
     .await;
     assert_eq!(doc["status"], "running");
@@ -196,7 +182,7 @@ async fn progress_is_measured_from_content_length_while_the_body_arrives() {
 
 #[tokio::test]
 async fn result_over_the_route_limit_fails_the_job_with_502() {
-    let (_backend, gw, client) = setup("", "max_result = \"1KiB\"").await;
+    let (_backend, gw, client) = setup_async("max_result = \"1KiB\"").await;
     for path in ["/big/5000", "/stream/5000"] {
         let reply = client.post(&gw.url(path), "").await;
         let loc = reply.header("location").to_owned();
@@ -215,7 +201,7 @@ async fn result_over_the_route_limit_fails_the_job_with_502() {
 
 #[tokio::test]
 async fn over_limit_body_is_413_and_nothing_is_queued() {
-    let (backend, gw, client) = setup("", "max_body = \"1KiB\"").await;
+    let (backend, gw, client) = setup_async("max_body = \"1KiB\"").await;
     let big = vec![b'x'; 2048];
     client
         .post(&gw.url("/x"), big.clone())
@@ -244,7 +230,7 @@ async fn raw_chunked_post(gw: &TestGateway, body: &[u8]) -> String {
 
 #[tokio::test]
 async fn cancel_of_queued_job_never_reaches_the_backend() {
-    let (backend, gw, client) = setup("max_concurrency = 1", "").await;
+    let (backend, gw, client) = setup("max_concurrency = 1", &async_route("/{*p}", "")).await;
     let running = client.post(&gw.url("/hold/a"), "").await;
     backend.started(1).await;
     let queued = client.post(&gw.url("/hold/b"), "").await;
@@ -277,7 +263,7 @@ async fn cancel_of_queued_job_never_reaches_the_backend() {
 
 #[tokio::test]
 async fn cancel_of_running_job_drops_backend_connection() {
-    let (backend, gw, client) = setup("", "").await;
+    let (backend, gw, client) = setup_async("").await;
     let reply = client.post(&gw.url("/hold/x"), "").await;
     backend.started(1).await;
     let url = gw.url(reply.header("location"));
@@ -290,7 +276,7 @@ async fn cancel_of_running_job_drops_backend_connection() {
 
 #[tokio::test]
 async fn delete_of_finished_job_is_204_then_410_and_repeats_are_204() {
-    let (_backend, gw, client) = setup("", "").await;
+    let (_backend, gw, client) = setup_async("").await;
     let reply = client.post(&gw.url("/x"), "").await;
     let url = gw.url(reply.header("location"));
     client.wait_status(&url, "succeeded").await;
@@ -315,26 +301,25 @@ async fn results_expire_to_410_and_tombstones_to_404() {
     let reply = client.post(&gw.url("/x"), "").await;
     let url = gw.url(reply.header("location"));
     client.wait_status(&url, "succeeded").await;
-    let statuses = within(10, "the result to expire and then its tombstone", async {
-        let mut seen = Vec::new();
-        loop {
+    let mut statuses = Vec::new();
+    poll_until(
+        10,
+        "the result to expire and then its tombstone",
+        async || {
             let s = client.get(&url).await.status.as_u16();
-            if seen.last() != Some(&s) {
-                seen.push(s);
+            if statuses.last() != Some(&s) {
+                statuses.push(s);
             }
-            if s == 404 {
-                return seen;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    })
+            (s == 404).then_some(())
+        },
+    )
     .await;
     assert_eq!(statuses, [200, 410, 404]);
 }
 
 #[tokio::test]
 async fn unknown_and_malformed_ids_are_404() {
-    let (_backend, gw, client) = setup("", "").await;
+    let (_backend, gw, client) = setup_async("").await;
     let unknown = uuid::Uuid::new_v4();
     for path in [
         format!("/_jobs/{unknown}"),
@@ -357,7 +342,7 @@ async fn unknown_and_malformed_ids_are_404() {
 
 #[tokio::test]
 async fn wrong_method_on_a_job_is_405_with_allow() {
-    let (_backend, gw, client) = setup("", "").await;
+    let (_backend, gw, client) = setup_async("").await;
     let reply = client.post(&gw.url("/x"), "").await;
     let url = gw.url(reply.header("location"));
     let r = client.post(&url, "").await;
@@ -371,7 +356,7 @@ async fn wrong_method_on_a_job_is_405_with_allow() {
 
 #[tokio::test]
 async fn backend_that_resets_mid_body_fails_the_job_with_502() {
-    let (_backend, gw, client) = setup("", "").await;
+    let (_backend, gw, client) = setup_async("").await;
     let reply = client.post(&gw.url("/reset"), "").await;
     let loc = reply.header("location").to_owned();
     let doc = client.wait_status(&gw.url(&loc), "failed").await;
@@ -384,7 +369,7 @@ async fn backend_that_resets_mid_body_fails_the_job_with_502() {
 
 #[tokio::test]
 async fn backend_that_never_answers_fails_the_job_with_504() {
-    let (backend, gw, client) = setup("job_timeout = \"300ms\"", "").await;
+    let (backend, gw, client) = setup("job_timeout = \"300ms\"", &async_route("/{*p}", "")).await;
     let reply = client.post(&gw.url("/hold/forever"), "").await;
     let loc = reply.header("location").to_owned();
     let doc = client.wait_status(&gw.url(&loc), "failed").await;
@@ -445,7 +430,7 @@ async fn public_base_url_makes_every_url_absolute() {
 #[tokio::test]
 async fn retry_after_follows_observed_durations() {
     let (backend, gw, client) =
-        setup("", "retry_after_min = \"1s\"\nretry_after_max = \"5s\"").await;
+        setup_async("retry_after_min = \"1s\"\nretry_after_max = \"5s\"").await;
     let reply = client.post(&gw.url("/hold/a"), "").await;
     assert_eq!(reply.header("retry-after"), "1");
     backend.release(1);
@@ -460,7 +445,7 @@ async fn retry_after_follows_observed_durations() {
 
 #[tokio::test]
 async fn chunked_submission_reaches_the_backend_with_a_content_length() {
-    let (backend, gw, client) = setup("", "").await;
+    let (backend, gw, client) = setup_async("").await;
     let raw = common::raw_exchange(
         gw.addr,
         b"POST /chunked HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
@@ -481,7 +466,7 @@ async fn chunked_submission_reaches_the_backend_with_a_content_length() {
 
 #[tokio::test]
 async fn head_of_a_job_answers_its_status_without_a_body() {
-    let (_backend, gw, client) = setup("", "").await;
+    let (_backend, gw, client) = setup_async("").await;
     let reply = client.post(&gw.url("/x"), "").await;
     let url = gw.url(reply.header("location"));
     client.wait_status(&url, "succeeded").await;
@@ -494,7 +479,7 @@ async fn head_of_a_job_answers_its_status_without_a_body() {
 #[tokio::test]
 async fn http2_clients_get_the_same_job_api() {
     use http_body_util::{BodyExt, Full};
-    let (_backend, gw, _) = setup("", "").await;
+    let (_backend, gw, _) = setup_async("").await;
     let h2: hyper_util::client::legacy::Client<_, Full<Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .http2_only(true)
@@ -531,7 +516,7 @@ async fn http2_clients_get_the_same_job_api() {
 
 #[tokio::test]
 async fn progress_is_estimated_from_past_durations_and_never_reaches_100_early() {
-    let (backend, gw, client) = setup("", "").await;
+    let (backend, gw, client) = setup_async("").await;
     // Nothing to go on yet: no progress member.
     let first = client.post(&gw.url("/hold/1"), "").await;
     let first_url = gw.url(first.header("location"));

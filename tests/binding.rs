@@ -4,19 +4,8 @@
 mod common;
 
 use bytes::Bytes;
-use common::{async_route, config, Backend, Client, TestGateway};
+use common::{setup_async, Client};
 use http::Method;
-
-async fn setup(route_extra: &str) -> (Backend, TestGateway, Client) {
-    let backend = Backend::start().await;
-    let gw = TestGateway::start(&config(
-        &backend.url(),
-        "",
-        &async_route("/{*p}", route_extra),
-    ))
-    .await;
-    (backend, gw, Client::default())
-}
 
 async fn as_caller(
     client: &Client,
@@ -29,7 +18,7 @@ async fn as_caller(
 
 #[tokio::test]
 async fn a_job_with_credentials_is_seen_only_with_the_same_credentials() {
-    let (_backend, gw, client) = setup("").await;
+    let (_backend, gw, client) = setup_async("").await;
     let alice = [("authorization", "Bearer alice")];
     let bob = [("authorization", "Bearer bob")];
     let reply = client
@@ -39,16 +28,8 @@ async fn a_job_with_credentials_is_seen_only_with_the_same_credentials() {
     let url = gw.url(reply.header("location"));
     let result = format!("{url}/result");
 
-    let mut done = None;
-    for _ in 0..2000 {
-        let r = as_caller(&client, Method::GET, &url, &alice).await;
-        if r.json()["status"] == "succeeded" {
-            done = Some(r);
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert!(done.is_some(), "alice sees her job finish");
+    // Alice sees her job finish.
+    client.wait_status_as(&url, "succeeded", &alice).await;
     assert_eq!(
         as_caller(&client, Method::GET, &result, &alice).await.body,
         "secret report"
@@ -76,7 +57,7 @@ async fn a_job_with_credentials_is_seen_only_with_the_same_credentials() {
 
 #[tokio::test]
 async fn a_job_without_credentials_is_visible_to_anyone_who_has_its_id() {
-    let (_backend, gw, client) = setup("").await;
+    let (_backend, gw, client) = setup_async("").await;
     let reply = client.post(&gw.url("/x"), "open").await;
     let url = gw.url(reply.header("location"));
     let doc = client.wait_status(&url, "succeeded").await;
@@ -87,7 +68,7 @@ async fn a_job_without_credentials_is_visible_to_anyone_who_has_its_id() {
 
 #[tokio::test]
 async fn a_route_may_bind_on_other_headers() {
-    let (_backend, gw, client) = setup("bind_headers = [\"X-Api-Key\", \"Cookie\"]").await;
+    let (_backend, gw, client) = setup_async("bind_headers = [\"X-Api-Key\", \"Cookie\"]").await;
     let reply = client
         .send(
             Method::POST,

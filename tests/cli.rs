@@ -6,7 +6,7 @@ mod common;
 use std::process::Stdio;
 
 use common::process::{write_config, Running, BIN};
-use common::{async_route, config, within, Backend, Client};
+use common::{async_route, config, poll_until, within, Backend, Client};
 use tokio::process::Command;
 
 async fn run_to_end(args: &[&str]) -> (i32, String, String) {
@@ -147,23 +147,19 @@ async fn out_of_file_descriptors_pauses_accepting_and_recovers() {
     }
     gw.wait_line("accept failed; pausing").await;
     drop(hogs);
-    let reply = within(20, "the gateway to serve again", async {
-        loop {
-            // Connections the gateway accepted while out of descriptors may
-            // fail; the point is that it serves again afterwards.
-            let attempt = Client::default()
-                .try_send(
-                    http::Method::GET,
-                    &format!("http://{addr}/ok"),
-                    &[],
-                    bytes::Bytes::new(),
-                )
-                .await;
-            match attempt {
-                Ok(r) if r.status == 200 => return r,
-                _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
-            }
-        }
+    let reply = poll_until(20, "the gateway to serve again", async || {
+        // Connections the gateway accepted while out of descriptors may
+        // fail; the point is that it serves again afterwards.
+        Client::default()
+            .try_send(
+                http::Method::GET,
+                &format!("http://{addr}/ok"),
+                &[],
+                bytes::Bytes::new(),
+            )
+            .await
+            .ok()
+            .filter(|r| r.status == 200)
     })
     .await;
     assert_eq!(reply.status, 200);

@@ -175,16 +175,14 @@ async fn dropping_a_running_gateway_stops_every_worker() {
     drop(gw);
     // The kernel spreads connections over the workers' listeners: only a
     // run of refusals shows that every one of them is closed.
-    within(10, "every worker to close its listener", async {
-        let mut refused_in_a_row = 0;
-        while refused_in_a_row < 20 {
-            match tokio::net::TcpStream::connect(addr).await {
-                Ok(_) => refused_in_a_row = 0,
-                Err(_) => refused_in_a_row += 1,
-            }
-            // Sampled over time: a listener that is merely closing refuses too.
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    // Sampled over time: a listener that is merely closing refuses too.
+    let mut refused_in_a_row = 0;
+    common::poll_until(10, "every worker to close its listener", async || {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(_) => refused_in_a_row = 0,
+            Err(_) => refused_in_a_row += 1,
         }
+        (refused_in_a_row >= 20).then_some(())
     })
     .await;
 }

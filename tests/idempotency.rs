@@ -5,18 +5,12 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{async_route, config, within, Backend, Client, TestGateway};
+use common::{setup_async, within};
 use http::Method;
-
-async fn setup() -> (Backend, TestGateway, Client) {
-    let backend = Backend::start().await;
-    let gw = TestGateway::start(&config(&backend.url(), "", &async_route("/{*p}", ""))).await;
-    (backend, gw, Client::default())
-}
 
 #[tokio::test]
 async fn a_repeat_with_the_same_key_gets_the_same_job() {
-    let (backend, gw, client) = setup().await;
+    let (backend, gw, client) = setup_async("").await;
     let key = [("idempotency-key", "order-42")];
     let first = client
         .send(Method::POST, &gw.url("/orders"), &key, "body")
@@ -44,7 +38,7 @@ async fn a_repeat_with_the_same_key_gets_the_same_job() {
 
 #[tokio::test]
 async fn the_same_key_with_another_request_is_422_and_queues_nothing() {
-    let (backend, gw, client) = setup().await;
+    let (backend, gw, client) = setup_async("").await;
     let key = [("idempotency-key", "k")];
     let first = client
         .send(Method::POST, &gw.url("/orders"), &key, "one")
@@ -65,7 +59,7 @@ async fn the_same_key_with_another_request_is_422_and_queues_nothing() {
 
 #[tokio::test]
 async fn keys_are_scoped_to_the_caller() {
-    let (backend, gw, client) = setup().await;
+    let (backend, gw, client) = setup_async("").await;
     let alice = [("idempotency-key", "k"), ("authorization", "Bearer alice")];
     let bob = [("idempotency-key", "k"), ("authorization", "Bearer bob")];
     let a = client
@@ -78,7 +72,7 @@ async fn keys_are_scoped_to_the_caller() {
 
 #[tokio::test]
 async fn malformed_keys_are_400() {
-    let (backend, gw, client) = setup().await;
+    let (backend, gw, client) = setup_async("").await;
     for bad in ["has space", "\"\""] {
         let r = client
             .send(Method::POST, &gw.url("/x"), &[("idempotency-key", bad)], "")
@@ -100,7 +94,7 @@ async fn malformed_keys_are_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_identical_submissions_make_one_job() {
-    let (backend, gw, client) = setup().await;
+    let (backend, gw, client) = setup_async("").await;
     let gw = Arc::new(gw);
     let mut tasks = Vec::new();
     for _ in 0..50 {
@@ -138,7 +132,7 @@ async fn concurrent_identical_submissions_make_one_job() {
 
 #[tokio::test]
 async fn a_malformed_key_is_refused_before_the_body_is_read() {
-    let (backend, gw, _client) = setup().await;
+    let (backend, gw, _client) = setup_async("").await;
     // The body never comes: an answer at all shows the gateway did not wait for it.
     let raw = common::raw_exchange(
         gw.addr,

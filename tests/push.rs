@@ -4,31 +4,23 @@ mod common;
 
 use std::time::Duration;
 
-use common::{async_route, config, sse_statuses as statuses, within, Backend, Client, TestGateway};
-
-async fn setup() -> (Backend, TestGateway, Client) {
-    let backend = Backend::start().await;
-    let gw = TestGateway::start(&config(&backend.url(), "", &async_route("/{*p}", ""))).await;
-    (backend, gw, Client::default())
-}
+use common::{
+    async_route, config, setup_async, sse_statuses as statuses, within, Backend, Client,
+    TestGateway,
+};
 
 #[tokio::test]
 async fn long_poll_returns_as_soon_as_the_job_finishes() {
-    let (backend, gw, client) = setup().await;
+    let (backend, gw, client) = setup_async("").await;
     let reply = client.post(&gw.url("/hold/x"), "").await;
     let url = gw.url(reply.header("location"));
     backend.started(1).await;
     // The job is running: a long-poll for 30s waits for its next change.
-    let poll = {
+    let mut poll = {
         let (client, url) = (client.clone(), url.clone());
         tokio::spawn(async move { client.get(&format!("{url}?wait=30")).await })
     };
-    let early = tokio::time::timeout(Duration::from_millis(200), async {
-        while !poll.is_finished() {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    let early = tokio::time::timeout(Duration::from_millis(200), &mut poll).await;
     assert!(
         early.is_err(),
         "the long-poll answered before anything changed"
@@ -43,7 +35,7 @@ async fn long_poll_returns_as_soon_as_the_job_finishes() {
 
 #[tokio::test]
 async fn long_poll_returns_the_unchanged_job_after_its_wait() {
-    let (backend, gw, client) = setup().await;
+    let (backend, gw, client) = setup_async("").await;
     let reply = client.post(&gw.url("/hold/x"), "").await;
     let url = gw.url(reply.header("location"));
     backend.started(1).await;
@@ -60,7 +52,7 @@ async fn long_poll_returns_the_unchanged_job_after_its_wait() {
 
 #[tokio::test]
 async fn long_poll_of_a_finished_job_answers_at_once() {
-    let (_backend, gw, client) = setup().await;
+    let (_backend, gw, client) = setup_async("").await;
     let reply = client.post(&gw.url("/x"), "").await;
     let url = gw.url(reply.header("location"));
     client.wait_status(&url, "succeeded").await;
@@ -76,7 +68,7 @@ async fn long_poll_of_a_finished_job_answers_at_once() {
 
 #[tokio::test]
 async fn long_poll_with_a_bad_wait_is_400() {
-    let (_backend, gw, client) = setup().await;
+    let (_backend, gw, client) = setup_async("").await;
     let reply = client.post(&gw.url("/x"), "").await;
     let url = gw.url(reply.header("location"));
     client
@@ -147,7 +139,7 @@ async fn event_stream_shows_every_transition_in_order_then_ends() {
 
 #[tokio::test]
 async fn event_stream_of_a_finished_job_is_one_event() {
-    let (_backend, gw, client) = setup().await;
+    let (_backend, gw, client) = setup_async("").await;
     let reply = client.post(&gw.url("/x"), "").await;
     let url = gw.url(reply.header("location"));
     client.wait_status(&url, "succeeded").await;

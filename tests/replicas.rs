@@ -5,10 +5,9 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::Duration;
 
 use common::process::Running;
-use common::{sse_statuses, within, Backend, Client, Reply};
+use common::{poll_until, sse_statuses, within, Backend, Client, Reply};
 use http::Method;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -58,19 +57,12 @@ impl Redis {
             .expect("redis-server must be installed (.ci/run installs it)");
         self.child = Some(child);
         let addr = format!("127.0.0.1:{}", self.port);
-        within(10, "redis-server to answer PING", async {
-            loop {
-                if let Ok(mut s) = tokio::net::TcpStream::connect(&addr).await {
-                    let mut buf = [0u8; 7];
-                    if s.write_all(b"PING\r\n").await.is_ok()
-                        && s.read_exact(&mut buf).await.is_ok()
-                        && &buf == b"+PONG\r\n"
-                    {
-                        return;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+        poll_until(10, "redis-server to answer PING", async || {
+            let mut s = tokio::net::TcpStream::connect(&addr).await.ok()?;
+            let mut buf = [0u8; 7];
+            s.write_all(b"PING\r\n").await.ok()?;
+            s.read_exact(&mut buf).await.ok()?;
+            (&buf == b"+PONG\r\n").then_some(())
         })
         .await;
     }
@@ -277,14 +269,9 @@ async fn redis_down_refuses_submissions_keeps_proxying_and_recovers_by_itself() 
     backend.release(1);
 
     redis.up().await;
-    let reply = within(20, "submissions to work again", async {
-        loop {
-            let reply = client.post(&a.url("/echo/after"), "y").await;
-            if reply.status == 202 {
-                return reply;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    let reply = poll_until(20, "submissions to work again", async || {
+        let reply = client.post(&a.url("/echo/after"), "y").await;
+        (reply.status == 202).then_some(reply)
     })
     .await;
     let after = reply.header("location").to_owned();
@@ -498,14 +485,9 @@ async fn results_expire_by_redis_ttl_to_410_then_404_on_every_replica() {
     let location = reply.header("location").to_owned();
     client.wait_status(&b.url(&location), "succeeded").await;
     for (status, kind) in [(410, "job-gone"), (404, "job-not-found")] {
-        let reply = within(10, &format!("the job to answer {status}"), async {
-            loop {
-                let reply = client.get(&b.url(&location)).await;
-                if reply.status == status {
-                    return reply;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+        let reply = poll_until(10, &format!("the job to answer {status}"), async || {
+            let reply = client.get(&b.url(&location)).await;
+            (reply.status == status).then_some(reply)
         })
         .await;
         reply.assert_problem(status, kind);
@@ -569,14 +551,9 @@ async fn a_webhook_is_sent_once_and_its_delivery_shows_on_every_replica() {
         .await;
     assert_eq!(reply.status, 202);
     let location = reply.header("location").to_owned();
-    let doc = within(20, "the webhook to be delivered", async {
-        loop {
-            let doc = client.get(&b.url(&location)).await.json();
-            if doc["webhook"]["state"] == "delivered" {
-                return doc;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    let doc = poll_until(20, "the webhook to be delivered", async || {
+        let doc = client.get(&b.url(&location)).await.json();
+        (doc["webhook"]["state"] == "delivered").then_some(doc)
     })
     .await;
     assert_eq!(doc["webhook"]["attempts"], 2, "{doc:#}");
@@ -707,11 +684,11 @@ async fn replicas_that_are_gone_leave_no_consumer_behind() {
     assert_eq!(consumers(&mut conn).await, 1, "A joined by taking its job");
     let b = Replica::start(&config).await;
     a.kill();
-    within(15, "the dead replica's consumer to be forgotten", async {
-        while consumers(&mut conn).await > 0 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
+    poll_until(
+        15,
+        "the dead replica's consumer to be forgotten",
+        async || (consumers(&mut conn).await == 0).then_some(()),
+    )
     .await;
     let reply = submit(&client, &b, Method::POST, "/echo/b").await;
     client

@@ -3,11 +3,11 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use common::{async_route, config, within, Backend, Client, Received, TestGateway};
+use common::{async_route, config, poll_until, Backend, Client, Received, TestGateway};
 use hmac::{Hmac, Mac};
 use http::Method;
 use sha2::Sha256;
@@ -67,14 +67,9 @@ impl Setup {
 
     /// Polls the job document until its webhook's state is `want`.
     async fn webhook_state(&self, status_url: &str, want: &str) -> serde_json::Value {
-        within(20, &format!("the webhook to be {want}"), async {
-            loop {
-                let doc = self.client.get(status_url).await.json();
-                if doc["webhook"]["state"] == want {
-                    return doc;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+        poll_until(20, &format!("the webhook to be {want}"), async || {
+            let doc = self.client.get(status_url).await.json();
+            (doc["webhook"]["state"] == want).then_some(doc)
         })
         .await
     }

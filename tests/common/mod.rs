@@ -34,6 +34,26 @@ pub(crate) async fn within<F: Future>(secs: u64, what: &str, fut: F) -> F::Outpu
     }
 }
 
+/// Asks `probe` again and again until it has an answer, for at most `secs`:
+/// the one place tests poll, for what nothing announces (a TTL running out,
+/// a listener closing, a client library's own polling). A job's state
+/// changes are waited for with the job API's long-poll instead.
+pub(crate) async fn poll_until<T>(
+    secs: u64,
+    what: &str,
+    mut probe: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    within(secs, what, async {
+        loop {
+            if let Some(found) = probe().await {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}
+
 /// What the backend received.
 #[derive(Debug, Clone)]
 pub(crate) struct Received {
@@ -451,23 +471,50 @@ impl Client {
         self.send(Method::DELETE, url, &[], Bytes::new()).await
     }
 
-    /// Polls a job's status URL until its status is `want` or it can no
-    /// longer become `want`.
+    /// Waits for a job's status to be `want`, or to be one it cannot turn
+    /// into `want`, through the job API's long-poll: each request returns
+    /// when the status changes.
     pub(crate) async fn wait_status(&self, status_url: &str, want: &str) -> serde_json::Value {
+        self.wait_status_as(status_url, want, &[]).await
+    }
+
+    /// [`Client::wait_status`] with these headers (credentials) on every request.
+    pub(crate) async fn wait_status_as(
+        &self,
+        status_url: &str,
+        want: &str,
+        headers: &[(&str, &str)],
+    ) -> serde_json::Value {
+        let url = format!("{status_url}?wait=5");
         let doc = within(20, &format!("job to be {want}"), async {
             loop {
-                let doc = self.get(status_url).await.json();
+                let doc = self
+                    .send(Method::GET, &url, headers, Bytes::new())
+                    .await
+                    .json();
                 let status = doc["status"].as_str().unwrap_or_default();
                 if status == want || ["succeeded", "failed", "canceled"].contains(&status) {
                     return doc;
                 }
-                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         })
         .await;
         assert_eq!(doc["status"], want, "{doc:#}");
         doc
     }
+}
+
+/// A backend, a gateway in front of it (upstream `app` with
+/// `upstream_extra` keys, then `routes`), and a client.
+pub(crate) async fn setup(upstream_extra: &str, routes: &str) -> (Backend, TestGateway, Client) {
+    let backend = Backend::start().await;
+    let gateway = TestGateway::start(&config(&backend.url(), upstream_extra, routes)).await;
+    (backend, gateway, Client::default())
+}
+
+/// [`setup`] with one async route `jobs` on every path, with extra keys.
+pub(crate) async fn setup_async(route_extra: &str) -> (Backend, TestGateway, Client) {
+    setup("", &async_route("/{*p}", route_extra)).await
 }
 
 /// A config with one upstream `app` at `backend` and the given extra TOML.
