@@ -21,7 +21,7 @@ use crate::callback::target::SystemResolver;
 use crate::config::{Config, Mode, ServerConfig};
 use crate::error::GatewayError;
 use crate::error_chain::Chain;
-use crate::jobs::store::Store;
+use crate::jobs::store::{MemoryStore, RedisStore, Store, StoreError};
 use crate::jobs::{DrainReport, Jobs};
 use crate::prefer::{Preferences, PREFERENCE_APPLIED};
 use crate::proxy;
@@ -42,10 +42,14 @@ pub(crate) struct App {
 }
 
 impl App {
-    /// Builds, in this order, the upstreams (their connection pools), the
-    /// routes over them, the webhook sender, and the jobs over the store.
-    /// Must run inside a tokio runtime.
-    pub(crate) fn build(config: Config, store: Store) -> App {
+    /// Builds, in this order, the store, the upstreams (their connection
+    /// pools), the routes over them, the webhook sender, and the jobs over
+    /// all of them. Must run inside a tokio runtime.
+    pub(crate) fn build(config: Config) -> Result<App, StoreError> {
+        let store = match &config.store.redis {
+            None => Store::Memory(Arc::new(MemoryStore::new(&config.store))),
+            Some(redis) => Store::Redis(Arc::new(RedisStore::connect(&config.store, redis)?)),
+        };
         let workers = config.server.workers;
         let upstreams: Vec<Arc<Upstream>> = config
             .upstreams
@@ -77,13 +81,13 @@ impl App {
             config.server.jobs_path
         );
         let jobs = Arc::new(Jobs::new(store, &routes, url_prefix, webhooks));
-        App {
+        Ok(App {
             table: config.route_table,
             default_upstream: config.default_upstream.map(|i| Arc::clone(&upstreams[i])),
             server: config.server,
             routes,
             jobs,
-        }
+        })
     }
 
     /// Stops accepting jobs and lets those in hand finish until `deadline`.

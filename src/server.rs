@@ -18,7 +18,6 @@ use tokio_util::sync::CancellationToken;
 use crate::app::{App, AppService};
 use crate::config::Config;
 use crate::defaults;
-use crate::jobs::store::{MemoryStore, RedisStore, Store};
 use crate::jobs::DrainReport;
 use crate::upstream;
 
@@ -59,12 +58,6 @@ impl Gateway {
         for _ in 1..config.server.workers {
             listeners.push(listen(local_addr)?);
         }
-        let store = match &config.store.redis {
-            None => Store::Memory(Arc::new(MemoryStore::new(&config.store))),
-            Some(redis) => Store::Redis(Arc::new(
-                RedisStore::connect(&config.store, redis).map_err(io::Error::other)?,
-            )),
-        };
         let server = &config.server;
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -83,7 +76,7 @@ impl Gateway {
         Ok(Gateway {
             listeners,
             local_addr,
-            app: Arc::new(App::build(config, store)),
+            app: Arc::new(App::build(config).map_err(io::Error::other)?),
             builder,
             slots,
             drain_timeout,

@@ -66,7 +66,7 @@ impl Core {
             }
         }
         Core {
-            watches: Watches::new(store.shared().is_some()),
+            watches: Watches::new(store.work_queue().is_some()),
             store,
             routes: routes
                 .iter()

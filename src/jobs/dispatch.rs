@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use super::core::{Core, QueuedJob};
 use super::model::JobStatus;
 use super::runner;
-use super::store::{Event, Lookup, SharedWork, Taken};
+use super::store::{Event, Lookup, Taken, WorkQueue};
 use crate::defaults;
 use crate::upstream::Upstream;
 
@@ -30,7 +30,7 @@ struct Dispatch {
 /// Starts this replica's part in the shared queue; returns at once. A
 /// no-op for a store that is not shared.
 pub(super) fn spawn(core: &Arc<Core>, tracker: &TaskTracker, closing: &CancellationToken) {
-    let Some(shared) = core.store().shared() else {
+    let Some(queue) = core.store().work_queue() else {
         return;
     };
     let dispatch = Dispatch {
@@ -53,15 +53,15 @@ pub(super) fn spawn(core: &Arc<Core>, tracker: &TaskTracker, closing: &Cancellat
                 wake
             });
     }
-    if let Some(events) = shared.events() {
+    if let Some(events) = queue.events() {
         tokio::spawn(follow(Arc::clone(core), events, wakers));
     }
     tokio::spawn(sweep(dispatch));
 }
 
-fn shared(core: &Core) -> &dyn SharedWork {
+fn queue(core: &Core) -> &dyn WorkQueue {
     core.store()
-        .shared()
+        .work_queue()
         .expect("started only for a shared store")
 }
 
@@ -78,7 +78,7 @@ async fn take_work(dispatch: Dispatch, upstream: Arc<Upstream>, wake: Arc<Notify
     let name = upstream.config.name.as_str();
     let max = upstream.config.max_concurrency;
     let places = Arc::new(Semaphore::new(max));
-    let lease = shared(&core).lease();
+    let lease = queue(&core).lease();
     let mut look_for_lost = Instant::now();
     loop {
         let place = tokio::select! {
@@ -86,7 +86,7 @@ async fn take_work(dispatch: Dispatch, upstream: Arc<Upstream>, wake: Arc<Notify
             () = closing.cancelled() => return,
         };
         let found = if Instant::now() >= look_for_lost {
-            match shared(&core).take_over(name, 1).await {
+            match queue(&core).take_over(name, 1).await {
                 Ok(lost) if !lost.is_empty() => Ok(lost),
                 other => {
                     // Nothing lost (or no answer): look again half a lease on.
@@ -102,7 +102,7 @@ async fn take_work(dispatch: Dispatch, upstream: Arc<Upstream>, wake: Arc<Notify
         let found = match found {
             Ok(lost) if lost.is_empty() => {
                 let count = 1 + places.available_permits();
-                shared(&core).take(name, max, count).await
+                queue(&core).take(name, max, count).await
             }
             other => other,
         };
@@ -194,7 +194,7 @@ async fn sweep(dispatch: Dispatch) {
             _ = tick.tick() => {}
             () = closing.cancelled() => return,
         }
-        if let Err(e) = shared(&core).sweep().await {
+        if let Err(e) = queue(&core).sweep().await {
             tracing::debug!(error = %e, "cannot sweep the store");
         }
         core.watches().prune();

@@ -74,15 +74,15 @@ pub(super) async fn run_begun(core: &Core, job: QueuedJob, attempt: u32) {
 /// another replica has it, or it was canceled. Never ends for a job that
 /// runs in this process's own store.
 async fn keep_lease(core: &Core, id: JobId, attempt: u32) {
-    let Some(shared) = core.store().shared() else {
+    let Some(queue) = core.store().work_queue() else {
         return std::future::pending().await;
     };
-    let mut tick = tokio::time::interval(shared.lease() / 3);
+    let mut tick = tokio::time::interval(queue.lease() / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
         tick.tick().await;
-        match shared.renew(id, attempt).await {
+        match queue.renew(id, attempt).await {
             Ok(true) => {}
             Ok(false) => {
                 tracing::warn!(job = %id, attempt, "lease lost; dropping the job here");

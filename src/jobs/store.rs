@@ -138,7 +138,7 @@ pub(crate) trait JobStore: Send + Sync + 'static {
 
     /// The shared work queue, for a store that is one; `None` for a store
     /// whose jobs run in the process that accepted them.
-    fn shared(&self) -> Option<&dyn SharedWork> {
+    fn work_queue(&self) -> Option<&dyn WorkQueue> {
         None
     }
 }
@@ -168,7 +168,7 @@ pub(crate) enum Event {
 /// replica at a time under a lease it renews while the job runs; a replica
 /// that stops renewing loses its jobs to the others.
 #[async_trait]
-pub(crate) trait SharedWork: Send + Sync {
+pub(crate) trait WorkQueue: Send + Sync {
     /// Takes up to `count` of the oldest waiting jobs of `upstream`, as
     /// many as keep at most `max` of its jobs running across all replicas,
     /// and starts them under this replica's lease.

@@ -34,7 +34,7 @@ use redis::{FromRedisValue, Script, Value};
 use tokio::sync::mpsc;
 
 use super::{
-    Cancel, CreateError, Created, Event, JobStore, Lookup, NewJob, SharedWork, StoreError, Taken,
+    Cancel, CreateError, Created, Event, JobStore, Lookup, NewJob, StoreError, Taken, WorkQueue,
 };
 use crate::config::{RedisConfig, StoreConfig};
 use crate::defaults;
@@ -371,13 +371,13 @@ impl JobStore for RedisStore {
         self.run::<u8>(invocation).await.map(drop)
     }
 
-    fn shared(&self) -> Option<&dyn SharedWork> {
+    fn work_queue(&self) -> Option<&dyn WorkQueue> {
         Some(self)
     }
 }
 
 #[async_trait]
-impl SharedWork for RedisStore {
+impl WorkQueue for RedisStore {
     async fn take(
         &self,
         upstream: &str,
