@@ -52,7 +52,7 @@ pin_project_lite::pin_project! {
     ///
     /// The timer is armed only once the inner body has to wait: most bodies
     /// are small and already buffered, and never touch the timer wheel.
-    pub struct IdleTimeout<B> {
+    pub(crate) struct IdleTimeout<B> {
         #[pin]
         inner: B,
         #[pin]

@@ -39,16 +39,16 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub(crate) struct WebhookConfig {
     /// `None` when no route sends webhooks.
-    pub secret: Option<Secret>,
-    pub policy: AddressPolicy,
+    pub(crate) secret: Option<Secret>,
+    pub(crate) policy: AddressPolicy,
     /// For one attempt: connecting, sending, and the receiver's status line.
-    pub timeout: Duration,
-    pub max_attempts: u32,
-    pub backoff_initial: Duration,
-    pub backoff_max: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) max_attempts: u32,
+    pub(crate) backoff_initial: Duration,
+    pub(crate) backoff_max: Duration,
     /// Certificates trusted for `https` receivers besides Mozilla's roots.
     #[cfg(feature = "tls")]
-    pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    pub(crate) extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 impl Default for WebhookConfig {
@@ -68,82 +68,82 @@ impl Default for WebhookConfig {
 
 #[derive(Debug, Clone)]
 pub(crate) struct ServerConfig {
-    pub listen: SocketAddr,
-    pub jobs_path: String,
+    pub(crate) listen: SocketAddr,
+    pub(crate) jobs_path: String,
     /// Without a trailing slash; `None` means URLs are relative.
-    pub public_base_url: Option<String>,
-    pub max_connections: usize,
+    pub(crate) public_base_url: Option<String>,
+    pub(crate) max_connections: usize,
     /// Threads accepting and serving connections, each with its own runtime.
-    pub workers: usize,
-    pub header_read_timeout: Duration,
-    pub body_idle_timeout: Duration,
-    pub max_header_bytes: usize,
-    pub max_headers: usize,
-    pub drain_timeout: Duration,
+    pub(crate) workers: usize,
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) body_idle_timeout: Duration,
+    pub(crate) max_header_bytes: usize,
+    pub(crate) max_headers: usize,
+    pub(crate) drain_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct StoreConfig {
-    pub max_bytes: u64,
-    pub result_ttl: Duration,
-    pub tombstone_ttl: Duration,
+    pub(crate) max_bytes: u64,
+    pub(crate) result_ttl: Duration,
+    pub(crate) tombstone_ttl: Duration,
     /// Set exactly when the config's `kind` is `redis`.
-    pub redis: Option<RedisConfig>,
+    pub(crate) redis: Option<RedisConfig>,
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct RedisConfig {
-    pub url: String,
+    pub(crate) url: String,
     /// How long a replica keeps a running job without renewing its lease.
-    pub lease: Duration,
+    pub(crate) lease: Duration,
     /// Starts every key and channel, so gateways can share one Redis.
-    pub key_prefix: String,
+    pub(crate) key_prefix: String,
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct UpstreamConfig {
-    pub name: String,
-    pub scheme: Scheme,
-    pub authority: Authority,
+    pub(crate) name: String,
+    pub(crate) scheme: Scheme,
+    pub(crate) authority: Authority,
     /// Prepended to every forwarded path; empty or starting with `/`, never ending with one.
-    pub path_prefix: String,
-    pub timeout: Duration,
-    pub job_timeout: Duration,
-    pub connect_timeout: Duration,
-    pub pool_idle_timeout: Duration,
-    pub max_concurrency: usize,
-    pub max_queue: usize,
+    pub(crate) path_prefix: String,
+    pub(crate) timeout: Duration,
+    pub(crate) job_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) pool_idle_timeout: Duration,
+    pub(crate) max_concurrency: usize,
+    pub(crate) max_queue: usize,
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct RouteConfig {
-    pub name: String,
+    pub(crate) name: String,
     /// `None` matches every method.
-    pub methods: Option<Vec<Method>>,
-    pub path: String,
-    pub upstream: usize,
-    pub mode: Mode,
-    pub max_body: u64,
-    pub max_result: u64,
-    pub retry_after_min: Duration,
-    pub retry_after_max: Duration,
+    pub(crate) methods: Option<Vec<Method>>,
+    pub(crate) path: String,
+    pub(crate) upstream: usize,
+    pub(crate) mode: Mode,
+    pub(crate) max_body: u64,
+    pub(crate) max_result: u64,
+    pub(crate) retry_after_min: Duration,
+    pub(crate) retry_after_max: Duration,
     /// `auto` mode: how long to wait for the backend before answering `202`.
-    pub sync_wait: Duration,
+    pub(crate) sync_wait: Duration,
     /// `auto` mode: the most a client's `Prefer: wait` may ask for.
-    pub max_wait: Duration,
+    pub(crate) max_wait: Duration,
     /// A finished job's status URL answers `303 See Other` to its result.
-    pub redirect_when_done: bool,
+    pub(crate) redirect_when_done: bool,
     /// Request headers that carry credentials: a job submitted with any of
     /// them is visible only to requests with the same values.
-    pub bind_headers: Vec<http::HeaderName>,
-    pub location: LocationStyle,
+    pub(crate) bind_headers: Vec<http::HeaderName>,
+    pub(crate) location: LocationStyle,
     /// Hosts a request's `Callback-Url` may name; `None` refuses the header.
-    pub callback_hosts: Option<Vec<HostPattern>>,
+    pub(crate) callback_hosts: Option<Vec<HostPattern>>,
     /// Where the webhook goes when the request names none.
-    pub callback_url: Option<Target>,
+    pub(crate) callback_url: Option<Target>,
     /// Whether a job whose replica was lost is sent again; `None`: when its
     /// method is idempotent (RFC 9110).
-    pub resend_on_loss: Option<bool>,
+    pub(crate) resend_on_loss: Option<bool>,
 }
 
 impl Config {

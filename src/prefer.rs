@@ -15,9 +15,9 @@ pub(crate) const PREFERENCE_APPLIED: HeaderName = HeaderName::from_static("prefe
 /// What a request prefers, of what the gateway understands.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Preferences {
-    pub respond_async: bool,
+    pub(crate) respond_async: bool,
     /// Seconds the client is willing to wait for a synchronous answer.
-    pub wait: Option<u64>,
+    pub(crate) wait: Option<u64>,
 }
 
 impl Preferences {

@@ -13,14 +13,14 @@ pub(crate) const CONTENT_TYPE_PROBLEM: HeaderValue =
 /// One problem; `kind` becomes the `type` URI `urn:asyncgate:problem:{kind}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Problem {
-    pub status: StatusCode,
-    pub kind: &'static str,
-    pub title: &'static str,
-    pub detail: String,
+    pub(crate) status: StatusCode,
+    pub(crate) kind: &'static str,
+    pub(crate) title: &'static str,
+    pub(crate) detail: String,
     /// Extension members, for problems about a job.
-    pub job_status: Option<&'static str>,
-    pub monitor: Option<String>,
-    pub headers: HeaderMap,
+    pub(crate) job_status: Option<&'static str>,
+    pub(crate) monitor: Option<String>,
+    pub(crate) headers: HeaderMap,
 }
 
 #[derive(Serialize)]

@@ -9,10 +9,10 @@ use crate::retry_after::{self, DurationStats};
 use crate::upstream::Upstream;
 
 pub(crate) struct Route {
-    pub config: RouteConfig,
-    pub name: Arc<str>,
-    pub upstream: Arc<Upstream>,
-    pub stats: DurationStats,
+    pub(crate) config: RouteConfig,
+    pub(crate) name: Arc<str>,
+    pub(crate) upstream: Arc<Upstream>,
+    pub(crate) stats: DurationStats,
 }
 
 impl Route {

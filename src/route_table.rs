@@ -17,18 +17,18 @@ pub(crate) struct RouteTable {
 /// What the table knows of a route.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Pattern<'a> {
-    pub name: &'a str,
+    pub(crate) name: &'a str,
     /// A matchit pattern.
-    pub path: &'a str,
+    pub(crate) path: &'a str,
     /// `None` matches every method.
-    pub methods: Option<&'a [Method]>,
+    pub(crate) methods: Option<&'a [Method]>,
 }
 
 /// Two routes that could both claim one request.
 #[derive(Debug)]
 pub(crate) struct Conflict {
     /// Index of the route that was refused.
-    pub route: usize,
+    pub(crate) route: usize,
     reason: String,
 }
 

@@ -23,7 +23,7 @@ pub(crate) fn enter_worker(index: usize) {
 }
 
 pub(crate) struct Upstream {
-    pub config: UpstreamConfig,
+    pub(crate) config: UpstreamConfig,
     /// One pool per worker: a pooled connection is driven by a task on the
     /// runtime that opened it, so sharing pools across workers would hand
     /// every request to another thread and back.

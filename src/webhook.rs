@@ -76,7 +76,7 @@ pub(crate) trait DeliveryLog: Send + Sync {
 /// A job's webhook: where it goes and how its delivery is going.
 #[derive(Debug)]
 pub(crate) struct Webhook {
-    pub target: Target,
+    pub(crate) target: Target,
     handoff: AtomicU8,
     delivery: Mutex<Delivery>,
 }
@@ -120,11 +120,11 @@ impl DeliveryState {
 /// What the job document shows of a webhook.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Delivery {
-    pub state: DeliveryState,
-    pub attempts: u32,
-    pub last_status: Option<u16>,
-    pub last_error: Option<String>,
-    pub next_attempt_at: Option<SystemTime>,
+    pub(crate) state: DeliveryState,
+    pub(crate) attempts: u32,
+    pub(crate) last_status: Option<u16>,
+    pub(crate) last_error: Option<String>,
+    pub(crate) next_attempt_at: Option<SystemTime>,
 }
 
 impl Default for Delivery {

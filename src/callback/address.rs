@@ -12,7 +12,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 /// operator listed in `[webhooks] allow_networks`.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct AddressPolicy {
-    pub allowed: Vec<IpNet>,
+    pub(crate) allowed: Vec<IpNet>,
 }
 
 impl AddressPolicy {

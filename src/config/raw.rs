@@ -14,56 +14,56 @@ type Text = Spanned<String>;
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
     #[serde(default)]
-    pub server: RawServer,
+    pub(crate) server: RawServer,
     #[serde(default)]
-    pub store: RawStore,
+    pub(crate) store: RawStore,
     #[serde(default)]
-    pub upstreams: BTreeMap<String, RawUpstream>,
+    pub(crate) upstreams: BTreeMap<String, RawUpstream>,
     #[serde(default)]
-    pub routes: Vec<RawRoute>,
+    pub(crate) routes: Vec<RawRoute>,
     #[serde(default)]
-    pub default: RawDefault,
+    pub(crate) default: RawDefault,
     #[serde(default)]
-    pub webhooks: RawWebhooks,
+    pub(crate) webhooks: RawWebhooks,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawWebhooks {
-    pub secret: Option<Text>,
-    pub timeout: Option<Text>,
-    pub max_attempts: Option<Spanned<usize>>,
-    pub backoff_initial: Option<Text>,
-    pub backoff_max: Option<Text>,
-    pub allow_networks: Option<Vec<Text>>,
-    pub ca_file: Option<Text>,
+    pub(crate) secret: Option<Text>,
+    pub(crate) timeout: Option<Text>,
+    pub(crate) max_attempts: Option<Spanned<usize>>,
+    pub(crate) backoff_initial: Option<Text>,
+    pub(crate) backoff_max: Option<Text>,
+    pub(crate) allow_networks: Option<Vec<Text>>,
+    pub(crate) ca_file: Option<Text>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawServer {
-    pub listen: Option<Text>,
-    pub jobs_path: Option<Text>,
-    pub public_base_url: Option<Text>,
-    pub max_connections: Option<Spanned<usize>>,
-    pub workers: Option<Spanned<usize>>,
-    pub header_read_timeout: Option<Text>,
-    pub body_idle_timeout: Option<Text>,
-    pub max_header_bytes: Option<Text>,
-    pub max_headers: Option<Spanned<usize>>,
-    pub drain_timeout: Option<Text>,
+    pub(crate) listen: Option<Text>,
+    pub(crate) jobs_path: Option<Text>,
+    pub(crate) public_base_url: Option<Text>,
+    pub(crate) max_connections: Option<Spanned<usize>>,
+    pub(crate) workers: Option<Spanned<usize>>,
+    pub(crate) header_read_timeout: Option<Text>,
+    pub(crate) body_idle_timeout: Option<Text>,
+    pub(crate) max_header_bytes: Option<Text>,
+    pub(crate) max_headers: Option<Spanned<usize>>,
+    pub(crate) drain_timeout: Option<Text>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawStore {
-    pub kind: Option<Spanned<StoreKind>>,
-    pub max_bytes: Option<Text>,
-    pub result_ttl: Option<Text>,
-    pub tombstone_ttl: Option<Text>,
-    pub url: Option<Text>,
-    pub lease: Option<Text>,
-    pub key_prefix: Option<Text>,
+    pub(crate) kind: Option<Spanned<StoreKind>>,
+    pub(crate) max_bytes: Option<Text>,
+    pub(crate) result_ttl: Option<Text>,
+    pub(crate) tombstone_ttl: Option<Text>,
+    pub(crate) url: Option<Text>,
+    pub(crate) lease: Option<Text>,
+    pub(crate) key_prefix: Option<Text>,
 }
 
 /// Which store holds jobs.
@@ -80,37 +80,37 @@ pub(crate) enum StoreKind {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUpstream {
-    pub url: Text,
-    pub timeout: Option<Text>,
-    pub job_timeout: Option<Text>,
-    pub connect_timeout: Option<Text>,
-    pub pool_idle_timeout: Option<Text>,
-    pub max_concurrency: Option<Spanned<usize>>,
-    pub max_queue: Option<usize>,
+    pub(crate) url: Text,
+    pub(crate) timeout: Option<Text>,
+    pub(crate) job_timeout: Option<Text>,
+    pub(crate) connect_timeout: Option<Text>,
+    pub(crate) pool_idle_timeout: Option<Text>,
+    pub(crate) max_concurrency: Option<Spanned<usize>>,
+    pub(crate) max_queue: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRoute {
-    pub name: Text,
-    pub methods: Option<Spanned<Vec<Text>>>,
-    pub path: Text,
-    pub upstream: Text,
+    pub(crate) name: Text,
+    pub(crate) methods: Option<Spanned<Vec<Text>>>,
+    pub(crate) path: Text,
+    pub(crate) upstream: Text,
     #[serde(default)]
-    pub mode: Mode,
-    pub max_body: Option<Text>,
-    pub max_result: Option<Text>,
-    pub retry_after_min: Option<Text>,
-    pub retry_after_max: Option<Text>,
-    pub sync_wait: Option<Text>,
-    pub max_wait: Option<Text>,
-    pub redirect_when_done: Option<bool>,
-    pub bind_headers: Option<Vec<Text>>,
+    pub(crate) mode: Mode,
+    pub(crate) max_body: Option<Text>,
+    pub(crate) max_result: Option<Text>,
+    pub(crate) retry_after_min: Option<Text>,
+    pub(crate) retry_after_max: Option<Text>,
+    pub(crate) sync_wait: Option<Text>,
+    pub(crate) max_wait: Option<Text>,
+    pub(crate) redirect_when_done: Option<bool>,
+    pub(crate) bind_headers: Option<Vec<Text>>,
     #[serde(default)]
-    pub location: LocationStyle,
-    pub callback_hosts: Option<Spanned<Vec<Text>>>,
-    pub callback_url: Option<Text>,
-    pub resend_on_loss: Option<bool>,
+    pub(crate) location: LocationStyle,
+    pub(crate) callback_hosts: Option<Spanned<Vec<Text>>>,
+    pub(crate) callback_url: Option<Text>,
+    pub(crate) resend_on_loss: Option<bool>,
 }
 
 /// What the `Location` of a `202` points at.
@@ -143,5 +143,5 @@ pub(crate) enum Mode {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDefault {
-    pub upstream: Option<Text>,
+    pub(crate) upstream: Option<Text>,
 }

@@ -18,9 +18,9 @@ const MAX_KEY_LEN: usize = 255;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Idempotency {
     /// Route, caller and key together.
-    pub scope: [u8; 32],
+    pub(crate) scope: [u8; 32],
     /// Method, path and body of the request.
-    pub fingerprint: [u8; 32],
+    pub(crate) fingerprint: [u8; 32],
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -136,27 +136,27 @@ impl Failure {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ResponseSummary {
-    pub status: u16,
-    pub bytes: u64,
+    pub(crate) status: u16,
+    pub(crate) bytes: u64,
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct Job {
-    pub id: JobId,
-    pub route: Arc<str>,
-    pub method: Method,
-    pub status: JobStatus,
-    pub created_at: SystemTime,
-    pub started_at: Option<SystemTime>,
-    pub finished_at: Option<SystemTime>,
-    pub attempts: u32,
-    pub response: Option<ResponseSummary>,
-    pub failure: Option<Failure>,
+    pub(crate) id: JobId,
+    pub(crate) route: Arc<str>,
+    pub(crate) method: Method,
+    pub(crate) status: JobStatus,
+    pub(crate) created_at: SystemTime,
+    pub(crate) started_at: Option<SystemTime>,
+    pub(crate) finished_at: Option<SystemTime>,
+    pub(crate) attempts: u32,
+    pub(crate) response: Option<ResponseSummary>,
+    pub(crate) failure: Option<Failure>,
     /// Set when the submitting request carried credentials.
-    pub owner: Option<Owner>,
+    pub(crate) owner: Option<Owner>,
     /// Shared by every copy of the job, so its delivery state is seen
     /// wherever the job is read.
-    pub webhook: Option<Arc<Webhook>>,
+    pub(crate) webhook: Option<Arc<Webhook>>,
 }
 
 impl Job {
@@ -202,10 +202,10 @@ impl Job {
 /// A request as it will be sent to the backend: body read in full, headers
 /// packed, everything in allocations of its own, since it may wait long.
 pub(crate) struct BackendRequest {
-    pub method: Method,
-    pub path: PathAndQuery,
-    pub headers: HeaderBlock,
-    pub body: Bytes,
+    pub(crate) method: Method,
+    pub(crate) path: PathAndQuery,
+    pub(crate) headers: HeaderBlock,
+    pub(crate) body: Bytes,
 }
 
 impl BackendRequest {
@@ -218,9 +218,9 @@ impl BackendRequest {
 /// A backend response kept for replay: end-to-end headers only, whole body.
 #[derive(Debug, Clone)]
 pub(crate) struct StoredResponse {
-    pub status: StatusCode,
-    pub headers: HeaderBlock,
-    pub body: Bytes,
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderBlock,
+    pub(crate) body: Bytes,
 }
 
 impl StoredResponse {
@@ -233,10 +233,10 @@ impl StoredResponse {
 /// How a job ended, as the runner reports it to the store.
 #[derive(Debug, Clone)]
 pub(crate) struct Outcome {
-    pub status: JobStatus,
-    pub finished_at: SystemTime,
-    pub response: Option<StoredResponse>,
-    pub failure: Option<Failure>,
+    pub(crate) status: JobStatus,
+    pub(crate) finished_at: SystemTime,
+    pub(crate) response: Option<StoredResponse>,
+    pub(crate) failure: Option<Failure>,
 }
 
 impl Outcome {

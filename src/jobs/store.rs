@@ -58,23 +58,23 @@ pub(crate) enum Lookup<T> {
 
 /// A job to record, with what a store that also queues work needs.
 pub(crate) struct NewJob<'a> {
-    pub job: Job,
-    pub request: &'a BackendRequest,
+    pub(crate) job: Job,
+    pub(crate) request: &'a BackendRequest,
     /// The upstream's name and `max_queue`.
-    pub upstream: &'a str,
-    pub max_queue: usize,
+    pub(crate) upstream: &'a str,
+    pub(crate) max_queue: usize,
     /// Whether the job may be sent again when the replica running it is lost.
-    pub resend_on_loss: bool,
-    pub idempotency: Option<ScopeClaim>,
+    pub(crate) resend_on_loss: bool,
+    pub(crate) idempotency: Option<ScopeClaim>,
 }
 
 /// The idempotency scope a new job claims along with being recorded.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ScopeClaim {
-    pub scope: [u8; 32],
-    pub fingerprint: [u8; 32],
+    pub(crate) scope: [u8; 32],
+    pub(crate) fingerprint: [u8; 32],
     /// Take the scope even from another job: that job is gone.
-    pub replace: bool,
+    pub(crate) replace: bool,
 }
 
 /// What [`JobStore::create`] did.
@@ -146,11 +146,11 @@ pub(crate) trait JobStore: Send + Sync + 'static {
 /// A job this replica took from the shared queue and started, and what
 /// running it needs.
 pub(crate) struct Taken {
-    pub id: JobId,
-    pub route: String,
-    pub request: BackendRequest,
+    pub(crate) id: JobId,
+    pub(crate) route: String,
+    pub(crate) request: BackendRequest,
     /// The attempt its outcome must bring back to [`JobStore::finish`].
-    pub attempt: u32,
+    pub(crate) attempt: u32,
 }
 
 /// What the replicas sharing a store tell each other.
