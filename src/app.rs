@@ -21,7 +21,7 @@ use crate::callback::target::SystemResolver;
 use crate::config::{Config, Mode, ServerConfig};
 use crate::error::GatewayError;
 use crate::error_chain::Chain;
-use crate::jobs::store::{MemoryStore, RedisStore, Store, StoreError};
+use crate::jobs::store::{DiskStore, MemoryStore, OpenError, RedisStore, Store, StoreError};
 use crate::jobs::{DrainReport, Jobs};
 use crate::prefer::{Preferences, PREFERENCE_APPLIED};
 use crate::proxy;
@@ -31,6 +31,15 @@ use crate::upstream::Upstream;
 use crate::webhook::Webhooks;
 
 const RESPOND_ASYNC: HeaderValue = HeaderValue::from_static("respond-async");
+
+/// Why the app could not be built: its store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BuildError {
+    #[error(transparent)]
+    Disk(#[from] OpenError),
+    #[error("cannot use the Redis store")]
+    Redis(#[from] StoreError),
+}
 
 /// Everything a request needs, built once at start-up.
 pub(crate) struct App {
@@ -45,10 +54,13 @@ impl App {
     /// Builds, in this order, the store, the upstreams (their connection
     /// pools), the routes over them, the webhook sender, and the jobs over
     /// all of them. Must run inside a tokio runtime.
-    pub(crate) fn build(config: Config) -> Result<App, StoreError> {
-        let store = match &config.store.redis {
-            None => Store::Memory(Arc::new(MemoryStore::new(&config.store))),
-            Some(redis) => Store::Redis(Arc::new(RedisStore::connect(&config.store, redis)?)),
+    pub(crate) fn build(config: Config) -> Result<App, BuildError> {
+        let store = match (&config.store.disk, &config.store.redis) {
+            (Some(disk), _) => Store::Disk(Arc::new(DiskStore::open(&config.store, disk)?)),
+            (None, Some(redis)) => {
+                Store::Redis(Arc::new(RedisStore::connect(&config.store, redis)?))
+            }
+            (None, None) => Store::Memory(Arc::new(MemoryStore::new(&config.store))),
         };
         let workers = config.server.workers;
         let upstreams: Vec<Arc<Upstream>> = config

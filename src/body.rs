@@ -7,9 +7,11 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http_body::{Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use tokio::io::AsyncReadExt;
 use tokio::time::{Instant, Sleep};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -22,6 +24,33 @@ pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
         .map_err(|never| match never {})
         .boxed_unsync()
 }
+
+/// A stored response's body as a lookup hands it out: in memory, or in a
+/// file of its own, opened when looked up so that it stays readable even if
+/// the result is deleted meanwhile.
+#[derive(Debug)]
+pub(crate) enum ReplayBody {
+    Bytes(Bytes),
+    /// The file and the body's length in it.
+    File(std::fs::File, u64),
+}
+
+/// A stored response's body: from memory, or streamed from its file in
+/// chunks, never read whole.
+pub(crate) fn replay(body: ReplayBody) -> Body {
+    match body {
+        ReplayBody::Bytes(bytes) => full(bytes),
+        ReplayBody::File(file, len) => {
+            let file = tokio::fs::File::from_std(file);
+            let chunks = tokio_util::io::ReaderStream::with_capacity(file.take(len), REPLAY_CHUNK);
+            StreamBody::new(chunks.map(|chunk| chunk.map(Frame::data).map_err(BoxError::from)))
+                .boxed_unsync()
+        }
+    }
+}
+
+/// Read size when a stored body is streamed from its file.
+const REPLAY_CHUNK: usize = 64 * 1024;
 
 pub(crate) fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed_unsync()

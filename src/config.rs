@@ -87,8 +87,20 @@ pub(crate) struct StoreConfig {
     pub(crate) max_bytes: u64,
     pub(crate) result_ttl: Duration,
     pub(crate) tombstone_ttl: Duration,
+    /// Set exactly when the config's `kind` is `disk`.
+    pub(crate) disk: Option<DiskConfig>,
     /// Set exactly when the config's `kind` is `redis`.
     pub(crate) redis: Option<RedisConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct DiskConfig {
+    /// A directory: the database file and the large results' files.
+    pub(crate) path: PathBuf,
+    /// The memory cache of recent results.
+    pub(crate) cache_bytes: u64,
+    /// Results above it live in files of their own.
+    pub(crate) file_threshold: u64,
 }
 
 #[derive(Debug, Clone)]

@@ -38,6 +38,20 @@ pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// A budget that a small container holds comfortably.
 pub(crate) const STORE_MAX_BYTES: u64 = 512 * 1024 * 1024;
 
+/// Where the disk store keeps its database and result files: beside the
+/// working directory, as the sketch in the config example has it.
+pub(crate) const STORE_PATH: &str = "data";
+
+/// The disk store's memory cache of recent results. Polls of a result just
+/// finished are the common case and should not touch the disk; 64 MiB holds
+/// a thousand 64 KiB results.
+pub(crate) const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Results larger than this go to files of their own and are streamed when
+/// fetched, never read whole into memory; smaller ones sit in the database,
+/// where a lookup reads them in one go.
+pub(crate) const FILE_THRESHOLD: u64 = 64 * 1024;
+
 /// Long enough for a client that polls lazily to fetch its result.
 pub(crate) const RESULT_TTL: Duration = Duration::from_secs(60 * 60);
 

@@ -31,10 +31,10 @@ pub(crate) use document::Document;
 use id::JobId;
 use idempotency::Idempotency;
 use lane::Admission;
-use model::{BackendRequest, Job, JobStatus, StoredResponse};
+use model::{BackendRequest, Job, JobStatus, Replay};
 use store::{
-    Cancel, CreateError, Created, JobStore, Lookup, MemoryStore, NewJob, ScopeClaim, Store,
-    StoreError,
+    Cancel, CreateError, Created, JobStore, LocalQueue, Lookup, NewJob, Recovered, ScopeClaim,
+    Store, StoreError,
 };
 
 /// What a submitting request brings: the request for the backend, the
@@ -89,10 +89,10 @@ pub struct DrainReport {
 
 pub(crate) struct Jobs {
     core: Arc<Core>,
-    /// The store again when it is the embedded one: its jobs wait in this
+    /// The store again when it is an embedded one: its jobs wait in this
     /// process's lanes, which start them there. With a shared store a job
     /// starts as a replica takes it.
-    local: Option<Arc<MemoryStore>>,
+    local: Option<Arc<dyn LocalQueue>>,
     /// Every task that runs a job, so the drain can wait for them.
     tracker: TaskTracker,
     /// Fired when the drain starts: no more jobs are taken from a shared queue.
@@ -108,8 +108,9 @@ impl Jobs {
         url_prefix: String,
         webhooks: Option<Arc<Webhooks>>,
     ) -> Jobs {
-        let (store, local): (Arc<dyn JobStore>, _) = match store {
-            Store::Memory(memory) => (Arc::clone(&memory) as _, Some(memory)),
+        let (store, local): (Arc<dyn JobStore>, Option<Arc<dyn LocalQueue>>) = match store {
+            Store::Memory(memory) => (Arc::clone(&memory) as _, Some(memory as _)),
+            Store::Disk(disk) => (Arc::clone(&disk) as _, Some(disk as _)),
             Store::Redis(redis) => (redis as _, None),
         };
         let core = Arc::new(Core::new(
@@ -122,12 +123,68 @@ impl Jobs {
         let tracker = TaskTracker::new();
         let closing = CancellationToken::new();
         dispatch::spawn(&core, &tracker, &closing);
-        Jobs {
+        let jobs = Jobs {
             core,
             local,
             tracker,
             closing,
+        };
+        if let Some(local) = &jobs.local {
+            jobs.carry_on(local.recovered());
         }
+        jobs
+    }
+
+    /// Puts the jobs a store found queued when it opened back in their
+    /// lanes, past `max_queue` if need be (they were accepted), and sends
+    /// the webhooks still due.
+    fn carry_on(&self, recovered: Recovered) {
+        let Recovered { queued, callbacks } = recovered;
+        if !queued.is_empty() || !callbacks.is_empty() {
+            tracing::info!(
+                queued = queued.len(),
+                webhooks = callbacks.len(),
+                "carrying on with what the store kept"
+            );
+        }
+        for job in queued {
+            let Some(route) = self.core.route(&job.route).cloned() else {
+                tracing::error!(job = %job.id, route = job.route, "queued job of a route no longer configured; failing it");
+                let core = Arc::clone(&self.core);
+                self.tracker.spawn(async move {
+                    core.finish(job.id, 0, model::Outcome::failed(model::Failure::Lost))
+                        .await;
+                });
+                continue;
+            };
+            let queued = QueuedJob {
+                id: job.id,
+                route: Arc::clone(&route),
+                request: job.request,
+            };
+            let lane = self.core.lane(&route).expect("jobs run here have lanes");
+            if let Admission::Run(slot, first) = lane.readmit(queued) {
+                self.spawn_worker(slot, first);
+            }
+        }
+        for job in callbacks {
+            if let Some(hook) = &job.webhook {
+                self.core.send_webhook(&job, hook);
+            }
+        }
+    }
+
+    fn spawn_worker(&self, slot: lane::Slot<QueuedJob>, first: QueuedJob) {
+        let local = self
+            .local
+            .as_ref()
+            .expect("only jobs run here have workers");
+        self.tracker.spawn(runner::work(
+            Arc::clone(&self.core),
+            Arc::clone(local),
+            slot,
+            first,
+        ));
     }
 
     /// Accepts a job: a record in the store, then a place in its upstream's
@@ -169,9 +226,8 @@ impl Jobs {
                 return Err(e);
             }
         }
-        if let Some(local) = &self.local {
-            self.admit(local, route, job.id, request, retry_after)
-                .await?;
+        if self.local.is_some() {
+            self.admit(route, job.id, request, retry_after).await?;
         }
         tracing::info!(job = %job.id, route = %route.name, status = "queued", "job");
         Ok((job, changes))
@@ -248,7 +304,6 @@ impl Jobs {
     /// Puts a job recorded in this process's store into its upstream's lane.
     async fn admit(
         &self,
-        local: &Arc<MemoryStore>,
         route: &Arc<Route>,
         id: JobId,
         request: BackendRequest,
@@ -262,12 +317,7 @@ impl Jobs {
         let lane = self.core.lane(route).expect("jobs run here have lanes");
         match lane.admit(queued) {
             Admission::Run(slot, first) => {
-                self.tracker.spawn(runner::work(
-                    Arc::clone(&self.core),
-                    Arc::clone(local),
-                    slot,
-                    first,
-                ));
+                self.spawn_worker(slot, first);
                 Ok(())
             }
             Admission::Queued => Ok(()),
@@ -305,7 +355,7 @@ impl Jobs {
         &self,
         id: JobId,
         headers: Option<&HeaderMap>,
-    ) -> Result<(Job, Option<StoredResponse>), FindError> {
+    ) -> Result<(Job, Option<Replay>), FindError> {
         match self.core.store().result(id).await? {
             Lookup::Found((job, _)) if headers.is_some_and(|h| !self.visible_to(&job, h)) => {
                 Err(FindError::NotFound)

@@ -148,6 +148,8 @@ async fn redirect_when_done_sends_finished_jobs_to_their_result() {
     let (backend, gw, client) = setup("async", "redirect_when_done = true").await;
     let reply = client.post(&gw.url("/hold/r?status=201"), "done").await;
     let loc = reply.header("location").to_owned();
+    // Sent, so running: the next change is its end.
+    backend.started(1).await;
     let running = client.get(&gw.url(&loc)).await;
     assert_eq!(
         running.status, 200,
@@ -218,6 +220,7 @@ async fn location_dialect_answers_202_until_done_then_the_result() {
     let location = reply.header("location").to_owned();
     let monitor = reply.header("operation-location").to_owned();
     assert_eq!(location, format!("{monitor}/poll"));
+    backend.started(1).await;
     let pending = client.get(&gw.url(&location)).await;
     assert_eq!(pending.status, 202);
     assert_eq!(pending.json()["status"], "running");

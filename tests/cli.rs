@@ -92,8 +92,11 @@ async fn sigterm_drains_a_running_job_then_exits_0() {
 #[tokio::test]
 async fn sigterm_past_the_drain_timeout_fails_running_and_queued_jobs_explicitly() {
     let backend = Backend::start().await;
+    // The memory store: its queued jobs would die with the process, so they
+    // fail. (The disk store keeps them queued for the next start: see
+    // tests/durability.rs.)
     let text = format!(
-        "drain_timeout = \"300ms\"\n{}",
+        "drain_timeout = \"300ms\"\n{}[store]\nkind = \"memory\"\n",
         config(
             &backend.url(),
             "max_concurrency = 1",

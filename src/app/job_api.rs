@@ -6,11 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use http::header::{
+    HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER,
+};
 use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 
-use crate::body::{self, Body, BoxError};
+use crate::body::{self, Body, BoxError, ReplayBody};
 use crate::config::LocationStyle;
 use crate::defaults;
 use crate::error::GatewayError;
@@ -168,9 +170,19 @@ pub(crate) async fn result(
 ) -> Result<Response<Body>, GatewayError> {
     let (job, stored) = jobs.result(id, headers).await?;
     if let Some(stored) = stored {
-        let mut response = Response::new(body::full(stored.body));
+        // A streamed body has no length of its own to announce.
+        let streamed = match &stored.body {
+            ReplayBody::File(_, len) => Some(*len),
+            ReplayBody::Bytes(_) => None,
+        };
+        let mut response = Response::new(body::replay(stored.body));
         *response.status_mut() = stored.status;
         *response.headers_mut() = stored.headers.unpack();
+        if let Some(len) = streamed {
+            response
+                .headers_mut()
+                .insert(CONTENT_LENGTH, HeaderValue::from(len));
+        }
         return Ok(response);
     }
     match (job.status, job.failure) {

@@ -61,6 +61,9 @@ pub(super) struct RawStore {
     pub(crate) max_bytes: Option<Text>,
     pub(crate) result_ttl: Option<Text>,
     pub(crate) tombstone_ttl: Option<Text>,
+    pub(crate) path: Option<Text>,
+    pub(crate) cache_bytes: Option<Text>,
+    pub(crate) file_threshold: Option<Text>,
     pub(crate) url: Option<Text>,
     pub(crate) lease: Option<Text>,
     pub(crate) key_prefix: Option<Text>,
@@ -70,8 +73,10 @@ pub(super) struct RawStore {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum StoreKind {
-    /// In this process: the embedded default.
+    /// On this machine's disk, surviving restarts and crashes: the default.
     #[default]
+    Disk,
+    /// In this process's memory, lost when it exits.
     Memory,
     /// Shared by every replica pointed at the same Redis.
     Redis,

@@ -2,7 +2,7 @@
 //! config. Every refusal names the file, the line and the key.
 
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::uri::Scheme;
@@ -11,8 +11,8 @@ use toml::Spanned;
 
 use super::raw::{RawConfig, RawRoute, RawServer, RawStore, RawUpstream, RawWebhooks};
 use super::{
-    Config, ConfigError, Mode, RedisConfig, RouteConfig, ServerConfig, StoreConfig, StoreKind,
-    UpstreamConfig, WebhookConfig,
+    Config, ConfigError, DiskConfig, Mode, RedisConfig, RouteConfig, ServerConfig, StoreConfig,
+    StoreKind, UpstreamConfig, WebhookConfig,
 };
 use crate::callback::signature::Secret;
 use crate::callback::target::{AddressPolicy, HostPattern, Target};
@@ -225,14 +225,20 @@ impl Cx<'_> {
     }
 
     fn store(&self, raw: RawStore) -> Result<StoreConfig, ConfigError> {
-        let kind = raw
-            .kind
-            .as_ref()
-            .map_or(StoreKind::Memory, |k| *k.get_ref());
+        let kind = raw.kind.as_ref().map_or(StoreKind::Disk, |k| *k.get_ref());
+        let disk_keys = [&raw.path, &raw.cache_bytes, &raw.file_threshold];
+        if kind != StoreKind::Disk {
+            if let Some(key) = disk_keys.into_iter().flatten().next() {
+                return Err(self.err(key.span(), "is for kind = \"disk\""));
+            }
+        }
+        let disk = (kind == StoreKind::Disk)
+            .then(|| self.disk(&raw))
+            .transpose()?;
         let redis = match (kind, &raw.url) {
-            (StoreKind::Memory, None) => None,
-            (StoreKind::Memory, Some(url)) => {
-                return Err(self.err(url.span(), "is for kind = \"redis\"; this store is memory"))
+            (StoreKind::Memory | StoreKind::Disk, None) => None,
+            (StoreKind::Memory | StoreKind::Disk, Some(url)) => {
+                return Err(self.err(url.span(), "is for kind = \"redis\""))
             }
             (StoreKind::Redis, None) => {
                 let span = raw.kind.as_ref().map_or(0..0, Spanned::span);
@@ -285,10 +291,32 @@ impl Cx<'_> {
             }
         };
         Ok(StoreConfig {
+            disk,
             max_bytes: self.size(raw.max_bytes.as_ref(), defaults::STORE_MAX_BYTES)?,
             result_ttl: self.duration(raw.result_ttl.as_ref(), defaults::RESULT_TTL)?,
             tombstone_ttl: self.duration(raw.tombstone_ttl.as_ref(), defaults::TOMBSTONE_TTL)?,
             redis,
+        })
+    }
+
+    fn disk(&self, raw: &RawStore) -> Result<DiskConfig, ConfigError> {
+        let path = raw.path.as_ref().map_or_else(
+            || PathBuf::from(defaults::STORE_PATH),
+            |p| PathBuf::from(p.get_ref()),
+        );
+        if let Err(why) = usable_directory(&path) {
+            let span = raw
+                .path
+                .as_ref()
+                .map(Spanned::span)
+                .or_else(|| raw.kind.as_ref().map(Spanned::span))
+                .unwrap_or(0..0);
+            return Err(self.err(span, format!("`{}` {why}", path.display())));
+        }
+        Ok(DiskConfig {
+            path,
+            cache_bytes: self.size(raw.cache_bytes.as_ref(), defaults::CACHE_BYTES)?,
+            file_threshold: self.size(raw.file_threshold.as_ref(), defaults::FILE_THRESHOLD)?,
         })
     }
 
@@ -560,6 +588,31 @@ impl Cx<'_> {
             Some(v) => Ok(v.into_inner()),
         }
     }
+}
+
+/// Whether the disk store can keep its files at `path`: a directory it can
+/// write in, or one it can make. Checked by writing and removing a file.
+fn usable_directory(path: &Path) -> Result<(), String> {
+    let mut existing = path;
+    while !existing.exists() {
+        match existing.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => existing = parent,
+            _ => {
+                existing = Path::new(".");
+                break;
+            }
+        }
+    }
+    if !existing.is_dir() {
+        return Err(format!(
+            "cannot be the store's directory: `{}` is not a directory",
+            existing.display()
+        ));
+    }
+    let probe = existing.join(format!(".asyncgate-probe-{:016x}", fastrand::u64(..)));
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| format!("cannot be written in (`{}`): {e}", existing.display()))
 }
 
 #[cfg(test)]

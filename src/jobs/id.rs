@@ -119,6 +119,11 @@ impl JobId {
 }
 
 impl JobId {
+    /// An id as a store outside this process keeps it.
+    pub(crate) fn from_bytes(bytes: [u8; 16]) -> JobId {
+        JobId(Uuid::from_bytes(bytes))
+    }
+
     pub(crate) fn as_bytes(&self) -> &[u8; 16] {
         self.0.as_bytes()
     }

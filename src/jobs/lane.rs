@@ -80,6 +80,18 @@ impl<T> Lane<T> {
         Admission::Full(item)
     }
 
+    /// Like [`Lane::admit`], but an item that finds no running place waits
+    /// even past `max_waiting`: it was accepted before, and is never dropped.
+    pub(crate) fn readmit(self: &Arc<Self>, item: T) -> Admission<T> {
+        match self.admit(item) {
+            Admission::Full(item) => {
+                self.state().waiting.push_back(item);
+                Admission::Queued
+            }
+            admitted => admitted,
+        }
+    }
+
     /// Takes a waiting item out of the queue, e.g. because it was canceled.
     pub(super) fn remove(&self, matches: impl Fn(&T) -> bool) -> Option<T> {
         let mut state = self.state();

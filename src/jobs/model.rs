@@ -9,6 +9,7 @@ use http::{Method, StatusCode};
 
 use super::id::JobId;
 use super::owner::Owner;
+use crate::body::ReplayBody;
 use crate::header_block::HeaderBlock;
 use crate::problem::Problem;
 use crate::webhook::Webhook;
@@ -227,6 +228,25 @@ impl StoredResponse {
     /// Bytes this response holds in memory, for the store budget.
     pub(crate) fn size(&self) -> u64 {
         (self.headers.size() + self.body.len()) as u64
+    }
+}
+
+/// A stored response as a lookup hands it out, to be replayed: its body in
+/// memory, or in a file of its own that is streamed and never read whole.
+#[derive(Debug)]
+pub(crate) struct Replay {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderBlock,
+    pub(crate) body: ReplayBody,
+}
+
+impl From<StoredResponse> for Replay {
+    fn from(r: StoredResponse) -> Replay {
+        Replay {
+            status: r.status,
+            headers: r.headers,
+            body: ReplayBody::Bytes(r.body),
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use super::id::JobId;
 use super::lane::Slot;
 use super::model::{BackendRequest, Failure, JobStatus, Outcome, StoredResponse};
 use super::running::Progress;
-use super::store::MemoryStore;
+use super::store::LocalQueue;
 use crate::body::{self, collect_limited, BodyError};
 use crate::header_block::HeaderBlock;
 use crate::headers;
@@ -24,29 +24,36 @@ use crate::upstream::UpstreamError;
 /// the upstream's places.
 pub(super) async fn work(
     core: Arc<Core>,
-    store: Arc<MemoryStore>,
+    store: Arc<dyn LocalQueue>,
     mut slot: Slot<QueuedJob>,
     first: QueuedJob,
 ) {
     let mut next = Some(first);
     while let Some(job) = next {
-        run(&core, &store, job).await;
+        run(&core, &*store, job).await;
         next = slot.take_next();
     }
 }
 
 /// Marks a job from this process's own lane running, and runs it.
-async fn run(core: &Core, store: &MemoryStore, job: QueuedJob) {
+async fn run(core: &Core, store: &dyn LocalQueue, job: QueuedJob) {
     if core.aborted().is_cancelled() {
-        // Past the drain deadline: what still waits here fails without being
-        // sent. (Waiting in a shared queue, it waits for another replica.)
-        core.finish(job.id, 0, Outcome::failed(Failure::Interrupted))
-            .await;
+        // Past the drain deadline, what still waits is not sent. In a store
+        // that outlives the process it stays queued for the next start (as
+        // it would in a shared queue for another replica); otherwise it
+        // fails now rather than vanish.
+        if !store.durable() {
+            core.finish(job.id, 0, Outcome::failed(Failure::Interrupted))
+                .await;
+        }
         return;
     }
-    // None: canceled while it waited.
-    if let Some(attempt) = store.begin(job.id, SystemTime::now()) {
-        run_begun(core, job, attempt).await;
+    match store.begin(job.id, SystemTime::now()).await {
+        Ok(Some(attempt)) => run_begun(core, job, attempt).await,
+        // Canceled while it waited.
+        Ok(None) => {}
+        // Not marked running, so not sent: it stays queued in the store.
+        Err(e) => tracing::error!(job = %job.id, error = %e, "could not start the job"),
     }
 }
 

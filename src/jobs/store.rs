@@ -2,28 +2,34 @@
 //! [`JobStore`], so a networked store can replace the embedded one.
 
 mod budget;
+mod disk;
 mod memory;
 mod redis;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
 pub(crate) use budget::{Budget, Reservation};
+pub(crate) use disk::{DiskStore, OpenError};
 pub(crate) use memory::MemoryStore;
 pub(crate) use redis::RedisStore;
 
 /// The store the config chose.
 pub(crate) enum Store {
-    /// Jobs run in the process that accepted them, started by its lanes.
+    /// Jobs run in the process that accepted them, started by its lanes,
+    /// and are lost with it.
     Memory(Arc<MemoryStore>),
+    /// Likewise, but every job and result is on disk before it is
+    /// acknowledged, and a restart carries on from there.
+    Disk(Arc<DiskStore>),
     /// Jobs run in whichever replica takes them, started as it takes them.
     Redis(Arc<RedisStore>),
 }
 
 use super::id::JobId;
-use super::model::{BackendRequest, Job, JobStatus, Outcome, StoredResponse};
+use super::model::{BackendRequest, Job, JobStatus, Outcome, Replay};
 
 use crate::webhook::{Delivery, Webhook};
 
@@ -111,7 +117,7 @@ pub(crate) trait JobStore: Send + Sync + 'static {
 
     async fn get(&self, id: JobId) -> Result<Lookup<Job>, StoreError>;
 
-    async fn result(&self, id: JobId) -> Result<Lookup<(Job, Option<StoredResponse>)>, StoreError>;
+    async fn result(&self, id: JobId) -> Result<Lookup<(Job, Option<Replay>)>, StoreError>;
 
     /// Running → terminal, if `attempt` is still the job's current one;
     /// otherwise (canceled meanwhile, or taken over by another replica) the
@@ -137,10 +143,42 @@ pub(crate) trait JobStore: Send + Sync + 'static {
     async fn record_delivery(&self, id: JobId, delivery: &Delivery) -> Result<(), StoreError>;
 
     /// The shared work queue, for a store that is one; `None` for a store
-    /// whose jobs run in the process that accepted them.
+    /// whose jobs run in the process that accepted them (a [`LocalQueue`]).
     fn work_queue(&self) -> Option<&dyn WorkQueue> {
         None
     }
+}
+
+/// A store whose jobs run in the process that accepted them: its lanes
+/// start them.
+#[async_trait]
+pub(crate) trait LocalQueue: Send + Sync {
+    /// Queued → running: the attempt's number, or `None` when the job was
+    /// canceled while it waited.
+    async fn begin(&self, id: JobId, at: SystemTime) -> Result<Option<u32>, StoreError>;
+
+    /// Whether its jobs outlive the process: a drain's deadline then leaves
+    /// queued jobs queued for the next start instead of failing them.
+    fn durable(&self) -> bool;
+
+    /// What the store found to carry on with when it opened; taken once.
+    fn recovered(&self) -> Recovered;
+}
+
+/// What a store found unfinished when it opened.
+#[derive(Default)]
+pub(crate) struct Recovered {
+    /// Queued jobs, oldest first, to put in their lanes again.
+    pub(crate) queued: Vec<Requeued>,
+    /// Finished jobs whose webhook was still due.
+    pub(crate) callbacks: Vec<Job>,
+}
+
+/// A queued job found when the store opened, and its request.
+pub(crate) struct Requeued {
+    pub(crate) id: JobId,
+    pub(crate) route: String,
+    pub(crate) request: BackendRequest,
 }
 
 /// A job this replica took from the shared queue and started, and what

@@ -11,7 +11,7 @@ pub(crate) use backend::{Backend, Received};
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use asyncgate::{Config, Gateway, RunReport};
@@ -53,9 +53,44 @@ pub(crate) async fn poll_until<T>(
     .await
 }
 
+/// A directory that removes itself, with everything in it.
+pub(crate) struct TempDir(pub(crate) PathBuf);
+
+impl TempDir {
+    pub(crate) fn new() -> TempDir {
+        let path = std::env::temp_dir().join(format!("asyncgate-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `toml` with its store on disk in `dir` unless it names a store kind
+/// itself: every test runs on the default, durable store unless it says
+/// otherwise.
+pub(crate) fn on_disk(toml: &str, dir: &Path) -> String {
+    let store = format!("[store]\nkind = \"disk\"\npath = \"{}\"\n", dir.display());
+    if toml.contains("[store]") {
+        if toml.contains("\nkind = ") {
+            toml.to_owned()
+        } else {
+            toml.replacen("[store]\n", &store, 1)
+        }
+    } else {
+        format!("{toml}\n{store}")
+    }
+}
+
 /// A gateway running in this process on `127.0.0.1:0`.
 pub(crate) struct TestGateway {
     pub addr: SocketAddr,
+    /// Where its store is, removed once the gateway is gone.
+    _store: TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<RunReport>>,
 }
@@ -63,7 +98,11 @@ pub(crate) struct TestGateway {
 impl TestGateway {
     /// Starts a gateway from config text; `listen` is forced to an ephemeral port.
     pub(crate) async fn start(toml: &str) -> TestGateway {
-        let toml = format!("[server]\nlisten = \"127.0.0.1:0\"\n{toml}");
+        let store = TempDir::new();
+        let toml = on_disk(
+            &format!("[server]\nlisten = \"127.0.0.1:0\"\n{toml}"),
+            &store.0,
+        );
         let config = Config::parse(&toml, Path::new("test.toml")).unwrap_or_else(|e| panic!("{e}"));
         let gateway = Gateway::bind(config).await.unwrap();
         let addr = gateway.local_addr();
@@ -73,6 +112,7 @@ impl TestGateway {
         }));
         TestGateway {
             addr,
+            _store: store,
             stop: Some(tx),
             task: Some(task),
         }

@@ -16,18 +16,21 @@ pub(crate) fn write_config(text: &str) -> tempfile_path::TempConfig {
     tempfile_path::TempConfig::new(text)
 }
 
-/// A config file that removes itself.
+/// A config file that removes itself, and the directory of its disk store.
 pub(crate) mod tempfile_path {
     use std::path::PathBuf;
 
-    pub(crate) struct TempConfig(pub PathBuf);
+    use crate::common::{on_disk, TempDir};
+
+    pub(crate) struct TempConfig(pub PathBuf, TempDir);
 
     impl TempConfig {
         pub(crate) fn new(text: &str) -> TempConfig {
+            let store = TempDir::new();
             let path =
                 std::env::temp_dir().join(format!("asyncgate-test-{}.toml", uuid::Uuid::new_v4()));
-            std::fs::write(&path, text).unwrap();
-            TempConfig(path)
+            std::fs::write(&path, on_disk(text, &store.0)).unwrap();
+            TempConfig(path, store)
         }
     }
 

@@ -131,9 +131,24 @@ fn store_keys() {
         "at least 1s",
     );
     refused(
-        "[store]\nkind = \"disk\"\n",
+        "[store]\nkind = \"tape\"\n",
         "2: store.kind",
         "unknown variant",
+    );
+    refused(
+        "[store]\nkind = \"memory\"\npath = \"data\"\n",
+        "3: store.path",
+        "is for kind = \"disk\"",
+    );
+    refused(
+        "[store]\npath = \"Cargo.toml/data\"\n",
+        "2: store.path",
+        "is not a directory",
+    );
+    refused(
+        "[store]\ncache_bytes = \"0B\"\n",
+        "2: store.cache_bytes",
+        "larger than zero",
     );
 }
 

@@ -11,12 +11,13 @@ use moka::sync::Cache;
 use moka::Expiry;
 
 use super::{
-    Budget, Cancel, CreateError, Created, JobStore, Lookup, NewJob, Reservation, StoreError,
+    Budget, Cancel, CreateError, Created, JobStore, LocalQueue, Lookup, NewJob, Recovered,
+    Reservation, StoreError,
 };
 use crate::config::StoreConfig;
 use crate::defaults;
 use crate::jobs::id::{IdHash, IdShards, JobId};
-use crate::jobs::model::{Job, JobStatus, Outcome, StoredResponse};
+use crate::jobs::model::{Job, JobStatus, Outcome, Replay, StoredResponse};
 use crate::sync::lock;
 use crate::webhook::{Delivery, Webhook};
 
@@ -131,18 +132,27 @@ impl MemoryStore {
     pub(crate) fn used_bytes(&self) -> u64 {
         self.inner.budget.used()
     }
+}
 
-    /// Queued → running, for a job a lane of this process lets run; the
-    /// attempt's number, or `None` when the job was canceled while it waited.
-    pub(crate) fn begin(&self, id: JobId, at: SystemTime) -> Option<u32> {
+#[async_trait]
+impl LocalQueue for MemoryStore {
+    async fn begin(&self, id: JobId, at: SystemTime) -> Result<Option<u32>, StoreError> {
         let mut active = self.inner.active.lock(id);
-        active
+        Ok(active
             .get_mut(&id)
             .filter(|a| a.job.status == JobStatus::Queued)
             .map(|a| {
                 a.job.begin(at);
                 a.job.attempts
-            })
+            }))
+    }
+
+    fn durable(&self) -> bool {
+        false
+    }
+
+    fn recovered(&self) -> Recovered {
+        Recovered::default()
     }
 }
 
@@ -220,8 +230,10 @@ impl Inner {
     }
 
     /// A finished job's record and result, if it has not expired.
-    fn finished(&self, id: JobId) -> Lookup<(Job, Option<StoredResponse>)> {
-        self.lookup(id, |f| (f.job.clone(), f.response.clone()))
+    fn finished(&self, id: JobId) -> Lookup<(Job, Option<Replay>)> {
+        self.lookup(id, |f| {
+            (f.job.clone(), f.response.clone().map(Replay::from))
+        })
     }
 }
 
@@ -281,7 +293,7 @@ impl JobStore for MemoryStore {
         Ok(self.inner.lookup(id, |f| f.job.clone()))
     }
 
-    async fn result(&self, id: JobId) -> Result<Lookup<(Job, Option<StoredResponse>)>, StoreError> {
+    async fn result(&self, id: JobId) -> Result<Lookup<(Job, Option<Replay>)>, StoreError> {
         if let Some(a) = self.inner.active.lock(id).get(&id) {
             return Ok(Lookup::Found((a.job.clone(), None)));
         }
@@ -350,6 +362,7 @@ mod tests {
     use http::uri::PathAndQuery;
     use http::{Method, StatusCode};
 
+    use crate::body::ReplayBody;
     use crate::jobs::model::BackendRequest;
 
     use crate::header_block::HeaderBlock;
@@ -359,6 +372,7 @@ mod tests {
             max_bytes,
             result_ttl: Duration::from_secs(60),
             tombstone_ttl: Duration::from_secs(60),
+            disk: None,
             redis: None,
         }
     }
@@ -403,7 +417,7 @@ mod tests {
         let c = Job::queued("r".into(), Method::POST);
         assert!(matches!(record(&store, &c).await, Err(CreateError::Full)));
 
-        store.begin(a.id, SystemTime::now()).unwrap();
+        store.begin(a.id, SystemTime::now()).await.unwrap().unwrap();
         store
             .finish(a.id, 1, Outcome::answered(response(10_000)))
             .await
@@ -412,7 +426,7 @@ mod tests {
         let Lookup::Found((_, Some(kept))) = store.result(a.id).await.unwrap() else {
             panic!("the accepted job's result must be stored even over budget");
         };
-        assert_eq!(kept.body.len(), 10_000);
+        assert!(matches!(kept.body, ReplayBody::Bytes(b) if b.len() == 10_000));
     }
 
     #[tokio::test]
@@ -444,7 +458,11 @@ mod tests {
             store.cancel(job.id).await.unwrap(),
             Lookup::Found(Cancel::Canceled(_))
         ));
-        assert!(store.begin(job.id, SystemTime::now()).is_none());
+        assert!(store
+            .begin(job.id, SystemTime::now())
+            .await
+            .unwrap()
+            .is_none());
         assert!(store
             .finish(job.id, 1, Outcome::answered(response(1)))
             .await

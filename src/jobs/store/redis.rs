@@ -36,11 +36,12 @@ use tokio::sync::mpsc;
 use super::{
     Cancel, CreateError, Created, Event, JobStore, Lookup, NewJob, StoreError, Taken, WorkQueue,
 };
+use crate::body::ReplayBody;
 use crate::config::{RedisConfig, StoreConfig};
 use crate::defaults;
 use crate::header_block::HeaderBlock;
 use crate::jobs::id::JobId;
-use crate::jobs::model::{Job, Outcome, StoredResponse};
+use crate::jobs::model::{Job, Outcome, Replay, StoredResponse};
 use crate::sync::lock;
 use crate::webhook::{Delivery, Webhook};
 use codec::{decode_job, hex, job_fields, millis, now_ms, unhex, TakenRow, META};
@@ -241,7 +242,7 @@ impl JobStore for RedisStore {
         })
     }
 
-    async fn result(&self, id: JobId) -> Result<Lookup<(Job, Option<StoredResponse>)>, StoreError> {
+    async fn result(&self, id: JobId) -> Result<Lookup<(Job, Option<Replay>)>, StoreError> {
         let (job, mut extra) = match self.read(id, &["resp_headers", "resp_body"]).await? {
             Lookup::Found(found) => found,
             Lookup::Gone => return Ok(Lookup::Gone),
@@ -250,12 +251,12 @@ impl JobStore for RedisStore {
         let body = extra.pop().flatten();
         let headers = extra.pop().flatten();
         let response = match (job.response, headers, body) {
-            (Some(summary), Some(headers), Some(body)) => Some(StoredResponse {
+            (Some(summary), Some(headers), Some(body)) => Some(Replay {
                 status: http::StatusCode::from_u16(summary.status)
                     .map_err(|_| StoreError::Corrupt(format!("job {id}: resp_status")))?,
                 headers: HeaderBlock::from_bytes(headers)
                     .ok_or_else(|| StoreError::Corrupt(format!("job {id}: resp_headers")))?,
-                body,
+                body: ReplayBody::Bytes(body),
             }),
             _ => None,
         };

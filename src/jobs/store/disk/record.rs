@@ -1,0 +1,242 @@
+//! A job as the disk store keeps it: one compact record (postcard) per job,
+//! the request's or the response's body beside it. Times are milliseconds
+//! since the Unix epoch, so they mean the same after a restart.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::uri::PathAndQuery;
+use http::Method;
+use serde::{Deserialize, Serialize};
+
+use crate::callback::target::Target;
+use crate::header_block::HeaderBlock;
+use crate::jobs::id::JobId;
+use crate::jobs::model::{BackendRequest, Failure, Job, JobStatus, ResponseSummary};
+use crate::jobs::owner::Owner;
+use crate::jobs::store::StoreError;
+use crate::webhook::{Delivery, DeliveryState, Webhook};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Record {
+    pub(super) status: String,
+    pub(super) route: String,
+    pub(super) method: String,
+    pub(super) created: u64,
+    pub(super) started: Option<u64>,
+    pub(super) finished: Option<u64>,
+    pub(super) attempts: u32,
+    /// Whether a job found running after a crash is sent again.
+    pub(super) resend_on_loss: bool,
+    pub(super) owner: Option<[u8; 32]>,
+    pub(super) hook: Option<HookRecord>,
+    /// While queued or running: the request's path and headers; its body is
+    /// kept beside the record.
+    pub(super) request: Option<RequestRecord>,
+    pub(super) failure: Option<String>,
+    pub(super) response: Option<ResponseRecord>,
+    /// When a finished job's result expires.
+    pub(super) expires: Option<u64>,
+    /// Bytes charged to the budget for it.
+    pub(super) charged: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct RequestRecord {
+    pub(super) path: String,
+    pub(super) headers: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct ResponseRecord {
+    pub(super) status: u16,
+    pub(super) headers: Vec<u8>,
+    pub(super) bytes: u64,
+    /// Its body is in a file of its own rather than beside the record.
+    pub(super) in_file: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct HookRecord {
+    pub(super) url: String,
+    pub(super) armed: bool,
+    pub(super) state: String,
+    pub(super) attempts: u32,
+    pub(super) last_status: Option<u16>,
+    pub(super) last_error: Option<String>,
+    pub(super) next: Option<u64>,
+}
+
+impl HookRecord {
+    pub(super) fn of(hook: &Webhook) -> HookRecord {
+        let mut record = HookRecord {
+            url: hook.target.as_str(),
+            armed: hook.is_armed(),
+            state: String::new(),
+            attempts: 0,
+            last_status: None,
+            last_error: None,
+            next: None,
+        };
+        record.set(&hook.delivery());
+        record
+    }
+
+    pub(super) fn set(&mut self, delivery: &Delivery) {
+        self.state = delivery.state.as_str().to_owned();
+        self.attempts = delivery.attempts;
+        self.last_status = delivery.last_status;
+        self.last_error.clone_from(&delivery.last_error);
+        self.next = delivery.next_attempt_at.map(millis_of);
+    }
+
+    /// Still to be sent once the job has ended.
+    pub(super) fn due(&self) -> bool {
+        self.armed && self.state == DeliveryState::Pending.as_str()
+    }
+}
+
+impl Record {
+    /// A new queued job.
+    pub(super) fn queued(
+        job: &Job,
+        request: &BackendRequest,
+        resend_on_loss: bool,
+        charged: u64,
+    ) -> Record {
+        Record {
+            status: JobStatus::Queued.as_str().to_owned(),
+            route: job.route.to_string(),
+            method: job.method.as_str().to_owned(),
+            created: millis_of(job.created_at),
+            started: None,
+            finished: None,
+            attempts: job.attempts,
+            resend_on_loss,
+            owner: job.owner.map(|o| o.digest()),
+            hook: job.webhook.as_deref().map(HookRecord::of),
+            request: Some(RequestRecord {
+                path: request.path.as_str().to_owned(),
+                headers: request.headers.as_bytes().to_vec(),
+            }),
+            failure: None,
+            response: None,
+            expires: None,
+            charged,
+        }
+    }
+
+    pub(super) fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("a record always serializes")
+    }
+
+    pub(super) fn decode(id: JobId, bytes: &[u8]) -> Result<Record, StoreError> {
+        postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(format!("job {id}: {e}")))
+    }
+
+    pub(super) fn status(&self) -> Option<JobStatus> {
+        JobStatus::parse(&self.status)
+    }
+
+    pub(super) fn is_active(&self) -> bool {
+        self.status().is_some_and(|s| !s.is_terminal())
+    }
+
+    /// The job it records. Its webhook, if any, is a new one carrying the
+    /// recorded delivery state.
+    pub(super) fn job(&self, id: JobId) -> Result<Job, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("job {id}: {what}"));
+        let method = Method::from_bytes(self.method.as_bytes()).map_err(|_| corrupt("method"))?;
+        let mut job = Job::queued(self.route.as_str().into(), method);
+        job.id = id;
+        job.status = self.status().ok_or_else(|| corrupt("status"))?;
+        job.created_at = time_of(self.created);
+        job.started_at = self.started.map(time_of);
+        job.finished_at = self.finished.map(time_of);
+        job.attempts = self.attempts;
+        job.response = self.response.as_ref().map(|r| ResponseSummary {
+            status: r.status,
+            bytes: r.bytes,
+        });
+        job.failure = self
+            .failure
+            .as_deref()
+            .map(|f| Failure::parse(f).ok_or_else(|| corrupt("failure")))
+            .transpose()?;
+        job.owner = self.owner.map(Owner::from_digest);
+        if let Some(hook) = &self.hook {
+            let target = Target::restore(&hook.url).ok_or_else(|| corrupt("webhook url"))?;
+            let delivery = Delivery {
+                state: DeliveryState::parse(&hook.state).unwrap_or(DeliveryState::Pending),
+                attempts: hook.attempts,
+                last_status: hook.last_status,
+                last_error: hook.last_error.clone(),
+                next_attempt_at: hook.next.map(time_of),
+            };
+            job.webhook = Some(Arc::new(Webhook::restore(target, hook.armed, delivery)));
+        }
+        Ok(job)
+    }
+
+    /// The request of a queued or running job, with its body.
+    pub(super) fn request(&self, id: JobId, body: Bytes) -> Result<BackendRequest, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("job {id}: {what}"));
+        let request = self.request.as_ref().ok_or_else(|| corrupt("no request"))?;
+        Ok(BackendRequest {
+            method: Method::from_bytes(self.method.as_bytes()).map_err(|_| corrupt("method"))?,
+            path: PathAndQuery::try_from(request.path.as_str()).map_err(|_| corrupt("path"))?,
+            headers: HeaderBlock::from_bytes(Bytes::from(request.headers.clone()))
+                .ok_or_else(|| corrupt("headers"))?,
+            body,
+        })
+    }
+}
+
+pub(super) fn millis_of(t: SystemTime) -> u64 {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+}
+
+pub(super) fn time_of(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_gives_back_the_job_and_request_it_was_made_from() {
+        let mut job = Job::queued("reports".into(), Method::PUT);
+        job.owner = Some(Owner::from_digest([7; 32]));
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-a", "1".parse().unwrap());
+        let request = BackendRequest {
+            method: Method::PUT,
+            path: PathAndQuery::from_static("/r?q=1"),
+            headers: HeaderBlock::pack(&headers),
+            body: Bytes::from_static(b"body"),
+        };
+        let record = Record::queued(&job, &request, true, 1000);
+        let back = Record::decode(job.id, &record.encode()).unwrap();
+        let again = back.job(job.id).unwrap();
+        assert_eq!(again.status, JobStatus::Queued);
+        assert_eq!(again.owner, job.owner);
+        assert_eq!(&*again.route, "reports");
+        assert_eq!(millis_of(again.created_at), millis_of(job.created_at));
+        let req = back.request(job.id, Bytes::from_static(b"body")).unwrap();
+        assert_eq!(req.path.as_str(), "/r?q=1");
+        assert_eq!(req.headers, request.headers);
+        assert!(back.resend_on_loss);
+    }
+
+    #[test]
+    fn garbage_is_a_corrupt_record_not_a_panic() {
+        let id = JobId::random();
+        assert!(matches!(
+            Record::decode(id, b"\xff\xff\xff"),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+}

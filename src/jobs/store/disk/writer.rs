@@ -1,0 +1,151 @@
+//! The disk store's one writer. Every change is a step run inside a write
+//! transaction on this thread; the steps that arrive while a commit is
+//! under way wait and share the next one (group commit), so concurrent
+//! submissions pay for one fsync together: durability costs them latency,
+//! not throughput.
+
+use std::sync::{mpsc, Arc};
+
+use redb::{Database, Table, TableDefinition, WriteTransaction};
+use tokio::sync::oneshot;
+
+use crate::jobs::store::StoreError;
+
+pub(super) const JOBS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("jobs");
+/// A queued job's request body, then a finished job's response body when
+/// it is small enough to live beside its record.
+pub(super) const BODIES: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("bodies");
+/// Queued and running jobs: what a restart must carry on with.
+pub(super) const ACTIVE: TableDefinition<&[u8; 16], ()> = TableDefinition::new("active");
+/// Tombstones, and when each expires.
+pub(super) const GONE: TableDefinition<&[u8; 16], u64> = TableDefinition::new("gone");
+/// Idempotency scope -> holder's id, request fingerprint, expiry.
+pub(super) const CLAIMS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("claims");
+/// (when, job) -> what expires then: a result or a tombstone.
+pub(super) const EXPIRY: TableDefinition<(u64, &[u8; 16]), u8> = TableDefinition::new("expiry");
+pub(super) const CLAIM_EXPIRY: TableDefinition<(u64, &[u8; 32]), ()> =
+    TableDefinition::new("claim_expiry");
+/// Finished jobs whose webhook is still due: what a restart must send.
+pub(super) const HOOKS: TableDefinition<&[u8; 16], ()> = TableDefinition::new("hooks");
+/// `used`: the bytes charged to the budget.
+pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// What an entry of [`EXPIRY`] stands for.
+pub(super) const EXPIRES_RESULT: u8 = 0;
+pub(super) const EXPIRES_TOMBSTONE: u8 = 1;
+
+/// The most steps one commit takes: a bound on how long the first waits.
+const MAX_BATCH: usize = 1024;
+
+/// Every table, open in one write transaction, and the budget's count.
+pub(super) struct Tables<'t> {
+    pub(super) jobs: Table<'t, &'static [u8; 16], &'static [u8]>,
+    pub(super) bodies: Table<'t, &'static [u8; 16], &'static [u8]>,
+    pub(super) active: Table<'t, &'static [u8; 16], ()>,
+    pub(super) gone: Table<'t, &'static [u8; 16], u64>,
+    pub(super) claims: Table<'t, &'static [u8; 32], &'static [u8]>,
+    pub(super) expiry: Table<'t, (u64, &'static [u8; 16]), u8>,
+    pub(super) claim_expiry: Table<'t, (u64, &'static [u8; 32]), ()>,
+    pub(super) hooks: Table<'t, &'static [u8; 16], ()>,
+    /// Bytes charged to the budget, as this transaction leaves them.
+    pub(super) used: u64,
+    /// Run once the transaction is durable: removing files it let go.
+    pub(super) after_commit: Vec<Box<dyn FnOnce() + Send>>,
+}
+
+impl<'t> Tables<'t> {
+    pub(super) fn open(txn: &'t WriteTransaction, used: u64) -> Result<Tables<'t>, redb::Error> {
+        Ok(Tables {
+            jobs: txn.open_table(JOBS)?,
+            bodies: txn.open_table(BODIES)?,
+            active: txn.open_table(ACTIVE)?,
+            gone: txn.open_table(GONE)?,
+            claims: txn.open_table(CLAIMS)?,
+            expiry: txn.open_table(EXPIRY)?,
+            claim_expiry: txn.open_table(CLAIM_EXPIRY)?,
+            hooks: txn.open_table(HOOKS)?,
+            used,
+            after_commit: Vec::new(),
+        })
+    }
+}
+
+/// One change: run in the transaction, it hands back what to do once the
+/// commit has succeeded or failed.
+type Step = Box<dyn FnOnce(&mut Tables<'_>) -> Done + Send>;
+type Done = Box<dyn FnOnce(Result<(), &Arc<redb::Error>>) + Send>;
+
+/// Hands steps to the writer thread.
+pub(super) struct Writer {
+    steps: mpsc::Sender<Step>,
+}
+
+impl Writer {
+    /// Starts the writer thread over `db`, whose budget count is `used`.
+    pub(super) fn start(db: Arc<Database>, used: u64) -> std::io::Result<Writer> {
+        let (steps, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("asyncgate-store".into())
+            .spawn(move || commit_loop(&db, &rx, used))?;
+        Ok(Writer { steps })
+    }
+
+    /// Runs `step` in the next commit; its answer once that commit is
+    /// durable, or the reason it is not. A step must check before it
+    /// changes anything: what it changed before an `Err` is committed too.
+    pub(super) async fn write<T: Send + 'static>(
+        &self,
+        step: impl FnOnce(&mut Tables<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let step: Step = Box::new(move |tables| {
+            let answer = step(tables);
+            Box::new(move |committed| {
+                let _ = tx.send(match committed {
+                    Ok(()) => answer,
+                    Err(e) => Err(StoreError::Unavailable(Box::new(Arc::clone(e)))),
+                });
+            })
+        });
+        let stopped = || StoreError::Unavailable("the store could not take the change".into());
+        self.steps.send(step).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+/// `used`: the budget's count as committed; only this loop changes it.
+fn commit_loop(db: &Database, steps: &mpsc::Receiver<Step>, mut used: u64) {
+    while let Ok(first) = steps.recv() {
+        let batch: Vec<Step> = std::iter::once(first)
+            .chain(steps.try_iter().take(MAX_BATCH - 1))
+            .collect();
+        let mut done = Vec::with_capacity(batch.len());
+        let mut after_commit = Vec::new();
+        let committed = (|| {
+            let txn = db.begin_write()?;
+            let left = {
+                let mut tables = Tables::open(&txn, used)?;
+                for step in batch {
+                    done.push(step(&mut tables));
+                }
+                txn.open_table(META)?.insert("used", tables.used)?;
+                after_commit = std::mem::take(&mut tables.after_commit);
+                tables.used
+            };
+            txn.commit()?;
+            used = left;
+            Ok::<(), redb::Error>(())
+        })();
+        match committed {
+            Ok(()) => {
+                after_commit.into_iter().for_each(|f| f());
+                done.into_iter().for_each(|d| d(Ok(())));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the store could not commit; the changes were not made");
+                let e = Arc::new(e);
+                done.into_iter().for_each(|d| d(Err(&e)));
+            }
+        }
+    }
+}
