@@ -72,7 +72,7 @@ async fn serve(config: Config) -> ExitCode {
     let gateway = match Gateway::bind(config).await {
         Ok(gateway) => gateway,
         Err(e) => {
-            tracing::error!(%listen, error = %e, "cannot bind");
+            tracing::error!(%listen, error = %e, "cannot start");
             return ExitCode::FAILURE;
         }
     };

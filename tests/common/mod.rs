@@ -255,6 +255,21 @@ impl Client {
         self.wait_status_as(status_url, want, &[]).await
     }
 
+    /// Waits for a job to finish, however it ends; its last document.
+    pub(crate) async fn wait_finished(&self, status_url: &str) -> serde_json::Value {
+        let url = format!("{status_url}?wait=5");
+        within(30, "job to finish", async {
+            loop {
+                let doc = self.get(&url).await.json();
+                let status = doc["status"].as_str().unwrap_or_default();
+                if ["succeeded", "failed", "canceled"].contains(&status) {
+                    return doc;
+                }
+            }
+        })
+        .await
+    }
+
     /// [`Client::wait_status`] with these headers (credentials) on every request.
     pub(crate) async fn wait_status_as(
         &self,

@@ -1,0 +1,376 @@
+//! A 202 is a promise: the built binary, killed with SIGKILL and started
+//! again on the same store directory, carries on with every job it accepted.
+#![allow(unreachable_pub)]
+
+mod common;
+
+use std::path::Path;
+
+use common::process::Running;
+use common::{async_route, config, poll_until, Backend, Client, TempDir};
+use http::Method;
+
+/// A disk store at `dir`, an upstream `app` with `upstream_extra`, an async
+/// route on every path with `route_extra`.
+fn disk_config(dir: &Path, backend: &Backend, upstream_extra: &str, route_extra: &str) -> String {
+    format!(
+        "[store]\nkind = \"disk\"\npath = \"{}\"\nfile_threshold = \"4KiB\"\n{}",
+        dir.display(),
+        config(
+            &backend.url(),
+            upstream_extra,
+            &async_route("/{*p}", route_extra)
+        )
+    )
+}
+
+struct Gateway {
+    process: Running,
+    addr: String,
+}
+
+impl Gateway {
+    async fn start(text: &str) -> Gateway {
+        let process = Running::start(text).await;
+        let addr = process.addr().await;
+        Gateway { process, addr }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// SIGKILL, then waits until the process is gone.
+    async fn crash(mut self) {
+        self.process.kill();
+        self.process.exit_code().await;
+    }
+}
+
+/// How many requests for `path` the backend has received.
+fn sent(backend: &Backend, path: &str) -> usize {
+    backend
+        .received()
+        .iter()
+        .filter(|r| r.uri.starts_with(path))
+        .count()
+}
+
+#[tokio::test]
+async fn queued_jobs_run_once_after_a_crash_and_a_running_post_fails_as_lost() {
+    let backend = Backend::start().await;
+    let store = TempDir::new();
+    let text = disk_config(&store.0, &backend, "max_concurrency = 1", "");
+    let client = Client::default();
+    let gw = Gateway::start(&text).await;
+    let running = client.post(&gw.url("/hold/running"), "a").await;
+    running.assert_status(202);
+    backend.started(1).await;
+    let queued = client.post(&gw.url("/hold/queued"), "b").await;
+    queued.assert_status(202);
+    gw.crash().await;
+
+    let gw = Gateway::start(&text).await;
+    let lost = client
+        .wait_status(&gw.url(running.header("location")), "failed")
+        .await;
+    assert_eq!(
+        lost["error"]["type"], "urn:asyncgate:problem:job-lost",
+        "{lost:#}"
+    );
+    backend.started(2).await;
+    backend.release(2);
+    let done = client
+        .wait_status(&gw.url(queued.header("location")), "succeeded")
+        .await;
+    assert_eq!(done["attempts"], 1);
+    let result = client
+        .get(&gw.url(&format!("{}/result", queued.header("location"))))
+        .await;
+    assert_eq!(result.body, "b");
+    assert_eq!(sent(&backend, "/hold/queued"), 1, "the queued job ran once");
+    assert_eq!(
+        sent(&backend, "/hold/running"),
+        1,
+        "the POST was not sent again"
+    );
+}
+
+#[tokio::test]
+async fn a_running_idempotent_job_is_sent_again_after_a_crash() {
+    let backend = Backend::start().await;
+    let store = TempDir::new();
+    let text = disk_config(&store.0, &backend, "", "");
+    let client = Client::default();
+    let gw = Gateway::start(&text).await;
+    let put = client
+        .send(Method::PUT, &gw.url("/hold/put"), &[], "idempotent")
+        .await;
+    put.assert_status(202);
+    backend.started(1).await;
+    gw.crash().await;
+
+    let gw = Gateway::start(&text).await;
+    backend.started(2).await;
+    backend.release(2);
+    let done = client
+        .wait_status(&gw.url(put.header("location")), "succeeded")
+        .await;
+    assert_eq!(done["attempts"], 2, "{done:#}");
+    assert_eq!(sent(&backend, "/hold/put"), 2);
+}
+
+#[tokio::test]
+async fn results_tombstones_and_keys_survive_a_crash_byte_for_byte() {
+    let backend = Backend::start().await;
+    let store = TempDir::new();
+    let text = disk_config(&store.0, &backend, "", "");
+    let client = Client::default();
+    let gw = Gateway::start(&text).await;
+    // Small (beside its record) and large (in a file of its own).
+    let small = client.post(&gw.url("/echo?status=201"), "small").await;
+    let large = client.post(&gw.url("/big/100000"), "").await;
+    let deleted = client.post(&gw.url("/echo"), "deleted").await;
+    let keyed = client
+        .send(
+            Method::POST,
+            &gw.url("/echo/k"),
+            &[("idempotency-key", "k-1")],
+            "keyed",
+        )
+        .await;
+    for reply in [&small, &large, &deleted, &keyed] {
+        client
+            .wait_status(&gw.url(reply.header("location")), "succeeded")
+            .await;
+    }
+    let before: Vec<_> = {
+        let mut v = Vec::new();
+        for reply in [&small, &large] {
+            let url = gw.url(&format!("{}/result", reply.header("location")));
+            v.push(client.get(&url).await);
+        }
+        v
+    };
+    client
+        .delete(&gw.url(deleted.header("location")))
+        .await
+        .assert_status(204);
+    gw.crash().await;
+
+    let gw = Gateway::start(&text).await;
+    for (reply, was) in [&small, &large].into_iter().zip(&before) {
+        let url = gw.url(&format!("{}/result", reply.header("location")));
+        let now = client.get(&url).await;
+        assert_eq!(now.status, was.status);
+        assert_eq!(now.body, was.body, "the same bytes");
+        let headers = |r: &common::Reply| {
+            let mut h: Vec<_> = r
+                .headers
+                .iter()
+                .filter(|(n, _)| *n != "date")
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect();
+            h.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+            h
+        };
+        assert_eq!(headers(&now), headers(was), "the same headers");
+    }
+    assert_eq!(before[1].body.len(), 100_000);
+    client
+        .get(&gw.url(deleted.header("location")))
+        .await
+        .assert_problem(410, "job-gone");
+    let again = client
+        .send(
+            Method::POST,
+            &gw.url("/echo/k"),
+            &[("idempotency-key", "k-1")],
+            "keyed",
+        )
+        .await;
+    again.assert_status(202);
+    assert_eq!(again.header("location"), keyed.header("location"));
+    assert_eq!(sent(&backend, "/echo/k"), 1);
+}
+
+#[tokio::test]
+async fn every_accepted_submission_runs_exactly_once_across_a_crash() {
+    let backend = Backend::start().await;
+    let store = TempDir::new();
+    let text = disk_config(
+        &store.0,
+        &backend,
+        "max_concurrency = 4\nmax_queue = 1000",
+        "",
+    );
+    let client = Client::default();
+    let gw = Gateway::start(&text).await;
+    let (accepted_tx, mut accepted_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut tasks = Vec::new();
+    for n in 0..500 {
+        let (client, url, tx) = (
+            client.clone(),
+            gw.url(&format!("/hold/n{n}/")),
+            accepted_tx.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            if let Ok(reply) = client.try_send(Method::POST, &url, &[], "x").await {
+                if reply.status == 202 {
+                    let _ = tx.send((n, reply.header("location").to_owned()));
+                }
+            }
+        }));
+    }
+    drop(accepted_tx);
+    // Crash with submissions in flight: once a hundred have their 202.
+    let mut accepted = Vec::new();
+    while accepted.len() < 100 {
+        let a = accepted_rx.recv().await;
+        accepted.push(a.expect("a hundred submissions accepted"));
+    }
+    gw.crash().await;
+    for task in tasks {
+        let _ = task.await;
+    }
+    while let Ok(a) = accepted_rx.try_recv() {
+        accepted.push(a);
+    }
+    let gw = Gateway::start(&text).await;
+    // Everything held is let go: before the crash and after.
+    backend.release(2000);
+    let mut lost = 0;
+    for (n, location) in &accepted {
+        let doc = client.wait_finished(&gw.url(location)).await;
+        if doc["status"] == "failed" {
+            // Running when the process died: a POST is never sent twice.
+            assert_eq!(
+                doc["error"]["type"], "urn:asyncgate:problem:job-lost",
+                "job {n}: {doc:#}"
+            );
+            lost += 1;
+        } else {
+            assert_eq!(doc["status"], "succeeded", "job {n}: {doc:#}");
+        }
+    }
+    assert!(
+        lost <= 4,
+        "at most max_concurrency jobs were running: {lost}"
+    );
+    assert!(accepted.len() >= 100);
+    for n in 0..500 {
+        let times = sent(&backend, &format!("/hold/n{n}/"));
+        assert!(times <= 1, "submission {n} was sent {times} times");
+    }
+}
+
+#[tokio::test]
+async fn a_drain_past_its_deadline_fails_the_running_job_and_keeps_the_queued_one() {
+    let backend = Backend::start().await;
+    let store = TempDir::new();
+    // Under the [server] table the harness opens.
+    let text = format!(
+        "drain_timeout = \"300ms\"\n{}",
+        disk_config(&store.0, &backend, "max_concurrency = 1", "")
+    );
+    let client = Client::default();
+    let mut gw = Gateway::start(&text).await;
+    let running = client.post(&gw.url("/hold/a"), "").await;
+    backend.started(1).await;
+    let queued = client.post(&gw.url("/hold/b"), "").await;
+    queued.assert_status(202);
+    gw.process.sigterm();
+    assert_eq!(gw.process.exit_code().await, 0);
+    let ended = gw.process.wait_line("drain timeout passed").await;
+    assert!(
+        ended.contains("jobs_failed=1"),
+        "only the running job: {ended}"
+    );
+
+    let gw = Gateway::start(&text).await;
+    let failed = client
+        .wait_status(&gw.url(running.header("location")), "failed")
+        .await;
+    assert_eq!(failed["error"]["type"], "urn:asyncgate:problem:interrupted");
+    backend.started(2).await;
+    backend.release(2);
+    client
+        .wait_status(&gw.url(queued.header("location")), "succeeded")
+        .await;
+    assert_eq!(sent(&backend, "/hold/b"), 1);
+}
+
+#[tokio::test]
+async fn a_second_gateway_on_the_same_store_refuses_to_start() {
+    let backend = Backend::start().await;
+    let store = TempDir::new();
+    let text = disk_config(&store.0, &backend, "", "");
+    let _first = Gateway::start(&text).await;
+    let mut second = Running::start(&text).await;
+    assert_eq!(second.exit_code().await, 1);
+    let line = second.wait_line("cannot start").await;
+    assert!(
+        line.contains("another asyncgate already uses the store"),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn a_full_disk_is_a_503_and_loses_nothing_accepted() {
+    if !nix_root() {
+        eprintln!("skipped: mounting a small filesystem needs root");
+        return;
+    }
+    let mount = TempDir::new();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&mount.0)
+        .status()
+        .unwrap();
+    if !status.success() {
+        eprintln!("skipped: this machine refuses to mount a tmpfs");
+        return;
+    }
+    let _unmount = Unmount(mount.0.clone());
+    let backend = Backend::start().await;
+    let text = disk_config(&mount.0, &backend, "", "");
+    let client = Client::default();
+    let gw = Gateway::start(&text).await;
+    let first = client.post(&gw.url("/echo/first"), "kept").await;
+    first.assert_status(202);
+    client
+        .wait_status(&gw.url(first.header("location")), "succeeded")
+        .await;
+    let body = vec![b'x'; 256 * 1024];
+    let refused = poll_until(60, "the disk to fill up", async || {
+        let reply = client.post(&gw.url("/hold/fill"), body.clone()).await;
+        (reply.status != 202).then_some(reply)
+    })
+    .await;
+    refused.assert_problem(503, "store-unavailable");
+    assert!(refused.header("retry-after").parse::<u64>().unwrap() >= 1);
+    let result = client
+        .get(&gw.url(&format!("{}/result", first.header("location"))))
+        .await;
+    assert_eq!(result.body, "kept", "what was accepted is still served");
+    backend.release(1000);
+}
+
+fn nix_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Unmounts when dropped, the gateway on it gone first.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
