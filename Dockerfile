@@ -18,7 +18,11 @@ COPY --from=builder /src/target/release/asyncgate /usr/local/bin/asyncgate
 COPY config/asyncgate.toml /etc/asyncgate/asyncgate.toml
 # The example listens on loopback, which a container's port mapping cannot
 # reach; mount your own config over this file to name your real upstreams.
-RUN sed -i 's/^listen = "127.0.0.1:8080"/listen = "0.0.0.0:8080"/' /etc/asyncgate/asyncgate.toml
+RUN sed -i -e 's/^listen = "127.0.0.1:8080"/listen = "0.0.0.0:8080"/' \
+    -e 's|^path = "data"|path = "/var/lib/asyncgate"|' /etc/asyncgate/asyncgate.toml \
+    && mkdir -p /var/lib/asyncgate && chown asyncgate /var/lib/asyncgate
+# The disk store: mount a volume here to keep jobs across containers.
+VOLUME /var/lib/asyncgate
 USER asyncgate
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/asyncgate"]
