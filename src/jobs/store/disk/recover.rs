@@ -1,0 +1,139 @@
+//! Opening the disk store after a restart or a crash: what it must carry on
+//! with, and what it must settle first.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use redb::{Database, ReadableDatabase, ReadableTable};
+
+use super::record::Record;
+use super::steps::{finish_record, key};
+use super::writer::{Tables, JOBS, META};
+use crate::config::StoreConfig;
+use crate::jobs::id::{IdShards, JobId};
+use crate::jobs::model::{Failure, Job, JobStatus, Outcome};
+use crate::jobs::store::{Recovered, Requeued, StoreError};
+
+pub(super) enum Recovery {
+    Db(redb::Error),
+    Record(StoreError),
+}
+
+impl<E: Into<redb::Error>> From<E> for Recovery {
+    fn from(e: E) -> Recovery {
+        Recovery::Db(e.into())
+    }
+}
+
+/// Reads the budget's count and every unfinished job, in one transaction
+/// that also settles the jobs a crash left running: sent again if their
+/// route allows, else failed as lost. Never left running.
+pub(super) fn recover(
+    db: &Database,
+    results: &Path,
+    config: &StoreConfig,
+) -> Result<(u64, Recovered, IdShards<Job>), Recovery> {
+    let txn = db.begin_write()?;
+    let mut recovered = Recovered::default();
+    let active = IdShards::default();
+    let used = {
+        let used = txn.open_table(META)?.get("used")?.map_or(0, |v| v.value());
+        let mut tables = Tables::open(&txn, used)?;
+        let ids: Vec<[u8; 16]> = tables
+            .active
+            .iter()?
+            .map(|entry| entry.map(|(k, _)| *k.value()))
+            .collect::<Result<_, _>>()?;
+        let mut queued = Vec::new();
+        for k in ids {
+            let id = JobId::from_bytes(k);
+            let Some(bytes) = tables.jobs.get(&k)?.map(|v| v.value().to_vec()) else {
+                tables.active.remove(&k)?;
+                continue;
+            };
+            let mut record = Record::decode(id, &bytes).map_err(Recovery::Record)?;
+            if record.status() == Some(JobStatus::Running) {
+                if record.resend_on_loss {
+                    record.status = JobStatus::Queued.as_str().to_owned();
+                    tables.jobs.insert(&k, record.encode().as_slice())?;
+                } else {
+                    let outcome = Outcome::failed(Failure::Lost);
+                    finish_record(
+                        &mut tables,
+                        id,
+                        &mut record,
+                        &outcome,
+                        None,
+                        config.result_ttl,
+                    )
+                    .map_err(Recovery::Record)?;
+                    tracing::warn!(job = %id, "job was running when the gateway stopped and may not be sent twice; failed as lost");
+                    continue;
+                }
+            }
+            let body = tables
+                .bodies
+                .get(&k)?
+                .map_or_else(Bytes::new, |v| Bytes::copy_from_slice(v.value()));
+            let request = record.request(id, body).map_err(Recovery::Record)?;
+            let job = record.job(id).map_err(Recovery::Record)?;
+            queued.push((
+                record.created,
+                Requeued {
+                    id,
+                    route: record.route.clone(),
+                    request,
+                },
+            ));
+            active.lock(id).insert(id, job);
+        }
+        queued.sort_by_key(|(created, _)| *created);
+        recovered.queued = queued.into_iter().map(|(_, q)| q).collect();
+        let hooks: Vec<[u8; 16]> = tables
+            .hooks
+            .iter()?
+            .map(|entry| entry.map(|(k, _)| *k.value()))
+            .collect::<Result<_, _>>()?;
+        for k in hooks {
+            let id = JobId::from_bytes(k);
+            if let Some(bytes) = tables.jobs.get(&k)?.map(|v| v.value().to_vec()) {
+                let record = Record::decode(id, &bytes).map_err(Recovery::Record)?;
+                recovered
+                    .callbacks
+                    .push(record.job(id).map_err(Recovery::Record)?);
+            }
+        }
+        let used = tables.used;
+        drop(tables);
+        txn.open_table(META)?.insert("used", used)?;
+        used
+    };
+    txn.commit()?;
+    remove_orphans(db, results)?;
+    Ok((used, recovered, active))
+}
+
+/// Removes result files no record points at: written just before a crash
+/// kept their job from being recorded finished.
+fn remove_orphans(db: &Database, results: &Path) -> Result<(), Recovery> {
+    let Ok(entries) = std::fs::read_dir(results) else {
+        return Ok(());
+    };
+    let txn = db.begin_read()?;
+    let jobs = txn.open_table(JOBS)?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(id) = name.to_str().and_then(JobId::parse) else {
+            continue;
+        };
+        let kept = jobs
+            .get(&key(id))?
+            .and_then(|v| Record::decode(id, v.value()).ok())
+            .and_then(|r| r.response)
+            .is_some_and(|r| r.in_file);
+        if !kept {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    Ok(())
+}

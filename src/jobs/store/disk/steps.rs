@@ -1,0 +1,170 @@
+//! The changes the disk store makes inside a write transaction, shared by
+//! the store's operations, its sweeper and its recovery.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use redb::ReadableTable;
+
+use super::record::{millis_of, HookRecord, Record, ResponseRecord};
+use super::writer::{Tables, EXPIRES_RESULT, EXPIRES_TOMBSTONE};
+use crate::defaults;
+use crate::jobs::id::JobId;
+use crate::jobs::model::{Outcome, StoredResponse};
+use crate::jobs::store::StoreError;
+
+/// How many expired entries one sweep removes at most.
+const SWEEP_BATCH: usize = 1000;
+
+pub(super) fn unavailable(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::Unavailable(Box::new(e.into()))
+}
+
+pub(super) fn key(id: JobId) -> [u8; 16] {
+    *id.as_bytes()
+}
+
+/// Makes `record` the finished job `outcome` says, in the tables: its
+/// request goes, its (small) response body is kept beside it, its expiry is
+/// scheduled and, when a webhook is due, it is listed for a restart to send.
+pub(super) fn finish_record(
+    tables: &mut Tables<'_>,
+    id: JobId,
+    record: &mut Record,
+    outcome: &Outcome,
+    body_inline: Option<&[u8]>,
+    result_ttl: Duration,
+) -> Result<(), StoreError> {
+    let k = key(id);
+    let expires = millis_of(outcome.finished_at + result_ttl);
+    let charged =
+        defaults::JOB_RECORD_BYTES + outcome.response.as_ref().map_or(0, StoredResponse::size);
+    record.status = outcome.status.as_str().to_owned();
+    record.finished = Some(millis_of(outcome.finished_at));
+    record.failure = outcome.failure.map(|f| f.as_str().to_owned());
+    record.response = outcome.response.as_ref().map(|r| ResponseRecord {
+        status: r.status.as_u16(),
+        headers: r.headers.as_bytes().to_vec(),
+        bytes: r.body.len() as u64,
+        in_file: body_inline.is_none(),
+    });
+    record.request = None;
+    record.expires = Some(expires);
+    tables.used = tables.used.saturating_sub(record.charged) + charged;
+    record.charged = charged;
+    tables
+        .jobs
+        .insert(&k, record.encode().as_slice())
+        .map_err(unavailable)?;
+    match body_inline {
+        Some(body) => tables.bodies.insert(&k, body).map(drop),
+        None => tables.bodies.remove(&k).map(drop),
+    }
+    .map_err(unavailable)?;
+    tables.active.remove(&k).map_err(unavailable)?;
+    tables
+        .expiry
+        .insert((expires, &k), EXPIRES_RESULT)
+        .map_err(unavailable)?;
+    if record.hook.as_ref().is_some_and(HookRecord::due) {
+        tables.hooks.insert(&k, ()).map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+/// Deletes a finished job's result and leaves its tombstone.
+pub(super) fn bury(
+    tables: &mut Tables<'_>,
+    id: JobId,
+    record: &Record,
+    results: &Path,
+    tombstone_ttl: Duration,
+) -> Result<(), StoreError> {
+    let k = key(id);
+    tables.jobs.remove(&k).map_err(unavailable)?;
+    tables.bodies.remove(&k).map_err(unavailable)?;
+    tables.hooks.remove(&k).map_err(unavailable)?;
+    if let Some(expires) = record.expires {
+        tables.expiry.remove((expires, &k)).map_err(unavailable)?;
+    }
+    let gone_until = millis_of(SystemTime::now() + tombstone_ttl);
+    tables.gone.insert(&k, gone_until).map_err(unavailable)?;
+    tables
+        .expiry
+        .insert((gone_until, &k), EXPIRES_TOMBSTONE)
+        .map_err(unavailable)?;
+    tables.used = tables.used.saturating_sub(record.charged) + defaults::TOMBSTONE_BYTES;
+    if record.response.as_ref().is_some_and(|r| r.in_file) {
+        let file = results.join(id.to_string());
+        tables.after_commit.push(Box::new(move || {
+            let _ = std::fs::remove_file(file);
+        }));
+    }
+    Ok(())
+}
+
+/// The expiry of a claim's value: holder (16), fingerprint (32), expiry (8).
+pub(super) fn claim_expiry(value: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(value.get(48..56)?.try_into().ok()?))
+}
+
+/// Buries results whose time is up and forgets tombstones and idempotency
+/// keys whose time is up, a batch at a time.
+pub(super) fn sweep_due(
+    t: &mut Tables<'_>,
+    results: &Path,
+    tombstone_ttl: Duration,
+) -> Result<(), StoreError> {
+    let now = millis_of(SystemTime::now());
+    let due: Vec<(u64, [u8; 16], u8)> = t
+        .expiry
+        .range(..=(now, &[0xff; 16]))
+        .map_err(unavailable)?
+        .take(SWEEP_BATCH)
+        .map(|e| e.map(|(k, v)| (k.value().0, *k.value().1, v.value())))
+        .collect::<Result<_, _>>()
+        .map_err(unavailable)?;
+    for (at, k, what) in due {
+        t.expiry.remove((at, &k)).map_err(unavailable)?;
+        let id = JobId::from_bytes(k);
+        if what == EXPIRES_RESULT {
+            let record = t
+                .jobs
+                .get(&k)
+                .map_err(unavailable)?
+                .map(|v| v.value().to_vec());
+            if let Some(record) = record.map(|r| Record::decode(id, &r)).transpose()? {
+                if record.expires == Some(at) {
+                    bury(t, id, &record, results, tombstone_ttl)?;
+                }
+            }
+        } else {
+            let until = t.gone.get(&k).map_err(unavailable)?.map(|v| v.value());
+            if until == Some(at) {
+                t.gone.remove(&k).map_err(unavailable)?;
+                t.used = t.used.saturating_sub(defaults::TOMBSTONE_BYTES);
+            }
+        }
+    }
+    let claims: Vec<(u64, [u8; 32])> = t
+        .claim_expiry
+        .range(..=(now, &[0xff; 32]))
+        .map_err(unavailable)?
+        .take(SWEEP_BATCH)
+        .map(|e| e.map(|(k, _)| (k.value().0, *k.value().1)))
+        .collect::<Result<_, _>>()
+        .map_err(unavailable)?;
+    for (at, scope) in claims {
+        t.claim_expiry.remove((at, &scope)).map_err(unavailable)?;
+        let held = t
+            .claims
+            .get(&scope)
+            .map_err(unavailable)?
+            .map(|v| v.value().to_vec());
+        if held.as_deref().and_then(claim_expiry) == Some(at) {
+            t.claims.remove(&scope).map_err(unavailable)?;
+            t.used = t.used.saturating_sub(defaults::TOMBSTONE_BYTES);
+        }
+    }
+    Ok(())
+}
