@@ -128,7 +128,7 @@ impl Failure {
                 StatusCode::BAD_GATEWAY,
                 "job-lost",
                 "Job Lost",
-                "The gateway replica running this job stopped before the backend answered; \
+                "The gateway (or replica) running this job stopped before the backend answered; \
                  the request is not idempotent, so it was not sent again.",
             ),
         }
