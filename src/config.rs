@@ -2,6 +2,7 @@
 //! sees an `Option` that should have been a default or a string that should
 //! have been a duration.
 
+mod directory;
 mod error;
 mod raw;
 mod validate;

@@ -304,7 +304,7 @@ impl Cx<'_> {
             || PathBuf::from(defaults::STORE_PATH),
             |p| PathBuf::from(p.get_ref()),
         );
-        if let Err(why) = usable_directory(&path) {
+        if let Err(why) = super::directory::usable(&path) {
             let span = raw
                 .path
                 .as_ref()
@@ -588,31 +588,6 @@ impl Cx<'_> {
             Some(v) => Ok(v.into_inner()),
         }
     }
-}
-
-/// Whether the disk store can keep its files at `path`: a directory it can
-/// write in, or one it can make. Checked by writing and removing a file.
-fn usable_directory(path: &Path) -> Result<(), String> {
-    let mut existing = path;
-    while !existing.exists() {
-        match existing.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => existing = parent,
-            _ => {
-                existing = Path::new(".");
-                break;
-            }
-        }
-    }
-    if !existing.is_dir() {
-        return Err(format!(
-            "cannot be the store's directory: `{}` is not a directory",
-            existing.display()
-        ));
-    }
-    let probe = existing.join(format!(".asyncgate-probe-{:016x}", fastrand::u64(..)));
-    std::fs::write(&probe, b"")
-        .and_then(|()| std::fs::remove_file(&probe))
-        .map_err(|e| format!("cannot be written in (`{}`): {e}", existing.display()))
 }
 
 #[cfg(test)]

@@ -29,8 +29,9 @@ use crate::webhook::{Delivery, Webhook};
 use finished::FinishedJobs;
 use record::{millis_of, HookRecord, Record};
 use recover::Recovery;
-use steps::{bury, finish_record, key, unavailable};
+use steps::{bury, finish_record};
 use writer::Writer;
+use writer::{key, unavailable};
 
 pub(crate) struct DiskStore {
     inner: Arc<Inner>,
@@ -185,9 +186,7 @@ impl JobStore for DiskStore {
                         .insert((claim_until, &claim.scope), ())
                         .map_err(unavailable)?;
                 }
-                t.jobs
-                    .insert(&k, record.encode().as_slice())
-                    .map_err(unavailable)?;
+                t.put(id, &record)?;
                 t.bodies.insert(&k, &body[..]).map_err(unavailable)?;
                 t.active.insert(&k, ()).map_err(unavailable)?;
                 t.used += charge;
@@ -275,13 +274,9 @@ impl JobStore for DiskStore {
                 if t.active.get(&k).map_err(unavailable)?.is_none() {
                     return Ok(false);
                 }
-                let bytes = t
-                    .jobs
-                    .get(&k)
-                    .map_err(unavailable)?
-                    .map(|v| v.value().to_vec());
-                let Some(bytes) = bytes else { return Ok(false) };
-                let mut record = Record::decode(id, &bytes)?;
+                let Some(mut record) = t.record(id)? else {
+                    return Ok(false);
+                };
                 finish_record(
                     t,
                     id,
@@ -315,19 +310,13 @@ impl JobStore for DiskStore {
             .writer
             .write(move |t| {
                 let k = key(id);
-                let bytes = t
-                    .jobs
-                    .get(&k)
-                    .map_err(unavailable)?
-                    .map(|v| v.value().to_vec());
-                let Some(bytes) = bytes else {
+                let Some(mut record) = t.record(id)? else {
                     let until = t.gone.get(&k).map_err(unavailable)?.map(|v| v.value());
                     return Ok(match until {
                         Some(at) if at > millis_of(now) => Lookup::Gone,
                         _ => Lookup::Missing,
                     });
                 };
-                let mut record = Record::decode(id, &bytes)?;
                 if record.is_active() {
                     let canceled = Outcome::canceled();
                     finish_record(t, id, &mut record, &canceled, Some(b""), result_ttl)?;
@@ -373,13 +362,9 @@ impl JobStore for DiskStore {
             .writer
             .write(move |t| {
                 let k = key(id);
-                let bytes = t
-                    .jobs
-                    .get(&k)
-                    .map_err(unavailable)?
-                    .map(|v| v.value().to_vec());
-                let Some(bytes) = bytes else { return Ok(()) };
-                let record = Record::decode(id, &bytes)?;
+                let Some(record) = t.record(id)? else {
+                    return Ok(());
+                };
                 t.jobs.remove(&k).map_err(unavailable)?;
                 t.bodies.remove(&k).map_err(unavailable)?;
                 t.active.remove(&k).map_err(unavailable)?;
@@ -426,21 +411,15 @@ impl DiskStore {
             .writer
             .write(move |t| {
                 let k = key(id);
-                let bytes = t
-                    .jobs
-                    .get(&k)
-                    .map_err(unavailable)?
-                    .map(|v| v.value().to_vec());
-                let Some(bytes) = bytes else { return Ok(()) };
-                let mut record = Record::decode(id, &bytes)?;
+                let Some(mut record) = t.record(id)? else {
+                    return Ok(());
+                };
                 let Some(hook) = record.hook.as_mut() else {
                     return Ok(());
                 };
                 change(hook);
                 let listed = hook.due() && !record.is_active();
-                t.jobs
-                    .insert(&k, record.encode().as_slice())
-                    .map_err(unavailable)?;
+                t.put(id, &record)?;
                 if listed {
                     t.hooks.insert(&k, ()).map_err(unavailable)?;
                 } else {
@@ -460,23 +439,16 @@ impl LocalQueue for DiskStore {
             .inner
             .writer
             .write(move |t| {
-                let k = key(id);
-                let bytes = t
-                    .jobs
-                    .get(&k)
-                    .map_err(unavailable)?
-                    .map(|v| v.value().to_vec());
-                let Some(bytes) = bytes else { return Ok(None) };
-                let mut record = Record::decode(id, &bytes)?;
+                let Some(mut record) = t.record(id)? else {
+                    return Ok(None);
+                };
                 if record.status() != Some(JobStatus::Queued) {
                     return Ok(None);
                 }
                 record.status = JobStatus::Running.as_str().to_owned();
                 record.started = Some(started);
                 record.attempts += 1;
-                t.jobs
-                    .insert(&k, record.encode().as_slice())
-                    .map_err(unavailable)?;
+                t.put(id, &record)?;
                 Ok(Some(record.attempts))
             })
             .await?;

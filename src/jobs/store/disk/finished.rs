@@ -11,7 +11,7 @@ use moka::sync::Cache;
 use redb::{Database, ReadableDatabase};
 
 use super::record::{self, millis_of, Record};
-use super::steps::{key, unavailable};
+use super::writer::{key, unavailable};
 use super::writer::{BODIES, GONE, JOBS};
 use crate::body::ReplayBody;
 use crate::config::StoreConfig;

@@ -7,7 +7,8 @@ use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable};
 
 use super::record::Record;
-use super::steps::{finish_record, key};
+use super::steps::finish_record;
+use super::writer::key;
 use super::writer::{Tables, JOBS, META};
 use crate::config::StoreConfig;
 use crate::jobs::id::{IdShards, JobId};

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use redb::ReadableTable;
 
 use super::record::{millis_of, HookRecord, Record, ResponseRecord};
-use super::writer::{Tables, EXPIRES_RESULT, EXPIRES_TOMBSTONE};
+use super::writer::{key, unavailable, Tables, EXPIRES_RESULT, EXPIRES_TOMBSTONE};
 use crate::defaults;
 use crate::jobs::id::JobId;
 use crate::jobs::model::{Outcome, StoredResponse};
@@ -15,14 +15,6 @@ use crate::jobs::store::StoreError;
 
 /// How many expired entries one sweep removes at most.
 const SWEEP_BATCH: usize = 1000;
-
-pub(super) fn unavailable(e: impl Into<redb::Error>) -> StoreError {
-    StoreError::Unavailable(Box::new(e.into()))
-}
-
-pub(super) fn key(id: JobId) -> [u8; 16] {
-    *id.as_bytes()
-}
 
 /// Makes `record` the finished job `outcome` says, in the tables: its
 /// request goes, its (small) response body is kept beside it, its expiry is
@@ -52,10 +44,7 @@ pub(super) fn finish_record(
     record.expires = Some(expires);
     tables.used = tables.used.saturating_sub(record.charged) + charged;
     record.charged = charged;
-    tables
-        .jobs
-        .insert(&k, record.encode().as_slice())
-        .map_err(unavailable)?;
+    tables.put(id, record)?;
     match body_inline {
         Some(body) => tables.bodies.insert(&k, body).map(drop),
         None => tables.bodies.remove(&k).map(drop),
@@ -128,12 +117,7 @@ pub(super) fn sweep_due(
         t.expiry.remove((at, &k)).map_err(unavailable)?;
         let id = JobId::from_bytes(k);
         if what == EXPIRES_RESULT {
-            let record = t
-                .jobs
-                .get(&k)
-                .map_err(unavailable)?
-                .map(|v| v.value().to_vec());
-            if let Some(record) = record.map(|r| Record::decode(id, &r)).transpose()? {
+            if let Some(record) = t.record(id)? {
                 if record.expires == Some(at) {
                     bury(t, id, &record, results, tombstone_ttl)?;
                 }

@@ -6,9 +6,11 @@
 
 use std::sync::{mpsc, Arc};
 
-use redb::{Database, Table, TableDefinition, WriteTransaction};
+use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
 use tokio::sync::oneshot;
 
+use super::record::Record;
+use crate::jobs::id::JobId;
 use crate::jobs::store::StoreError;
 
 pub(super) const JOBS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("jobs");
@@ -67,6 +69,29 @@ impl<'t> Tables<'t> {
             used,
             after_commit: Vec::new(),
         })
+    }
+}
+
+pub(super) fn unavailable(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::Unavailable(Box::new(e.into()))
+}
+
+pub(super) fn key(id: JobId) -> [u8; 16] {
+    *id.as_bytes()
+}
+
+impl Tables<'_> {
+    /// A job's record, if it has one.
+    pub(super) fn record(&self, id: JobId) -> Result<Option<Record>, StoreError> {
+        let bytes = self.jobs.get(&key(id)).map_err(unavailable)?;
+        bytes.map(|v| Record::decode(id, v.value())).transpose()
+    }
+
+    pub(super) fn put(&mut self, id: JobId, record: &Record) -> Result<(), StoreError> {
+        self.jobs
+            .insert(&key(id), record.encode().as_slice())
+            .map(drop)
+            .map_err(unavailable)
     }
 }
 
