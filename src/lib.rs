@@ -18,6 +18,7 @@
 //! Start with [`Config::load`] and [`Gateway::bind`].
 
 mod app;
+mod backoff;
 mod body;
 mod callback;
 mod config;

@@ -14,6 +14,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::backoff::backoff;
 use crate::callback::signature::Secret;
 use crate::callback::target::{Guard, HostPattern, Resolve, Target, TargetError};
 use crate::config::WebhookConfig;
@@ -298,7 +299,11 @@ impl Webhooks {
                 Err(e) => e,
             };
             let retry = error.is_transient() && attempt < self.config.max_attempts;
-            let wait = backoff(&self.config, attempt);
+            let wait = backoff(
+                self.config.backoff_initial,
+                self.config.backoff_max,
+                attempt,
+            );
             hook.update(|d| {
                 d.attempts = attempt;
                 d.last_status = error.status();
@@ -364,43 +369,9 @@ fn classify(e: hyper_util::client::legacy::Error) -> AttemptError {
     AttemptError::Transport(error_chain::Chain(&e).to_string())
 }
 
-/// Exponential, capped, with equal jitter: half the step is fixed, so
-/// retries never bunch at zero, and half random, so receivers that failed
-/// together are not hit together again.
-fn backoff(config: &WebhookConfig, attempt: u32) -> Duration {
-    let step = config
-        .backoff_initial
-        .saturating_mul(1 << (attempt - 1).min(20))
-        .min(config.backoff_max);
-    let half = step / 2;
-    half + half.mul_f64(fastrand::f64())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn config() -> WebhookConfig {
-        WebhookConfig {
-            backoff_initial: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(60),
-            ..WebhookConfig::default()
-        }
-    }
-
-    #[test]
-    fn backoff_doubles_within_jitter_and_stops_growing_at_the_cap() {
-        let config = config();
-        for attempt in 1..=12 {
-            let step = Duration::from_secs(1 << (attempt - 1)).min(Duration::from_secs(60));
-            let wait = backoff(&config, attempt);
-            assert!(
-                wait >= step / 2 && wait <= step,
-                "attempt {attempt}: {wait:?}"
-            );
-        }
-        assert!(backoff(&config, u32::MAX) <= Duration::from_secs(60));
-    }
 
     #[test]
     fn only_failures_that_may_pass_are_retried() {

@@ -1,0 +1,34 @@
+//! Waiting between attempts: exponential, capped, with equal jitter. Half
+//! of each step is fixed, so retries never bunch at zero, and half random,
+//! so peers that failed together are not hit together again.
+
+use std::time::Duration;
+
+/// The wait after the `attempt`-th failure (1 for the first): `initial`,
+/// doubling, at most `max`, of which the upper half is random.
+pub(crate) fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
+    let step = initial
+        .saturating_mul(1 << attempt.saturating_sub(1).min(20))
+        .min(max);
+    let half = step / 2;
+    half + half.mul_f64(fastrand::f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_within_jitter_and_stops_growing_at_the_cap() {
+        let (initial, max) = (Duration::from_secs(1), Duration::from_secs(60));
+        for attempt in 1..=12 {
+            let step = Duration::from_secs(1 << (attempt - 1)).min(max);
+            let wait = backoff(initial, max, attempt);
+            assert!(
+                wait >= step / 2 && wait <= step,
+                "attempt {attempt}: {wait:?}"
+            );
+        }
+        assert!(backoff(initial, max, u32::MAX) <= max);
+    }
+}
