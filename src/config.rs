@@ -126,6 +126,10 @@ pub(crate) struct UpstreamConfig {
     pub(crate) pool_idle_timeout: Duration,
     pub(crate) max_concurrency: usize,
     pub(crate) max_queue: usize,
+    /// Jobs sent again after a failure that may pass, at most this often.
+    pub(crate) retries: u32,
+    pub(crate) retry_backoff: Duration,
+    pub(crate) retry_backoff_max: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -157,6 +161,9 @@ pub(crate) struct RouteConfig {
     /// Whether a job whose replica was lost is sent again; `None`: when its
     /// method is idempotent (RFC 9110).
     pub(crate) resend_on_loss: Option<bool>,
+    /// Whether jobs of methods that are not idempotent are retried even
+    /// when the backend may have received the request.
+    pub(crate) retry_non_idempotent: bool,
 }
 
 impl Config {

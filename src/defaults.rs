@@ -79,6 +79,14 @@ pub(crate) const MAX_CONCURRENCY: usize = 8;
 /// Bounded so a flood becomes `503` early instead of a queue no one lives to see.
 pub(crate) const MAX_QUEUE: usize = 1_000;
 
+/// Retry waits start here and double (Envoy's retry back-off base is 25 ms;
+/// a job is slow by nature, and a backend that failed deserves a breath).
+pub(crate) const RETRY_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The longest wait between two tries of a job, and the most a backend's
+/// `Retry-After` is honoured for.
+pub(crate) const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
 /// Large enough for batch imports; nginx's 1 MiB is too small for them.
 pub(crate) const MAX_BODY: u64 = 10 * 1024 * 1024;
 

@@ -10,6 +10,7 @@ pub(crate) mod idempotency;
 mod lane;
 pub(crate) mod model;
 pub(crate) mod owner;
+mod retry;
 mod runner;
 mod running;
 pub(crate) mod store;
@@ -93,8 +94,6 @@ pub(crate) struct Jobs {
     /// process's lanes, which start them there. With a shared store a job
     /// starts as a replica takes it.
     local: Option<Arc<dyn LocalQueue>>,
-    /// Every task that runs a job, so the drain can wait for them.
-    tracker: TaskTracker,
     /// Fired when the drain starts: no more jobs are taken from a shared queue.
     closing: CancellationToken,
 }
@@ -119,14 +118,13 @@ impl Jobs {
             local.is_some(),
             url_prefix,
             webhooks,
+            TaskTracker::new(),
         ));
-        let tracker = TaskTracker::new();
         let closing = CancellationToken::new();
-        dispatch::spawn(&core, &tracker, &closing);
+        dispatch::spawn(&core, &closing);
         let jobs = Jobs {
             core,
             local,
-            tracker,
             closing,
         };
         if let Some(local) = &jobs.local {
@@ -151,20 +149,26 @@ impl Jobs {
             let Some(route) = self.core.route(&job.route).cloned() else {
                 tracing::error!(job = %job.id, route = job.route, "queued job of a route no longer configured; failing it");
                 let core = Arc::clone(&self.core);
-                self.tracker.spawn(async move {
+                self.core.tracker().spawn(async move {
                     core.finish(job.id, 0, model::Outcome::failed(model::Failure::Lost))
                         .await;
                 });
                 continue;
             };
+            // Followed like a job just submitted.
+            drop(self.core.watches().open(job.id));
             let queued = QueuedJob {
                 id: job.id,
                 route: Arc::clone(&route),
                 request: job.request,
             };
-            let lane = self.core.lane(&route).expect("jobs run here have lanes");
-            if let Admission::Run(slot, first) = lane.readmit(queued) {
-                self.spawn_worker(slot, first);
+            let local = self
+                .local
+                .as_ref()
+                .expect("only jobs run here are recovered");
+            match job.not_before {
+                Some(at) => runner::retry_later(&self.core, local, queued, at),
+                None => runner::admit_again(&self.core, local, queued),
             }
         }
         for job in callbacks {
@@ -179,12 +183,7 @@ impl Jobs {
             .local
             .as_ref()
             .expect("only jobs run here have workers");
-        self.tracker.spawn(runner::work(
-            Arc::clone(&self.core),
-            Arc::clone(local),
-            slot,
-            first,
-        ));
+        runner::spawn(&self.core, local, slot, first);
     }
 
     /// Accepts a job: a record in the store, then a place in its upstream's
@@ -202,7 +201,7 @@ impl Jobs {
             idempotency,
             webhook,
         } = submission;
-        if self.tracker.is_closed() {
+        if self.core.tracker().is_closed() {
             return Err(SubmitError::ShuttingDown);
         }
         let retry_after = route.retry_after(Duration::ZERO);
@@ -447,9 +446,9 @@ impl Jobs {
     /// Stops accepting jobs, waits for the ones in hand until `deadline`,
     /// then fails whatever is left so nothing stays `running`.
     pub(crate) async fn drain(&self, deadline: Instant) -> DrainReport {
-        self.tracker.close();
+        self.core.tracker().close();
         self.closing.cancel();
-        if tokio::time::timeout_at(deadline, self.tracker.wait())
+        if tokio::time::timeout_at(deadline, self.core.tracker().wait())
             .await
             .is_ok()
         {
@@ -457,12 +456,12 @@ impl Jobs {
         }
         self.core.abort();
         let grace = crate::defaults::ABORT_GRACE;
-        if tokio::time::timeout(grace, self.tracker.wait())
+        if tokio::time::timeout(grace, self.core.tracker().wait())
             .await
             .is_err()
         {
             tracing::error!(
-                workers = self.tracker.len(),
+                workers = self.core.tracker().len(),
                 "jobs did not record their failure in time"
             );
         }

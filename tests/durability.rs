@@ -301,6 +301,35 @@ async fn a_drain_past_its_deadline_fails_the_running_job_and_keeps_the_queued_on
 }
 
 #[tokio::test]
+async fn a_job_waiting_to_be_tried_again_is_tried_after_a_crash() {
+    let backend = Backend::start().await;
+    let store = TempDir::new();
+    let text = disk_config(
+        &store.0,
+        &backend,
+        "retries = 2\nretry_backoff = \"1s\"",
+        "",
+    );
+    let client = Client::default();
+    let gw = Gateway::start(&text).await;
+    let reply = client
+        .send(Method::PUT, &gw.url("/flaky/1/again"), &[], "")
+        .await;
+    let url = reply.header("location").to_owned();
+    poll_until(10, "the job to wait for its second try", async || {
+        let doc = client.get(&gw.url(&url)).await.json();
+        doc.get("retry").is_some().then_some(())
+    })
+    .await;
+    gw.crash().await;
+
+    let gw = Gateway::start(&text).await;
+    let doc = client.wait_status(&gw.url(&url), "succeeded").await;
+    assert_eq!(doc["attempts"], 2, "{doc:#}");
+    assert_eq!(sent(&backend, "/flaky/1/again"), 2);
+}
+
+#[tokio::test]
 async fn a_second_gateway_on_the_same_store_refuses_to_start() {
     let backend = Backend::start().await;
     let store = TempDir::new();

@@ -92,6 +92,9 @@ pub(super) struct RawUpstream {
     pub(crate) pool_idle_timeout: Option<Text>,
     pub(crate) max_concurrency: Option<Spanned<usize>>,
     pub(crate) max_queue: Option<usize>,
+    pub(crate) retries: Option<Spanned<u32>>,
+    pub(crate) retry_backoff: Option<Text>,
+    pub(crate) retry_backoff_max: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,6 +119,7 @@ pub(super) struct RawRoute {
     pub(crate) callback_hosts: Option<Spanned<Vec<Text>>>,
     pub(crate) callback_url: Option<Text>,
     pub(crate) resend_on_loss: Option<bool>,
+    pub(crate) retry_non_idempotent: Option<bool>,
 }
 
 /// What the `Location` of a `202` points at.

@@ -34,6 +34,8 @@ impl Cx<'_> {
         let server = self.server(raw.server)?;
         let store = self.store(raw.store)?;
         let webhooks = self.webhooks(raw.webhooks)?;
+        let raw_retries: Vec<Option<Spanned<u32>>> =
+            raw.upstreams.values().map(|u| u.retries.clone()).collect();
         let upstreams = raw
             .upstreams
             .into_iter()
@@ -74,6 +76,17 @@ impl Cx<'_> {
                 methods: r.methods.as_deref(),
             })
             .collect();
+        if store.redis.is_some() {
+            if let Some(retries) = raw_retries
+                .iter()
+                .find_map(|r| r.as_ref().filter(|r| *r.get_ref() > 0))
+            {
+                return Err(self.err(
+                    retries.span(),
+                    "jobs are retried with kind = \"disk\" or \"memory\" only; the Redis store does not retry yet",
+                ));
+            }
+        }
         let route_table = RouteTable::build(&patterns)
             .map_err(|c| self.err(path_spans[c.route].clone(), c.to_string()))?;
         let default_upstream = raw
@@ -337,6 +350,21 @@ impl Cx<'_> {
         if uri.query().is_some() {
             return Err(bad("must not have a query"));
         }
+        let retry_backoff = self.duration(raw.retry_backoff.as_ref(), defaults::RETRY_BACKOFF)?;
+        let retry_backoff_max =
+            self.duration(raw.retry_backoff_max.as_ref(), defaults::RETRY_BACKOFF_MAX)?;
+        if let Some(s) = raw
+            .retry_backoff_max
+            .as_ref()
+            .or(raw.retry_backoff.as_ref())
+        {
+            if retry_backoff_max < retry_backoff {
+                return Err(self.err(
+                    s.span(),
+                    "retry_backoff_max must not be below retry_backoff",
+                ));
+            }
+        }
         let path_prefix = uri.path().trim_end_matches('/').to_owned();
         Ok(UpstreamConfig {
             name,
@@ -351,6 +379,9 @@ impl Cx<'_> {
                 .duration(raw.pool_idle_timeout.as_ref(), defaults::POOL_IDLE_TIMEOUT)?,
             max_concurrency: self.positive(raw.max_concurrency, defaults::MAX_CONCURRENCY)?,
             max_queue: raw.max_queue.unwrap_or(defaults::MAX_QUEUE),
+            retries: raw.retries.map_or(0, Spanned::into_inner),
+            retry_backoff,
+            retry_backoff_max,
         })
     }
 
@@ -452,6 +483,7 @@ impl Cx<'_> {
             callback_hosts,
             callback_url,
             resend_on_loss: raw.resend_on_loss,
+            retry_non_idempotent: raw.retry_non_idempotent.unwrap_or(false),
             location: raw.location,
             bind_headers,
             sync_wait,

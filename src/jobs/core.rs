@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::document::{Document, ProgressDoc};
 use super::id::JobId;
@@ -46,6 +47,7 @@ pub(super) struct Core {
     abort: CancellationToken,
     /// Jobs failed because the drain deadline passed, running or waiting.
     interrupted: AtomicUsize,
+    tracker: TaskTracker,
 }
 
 impl Core {
@@ -55,6 +57,7 @@ impl Core {
         with_lanes: bool,
         url_prefix: String,
         webhooks: Option<Arc<Webhooks>>,
+        tracker: TaskTracker,
     ) -> Core {
         let mut lanes = HashMap::new();
         if with_lanes {
@@ -78,7 +81,13 @@ impl Core {
             url_prefix,
             abort: CancellationToken::new(),
             interrupted: AtomicUsize::new(0),
+            tracker,
         }
+    }
+
+    /// Every task that runs or waits to run a job, so a drain can wait for them.
+    pub(super) fn tracker(&self) -> &TaskTracker {
+        &self.tracker
     }
 
     pub(super) fn store(&self) -> &dyn JobStore {

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::core::{Core, QueuedJob};
+use super::core::Core;
 use super::model::JobStatus;
 use super::runner;
 use super::store::{Event, Lookup, Taken, WorkQueue};
@@ -29,13 +29,13 @@ struct Dispatch {
 
 /// Starts this replica's part in the shared queue; returns at once. A
 /// no-op for a store that is not shared.
-pub(super) fn spawn(core: &Arc<Core>, tracker: &TaskTracker, closing: &CancellationToken) {
+pub(super) fn spawn(core: &Arc<Core>, closing: &CancellationToken) {
     let Some(queue) = core.store().work_queue() else {
         return;
     };
     let dispatch = Dispatch {
         core: Arc::clone(core),
-        tracker: tracker.clone(),
+        tracker: core.tracker().clone(),
         closing: closing.clone(),
     };
     let mut wakers = HashMap::new();
@@ -147,12 +147,10 @@ async fn run(core: &Core, taken: Taken) {
         tracing::error!(job = %taken.id, route = taken.route, "job for a route this replica does not have");
         return;
     };
-    let job = QueuedJob {
-        id: taken.id,
-        route,
-        request: taken.request,
-    };
-    runner::run_begun(core, job, taken.attempt).await;
+    let (id, attempt) = (taken.id, taken.attempt);
+    if let Some(outcome) = runner::attempt(core, id, &route, taken.request, attempt).await {
+        core.finish(id, attempt, outcome).await;
+    }
 }
 
 /// Acts on what replicas announce: wakes waiters on a job's change, stops a

@@ -44,8 +44,18 @@ pub(crate) struct Document<'a> {
     )]
     resource_location: Option<JobUrl<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    retry: Option<RetryDoc<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     webhook: Option<WebhookDoc>,
     links: Links<'a>,
+}
+
+/// A job waiting to be tried again.
+#[derive(Serialize)]
+struct RetryDoc<'a> {
+    #[serde(serialize_with = "display")]
+    next_attempt_at: Timestamp,
+    reason: &'a str,
 }
 
 #[derive(Serialize)]
@@ -181,6 +191,10 @@ impl<'a> Document<'a> {
             }),
             error,
             resource_location: job.has_result().then(|| url("/result")),
+            retry: job.retry.as_ref().map(|r| RetryDoc {
+                next_attempt_at: Timestamp(r.at),
+                reason: &r.reason,
+            }),
             webhook: job.webhook.as_deref().map(WebhookDoc::of),
             links: Links {
                 self_: url(""),

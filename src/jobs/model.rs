@@ -158,6 +158,15 @@ pub(crate) struct Job {
     /// Shared by every copy of the job, so its delivery state is seen
     /// wherever the job is read.
     pub(crate) webhook: Option<Arc<Webhook>>,
+    /// Set while the job waits to be tried again.
+    pub(crate) retry: Option<RetryWait>,
+}
+
+/// A job waiting to be tried again: when, and why the last try failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RetryWait {
+    pub(crate) at: SystemTime,
+    pub(crate) reason: String,
 }
 
 impl Job {
@@ -175,10 +184,18 @@ impl Job {
             failure: None,
             owner: None,
             webhook: None,
+            retry: None,
         }
     }
 
+    /// Running → queued again, to be tried at `wait.at`.
+    pub(crate) fn wait_for_retry(&mut self, wait: RetryWait) {
+        self.status = JobStatus::Queued;
+        self.retry = Some(wait);
+    }
+
     pub(crate) fn begin(&mut self, at: SystemTime) {
+        self.retry = None;
         self.status = JobStatus::Running;
         self.started_at = Some(at);
         self.attempts += 1;
@@ -186,6 +203,7 @@ impl Job {
 
     pub(crate) fn finish(&mut self, outcome: &Outcome) {
         self.status = outcome.status;
+        self.retry = None;
         self.finished_at = Some(outcome.finished_at);
         self.failure = outcome.failure;
         self.response = outcome.response.as_ref().map(|r| ResponseSummary {
@@ -202,6 +220,8 @@ impl Job {
 
 /// A request as it will be sent to the backend: body read in full, headers
 /// packed, everything in allocations of its own, since it may wait long.
+/// A clone shares those allocations.
+#[derive(Clone)]
 pub(crate) struct BackendRequest {
     pub(crate) method: Method,
     pub(crate) path: PathAndQuery,

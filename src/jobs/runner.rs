@@ -1,6 +1,7 @@
 //! Running jobs: a worker holds one of its upstream's places and runs jobs
-//! from the lane until none wait; each is sent once, its response kept, and
-//! how it ended recorded.
+//! from the lane until none wait; each is sent, its response kept, and how
+//! it ended recorded, or, after a failure that may pass, put back in its
+//! lane to be tried again later (holding no place while it waits).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -10,8 +11,9 @@ use http::Request;
 
 use super::core::{Core, QueuedJob};
 use super::id::JobId;
-use super::lane::Slot;
+use super::lane::{Admission, Slot};
 use super::model::{BackendRequest, Failure, JobStatus, Outcome, StoredResponse};
+use super::retry;
 use super::running::Progress;
 use super::store::LocalQueue;
 use crate::body::{self, collect_limited, BodyError};
@@ -20,9 +22,20 @@ use crate::headers;
 use crate::route::Route;
 use crate::upstream::UpstreamError;
 
+/// Starts a worker on one of the upstream's places, `first` its first job.
+pub(super) fn spawn(
+    core: &Arc<Core>,
+    store: &Arc<dyn LocalQueue>,
+    slot: Slot<QueuedJob>,
+    first: QueuedJob,
+) {
+    let work = work(Arc::clone(core), Arc::clone(store), slot, first);
+    core.tracker().spawn(work);
+}
+
 /// Runs jobs from this process's own lane while it has any, holding one of
 /// the upstream's places.
-pub(super) async fn work(
+async fn work(
     core: Arc<Core>,
     store: Arc<dyn LocalQueue>,
     mut slot: Slot<QueuedJob>,
@@ -30,13 +43,57 @@ pub(super) async fn work(
 ) {
     let mut next = Some(first);
     while let Some(job) = next {
-        run(&core, &*store, job).await;
+        run(&core, &store, job).await;
         next = slot.take_next();
     }
 }
 
+/// Puts a job in its lane again, past `max_queue` if need be (it was
+/// accepted), and starts a worker if a place is free.
+pub(super) fn admit_again(core: &Arc<Core>, store: &Arc<dyn LocalQueue>, job: QueuedJob) {
+    let Some(lane) = core.lane(&job.route) else {
+        return;
+    };
+    if let Admission::Run(slot, first) = lane.readmit(job) {
+        spawn(core, store, slot, first);
+    }
+}
+
+/// Puts a job back in its lane at `at`. Past the drain deadline it stays
+/// queued in a store that outlives the process, and fails otherwise.
+pub(super) fn retry_later(
+    core: &Arc<Core>,
+    store: &Arc<dyn LocalQueue>,
+    job: QueuedJob,
+    at: SystemTime,
+) {
+    let tracker = core.tracker().clone();
+    let (core, store) = (Arc::clone(core), Arc::clone(store));
+    let waiting = async move {
+        let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
+        let mut changes = core.watch(job.id, JobStatus::Queued);
+        // Canceled while it waits: nothing more to do. A channel closed
+        // without an end tells nothing, and the wait goes on.
+        let ended = async {
+            if changes.wait_for(|s| s.is_terminal()).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => admit_again(&core, &store, job),
+            () = ended => {}
+            () = core.aborted().cancelled() => {
+                if !store.durable() {
+                    core.finish(job.id, 0, Outcome::failed(Failure::Interrupted)).await;
+                }
+            }
+        }
+    };
+    tracker.spawn(waiting);
+}
+
 /// Marks a job from this process's own lane running, and runs it.
-async fn run(core: &Core, store: &dyn LocalQueue, job: QueuedJob) {
+async fn run(core: &Arc<Core>, store: &Arc<dyn LocalQueue>, job: QueuedJob) {
     if core.aborted().is_cancelled() {
         // Past the drain deadline, what still waits is not sent. In a store
         // that outlives the process it stays queued for the next start (as
@@ -48,33 +105,71 @@ async fn run(core: &Core, store: &dyn LocalQueue, job: QueuedJob) {
         }
         return;
     }
-    match store.begin(job.id, SystemTime::now()).await {
-        Ok(Some(attempt)) => run_begun(core, job, attempt).await,
+    let attempt = match store.begin(job.id, SystemTime::now()).await {
+        Ok(Some(attempt)) => attempt,
         // Canceled while it waited.
-        Ok(None) => {}
+        Ok(None) => return,
         // Not marked running, so not sent: it stays queued in the store.
-        Err(e) => tracing::error!(job = %job.id, error = %e, "could not start the job"),
+        Err(e) => {
+            tracing::error!(job = %job.id, error = %e, "could not start the job");
+            return;
+        }
+    };
+    // Kept for another try: its parts are shared, not copied.
+    let request = job.request.clone();
+    let Some(outcome) = self::attempt(core, job.id, &job.route, request, attempt).await else {
+        return;
+    };
+    let route = &job.route;
+    let again = retry::after(
+        &route.upstream.config,
+        &route.config,
+        &job.request.method,
+        attempt,
+        &outcome,
+    );
+    if let Some(wait) = again {
+        match store.retry(job.id, attempt, &wait).await {
+            Ok(true) => {
+                core.watches().announce(job.id, JobStatus::Queued);
+                tracing::info!(job = %job.id, route = %route.name, status = "queued", attempt, reason = wait.reason, "job to be tried again");
+                retry_later(core, store, job, wait.at);
+                return;
+            }
+            // Canceled meanwhile: its outcome is dropped below.
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(job = %job.id, error = %e, "could not queue the job again; it ends here")
+            }
+        }
     }
+    core.finish(job.id, attempt, outcome).await;
 }
 
-/// Runs a job the store has marked running as `attempt`.
-pub(super) async fn run_begun(core: &Core, job: QueuedJob, attempt: u32) {
-    let QueuedJob { id, route, request } = job;
+/// Sends a job the store has marked running as `attempt`: how it ended, or
+/// `None` when it was canceled or its lease lost meanwhile.
+pub(super) async fn attempt(
+    core: &Core,
+    id: JobId,
+    route: &Route,
+    request: BackendRequest,
+    attempt: u32,
+) -> Option<Outcome> {
     core.watches().announce(id, JobStatus::Running);
     tracing::info!(job = %id, route = %route.name, status = "running", attempt, "job");
     let live = core.running().register(id);
     let started = tokio::time::Instant::now();
     let outcome = tokio::select! {
         // Dropping the exchange future drops its connection: the backend sees the abort.
-        () = live.cancel.cancelled() => return,
+        () = live.cancel.cancelled() => return None,
         () = core.aborted().cancelled() => Outcome::failed(Failure::Interrupted),
-        () = keep_lease(core, id, attempt) => return,
-        outcome = exchange(&route, request, &live.progress) => outcome,
+        () = keep_lease(core, id, attempt) => return None,
+        outcome = exchange(route, request, &live.progress) => outcome,
     };
     if outcome.failure != Some(Failure::Interrupted) {
         route.stats.record(started.elapsed());
     }
-    core.finish(id, attempt, outcome).await;
+    Some(outcome)
 }
 
 /// Renews a shared job's lease until it is lost, which ends the job here:

@@ -29,7 +29,7 @@ pub(crate) enum Store {
 }
 
 use super::id::JobId;
-use super::model::{BackendRequest, Job, JobStatus, Outcome, Replay};
+use super::model::{BackendRequest, Job, JobStatus, Outcome, Replay, RetryWait};
 
 use crate::webhook::{Delivery, Webhook};
 
@@ -157,6 +157,10 @@ pub(crate) trait LocalQueue: Send + Sync {
     /// canceled while it waited.
     async fn begin(&self, id: JobId, at: SystemTime) -> Result<Option<u32>, StoreError>;
 
+    /// Running → queued again, to be tried at `wait.at`, if `attempt` is
+    /// still the job's try; false when it was canceled meanwhile.
+    async fn retry(&self, id: JobId, attempt: u32, wait: &RetryWait) -> Result<bool, StoreError>;
+
     /// Whether its jobs outlive the process: a drain's deadline then leaves
     /// queued jobs queued for the next start instead of failing them.
     fn durable(&self) -> bool;
@@ -179,6 +183,8 @@ pub(crate) struct Requeued {
     pub(crate) id: JobId,
     pub(crate) route: String,
     pub(crate) request: BackendRequest,
+    /// When it waits to be tried again.
+    pub(crate) not_before: Option<SystemTime>,
 }
 
 /// A job this replica took from the shared queue and started, and what

@@ -182,6 +182,24 @@ fn upstream_urls() {
 }
 
 #[test]
+fn retries() {
+    refused(
+        &format!("{UPSTREAM}retry_backoff = \"10s\"\nretry_backoff_max = \"1s\"\n"),
+        "4: upstreams.u.retry_backoff_max",
+        "must not be below retry_backoff",
+    );
+    refused(
+        &format!("[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\n{UPSTREAM}retries = 1\n"),
+        "6: upstreams.u.retries",
+        "the Redis store does not retry",
+    );
+    parse(&format!(
+        "{UPSTREAM}retries = 3\nretry_backoff = \"100ms\"\n"
+    ))
+    .unwrap();
+}
+
+#[test]
 fn route_names_paths_and_upstreams() {
     refused(
         "[[routes]]\nname = \"r\"\npath = \"/x\"\nupstream = \"ghost\"\n",

@@ -23,7 +23,7 @@ use super::{
 use crate::config::{DiskConfig, StoreConfig};
 use crate::defaults;
 use crate::jobs::id::{IdShards, JobId};
-use crate::jobs::model::{Job, JobStatus, Outcome, Replay, StoredResponse};
+use crate::jobs::model::{Job, JobStatus, Outcome, Replay, RetryWait, StoredResponse};
 use crate::sync::lock;
 use crate::webhook::{Delivery, Webhook};
 use finished::FinishedJobs;
@@ -445,6 +445,8 @@ impl LocalQueue for DiskStore {
                 if record.status() != Some(JobStatus::Queued) {
                     return Ok(None);
                 }
+                record.retry_at = None;
+                record.retry_reason = None;
                 record.status = JobStatus::Running.as_str().to_owned();
                 record.started = Some(started);
                 record.attempts += 1;
@@ -458,6 +460,33 @@ impl LocalQueue for DiskStore {
             }
         }
         Ok(attempt)
+    }
+
+    async fn retry(&self, id: JobId, attempt: u32, wait: &RetryWait) -> Result<bool, StoreError> {
+        let (at, reason) = (millis_of(wait.at), wait.reason.clone());
+        let waiting = self
+            .inner
+            .writer
+            .write(move |t| {
+                let Some(mut record) = t.record(id)? else {
+                    return Ok(false);
+                };
+                if record.status() != Some(JobStatus::Running) || record.attempts != attempt {
+                    return Ok(false);
+                }
+                record.status = JobStatus::Queued.as_str().to_owned();
+                record.retry_at = Some(at);
+                record.retry_reason = Some(reason);
+                t.put(id, &record)?;
+                Ok(true)
+            })
+            .await?;
+        if waiting {
+            if let Some(job) = self.inner.active.lock(id).get_mut(&id) {
+                job.wait_for_retry(wait.clone());
+            }
+        }
+        Ok(waiting)
     }
 
     fn durable(&self) -> bool {

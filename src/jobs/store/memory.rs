@@ -17,7 +17,7 @@ use super::{
 use crate::config::StoreConfig;
 use crate::defaults;
 use crate::jobs::id::{IdHash, IdShards, JobId};
-use crate::jobs::model::{Job, JobStatus, Outcome, Replay, StoredResponse};
+use crate::jobs::model::{Job, JobStatus, Outcome, Replay, RetryWait, StoredResponse};
 use crate::sync::lock;
 use crate::webhook::{Delivery, Webhook};
 
@@ -145,6 +145,18 @@ impl LocalQueue for MemoryStore {
                 a.job.begin(at);
                 a.job.attempts
             }))
+    }
+
+    async fn retry(&self, id: JobId, attempt: u32, wait: &RetryWait) -> Result<bool, StoreError> {
+        let mut active = self.inner.active.lock(id);
+        let Some(a) = active
+            .get_mut(&id)
+            .filter(|a| a.job.status == JobStatus::Running && a.job.attempts == attempt)
+        else {
+            return Ok(false);
+        };
+        a.job.wait_for_retry(wait.clone());
+        Ok(true)
     }
 
     fn durable(&self) -> bool {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::callback::target::Target;
 use crate::header_block::HeaderBlock;
 use crate::jobs::id::JobId;
-use crate::jobs::model::{BackendRequest, Failure, Job, JobStatus, ResponseSummary};
+use crate::jobs::model::{BackendRequest, Failure, Job, JobStatus, ResponseSummary, RetryWait};
 use crate::jobs::owner::Owner;
 use crate::jobs::store::StoreError;
 use crate::webhook::{Delivery, DeliveryState, Webhook};
@@ -40,6 +40,9 @@ pub(super) struct Record {
     pub(super) expires: Option<u64>,
     /// Bytes charged to the budget for it.
     pub(super) charged: u64,
+    /// While it waits to be tried again: when, and why.
+    pub(super) retry_at: Option<u64>,
+    pub(super) retry_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -124,6 +127,8 @@ impl Record {
             response: None,
             expires: None,
             charged,
+            retry_at: None,
+            retry_reason: None,
         }
     }
 
@@ -165,6 +170,10 @@ impl Record {
             .map(|f| Failure::parse(f).ok_or_else(|| corrupt("failure")))
             .transpose()?;
         job.owner = self.owner.map(Owner::from_digest);
+        job.retry = self.retry_at.map(|at| RetryWait {
+            at: time_of(at),
+            reason: self.retry_reason.clone().unwrap_or_default(),
+        });
         if let Some(hook) = &self.hook {
             let target = Target::restore(&hook.url).ok_or_else(|| corrupt("webhook url"))?;
             let delivery = Delivery {

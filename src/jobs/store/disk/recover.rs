@@ -84,6 +84,7 @@ pub(super) fn recover(
                     id,
                     route: record.route.clone(),
                     request,
+                    not_before: record.retry_at.map(super::record::time_of),
                 },
             ));
             active.lock(id).insert(id, job);
