@@ -330,6 +330,40 @@ async fn a_job_waiting_to_be_tried_again_is_tried_after_a_crash() {
 }
 
 #[tokio::test]
+async fn a_crash_while_a_large_result_arrives_leaves_no_partial_result() {
+    let backend = Backend::start().await;
+    let store = TempDir::new();
+    let text = disk_config(&store.0, &backend, "", "");
+    let client = Client::default();
+    let gw = Gateway::start(&text).await;
+    // Half of a 1 MB answer arrives, then the backend holds the rest.
+    let post = client.post(&gw.url("/stream/1000000"), "").await;
+    let url = post.header("location").to_owned();
+    poll_until(10, "half the result to arrive", async || {
+        let doc = client.get(&gw.url(&url)).await.json();
+        (doc["progress"]["percent"] == 50).then_some(())
+    })
+    .await;
+    gw.crash().await;
+
+    let gw = Gateway::start(&text).await;
+    let doc = client.wait_finished(&gw.url(&url)).await;
+    assert_eq!(
+        doc["error"]["type"], "urn:asyncgate:problem:job-lost",
+        "{doc:#}"
+    );
+    client
+        .get(&gw.url(&format!("{url}/result")))
+        .await
+        .assert_problem(502, "job-lost");
+    let files: Vec<_> = std::fs::read_dir(store.0.join("results"))
+        .unwrap()
+        .collect();
+    assert!(files.is_empty(), "no partial result file: {files:?}");
+    backend.release(1);
+}
+
+#[tokio::test]
 async fn a_second_gateway_on_the_same_store_refuses_to_start() {
     let backend = Backend::start().await;
     let store = TempDir::new();
