@@ -137,11 +137,12 @@ impl JobStore for DiskStore {
         let charged = defaults::JOB_RECORD_BYTES + new.request.size();
         let id = new.job.id;
         let record = Record::queued(&new.job, new.request, new.resend_on_loss, charged);
+        let created = record.created;
         let body = new.request.body.clone();
         let claim = new.idempotency;
         let max = inner.max_bytes;
         let claim_until = millis_of(SystemTime::now() + inner.result_ttl + inner.tombstone_ttl);
-        let created = inner
+        let outcome = inner
             .writer
             .write(move |t| {
                 let k = key(id);
@@ -187,16 +188,17 @@ impl JobStore for DiskStore {
                         .map_err(unavailable)?;
                 }
                 t.put(id, &record)?;
-                t.bodies.insert(&k, &body[..]).map_err(unavailable)?;
-                t.active.insert(&k, ()).map_err(unavailable)?;
+                t.requests
+                    .insert((created, &k), &body[..])
+                    .map_err(unavailable)?;
                 t.used += charge;
                 Ok(Ok(Created::Recorded))
             })
             .await??;
-        if created == Created::Recorded {
+        if outcome == Created::Recorded {
             inner.active.lock(id).insert(id, new.job);
         }
-        Ok(created)
+        Ok(outcome)
     }
 
     async fn get(&self, id: JobId) -> Result<Lookup<Job>, StoreError> {
@@ -270,11 +272,7 @@ impl JobStore for DiskStore {
         let finished = inner
             .writer
             .write(move |t| {
-                let k = key(id);
-                if t.active.get(&k).map_err(unavailable)?.is_none() {
-                    return Ok(false);
-                }
-                let Some(mut record) = t.record(id)? else {
+                let Some(mut record) = t.record(id).map(|r| r.filter(Record::is_active))? else {
                     return Ok(false);
                 };
                 finish_record(
@@ -366,8 +364,11 @@ impl JobStore for DiskStore {
                     return Ok(());
                 };
                 t.jobs.remove(&k).map_err(unavailable)?;
-                t.bodies.remove(&k).map_err(unavailable)?;
-                t.active.remove(&k).map_err(unavailable)?;
+                if record.request.is_some() {
+                    t.requests
+                        .remove((record.created, &k))
+                        .map_err(unavailable)?;
+                }
                 t.hooks.remove(&k).map_err(unavailable)?;
                 if let Some(at) = record.expires {
                     t.expiry.remove((at, &k)).map_err(unavailable)?;

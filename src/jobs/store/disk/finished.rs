@@ -12,7 +12,7 @@ use redb::{Database, ReadableDatabase};
 
 use super::record::{self, millis_of, Record};
 use super::writer::{key, unavailable};
-use super::writer::{BODIES, GONE, JOBS};
+use super::writer::{GONE, JOBS};
 use crate::body::ReplayBody;
 use crate::config::StoreConfig;
 use crate::header_block::HeaderBlock;
@@ -69,7 +69,7 @@ impl FinishedJobs {
     }
 
     /// A finished job's record, read from the database.
-    fn read(&self, id: JobId) -> Result<Lookup<(Record, Option<Bytes>)>, StoreError> {
+    fn read(&self, id: JobId) -> Result<Lookup<Record>, StoreError> {
         let k = key(id);
         let txn = self.db.begin_read().map_err(unavailable)?;
         let jobs = txn.open_table(JOBS).map_err(unavailable)?;
@@ -81,12 +81,7 @@ impl FinishedJobs {
             if expired {
                 return Ok(Lookup::Gone);
             }
-            let bodies = txn.open_table(BODIES).map_err(unavailable)?;
-            let body = bodies
-                .get(&k)
-                .map_err(unavailable)?
-                .map(|v| Bytes::copy_from_slice(v.value()));
-            return Ok(Lookup::Found((record, body)));
+            return Ok(Lookup::Found(record));
         }
         let gone = txn.open_table(GONE).map_err(unavailable)?;
         let until = gone.get(&k).map_err(unavailable)?.map(|v| v.value());
@@ -104,7 +99,7 @@ impl FinishedJobs {
                 Lookup::Gone
             });
         }
-        let (record, body) = match self.read(id)? {
+        let record = match self.read(id)? {
             Lookup::Found(found) => found,
             Lookup::Gone => return Ok(Lookup::Gone),
             Lookup::Missing => return Ok(Lookup::Missing),
@@ -129,7 +124,7 @@ impl FinishedJobs {
                 body: if r.in_file {
                     None
                 } else {
-                    Some(body.unwrap_or_default())
+                    Some(Bytes::from(r.body.unwrap_or_default()))
                 },
                 bytes: r.bytes,
             }),

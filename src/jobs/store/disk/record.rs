@@ -56,8 +56,10 @@ pub(super) struct ResponseRecord {
     pub(super) status: u16,
     pub(super) headers: Vec<u8>,
     pub(super) bytes: u64,
-    /// Its body is in a file of its own rather than beside the record.
+    /// Its body is in a file of its own rather than here.
     pub(super) in_file: bool,
+    /// The body when it is small enough to live in the record.
+    pub(super) body: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

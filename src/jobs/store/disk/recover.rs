@@ -40,16 +40,21 @@ pub(super) fn recover(
     let used = {
         let used = txn.open_table(META)?.get("used")?.map_or(0, |v| v.value());
         let mut tables = Tables::open(&txn, used)?;
-        let ids: Vec<[u8; 16]> = tables
-            .active
+        // Oldest first: the order they were accepted in.
+        let requests: Vec<(u64, [u8; 16], Bytes)> = tables
+            .requests
             .iter()?
-            .map(|entry| entry.map(|(k, _)| *k.value()))
+            .map(|entry| {
+                entry.map(|(k, v)| {
+                    let (created, id) = k.value();
+                    (created, *id, Bytes::copy_from_slice(v.value()))
+                })
+            })
             .collect::<Result<_, _>>()?;
-        let mut queued = Vec::new();
-        for k in ids {
+        for (created, k, body) in requests {
             let id = JobId::from_bytes(k);
             let Some(bytes) = tables.jobs.get(&k)?.map(|v| v.value().to_vec()) else {
-                tables.active.remove(&k)?;
+                tables.requests.remove((created, &k))?;
                 continue;
             };
             let mut record = Record::decode(id, &bytes).map_err(Recovery::Record)?;
@@ -72,25 +77,16 @@ pub(super) fn recover(
                     continue;
                 }
             }
-            let body = tables
-                .bodies
-                .get(&k)?
-                .map_or_else(Bytes::new, |v| Bytes::copy_from_slice(v.value()));
             let request = record.request(id, body).map_err(Recovery::Record)?;
             let job = record.job(id).map_err(Recovery::Record)?;
-            queued.push((
-                record.created,
-                Requeued {
-                    id,
-                    route: record.route.clone(),
-                    request,
-                    not_before: record.retry_at.map(super::record::time_of),
-                },
-            ));
+            recovered.queued.push(Requeued {
+                id,
+                route: record.route.clone(),
+                request,
+                not_before: record.retry_at.map(super::record::time_of),
+            });
             active.lock(id).insert(id, job);
         }
-        queued.sort_by_key(|(created, _)| *created);
-        recovered.queued = queued.into_iter().map(|(_, q)| q).collect();
         let hooks: Vec<[u8; 16]> = tables
             .hooks
             .iter()?

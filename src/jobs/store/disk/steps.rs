@@ -28,6 +28,7 @@ pub(super) fn finish_record(
     result_ttl: Duration,
 ) -> Result<(), StoreError> {
     let k = key(id);
+    let was_active = record.request.is_some();
     let expires = millis_of(outcome.finished_at + result_ttl);
     let charged =
         defaults::JOB_RECORD_BYTES + outcome.response.as_ref().map_or(0, StoredResponse::size);
@@ -39,18 +40,19 @@ pub(super) fn finish_record(
         headers: r.headers.as_bytes().to_vec(),
         bytes: r.body.len() as u64,
         in_file: body_inline.is_none(),
+        body: body_inline.map(<[u8]>::to_vec),
     });
     record.request = None;
     record.expires = Some(expires);
     tables.used = tables.used.saturating_sub(record.charged) + charged;
     record.charged = charged;
     tables.put(id, record)?;
-    match body_inline {
-        Some(body) => tables.bodies.insert(&k, body).map(drop),
-        None => tables.bodies.remove(&k).map(drop),
+    if was_active {
+        tables
+            .requests
+            .remove((record.created, &k))
+            .map_err(unavailable)?;
     }
-    .map_err(unavailable)?;
-    tables.active.remove(&k).map_err(unavailable)?;
     tables
         .expiry
         .insert((expires, &k), EXPIRES_RESULT)
@@ -71,7 +73,6 @@ pub(super) fn bury(
 ) -> Result<(), StoreError> {
     let k = key(id);
     tables.jobs.remove(&k).map_err(unavailable)?;
-    tables.bodies.remove(&k).map_err(unavailable)?;
     tables.hooks.remove(&k).map_err(unavailable)?;
     if let Some(expires) = record.expires {
         tables.expiry.remove((expires, &k)).map_err(unavailable)?;

@@ -14,11 +14,13 @@ use crate::jobs::id::JobId;
 use crate::jobs::store::StoreError;
 
 pub(super) const JOBS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("jobs");
-/// A queued job's request body, then a finished job's response body when
-/// it is small enough to live beside its record.
-pub(super) const BODIES: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("bodies");
-/// Queued and running jobs: what a restart must carry on with.
-pub(super) const ACTIVE: TableDefinition<&[u8; 16], ()> = TableDefinition::new("active");
+/// (created, job) -> request body, for queued and running jobs: what a
+/// restart must carry on with, oldest first. Keyed by time, so what a
+/// commit adds lands at the end of the tree and what it removes near its
+/// start, a few pages for many jobs, where ids (random) would dirty a page
+/// each.
+pub(super) const REQUESTS: TableDefinition<(u64, &[u8; 16]), &[u8]> =
+    TableDefinition::new("requests");
 /// Tombstones, and when each expires.
 pub(super) const GONE: TableDefinition<&[u8; 16], u64> = TableDefinition::new("gone");
 /// Idempotency scope -> holder's id, request fingerprint, expiry.
@@ -42,8 +44,7 @@ const MAX_BATCH: usize = 1024;
 /// Every table, open in one write transaction, and the budget's count.
 pub(super) struct Tables<'t> {
     pub(super) jobs: Table<'t, &'static [u8; 16], &'static [u8]>,
-    pub(super) bodies: Table<'t, &'static [u8; 16], &'static [u8]>,
-    pub(super) active: Table<'t, &'static [u8; 16], ()>,
+    pub(super) requests: Table<'t, (u64, &'static [u8; 16]), &'static [u8]>,
     pub(super) gone: Table<'t, &'static [u8; 16], u64>,
     pub(super) claims: Table<'t, &'static [u8; 32], &'static [u8]>,
     pub(super) expiry: Table<'t, (u64, &'static [u8; 16]), u8>,
@@ -59,8 +60,7 @@ impl<'t> Tables<'t> {
     pub(super) fn open(txn: &'t WriteTransaction, used: u64) -> Result<Tables<'t>, redb::Error> {
         Ok(Tables {
             jobs: txn.open_table(JOBS)?,
-            bodies: txn.open_table(BODIES)?,
-            active: txn.open_table(ACTIVE)?,
+            requests: txn.open_table(REQUESTS)?,
             gone: txn.open_table(GONE)?,
             claims: txn.open_table(CLAIMS)?,
             expiry: txn.open_table(EXPIRY)?,
