@@ -287,6 +287,10 @@ impl JobStore for DiskStore {
             })
             .await?;
         if !finished {
+            // Canceled meanwhile: the file written for its result is nobody's.
+            if large {
+                let _ = std::fs::remove_file(inner.results.join(id.to_string()));
+            }
             return Ok(None);
         }
         let Some(mut job) = self.inner.active.lock(id).remove(&id) else {
