@@ -2,6 +2,7 @@
 //! sees an `Option` that should have been a default or a string that should
 //! have been a duration.
 
+mod cx;
 mod directory;
 mod error;
 mod raw;
@@ -21,8 +22,8 @@ use crate::callback::signature::Secret;
 use crate::callback::target::{AddressPolicy, HostPattern, Target};
 use crate::defaults;
 use crate::route_table::RouteTable;
+use cx::Cx;
 use raw::RawConfig;
-use validate::Cx;
 
 #[derive(Debug)]
 pub struct Config {

@@ -1,14 +1,14 @@
 //! Validation: the raw TOML structs checked, key by key, into the typed
 //! config. Every refusal names the file, the line and the key.
 
-use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use http::uri::Scheme;
 use http::{Method, Uri};
 use toml::Spanned;
 
+use super::cx::Cx;
 use super::raw::{RawConfig, RawRoute, RawServer, RawStore, RawUpstream, RawWebhooks};
 use super::{
     Config, ConfigError, DiskConfig, Mode, RedisConfig, RouteConfig, ServerConfig, StoreConfig,
@@ -19,17 +19,7 @@ use crate::callback::target::{AddressPolicy, HostPattern, Target};
 use crate::defaults;
 use crate::route_table::{Pattern, RouteTable};
 
-/// What validation needs to point at the source.
-pub(super) struct Cx<'a> {
-    pub(super) path: &'a Path,
-    pub(super) src: &'a str,
-}
-
 impl Cx<'_> {
-    pub(super) fn err(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
-        ConfigError::at(self.path, self.src, span, message)
-    }
-
     pub(super) fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let server = self.server(raw.server)?;
         let store = self.store(raw.store)?;
@@ -575,50 +565,6 @@ impl Cx<'_> {
             return Err(self.err(span, "a passthrough route makes no jobs to call back about"));
         }
         Ok((hosts, url))
-    }
-
-    fn duration(
-        &self,
-        value: Option<&Spanned<String>>,
-        default: Duration,
-    ) -> Result<Duration, ConfigError> {
-        let Some(s) = value else { return Ok(default) };
-        let d = humantime::parse_duration(s.get_ref()).map_err(|e| {
-            self.err(
-                s.span(),
-                format!("`{}` is not a duration like 30s or 15m: {e}", s.get_ref()),
-            )
-        })?;
-        if d.is_zero() {
-            return Err(self.err(s.span(), "must be longer than zero"));
-        }
-        Ok(d)
-    }
-
-    fn size(&self, value: Option<&Spanned<String>>, default: u64) -> Result<u64, ConfigError> {
-        let Some(s) = value else { return Ok(default) };
-        let size: bytesize::ByteSize = s.get_ref().parse().map_err(|e| {
-            self.err(
-                s.span(),
-                format!("`{}` is not a size like 512KiB or 10MiB: {e}", s.get_ref()),
-            )
-        })?;
-        if size.as_u64() == 0 {
-            return Err(self.err(s.span(), "must be larger than zero"));
-        }
-        Ok(size.as_u64())
-    }
-
-    fn positive(
-        &self,
-        value: Option<Spanned<usize>>,
-        default: usize,
-    ) -> Result<usize, ConfigError> {
-        match value {
-            None => Ok(default),
-            Some(v) if *v.get_ref() == 0 => Err(self.err(v.span(), "must be at least 1")),
-            Some(v) => Ok(v.into_inner()),
-        }
     }
 }
 

@@ -1,0 +1,70 @@
+//! What validation needs to point at the source, and how it reads the
+//! values every section has: durations, sizes, counts.
+
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::ConfigError;
+
+/// What validation needs to point at the source.
+pub(super) struct Cx<'a> {
+    pub(super) path: &'a Path,
+    pub(super) src: &'a str,
+}
+
+impl Cx<'_> {
+    pub(super) fn err(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+        ConfigError::at(self.path, self.src, span, message)
+    }
+
+    pub(super) fn duration(
+        &self,
+        value: Option<&Spanned<String>>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let Some(s) = value else { return Ok(default) };
+        let d = humantime::parse_duration(s.get_ref()).map_err(|e| {
+            self.err(
+                s.span(),
+                format!("`{}` is not a duration like 30s or 15m: {e}", s.get_ref()),
+            )
+        })?;
+        if d.is_zero() {
+            return Err(self.err(s.span(), "must be longer than zero"));
+        }
+        Ok(d)
+    }
+
+    pub(super) fn size(
+        &self,
+        value: Option<&Spanned<String>>,
+        default: u64,
+    ) -> Result<u64, ConfigError> {
+        let Some(s) = value else { return Ok(default) };
+        let size: bytesize::ByteSize = s.get_ref().parse().map_err(|e| {
+            self.err(
+                s.span(),
+                format!("`{}` is not a size like 512KiB or 10MiB: {e}", s.get_ref()),
+            )
+        })?;
+        if size.as_u64() == 0 {
+            return Err(self.err(s.span(), "must be larger than zero"));
+        }
+        Ok(size.as_u64())
+    }
+
+    pub(super) fn positive(
+        &self,
+        value: Option<Spanned<usize>>,
+        default: usize,
+    ) -> Result<usize, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(v) if *v.get_ref() == 0 => Err(self.err(v.span(), "must be at least 1")),
+            Some(v) => Ok(v.into_inner()),
+        }
+    }
+}
