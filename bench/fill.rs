@@ -1,8 +1,8 @@
-//! Submits exactly COUNT requests (POST, 1 KiB body) with CONCURRENCY
-//! connections and reports how they were answered: what wrk cannot do,
-//! since it always runs for a fixed duration.
+//! Submits exactly COUNT requests (POST, a body of BYTES, 1 KiB unless
+//! given) with CONCURRENCY connections and reports how they were answered:
+//! what wrk cannot do, since it always runs for a fixed duration.
 //!
-//! `cargo run --release --example bench-fill -- URL COUNT CONCURRENCY`
+//! `cargo run --release --example bench-fill -- URL COUNT CONCURRENCY [BYTES]`
 //! prints `FILL <2xx> <503> <other> <seconds>`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,16 +18,21 @@ use hyper_util::rt::TokioExecutor;
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let [_, url, count, concurrency] = args.as_slice() else {
-        eprintln!("usage: bench-fill URL COUNT CONCURRENCY");
-        std::process::exit(2);
+    let (url, count, concurrency, bytes) = match args.as_slice() {
+        [_, url, count, concurrency] => (url, count, concurrency, "1024"),
+        [_, url, count, concurrency, bytes] => (url, count, concurrency, bytes.as_str()),
+        _ => {
+            eprintln!("usage: bench-fill URL COUNT CONCURRENCY [BYTES]");
+            std::process::exit(2);
+        }
     };
     let count: u64 = count.parse().expect("COUNT is a number");
     let concurrency: u64 = concurrency.parse().expect("CONCURRENCY is a number");
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(concurrency as usize)
         .build_http();
-    let body = Bytes::from(vec![b'x'; 1024]);
+    let bytes: usize = bytes.parse().expect("BYTES is a number");
+    let body = Bytes::from(vec![b'x'; bytes]);
     let next = Arc::new(AtomicU64::new(0));
     let tallies = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
     let started = Instant::now();

@@ -221,6 +221,29 @@ for n in 10000 100000 "$FILL"; do
 done
 per_job() { awk -v a="${MEM[0]}" -v b="${MEM[$1]}" -v n="$1" 'BEGIN {printf "%.0f", (b - a) * 1024 / n - 1024}'; }
 
+echo "== disk store at scale ($FILL jobs, then 2 GiB of 1 MiB results)" >&2
+sed -e "s|^kind = \"memory\"|kind = \"disk\"\npath = \"$WORK/disk-scale\"|" \
+  -e 's/^max_bytes = .*/max_bytes = "64GiB"/' "$BENCH_DIR/asyncgate.toml" >"$WORK/disk-scale.toml"
+start_gateway "$WORK/disk-scale.toml"
+DISK_RSS0=$(rss_kib "$GATEWAY_PID")
+fill "$FILL"
+DISK_RSS=$(rss_kib "$GATEWAY_PID")
+DISK_BYTES=$(du -sb "$WORK/disk-scale" | awk '{print $1}')
+echo "disk store, $FILL jobs: RSS $DISK_RSS KiB, $DISK_BYTES bytes on disk" >&2
+# A crash, then the time until the gateway answers again (recovery runs
+# before it listens).
+kill -9 "$GATEWAY_PID"; wait "$GATEWAY_PID" 2>/dev/null || true; GATEWAY_PID=
+t0=$(date +%s.%N)
+start_gateway "$WORK/disk-scale.toml"
+DISK_RESTART=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b - a}')
+echo "restart with $FILL jobs stored: answering after ${DISK_RESTART}s" >&2
+before=$(posts)
+large=$("$FILL_BIN" "http://$GATEWAY/jobs/large" 2048 8 1048576 | awk '{print $2}')
+while [ "$(posts)" -lt $((before + large)) ]; do sleep 0.1; done
+sleep 1
+DISK_LARGE_RSS=$(rss_kib "$GATEWAY_PID")
+echo "RSS with $large results of 1 MiB stored besides: $DISK_LARGE_RSS KiB" >&2
+
 echo "== budget holds (max_bytes = 256MiB, $FILL submissions)" >&2
 sed 's/^max_bytes = .*/max_bytes = "256MiB"/' "$BENCH_DIR/asyncgate.toml" >"$WORK/budget.toml"
 start_gateway "$WORK/budget.toml"
@@ -302,6 +325,12 @@ row() { printf '| %s | %.0f | %s | %s | %s | %.2f |\n' "$1" "${R[$2,3]}" "${R[$2
   echo
   echo "- \`202\`s per second: $(ratio "${R[disk_submit,3]}" "${R[submit,3]}") × the memory store's rate"
   echo "- jobs completed end to end: **$DISK_E2E jobs/s**, $(ratio "$DISK_E2E" "$E2E") × the memory store's rate"
+  echo "- $FILL jobs stored (1 KiB requests and results): RSS $(awk -v k="$DISK_RSS" 'BEGIN {printf "%.1f", k / 1024}') MiB" \
+    "(from $(awk -v k="$DISK_RSS0" 'BEGIN {printf "%.1f", k / 1024}') MiB empty)," \
+    "$(awk -v b="$DISK_BYTES" -v n="$FILL" 'BEGIN {printf "%.0f", b / n}') bytes on disk per job"
+  echo "- restart after \`kill -9\` with them stored: answering again after ${DISK_RESTART} s"
+  echo "- with 2 GiB of 1 MiB results stored besides: RSS $(awk -v k="$DISK_LARGE_RSS" 'BEGIN {printf "%.1f", k / 1024}') MiB" \
+    "(the cache's bound: 64 MiB)"
   echo
   echo "## Memory (1 KiB request bodies, 1 KiB results)"
   echo

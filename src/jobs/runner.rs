@@ -82,27 +82,27 @@ pub(super) fn retry_later(
         tokio::select! {
             () = tokio::time::sleep(wait) => admit_again(&core, &store, job),
             () = ended => {}
-            () = core.aborted().cancelled() => {
-                if !store.durable() {
-                    core.finish(job.id, 0, Outcome::failed(Failure::Interrupted)).await;
-                }
-            }
+            () = core.aborted().cancelled() => left_behind(&core, &*store, job.id).await,
         }
     };
     tracker.spawn(waiting);
 }
 
+/// A job still waiting when the drain deadline passes is not sent. In a
+/// store that outlives the process it stays queued for the next start (as
+/// it would in a shared queue for another replica); otherwise it fails now
+/// rather than vanish.
+async fn left_behind(core: &Core, store: &dyn LocalQueue, id: JobId) {
+    if !store.durable() {
+        core.finish(id, 0, Outcome::failed(Failure::Interrupted))
+            .await;
+    }
+}
+
 /// Marks a job from this process's own lane running, and runs it.
 async fn run(core: &Arc<Core>, store: &Arc<dyn LocalQueue>, job: QueuedJob) {
     if core.aborted().is_cancelled() {
-        // Past the drain deadline, what still waits is not sent. In a store
-        // that outlives the process it stays queued for the next start (as
-        // it would in a shared queue for another replica); otherwise it
-        // fails now rather than vanish.
-        if !store.durable() {
-            core.finish(job.id, 0, Outcome::failed(Failure::Interrupted))
-                .await;
-        }
+        left_behind(core, &**store, job.id).await;
         return;
     }
     let attempt = match store.begin(job.id, SystemTime::now()).await {

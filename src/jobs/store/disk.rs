@@ -74,7 +74,10 @@ impl DiskStore {
         let results = dir.join("results");
         std::fs::create_dir_all(&results).map_err(|e| OpenError::Directory(dir.clone(), e))?;
         let file = dir.join("jobs.redb");
-        let db = match Database::create(&file) {
+        // `cache_bytes` bounds both caches: half for the database's pages
+        // (redb's own default is a gigabyte), half for recent results.
+        let half = usize::try_from(disk.cache_bytes / 2).unwrap_or(usize::MAX);
+        let db = match Database::builder().set_cache_size(half).create(&file) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(OpenError::InUse(dir.clone()))
@@ -89,8 +92,12 @@ impl DiskStore {
             })?;
         let writer = Writer::start(Arc::clone(&db), used)
             .map_err(|e| OpenError::Directory(dir.clone(), e))?;
-        let finished =
-            FinishedJobs::new(Arc::clone(&db), results.clone(), config, disk.cache_bytes);
+        let finished = FinishedJobs::new(
+            Arc::clone(&db),
+            results.clone(),
+            config,
+            disk.cache_bytes / 2,
+        );
         let inner = Arc::new(Inner {
             writer,
             finished,
