@@ -135,6 +135,12 @@ submit_e2e() {
   RATE=$(awk -v n="$accepted" -v a="$t_start" -v b="$t_end" 'BEGIN {printf "%.0f", n / (b - a)}')
 }
 
+# half_rate_delay RATE: the pause per connection (ms) that offers half of
+# RATE requests per second over CONNS connections.
+half_rate_delay() {
+  awk -v c="$CONNS" -v r="$1" 'BEGIN {d = int(c * 1000 / (r / 2) + 0.5); print (d < 1) ? 1 : d}'
+}
+
 # finished_jobs URL FILE: submits 1000 jobs (1 KiB bodies), writes their
 # status paths to FILE and waits until the last has finished.
 finished_jobs() {
@@ -158,8 +164,7 @@ start_gateway "$BENCH_DIR/asyncgate.toml"
 submit_e2e submit "http://$GATEWAY/jobs/x" "$GATEWAY_PID"
 E2E=$RATE
 # Half the maximum rate, offered by pausing each connection between requests.
-half=$(awk -v r="${R[submit,3]}" 'BEGIN {print r / 2}')
-delay_ms=$(awk -v c="$CONNS" -v h="$half" 'BEGIN {d = int(c * 1000 / h + 0.5); print (d < 1) ? 1 : d}')
+delay_ms=$(half_rate_delay "${R[submit,3]}")
 WRK_DELAY_MS=$delay_ms measure submit_half "http://$GATEWAY/jobs/x" post1k.lua "$GATEWAY_PID"
 
 echo "== poll" >&2
@@ -191,8 +196,7 @@ start_gateway "$WORK/disk.toml"
 submit_e2e disk_submit "http://$GATEWAY/jobs/d" "$GATEWAY_PID"
 DISK_E2E=$RATE
 # Half the disk store's own maximum rate.
-disk_half=$(awk -v r="${R[disk_submit,3]}" 'BEGIN {print r / 2}')
-disk_delay_ms=$(awk -v c="$CONNS" -v h="$disk_half" 'BEGIN {d = int(c * 1000 / h + 0.5); print (d < 1) ? 1 : d}')
+disk_delay_ms=$(half_rate_delay "${R[disk_submit,3]}")
 WRK_DELAY_MS=$disk_delay_ms measure disk_submit_half "http://$GATEWAY/jobs/d" post1k.lua "$GATEWAY_PID"
 finished_jobs "http://$GATEWAY/jobs/dp" "$WORK/disk-status.txt"
 POLL_URLS=$WORK/disk-status.txt measure disk_poll "http://$GATEWAY" poll.lua "$GATEWAY_PID"

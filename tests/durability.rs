@@ -24,6 +24,33 @@ fn disk_config(dir: &Path, backend: &Backend, upstream_extra: &str, route_extra:
     )
 }
 
+/// A backend, a store directory, a config over both (its text first
+/// `before`, then an upstream with `upstream_extra`), and a client: what a
+/// gateway needs to be started, crashed and started again.
+struct Setup {
+    backend: Backend,
+    store: TempDir,
+    text: String,
+    client: Client,
+}
+
+impl Setup {
+    async fn new(before: &str, upstream_extra: &str) -> Setup {
+        let backend = Backend::start().await;
+        let store = TempDir::new();
+        let text = format!(
+            "{before}{}",
+            disk_config(&store.0, &backend, upstream_extra, "")
+        );
+        Setup {
+            backend,
+            store,
+            text,
+            client: Client::default(),
+        }
+    }
+}
+
 struct Gateway {
     process: Running,
     addr: String,
@@ -58,10 +85,12 @@ fn sent(backend: &Backend, path: &str) -> usize {
 
 #[tokio::test]
 async fn queued_jobs_run_once_after_a_crash_and_a_running_post_fails_as_lost() {
-    let backend = Backend::start().await;
-    let store = TempDir::new();
-    let text = disk_config(&store.0, &backend, "max_concurrency = 1", "");
-    let client = Client::default();
+    let Setup {
+        backend,
+        store: _store,
+        text,
+        client,
+    } = Setup::new("", "max_concurrency = 1").await;
     let gw = Gateway::start(&text).await;
     let running = client.post(&gw.url("/hold/running"), "a").await;
     running.assert_status(202);
@@ -98,10 +127,12 @@ async fn queued_jobs_run_once_after_a_crash_and_a_running_post_fails_as_lost() {
 
 #[tokio::test]
 async fn a_running_idempotent_job_is_sent_again_after_a_crash() {
-    let backend = Backend::start().await;
-    let store = TempDir::new();
-    let text = disk_config(&store.0, &backend, "", "");
-    let client = Client::default();
+    let Setup {
+        backend,
+        store: _store,
+        text,
+        client,
+    } = Setup::new("", "").await;
     let gw = Gateway::start(&text).await;
     let put = client
         .send(Method::PUT, &gw.url("/hold/put"), &[], "idempotent")
@@ -122,10 +153,12 @@ async fn a_running_idempotent_job_is_sent_again_after_a_crash() {
 
 #[tokio::test]
 async fn results_tombstones_and_keys_survive_a_crash_byte_for_byte() {
-    let backend = Backend::start().await;
-    let store = TempDir::new();
-    let text = disk_config(&store.0, &backend, "", "");
-    let client = Client::default();
+    let Setup {
+        backend,
+        store: _store,
+        text,
+        client,
+    } = Setup::new("", "").await;
     let gw = Gateway::start(&text).await;
     // Small (beside its record) and large (in a file of its own).
     let small = client.post(&gw.url("/echo?status=201"), "small").await;
@@ -196,15 +229,12 @@ async fn results_tombstones_and_keys_survive_a_crash_byte_for_byte() {
 
 #[tokio::test]
 async fn every_accepted_submission_runs_exactly_once_across_a_crash() {
-    let backend = Backend::start().await;
-    let store = TempDir::new();
-    let text = disk_config(
-        &store.0,
-        &backend,
-        "max_concurrency = 4\nmax_queue = 1000",
-        "",
-    );
-    let client = Client::default();
+    let Setup {
+        backend,
+        store: _store,
+        text,
+        client,
+    } = Setup::new("", "max_concurrency = 4\nmax_queue = 1000").await;
     let gw = Gateway::start(&text).await;
     let (accepted_tx, mut accepted_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut tasks = Vec::new();
@@ -266,14 +296,13 @@ async fn every_accepted_submission_runs_exactly_once_across_a_crash() {
 
 #[tokio::test]
 async fn a_drain_past_its_deadline_fails_the_running_job_and_keeps_the_queued_one() {
-    let backend = Backend::start().await;
-    let store = TempDir::new();
     // Under the [server] table the harness opens.
-    let text = format!(
-        "drain_timeout = \"300ms\"\n{}",
-        disk_config(&store.0, &backend, "max_concurrency = 1", "")
-    );
-    let client = Client::default();
+    let Setup {
+        backend,
+        store: _store,
+        text,
+        client,
+    } = Setup::new("drain_timeout = \"300ms\"\n", "max_concurrency = 1").await;
     let mut gw = Gateway::start(&text).await;
     let running = client.post(&gw.url("/hold/a"), "").await;
     backend.started(1).await;
@@ -302,15 +331,12 @@ async fn a_drain_past_its_deadline_fails_the_running_job_and_keeps_the_queued_on
 
 #[tokio::test]
 async fn a_job_waiting_to_be_tried_again_is_tried_after_a_crash() {
-    let backend = Backend::start().await;
-    let store = TempDir::new();
-    let text = disk_config(
-        &store.0,
-        &backend,
-        "retries = 2\nretry_backoff = \"1s\"",
-        "",
-    );
-    let client = Client::default();
+    let Setup {
+        backend,
+        store: _store,
+        text,
+        client,
+    } = Setup::new("", "retries = 2\nretry_backoff = \"1s\"").await;
     let gw = Gateway::start(&text).await;
     let reply = client
         .send(Method::PUT, &gw.url("/flaky/1/again"), &[], "")
@@ -331,10 +357,12 @@ async fn a_job_waiting_to_be_tried_again_is_tried_after_a_crash() {
 
 #[tokio::test]
 async fn a_crash_while_a_large_result_arrives_leaves_no_partial_result() {
-    let backend = Backend::start().await;
-    let store = TempDir::new();
-    let text = disk_config(&store.0, &backend, "", "");
-    let client = Client::default();
+    let Setup {
+        backend,
+        store,
+        text,
+        client,
+    } = Setup::new("", "").await;
     let gw = Gateway::start(&text).await;
     // Half of a 1 MB answer arrives, then the backend holds the rest.
     let post = client.post(&gw.url("/stream/1000000"), "").await;
@@ -365,9 +393,11 @@ async fn a_crash_while_a_large_result_arrives_leaves_no_partial_result() {
 
 #[tokio::test]
 async fn a_second_gateway_on_the_same_store_refuses_to_start() {
-    let backend = Backend::start().await;
-    let store = TempDir::new();
-    let text = disk_config(&store.0, &backend, "", "");
+    let Setup {
+        store: _store,
+        text,
+        ..
+    } = Setup::new("", "").await;
     let _first = Gateway::start(&text).await;
     let mut second = Running::start(&text).await;
     assert_eq!(second.exit_code().await, 1);

@@ -23,7 +23,7 @@ use super::{
 use crate::config::{DiskConfig, StoreConfig};
 use crate::defaults;
 use crate::jobs::id::{IdShards, JobId};
-use crate::jobs::model::{Job, JobStatus, Outcome, Replay, RetryWait, StoredResponse};
+use crate::jobs::model::{Job, JobStatus, Outcome, Replay, RetryWait};
 use crate::sync::lock;
 use crate::webhook::{Delivery, Webhook};
 use finished::FinishedJobs;
@@ -260,21 +260,8 @@ impl JobStore for DiskStore {
                 .map_err(|e| StoreError::Unavailable(Box::new(e)))?
                 .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         }
-        let inline = outcome
-            .response
-            .as_ref()
-            .filter(|_| !large)
-            .map(|r| r.body.clone());
-        let step_outcome = Outcome {
-            status: outcome.status,
-            finished_at: outcome.finished_at,
-            failure: outcome.failure,
-            response: outcome.response.as_ref().map(|r| StoredResponse {
-                status: r.status,
-                headers: r.headers.clone(),
-                body: r.body.clone(),
-            }),
-        };
+        // Its parts are shared, not copied.
+        let step_outcome = outcome.clone();
         let result_ttl = inner.result_ttl;
         let finished = inner
             .writer
@@ -282,14 +269,7 @@ impl JobStore for DiskStore {
                 let Some(mut record) = t.record(id).map(|r| r.filter(Record::is_active))? else {
                     return Ok(false);
                 };
-                finish_record(
-                    t,
-                    id,
-                    &mut record,
-                    &step_outcome,
-                    inline.as_deref(),
-                    result_ttl,
-                )?;
+                finish_record(t, id, &mut record, &step_outcome, large, result_ttl)?;
                 Ok(true)
             })
             .await?;
@@ -328,7 +308,7 @@ impl JobStore for DiskStore {
                 };
                 if record.is_active() {
                     let canceled = Outcome::canceled();
-                    finish_record(t, id, &mut record, &canceled, Some(b""), result_ttl)?;
+                    finish_record(t, id, &mut record, &canceled, false, result_ttl)?;
                     return Ok(Lookup::Found(Cancel::Canceled(record.job(id)?)));
                 }
                 if record.expires.is_some_and(|at| at <= millis_of(now)) {

@@ -69,7 +69,7 @@ pub(super) fn recover(
                         id,
                         &mut record,
                         &outcome,
-                        None,
+                        false,
                         config.result_ttl,
                     )
                     .map_err(Recovery::Record)?;

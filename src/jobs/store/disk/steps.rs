@@ -17,14 +17,15 @@ use crate::jobs::store::StoreError;
 const SWEEP_BATCH: usize = 1000;
 
 /// Makes `record` the finished job `outcome` says, in the tables: its
-/// request goes, its (small) response body is kept beside it, its expiry is
-/// scheduled and, when a webhook is due, it is listed for a restart to send.
+/// request goes, its response body is kept in the record unless `in_file`,
+/// its expiry is scheduled and, when a webhook is due, it is listed for a
+/// restart to send.
 pub(super) fn finish_record(
     tables: &mut Tables<'_>,
     id: JobId,
     record: &mut Record,
     outcome: &Outcome,
-    body_inline: Option<&[u8]>,
+    in_file: bool,
     result_ttl: Duration,
 ) -> Result<(), StoreError> {
     let k = key(id);
@@ -39,8 +40,8 @@ pub(super) fn finish_record(
         status: r.status.as_u16(),
         headers: r.headers.as_bytes().to_vec(),
         bytes: r.body.len() as u64,
-        in_file: body_inline.is_none(),
-        body: body_inline.map(<[u8]>::to_vec),
+        in_file,
+        body: (!in_file).then(|| r.body.to_vec()),
     });
     record.request = None;
     record.expires = Some(expires);
