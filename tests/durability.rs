@@ -392,6 +392,54 @@ async fn a_crash_while_a_large_result_arrives_leaves_no_partial_result() {
 }
 
 #[tokio::test]
+async fn a_corrupt_record_is_a_503_for_its_job_alone() {
+    let Setup {
+        backend: _backend,
+        store,
+        text,
+        client,
+    } = Setup::new("", "").await;
+    let gw = Gateway::start(&text).await;
+    let spoiled = client.post(&gw.url("/echo/a"), "a").await;
+    let kept = client.post(&gw.url("/echo/b"), "b").await;
+    for reply in [&spoiled, &kept] {
+        client
+            .wait_status(&gw.url(reply.header("location")), "succeeded")
+            .await;
+    }
+    gw.crash().await;
+    // Garbage where one job's record was, written with the database's own
+    // library while no gateway holds it.
+    let id = spoiled.json()["id"]
+        .as_str()
+        .unwrap()
+        .parse::<uuid::Uuid>()
+        .unwrap();
+    {
+        const JOBS: redb::TableDefinition<&[u8; 16], &[u8]> = redb::TableDefinition::new("jobs");
+        let db = redb::Database::create(store.0.join("jobs.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(JOBS)
+            .unwrap()
+            .insert(id.as_bytes(), &b"\xff\xff\xff not a record"[..])
+            .unwrap();
+        txn.commit().unwrap();
+    }
+
+    let gw = Gateway::start(&text).await;
+    client
+        .get(&gw.url(spoiled.header("location")))
+        .await
+        .assert_problem(503, "store-unavailable");
+    let result = client
+        .get(&gw.url(&format!("{}/result", kept.header("location"))))
+        .await;
+    assert_eq!(result.body, "b", "the other job is served");
+    let still = client.post(&gw.url("/echo/c"), "c").await;
+    still.assert_status(202);
+}
+
+#[tokio::test]
 async fn a_second_gateway_on_the_same_store_refuses_to_start() {
     let Setup {
         store: _store,
