@@ -23,6 +23,7 @@ use crate::error::GatewayError;
 use crate::error_chain::Chain;
 use crate::jobs::store::{DiskStore, MemoryStore, OpenError, RedisStore, Store, StoreError};
 use crate::jobs::{DrainReport, Jobs};
+use crate::metrics::RouteMetrics;
 use crate::prefer::{Preferences, PREFERENCE_APPLIED};
 use crate::proxy;
 use crate::route::Route;
@@ -46,9 +47,30 @@ pub(crate) struct App {
     server: ServerConfig,
     table: RouteTable,
     routes: Vec<Arc<Route>>,
+    upstreams: Vec<Arc<Upstream>>,
     default_upstream: Option<Arc<Upstream>>,
     jobs: Arc<Jobs>,
+    store_max_bytes: u64,
+    /// What requests to the job API, to the default upstream and to no
+    /// route at all count, as routes of these names.
+    job_api_metrics: RouteMetrics,
+    default_metrics: RouteMetrics,
+    no_route_metrics: RouteMetrics,
 }
+
+/// Where a request goes.
+enum Destination<'a> {
+    /// The job API; the path's part after `jobs_path` starts at this byte.
+    JobApi(usize),
+    Route(&'a Arc<Route>),
+    Default(&'a Upstream),
+    Nowhere,
+}
+
+/// Route names the metrics give requests that no configured route took.
+const JOB_API_ROUTE: &str = "_jobs";
+const DEFAULT_ROUTE: &str = "_default";
+const NO_ROUTE: &str = "_none";
 
 impl App {
     /// Builds, in this order, the store, the upstreams (their connection
@@ -77,6 +99,7 @@ impl App {
                     upstream: Arc::clone(&upstreams[r.upstream]),
                     config: r,
                     stats: Default::default(),
+                    metrics: Default::default(),
                 })
             })
             .collect();
@@ -98,8 +121,63 @@ impl App {
             default_upstream: config.default_upstream.map(|i| Arc::clone(&upstreams[i])),
             server: config.server,
             routes,
+            upstreams,
             jobs,
+            store_max_bytes: config.store.max_bytes,
+            job_api_metrics: RouteMetrics::default(),
+            default_metrics: RouteMetrics::default(),
+            no_route_metrics: RouteMetrics::default(),
         })
+    }
+
+    pub(crate) fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+
+    pub(crate) fn upstreams(&self) -> &[Arc<Upstream>] {
+        &self.upstreams
+    }
+
+    pub(crate) fn jobs(&self) -> &Jobs {
+        &self.jobs
+    }
+
+    pub(crate) fn store_max_bytes(&self) -> u64 {
+        self.store_max_bytes
+    }
+
+    /// The requests counted under pseudo-route names, with those names.
+    pub(crate) fn other_metrics(&self) -> [(&'static str, &RouteMetrics); 3] {
+        [
+            (JOB_API_ROUTE, &self.job_api_metrics),
+            (DEFAULT_ROUTE, &self.default_metrics),
+            (NO_ROUTE, &self.no_route_metrics),
+        ]
+    }
+
+    fn destination(&self, req: &Request<Incoming>) -> Destination<'_> {
+        let path = req.uri().path();
+        if let Some(rest) = path.strip_prefix(self.server.jobs_path.as_str()) {
+            if rest.is_empty() || rest.starts_with('/') {
+                return Destination::JobApi(self.server.jobs_path.len());
+            }
+        }
+        match self.table.find(req.method(), path) {
+            Some(i) => Destination::Route(&self.routes[i]),
+            None => match &self.default_upstream {
+                Some(upstream) => Destination::Default(upstream),
+                None => Destination::Nowhere,
+            },
+        }
+    }
+
+    fn metrics_of<'a>(&'a self, destination: &Destination<'a>) -> &'a RouteMetrics {
+        match destination {
+            Destination::JobApi(_) => &self.job_api_metrics,
+            Destination::Route(route) => &route.metrics,
+            Destination::Default(_) => &self.default_metrics,
+            Destination::Nowhere => &self.no_route_metrics,
+        }
     }
 
     /// Stops accepting jobs and lets those in hand finish until `deadline`.
@@ -116,9 +194,14 @@ impl App {
                 req.uri().path().to_owned(),
             )
         });
-        let response = match self.dispatch(req, remote).await {
+        let destination = self.destination(&req);
+        let metrics = self.metrics_of(&destination);
+        let response = match self.dispatch(destination, req, remote).await {
             Ok(response) => response,
             Err(e) => {
+                if let Some(why) = e.rejection() {
+                    metrics.rejected(why);
+                }
                 if e.is_failure() {
                     tracing::warn!(error = %Chain(&e), "request failed");
                 } else {
@@ -127,6 +210,7 @@ impl App {
                 e.into_response()
             }
         };
+        metrics.requests.count(response.status());
         if let Some((started, method, path)) = logged {
             tracing::info!(
                 %remote,
@@ -142,20 +226,18 @@ impl App {
 
     async fn dispatch(
         &self,
+        destination: Destination<'_>,
         req: Request<Incoming>,
         remote: SocketAddr,
     ) -> Result<Response<Body>, GatewayError> {
-        let path = req.uri().path();
-        if let Some(rest) = path.strip_prefix(self.server.jobs_path.as_str()) {
-            if rest.is_empty() || rest.starts_with('/') {
+        let route = match destination {
+            Destination::JobApi(start) => {
+                let rest = &req.uri().path()[start..];
                 return job_api::serve(&self.jobs, &req, rest).await;
             }
-        }
-        let Some(route) = self.table.find(req.method(), path).map(|i| &self.routes[i]) else {
-            return match &self.default_upstream {
-                Some(upstream) => self.forward(upstream, req, remote).await,
-                None => Err(GatewayError::NoRoute),
-            };
+            Destination::Default(upstream) => return self.forward(upstream, req, remote).await,
+            Destination::Nowhere => return Err(GatewayError::NoRoute),
+            Destination::Route(route) => route,
         };
         let submit = submit::Submitter {
             jobs: &self.jobs,

@@ -36,6 +36,8 @@ pub struct Config {
     pub(crate) default_upstream: Option<usize>,
     pub(crate) route_table: RouteTable,
     pub(crate) webhooks: WebhookConfig,
+    /// Where the admin listener listens; `None` when it is turned off.
+    pub(crate) admin: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -194,6 +196,11 @@ impl Config {
     /// The address the gateway listens on.
     pub fn listen(&self) -> std::net::SocketAddr {
         self.server.listen
+    }
+
+    /// The admin listener's address, unless it is turned off.
+    pub fn admin_listen(&self) -> Option<std::net::SocketAddr> {
+        self.admin
     }
 
     /// What `asyncgate check` prints: the file, the address, and a line per

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 /// Loopback: exposing the gateway beyond the host is a decision the operator makes.
 pub(crate) const LISTEN: &str = "127.0.0.1:8080";
+/// Loopback only: health, metrics and the dashboard are for the operator.
+pub(crate) const ADMIN_LISTEN: &str = "127.0.0.1:9901";
 
 /// Underscore-prefixed so it is unlikely to collide with a legacy API's own paths.
 pub(crate) const JOBS_PATH: &str = "/_jobs";

@@ -7,6 +7,7 @@ use crate::body::{Body, BodyError};
 use crate::jobs::model::{Failure, JobStatus};
 use crate::jobs::store::StoreError;
 use crate::jobs::{FindError, SubmitError};
+use crate::metrics::Rejection;
 use crate::problem::Problem;
 use crate::upstream::UpstreamError;
 
@@ -76,6 +77,19 @@ impl GatewayError {
                 | SubmitError::StoreFull { .. }
                 | SubmitError::KeyReused,
             ) => false,
+        }
+    }
+
+    /// Why work was turned away, when it was: what the metrics count.
+    pub(crate) fn rejection(&self) -> Option<Rejection> {
+        use GatewayError as E;
+        match self {
+            E::Submit(SubmitError::ShuttingDown) => Some(Rejection::Draining),
+            E::Submit(SubmitError::QueueFull { .. }) => Some(Rejection::QueueFull),
+            E::Submit(SubmitError::StoreFull { .. }) => Some(Rejection::StoreFull),
+            E::Submit(SubmitError::Store(_)) => Some(Rejection::StoreUnavailable),
+            E::Body(BodyError::TooLarge { .. }) => Some(Rejection::BodyTooLarge),
+            _ => None,
         }
     }
 

@@ -32,6 +32,7 @@ pub(crate) use document::Document;
 use id::JobId;
 use idempotency::Idempotency;
 use lane::Admission;
+pub(crate) use lane::Load;
 use model::{BackendRequest, Job, JobStatus, Replay};
 use store::{
     Cancel, CreateError, Created, JobStore, LocalQueue, Lookup, NewJob, Recovered, ScopeClaim,
@@ -228,6 +229,10 @@ impl Jobs {
         if self.local.is_some() {
             self.admit(route, job.id, request, retry_after).await?;
         }
+        route
+            .metrics
+            .submitted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(job = %job.id, route = %route.name, status = "queued", "job");
         Ok((job, changes))
     }
@@ -441,6 +446,19 @@ impl Jobs {
     /// sends webhooks.
     pub(crate) fn webhooks(&self) -> Option<&Webhooks> {
         self.core.webhooks()
+    }
+
+    /// How many jobs run and wait in each upstream's lane, by upstream
+    /// name; empty with a shared store, whose queue is the store's.
+    pub(crate) fn loads(&self) -> Vec<(String, Load)> {
+        self.core
+            .loads()
+            .map(|(name, load)| (name.to_owned(), load))
+            .collect()
+    }
+
+    pub(crate) fn store(&self) -> &dyn JobStore {
+        self.core.store()
     }
 
     /// Stops accepting jobs, waits for the ones in hand until `deadline`,

@@ -17,6 +17,7 @@
 //!
 //! Start with [`Config::load`] and [`Gateway::bind`].
 
+mod admin;
 mod app;
 mod backoff;
 mod body;
@@ -28,6 +29,7 @@ mod error_chain;
 mod header_block;
 mod headers;
 mod jobs;
+mod metrics;
 mod prefer;
 mod problem;
 mod proxy;

@@ -76,7 +76,10 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(addr = %gateway.local_addr(), "listening");
+    match gateway.admin_addr() {
+        Some(admin) => tracing::info!(addr = %gateway.local_addr(), %admin, "listening"),
+        None => tracing::info!(addr = %gateway.local_addr(), "listening; no admin listener"),
+    }
     let report = gateway.run(asyncgate::shutdown::signal()).await;
     if report.is_clean() {
         tracing::info!("drained cleanly");

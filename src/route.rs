@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::RouteConfig;
+use crate::metrics::RouteMetrics;
 use crate::retry_after::{self, DurationStats};
 use crate::upstream::Upstream;
 
@@ -13,6 +14,7 @@ pub(crate) struct Route {
     pub(crate) name: Arc<str>,
     pub(crate) upstream: Arc<Upstream>,
     pub(crate) stats: DurationStats,
+    pub(crate) metrics: RouteMetrics,
 }
 
 impl Route {

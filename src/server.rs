@@ -15,6 +15,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::Admin;
 use crate::app::{App, AppService};
 use crate::config::Config;
 use crate::defaults;
@@ -32,6 +33,8 @@ pub struct Gateway {
     /// Open connections across all workers.
     slots: Arc<Semaphore>,
     drain_timeout: Duration,
+    /// The admin listener's socket, unless it is turned off.
+    admin: Option<std::net::TcpListener>,
 }
 
 /// How a run ended.
@@ -52,7 +55,18 @@ impl Gateway {
     /// Binds the listeners and builds everything a request needs. Must run
     /// inside a tokio runtime.
     pub async fn bind(config: Config) -> io::Result<Gateway> {
+        refuse_if_taken(config.server.listen)?;
         let first = listen(config.server.listen)?;
+        let admin = config
+            .admin
+            .map(|addr| {
+                let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+                    io::Error::new(e.kind(), format!("the admin listener on {addr}: {e}"))
+                })?;
+                listener.set_nonblocking(true)?;
+                Ok::<_, io::Error>(listener)
+            })
+            .transpose()?;
         let local_addr = first.local_addr()?;
         let mut listeners = vec![first];
         for _ in 1..config.server.workers {
@@ -80,11 +94,17 @@ impl Gateway {
             builder,
             slots,
             drain_timeout,
+            admin,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where the admin listener listens, unless it is turned off.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Serves until `shutdown` completes, then stops accepting and drains
@@ -101,8 +121,22 @@ impl Gateway {
             builder,
             slots,
             drain_timeout,
+            admin,
             ..
         } = self;
+        let admin_stop = CancellationToken::new();
+        let _admin_stop_on_drop = admin_stop.clone().drop_guard();
+        let admin = admin.and_then(|listener| match TcpListener::from_std(listener) {
+            Ok(listener) => {
+                let admin = Arc::new(Admin::new(Arc::clone(&app)));
+                tokio::spawn(Arc::clone(&admin).serve(listener, admin_stop.clone()));
+                Some(admin)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot register the admin listener; serving without it");
+                None
+            }
+        });
         let stop = CancellationToken::new();
         // Workers keep their runtimes, and so the jobs spawned on them, alive
         // until the jobs have drained.
@@ -159,6 +193,9 @@ impl Gateway {
         };
         let coordinate = async {
             shutdown.await;
+            if let Some(admin) = &admin {
+                admin.start_draining();
+            }
             stop.cancel();
             let deadline = tokio::time::Instant::now() + drain_timeout;
             let report = app.drain(deadline).await;
@@ -169,6 +206,7 @@ impl Gateway {
         for rx in others {
             connections_cut += rx.await.unwrap_or(0);
         }
+        admin_stop.cancel();
         RunReport {
             connections_cut,
             jobs,
@@ -234,6 +272,28 @@ impl Worker {
             Ok(()) => 0,
             Err(_) => open.max(1),
         }
+    }
+}
+
+/// Fails when another process listens on `addr`. The workers' sockets
+/// share their port through `SO_REUSEPORT`, which would as gladly share it
+/// with a stranger (a second gateway started by mistake would silently take
+/// half the connections): a socket without that option is refused by any
+/// listener already there.
+fn refuse_if_taken(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    match std::net::TcpListener::bind(addr) {
+        Ok(probe) => {
+            drop(probe);
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
+            e.kind(),
+            format!("{addr} is already in use by another process"),
+        )),
+        Err(e) => Err(e),
     }
 }
 

@@ -11,6 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::{Body, BodyError};
 use crate::config::UpstreamConfig;
+use crate::metrics::Histogram;
 
 thread_local! {
     /// Which worker this thread is; picks the worker's own client.
@@ -28,6 +29,8 @@ pub(crate) struct Upstream {
     /// runtime that opened it, so sharing pools across workers would hand
     /// every request to another thread and back.
     clients: Vec<Client<HttpConnector, Body>>,
+    /// Until the response head, or the failure, of every request sent.
+    pub(crate) duration: Histogram,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +61,11 @@ impl Upstream {
         let clients = (0..workers.max(1))
             .map(|_| builder.build(connector.clone()))
             .collect();
-        Upstream { config, clients }
+        Upstream {
+            config,
+            clients,
+            duration: Histogram::default(),
+        }
     }
 
     fn client(&self) -> &Client<HttpConnector, Body> {
@@ -90,7 +97,10 @@ impl Upstream {
         req: Request<Body>,
         timeout: std::time::Duration,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(timeout, self.client().request(req)).await {
+        let started = tokio::time::Instant::now();
+        let answer = tokio::time::timeout(timeout, self.client().request(req)).await;
+        self.duration.observe(started.elapsed());
+        match answer {
             Err(_) => Err(UpstreamError::Timeout(timeout)),
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect(e)),

@@ -2,7 +2,7 @@
 //! signed as Standard Webhooks says, and retried with backoff until the
 //! receiver takes it or the attempts run out.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -30,7 +30,12 @@ pub(crate) struct Webhooks {
     secret: Secret,
     guard: Guard,
     client: Client<Connector, Full<Bytes>>,
+    /// Attempts by how they ended: delivered, to be retried, given up.
+    outcomes: [AtomicU64; 3],
 }
+
+/// How a delivery attempt ended, as the metrics name it.
+const OUTCOMES: [&str; 3] = ["delivered", "retried", "failed"];
 
 #[cfg(feature = "tls")]
 type Connector = hyper_rustls::HttpsConnector<HttpConnector<Guard>>;
@@ -247,7 +252,16 @@ impl Webhooks {
             secret,
             guard,
             client,
+            outcomes: Default::default(),
         }
+    }
+
+    /// Delivery attempts so far, by how they ended.
+    pub(crate) fn outcomes(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        OUTCOMES
+            .into_iter()
+            .zip(&self.outcomes)
+            .map(|(name, n)| (name, n.load(Relaxed)))
     }
 
     /// A request's callback URL, if its host is on `hosts` and stands only
@@ -287,6 +301,7 @@ impl Webhooks {
                         d.last_error = None;
                         d.next_attempt_at = None;
                     });
+                    self.outcomes[0].fetch_add(1, Relaxed);
                     log.record(&hook.delivery()).await;
                     tracing::info!(
                         job = message_id,
@@ -313,6 +328,7 @@ impl Webhooks {
                     d.state = DeliveryState::Failed;
                 }
             });
+            self.outcomes[if retry { 1 } else { 2 }].fetch_add(1, Relaxed);
             log.record(&hook.delivery()).await;
             if !retry {
                 tracing::warn!(job = message_id, attempt, error = %error, "webhook not delivered; giving up");

@@ -490,6 +490,11 @@ async fn a_full_disk_is_a_503_and_loses_nothing_accepted() {
     .await;
     refused.assert_problem(503, "store-unavailable");
     assert!(refused.header("retry-after").parse::<u64>().unwrap() >= 1);
+    let admin = gw.process.admin_addr().await;
+    client
+        .get(&format!("http://{admin}/readyz"))
+        .await
+        .assert_status(503);
     let result = client
         .get(&gw.url(&format!("{}/result", first.header("location"))))
         .await;

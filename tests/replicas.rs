@@ -729,3 +729,26 @@ async fn a_draining_replica_fails_what_it_runs_past_the_deadline_and_leaves_the_
     let doc = client.wait_status(&b.url(&waiting), "succeeded").await;
     assert_eq!(doc["attempts"], 1);
 }
+
+#[tokio::test]
+async fn readiness_follows_the_store_down_and_back() {
+    let mut redis = Redis::start().await;
+    let backend = Backend::start().await;
+    let replica = Replica::start(&replica(&redis, &backend, "", "")).await;
+    let readyz = format!("http://{}/readyz", replica.process.admin_addr().await);
+    let client = Client::default();
+    client.get(&readyz).await.assert_status(200);
+    redis.down().await;
+    poll_until(20, "readiness to fail with Redis down", async || {
+        (client.get(&readyz).await.status == 503).then_some(())
+    })
+    .await;
+    // Alive all the while: a restart would not bring Redis back.
+    let healthz = readyz.replace("/readyz", "/healthz");
+    client.get(&healthz).await.assert_status(200);
+    redis.up().await;
+    poll_until(20, "readiness to come back with Redis", async || {
+        (client.get(&readyz).await.status == 200).then_some(())
+    })
+    .await;
+}

@@ -25,6 +25,15 @@ pub(super) struct RawConfig {
     pub(crate) default: RawDefault,
     #[serde(default)]
     pub(crate) webhooks: RawWebhooks,
+    #[serde(default)]
+    pub(crate) admin: RawAdmin,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub(crate) listen: Option<Text>,
+    pub(crate) enabled: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,6 +1,7 @@
 //! Validation: the raw TOML structs checked, key by key, into the typed
 //! config. Every refusal names the file, the line and the key.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use http::{Method, Uri};
 use toml::Spanned;
 
 use super::cx::Cx;
-use super::raw::{RawConfig, RawRoute, RawServer, RawStore, RawUpstream, RawWebhooks};
+use super::raw::{RawAdmin, RawConfig, RawRoute, RawServer, RawStore, RawUpstream, RawWebhooks};
 use super::{
     Config, ConfigError, DiskConfig, Mode, RedisConfig, RouteConfig, ServerConfig, StoreConfig,
     StoreKind, UpstreamConfig, WebhookConfig,
@@ -22,6 +23,7 @@ use crate::route_table::{Pattern, RouteTable};
 impl Cx<'_> {
     pub(super) fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let server = self.server(raw.server)?;
+        let admin = self.admin(raw.admin, server.listen)?;
         let store = self.store(raw.store)?;
         let webhooks = self.webhooks(raw.webhooks)?;
         let raw_retries: Vec<Option<Spanned<u32>>> =
@@ -94,6 +96,41 @@ impl Cx<'_> {
             default_upstream,
             route_table,
             webhooks,
+            admin,
+        })
+    }
+
+    fn admin(&self, raw: RawAdmin, public: SocketAddr) -> Result<Option<SocketAddr>, ConfigError> {
+        if raw.enabled == Some(false) {
+            return Ok(None);
+        }
+        let Some(s) = raw.listen else {
+            let default = defaults::ADMIN_LISTEN
+                .parse()
+                .expect("the default admin address parses");
+            return Ok(Some(default));
+        };
+        let addr: SocketAddr = self.address(&s)?;
+        let overlaps =
+            addr.ip() == public.ip() || addr.ip().is_unspecified() || public.ip().is_unspecified();
+        if addr.port() != 0 && addr.port() == public.port() && overlaps {
+            return Err(self.err(
+                s.span(),
+                "must not be the public listen address: the admin listener never shares the public port",
+            ));
+        }
+        Ok(Some(addr))
+    }
+
+    fn address(&self, s: &Spanned<String>) -> Result<SocketAddr, ConfigError> {
+        s.get_ref().parse().map_err(|_| {
+            self.err(
+                s.span(),
+                format!(
+                    "`{}` is not an IP address and port like 127.0.0.1:8080",
+                    s.get_ref()
+                ),
+            )
         })
     }
 
@@ -157,15 +194,7 @@ impl Cx<'_> {
             None => defaults::LISTEN
                 .parse()
                 .expect("the default listen address parses"),
-            Some(s) => s.get_ref().parse().map_err(|_| {
-                self.err(
-                    s.span(),
-                    format!(
-                        "`{}` is not an IP address and port like 127.0.0.1:8080",
-                        s.get_ref()
-                    ),
-                )
-            })?,
+            Some(s) => self.address(&s)?,
         };
         let jobs_path = match raw.jobs_path {
             None => defaults::JOBS_PATH.to_owned(),

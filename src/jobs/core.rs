@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use super::document::{Document, ProgressDoc};
 use super::id::JobId;
-use super::lane::Lane;
+use super::lane::{Lane, Load};
 use super::model::{BackendRequest, Failure, Job, JobStatus, Outcome};
 use super::running::Running;
 use super::store::{Cancel, JobStore, Lookup, StoreError};
@@ -120,6 +120,13 @@ impl Core {
         self.lanes.get(&route.upstream.config.name)
     }
 
+    /// Each upstream's lane occupancy, by upstream name.
+    pub(super) fn loads(&self) -> impl Iterator<Item = (&str, Load)> {
+        self.lanes
+            .iter()
+            .map(|(name, lane)| (name.as_str(), lane.load()))
+    }
+
     pub(super) fn url_prefix(&self) -> &str {
         &self.url_prefix
     }
@@ -177,6 +184,13 @@ impl Core {
         }
         if job.failure == Some(Failure::Interrupted) {
             self.interrupted.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(route) = self.route(&job.route) {
+            let took = job
+                .finished_at
+                .and_then(|end| end.duration_since(job.created_at).ok())
+                .unwrap_or_default();
+            route.metrics.finished(job.status, took);
         }
         let status = job.status.as_str();
         let http_status = job.response.map(|r| r.status);

@@ -21,6 +21,13 @@ struct State<T> {
     waiting: VecDeque<T>,
 }
 
+/// A lane's occupancy at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Load {
+    pub(crate) running: usize,
+    pub(crate) waiting: usize,
+}
+
 /// What [`Lane::admit`] did with an item.
 pub(super) enum Admission<T> {
     /// Run this item now (it may be an older one that was waiting); take
@@ -52,6 +59,15 @@ impl<T> Lane<T> {
 
     fn state(&self) -> MutexGuard<'_, State<T>> {
         lock(&self.state)
+    }
+
+    /// How many items run and how many wait, now.
+    pub(super) fn load(&self) -> Load {
+        let state = self.state();
+        Load {
+            running: state.running,
+            waiting: state.waiting.len(),
+        }
     }
 
     pub(super) fn admit(self: &Arc<Self>, item: T) -> Admission<T> {

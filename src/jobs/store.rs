@@ -142,6 +142,10 @@ pub(crate) trait JobStore: Send + Sync + 'static {
     /// Keeps a webhook's delivery state where every replica reads it.
     async fn record_delivery(&self, id: JobId, delivery: &Delivery) -> Result<(), StoreError>;
 
+    /// The bytes charged to the budget; an error when the store cannot take
+    /// work (unreachable, or its last write failed): what readiness asks.
+    async fn usage(&self) -> Result<u64, StoreError>;
+
     /// The shared work queue, for a store that is one; `None` for a store
     /// whose jobs run in the process that accepted them (a [`LocalQueue`]).
     fn work_queue(&self) -> Option<&dyn WorkQueue> {

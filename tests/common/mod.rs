@@ -72,12 +72,18 @@ impl Drop for TempDir {
 
 /// `toml` with its store on disk in `dir` unless it names a store kind
 /// itself: every test runs on the default, durable store unless it says
-/// otherwise.
+/// otherwise. Its admin listener, unless it configures one, is on an
+/// ephemeral port, so gateways of parallel tests never collide.
 pub(crate) fn on_disk(toml: &str, dir: &Path) -> String {
+    let toml = if toml.contains("[admin]") {
+        toml.to_owned()
+    } else {
+        format!("{toml}\n[admin]\nlisten = \"127.0.0.1:0\"\n")
+    };
     let store = format!("[store]\nkind = \"disk\"\npath = \"{}\"\n", dir.display());
     if toml.contains("[store]") {
         if toml.contains("\nkind = ") {
-            toml.to_owned()
+            toml
         } else {
             toml.replacen("[store]\n", &store, 1)
         }
@@ -89,6 +95,7 @@ pub(crate) fn on_disk(toml: &str, dir: &Path) -> String {
 /// A gateway running in this process on `127.0.0.1:0`.
 pub(crate) struct TestGateway {
     pub addr: SocketAddr,
+    pub admin: Option<SocketAddr>,
     /// Where its store is, removed once the gateway is gone.
     _store: TempDir,
     stop: Option<oneshot::Sender<()>>,
@@ -106,12 +113,14 @@ impl TestGateway {
         let config = Config::parse(&toml, Path::new("test.toml")).unwrap_or_else(|e| panic!("{e}"));
         let gateway = Gateway::bind(config).await.unwrap();
         let addr = gateway.local_addr();
+        let admin = gateway.admin_addr();
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(gateway.run(async {
             let _ = rx.await;
         }));
         TestGateway {
             addr,
+            admin,
             _store: store,
             stop: Some(tx),
             task: Some(task),

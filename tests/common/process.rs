@@ -50,10 +50,17 @@ pub(crate) struct Running {
 }
 
 impl Running {
+    /// The binary on `config_text`, listening on an ephemeral port.
     pub(crate) async fn start(config_text: &str) -> Running {
-        let config = write_config(&format!(
+        Running::start_exact(&format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n{config_text}"
-        ));
+        ))
+        .await
+    }
+
+    /// The binary on `config_text` as it is.
+    pub(crate) async fn start_exact(config_text: &str) -> Running {
+        let config = write_config(config_text);
         let mut child = Command::new(BIN)
             .args(["--config", config.0.to_str().unwrap()])
             .stderr(Stdio::piped())
@@ -106,11 +113,21 @@ impl Running {
     }
 
     pub(crate) async fn addr(&self) -> String {
+        self.listening("addr").await
+    }
+
+    pub(crate) async fn admin_addr(&self) -> String {
+        self.listening("admin").await
+    }
+
+    /// A field of the line that says where it listens.
+    async fn listening(&self, field: &str) -> String {
         let line = self.wait_line("listening").await;
+        let key = format!(" {field}=");
         let at = line
-            .find("addr=")
-            .expect("the listening line names its address")
-            + 5;
+            .find(&key)
+            .unwrap_or_else(|| panic!("the listening line names {field}: {line}"))
+            + key.len();
         line[at..].split_whitespace().next().unwrap().to_owned()
     }
 

@@ -84,6 +84,33 @@ fn server_keys() {
 }
 
 #[test]
+fn admin_keys() {
+    let default = parse("").unwrap();
+    assert_eq!(
+        default.admin_listen().map(|a| a.to_string()).as_deref(),
+        Some(crate::defaults::ADMIN_LISTEN)
+    );
+    let off = parse("[admin]\nenabled = false\n").unwrap();
+    assert_eq!(off.admin_listen(), None);
+    refused(
+        "[admin]\nlisten = \"9901\"\n",
+        "2: admin.listen",
+        "not an IP address",
+    );
+    refused(
+        "[server]\nlisten = \"127.0.0.1:8080\"\n[admin]\nlisten = \"127.0.0.1:8080\"\n",
+        "4: admin.listen",
+        "never shares the public port",
+    );
+    refused(
+        "[server]\nlisten = \"0.0.0.0:8080\"\n[admin]\nlisten = \"127.0.0.1:8080\"\n",
+        "4: admin.listen",
+        "never shares the public port",
+    );
+    parse("[server]\nlisten = \"127.0.0.1:8080\"\n[admin]\nlisten = \"127.0.0.2:8080\"\n").unwrap();
+}
+
+#[test]
 fn sizes_and_durations() {
     refused(
         "[store]\nmax_bytes = \"lots\"\n",

@@ -25,7 +25,6 @@ impl Budget {
         })
     }
 
-    #[cfg(test)]
     pub(crate) fn used(&self) -> u64 {
         self.used.load(Ordering::Relaxed)
     }

@@ -389,6 +389,10 @@ impl JobStore for DiskStore {
         let delivery = delivery.clone();
         self.update_hook(id, move |h| h.set(&delivery)).await
     }
+
+    async fn usage(&self) -> Result<u64, StoreError> {
+        self.inner.writer.usage()
+    }
 }
 
 impl DiskStore {

@@ -128,7 +128,6 @@ impl MemoryStore {
     }
 
     /// Bytes currently charged to the budget.
-    #[cfg(test)]
     pub(crate) fn used_bytes(&self) -> u64 {
         self.inner.budget.used()
     }
@@ -335,6 +334,10 @@ impl JobStore for MemoryStore {
     /// Every copy of the job shares its webhook, delivery state included.
     async fn record_delivery(&self, _id: JobId, _delivery: &Delivery) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn usage(&self) -> Result<u64, StoreError> {
+        Ok(self.used_bytes())
     }
 
     async fn discard(&self, id: JobId) -> Result<(), StoreError> {

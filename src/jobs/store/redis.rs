@@ -372,6 +372,14 @@ impl JobStore for RedisStore {
         self.run::<u8>(invocation).await.map(drop)
     }
 
+    async fn usage(&self) -> Result<u64, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut get = redis::cmd("GET");
+        get.arg(format!("{}:bytes", self.prefix));
+        let used: Option<u64> = bounded(get.query_async(&mut conn)).await?;
+        Ok(used.unwrap_or(0))
+    }
+
     fn work_queue(&self) -> Option<&dyn WorkQueue> {
         Some(self)
     }

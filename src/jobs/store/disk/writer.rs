@@ -4,6 +4,7 @@
 //! submissions pay for one fsync together: durability costs them latency,
 //! not throughput.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{mpsc, Arc};
 
 use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
@@ -103,16 +104,38 @@ type Done = Box<dyn FnOnce(Result<(), &Arc<redb::Error>>) + Send>;
 /// Hands steps to the writer thread.
 pub(super) struct Writer {
     steps: mpsc::Sender<Step>,
+    state: Arc<Committed>,
+}
+
+/// What the last commit left, for readers outside the writer thread.
+#[derive(Default)]
+struct Committed {
+    used: AtomicU64,
+    failed: AtomicBool,
 }
 
 impl Writer {
     /// Starts the writer thread over `db`, whose budget count is `used`.
     pub(super) fn start(db: Arc<Database>, used: u64) -> std::io::Result<Writer> {
         let (steps, rx) = mpsc::channel();
+        let state = Arc::new(Committed::default());
+        state.used.store(used, Relaxed);
+        let shared = Arc::clone(&state);
         std::thread::Builder::new()
             .name("asyncgate-store".into())
-            .spawn(move || commit_loop(&db, &rx, used))?;
-        Ok(Writer { steps })
+            .spawn(move || commit_loop(&db, &rx, used, &shared))?;
+        Ok(Writer { steps, state })
+    }
+
+    /// The budget's count as last committed; an error while the last
+    /// commit failed (the disk is full, or failing).
+    pub(super) fn usage(&self) -> Result<u64, StoreError> {
+        if self.state.failed.load(Relaxed) {
+            return Err(StoreError::Unavailable(
+                "the store's last write to disk failed".into(),
+            ));
+        }
+        Ok(self.state.used.load(Relaxed))
     }
 
     /// Runs `step` in the next commit; its answer once that commit is
@@ -139,7 +162,7 @@ impl Writer {
 }
 
 /// `used`: the budget's count as committed; only this loop changes it.
-fn commit_loop(db: &Database, steps: &mpsc::Receiver<Step>, mut used: u64) {
+fn commit_loop(db: &Database, steps: &mpsc::Receiver<Step>, mut used: u64, state: &Committed) {
     while let Ok(first) = steps.recv() {
         let batch: Vec<Step> = std::iter::once(first)
             .chain(steps.try_iter().take(MAX_BATCH - 1))
@@ -161,6 +184,8 @@ fn commit_loop(db: &Database, steps: &mpsc::Receiver<Step>, mut used: u64) {
             used = left;
             Ok::<(), redb::Error>(())
         })();
+        state.used.store(used, Relaxed);
+        state.failed.store(committed.is_err(), Relaxed);
         match committed {
             Ok(()) => {
                 after_commit.into_iter().for_each(|f| f());

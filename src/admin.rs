@@ -1,0 +1,136 @@
+//! The admin listener: liveness, readiness and metrics for the operator, on
+//! an address of its own so that none of it is ever reachable through the
+//! public port.
+
+mod exposition;
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::defaults;
+use crate::error_chain::Chain;
+
+/// What the admin endpoints read: the app, and whether it is draining.
+pub(crate) struct Admin {
+    app: Arc<App>,
+    draining: AtomicBool,
+}
+
+type Reply = Response<Full<Bytes>>;
+
+impl Admin {
+    pub(crate) fn new(app: Arc<App>) -> Admin {
+        Admin {
+            app,
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// From now on, readiness answers `503`: a load balancer stops sending
+    /// work while the drain finishes what it has.
+    pub(crate) fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Serves until `stop` fires. Connections are few (probes, scrapes, a
+    /// browser), so each is served on its own task, HTTP/1.1 only.
+    pub(crate) async fn serve(self: Arc<Self>, listener: TcpListener, stop: CancellationToken) {
+        loop {
+            let (stream, _) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "admin accept failed");
+                        continue;
+                    }
+                },
+                () = stop.cancelled() => return,
+            };
+            let admin = Arc::clone(&self);
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let admin = Arc::clone(&admin);
+                    async move { Ok::<_, Infallible>(admin.answer(&req).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(defaults::HEADER_READ_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    result = conn.as_mut() => if let Err(e) = result {
+                        tracing::debug!(error = %e, "admin connection ended with an error");
+                    },
+                    () = stop.cancelled() => {},
+                }
+            });
+        }
+    }
+
+    async fn answer(&self, req: &Request<Incoming>) -> Reply {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+        }
+        match req.uri().path() {
+            "/healthz" => text(StatusCode::OK, "ok\n"),
+            "/readyz" => self.readiness().await,
+            "/metrics" => self.metrics(req).await,
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+
+    async fn readiness(&self) -> Reply {
+        if self.draining.load(Ordering::Relaxed) {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "draining\n");
+        }
+        match self.app.jobs().store().usage().await {
+            Ok(_) => text(StatusCode::OK, "ready\n"),
+            Err(e) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("the job store cannot take work: {}\n", Chain(&e)),
+            ),
+        }
+    }
+
+    /// OpenMetrics to a scraper that asks for it, the classic Prometheus
+    /// text format to anyone else (curl, older Prometheus).
+    async fn metrics(&self, req: &Request<Incoming>) -> Reply {
+        let store_bytes = self.app.jobs().store().usage().await.ok();
+        let openmetrics = req
+            .headers()
+            .get(ACCEPT)
+            .and_then(|a| a.to_str().ok())
+            .is_some_and(|a| a.contains("application/openmetrics-text"));
+        let (body, content_type) = exposition::render(&self.app, store_bytes, openmetrics);
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        response
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Reply {
+    let mut response = Response::new(Full::new(Bytes::copy_from_slice(body.as_bytes())));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}

@@ -1,0 +1,213 @@
+//! The metrics as Prometheus reads them: a collector that reads the
+//! gateway's counters at scrape time, encoded by `prometheus-client`.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::app::App;
+use crate::metrics::{Histogram, RouteMetrics};
+
+/// One scrape's view: the app's live counters, and what had to be asked of
+/// the store before encoding could start.
+struct Exposition {
+    app: Arc<App>,
+    /// `None` when the store could not be reached.
+    store_bytes: Option<u64>,
+}
+
+impl std::fmt::Debug for Exposition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Exposition")
+    }
+}
+
+/// The text and its content type.
+pub(super) fn render(
+    app: &Arc<App>,
+    store_bytes: Option<u64>,
+    openmetrics: bool,
+) -> (String, &'static str) {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Exposition {
+        app: Arc::clone(app),
+        store_bytes,
+    }));
+    let mut out = String::new();
+    // Writing to a String fails only if an encoder refuses a value, and
+    // every value here is a plain count.
+    if openmetrics {
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        (
+            out,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+    } else {
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry);
+        (out, "text/plain; version=0.0.4; charset=utf-8")
+    }
+}
+
+type Labels<'a> = Vec<(&'static str, &'a str)>;
+
+fn counter<'l>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (Labels<'l>, u64)>,
+) -> std::fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in samples {
+        metric
+            .encode_family(&labels)?
+            .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
+    }
+    Ok(())
+}
+
+fn gauge<'l>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (Labels<'l>, u64)>,
+) -> std::fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in samples {
+        metric.encode_family(&labels)?.encode_gauge(&value)?;
+    }
+    Ok(())
+}
+
+fn histogram<'h>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (Labels<'h>, &'h Histogram)>,
+) -> std::fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    for (labels, h) in samples {
+        let (sum, count, buckets) = h.snapshot();
+        metric
+            .encode_family(&labels)?
+            .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+    }
+    Ok(())
+}
+
+impl prometheus_client::collector::Collector for Exposition {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let app = &self.app;
+        let routes: Vec<(&str, &RouteMetrics)> = app
+            .routes()
+            .iter()
+            .map(|r| (&*r.name, &r.metrics))
+            .collect();
+        let everywhere: Vec<(&str, &RouteMetrics)> =
+            routes.iter().copied().chain(app.other_metrics()).collect();
+        counter(
+            &mut encoder,
+            "asyncgate_requests",
+            "Requests answered, by route and status code.",
+            everywhere.iter().flat_map(|(route, m)| {
+                m.requests.seen().map(move |(code, n)| {
+                    let code: &'static str = status_label(code);
+                    (vec![("route", *route), ("code", code)], n)
+                })
+            }),
+        )?;
+        counter(
+            &mut encoder,
+            "asyncgate_jobs_submitted",
+            "Jobs accepted, by route.",
+            routes.iter().map(|(route, m)| {
+                let n = m.submitted.load(std::sync::atomic::Ordering::Relaxed);
+                (vec![("route", *route)], n)
+            }),
+        )?;
+        counter(
+            &mut encoder,
+            "asyncgate_jobs_finished",
+            "Jobs ended, by route and final status.",
+            routes.iter().flat_map(|(route, m)| {
+                m.finished_counts()
+                    .map(move |(status, n)| (vec![("route", *route), ("status", status)], n))
+            }),
+        )?;
+        counter(
+            &mut encoder,
+            "asyncgate_rejected",
+            "Requests turned away, by route and reason.",
+            everywhere.iter().flat_map(|(route, m)| {
+                m.rejected_counts()
+                    .map(move |(reason, n)| (vec![("route", *route), ("reason", reason)], n))
+            }),
+        )?;
+        let loads = app.jobs().loads();
+        gauge(
+            &mut encoder,
+            "asyncgate_jobs_queued",
+            "Jobs waiting for a place at their upstream, by upstream.",
+            loads
+                .iter()
+                .map(|(u, l)| (vec![("upstream", u.as_str())], l.waiting as u64)),
+        )?;
+        gauge(
+            &mut encoder,
+            "asyncgate_jobs_running",
+            "Jobs sent to their upstream and not yet answered, by upstream.",
+            loads
+                .iter()
+                .map(|(u, l)| (vec![("upstream", u.as_str())], l.running as u64)),
+        )?;
+        histogram(
+            &mut encoder,
+            "asyncgate_job_duration_seconds",
+            "From acceptance to the end, for jobs that ended, by route.",
+            routes
+                .iter()
+                .map(|(route, m)| (vec![("route", *route)], &m.job_duration)),
+        )?;
+        histogram(
+            &mut encoder,
+            "asyncgate_upstream_duration_seconds",
+            "Until the response head (or the failure) of each request sent to an upstream.",
+            app.upstreams()
+                .iter()
+                .map(|u| (vec![("upstream", u.config.name.as_str())], &u.duration)),
+        )?;
+        gauge(
+            &mut encoder,
+            "asyncgate_store_bytes",
+            "Bytes charged to the store's budget (absent while the store cannot be reached).",
+            self.store_bytes.map(|b| (vec![], b)),
+        )?;
+        gauge(
+            &mut encoder,
+            "asyncgate_store_max_bytes",
+            "The store's budget.",
+            [(vec![], app.store_max_bytes())],
+        )?;
+        if let Some(webhooks) = app.jobs().webhooks() {
+            counter(
+                &mut encoder,
+                "asyncgate_webhook_deliveries",
+                "Webhook delivery attempts, by outcome.",
+                webhooks
+                    .outcomes()
+                    .map(|(outcome, n)| (vec![("outcome", outcome)], n)),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// A status code as a label value, without allocating per scrape.
+fn status_label(code: u16) -> &'static str {
+    static LABELS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let labels = LABELS.get_or_init(|| (100..600).map(|c: u16| c.to_string()).collect());
+    labels
+        .get(usize::from(code).wrapping_sub(100))
+        .map_or("unknown", String::as_str)
+}
