@@ -21,6 +21,7 @@ use crate::callback::target::SystemResolver;
 use crate::config::{Config, Mode, ServerConfig};
 use crate::error::GatewayError;
 use crate::error_chain::Chain;
+use crate::headers::{self, X_REQUEST_ID};
 use crate::jobs::store::{DiskStore, MemoryStore, OpenError, RedisStore, Store, StoreError};
 use crate::jobs::{DrainReport, Jobs};
 use crate::metrics::RouteMetrics;
@@ -185,7 +186,8 @@ impl App {
         self.jobs.drain(deadline).await
     }
 
-    async fn handle(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+    async fn handle(&self, mut req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+        let request_id = headers::request_id(req.headers_mut());
         // What the request line needs is captured only when it will be written.
         let logged = tracing::enabled!(tracing::Level::INFO).then(|| {
             (
@@ -196,7 +198,7 @@ impl App {
         });
         let destination = self.destination(&req);
         let metrics = self.metrics_of(&destination);
-        let response = match self.dispatch(destination, req, remote).await {
+        let mut response = match self.dispatch(destination, req, remote).await {
             Ok(response) => response,
             Err(e) => {
                 if let Some(why) = e.rejection() {
@@ -213,6 +215,7 @@ impl App {
         metrics.requests.count(response.status());
         if let Some((started, method, path)) = logged {
             tracing::info!(
+                request_id = request_id.to_str().unwrap_or_default(),
                 %remote,
                 %method,
                 path,
@@ -221,6 +224,12 @@ impl App {
                 "request"
             );
         }
+        // A backend that answers with an id of its own (or a kept result
+        // with the submission's) is not contradicted.
+        response
+            .headers_mut()
+            .entry(X_REQUEST_ID)
+            .or_insert(request_id);
         response
     }
 

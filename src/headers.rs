@@ -12,6 +12,9 @@ use http::{HeaderMap, Version};
 pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub(crate) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub(crate) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Longer ids from a client are replaced: an id is for logs, not a payload.
+const MAX_REQUEST_ID: usize = 200;
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -29,6 +32,23 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     PROXY_AUTHORIZATION,
     TRAILER,
 ];
+
+/// The request's id: the client's `X-Request-Id` when it sent one usable in
+/// a log line (visible ASCII, at most 200 bytes), else a new UUID put in
+/// its place, so the backend and the log see the same id.
+pub(crate) fn request_id(headers: &mut HeaderMap) -> HeaderValue {
+    let usable = |v: &HeaderValue| {
+        let b = v.as_bytes();
+        !b.is_empty() && b.len() <= MAX_REQUEST_ID && b.iter().all(|c| c.is_ascii_graphic())
+    };
+    if let Some(id) = headers.get(X_REQUEST_ID).filter(|v| usable(v)) {
+        return id.clone();
+    }
+    let id = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+        .expect("a UUID is a valid header value");
+    headers.insert(X_REQUEST_ID, id.clone());
+    id
+}
 
 /// Removes the headers that describe one connection, not the message:
 /// the fixed list and every header named in `Connection`.

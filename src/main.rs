@@ -102,6 +102,8 @@ fn init_logging(format: LogFormat) {
         .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        // One flat object per line: the fields beside the message, not
+        // nested under `fields`, as log shippers index them.
+        LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }

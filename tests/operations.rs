@@ -303,3 +303,84 @@ async fn a_second_gateway_on_a_taken_address_refuses_to_start() {
     }
     assert_eq!(backend.request_count(), 20);
 }
+
+#[tokio::test]
+async fn a_request_id_is_kept_or_made_and_reaches_the_backend_and_the_client() {
+    let backend = Backend::start().await;
+    let routes = format!("{}{PROXY_ALL}", async_route("/jobs/{*p}", ""));
+    let gw = TestGateway::start(&config(&backend.url(), "", &routes)).await;
+    let client = Client::default();
+    let kept = client
+        .send(
+            http::Method::GET,
+            &gw.url("/x"),
+            &[("x-request-id", "trace-42")],
+            "",
+        )
+        .await;
+    assert_eq!(kept.header("x-request-id"), "trace-42");
+    assert_eq!(backend.received()[0].headers["x-request-id"], "trace-42");
+
+    let made = client.get(&gw.url("/y")).await;
+    let id = made.header("x-request-id");
+    assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+    assert_eq!(backend.received()[1].headers["x-request-id"], id);
+
+    // Not a log injection: an id with spaces or control bytes is replaced.
+    let replaced = client
+        .send(
+            http::Method::GET,
+            &gw.url("/z"),
+            &[("x-request-id", "a b")],
+            "",
+        )
+        .await;
+    assert!(uuid::Uuid::parse_str(replaced.header("x-request-id")).is_ok());
+
+    // A job's backend request carries the id of the submission.
+    let accepted = client
+        .send(
+            http::Method::POST,
+            &gw.url("/jobs/1"),
+            &[("x-request-id", "job-7")],
+            "",
+        )
+        .await;
+    accepted.assert_status(202);
+    assert_eq!(accepted.header("x-request-id"), "job-7");
+    client
+        .wait_status(&gw.url(accepted.header("location")), "succeeded")
+        .await;
+    assert_eq!(backend.received()[3].headers["x-request-id"], "job-7");
+}
+
+#[tokio::test]
+async fn json_logs_are_flat_objects_with_the_request_id() {
+    let backend = Backend::start().await;
+    let gateway = Running::start_with(
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n{}",
+            config(&backend.url(), "", PROXY_ALL)
+        ),
+        &["--log-format", "json"],
+    )
+    .await;
+    let line = gateway.wait_line("listening").await;
+    let listening: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let addr = listening["addr"].as_str().expect("fields are top-level");
+    Client::default()
+        .send(
+            http::Method::GET,
+            &format!("http://{addr}/logged"),
+            &[("x-request-id", "find-me")],
+            "",
+        )
+        .await
+        .assert_status(200);
+    let line = gateway.wait_line("find-me").await;
+    let request: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(request["message"], "request");
+    assert_eq!(request["request_id"], "find-me");
+    assert_eq!(request["path"], "/logged");
+    assert_eq!(request["status"], 200);
+}

@@ -60,9 +60,15 @@ impl Running {
 
     /// The binary on `config_text` as it is.
     pub(crate) async fn start_exact(config_text: &str) -> Running {
+        Running::start_with(config_text, &[]).await
+    }
+
+    /// The binary on `config_text` as it is, with more arguments.
+    pub(crate) async fn start_with(config_text: &str, args: &[&str]) -> Running {
         let config = write_config(config_text);
         let mut child = Command::new(BIN)
             .args(["--config", config.0.to_str().unwrap()])
+            .args(args)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .kill_on_drop(true)
