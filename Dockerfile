@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # Build: docker build -t asyncgate .
-# Run:   docker run -p 8080:8080 -v $PWD/my.toml:/etc/asyncgate/asyncgate.toml:ro asyncgate
+# Run:   docker run -p 8080:8080 -p 9901:9901 -v $PWD/my.toml:/etc/asyncgate/asyncgate.toml:ro asyncgate
 FROM rust:1-slim-bookworm AS builder
 WORKDIR /src
 # Dependencies first, so source edits do not rebuild them.
@@ -18,13 +18,19 @@ COPY --from=builder /src/target/release/asyncgate /usr/local/bin/asyncgate
 COPY config/asyncgate.toml /etc/asyncgate/asyncgate.toml
 # The example listens on loopback, which a container's port mapping cannot
 # reach; mount your own config over this file to name your real upstreams.
+# The admin listener is opened to the container's network too, for the
+# kubelet's probes and Prometheus: keep 9901 off any public ingress.
 RUN sed -i -e 's/^listen = "127.0.0.1:8080"/listen = "0.0.0.0:8080"/' \
+    -e 's/^listen = "127.0.0.1:9901"/listen = "0.0.0.0:9901"/' \
     -e 's|^path = "data"|path = "/var/lib/asyncgate"|' /etc/asyncgate/asyncgate.toml \
     && mkdir -p /var/lib/asyncgate && chown asyncgate /var/lib/asyncgate
 # The disk store: mount a volume here to keep jobs across containers.
 VOLUME /var/lib/asyncgate
 USER asyncgate
-EXPOSE 8080
+EXPOSE 8080 9901
+# The binary asks its own admin listener: no curl in the image.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["/usr/local/bin/asyncgate", "health", "--config", "/etc/asyncgate/asyncgate.toml"]
 ENTRYPOINT ["/usr/local/bin/asyncgate"]
 CMD ["--config", "/etc/asyncgate/asyncgate.toml"]
 STOPSIGNAL SIGTERM

@@ -9,13 +9,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
+use std::net::SocketAddr;
+
+use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, HOST};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{Empty, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
@@ -121,6 +123,28 @@ impl Admin {
             .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         response
     }
+}
+
+/// Asks a running gateway's admin listener for `path` (`/healthz`,
+/// `/readyz`) and gives its status code: what a container's health check
+/// runs, with no curl in the image.
+pub async fn probe(addr: SocketAddr, path: &str) -> Result<u16, String> {
+    let exchange = async {
+        let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let req = Request::get(path)
+            .header(HOST, addr.to_string())
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let response = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        Ok(response.status().as_u16())
+    };
+    tokio::time::timeout(defaults::PROBE_TIMEOUT, exchange)
+        .await
+        .map_err(|_| format!("no answer within {:?}", defaults::PROBE_TIMEOUT))?
 }
 
 fn text(status: StatusCode, body: &str) -> Reply {

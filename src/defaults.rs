@@ -4,6 +4,9 @@ use std::time::Duration;
 
 /// Loopback: exposing the gateway beyond the host is a decision the operator makes.
 pub(crate) const LISTEN: &str = "127.0.0.1:8080";
+/// How long `asyncgate health` waits for the admin listener: a health
+/// check must fail rather than hang.
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Loopback only: health, metrics and the dashboard are for the operator.
 pub(crate) const ADMIN_LISTEN: &str = "127.0.0.1:9901";
 

@@ -36,7 +36,11 @@ pub(crate) enum GatewayError {
     #[error("the job was canceled")]
     JobCanceled { monitor: String },
     #[error("the job failed without a backend response")]
-    JobFailed(Failure),
+    JobFailed {
+        failure: Failure,
+        /// The route's `max_result`, when the route is still configured.
+        result_limit: Option<u64>,
+    },
     #[error("reading the request body failed")]
     Body(#[source] BodyError),
     #[error("the job was not accepted")]
@@ -69,7 +73,7 @@ impl GatewayError {
             | E::JobGone
             | E::JobNotFinished { .. }
             | E::JobCanceled { .. }
-            | E::JobFailed(_)
+            | E::JobFailed { .. }
             | E::Body(_)
             | E::Submit(
                 SubmitError::ShuttingDown
@@ -180,7 +184,10 @@ impl GatewayError {
                 p.monitor = Some(monitor.clone());
                 p
             }
-            E::JobFailed(failure) => failure.problem(),
+            E::JobFailed {
+                failure,
+                result_limit,
+            } => failure.problem_within(*result_limit),
             E::Body(BodyError::TooLarge { limit }) => Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body-too-large",

@@ -9,7 +9,7 @@
 //! (`webhook`). Every other request is proxied through (`proxy`).
 //!
 //! The layers, each importing only those below it: `server` (listeners,
-//! workers, drain) over `app` (the composition root and per-request
+//! workers, drain) over `admin` (health, readiness, metrics) over `app` (the composition root and per-request
 //! dispatch) over `error` (the one place errors become problems) over
 //! `jobs` and `proxy`, over `route`, `upstream` and `webhook`, over
 //! `config`, over the protocol leaves (`callback`, `headers`, `prefer`, `problem`,
@@ -42,6 +42,7 @@ mod sync;
 mod upstream;
 mod webhook;
 
+pub use admin::probe;
 pub use config::{Config, ConfigError};
 pub use jobs::DrainReport;
 pub use server::{Gateway, RunReport};

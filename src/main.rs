@@ -28,6 +28,14 @@ struct Cli {
 enum Command {
     /// Validate the config and print the routes it defines.
     Check,
+    /// Ask the running gateway's admin listener whether it is alive (or,
+    /// with --ready, ready); exit 0 if so, 1 if not. For container health
+    /// checks.
+    Health {
+        /// Ask /readyz instead of /healthz.
+        #[arg(long)]
+        ready: bool,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -48,23 +56,20 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
-    if let Some(Command::Check) = cli.command {
-        print!("{}", config.describe());
-        return ExitCode::SUCCESS;
+    match cli.command {
+        Some(Command::Check) => {
+            print!("{}", config.describe());
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Health { ready }) => return health(&config, ready),
+        None => {}
     }
     init_logging(cli.log_format);
     // The first worker runs here; the gateway starts one thread per further worker.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("asyncgate: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(serve(config))
+    match runtime() {
+        Some(runtime) => runtime.block_on(serve(config)),
+        None => ExitCode::FAILURE,
+    }
 }
 
 async fn serve(config: Config) -> ExitCode {
@@ -91,6 +96,43 @@ async fn serve(config: Config) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+fn health(config: &Config, ready: bool) -> ExitCode {
+    let Some(mut addr) = config.admin_listen() else {
+        eprintln!("asyncgate: the admin listener is turned off ([admin] enabled = false)");
+        return ExitCode::FAILURE;
+    };
+    // A wildcard address is reached through loopback.
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let path = if ready { "/readyz" } else { "/healthz" };
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(asyncgate::probe(addr, path)) {
+        Ok(200) => ExitCode::SUCCESS,
+        Ok(status) => {
+            eprintln!("asyncgate: {addr}{path} answered {status}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("asyncgate: {addr}{path}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .inspect_err(|e| eprintln!("asyncgate: cannot start the runtime: {e}"))
+        .ok()
 }
 
 fn init_logging(format: LogFormat) {

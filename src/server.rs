@@ -197,6 +197,7 @@ impl Gateway {
                 admin.start_draining();
             }
             stop.cancel();
+            tracing::info!(timeout = ?drain_timeout, "stopped accepting; draining");
             let deadline = tokio::time::Instant::now() + drain_timeout;
             let report = app.drain(deadline).await;
             jobs_drained.cancel();
@@ -267,7 +268,7 @@ impl Worker {
         }
         drop(listener);
         let open = graceful.count();
-        tracing::info!(connections = open, "stopped accepting; draining");
+        tracing::debug!(connections = open, "worker stopped accepting");
         match tokio::time::timeout(self.drain_timeout, graceful.shutdown()).await {
             Ok(()) => 0,
             Err(_) => open.max(1),

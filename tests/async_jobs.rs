@@ -192,10 +192,14 @@ async fn result_over_the_route_limit_fails_the_job_with_502() {
             "urn:asyncgate:problem:result-too-large"
         );
         assert_eq!(doc["resourceLocation"], format!("{loc}/result"));
-        client
-            .get(&gw.url(&format!("{loc}/result")))
-            .await
-            .assert_problem(502, "result-too-large");
+        let says_limit = |detail: &str| detail.contains("max_result = 1024 bytes");
+        assert!(
+            says_limit(doc["error"]["detail"].as_str().unwrap()),
+            "{doc}"
+        );
+        let result = client.get(&gw.url(&format!("{loc}/result"))).await;
+        result.assert_problem(502, "result-too-large");
+        assert!(says_limit(result.json()["detail"].as_str().unwrap()));
     }
 }
 

@@ -72,6 +72,30 @@ async fn check_prints_the_routes_of_the_shipped_example() {
 }
 
 #[tokio::test]
+async fn health_asks_the_admin_listener_the_config_names() {
+    let backend = Backend::start().await;
+    let mut gw = Running::start(&config(
+        &backend.url(),
+        "",
+        "[default]\nupstream = \"app\"\n",
+    ))
+    .await;
+    let admin = gw.admin_addr().await;
+    // The probe's own config: the running gateway's admin address.
+    let probe = write_config(&format!("[admin]\nlisten = \"{admin}\"\n"));
+    let probe = probe.0.to_str().unwrap();
+    let (code, _, stderr) = run_to_end(&["health", "--config", probe]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = run_to_end(&["health", "--ready", "--config", probe]).await;
+    assert_eq!(code, 0, "{stderr}");
+    gw.kill();
+    gw.exit_code().await;
+    let (code, _, stderr) = run_to_end(&["health", "--config", probe]).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains(&admin), "{stderr}");
+}
+
+#[tokio::test]
 async fn sigterm_drains_a_running_job_then_exits_0() {
     let backend = Backend::start().await;
     let mut gw = Running::start(&config(&backend.url(), "", &async_route("/{*p}", ""))).await;
@@ -87,6 +111,7 @@ async fn sigterm_drains_a_running_job_then_exits_0() {
     gw.wait_line("status=\"succeeded\"").await;
     gw.wait_line("drained cleanly").await;
     assert_eq!(backend.disconnect_count(), 0);
+    assert_eq!(gw.count_lines("stopped accepting"), 1, "once, not per worker");
 }
 
 #[tokio::test]

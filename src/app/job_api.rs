@@ -189,7 +189,10 @@ pub(crate) async fn result(
         (JobStatus::Canceled, _) => Err(GatewayError::JobCanceled {
             monitor: jobs.url(id),
         }),
-        (JobStatus::Failed, Some(failure)) => Err(GatewayError::JobFailed(failure)),
+        (JobStatus::Failed, Some(failure)) => Err(GatewayError::JobFailed {
+            failure,
+            result_limit: jobs.route(&job.route).map(|r| r.config.max_result),
+        }),
         (status, _) => Err(GatewayError::JobNotFinished {
             status,
             monitor: jobs.url(id),

@@ -232,7 +232,8 @@ impl Core {
     }
 
     pub(super) fn document<'a>(&'a self, job: &'a Job) -> Document<'a> {
-        Document::new(job, &self.url_prefix, self.progress(job))
+        let result_limit = self.route(&job.route).map(|r| r.config.max_result);
+        Document::new(job, &self.url_prefix, self.progress(job), result_limit)
     }
 
     /// Measured from the response when its length is known, else estimated

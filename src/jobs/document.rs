@@ -161,6 +161,7 @@ impl<'a> Document<'a> {
         job: &'a Job,
         url_prefix: &'a str,
         progress: Option<ProgressDoc>,
+        result_limit: Option<u64>,
     ) -> Document<'a> {
         let url = |suffix| JobUrl {
             prefix: url_prefix,
@@ -168,7 +169,7 @@ impl<'a> Document<'a> {
             suffix,
         };
         let error = job.failure.map(|f| {
-            let p = f.problem();
+            let p = f.problem_within(result_limit);
             ErrorDoc {
                 type_uri: p.type_uri(),
                 title: p.title,

@@ -92,6 +92,18 @@ impl Failure {
 
     /// The answer a synchronous proxy would have given for this failure; also the
     /// `error` member of a failed job's document.
+    /// [`Failure::problem`], saying the limit a result went past when the
+    /// route's `max_result` is known.
+    pub(crate) fn problem_within(self, result_limit: Option<u64>) -> Problem {
+        let mut problem = self.problem();
+        if let (Failure::ResultTooLarge, Some(limit)) = (self, result_limit) {
+            problem.detail = format!(
+                "The backend's response was larger than this route's result limit (max_result = {limit} bytes)."
+            );
+        }
+        problem
+    }
+
     pub(crate) fn problem(self) -> Problem {
         match self {
             Failure::Unreachable => Problem::new(

@@ -118,6 +118,16 @@ impl Running {
         .await
     }
 
+    /// How many of the lines so far contain `needle`.
+    pub(crate) fn count_lines(&self, needle: &str) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
     pub(crate) async fn addr(&self) -> String {
         self.listening("addr").await
     }
