@@ -2,6 +2,7 @@
 //! an address of its own so that none of it is ever reachable through the
 //! public port.
 
+mod dashboard;
 mod exposition;
 
 use std::convert::Infallible;
@@ -27,15 +28,18 @@ use crate::error_chain::Chain;
 /// What the admin endpoints read: the app, and whether it is draining.
 pub(crate) struct Admin {
     app: Arc<App>,
+    /// The public listener's port, for the dashboard's links to jobs.
+    public_port: u16,
     draining: AtomicBool,
 }
 
 type Reply = Response<Full<Bytes>>;
 
 impl Admin {
-    pub(crate) fn new(app: Arc<App>) -> Admin {
+    pub(crate) fn new(app: Arc<App>, public_port: u16) -> Admin {
         Admin {
             app,
+            public_port,
             draining: AtomicBool::new(false),
         }
     }
@@ -90,21 +94,41 @@ impl Admin {
             "/healthz" => text(StatusCode::OK, "ok\n"),
             "/readyz" => self.readiness().await,
             "/metrics" => self.metrics(req).await,
+            "/" => page(),
+            "/jobs" => self.jobs(req).await,
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
     }
 
-    async fn readiness(&self) -> Reply {
+    /// Why the gateway does not take work now, if it does not.
+    async fn unready(&self) -> Option<String> {
         if self.draining.load(Ordering::Relaxed) {
-            return text(StatusCode::SERVICE_UNAVAILABLE, "draining\n");
+            return Some("draining".to_owned());
         }
-        match self.app.jobs().store().usage().await {
-            Ok(_) => text(StatusCode::OK, "ready\n"),
-            Err(e) => text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("the job store cannot take work: {}\n", Chain(&e)),
-            ),
+        let store = self.app.jobs().store().usage().await;
+        store
+            .err()
+            .map(|e| format!("the job store cannot take work: {}", Chain(&e)))
+    }
+
+    async fn readiness(&self) -> Reply {
+        match self.unready().await {
+            None => text(StatusCode::OK, "ready\n"),
+            Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("{why}\n")),
         }
+    }
+
+    async fn jobs(&self, req: &Request<Incoming>) -> Reply {
+        let filter = match dashboard::Filter::parse(req.uri().query()) {
+            Ok(filter) => filter,
+            Err(why) => return text(StatusCode::BAD_REQUEST, &format!("{why}\n")),
+        };
+        let ready = self.unready().await.is_none();
+        let store_bytes = self.app.jobs().store().usage().await.ok();
+        let jobs = dashboard::listed(&self.app, &filter);
+        let overview = dashboard::overview(&self.app, self.public_port, &jobs, ready, store_bytes);
+        let body = serde_json::to_vec(&overview).expect("the overview always serializes");
+        reply(StatusCode::OK, "application/json", Bytes::from(body))
     }
 
     /// OpenMetrics to a scraper that asks for it, the classic Prometheus
@@ -117,11 +141,7 @@ impl Admin {
             .and_then(|a| a.to_str().ok())
             .is_some_and(|a| a.contains("application/openmetrics-text"));
         let (body, content_type) = exposition::render(&self.app, store_bytes, openmetrics);
-        let mut response = Response::new(Full::new(Bytes::from(body)));
-        response
-            .headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-        response
+        reply(StatusCode::OK, content_type, Bytes::from(body))
     }
 }
 
@@ -147,14 +167,22 @@ pub async fn probe(addr: SocketAddr, path: &str) -> Result<u16, String> {
         .map_err(|_| format!("no answer within {:?}", defaults::PROBE_TIMEOUT))?
 }
 
+fn page() -> Reply {
+    let page = Bytes::from_static(dashboard::PAGE.as_bytes());
+    reply(StatusCode::OK, "text/html; charset=utf-8", page)
+}
+
 fn text(status: StatusCode, body: &str) -> Reply {
-    let mut response = Response::new(Full::new(Bytes::copy_from_slice(body.as_bytes())));
+    let body = Bytes::copy_from_slice(body.as_bytes());
+    reply(status, "text/plain; charset=utf-8", body)
+}
+
+/// Every admin answer is about now: none may be cached.
+fn reply(status: StatusCode, content_type: &'static str, body: Bytes) -> Reply {
+    let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }

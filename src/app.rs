@@ -147,6 +147,10 @@ impl App {
         self.store_max_bytes
     }
 
+    pub(crate) fn public_base_url(&self) -> Option<&str> {
+        self.server.public_base_url.as_deref()
+    }
+
     /// The requests counted under pseudo-route names, with those names.
     pub(crate) fn other_metrics(&self) -> [(&'static str, &RouteMetrics); 3] {
         [

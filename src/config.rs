@@ -217,12 +217,7 @@ impl Config {
                 || "*".to_owned(),
                 |ms| ms.iter().map(Method::as_str).collect::<Vec<_>>().join(","),
             );
-            let mode = match route.mode {
-                Mode::Async => "async",
-                Mode::Prefer => "prefer",
-                Mode::Auto => "auto",
-                Mode::Passthrough => "passthrough",
-            };
+            let mode = route.mode.as_str();
             let _ = writeln!(
                 out,
                 "  {:<16} {:<12} {:<32} -> {} ({mode})",

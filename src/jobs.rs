@@ -10,6 +10,7 @@ pub(crate) mod idempotency;
 mod lane;
 pub(crate) mod model;
 pub(crate) mod owner;
+mod recent;
 mod retry;
 mod runner;
 mod running;
@@ -233,6 +234,7 @@ impl Jobs {
             .metrics
             .submitted
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.core.recent().saw(&job);
         tracing::info!(job = %job.id, route = %route.name, status = "queued", "job");
         Ok((job, changes))
     }
@@ -455,6 +457,12 @@ impl Jobs {
             .loads()
             .map(|(name, load)| (name.to_owned(), load))
             .collect()
+    }
+
+    /// The last jobs seen here that `keep` accepts, newest first, and the
+    /// failures kept apart from them: what the dashboard lists.
+    pub(crate) fn recent(&self, keep: impl Fn(&Job) -> bool, limit: usize) -> Vec<Job> {
+        self.core.recent().list(keep, limit)
     }
 
     pub(crate) fn store(&self) -> &dyn JobStore {

@@ -122,13 +122,13 @@ impl Gateway {
             slots,
             drain_timeout,
             admin,
-            ..
+            local_addr,
         } = self;
         let admin_stop = CancellationToken::new();
         let _admin_stop_on_drop = admin_stop.clone().drop_guard();
         let admin = admin.and_then(|listener| match TcpListener::from_std(listener) {
             Ok(listener) => {
-                let admin = Arc::new(Admin::new(Arc::clone(&app)));
+                let admin = Arc::new(Admin::new(Arc::clone(&app), local_addr.port()));
                 tokio::spawn(Arc::clone(&admin).serve(listener, admin_stop.clone()));
                 Some(admin)
             }

@@ -111,7 +111,11 @@ async fn sigterm_drains_a_running_job_then_exits_0() {
     gw.wait_line("status=\"succeeded\"").await;
     gw.wait_line("drained cleanly").await;
     assert_eq!(backend.disconnect_count(), 0);
-    assert_eq!(gw.count_lines("stopped accepting"), 1, "once, not per worker");
+    assert_eq!(
+        gw.count_lines("stopped accepting"),
+        1,
+        "once, not per worker"
+    );
 }
 
 #[tokio::test]

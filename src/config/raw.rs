@@ -158,6 +158,18 @@ pub(crate) enum Mode {
     Passthrough,
 }
 
+impl Mode {
+    /// As the config file spells it.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Mode::Async => "async",
+            Mode::Prefer => "prefer",
+            Mode::Auto => "auto",
+            Mode::Passthrough => "passthrough",
+        }
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDefault {

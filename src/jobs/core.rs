@@ -16,6 +16,7 @@ use super::document::{Document, ProgressDoc};
 use super::id::JobId;
 use super::lane::{Lane, Load};
 use super::model::{BackendRequest, Failure, Job, JobStatus, Outcome};
+use super::recent::Recent;
 use super::running::Running;
 use super::store::{Cancel, JobStore, Lookup, StoreError};
 use super::watch::Watches;
@@ -39,6 +40,8 @@ pub(super) struct Core {
     lanes: HashMap<String, Arc<Lane<QueuedJob>>>,
     watches: Watches,
     running: Running,
+    /// The last jobs seen here, for the dashboard.
+    recent: Recent,
     /// `None` when no route sends webhooks.
     webhooks: Option<Arc<Webhooks>>,
     /// `public_base_url` + `jobs_path`: every job URL starts with it.
@@ -77,6 +80,7 @@ impl Core {
                 .collect(),
             lanes,
             running: Running::default(),
+            recent: Recent::default(),
             webhooks,
             url_prefix,
             abort: CancellationToken::new(),
@@ -100,6 +104,10 @@ impl Core {
 
     pub(super) fn running(&self) -> &Running {
         &self.running
+    }
+
+    pub(super) fn recent(&self) -> &Recent {
+        &self.recent
     }
 
     pub(super) fn webhooks(&self) -> Option<&Webhooks> {
@@ -176,6 +184,7 @@ impl Core {
     /// and the end is counted and logged. Every end of a job passes here.
     fn ended(&self, job: &Job) {
         self.watches.announce(job.id, job.status);
+        self.recent.saw(job);
         if job.status == JobStatus::Canceled {
             self.stop(job);
         }

@@ -156,6 +156,7 @@ pub(super) async fn attempt(
     attempt: u32,
 ) -> Option<Outcome> {
     core.watches().announce(id, JobStatus::Running);
+    core.recent().began(id, SystemTime::now());
     tracing::info!(job = %id, route = %route.name, status = "running", attempt, "job");
     let live = core.running().register(id);
     let started = tokio::time::Instant::now();

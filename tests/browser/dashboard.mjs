@@ -1,0 +1,54 @@
+// Drives the admin dashboard in headless Chromium: waits until the page
+// shows what the Rust test (tests/dashboard.rs) set up, then writes a
+// screenshot. Usage: node dashboard.mjs ADMIN_URL EXPECT_JSON SCREENSHOT
+import { chromium } from "playwright-core";
+
+const [url, expectJson, screenshot] = process.argv.slice(2);
+const expect = JSON.parse(expectJson);
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  ],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 390, height: 844 } });
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  await page.goto(url);
+  const cell = (row, cls) => `tr[data-route="${row}"] td.${cls}`;
+  for (const [cls, want] of Object.entries(expect.route_counts)) {
+    await page.waitForFunction(
+      ([sel, want]) => document.querySelector(sel)?.textContent === want,
+      [cell(expect.route, cls), String(want)],
+      { timeout: 15000 },
+    );
+  }
+  await page.waitForFunction(
+    ([sel, want]) => document.querySelector(sel)?.textContent === want,
+    [`tr[data-upstream="${expect.upstream}"] td.running`, expect.running],
+    { timeout: 15000 },
+  );
+  const failed = page.locator(`tr[data-job="${expect.failed_job}"]`);
+  await failed.waitFor({ timeout: 15000 });
+  const text = await failed.textContent();
+  if (!text.includes(expect.failed_title)) throw new Error(`failed job row lacks its error: ${text}`);
+  const href = await failed.locator("a").getAttribute("href");
+  if (!href.endsWith(`/_jobs/${expect.failed_job}`)) throw new Error(`link to the job document: ${href}`);
+  // The filter narrows the list to the failed job.
+  await page.selectOption('select[name="status"]', "failed");
+  await page.waitForFunction(() => {
+    const rows = document.querySelectorAll("#jobs tr");
+    return rows.length > 0 && [...rows].every((r) => r.dataset.status === "failed");
+  }, null, { timeout: 15000 });
+  await page.selectOption('select[name="status"]', "");
+  await page.waitForFunction(
+    (n) => document.querySelectorAll("#jobs tr").length >= n, expect.jobs, { timeout: 15000 });
+  await page.screenshot({ path: screenshot, fullPage: true });
+  if (errors.length) throw new Error("page errors: " + errors.join("; "));
+  console.log("dashboard ok");
+} finally {
+  await browser.close();
+}
