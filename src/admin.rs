@@ -126,7 +126,15 @@ impl Admin {
         let ready = self.unready().await.is_none();
         let store_bytes = self.app.jobs().store().usage().await.ok();
         let jobs = dashboard::listed(&self.app, &filter);
-        let overview = dashboard::overview(&self.app, self.public_port, &jobs, ready, store_bytes);
+        let routing = self.app.routing();
+        let overview = dashboard::overview(
+            &self.app,
+            &routing,
+            self.public_port,
+            &jobs,
+            ready,
+            store_bytes,
+        );
         let body = serde_json::to_vec(&overview).expect("the overview always serializes");
         reply(StatusCode::OK, "application/json", Bytes::from(body))
     }

@@ -3,22 +3,24 @@
 //! async route, or the proxy.
 
 mod job_api;
+mod routing;
 mod submit;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use arc_swap::ArcSwap;
 use http::header::HeaderValue;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
 use crate::body::Body;
-use crate::callback::target::SystemResolver;
-use crate::config::{Config, Mode, ServerConfig};
+use crate::config::{Config, ConfigError, Mode, ServerConfig};
 use crate::error::GatewayError;
 use crate::error_chain::Chain;
 use crate::headers::{self, X_REQUEST_ID};
@@ -28,11 +30,19 @@ use crate::metrics::RouteMetrics;
 use crate::prefer::{Preferences, PREFERENCE_APPLIED};
 use crate::proxy;
 use crate::route::Route;
-use crate::route_table::RouteTable;
+use crate::sync::lock;
 use crate::upstream::Upstream;
-use crate::webhook::Webhooks;
+pub(crate) use routing::Routing;
+use routing::{Fixed, Kept, Reloadable};
 
 const RESPOND_ASYNC: HeaderValue = HeaderValue::from_static("respond-async");
+
+/// What a reload did.
+pub(crate) struct Reloaded {
+    pub(crate) routes: usize,
+    /// The sections that changed in the file but only a restart applies.
+    pub(crate) needs_restart: Vec<&'static str>,
+}
 
 /// Why the app could not be built: its store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -43,13 +53,17 @@ pub(crate) enum BuildError {
     Redis(#[from] StoreError),
 }
 
-/// Everything a request needs, built once at start-up.
+/// Everything a request needs: built at start-up, its routing replaced
+/// whole by a reload.
 pub(crate) struct App {
     server: ServerConfig,
-    table: RouteTable,
-    routes: Vec<Arc<Route>>,
-    upstreams: Vec<Arc<Upstream>>,
-    default_upstream: Option<Arc<Upstream>>,
+    /// The config file, read again on reload.
+    path: PathBuf,
+    /// What only a restart changes, as last read, to tell what a reload
+    /// could not apply.
+    fixed: Mutex<Fixed>,
+    live: ArcSwap<Routing>,
+    kept: Kept,
     jobs: Arc<Jobs>,
     store_max_bytes: u64,
     /// What requests to the job API, to the default upstream and to no
@@ -85,58 +99,58 @@ impl App {
             }
             (None, None) => Store::Memory(Arc::new(MemoryStore::new(&config.store))),
         };
-        let workers = config.server.workers;
-        let upstreams: Vec<Arc<Upstream>> = config
-            .upstreams
-            .into_iter()
-            .map(|u| Arc::new(Upstream::new(u, workers)))
-            .collect();
-        let routes: Vec<Arc<Route>> = config
-            .routes
-            .into_iter()
-            .map(|r| {
-                Arc::new(Route {
-                    name: r.name.as_str().into(),
-                    upstream: Arc::clone(&upstreams[r.upstream]),
-                    config: r,
-                    stats: Default::default(),
-                    metrics: Default::default(),
-                })
-            })
-            .collect();
-        let webhooks = config.webhooks.secret.clone().map(|secret| {
-            Arc::new(Webhooks::new(
-                config.webhooks,
-                secret,
-                Arc::new(SystemResolver),
-            ))
-        });
+        let server = config.server.clone();
+        let path = config.path.clone();
+        let store_max_bytes = config.store.max_bytes;
+        let (reloadable, fixed) = Reloadable::split(config);
+        let kept = Kept::default();
+        let (routing, webhooks) = kept.build(reloadable, server.workers);
         let url_prefix = format!(
             "{}{}",
-            config.server.public_base_url.as_deref().unwrap_or(""),
-            config.server.jobs_path
+            server.public_base_url.as_deref().unwrap_or(""),
+            server.jobs_path
         );
-        let jobs = Arc::new(Jobs::new(store, &routes, url_prefix, webhooks));
+        let jobs = Arc::new(Jobs::new(store, &routing.routes, url_prefix, webhooks));
         Ok(App {
-            table: config.route_table,
-            default_upstream: config.default_upstream.map(|i| Arc::clone(&upstreams[i])),
-            server: config.server,
-            routes,
-            upstreams,
+            server,
+            path,
+            fixed: Mutex::new(fixed),
+            live: ArcSwap::from_pointee(routing),
+            kept,
             jobs,
-            store_max_bytes: config.store.max_bytes,
+            store_max_bytes,
             job_api_metrics: RouteMetrics::default(),
             default_metrics: RouteMetrics::default(),
             no_route_metrics: RouteMetrics::default(),
         })
     }
 
-    pub(crate) fn routes(&self) -> &[Arc<Route>] {
-        &self.routes
+    /// Reads the config file again and puts its routes, upstreams and
+    /// webhooks in force for new requests and jobs; what is under way
+    /// finishes as it began. A file that does not validate changes
+    /// nothing. Must run inside a tokio runtime.
+    pub(crate) fn reload(&self) -> Result<Reloaded, ConfigError> {
+        let config = Config::load(&self.path)?;
+        let (reloadable, fixed) = Reloadable::split(config);
+        let needs_restart = {
+            let mut before = lock(&self.fixed);
+            let changed = routing::changed(&before, &fixed);
+            *before = fixed;
+            changed
+        };
+        let (routing, webhooks) = self.kept.build(reloadable, self.server.workers);
+        self.jobs.reconfigure(&routing.routes, webhooks);
+        let routes = routing.routes.len();
+        self.live.store(Arc::new(routing));
+        Ok(Reloaded {
+            routes,
+            needs_restart,
+        })
     }
 
-    pub(crate) fn upstreams(&self) -> &[Arc<Upstream>] {
-        &self.upstreams
+    /// The routes and upstreams in force.
+    pub(crate) fn routing(&self) -> Arc<Routing> {
+        self.live.load_full()
     }
 
     pub(crate) fn jobs(&self) -> &Jobs {
@@ -160,16 +174,16 @@ impl App {
         ]
     }
 
-    fn destination(&self, req: &Request<Incoming>) -> Destination<'_> {
+    fn destination<'a>(&self, routing: &'a Routing, req: &Request<Incoming>) -> Destination<'a> {
         let path = req.uri().path();
         if let Some(rest) = path.strip_prefix(self.server.jobs_path.as_str()) {
             if rest.is_empty() || rest.starts_with('/') {
                 return Destination::JobApi(self.server.jobs_path.len());
             }
         }
-        match self.table.find(req.method(), path) {
-            Some(i) => Destination::Route(&self.routes[i]),
-            None => match &self.default_upstream {
+        match routing.find(req.method(), path) {
+            Some(route) => Destination::Route(route),
+            None => match &routing.default_upstream {
                 Some(upstream) => Destination::Default(upstream),
                 None => Destination::Nowhere,
             },
@@ -200,7 +214,8 @@ impl App {
                 req.uri().path().to_owned(),
             )
         });
-        let destination = self.destination(&req);
+        let routing = self.live.load_full();
+        let destination = self.destination(&routing, &req);
         let metrics = self.metrics_of(&destination);
         let mut response = match self.dispatch(destination, req, remote).await {
             Ok(response) => response,

@@ -148,7 +148,7 @@ impl Jobs {
             );
         }
         for job in queued {
-            let Some(route) = self.core.route(&job.route).cloned() else {
+            let Some(route) = self.core.route(&job.route) else {
                 tracing::error!(job = %job.id, route = job.route, "queued job of a route no longer configured; failing it");
                 let core = Arc::clone(&self.core);
                 self.core.tracker().spawn(async move {
@@ -177,6 +177,15 @@ impl Jobs {
             if let Some(hook) = &job.webhook {
                 self.core.send_webhook(&job, hook);
             }
+        }
+    }
+
+    /// New routes and webhook sender for the jobs accepted from now on;
+    /// jobs under way keep the route they were accepted on. Waiting jobs
+    /// that raised limits let run start now.
+    pub(crate) fn reconfigure(&self, routes: &[Arc<Route>], webhooks: Option<Arc<Webhooks>>) {
+        for (slot, first) in self.core.reconfigure(routes, webhooks) {
+            self.spawn_worker(slot, first);
         }
     }
 
@@ -391,9 +400,9 @@ impl Jobs {
     /// job was submitted with credentials and these are not the same.
     fn visible_to(&self, job: &Job, headers: &HeaderMap) -> bool {
         let Some(owner) = job.owner else { return true };
-        let names = self
-            .core
-            .route(&job.route)
+        let route = self.core.route(&job.route);
+        let names = route
+            .as_ref()
             .map_or(&[][..], |r| &r.config.bind_headers[..]);
         owner.admits(job.id, owner::credentials(headers, names).as_deref())
     }
@@ -440,23 +449,21 @@ impl Jobs {
         format!("{}/{id}", self.core.url_prefix())
     }
 
-    pub(crate) fn route(&self, name: &str) -> Option<&Arc<Route>> {
+    /// The route of that name now in force.
+    pub(crate) fn route(&self, name: &str) -> Option<Arc<Route>> {
         self.core.route(name)
     }
 
     /// Checks and resolves a request's callback URL; `None` when no route
     /// sends webhooks.
-    pub(crate) fn webhooks(&self) -> Option<&Webhooks> {
+    pub(crate) fn webhooks(&self) -> Option<Arc<Webhooks>> {
         self.core.webhooks()
     }
 
     /// How many jobs run and wait in each upstream's lane, by upstream
     /// name; empty with a shared store, whose queue is the store's.
     pub(crate) fn loads(&self) -> Vec<(String, Load)> {
-        self.core
-            .loads()
-            .map(|(name, load)| (name.to_owned(), load))
-            .collect()
+        self.core.loads()
     }
 
     /// The last jobs seen here that `keep` accepts, newest first, and the

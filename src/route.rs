@@ -13,8 +13,9 @@ pub(crate) struct Route {
     pub(crate) config: RouteConfig,
     pub(crate) name: Arc<str>,
     pub(crate) upstream: Arc<Upstream>,
-    pub(crate) stats: DurationStats,
-    pub(crate) metrics: RouteMetrics,
+    /// Both kept by name across reloads.
+    pub(crate) stats: Arc<DurationStats>,
+    pub(crate) metrics: Arc<RouteMetrics>,
 }
 
 impl Route {

@@ -35,6 +35,10 @@ pub struct Gateway {
     drain_timeout: Duration,
     /// The admin listener's socket, unless it is turned off.
     admin: Option<std::net::TcpListener>,
+    /// SIGHUP, caught from the moment the gateway is bound (its default
+    /// action would end the process).
+    #[cfg(unix)]
+    hangups: Option<tokio::signal::unix::Signal>,
 }
 
 /// How a run ended.
@@ -95,6 +99,10 @@ impl Gateway {
             slots,
             drain_timeout,
             admin,
+            #[cfg(unix)]
+            hangups: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .inspect_err(|e| tracing::error!(error = %e, "cannot catch SIGHUP; the config cannot be reloaded"))
+                .ok(),
         })
     }
 
@@ -123,6 +131,8 @@ impl Gateway {
             drain_timeout,
             admin,
             local_addr,
+            #[cfg(unix)]
+            hangups,
         } = self;
         let admin_stop = CancellationToken::new();
         let _admin_stop_on_drop = admin_stop.clone().drop_guard();
@@ -191,6 +201,10 @@ impl Gateway {
             stop: stop.clone(),
             drain_timeout,
         };
+        #[cfg(unix)]
+        if let Some(hangups) = hangups {
+            tokio::spawn(reload_on_hangup(Arc::clone(&app), hangups, stop.clone()));
+        }
         let coordinate = async {
             shutdown.await;
             if let Some(admin) = &admin {
@@ -272,6 +286,38 @@ impl Worker {
         match tokio::time::timeout(self.drain_timeout, graceful.shutdown()).await {
             Ok(()) => 0,
             Err(_) => open.max(1),
+        }
+    }
+}
+
+/// Reloads the config on every SIGHUP until the drain begins. A file that
+/// does not validate is refused, with its file, line and key, and the
+/// running config stays.
+#[cfg(unix)]
+async fn reload_on_hangup(
+    app: Arc<App>,
+    mut hangups: tokio::signal::unix::Signal,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            Some(()) = hangups.recv() => {},
+            () = stop.cancelled() => return,
+        }
+        match app.reload() {
+            Ok(reloaded) => {
+                tracing::info!(
+                    routes = reloaded.routes,
+                    "reloaded the config; new requests and jobs follow it"
+                );
+                if !reloaded.needs_restart.is_empty() {
+                    tracing::warn!(
+                        sections = ?reloaded.needs_restart,
+                        "these sections changed but take effect only at the next restart"
+                    );
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "config not reloaded; the running one stays"),
         }
     }
 }

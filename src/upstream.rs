@@ -1,6 +1,7 @@
 //! An upstream: its pooled HTTP clients, one per worker.
 
 use std::cell::Cell;
+use std::sync::Arc;
 
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri};
@@ -29,8 +30,9 @@ pub(crate) struct Upstream {
     /// runtime that opened it, so sharing pools across workers would hand
     /// every request to another thread and back.
     clients: Vec<Client<HttpConnector, Body>>,
-    /// Until the response head, or the failure, of every request sent.
-    pub(crate) duration: Histogram,
+    /// Until the response head, or the failure, of every request sent;
+    /// kept by name across reloads.
+    pub(crate) duration: Arc<Histogram>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +48,11 @@ pub(crate) enum UpstreamError {
 }
 
 impl Upstream {
-    pub(crate) fn new(config: UpstreamConfig, workers: usize) -> Upstream {
+    pub(crate) fn new(
+        config: UpstreamConfig,
+        workers: usize,
+        duration: Arc<Histogram>,
+    ) -> Upstream {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_nodelay(true);
@@ -64,7 +70,7 @@ impl Upstream {
         Upstream {
             config,
             clients,
-            duration: Histogram::default(),
+            duration,
         }
     }
 

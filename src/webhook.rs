@@ -30,9 +30,12 @@ pub(crate) struct Webhooks {
     secret: Secret,
     guard: Guard,
     client: Client<Connector, Full<Bytes>>,
-    /// Attempts by how they ended: delivered, to be retried, given up.
-    outcomes: [AtomicU64; 3],
+    outcomes: Arc<Outcomes>,
 }
+
+/// Delivery attempts by how they ended: delivered, to be retried, given
+/// up; kept across reloads.
+pub(crate) type Outcomes = [AtomicU64; 3];
 
 /// How a delivery attempt ended, as the metrics name it.
 const OUTCOMES: [&str; 3] = ["delivered", "retried", "failed"];
@@ -239,6 +242,7 @@ impl Webhooks {
         config: WebhookConfig,
         secret: Secret,
         resolver: Arc<dyn Resolve>,
+        outcomes: Arc<Outcomes>,
     ) -> Webhooks {
         let guard = Guard::new(resolver, config.policy.clone(), config.timeout);
         let client = Client::builder(TokioExecutor::new())
@@ -252,7 +256,7 @@ impl Webhooks {
             secret,
             guard,
             client,
-            outcomes: Default::default(),
+            outcomes,
         }
     }
 
@@ -260,7 +264,7 @@ impl Webhooks {
     pub(crate) fn outcomes(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
         OUTCOMES
             .into_iter()
-            .zip(&self.outcomes)
+            .zip(self.outcomes.iter())
             .map(|(name, n)| (name, n.load(Relaxed)))
     }
 

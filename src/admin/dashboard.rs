@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use serde::Serialize;
 
-use crate::app::App;
+use crate::app::{App, Routing};
 use crate::jobs::model::{Job, JobStatus};
 use crate::jobs::Document;
 
@@ -107,13 +107,14 @@ impl Filter {
 
 pub(super) fn overview<'a>(
     app: &'a App,
+    routing: &'a Routing,
     public_port: u16,
     jobs: &'a [Job],
     ready: bool,
     store_bytes: Option<u64>,
 ) -> Overview<'a> {
-    let routes = app
-        .routes()
+    let routes = routing
+        .routes
         .iter()
         .map(|r| {
             let m = &r.metrics;
@@ -132,8 +133,8 @@ pub(super) fn overview<'a>(
         })
         .collect();
     let loads = app.jobs().loads();
-    let upstreams = app
-        .upstreams()
+    let upstreams = routing
+        .upstreams
         .iter()
         .map(|u| {
             let load = loads

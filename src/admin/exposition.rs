@@ -99,10 +99,11 @@ fn histogram<'h>(
 impl prometheus_client::collector::Collector for Exposition {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
         let app = &self.app;
-        let routes: Vec<(&str, &RouteMetrics)> = app
-            .routes()
+        let routing = app.routing();
+        let routes: Vec<(&str, &RouteMetrics)> = routing
+            .routes
             .iter()
-            .map(|r| (&*r.name, &r.metrics))
+            .map(|r| (&*r.name, &*r.metrics))
             .collect();
         let everywhere: Vec<(&str, &RouteMetrics)> =
             routes.iter().copied().chain(app.other_metrics()).collect();
@@ -173,9 +174,10 @@ impl prometheus_client::collector::Collector for Exposition {
             &mut encoder,
             "asyncgate_upstream_duration_seconds",
             "Until the response head (or the failure) of each request sent to an upstream.",
-            app.upstreams()
+            routing
+                .upstreams
                 .iter()
-                .map(|u| (vec![("upstream", u.config.name.as_str())], &u.duration)),
+                .map(|u| (vec![("upstream", u.config.name.as_str())], &*u.duration)),
         )?;
         gauge(
             &mut encoder,

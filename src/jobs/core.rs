@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -14,7 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use super::document::{Document, ProgressDoc};
 use super::id::JobId;
-use super::lane::{Lane, Load};
+use super::lane::{Lane, Load, Slot};
 use super::model::{BackendRequest, Failure, Job, JobStatus, Outcome};
 use super::recent::Recent;
 use super::running::Running;
@@ -33,17 +34,15 @@ pub(super) struct QueuedJob {
 
 pub(super) struct Core {
     store: Arc<dyn JobStore>,
-    routes: HashMap<Arc<str>, Arc<Route>>,
-    /// Each upstream's jobs, by its name, when they run in this process:
-    /// `max_concurrency` sent at once, `max_queue` waiting. Empty with a
-    /// shared store, whose queue is the store's.
-    lanes: HashMap<String, Arc<Lane<QueuedJob>>>,
+    /// The routes, lanes and webhook sender in force; replaced whole by a
+    /// reload, while jobs already under way keep the route they began with.
+    live: ArcSwap<Live>,
+    /// Whether jobs run in this process's lanes (an embedded store).
+    with_lanes: bool,
     watches: Watches,
     running: Running,
     /// The last jobs seen here, for the dashboard.
     recent: Recent,
-    /// `None` when no route sends webhooks.
-    webhooks: Option<Arc<Webhooks>>,
     /// `public_base_url` + `jobs_path`: every job URL starts with it.
     url_prefix: String,
     /// Fired when the drain deadline passes: every job left fails.
@@ -51,6 +50,73 @@ pub(super) struct Core {
     /// Jobs failed because the drain deadline passed, running or waiting.
     interrupted: AtomicUsize,
     tracker: TaskTracker,
+}
+
+/// What a reload replaces.
+struct Live {
+    routes: HashMap<Arc<str>, Arc<Route>>,
+    /// Each upstream's jobs, by its name, when they run in this process:
+    /// `max_concurrency` sent at once, `max_queue` waiting. Empty with a
+    /// shared store, whose queue is the store's. A lane outlives its
+    /// upstream's removal by a reload: jobs may still wait in it.
+    lanes: HashMap<String, Arc<Lane<QueuedJob>>>,
+    /// `None` when no route sends webhooks.
+    webhooks: Option<Arc<Webhooks>>,
+}
+
+impl Live {
+    /// `routes` over the lanes of `before` (new limits applied; waiting
+    /// jobs that now have a place are handed back to be run).
+    fn new(
+        routes: &[Arc<Route>],
+        webhooks: Option<Arc<Webhooks>>,
+        with_lanes: bool,
+        before: Option<&Live>,
+    ) -> (Live, Vec<(Slot<QueuedJob>, QueuedJob)>) {
+        let mut lanes = before.map(|b| b.lanes.clone()).unwrap_or_default();
+        let mut started = Vec::new();
+        if with_lanes {
+            for route in routes {
+                let upstream = &route.upstream.config;
+                let (running, waiting) = (upstream.max_concurrency, upstream.max_queue);
+                match lanes.get(&upstream.name) {
+                    Some(lane) => started.extend(lane.set_limits(running, waiting)),
+                    None => {
+                        lanes.insert(upstream.name.clone(), Lane::new(running, waiting));
+                    }
+                }
+            }
+        }
+        let live = Live {
+            routes: live_routes(routes),
+            lanes,
+            webhooks,
+        };
+        (live, started)
+    }
+}
+
+fn live_routes(routes: &[Arc<Route>]) -> HashMap<Arc<str>, Arc<Route>> {
+    routes
+        .iter()
+        .map(|r| (Arc::clone(&r.name), Arc::clone(r)))
+        .collect()
+}
+
+/// Each upstream's `max_concurrency`, by name: what a shared store's
+/// takers were started with.
+fn shared_limits(
+    routes: &HashMap<Arc<str>, Arc<Route>>,
+) -> std::collections::BTreeMap<&str, usize> {
+    routes
+        .values()
+        .map(|r| {
+            (
+                r.upstream.config.name.as_str(),
+                r.upstream.config.max_concurrency,
+            )
+        })
+        .collect()
 }
 
 impl Core {
@@ -62,31 +128,36 @@ impl Core {
         webhooks: Option<Arc<Webhooks>>,
         tracker: TaskTracker,
     ) -> Core {
-        let mut lanes = HashMap::new();
-        if with_lanes {
-            for route in routes {
-                let upstream = &route.upstream.config;
-                lanes
-                    .entry(upstream.name.clone())
-                    .or_insert_with(|| Lane::new(upstream.max_concurrency, upstream.max_queue));
-            }
-        }
+        let (live, _) = Live::new(routes, webhooks, with_lanes, None);
         Core {
             watches: Watches::new(store.work_queue().is_some()),
             store,
-            routes: routes
-                .iter()
-                .map(|r| (Arc::clone(&r.name), Arc::clone(r)))
-                .collect(),
-            lanes,
+            live: ArcSwap::from_pointee(live),
+            with_lanes,
             running: Running::default(),
             recent: Recent::default(),
-            webhooks,
             url_prefix,
             abort: CancellationToken::new(),
             interrupted: AtomicUsize::new(0),
             tracker,
         }
+    }
+
+    /// Puts new routes and a new webhook sender in force for what starts
+    /// from now on; returns the waiting jobs that raised limits let start.
+    pub(super) fn reconfigure(
+        &self,
+        routes: &[Arc<Route>],
+        webhooks: Option<Arc<Webhooks>>,
+    ) -> Vec<(Slot<QueuedJob>, QueuedJob)> {
+        let before = self.live.load();
+        if !self.with_lanes && shared_limits(&before.routes) != shared_limits(&live_routes(routes))
+        {
+            tracing::warn!("with the Redis store, new upstreams and changed max_concurrency take effect at the next restart");
+        }
+        let (live, started) = Live::new(routes, webhooks, self.with_lanes, Some(&before));
+        self.live.store(Arc::new(live));
+        started
     }
 
     /// Every task that runs or waits to run a job, so a drain can wait for them.
@@ -110,29 +181,36 @@ impl Core {
         &self.recent
     }
 
-    pub(super) fn webhooks(&self) -> Option<&Webhooks> {
-        self.webhooks.as_deref()
+    pub(super) fn webhooks(&self) -> Option<Arc<Webhooks>> {
+        self.live.load().webhooks.clone()
     }
 
-    pub(super) fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
-        self.routes.values()
+    pub(super) fn routes(&self) -> Vec<Arc<Route>> {
+        self.live.load().routes.values().cloned().collect()
     }
 
-    pub(super) fn route(&self, name: &str) -> Option<&Arc<Route>> {
-        self.routes.get(name)
+    pub(super) fn route(&self, name: &str) -> Option<Arc<Route>> {
+        self.live.load().routes.get(name).cloned()
     }
 
     /// The lane of a route's upstream: every route has one when jobs run
     /// here, none has with a shared store.
-    pub(super) fn lane(&self, route: &Route) -> Option<&Arc<Lane<QueuedJob>>> {
-        self.lanes.get(&route.upstream.config.name)
+    pub(super) fn lane(&self, route: &Route) -> Option<Arc<Lane<QueuedJob>>> {
+        self.live
+            .load()
+            .lanes
+            .get(&route.upstream.config.name)
+            .cloned()
     }
 
     /// Each upstream's lane occupancy, by upstream name.
-    pub(super) fn loads(&self) -> impl Iterator<Item = (&str, Load)> {
-        self.lanes
+    pub(super) fn loads(&self) -> Vec<(String, Load)> {
+        self.live
+            .load()
+            .lanes
             .iter()
-            .map(|(name, lane)| (name.as_str(), lane.load()))
+            .map(|(name, lane)| (name.clone(), lane.load()))
+            .collect()
     }
 
     pub(super) fn url_prefix(&self) -> &str {
@@ -216,18 +294,17 @@ impl Core {
         if self.running.stop(job.id) {
             return;
         }
-        if let Some(lane) = self.route(&job.route).and_then(|r| self.lane(r)) {
+        if let Some(lane) = self.route(&job.route).and_then(|r| self.lane(&r)) {
             lane.remove(|q| q.id == job.id);
         }
     }
 
     /// Sends a job's webhook: the job document as it ended.
     pub(super) fn send_webhook(&self, job: &Job, hook: &Arc<Webhook>) {
-        let Some(webhooks) = &self.webhooks else {
+        let Some(webhooks) = self.webhooks() else {
             return;
         };
         let payload = Bytes::from(self.document(job).without_webhook().to_json());
-        let webhooks = Arc::clone(webhooks);
         let hook = Arc::clone(hook);
         let log = StoreDeliveryLog {
             store: Arc::clone(&self.store),

@@ -140,7 +140,7 @@ async fn take_work(dispatch: Dispatch, upstream: Arc<Upstream>, wake: Arc<Notify
 }
 
 async fn run(core: &Core, taken: Taken) {
-    let Some(route) = core.route(&taken.route).cloned() else {
+    let Some(route) = core.route(&taken.route) else {
         // Replicas disagree on their routes. Unrenewed, its lease runs out
         // and another replica takes it over (failing it as lost if it may
         // not be sent twice: no replica can tell it was never sent).

@@ -12,13 +12,15 @@ use crate::sync::lock;
 
 pub(super) struct Lane<T> {
     state: Mutex<State<T>>,
-    max_running: usize,
-    max_waiting: usize,
 }
 
 struct State<T> {
     running: usize,
     waiting: VecDeque<T>,
+    /// Changed by a reload; a lowered `max_running` takes effect as
+    /// running items end.
+    max_running: usize,
+    max_waiting: usize,
 }
 
 /// A lane's occupancy at one moment.
@@ -51,9 +53,9 @@ impl<T> Lane<T> {
             state: Mutex::new(State {
                 running: 0,
                 waiting: VecDeque::new(),
+                max_running,
+                max_waiting,
             }),
-            max_running,
-            max_waiting,
         })
     }
 
@@ -72,7 +74,7 @@ impl<T> Lane<T> {
 
     pub(super) fn admit(self: &Arc<Self>, item: T) -> Admission<T> {
         let mut state = self.state();
-        if state.running < self.max_running {
+        if state.running < state.max_running {
             state.running += 1;
             // Older items go first; they can only be waiting here if a
             // runner died without taking them.
@@ -89,7 +91,7 @@ impl<T> Lane<T> {
             };
             return Admission::Run(slot, item);
         }
-        if state.waiting.len() < self.max_waiting {
+        if state.waiting.len() < state.max_waiting {
             state.waiting.push_back(item);
             return Admission::Queued;
         }
@@ -108,6 +110,31 @@ impl<T> Lane<T> {
         }
     }
 
+    /// New limits, from a reload. Waiting items that now have a running
+    /// place come back with it, for the caller to run.
+    pub(super) fn set_limits(
+        self: &Arc<Self>,
+        max_running: usize,
+        max_waiting: usize,
+    ) -> Vec<(Slot<T>, T)> {
+        let mut state = self.state();
+        state.max_running = max_running;
+        state.max_waiting = max_waiting;
+        let mut started = Vec::new();
+        while state.running < state.max_running {
+            let Some(item) = state.waiting.pop_front() else {
+                break;
+            };
+            state.running += 1;
+            let slot = Slot {
+                lane: Arc::clone(self),
+                held: true,
+            };
+            started.push((slot, item));
+        }
+        started
+    }
+
     /// Takes a waiting item out of the queue, e.g. because it was canceled.
     pub(super) fn remove(&self, matches: impl Fn(&T) -> bool) -> Option<T> {
         let mut state = self.state();
@@ -117,10 +144,15 @@ impl<T> Lane<T> {
 }
 
 impl<T> Slot<T> {
-    /// The next waiting item, or `None` after giving the place back.
+    /// The next waiting item, or `None` after giving the place back (also
+    /// when a reload lowered the limit below the places taken).
     pub(super) fn take_next(&mut self) -> Option<T> {
         let mut state = self.lane.state();
-        let next = state.waiting.pop_front();
+        let next = if state.running > state.max_running {
+            None
+        } else {
+            state.waiting.pop_front()
+        };
         if next.is_none() && self.held {
             state.running -= 1;
             self.held = false;
@@ -180,5 +212,44 @@ mod tests {
         drop(slot);
         let (_slot, item) = run(lane.admit(3));
         assert_eq!(item, 2, "the stranded older item runs first");
+    }
+
+    #[test]
+    fn new_limits_start_waiting_items_or_shrink_as_items_end() {
+        let lane = Lane::new(1, 5);
+        let (mut first, _) = run(lane.admit(1));
+        for i in 2..=4 {
+            assert!(matches!(lane.admit(i), Admission::Queued));
+        }
+        let started = lane.set_limits(3, 5);
+        let items: Vec<i32> = started.iter().map(|(_, i)| *i).collect();
+        assert_eq!(items, [2, 3], "oldest first, up to the new limit");
+        assert_eq!(
+            lane.load(),
+            Load {
+                running: 3,
+                waiting: 1
+            }
+        );
+        assert!(lane.set_limits(1, 5).is_empty());
+        // Over the lowered limit: a runner gives its place back instead of
+        // taking the next item.
+        assert_eq!(first.take_next(), None);
+        assert_eq!(
+            lane.load(),
+            Load {
+                running: 2,
+                waiting: 1
+            }
+        );
+        drop(started);
+        assert_eq!(
+            lane.load(),
+            Load {
+                running: 0,
+                waiting: 1
+            }
+        );
+        assert!(matches!(lane.admit(5), Admission::Run(_, 4)));
     }
 }

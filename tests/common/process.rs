@@ -32,6 +32,11 @@ pub(crate) mod tempfile_path {
             std::fs::write(&path, on_disk(text, &store.0)).unwrap();
             TempConfig(path, store)
         }
+
+        /// Replaces the file's text, its store where it was.
+        pub(crate) fn rewrite(&self, text: &str) {
+            std::fs::write(&self.0, on_disk(text, &self.1 .0)).unwrap();
+        }
     }
 
     impl Drop for TempConfig {
@@ -116,6 +121,11 @@ impl Running {
             }
         })
         .await
+    }
+
+    /// The config file it was started with.
+    pub(crate) fn config(&self) -> &tempfile_path::TempConfig {
+        self._config.as_ref().expect("started from config text")
     }
 
     /// How many of the lines so far contain `needle`.
