@@ -31,7 +31,7 @@ use crate::prefer::{Preferences, PREFERENCE_APPLIED};
 use crate::proxy;
 use crate::route::Route;
 use crate::sync::lock;
-use crate::upstream::Upstream;
+use crate::upstream::{self, Upstream};
 pub(crate) use routing::Routing;
 use routing::{Fixed, Kept, Reloadable};
 
@@ -62,7 +62,8 @@ pub(crate) struct App {
     /// What only a restart changes, as last read, to tell what a reload
     /// could not apply.
     fixed: Mutex<Fixed>,
-    live: ArcSwap<Routing>,
+    /// One per worker, each swapped by a reload.
+    live: Vec<ArcSwap<Routing>>,
     kept: Kept,
     jobs: Arc<Jobs>,
     store_max_bytes: u64,
@@ -111,11 +112,14 @@ impl App {
             server.jobs_path
         );
         let jobs = Arc::new(Jobs::new(store, &routing.routes, url_prefix, webhooks));
+        let live = (0..server.workers.max(1))
+            .map(|_| ArcSwap::from_pointee(routing.clone()))
+            .collect();
         Ok(App {
             server,
             path,
             fixed: Mutex::new(fixed),
-            live: ArcSwap::from_pointee(routing),
+            live,
             kept,
             jobs,
             store_max_bytes,
@@ -141,16 +145,18 @@ impl App {
         let (routing, webhooks) = self.kept.build(reloadable, self.server.workers);
         self.jobs.reconfigure(&routing.routes, webhooks);
         let routes = routing.routes.len();
-        self.live.store(Arc::new(routing));
+        for live in &self.live {
+            live.store(Arc::new(routing.clone()));
+        }
         Ok(Reloaded {
             routes,
             needs_restart,
         })
     }
 
-    /// The routes and upstreams in force.
+    /// The routes and upstreams in force, this worker's copy.
     pub(crate) fn routing(&self) -> Arc<Routing> {
-        self.live.load_full()
+        self.live[upstream::current_worker() % self.live.len()].load_full()
     }
 
     pub(crate) fn jobs(&self) -> &Jobs {
@@ -214,7 +220,7 @@ impl App {
                 req.uri().path().to_owned(),
             )
         });
-        let routing = self.live.load_full();
+        let routing = self.routing();
         let destination = self.destination(&routing, &req);
         let metrics = self.metrics_of(&destination);
         let mut response = match self.dispatch(destination, req, remote).await {

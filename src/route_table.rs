@@ -9,7 +9,7 @@ use http::Method;
 
 /// Paths are matched by matchit; each path holds the routes that share it,
 /// told apart by method.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct RouteTable {
     paths: matchit::Router<Vec<(usize, Option<Vec<Method>>)>>,
 }

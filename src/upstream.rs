@@ -24,6 +24,11 @@ pub(crate) fn enter_worker(index: usize) {
     WORKER.with(|w| w.set(index));
 }
 
+/// The worker this thread is (0 for threads outside the workers).
+pub(crate) fn current_worker() -> usize {
+    WORKER.with(Cell::get)
+}
+
 pub(crate) struct Upstream {
     pub(crate) config: UpstreamConfig,
     /// One pool per worker: a pooled connection is driven by a task on the
@@ -75,7 +80,7 @@ impl Upstream {
     }
 
     fn client(&self) -> &Client<HttpConnector, Body> {
-        &self.clients[WORKER.with(Cell::get) % self.clients.len()]
+        &self.clients[current_worker() % self.clients.len()]
     }
 
     /// The backend URI for a request's path and query.

@@ -15,7 +15,10 @@ use crate::sync::lock;
 use crate::upstream::Upstream;
 use crate::webhook::{Outcomes, Webhooks};
 
-/// The routes and upstreams in force.
+/// The routes and upstreams in force. Each worker holds a copy of its own
+/// (the parts are shared), so taking it for a request never touches a
+/// counter another core writes.
+#[derive(Clone)]
 pub(crate) struct Routing {
     table: RouteTable,
     pub(crate) routes: Vec<Arc<Route>>,

@@ -2,11 +2,11 @@
 //! recent few hundred as they stand now, and the last failures kept apart
 //! so a burst of successes does not push them out of sight.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use super::id::JobId;
+use super::id::{IdMap, JobId};
 use super::model::{Job, JobStatus};
 use crate::sync::lock;
 
@@ -23,7 +23,7 @@ pub(super) struct Recent {
 struct Inner {
     /// Oldest first; every id here is in `jobs`.
     order: VecDeque<JobId>,
-    jobs: HashMap<JobId, Job>,
+    jobs: IdMap<Job>,
     /// Oldest first.
     failed: VecDeque<Job>,
 }
