@@ -3,6 +3,7 @@
 //! async route, or the proxy.
 
 mod job_api;
+mod openapi;
 mod routing;
 mod submit;
 
@@ -67,6 +68,8 @@ pub(crate) struct App {
     kept: Kept,
     jobs: Arc<Jobs>,
     store_max_bytes: u64,
+    /// `{jobs_path}/openapi.json`, made once.
+    openapi: bytes::Bytes,
     /// What requests to the job API, to the default upstream and to no
     /// route at all count, as routes of these names.
     job_api_metrics: RouteMetrics,
@@ -82,6 +85,9 @@ enum Destination<'a> {
     Default(&'a Upstream),
     Nowhere,
 }
+
+/// Under `jobs_path`: the job API's description, not a job.
+const OPENAPI: &str = "/openapi.json";
 
 /// Route names the metrics give requests that no configured route took.
 const JOB_API_ROUTE: &str = "_jobs";
@@ -112,6 +118,7 @@ impl App {
             server.jobs_path
         );
         let jobs = Arc::new(Jobs::new(store, &routing.routes, url_prefix, webhooks));
+        let openapi = bytes::Bytes::from(openapi::document(&server.jobs_path).to_string());
         let live = (0..server.workers.max(1))
             .map(|_| ArcSwap::from_pointee(routing.clone()))
             .collect();
@@ -123,6 +130,7 @@ impl App {
             kept,
             jobs,
             store_max_bytes,
+            openapi,
             job_api_metrics: RouteMetrics::default(),
             default_metrics: RouteMetrics::default(),
             no_route_metrics: RouteMetrics::default(),
@@ -196,6 +204,19 @@ impl App {
         }
     }
 
+    /// The job API's OpenAPI document.
+    fn openapi(&self, method: &http::Method) -> Result<Response<Body>, GatewayError> {
+        if method != http::Method::GET && method != http::Method::HEAD {
+            return Err(GatewayError::MethodNotAllowed { allow: "GET, HEAD" });
+        }
+        let mut response = Response::new(crate::body::full(self.openapi.clone()));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        Ok(response)
+    }
+
     fn metrics_of<'a>(&'a self, destination: &Destination<'a>) -> &'a RouteMetrics {
         match destination {
             Destination::JobApi(_) => &self.job_api_metrics,
@@ -267,6 +288,9 @@ impl App {
         let route = match destination {
             Destination::JobApi(start) => {
                 let rest = &req.uri().path()[start..];
+                if rest == OPENAPI {
+                    return self.openapi(req.method());
+                }
                 return job_api::serve(&self.jobs, &req, rest).await;
             }
             Destination::Default(upstream) => return self.forward(upstream, req, remote).await,

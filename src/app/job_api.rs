@@ -131,7 +131,12 @@ fn long_poll_wait(query: Option<&str>) -> Result<Duration, GatewayError> {
     else {
         return Ok(Duration::ZERO);
     };
-    let secs: u64 = value.parse().map_err(|_| GatewayError::BadWait)?;
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(GatewayError::BadWait);
+    }
+    // A number too large for any integer type still means "as long as you
+    // allow": the cap answers it, not a 400.
+    let secs = value.parse::<u64>().unwrap_or(u64::MAX);
     Ok(Duration::from_secs(secs).min(defaults::LONG_POLL_MAX))
 }
 
@@ -310,4 +315,22 @@ fn document_response(jobs: &Jobs, job: &Job) -> Response<Body> {
         headers.insert(RETRY_AFTER, HeaderValue::from(jobs.retry_after(job)));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_is_whole_seconds_capped_however_large() {
+        let wait = |q| long_poll_wait(Some(q)).ok();
+        assert_eq!(wait("wait=5"), Some(Duration::from_secs(5)));
+        assert_eq!(wait("x=1&wait=0"), Some(Duration::ZERO));
+        let huge = "wait=1852020546078619633451008";
+        assert_eq!(wait(huge), Some(defaults::LONG_POLL_MAX));
+        for bad in ["wait=", "wait=-1", "wait=1.5", "wait=+3", "wait=ten"] {
+            assert_eq!(wait(bad), None, "{bad}");
+        }
+        assert_eq!(long_poll_wait(None).ok(), Some(Duration::ZERO));
+    }
 }
