@@ -96,6 +96,8 @@ pub(crate) struct Jobs {
     /// process's lanes, which start them there. With a shared store a job
     /// starts as a replica takes it.
     local: Option<Arc<dyn LocalQueue>>,
+    /// With a shared store, what takes this replica's part of the queue.
+    takers: Option<dispatch::Takers>,
     /// Fired when the drain starts: no more jobs are taken from a shared queue.
     closing: CancellationToken,
 }
@@ -123,10 +125,11 @@ impl Jobs {
             TaskTracker::new(),
         ));
         let closing = CancellationToken::new();
-        dispatch::spawn(&core, &closing);
+        let takers = dispatch::spawn(&core, &closing);
         let jobs = Jobs {
             core,
             local,
+            takers,
             closing,
         };
         if let Some(local) = &jobs.local {
@@ -186,6 +189,9 @@ impl Jobs {
     pub(crate) fn reconfigure(&self, routes: &[Arc<Route>], webhooks: Option<Arc<Webhooks>>) {
         for (slot, first) in self.core.reconfigure(routes, webhooks) {
             self.spawn_worker(slot, first);
+        }
+        if let Some(takers) = &self.takers {
+            takers.cover(routes);
         }
     }
 

@@ -752,3 +752,40 @@ async fn readiness_follows_the_store_down_and_back() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_reload_raises_the_shared_limit_and_takes_jobs_for_a_new_upstream() {
+    let redis = Redis::start().await;
+    let backend = Backend::start().await;
+    let before = replica(&redis, &backend, "", "max_concurrency = 1");
+    let one = Replica::start(&before).await;
+    let client = Client::default();
+    let first = submit(&client, &one, Method::POST, "/hold/1").await;
+    let second = submit(&client, &one, Method::POST, "/hold/2").await;
+    backend.started(1).await;
+    let waiting = one.url(second.header("location"));
+    assert_eq!(client.get(&waiting).await.json()["status"], "queued");
+
+    let after = format!(
+        "{}[upstreams.other]\nurl = \"{}\"\n\
+         [[routes]]\nname = \"more\"\npath = \"/more/{{*p}}\"\nupstream = \"other\"\n",
+        replica(&redis, &backend, "", "max_concurrency = 2"),
+        backend.url()
+    );
+    one.process
+        .config()
+        .rewrite(&format!("[server]\nlisten = \"127.0.0.1:0\"\n{after}"));
+    one.process.signal("HUP");
+    one.process.wait_line("reloaded the config").await;
+    client.wait_status(&waiting, "running").await;
+    let more = submit(&client, &one, Method::POST, "/more/1").await;
+    client
+        .wait_status(&one.url(more.header("location")), "succeeded")
+        .await;
+    backend.release(2);
+    for accepted in [&first, &second] {
+        client
+            .wait_status(&one.url(accepted.header("location")), "succeeded")
+            .await;
+    }
+}

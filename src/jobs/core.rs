@@ -103,22 +103,6 @@ fn live_routes(routes: &[Arc<Route>]) -> HashMap<Arc<str>, Arc<Route>> {
         .collect()
 }
 
-/// Each upstream's `max_concurrency`, by name: what a shared store's
-/// takers were started with.
-fn shared_limits(
-    routes: &HashMap<Arc<str>, Arc<Route>>,
-) -> std::collections::BTreeMap<&str, usize> {
-    routes
-        .values()
-        .map(|r| {
-            (
-                r.upstream.config.name.as_str(),
-                r.upstream.config.max_concurrency,
-            )
-        })
-        .collect()
-}
-
 impl Core {
     pub(super) fn new(
         store: Arc<dyn JobStore>,
@@ -151,10 +135,6 @@ impl Core {
         webhooks: Option<Arc<Webhooks>>,
     ) -> Vec<(Slot<QueuedJob>, QueuedJob)> {
         let before = self.live.load();
-        if !self.with_lanes && shared_limits(&before.routes) != shared_limits(&live_routes(routes))
-        {
-            tracing::warn!("with the Redis store, new upstreams and changed max_concurrency take effect at the next restart");
-        }
         let (live, started) = Live::new(routes, webhooks, self.with_lanes, Some(&before));
         self.live.store(Arc::new(live));
         started
@@ -201,6 +181,18 @@ impl Core {
             .lanes
             .get(&route.upstream.config.name)
             .cloned()
+    }
+
+    /// The `max_concurrency` now configured for the upstream of that name,
+    /// if a route still names it.
+    pub(super) fn max_concurrency(&self, upstream: &str) -> Option<usize> {
+        self.live
+            .load()
+            .routes
+            .values()
+            .map(|r| &r.upstream.config)
+            .find(|u| u.name == upstream)
+            .map(|u| u.max_concurrency)
     }
 
     /// Each upstream's lane occupancy, by upstream name.

@@ -3,7 +3,7 @@
 //! on the changes other replicas announce.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::time::Instant;
@@ -16,7 +16,8 @@ use super::model::JobStatus;
 use super::runner;
 use super::store::{Event, Lookup, Taken, WorkQueue};
 use crate::defaults;
-use crate::upstream::Upstream;
+use crate::route::Route;
+use crate::sync::lock;
 
 /// What the loops of a replica need: the jobs, the tracker their runs are
 /// drained through, and the token that says the drain has begun.
@@ -27,36 +28,55 @@ struct Dispatch {
     closing: CancellationToken,
 }
 
-/// Starts this replica's part in the shared queue; returns at once. A
-/// no-op for a store that is not shared.
-pub(super) fn spawn(core: &Arc<Core>, closing: &CancellationToken) {
-    let Some(queue) = core.store().work_queue() else {
-        return;
+/// The loops taking each upstream's jobs, by upstream name, and what wakes
+/// each: one per upstream any route has named since the start.
+type Wakers = Arc<Mutex<HashMap<String, Arc<Notify>>>>;
+
+/// This replica's takers, which a reload extends to new upstreams.
+pub(super) struct Takers {
+    dispatch: Dispatch,
+    wakers: Wakers,
+}
+
+/// Starts this replica's part in the shared queue; returns at once. `None`
+/// for a store that is not shared.
+pub(super) fn spawn(core: &Arc<Core>, closing: &CancellationToken) -> Option<Takers> {
+    let queue = core.store().work_queue()?;
+    let takers = Takers {
+        dispatch: Dispatch {
+            core: Arc::clone(core),
+            tracker: core.tracker().clone(),
+            closing: closing.clone(),
+        },
+        wakers: Wakers::default(),
     };
-    let dispatch = Dispatch {
-        core: Arc::clone(core),
-        tracker: core.tracker().clone(),
-        closing: closing.clone(),
-    };
-    let mut wakers = HashMap::new();
-    for route in core.routes() {
-        let upstream = &route.upstream;
-        wakers
-            .entry(upstream.config.name.clone())
-            .or_insert_with(|| {
+    takers.cover(&core.routes());
+    if let Some(events) = queue.events() {
+        tokio::spawn(follow(Arc::clone(core), events, Arc::clone(&takers.wakers)));
+    }
+    tokio::spawn(sweep(takers.dispatch.clone()));
+    Some(takers)
+}
+
+impl Takers {
+    /// Starts taking jobs for the upstreams of `routes` not yet taken for,
+    /// and has the others look at their limits again.
+    pub(super) fn cover(&self, routes: &[Arc<Route>]) {
+        let mut wakers = lock(&self.wakers);
+        wakers.values().for_each(|w| w.notify_one());
+        for route in routes {
+            let name = &route.upstream.config.name;
+            wakers.entry(name.clone()).or_insert_with(|| {
                 let wake = Arc::new(Notify::new());
                 tokio::spawn(take_work(
-                    dispatch.clone(),
-                    Arc::clone(upstream),
+                    self.dispatch.clone(),
+                    name.clone(),
                     Arc::clone(&wake),
                 ));
                 wake
             });
+        }
     }
-    if let Some(events) = queue.events() {
-        tokio::spawn(follow(Arc::clone(core), events, wakers));
-    }
-    tokio::spawn(sweep(dispatch));
 }
 
 fn queue(core: &Core) -> &dyn WorkQueue {
@@ -69,20 +89,29 @@ fn queue(core: &Core) -> &dyn WorkQueue {
 /// the upstream has fewer than `max_concurrency` running across replicas;
 /// sleeps until an event says there may be more, or until it is time to
 /// look for jobs whose replica is gone.
-async fn take_work(dispatch: Dispatch, upstream: Arc<Upstream>, wake: Arc<Notify>) {
+///
+/// `max_concurrency` is read again on every round, so a reload changes it:
+/// places are added at once, or taken away as running jobs end.
+async fn take_work(dispatch: Dispatch, name: String, wake: Arc<Notify>) {
     let Dispatch {
         core,
         tracker,
         closing,
     } = dispatch;
-    let name = upstream.config.name.as_str();
-    let max = upstream.config.max_concurrency;
+    let name = name.as_str();
+    let mut max = core.max_concurrency(name).unwrap_or(1);
     let places = Arc::new(Semaphore::new(max));
     let lease = queue(&core).lease();
     let mut look_for_lost = Instant::now();
     loop {
+        if let Some(now) = core.max_concurrency(name).filter(|&now| now != max) {
+            resize(&places, max, now);
+            max = now;
+        }
         let place = tokio::select! {
             place = Arc::clone(&places).acquire_owned() => place.expect("never closed"),
+            // A reload may have added places: look again.
+            () = wake.notified() => continue,
             () = closing.cancelled() => return,
         };
         let found = if Instant::now() >= look_for_lost {
@@ -156,11 +185,23 @@ async fn run(core: &Core, taken: Taken) {
 /// Acts on what replicas announce: wakes waiters on a job's change, stops a
 /// job running here when it is canceled elsewhere, and wakes dispatchers
 /// when there may be work.
-async fn follow(
-    core: Arc<Core>,
-    mut events: mpsc::UnboundedReceiver<Event>,
-    wakers: HashMap<String, Arc<Notify>>,
-) {
+/// Gives `places` `now` places where it had `before`: more at once; fewer
+/// as the places in use come back.
+fn resize(places: &Arc<Semaphore>, before: usize, now: usize) {
+    if now > before {
+        places.add_permits(now - before);
+        return;
+    }
+    let surplus = u32::try_from(before - now).unwrap_or(u32::MAX);
+    let places = Arc::clone(places);
+    tokio::spawn(async move {
+        if let Ok(taken) = places.acquire_many_owned(surplus).await {
+            taken.forget();
+        }
+    });
+}
+
+async fn follow(core: Arc<Core>, mut events: mpsc::UnboundedReceiver<Event>, wakers: Wakers) {
     while let Some(event) = events.recv().await {
         match event {
             Event::Status(id, status) => {
@@ -170,12 +211,12 @@ async fn follow(
                 }
             }
             Event::Work(upstream) => {
-                if let Some(wake) = wakers.get(&upstream) {
+                if let Some(wake) = lock(&wakers).get(&upstream) {
                     wake.notify_one();
                 }
             }
             Event::Resumed => {
-                wakers.values().for_each(|w| w.notify_one());
+                lock(&wakers).values().for_each(|w| w.notify_one());
                 recheck_watched(&core).await;
             }
         }
