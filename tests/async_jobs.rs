@@ -197,6 +197,9 @@ async fn result_over_the_route_limit_fails_the_job_with_502() {
             says_limit(doc["error"]["detail"].as_str().unwrap()),
             "{doc}"
         );
+        // What Azure-style LRO clients read, beside RFC 9457's members.
+        assert_eq!(doc["error"]["code"], "result-too-large");
+        assert_eq!(doc["error"]["message"], doc["error"]["detail"]);
         let result = client.get(&gw.url(&format!("{loc}/result"))).await;
         result.assert_problem(502, "result-too-large");
         assert!(says_limit(result.json()["detail"].as_str().unwrap()));

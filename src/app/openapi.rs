@@ -175,8 +175,10 @@ fn job_schema() -> Value {
             },
             "error": {
                 "type": "object",
+                "description": "RFC 9457's type, title and detail; code (the problem's kind) and message (its detail) for Azure-style LRO clients.",
                 "properties": {
-                    "type": { "type": "string" }, "title": { "type": "string" }, "detail": { "type": "string" }
+                    "type": { "type": "string" }, "title": { "type": "string" }, "detail": { "type": "string" },
+                    "code": { "type": "string" }, "message": { "type": "string" }
                 }
             },
             "retry": {

@@ -100,12 +100,17 @@ struct ResponseDoc {
     bytes: u64,
 }
 
+/// RFC 9457's members, and beside them the `code` and `message` that
+/// Azure-style LRO clients (azure-core, @azure/core-lro) read from a failed
+/// operation's `error` to raise a useful exception.
 #[derive(Serialize)]
 struct ErrorDoc {
     #[serde(rename = "type")]
     type_uri: String,
     title: &'static str,
     detail: String,
+    code: &'static str,
+    message: String,
 }
 
 #[derive(Serialize)]
@@ -173,7 +178,9 @@ impl<'a> Document<'a> {
             ErrorDoc {
                 type_uri: p.type_uri(),
                 title: p.title,
+                message: p.detail.clone(),
                 detail: p.detail,
+                code: p.kind,
             }
         });
         Document {
