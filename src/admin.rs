@@ -123,8 +123,9 @@ impl Admin {
             Ok(filter) => filter,
             Err(why) => return text(StatusCode::BAD_REQUEST, &format!("{why}\n")),
         };
-        let ready = self.unready().await.is_none();
+        // One question to the store answers both.
         let store_bytes = self.app.jobs().store().usage().await.ok();
+        let ready = store_bytes.is_some() && !self.draining.load(Ordering::Relaxed);
         let jobs = dashboard::listed(&self.app, &filter);
         let routing = self.app.routing();
         let overview = dashboard::overview(

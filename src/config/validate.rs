@@ -1,7 +1,6 @@
 //! Validation: the raw TOML structs checked, key by key, into the typed
 //! config. Every refusal names the file, the line and the key.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,10 +9,10 @@ use http::{Method, Uri};
 use toml::Spanned;
 
 use super::cx::Cx;
-use super::raw::{RawAdmin, RawConfig, RawRoute, RawServer, RawStore, RawUpstream, RawWebhooks};
+use super::raw::{RawConfig, RawRoute, RawStore, RawUpstream, RawWebhooks};
 use super::{
-    Config, ConfigError, DiskConfig, Mode, RedisConfig, RouteConfig, ServerConfig, StoreConfig,
-    StoreKind, UpstreamConfig, WebhookConfig,
+    Config, ConfigError, DiskConfig, Mode, RedisConfig, RouteConfig, StoreConfig, StoreKind,
+    UpstreamConfig, WebhookConfig,
 };
 use crate::callback::signature::Secret;
 use crate::callback::target::{AddressPolicy, HostPattern, Target};
@@ -100,40 +99,6 @@ impl Cx<'_> {
         })
     }
 
-    fn admin(&self, raw: RawAdmin, public: SocketAddr) -> Result<Option<SocketAddr>, ConfigError> {
-        if raw.enabled == Some(false) {
-            return Ok(None);
-        }
-        let Some(s) = raw.listen else {
-            let default = defaults::ADMIN_LISTEN
-                .parse()
-                .expect("the default admin address parses");
-            return Ok(Some(default));
-        };
-        let addr: SocketAddr = self.address(&s)?;
-        let overlaps =
-            addr.ip() == public.ip() || addr.ip().is_unspecified() || public.ip().is_unspecified();
-        if addr.port() != 0 && addr.port() == public.port() && overlaps {
-            return Err(self.err(
-                s.span(),
-                "must not be the public listen address: the admin listener never shares the public port",
-            ));
-        }
-        Ok(Some(addr))
-    }
-
-    fn address(&self, s: &Spanned<String>) -> Result<SocketAddr, ConfigError> {
-        s.get_ref().parse().map_err(|_| {
-            self.err(
-                s.span(),
-                format!(
-                    "`{}` is not an IP address and port like 127.0.0.1:8080",
-                    s.get_ref()
-                ),
-            )
-        })
-    }
-
     fn webhooks(&self, raw: RawWebhooks) -> Result<WebhookConfig, ConfigError> {
         let secret = raw
             .secret
@@ -187,73 +152,6 @@ impl Cx<'_> {
             backoff_initial,
             backoff_max,
         })
-    }
-
-    fn server(&self, raw: RawServer) -> Result<ServerConfig, ConfigError> {
-        let listen = match raw.listen {
-            None => defaults::LISTEN
-                .parse()
-                .expect("the default listen address parses"),
-            Some(s) => self.address(&s)?,
-        };
-        let jobs_path = match raw.jobs_path {
-            None => defaults::JOBS_PATH.to_owned(),
-            Some(s) => {
-                let p = s.get_ref();
-                let ok = p.len() > 1
-                    && p.starts_with('/')
-                    && !p.ends_with('/')
-                    && p.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b));
-                if !ok {
-                    return Err(self.err(
-                        s.span(),
-                        "must be a plain path like /_jobs: starting with /, not ending with one, no patterns",
-                    ));
-                }
-                p.clone()
-            }
-        };
-        let public_base_url = raw.public_base_url.map(|s| self.base_url(&s)).transpose()?;
-        let max_header_bytes =
-            self.size(raw.max_header_bytes.as_ref(), defaults::MAX_HEADER_BYTES)?;
-        if let Some(s) = &raw.max_header_bytes {
-            // hyper refuses read buffers below 8 KiB.
-            if max_header_bytes < 8192 {
-                return Err(self.err(s.span(), "must be at least 8KiB"));
-            }
-        }
-        Ok(ServerConfig {
-            listen,
-            jobs_path,
-            public_base_url,
-            max_connections: self.positive(raw.max_connections, defaults::MAX_CONNECTIONS)?,
-            workers: self.positive(raw.workers, defaults::workers())?,
-            header_read_timeout: self.duration(
-                raw.header_read_timeout.as_ref(),
-                defaults::HEADER_READ_TIMEOUT,
-            )?,
-            body_idle_timeout: self
-                .duration(raw.body_idle_timeout.as_ref(), defaults::BODY_IDLE_TIMEOUT)?,
-            max_header_bytes: usize::try_from(max_header_bytes).unwrap_or(usize::MAX),
-            max_headers: self.positive(raw.max_headers, defaults::MAX_HEADERS)?,
-            drain_timeout: self.duration(raw.drain_timeout.as_ref(), defaults::DRAIN_TIMEOUT)?,
-        })
-    }
-
-    fn base_url(&self, s: &Spanned<String>) -> Result<String, ConfigError> {
-        let bad = || {
-            self.err(
-                s.span(),
-                "must be an absolute http(s) URL like https://api.example.com, with no query",
-            )
-        };
-        let uri: Uri = s.get_ref().parse().map_err(|_| bad())?;
-        let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
-        if !scheme_ok || uri.authority().is_none() || uri.query().is_some() {
-            return Err(bad());
-        }
-        Ok(s.get_ref().trim_end_matches('/').to_owned())
     }
 
     fn store(&self, raw: RawStore) -> Result<StoreConfig, ConfigError> {
@@ -597,5 +495,6 @@ impl Cx<'_> {
     }
 }
 
+mod listen;
 #[cfg(test)]
 mod tests;
