@@ -298,6 +298,9 @@ impl Webhooks {
                 .await
             {
                 Ok(status) => {
+                    // Counted before it shows: whoever sees the delivery
+                    // in the job also sees it in the metrics.
+                    self.outcomes[0].fetch_add(1, Relaxed);
                     hook.update(|d| {
                         d.state = DeliveryState::Delivered;
                         d.attempts = attempt;
@@ -305,7 +308,6 @@ impl Webhooks {
                         d.last_error = None;
                         d.next_attempt_at = None;
                     });
-                    self.outcomes[0].fetch_add(1, Relaxed);
                     log.record(&hook.delivery()).await;
                     tracing::info!(
                         job = message_id,
@@ -323,6 +325,7 @@ impl Webhooks {
                 self.config.backoff_max,
                 attempt,
             );
+            self.outcomes[if retry { 1 } else { 2 }].fetch_add(1, Relaxed);
             hook.update(|d| {
                 d.attempts = attempt;
                 d.last_status = error.status();
@@ -332,7 +335,6 @@ impl Webhooks {
                     d.state = DeliveryState::Failed;
                 }
             });
-            self.outcomes[if retry { 1 } else { 2 }].fetch_add(1, Relaxed);
             log.record(&hook.delivery()).await;
             if !retry {
                 tracing::warn!(job = message_id, attempt, error = %error, "webhook not delivered; giving up");

@@ -54,6 +54,13 @@ async fn setup(route_extra: &str, webhook_extra: &str) -> Setup {
 }
 
 impl Setup {
+    /// The admin listener's metrics, as text.
+    async fn metrics(&self) -> String {
+        let url = format!("http://{}/metrics", self.gw.admin.unwrap());
+        let reply = self.client.get(&url).await;
+        String::from_utf8(reply.body.to_vec()).unwrap()
+    }
+
     async fn submit(&self, path: &str, callback: &str) -> common::Reply {
         self.client
             .send(
@@ -148,6 +155,15 @@ async fn a_receiver_that_fails_twice_gets_the_same_message_on_the_third_attempt(
     let status_url = s.gw.url(reply.header("location"));
     let doc = s.webhook_state(&status_url, "delivered").await;
     assert_eq!(doc["webhook"]["attempts"], 3, "{doc:#}");
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains("asyncgate_webhook_deliveries_total{outcome=\"retried\"} 2\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("asyncgate_webhook_deliveries_total{outcome=\"delivered\"} 1\n"),
+        "{metrics}"
+    );
     let deliveries = s.receiver.received();
     assert_eq!(deliveries.len(), 3);
     for d in &deliveries {
@@ -171,6 +187,15 @@ async fn delivery_gives_up_after_max_attempts_and_says_so() {
     assert_eq!(doc["webhook"]["last_status"], 500);
     assert!(doc["webhook"].get("next_attempt_at").is_none());
     assert_eq!(s.receiver.request_count(), 3);
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains("asyncgate_webhook_deliveries_total{outcome=\"failed\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("asyncgate_webhook_deliveries_total{outcome=\"retried\"} 2\n"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
