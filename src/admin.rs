@@ -1,17 +1,16 @@
-//! The admin listener: liveness, readiness and metrics for the operator, on
-//! an address of its own so that none of it is ever reachable through the
-//! public port.
+//! The admin listener: liveness, readiness, metrics and the dashboard for
+//! the operator, on an address of its own so that none of it is ever
+//! reachable through the public port.
 
 mod dashboard;
 mod exposition;
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use std::net::SocketAddr;
-
 use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, HOST};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{Empty, Full};
@@ -58,7 +57,9 @@ impl Admin {
                 accepted = listener.accept() => match accepted {
                     Ok(conn) => conn,
                     Err(e) => {
-                        tracing::debug!(error = %e, "admin accept failed");
+                        // Out of file descriptors, say: pause rather than spin.
+                        tracing::warn!(error = %e, "the admin listener could not accept; pausing");
+                        tokio::time::sleep(defaults::ACCEPT_ERROR_BACKOFF).await;
                         continue;
                     }
                 },
