@@ -406,11 +406,13 @@ impl Jobs {
     /// job was submitted with credentials and these are not the same.
     fn visible_to(&self, job: &Job, headers: &HeaderMap) -> bool {
         let Some(owner) = job.owner else { return true };
-        let route = self.core.route(&job.route);
-        let names = route
-            .as_ref()
-            .map_or(&[][..], |r| &r.config.bind_headers[..]);
-        owner.admits(job.id, owner::credentials(headers, names).as_deref())
+        let presented = self
+            .core
+            .with_route(&job.route, |r| {
+                owner::credentials(headers, &r.config.bind_headers)
+            })
+            .unwrap_or_else(|| owner::credentials(headers, &[]));
+        owner.admits(job.id, presented.as_deref())
     }
 
     /// A view of a job's status changes, from `seen` on. Whoever waits on
@@ -455,9 +457,9 @@ impl Jobs {
         format!("{}/{id}", self.core.url_prefix())
     }
 
-    /// The route of that name now in force.
-    pub(crate) fn route(&self, name: &str) -> Option<Arc<Route>> {
-        self.core.route(name)
+    /// What `read` takes from the route of that name now in force.
+    pub(crate) fn with_route<T>(&self, name: &str, read: impl FnOnce(&Route) -> T) -> Option<T> {
+        self.core.with_route(name, read)
     }
 
     /// Checks and resolves a request's callback URL; `None` when no route

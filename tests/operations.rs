@@ -384,3 +384,20 @@ async fn json_logs_are_flat_objects_with_the_request_id() {
     assert_eq!(request["path"], "/logged");
     assert_eq!(request["status"], 200);
 }
+
+#[tokio::test]
+async fn an_admin_listener_turned_off_listens_nowhere() {
+    let backend = Backend::start().await;
+    let gw = TestGateway::start(&format!(
+        "{}[admin]\nenabled = false\n",
+        config(&backend.url(), "", PROXY_ALL)
+    ))
+    .await;
+    assert_eq!(gw.admin, None);
+    // The public port still serves, and its /metrics is the backend's.
+    Client::default()
+        .get(&gw.url("/metrics"))
+        .await
+        .assert_status(200);
+    assert_eq!(backend.received()[0].uri, "/metrics");
+}

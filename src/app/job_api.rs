@@ -75,7 +75,7 @@ enum Resource {
 /// The `202 Accepted` for a job just submitted.
 pub(crate) fn accepted(jobs: &Jobs, job: &Job) -> Response<Body> {
     let url = jobs.url(job.id);
-    let location = match jobs.route(&job.route).map(|r| r.config.location) {
+    let location = match jobs.with_route(&job.route, |r| r.config.location) {
         Some(LocationStyle::Poll) => format!("{url}/poll"),
         Some(LocationStyle::Status) | None => url.clone(),
     };
@@ -108,8 +108,8 @@ async fn poll(jobs: &Jobs, id: JobId, headers: &HeaderMap) -> Result<Response<Bo
 fn redirects_to_result(jobs: &Jobs, job: &Job) -> bool {
     job.has_result()
         && jobs
-            .route(&job.route)
-            .is_some_and(|r| r.config.redirect_when_done)
+            .with_route(&job.route, |r| r.config.redirect_when_done)
+            .unwrap_or(false)
 }
 
 fn see_result(jobs: &Jobs, id: JobId) -> Response<Body> {
@@ -196,7 +196,7 @@ pub(crate) async fn result(
         }),
         (JobStatus::Failed, Some(failure)) => Err(GatewayError::JobFailed {
             failure,
-            result_limit: jobs.route(&job.route).map(|r| r.config.max_result),
+            result_limit: jobs.with_route(&job.route, |r| r.config.max_result),
         }),
         (status, _) => Err(GatewayError::JobNotFinished {
             status,

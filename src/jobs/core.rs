@@ -169,8 +169,16 @@ impl Core {
         self.live.load().routes.values().cloned().collect()
     }
 
+    /// The route of that name now in force, to keep (a job about to run).
     pub(super) fn route(&self, name: &str) -> Option<Arc<Route>> {
         self.live.load().routes.get(name).cloned()
+    }
+
+    /// What `read` takes from the route of that name now in force: for the
+    /// many reads of one setting (every status poll makes several), which
+    /// need not keep the route and so touch no reference count.
+    pub(super) fn with_route<T>(&self, name: &str, read: impl FnOnce(&Route) -> T) -> Option<T> {
+        self.live.load().routes.get(name).map(|r| read(r))
     }
 
     /// The lane of a route's upstream: every route has one when jobs run
@@ -264,13 +272,11 @@ impl Core {
         if job.failure == Some(Failure::Interrupted) {
             self.interrupted.fetch_add(1, Ordering::Relaxed);
         }
-        if let Some(route) = self.route(&job.route) {
-            let took = job
-                .finished_at
-                .and_then(|end| end.duration_since(job.created_at).ok())
-                .unwrap_or_default();
-            route.metrics.finished(job.status, took);
-        }
+        let took = job
+            .finished_at
+            .and_then(|end| end.duration_since(job.created_at).ok())
+            .unwrap_or_default();
+        self.with_route(&job.route, |r| r.metrics.finished(job.status, took));
         let status = job.status.as_str();
         let http_status = job.response.map(|r| r.status);
         if job.status == JobStatus::Failed {
@@ -310,7 +316,7 @@ impl Core {
     }
 
     pub(super) fn document<'a>(&'a self, job: &'a Job) -> Document<'a> {
-        let result_limit = self.route(&job.route).map(|r| r.config.max_result);
+        let result_limit = self.with_route(&job.route, |r| r.config.max_result);
         Document::new(job, &self.url_prefix, self.progress(job), result_limit)
     }
 
@@ -326,7 +332,7 @@ impl Core {
                 estimated: false,
             });
         }
-        let expected = self.route(&job.route)?.stats.expected()?;
+        let expected = self.with_route(&job.route, |r| r.stats.expected())??;
         let elapsed = SystemTime::now()
             .duration_since(job.started_at?)
             .unwrap_or_default();
@@ -342,7 +348,8 @@ impl Core {
             .started_at
             .and_then(|t| SystemTime::now().duration_since(t).ok())
             .unwrap_or_default();
-        self.route(&job.route).map_or(1, |r| r.retry_after(elapsed))
+        self.with_route(&job.route, |r| r.retry_after(elapsed))
+            .unwrap_or(1)
     }
 }
 
