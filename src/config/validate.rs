@@ -79,7 +79,7 @@ impl Cx<'_> {
             }
         }
         let route_table = RouteTable::build(&patterns)
-            .map_err(|c| self.err(path_spans[c.route].clone(), c.to_string()))?;
+            .map_err(|r| self.err(path_spans[r.route].clone(), r.to_string()))?;
         let default_upstream = raw
             .default
             .upstream
