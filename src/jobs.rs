@@ -36,8 +36,8 @@ use lane::Admission;
 pub(crate) use lane::Load;
 use model::{BackendRequest, Job, JobStatus, Replay};
 use store::{
-    Cancel, CreateError, Created, JobStore, LocalQueue, Lookup, NewJob, Recovered, ScopeClaim,
-    Store, StoreError,
+    Binding, Cancel, CreateError, Created, JobStore, LocalQueue, Lookup, NewJob, Recovered,
+    ScopeClaim, Store, StoreError,
 };
 
 /// What a submitting request brings: the request for the backend, the
@@ -317,7 +317,7 @@ impl Jobs {
                     return Ok(Some((earlier, changes)));
                 }
                 // Its holder is gone: the key is free again.
-                Lookup::Gone | Lookup::Missing => replace = true,
+                Lookup::Gone(_) | Lookup::Missing => replace = true,
             }
         }
     }
@@ -364,8 +364,10 @@ impl Jobs {
     pub(crate) async fn find(&self, id: JobId, headers: &HeaderMap) -> Result<Job, FindError> {
         match self.core.store().get(id).await? {
             Lookup::Found(job) if self.visible_to(&job, headers) => Ok(job),
-            Lookup::Found(_) | Lookup::Missing => Err(FindError::NotFound),
-            Lookup::Gone => Err(FindError::Gone),
+            Lookup::Gone(binding) if self.tombstone_visible_to(id, binding.as_ref(), headers) => {
+                Err(FindError::Gone)
+            }
+            Lookup::Found(_) | Lookup::Gone(_) | Lookup::Missing => Err(FindError::NotFound),
         }
     }
 
@@ -382,7 +384,12 @@ impl Jobs {
                 Err(FindError::NotFound)
             }
             Lookup::Found(found) => Ok(found),
-            Lookup::Gone => Err(FindError::Gone),
+            Lookup::Gone(binding)
+                if headers.is_some_and(|h| !self.tombstone_visible_to(id, binding.as_ref(), h)) =>
+            {
+                Err(FindError::NotFound)
+            }
+            Lookup::Gone(_) => Err(FindError::Gone),
             Lookup::Missing => Err(FindError::NotFound),
         }
     }
@@ -397,7 +404,7 @@ impl Jobs {
         }
         match self.core.cancel(id).await? {
             Lookup::Found(cancel) => Ok(cancel),
-            Lookup::Gone => Ok(Cancel::Deleted),
+            Lookup::Gone(_) => Ok(Cancel::Deleted),
             Lookup::Missing => Err(FindError::NotFound),
         }
     }
@@ -406,13 +413,30 @@ impl Jobs {
     /// job was submitted with credentials and these are not the same.
     fn visible_to(&self, job: &Job, headers: &HeaderMap) -> bool {
         let Some(owner) = job.owner else { return true };
+        self.admits(job.id, &job.route, owner, headers)
+    }
+
+    /// Whether a request with these headers may learn that a job is gone:
+    /// the same rule as for the job it was.
+    fn tombstone_visible_to(
+        &self,
+        id: JobId,
+        binding: Option<&Binding>,
+        headers: &HeaderMap,
+    ) -> bool {
+        binding.is_none_or(|b| self.admits(id, &b.route, b.owner, headers))
+    }
+
+    /// Whether the credentials in `headers`, read as `route` names them,
+    /// are the ones `owner` was made of.
+    fn admits(&self, id: JobId, route: &str, owner: owner::Owner, headers: &HeaderMap) -> bool {
         let presented = self
             .core
-            .with_route(&job.route, |r| {
+            .with_route(route, |r| {
                 owner::credentials(headers, &r.config.bind_headers)
             })
             .unwrap_or_else(|| owner::credentials(headers, &[]));
-        owner.admits(job.id, presented.as_deref())
+        owner.admits(id, presented.as_deref())
     }
 
     /// A view of a job's status changes, from `seen` on. Whoever waits on
@@ -436,7 +460,7 @@ impl Jobs {
         }
         match self.core.store().get(job.id).await {
             Ok(Lookup::Found(ended)) => self.core.send_webhook(&ended, hook),
-            Ok(Lookup::Gone | Lookup::Missing) => {}
+            Ok(Lookup::Gone(_) | Lookup::Missing) => {}
             Err(e) => {
                 tracing::error!(job = %job.id, error = %e, "could not read the job to call back")
             }

@@ -84,3 +84,36 @@ async fn a_route_may_bind_on_other_headers() {
     let mine = as_caller(&client, Method::GET, &url, &[("x-api-key", "k1")]).await;
     assert_eq!(mine.status, 200);
 }
+
+#[tokio::test]
+async fn a_bound_job_is_gone_to_its_owner_and_unknown_to_everyone_else() {
+    let (_backend, gw, client) = setup_async("").await;
+    let alice = [("authorization", "Bearer alice")];
+    let bob = [("authorization", "Bearer bob")];
+    let reply = client
+        .send(Method::POST, &gw.url("/x"), &alice, "report")
+        .await;
+    let url = gw.url(reply.header("location"));
+    client.wait_status_as(&url, "succeeded", &alice).await;
+    as_caller(&client, Method::DELETE, &url, &alice)
+        .await
+        .assert_status(204);
+
+    let result = format!("{url}/result");
+    for target in [&url, &result] {
+        as_caller(&client, Method::GET, target, &alice)
+            .await
+            .assert_problem(410, "job-gone");
+        for creds in [&bob[..], &[]] {
+            as_caller(&client, Method::GET, target, creds)
+                .await
+                .assert_problem(404, "job-not-found");
+        }
+    }
+    as_caller(&client, Method::DELETE, &url, &bob)
+        .await
+        .assert_problem(404, "job-not-found");
+    as_caller(&client, Method::DELETE, &url, &alice)
+        .await
+        .assert_status(204);
+}

@@ -163,7 +163,10 @@ async fn results_tombstones_and_keys_survive_a_crash_byte_for_byte() {
     // Small (beside its record) and large (in a file of its own).
     let small = client.post(&gw.url("/echo?status=201"), "small").await;
     let large = client.post(&gw.url("/big/100000"), "").await;
-    let deleted = client.post(&gw.url("/echo"), "deleted").await;
+    let alice = [("authorization", "Bearer alice")];
+    let deleted = client
+        .send(Method::POST, &gw.url("/echo"), &alice, "deleted")
+        .await;
     let keyed = client
         .send(
             Method::POST,
@@ -172,11 +175,14 @@ async fn results_tombstones_and_keys_survive_a_crash_byte_for_byte() {
             "keyed",
         )
         .await;
-    for reply in [&small, &large, &deleted, &keyed] {
+    for reply in [&small, &large, &keyed] {
         client
             .wait_status(&gw.url(reply.header("location")), "succeeded")
             .await;
     }
+    client
+        .wait_status_as(&gw.url(deleted.header("location")), "succeeded", &alice)
+        .await;
     let before: Vec<_> = {
         let mut v = Vec::new();
         for reply in [&small, &large] {
@@ -186,7 +192,12 @@ async fn results_tombstones_and_keys_survive_a_crash_byte_for_byte() {
         v
     };
     client
-        .delete(&gw.url(deleted.header("location")))
+        .send(
+            Method::DELETE,
+            &gw.url(deleted.header("location")),
+            &alice,
+            "",
+        )
         .await
         .assert_status(204);
     gw.crash().await;
@@ -211,10 +222,17 @@ async fn results_tombstones_and_keys_survive_a_crash_byte_for_byte() {
         assert_eq!(headers(&now), headers(was), "the same headers");
     }
     assert_eq!(before[1].body.len(), 100_000);
+    // The tombstone of a bound job keeps its owner: to anyone else the job
+    // never was.
+    let tombstone = gw.url(deleted.header("location"));
     client
-        .get(&gw.url(deleted.header("location")))
+        .send(Method::GET, &tombstone, &alice, "")
         .await
         .assert_problem(410, "job-gone");
+    client
+        .get(&tombstone)
+        .await
+        .assert_problem(404, "job-not-found");
     let again = client
         .send(
             Method::POST,

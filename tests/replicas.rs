@@ -470,7 +470,7 @@ async fn the_byte_budget_holds_across_replicas() {
 }
 
 #[tokio::test]
-async fn results_expire_by_redis_ttl_to_410_then_404_on_every_replica() {
+async fn results_expire_by_redis_ttl_to_410_for_their_owner_then_404_on_every_replica() {
     let redis = Redis::start().await;
     let backend = Backend::start().await;
     let config = replica(
@@ -481,16 +481,34 @@ async fn results_expire_by_redis_ttl_to_410_then_404_on_every_replica() {
     );
     let (a, b) = Replica::pair(&config).await;
     let client = Client::default();
-    let reply = submit(&client, &a, Method::POST, "/echo/x").await;
+    let alice = [("authorization", "Bearer alice")];
+    let reply = client
+        .send(Method::POST, &a.url("/echo/x"), &alice, "payload")
+        .await;
+    reply.assert_status(202);
     let location = reply.header("location").to_owned();
-    client.wait_status(&b.url(&location), "succeeded").await;
+    client
+        .wait_status_as(&b.url(&location), "succeeded", &alice)
+        .await;
     for (status, kind) in [(410, "job-gone"), (404, "job-not-found")] {
         let reply = poll_until(10, &format!("the job to answer {status}"), async || {
-            let reply = client.get(&b.url(&location)).await;
+            let reply = client
+                .send(Method::GET, &b.url(&location), &alice, "")
+                .await;
             (reply.status == status).then_some(reply)
         })
         .await;
         reply.assert_problem(status, kind);
+        // The tombstone keeps its owner: to anyone else the job never was.
+        client
+            .send(
+                Method::GET,
+                &a.url(&location),
+                &[("authorization", "Bearer bob")],
+                "",
+            )
+            .await
+            .assert_problem(404, "job-not-found");
     }
 }
 

@@ -252,7 +252,7 @@ impl Core {
         match &cancel {
             Lookup::Found(Cancel::Canceled(job)) => self.ended(job),
             Lookup::Found(Cancel::Deleted) => tracing::info!(job = %id, "job result deleted"),
-            Lookup::Found(Cancel::AlreadyCanceled(_)) | Lookup::Gone | Lookup::Missing => {}
+            Lookup::Found(Cancel::AlreadyCanceled(_)) | Lookup::Gone(_) | Lookup::Missing => {}
         }
         Ok(cancel)
     }

@@ -246,7 +246,7 @@ async fn recheck_watched(core: &Core) {
     for id in core.watches().ids() {
         match core.store().get(id).await {
             Ok(Lookup::Found(job)) => core.watches().announce(id, job.status),
-            Ok(Lookup::Gone | Lookup::Missing) => core.watches().close(id),
+            Ok(Lookup::Gone(_) | Lookup::Missing) => core.watches().close(id),
             Err(e) => tracing::debug!(job = %id, error = %e, "cannot recheck a watched job"),
         }
     }

@@ -30,6 +30,7 @@ pub(crate) enum Store {
 
 use super::id::JobId;
 use super::model::{BackendRequest, Job, JobStatus, Outcome, Replay, RetryWait};
+use super::owner::Owner;
 
 use crate::webhook::{Delivery, Webhook};
 
@@ -57,9 +58,46 @@ pub(crate) enum CreateError {
 #[derive(Debug)]
 pub(crate) enum Lookup<T> {
     Found(T),
-    /// Expired or deleted, and its tombstone is still kept.
-    Gone,
+    /// Expired or deleted, and its tombstone is still kept, with the
+    /// binding of a job that had one.
+    Gone(Option<Binding>),
     Missing,
+}
+
+/// A bound job's tombstone keeps whom it answers `410`: the submitter,
+/// recognised by its route's credential headers. Anyone else is told
+/// `404`, as if the job had never existed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Binding {
+    pub(crate) route: Arc<str>,
+    pub(crate) owner: Owner,
+}
+
+impl Binding {
+    pub(crate) fn of(job: &Job) -> Option<Binding> {
+        job.owner.map(|owner| Binding {
+            route: Arc::clone(&job.route),
+            owner,
+        })
+    }
+
+    /// As a store outside this process keeps it: the digest, then the
+    /// route's name.
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes = self.owner.digest().to_vec();
+        bytes.extend_from_slice(self.route.as_bytes());
+        bytes
+    }
+
+    /// `None` for an empty value (the job was not bound) or one that is not
+    /// a binding.
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Option<Binding> {
+        let (digest, route) = bytes.split_first_chunk::<32>()?;
+        Some(Binding {
+            route: Arc::from(std::str::from_utf8(route).ok()?),
+            owner: Owner::from_digest(*digest),
+        })
+    }
 }
 
 /// A job to record, with what a store that also queues work needs.

@@ -214,7 +214,7 @@ impl JobStore for DiskStore {
         }
         Ok(match self.inner.finished.lookup(id)? {
             Lookup::Found(f) => Lookup::Found(f.job.clone()),
-            Lookup::Gone => Lookup::Gone,
+            Lookup::Gone(binding) => Lookup::Gone(binding),
             Lookup::Missing => Lookup::Missing,
         })
     }
@@ -232,7 +232,7 @@ impl JobStore for DiskStore {
                     .transpose()?;
                 Lookup::Found((f.job.clone(), replay))
             }
-            Lookup::Gone => Lookup::Gone,
+            Lookup::Gone(binding) => Lookup::Gone(binding),
             Lookup::Missing => Lookup::Missing,
         })
     }
@@ -300,11 +300,7 @@ impl JobStore for DiskStore {
             .write(move |t| {
                 let k = key(id);
                 let Some(mut record) = t.record(id)? else {
-                    let until = t.gone.get(&k).map_err(unavailable)?.map(|v| v.value());
-                    return Ok(match until {
-                        Some(at) if at > millis_of(now) => Lookup::Gone,
-                        _ => Lookup::Missing,
-                    });
+                    return t.tombstone(&k, millis_of(now));
                 };
                 if record.is_active() {
                     let canceled = Outcome::canceled();
@@ -312,7 +308,7 @@ impl JobStore for DiskStore {
                     return Ok(Lookup::Found(Cancel::Canceled(record.job(id)?)));
                 }
                 if record.expires.is_some_and(|at| at <= millis_of(now)) {
-                    return Ok(Lookup::Gone);
+                    return Ok(Lookup::Gone(record.binding()));
                 }
                 if record.status() == Some(JobStatus::Canceled) {
                     return Ok(Lookup::Found(Cancel::AlreadyCanceled(record.job(id)?)));

@@ -11,7 +11,7 @@ use moka::sync::Cache;
 use moka::Expiry;
 
 use super::{
-    Budget, Cancel, CreateError, Created, JobStore, LocalQueue, Lookup, NewJob, Recovered,
+    Binding, Budget, Cancel, CreateError, Created, JobStore, LocalQueue, Lookup, NewJob, Recovered,
     Reservation, StoreError,
 };
 use crate::config::StoreConfig;
@@ -65,8 +65,13 @@ struct Finished {
 #[derive(Clone)]
 enum Done {
     Finished(Arc<Finished>),
+    Tombstone(Arc<Tomb>),
+}
+
+struct Tomb {
+    binding: Option<Binding>,
     /// Holds the tombstone's share of the budget until moka drops it.
-    Tombstone(#[allow(dead_code)] Arc<Reservation>),
+    _bytes: Reservation,
 }
 
 /// Lets moka drop each entry at the end of its own lifetime. A finished
@@ -192,8 +197,8 @@ impl Inner {
                     _ => break,
                 }
             };
-            if matches!(self.done.get(&due), Some(Done::Finished(_))) {
-                self.bury(due);
+            if let Some(Done::Finished(f)) = self.done.get(&due) {
+                self.bury(due, Binding::of(&f.job));
             }
         }
         self.done.run_pending_tasks();
@@ -208,8 +213,11 @@ impl Inner {
         })
     }
 
-    fn bury(&self, id: JobId) {
-        let tombstone = Done::Tombstone(Arc::new(self.budget.force(defaults::TOMBSTONE_BYTES)));
+    fn bury(&self, id: JobId, binding: Option<Binding>) {
+        let tombstone = Done::Tombstone(Arc::new(Tomb {
+            binding,
+            _bytes: self.budget.force(defaults::TOMBSTONE_BYTES),
+        }));
         self.done.insert(id, tombstone);
     }
 
@@ -235,7 +243,8 @@ impl Inner {
     fn lookup<T>(&self, id: JobId, read: impl FnOnce(&Finished) -> T) -> Lookup<T> {
         match self.done.get(&id) {
             Some(Done::Finished(f)) if Instant::now() < f.expires => Lookup::Found(read(&f)),
-            Some(Done::Finished(_) | Done::Tombstone(_)) => Lookup::Gone,
+            Some(Done::Finished(f)) => Lookup::Gone(Binding::of(&f.job)),
+            Some(Done::Tombstone(t)) => Lookup::Gone(t.binding.clone()),
             None => Lookup::Missing,
         }
     }
@@ -360,11 +369,11 @@ impl JobStore for MemoryStore {
             Lookup::Found(job) if job.status == JobStatus::Canceled => {
                 Lookup::Found(Cancel::AlreadyCanceled(job))
             }
-            Lookup::Found(_) => {
-                self.inner.bury(id);
+            Lookup::Found(job) => {
+                self.inner.bury(id, Binding::of(&job));
                 Lookup::Found(Cancel::Deleted)
             }
-            Lookup::Gone => Lookup::Gone,
+            Lookup::Gone(binding) => Lookup::Gone(binding),
             Lookup::Missing => Lookup::Missing,
         })
     }
@@ -460,8 +469,14 @@ mod tests {
         ));
         store.inner.sweep();
         assert!(store.used_bytes() < before);
-        assert!(matches!(store.get(job.id).await.unwrap(), Lookup::Gone));
-        assert!(matches!(store.cancel(job.id).await.unwrap(), Lookup::Gone));
+        assert!(matches!(
+            store.get(job.id).await.unwrap(),
+            Lookup::Gone(None)
+        ));
+        assert!(matches!(
+            store.cancel(job.id).await.unwrap(),
+            Lookup::Gone(None)
+        ));
     }
 
     #[tokio::test]

@@ -34,7 +34,8 @@ use redis::{FromRedisValue, Script, Value};
 use tokio::sync::mpsc;
 
 use super::{
-    Cancel, CreateError, Created, Event, JobStore, Lookup, NewJob, StoreError, Taken, WorkQueue,
+    Binding, Cancel, CreateError, Created, Event, JobStore, Lookup, NewJob, StoreError, Taken,
+    WorkQueue,
 };
 use crate::body::ReplayBody;
 use crate::config::{RedisConfig, StoreConfig};
@@ -174,12 +175,15 @@ impl RedisStore {
             .arg(self.key("job", id))
             .arg(&META[..])
             .arg(extra)
-            .cmd("EXISTS")
+            .cmd("GET")
             .arg(self.key("gone", id));
-        let (mut fields, gone): (Vec<Option<Bytes>>, bool) =
+        let (mut fields, gone): (Vec<Option<Bytes>>, Option<Bytes>) =
             bounded(pipe.query_async(&mut conn)).await?;
         if fields.first().is_none_or(Option::is_none) {
-            return Ok(if gone { Lookup::Gone } else { Lookup::Missing });
+            return Ok(match gone {
+                Some(binding) => Lookup::Gone(Binding::from_bytes(&binding)),
+                None => Lookup::Missing,
+            });
         }
         let extra = fields.split_off(META.len());
         Ok(Lookup::Found((decode_job(id, &fields)?, extra)))
@@ -237,7 +241,7 @@ impl JobStore for RedisStore {
     async fn get(&self, id: JobId) -> Result<Lookup<Job>, StoreError> {
         Ok(match self.read(id, &[]).await? {
             Lookup::Found((job, _)) => Lookup::Found(job),
-            Lookup::Gone => Lookup::Gone,
+            Lookup::Gone(binding) => Lookup::Gone(binding),
             Lookup::Missing => Lookup::Missing,
         })
     }
@@ -245,7 +249,7 @@ impl JobStore for RedisStore {
     async fn result(&self, id: JobId) -> Result<Lookup<(Job, Option<Replay>)>, StoreError> {
         let (job, mut extra) = match self.read(id, &["resp_headers", "resp_body"]).await? {
             Lookup::Found(found) => found,
-            Lookup::Gone => return Ok(Lookup::Gone),
+            Lookup::Gone(binding) => return Ok(Lookup::Gone(binding)),
             Lookup::Missing => return Ok(Lookup::Missing),
         };
         let body = extra.pop().flatten();
@@ -331,7 +335,12 @@ impl JobStore for RedisStore {
             "canceled" => Lookup::Found(Cancel::Canceled(job()?)),
             "already" => Lookup::Found(Cancel::AlreadyCanceled(job()?)),
             "deleted" => Lookup::Found(Cancel::Deleted),
-            "gone" => Lookup::Gone,
+            "gone" => Lookup::Gone(
+                parts
+                    .get(1)
+                    .and_then(|v| Vec::<u8>::from_redis_value(v.clone()).ok())
+                    .and_then(|b| Binding::from_bytes(&b)),
+            ),
             "missing" => Lookup::Missing,
             _ => return Err(corrupt()),
         })

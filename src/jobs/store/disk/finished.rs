@@ -12,13 +12,13 @@ use redb::{Database, ReadableDatabase};
 
 use super::record::{self, millis_of, Record};
 use super::writer::{key, unavailable};
-use super::writer::{GONE, JOBS};
+use super::writer::{GONE, GONE_BOUND, JOBS};
 use crate::body::ReplayBody;
 use crate::config::StoreConfig;
 use crate::header_block::HeaderBlock;
 use crate::jobs::id::{IdHash, JobId};
 use crate::jobs::model::{Job, Replay, StoredResponse};
-use crate::jobs::store::{Lookup, StoreError};
+use crate::jobs::store::{Binding, Lookup, StoreError};
 
 pub(super) struct FinishedJobs {
     db: Arc<Database>,
@@ -79,16 +79,21 @@ impl FinishedJobs {
                 .expires
                 .is_some_and(|at| at <= millis_of(SystemTime::now()));
             if expired {
-                return Ok(Lookup::Gone);
+                return Ok(Lookup::Gone(record.binding()));
             }
             return Ok(Lookup::Found(record));
         }
         let gone = txn.open_table(GONE).map_err(unavailable)?;
         let until = gone.get(&k).map_err(unavailable)?.map(|v| v.value());
-        Ok(match until {
-            Some(at) if at > millis_of(SystemTime::now()) => Lookup::Gone,
-            _ => Lookup::Missing,
-        })
+        match until {
+            Some(at) if at > millis_of(SystemTime::now()) => {}
+            _ => return Ok(Lookup::Missing),
+        }
+        let bound = txn.open_table(GONE_BOUND).map_err(unavailable)?;
+        let binding = bound.get(&k).map_err(unavailable)?;
+        Ok(Lookup::Gone(
+            binding.and_then(|b| Binding::from_bytes(b.value())),
+        ))
     }
 
     pub(super) fn lookup(&self, id: JobId) -> Result<Lookup<Arc<Finished>>, StoreError> {
@@ -96,12 +101,12 @@ impl FinishedJobs {
             return Ok(if SystemTime::now() < f.expires {
                 Lookup::Found(f)
             } else {
-                Lookup::Gone
+                Lookup::Gone(Binding::of(&f.job))
             });
         }
         let record = match self.read(id)? {
             Lookup::Found(found) => found,
-            Lookup::Gone => return Ok(Lookup::Gone),
+            Lookup::Gone(binding) => return Ok(Lookup::Gone(binding)),
             Lookup::Missing => return Ok(Lookup::Missing),
         };
         let job = record.job(id)?;

@@ -15,7 +15,7 @@ use crate::header_block::HeaderBlock;
 use crate::jobs::id::JobId;
 use crate::jobs::model::{BackendRequest, Failure, Job, JobStatus, ResponseSummary, RetryWait};
 use crate::jobs::owner::Owner;
-use crate::jobs::store::StoreError;
+use crate::jobs::store::{Binding, StoreError};
 use crate::webhook::{Delivery, DeliveryState, Webhook};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -144,6 +144,14 @@ impl Record {
 
     pub(super) fn status(&self) -> Option<JobStatus> {
         JobStatus::parse(&self.status)
+    }
+
+    /// Whom its tombstone will answer `410`, if the job is bound.
+    pub(super) fn binding(&self) -> Option<Binding> {
+        self.owner.map(|digest| Binding {
+            route: Arc::from(self.route.as_str()),
+            owner: Owner::from_digest(digest),
+        })
     }
 
     pub(super) fn is_active(&self) -> bool {

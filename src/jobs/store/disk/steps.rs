@@ -80,6 +80,12 @@ pub(super) fn bury(
     }
     let gone_until = millis_of(SystemTime::now() + tombstone_ttl);
     tables.gone.insert(&k, gone_until).map_err(unavailable)?;
+    if let Some(binding) = record.binding() {
+        tables
+            .gone_bound
+            .insert(&k, binding.to_bytes().as_slice())
+            .map_err(unavailable)?;
+    }
     tables
         .expiry
         .insert((gone_until, &k), EXPIRES_TOMBSTONE)
@@ -128,6 +134,7 @@ pub(super) fn sweep_due(
             let until = t.gone.get(&k).map_err(unavailable)?.map(|v| v.value());
             if until == Some(at) {
                 t.gone.remove(&k).map_err(unavailable)?;
+                t.gone_bound.remove(&k).map_err(unavailable)?;
                 t.used = t.used.saturating_sub(defaults::TOMBSTONE_BYTES);
             }
         }

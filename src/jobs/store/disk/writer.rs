@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use super::record::Record;
 use crate::jobs::id::JobId;
-use crate::jobs::store::StoreError;
+use crate::jobs::store::{Binding, Lookup, StoreError};
 
 pub(super) const JOBS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("jobs");
 /// (created, job) -> request body, for queued and running jobs: what a
@@ -24,6 +24,10 @@ pub(super) const REQUESTS: TableDefinition<(u64, &[u8; 16]), &[u8]> =
     TableDefinition::new("requests");
 /// Tombstones, and when each expires.
 pub(super) const GONE: TableDefinition<&[u8; 16], u64> = TableDefinition::new("gone");
+/// The bindings of tombstones of bound jobs ([`Binding::to_bytes`]).
+///
+/// [`Binding::to_bytes`]: crate::jobs::store::Binding::to_bytes
+pub(super) const GONE_BOUND: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("gone_bound");
 /// Idempotency scope -> holder's id, request fingerprint, expiry.
 pub(super) const CLAIMS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("claims");
 /// (when, job) -> what expires then: a result or a tombstone.
@@ -47,6 +51,7 @@ pub(super) struct Tables<'t> {
     pub(super) jobs: Table<'t, &'static [u8; 16], &'static [u8]>,
     pub(super) requests: Table<'t, (u64, &'static [u8; 16]), &'static [u8]>,
     pub(super) gone: Table<'t, &'static [u8; 16], u64>,
+    pub(super) gone_bound: Table<'t, &'static [u8; 16], &'static [u8]>,
     pub(super) claims: Table<'t, &'static [u8; 32], &'static [u8]>,
     pub(super) expiry: Table<'t, (u64, &'static [u8; 16]), u8>,
     pub(super) claim_expiry: Table<'t, (u64, &'static [u8; 32]), ()>,
@@ -63,6 +68,7 @@ impl<'t> Tables<'t> {
             jobs: txn.open_table(JOBS)?,
             requests: txn.open_table(REQUESTS)?,
             gone: txn.open_table(GONE)?,
+            gone_bound: txn.open_table(GONE_BOUND)?,
             claims: txn.open_table(CLAIMS)?,
             expiry: txn.open_table(EXPIRY)?,
             claim_expiry: txn.open_table(CLAIM_EXPIRY)?,
@@ -93,6 +99,18 @@ impl Tables<'_> {
             .insert(&key(id), record.encode().as_slice())
             .map(drop)
             .map_err(unavailable)
+    }
+
+    /// A job without a record: gone while its tombstone lasts, then missing.
+    pub(super) fn tombstone<T>(&self, k: &[u8; 16], now: u64) -> Result<Lookup<T>, StoreError> {
+        let until = self.gone.get(k).map_err(unavailable)?.map(|v| v.value());
+        if until.is_none_or(|at| at <= now) {
+            return Ok(Lookup::Missing);
+        }
+        let binding = self.gone_bound.get(k).map_err(unavailable)?;
+        Ok(Lookup::Gone(
+            binding.and_then(|b| Binding::from_bytes(b.value())),
+        ))
     }
 }
 

@@ -1,10 +1,11 @@
--- DELETE: {'canceled', META}, {'already', META}, {'deleted'}, {'gone'} or
--- {'missing'}. ARGV: 7 id.
+-- DELETE: {'canceled', META}, {'already', META}, {'deleted'},
+-- {'gone', binding} or {'missing'}. ARGV: 7 id.
 local id = ARGV[7]
 local job = job_key(id)
 local v = redis.call('HMGET', job, 'status', 'bytes')
 if not v[1] then
-  if redis.call('EXISTS', gone_key(id)) == 1 then return {'gone'} end
+  local binding = redis.call('GET', gone_key(id))
+  if binding then return {'gone', binding} end
   return {'missing'}
 end
 if v[1] == 'queued' or v[1] == 'running' then

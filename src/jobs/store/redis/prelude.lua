@@ -48,7 +48,10 @@ local function retire(id, job, status, fields, bytes)
   release_at(NOW + RESULT_TTL, 'r', id, bytes)
   release_at(NOW + RESULT_TTL + TOMB_TTL, 't', id, TOMB_BYTES)
   redis.call('PEXPIRE', job, RESULT_TTL)
-  redis.call('SET', gone_key(id), '', 'PX', RESULT_TTL + TOMB_TTL)
+  -- A bound job's tombstone keeps its binding: the credentials' digest,
+  -- then the route, so only its owner learns that it is gone.
+  local b = redis.call('HMGET', job, 'bound', 'route')
+  redis.call('SET', gone_key(id), b[1] and (b[1] .. b[2]) or '', 'PX', RESULT_TTL + TOMB_TTL)
   publish(id .. ' ' .. status)
   publish('work ' .. v[1])
 end
