@@ -252,6 +252,7 @@ impl GatewayError {
                     "The request body stalled while it was being forwarded.",
                 ),
                 UpstreamError::Failed(_) => Failure::Reset.problem(),
+                UpstreamError::BrokenFraming(_) => Failure::BrokenFraming.problem(),
             },
         }
     }

@@ -3,10 +3,11 @@
 use std::cell::Cell;
 use std::sync::Arc;
 
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{capture_connection, HttpConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
@@ -50,6 +51,8 @@ pub(crate) enum UpstreamError {
     ClientBodyStalled(#[source] hyper_util::client::legacy::Error),
     #[error("the exchange failed")]
     Failed(#[source] hyper_util::client::legacy::Error),
+    #[error("the response's framing is broken: {0}")]
+    BrokenFraming(&'static str),
 }
 
 impl Upstream {
@@ -103,17 +106,28 @@ impl Upstream {
     }
 
     /// Sends a request and waits up to `timeout` for the response head.
+    /// A response whose framing is broken is refused, and its connection
+    /// never used again: what follows on it cannot be trusted.
     pub(crate) async fn send(
         &self,
-        req: Request<Body>,
+        mut req: Request<Body>,
         timeout: std::time::Duration,
     ) -> Result<Response<Incoming>, UpstreamError> {
+        let connection = capture_connection(&mut req);
         let started = tokio::time::Instant::now();
         let answer = tokio::time::timeout(timeout, self.client().request(req)).await;
         self.duration.observe(started.elapsed());
         match answer {
             Err(_) => Err(UpstreamError::Timeout(timeout)),
-            Ok(Ok(response)) => Ok(response),
+            Ok(Ok(response)) => match broken_framing(response.headers()) {
+                None => Ok(response),
+                Some(why) => {
+                    if let Some(connected) = connection.connection_metadata().as_ref() {
+                        connected.poison();
+                    }
+                    Err(UpstreamError::BrokenFraming(why))
+                }
+            },
             Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect(e)),
             Ok(Err(e)) if matches!(BodyError::find_in(&e), Some(BodyError::Idle(_))) => {
                 Err(UpstreamError::ClientBodyStalled(e))
@@ -121,4 +135,22 @@ impl Upstream {
             Ok(Err(e)) => Err(UpstreamError::Failed(e)),
         }
     }
+}
+
+/// Why a response's framing cannot be trusted (RFC 9112 §6.3), if it cannot.
+/// hyper reads a body by `Transfer-Encoding` when both it and
+/// `Content-Length` are there, and an unknown coding as "until close"; a
+/// proxy passing either on would hand its client a body that does not match
+/// its headers, the stuff of response splitting.
+fn broken_framing(headers: &http::HeaderMap) -> Option<&'static str> {
+    let mut codings = headers.get_all(TRANSFER_ENCODING).iter();
+    let first = codings.next()?;
+    if headers.contains_key(CONTENT_LENGTH) {
+        return Some("Content-Length beside Transfer-Encoding");
+    }
+    let only_chunked = codings.next().is_none()
+        && first
+            .to_str()
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
+    (!only_chunked).then_some("a transfer coding other than chunked")
 }

@@ -62,16 +62,19 @@ pub(crate) enum Failure {
     /// The replica running it stopped, and the request was not one that
     /// may be sent twice.
     Lost,
+    /// The backend's response had framing no proxy may trust.
+    BrokenFraming,
 }
 
 impl Failure {
-    const ALL: [Failure; 6] = [
+    const ALL: [Failure; 7] = [
         Failure::Unreachable,
         Failure::Timeout,
         Failure::Reset,
         Failure::ResultTooLarge,
         Failure::Interrupted,
         Failure::Lost,
+        Failure::BrokenFraming,
     ];
 
     /// Its name in a store outside this process.
@@ -83,6 +86,7 @@ impl Failure {
             Failure::ResultTooLarge => "result-too-large",
             Failure::Interrupted => "interrupted",
             Failure::Lost => "lost",
+            Failure::BrokenFraming => "broken-framing",
         }
     }
 
@@ -142,6 +146,13 @@ impl Failure {
                 "Job Lost",
                 "The gateway (or replica) running this job stopped before the backend answered; \
                  the request is not idempotent, so it was not sent again.",
+            ),
+            Failure::BrokenFraming => Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream-broken-framing",
+                "Upstream Response Malformed",
+                "The backend's response framed its body ambiguously (Content-Length beside \
+                 Transfer-Encoding, or a transfer coding other than chunked); it was not passed on.",
             ),
         }
     }

@@ -215,6 +215,7 @@ async fn exchange(route: &Route, request: BackendRequest, progress: &Progress) -
                 UpstreamError::Connect(_) => Failure::Unreachable,
                 UpstreamError::Timeout(_) => Failure::Timeout,
                 UpstreamError::ClientBodyStalled(_) | UpstreamError::Failed(_) => Failure::Reset,
+                UpstreamError::BrokenFraming(_) => Failure::BrokenFraming,
             })?;
         let (mut parts, body) = response.into_parts();
         let length = parts

@@ -4,10 +4,13 @@
 
 mod backend;
 pub(crate) mod process;
+mod raw;
 
 // Each test binary uses a different part of the harness.
 #[allow(unused_imports)]
 pub(crate) use backend::{Backend, Received};
+#[allow(unused_imports)]
+pub(crate) use raw::{RawBackend, RawConnection};
 
 use std::future::Future;
 use std::net::SocketAddr;

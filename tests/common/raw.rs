@@ -1,0 +1,140 @@
+//! A backend that speaks HTTP/1.1 by hand: it answers with exactly the bytes
+//! a test gives it, however broken, and records every connection and every
+//! byte it received, so a test can show what reached it (or that nothing
+//! did).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// What one connection brought.
+#[derive(Default, Clone)]
+pub(crate) struct RawConnection {
+    /// Every byte the peer sent, heads and bodies.
+    pub bytes: Vec<u8>,
+    /// The request line of each request answered on this connection.
+    pub requests: Vec<String>,
+}
+
+impl std::fmt::Debug for RawConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawConnection")
+            .field("bytes", &String::from_utf8_lossy(&self.bytes))
+            .field("requests", &self.requests)
+            .finish()
+    }
+}
+
+pub(crate) struct RawBackend {
+    pub addr: SocketAddr,
+    connections: Arc<Mutex<Vec<RawConnection>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+type Answer = dyn Fn(&str) -> Vec<u8> + Send + Sync;
+
+impl RawBackend {
+    /// Answers each request head (with its `Content-Length` body read) with
+    /// `answer(head)`, keeping the connection open for the next one.
+    pub(crate) async fn start(
+        answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static,
+    ) -> RawBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let answer: Arc<Answer> = Arc::new(answer);
+        let task = {
+            let connections = Arc::clone(&connections);
+            tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    let index = {
+                        let mut all = connections.lock().unwrap();
+                        all.push(RawConnection::default());
+                        all.len() - 1
+                    };
+                    tokio::spawn(serve(
+                        stream,
+                        Arc::clone(&answer),
+                        Arc::clone(&connections),
+                        index,
+                    ));
+                }
+            })
+        };
+        RawBackend {
+            addr,
+            connections,
+            task,
+        }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub(crate) fn connections(&self) -> Vec<RawConnection> {
+        self.connections.lock().unwrap().clone()
+    }
+}
+
+impl Drop for RawBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(
+    mut stream: tokio::net::TcpStream,
+    answer: Arc<Answer>,
+    connections: Arc<Mutex<Vec<RawConnection>>>,
+    index: usize,
+) {
+    let mut pending = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let Some(end) = find(&pending, b"\r\n\r\n") else {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    connections.lock().unwrap()[index]
+                        .bytes
+                        .extend_from_slice(&buf[..n]);
+                    pending.extend_from_slice(&buf[..n]);
+                    continue;
+                }
+            }
+        };
+        let head = String::from_utf8_lossy(&pending[..end]).into_owned();
+        let length = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse::<usize>().ok())?
+            })
+            .unwrap_or(0);
+        while pending.len() < end + 4 + length {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    connections.lock().unwrap()[index]
+                        .bytes
+                        .extend_from_slice(&buf[..n]);
+                    pending.extend_from_slice(&buf[..n]);
+                }
+            }
+        }
+        pending.drain(..end + 4 + length);
+        let line = head.lines().next().unwrap_or_default().to_owned();
+        connections.lock().unwrap()[index].requests.push(line);
+        if stream.write_all(&answer(&head)).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
