@@ -5,7 +5,6 @@
 mod common;
 
 use common::{async_route, config, Client, RawBackend, TestGateway};
-use http::Method;
 
 /// A gateway proxying everything to `backend` through `[default]`, with
 /// extra `[server]` keys and routes.
