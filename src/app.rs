@@ -24,7 +24,7 @@ use crate::body::Body;
 use crate::config::{Config, ConfigError, Mode, ServerConfig};
 use crate::error::GatewayError;
 use crate::error_chain::Chain;
-use crate::headers::{self, X_REQUEST_ID};
+use crate::headers::{self, Peer, X_REQUEST_ID};
 use crate::jobs::store::{DiskStore, MemoryStore, OpenError, RedisStore, Store, StoreError};
 use crate::jobs::{DrainReport, Jobs};
 use crate::metrics::RouteMetrics;
@@ -175,6 +175,16 @@ impl App {
         self.store_max_bytes
     }
 
+    /// How forwarding sees a client connected from `addr`.
+    pub(crate) fn peer(&self, addr: SocketAddr, tls: bool) -> Peer {
+        let ip = addr.ip().to_canonical();
+        Peer {
+            addr,
+            tls,
+            trusted: self.server.trusted_proxies.iter().any(|n| n.contains(&ip)),
+        }
+    }
+
     pub(crate) fn public_base_url(&self) -> Option<&str> {
         self.server.public_base_url.as_deref()
     }
@@ -231,7 +241,7 @@ impl App {
         self.jobs.drain(deadline).await
     }
 
-    async fn handle(&self, mut req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+    async fn handle(&self, mut req: Request<Incoming>, peer: Peer) -> Response<Body> {
         let request_id = headers::request_id(req.headers_mut());
         // What the request line needs is captured only when it will be written.
         let logged = tracing::enabled!(tracing::Level::INFO).then(|| {
@@ -244,7 +254,7 @@ impl App {
         let routing = self.routing();
         let destination = self.destination(&routing, &req);
         let metrics = self.metrics_of(&destination);
-        let mut response = match self.dispatch(destination, req, remote).await {
+        let mut response = match self.dispatch(destination, req, peer).await {
             Ok(response) => response,
             Err(e) => {
                 if let Some(why) = e.rejection() {
@@ -262,7 +272,7 @@ impl App {
         if let Some((started, method, path)) = logged {
             tracing::info!(
                 request_id = request_id.to_str().unwrap_or_default(),
-                %remote,
+                remote = %peer.addr,
                 %method,
                 path,
                 status = response.status().as_u16(),
@@ -283,7 +293,7 @@ impl App {
         &self,
         destination: Destination<'_>,
         req: Request<Incoming>,
-        remote: SocketAddr,
+        peer: Peer,
     ) -> Result<Response<Body>, GatewayError> {
         let route = match destination {
             Destination::JobApi(start) => {
@@ -293,19 +303,19 @@ impl App {
                 }
                 return job_api::serve(&self.jobs, &req, rest).await;
             }
-            Destination::Default(upstream) => return self.forward(upstream, req, remote).await,
+            Destination::Default(upstream) => return self.forward(upstream, req, peer).await,
             Destination::Nowhere => return Err(GatewayError::NoRoute),
             Destination::Route(route) => route,
         };
         let submit = submit::Submitter {
             jobs: &self.jobs,
             route,
-            remote,
+            peer,
             body_idle_timeout: self.server.body_idle_timeout,
         };
         match route.config.mode {
             Mode::Async => submit.accept(req).await,
-            Mode::Passthrough => self.forward(&route.upstream, req, remote).await,
+            Mode::Passthrough => self.forward(&route.upstream, req, peer).await,
             Mode::Prefer | Mode::Auto => {
                 let prefs = Preferences::of(req.headers());
                 if prefs.respond_async {
@@ -317,7 +327,7 @@ impl App {
                 } else if route.config.mode == Mode::Auto {
                     submit.accept_or_answer(req, prefs.wait).await
                 } else {
-                    self.forward(&route.upstream, req, remote).await
+                    self.forward(&route.upstream, req, peer).await
                 }
             }
         }
@@ -327,9 +337,9 @@ impl App {
         &self,
         upstream: &Upstream,
         req: Request<Incoming>,
-        remote: SocketAddr,
+        peer: Peer,
     ) -> Result<Response<Body>, GatewayError> {
-        proxy::forward(upstream, req, remote, self.server.body_idle_timeout)
+        proxy::forward(upstream, req, peer, self.server.body_idle_timeout)
             .await
             .map_err(|source| GatewayError::Upstream {
                 upstream: upstream.config.name.clone(),
@@ -343,7 +353,7 @@ impl App {
 #[derive(Clone)]
 pub(crate) struct AppService {
     pub(crate) app: Arc<App>,
-    pub(crate) remote: SocketAddr,
+    pub(crate) peer: Peer,
 }
 
 impl tower::Service<Request<Incoming>> for AppService {
@@ -357,7 +367,7 @@ impl tower::Service<Request<Incoming>> for AppService {
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
         let app = Arc::clone(&self.app);
-        let remote = self.remote;
-        Box::pin(async move { Ok(app.handle(req, remote).await) })
+        let peer = self.peer;
+        Box::pin(async move { Ok(app.handle(req, peer).await) })
     }
 }

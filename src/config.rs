@@ -84,6 +84,8 @@ pub(crate) struct ServerConfig {
     pub(crate) max_header_bytes: usize,
     pub(crate) max_headers: usize,
     pub(crate) drain_timeout: Duration,
+    /// Peers whose `X-Forwarded-*` headers are believed.
+    pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone)]

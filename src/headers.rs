@@ -1,10 +1,10 @@
 //! Header rules of a forwarding proxy: hop-by-hop headers (RFC 9110 §7.6.1)
 //! are removed, and `X-Forwarded-*` and `Via` (RFC 9110 §7.6.3) are added.
 
-use std::net::IpAddr;
+use std::net::SocketAddr;
 
 use http::header::{
-    HeaderName, HeaderValue, CONNECTION, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
+    HeaderName, HeaderValue, CONNECTION, COOKIE, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
     TRAILER, TRANSFER_ENCODING, UPGRADE, VIA,
 };
 use http::{HeaderMap, Version};
@@ -70,35 +70,89 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Who is on the other end of a client connection, as forwarding needs it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer {
+    pub(crate) addr: SocketAddr,
+    /// The connection came over TLS.
+    pub(crate) tls: bool,
+    /// It is one of `trusted_proxies`: its `X-Forwarded-*` are believed.
+    pub(crate) trusted: bool,
+}
+
+impl Peer {
+    /// The scheme the client used, as a trusted proxy in front reports it
+    /// or as this connection is.
+    pub(crate) fn scheme<'h>(&self, headers: &'h HeaderMap) -> &'h str {
+        let told = self
+            .trusted
+            .then(|| headers.get(X_FORWARDED_PROTO)?.to_str().ok())
+            .flatten()
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| v.eq_ignore_ascii_case("https") || v.eq_ignore_ascii_case("http"));
+        told.unwrap_or(if self.tls { "https" } else { "http" })
+    }
+}
+
 /// Prepares a client's request headers for the backend: hop-by-hop removed,
-/// the client appended to `X-Forwarded-For`, the original host and scheme
-/// recorded, `Via` extended, and `Host` left for the client to set to the
-/// upstream's (as nginx does by default).
+/// the client recorded in `X-Forwarded-For`, the original host and scheme
+/// in `X-Forwarded-Host` and `-Proto`, `Via` extended, and `Host` left for
+/// the client to set to the upstream's (as nginx does by default).
+///
+/// A trusted proxy's `X-Forwarded-For` is appended to and its `-Host` and
+/// `-Proto` kept; anyone else's are replaced, so a client cannot pass for
+/// another address or claim a scheme it did not use.
 pub(crate) fn forward_request(
     headers: &mut HeaderMap,
-    client: IpAddr,
+    peer: Peer,
     version: Version,
     authority: Option<&str>,
 ) {
     remove_hop_by_hop(headers);
+    let scheme = HeaderValue::from_static(if peer.scheme(headers) == "https" {
+        "https"
+    } else {
+        "http"
+    });
     let host = headers
         .remove(HOST)
         .or_else(|| authority.and_then(|a| HeaderValue::from_str(a).ok()));
-    if let Some(host) = host {
+    let keep_host = peer.trusted && headers.contains_key(X_FORWARDED_HOST);
+    if let (Some(host), false) = (host, keep_host) {
         headers.insert(X_FORWARDED_HOST, host);
     }
-    let client = client.to_string();
-    let forwarded_for = match joined(headers, &X_FORWARDED_FOR) {
+    let client = peer.addr.ip().to_canonical().to_string();
+    let forwarded_for = match joined(headers, &X_FORWARDED_FOR).filter(|_| peer.trusted) {
         Some(prior) => format!("{prior}, {client}"),
         None => client,
     };
     if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
         headers.insert(X_FORWARDED_FOR, v);
     }
-    // Overwritten, not appended: the gateway speaks plain HTTP, and a client
-    // must not be able to claim otherwise.
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_PROTO, scheme);
+    if version == Version::HTTP_2 {
+        join_cookies(headers);
+    }
     add_via(headers, version);
+}
+
+/// HTTP/2 lets a client split `Cookie` into one field per cookie; an
+/// HTTP/1.1 server expects one field, so they are joined with `; ` (RFC 9113
+/// §8.2.3).
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut cookies = headers.get_all(COOKIE).iter();
+    let (Some(first), Some(_)) = (cookies.next(), cookies.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for value in headers.get_all(COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(value.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(COOKIE, v);
+    }
 }
 
 /// Appends this gateway to `Via`, with the protocol version it received.
@@ -154,20 +208,70 @@ mod tests {
         assert_eq!(h["x-kept"], "yes");
     }
 
-    #[test]
-    fn forwarding_appends_to_existing_chains() {
-        let mut h = map(&[
+    fn peer(addr: &str, tls: bool, trusted: bool) -> Peer {
+        Peer {
+            addr: addr.parse().unwrap(),
+            tls,
+            trusted,
+        }
+    }
+
+    fn forwarded_by_a_proxy() -> HeaderMap {
+        map(&[
             ("host", "api.example.com"),
             ("x-forwarded-for", "10.0.0.1"),
             ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "public.example.com"),
             ("via", "1.1 edge"),
-        ]);
-        forward_request(&mut h, "127.0.0.1".parse().unwrap(), Version::HTTP_11, None);
+        ])
+    }
+
+    #[test]
+    fn a_trusted_proxys_forwarded_headers_are_kept_and_extended() {
+        let mut h = forwarded_by_a_proxy();
+        let proxy = peer("127.0.0.1:1000", false, true);
+        forward_request(&mut h, proxy, Version::HTTP_11, None);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
-        assert_eq!(h["x-forwarded-host"], "api.example.com");
-        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "public.example.com");
+        assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["via"], "1.1 edge, 1.1 asyncgate");
         assert!(h.get("host").is_none());
+    }
+
+    #[test]
+    fn anyone_elses_forwarded_headers_are_replaced() {
+        let mut h = forwarded_by_a_proxy();
+        let client = peer("127.0.0.1:1000", false, false);
+        forward_request(&mut h, client, Version::HTTP_11, None);
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(h["x-forwarded-host"], "api.example.com");
+        assert_eq!(h["x-forwarded-proto"], "http");
+
+        let mut h = forwarded_by_a_proxy();
+        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        let over_tls = peer("127.0.0.1:1000", true, false);
+        forward_request(&mut h, over_tls, Version::HTTP_11, None);
+        assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn an_ipv4_client_on_a_dual_stack_socket_is_written_as_ipv4() {
+        let mut h = HeaderMap::new();
+        forward_request(
+            &mut h,
+            peer("[::ffff:10.1.2.3]:1", false, false),
+            Version::HTTP_11,
+            None,
+        );
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+    }
+
+    #[test]
+    fn cookies_split_by_an_http2_client_are_joined_for_http1() {
+        let mut h = map(&[("cookie", "a=1"), ("cookie", "b=2"), ("cookie", "c=3")]);
+        forward_request(&mut h, peer("[::1]:1", true, false), Version::HTTP_2, None);
+        assert_eq!(h.get_all("cookie").iter().count(), 1);
+        assert_eq!(h["cookie"], "a=1; b=2; c=3");
     }
 
     #[test]
@@ -175,7 +279,7 @@ mod tests {
         let mut h = HeaderMap::new();
         forward_request(
             &mut h,
-            "::1".parse().unwrap(),
+            peer("[::1]:1", false, false),
             Version::HTTP_2,
             Some("example.org:8080"),
         );

@@ -1,6 +1,5 @@
 //! Passthrough: a streaming reverse proxy, as nginx would do it.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::{Request, Response, Version};
@@ -8,7 +7,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::body::{Body, IdleTimeout};
-use crate::headers;
+use crate::headers::{self, Peer};
 use crate::upstream::{Upstream, UpstreamError};
 
 /// Forwards `req` to `upstream` and streams the answer back. Neither body is
@@ -16,14 +15,14 @@ use crate::upstream::{Upstream, UpstreamError};
 pub(crate) async fn forward(
     upstream: &Upstream,
     req: Request<Incoming>,
-    client: SocketAddr,
+    client: Peer,
     body_idle_timeout: Duration,
 ) -> Result<Response<Body>, UpstreamError> {
     let (mut parts, body) = req.into_parts();
     let version = parts.version;
     headers::forward_request(
         &mut parts.headers,
-        client.ip(),
+        client,
         version,
         parts.uri.authority().map(|a| a.as_str()),
     );

@@ -268,8 +268,8 @@ impl Worker {
                 () = self.stop.cancelled() => break,
             };
             let service = TowerToHyperService::new(AppService {
+                peer: self.app.peer(remote, false),
                 app: Arc::clone(&self.app),
-                remote,
             });
             let conn = serve(&self.builder, stream, service);
             let conn = graceful.watch(conn.into_owned());

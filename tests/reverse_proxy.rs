@@ -4,7 +4,10 @@
 
 mod common;
 
-use common::{async_route, config, Client, RawBackend, TestGateway};
+use bytes::Bytes;
+use common::{async_route, config, within, Backend, Client, RawBackend, TestGateway};
+use http::Method;
+use http_body_util::Full;
 
 /// A gateway proxying everything to `backend` through `[default]`, with
 /// extra `[server]` keys and routes.
@@ -71,4 +74,58 @@ async fn broken_backend_framing_is_a_502_and_its_connection_is_not_reused() {
         .get(&format!("{status}/result"))
         .await
         .assert_problem(502, "upstream-broken-framing");
+}
+
+/// What the backend saw of one request carrying a proxy's forwarded headers,
+/// through a gateway with these `trusted_proxies`.
+async fn forwarded_as_seen(trusted: &str) -> http::HeaderMap {
+    let backend = Backend::start().await;
+    let gw = proxy_to(&backend.url(), &format!("trusted_proxies = {trusted}"), "").await;
+    Client::default()
+        .send(
+            Method::GET,
+            &gw.url("/seen"),
+            &[
+                ("x-forwarded-for", "203.0.113.7"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "api.example.com"),
+            ],
+            "",
+        )
+        .await
+        .assert_status(200);
+    backend.received().remove(0).headers
+}
+
+#[tokio::test]
+async fn forwarded_headers_are_kept_from_trusted_proxies_and_replaced_from_anyone_else() {
+    let trusted = forwarded_as_seen(r#"["127.0.0.0/8", "::1"]"#).await;
+    assert_eq!(trusted["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(trusted["x-forwarded-proto"], "https");
+    assert_eq!(trusted["x-forwarded-host"], "api.example.com");
+
+    let untrusted = forwarded_as_seen(r#"["10.0.0.0/8"]"#).await;
+    assert_eq!(untrusted["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(untrusted["x-forwarded-proto"], "http");
+    assert!(untrusted["x-forwarded-host"].to_str().unwrap().starts_with("127.0.0.1:"));
+}
+
+#[tokio::test]
+async fn cookies_an_http2_client_split_reach_an_http1_backend_as_one_field() {
+    let backend = Backend::start().await;
+    let gw = proxy_to(&backend.url(), "", "").await;
+    let h2: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    let req = http::Request::get(gw.url("/cookies"))
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let res = within(10, "an h2 response", h2.request(req)).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let seen = backend.received().remove(0).headers;
+    assert_eq!(seen.get_all("cookie").iter().count(), 1, "{seen:?}");
+    assert_eq!(seen["cookie"], "a=1; b=2");
 }

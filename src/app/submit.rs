@@ -2,7 +2,6 @@
 //! answered `202`, or, on `auto` routes, with the backend's answer when it
 //! comes within the wait.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +15,7 @@ use crate::body::{collect_limited, Body, BodyError, IdleTimeout};
 use crate::callback::target::{Target, TargetError};
 use crate::error::GatewayError;
 use crate::header_block::HeaderBlock;
-use crate::headers;
+use crate::headers::{self, Peer};
 use crate::jobs::idempotency::Idempotency;
 use crate::jobs::model::BackendRequest;
 use crate::jobs::{owner, Jobs, Submission};
@@ -30,7 +29,7 @@ const CALLBACK_URL: HeaderName = HeaderName::from_static("callback-url");
 pub(super) struct Submitter<'a> {
     pub(super) jobs: &'a Jobs,
     pub(super) route: &'a Arc<Route>,
-    pub(super) remote: SocketAddr,
+    pub(super) peer: Peer,
     pub(super) body_idle_timeout: Duration,
 }
 
@@ -113,12 +112,7 @@ impl Submitter<'_> {
         .await
         .map_err(GatewayError::Body)?;
         let authority = parts.uri.authority().map(|a| a.as_str());
-        headers::forward_request(
-            &mut parts.headers,
-            self.remote.ip(),
-            parts.version,
-            authority,
-        );
+        headers::forward_request(&mut parts.headers, self.peer, parts.version, authority);
         // The body is sent whole, so it is framed afresh by its real length.
         parts.headers.remove(CONTENT_LENGTH);
         if framed || !body.is_empty() {

@@ -67,4 +67,26 @@ impl Cx<'_> {
             Some(v) => Ok(v.into_inner()),
         }
     }
+
+    /// Networks (`10.0.0.0/8`, `fd00::/8`) or single addresses.
+    pub(super) fn networks(
+        &self,
+        values: Option<&[Spanned<String>]>,
+    ) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        values
+            .unwrap_or_default()
+            .iter()
+            .map(|n| {
+                let text = n.get_ref();
+                text.parse::<ipnet::IpNet>()
+                    .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        self.err(
+                            n.span(),
+                            format!("`{text}` is not a network like 10.0.0.0/8 or fd00::/8, or an address"),
+                        )
+                    })
+            })
+            .collect()
+    }
 }

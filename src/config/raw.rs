@@ -61,6 +61,7 @@ pub(super) struct RawServer {
     pub(crate) max_header_bytes: Option<Text>,
     pub(crate) max_headers: Option<Spanned<usize>>,
     pub(crate) drain_timeout: Option<Text>,
+    pub(crate) trusted_proxies: Option<Vec<Text>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -104,22 +104,7 @@ impl Cx<'_> {
             .secret
             .map(|s| Secret::parse(s.get_ref()).map_err(|e| self.err(s.span(), e.to_string())))
             .transpose()?;
-        let allowed = raw
-            .allow_networks
-            .unwrap_or_default()
-            .iter()
-            .map(|n| {
-                n.get_ref().parse().map_err(|_| {
-                    self.err(
-                        n.span(),
-                        format!(
-                            "`{}` is not a network like 10.0.0.0/8 or fd00::/8",
-                            n.get_ref()
-                        ),
-                    )
-                })
-            })
-            .collect::<Result<_, _>>()?;
+        let allowed = self.networks(raw.allow_networks.as_deref())?;
         let backoff_initial = self.duration(
             raw.backoff_initial.as_ref(),
             defaults::WEBHOOK_BACKOFF_INITIAL,
