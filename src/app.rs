@@ -31,6 +31,7 @@ use crate::metrics::RouteMetrics;
 use crate::prefer::{Preferences, PREFERENCE_APPLIED};
 use crate::proxy;
 use crate::route::Route;
+use crate::server::{Activity, Tracked};
 use crate::sync::lock;
 use crate::upstream::{self, Upstream};
 pub(crate) use routing::Routing;
@@ -354,12 +355,14 @@ impl App {
 pub(crate) struct AppService {
     pub(crate) app: Arc<App>,
     pub(crate) peer: Peer,
+    /// The connection's requests, so it can tell when it is idle.
+    pub(crate) activity: Arc<Activity>,
 }
 
 impl tower::Service<Request<Incoming>> for AppService {
-    type Response = Response<Body>;
+    type Response = Response<Tracked>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Tracked>, Infallible>> + Send>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -368,6 +371,10 @@ impl tower::Service<Request<Incoming>> for AppService {
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
         let app = Arc::clone(&self.app);
         let peer = self.peer;
-        Box::pin(async move { Ok(app.handle(req, peer).await) })
+        let request = self.activity.begin();
+        Box::pin(async move {
+            let response = app.handle(req, peer).await;
+            Ok(response.map(|body| Tracked::new(body, request)))
+        })
     }
 }

@@ -80,6 +80,8 @@ pub(crate) struct ServerConfig {
     /// Threads accepting and serving connections, each with its own runtime.
     pub(crate) workers: usize,
     pub(crate) header_read_timeout: Duration,
+    /// How long a connection may idle between requests.
+    pub(crate) keepalive_timeout: Duration,
     pub(crate) body_idle_timeout: Duration,
     pub(crate) max_header_bytes: usize,
     pub(crate) max_headers: usize,

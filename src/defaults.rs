@@ -17,6 +17,9 @@ pub(crate) const JOBS_PATH: &str = "/_jobs";
 /// a minute is gone or hostile (slowloris).
 pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// nginx's `keepalive_timeout`: an idle client connection is closed after this.
+pub(crate) const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
+
 /// nginx's `client_body_timeout`: the longest silence allowed between two
 /// reads of a request body.
 pub(crate) const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);

@@ -1,6 +1,8 @@
 //! The listener: accepting connections within limits, serving them with
 //! hyper, and draining within a bound on shutdown.
 
+mod connection;
+
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -9,11 +11,11 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::admin::Admin;
 use crate::app::{App, AppService};
@@ -21,6 +23,8 @@ use crate::config::Config;
 use crate::defaults;
 use crate::jobs::DrainReport;
 use crate::upstream;
+pub(crate) use connection::{Activity, Tracked};
+use connection::{Timeouts, Watched};
 
 /// A bound, not yet serving gateway.
 pub struct Gateway {
@@ -33,6 +37,7 @@ pub struct Gateway {
     /// Open connections across all workers.
     slots: Arc<Semaphore>,
     drain_timeout: Duration,
+    timeouts: Timeouts,
     /// The admin listener's socket, unless it is turned off.
     admin: Option<std::net::TcpListener>,
     /// SIGHUP, caught from the moment the gateway is bound (its default
@@ -80,9 +85,10 @@ impl Gateway {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
-            // Without a timer hyper silently ignores the header-read timeout.
             .timer(TokioTimer::new())
-            .header_read_timeout(server.header_read_timeout)
+            // Watched by `connection::drive`, which tells a slow head from
+            // an idle kept-alive connection.
+            .header_read_timeout(None)
             .max_buf_size(server.max_header_bytes)
             .max_headers(server.max_headers);
         builder
@@ -91,6 +97,10 @@ impl Gateway {
             .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX));
         let slots = Arc::new(Semaphore::new(server.max_connections));
         let drain_timeout = server.drain_timeout;
+        let timeouts = Timeouts {
+            header_read: server.header_read_timeout,
+            keepalive: server.keepalive_timeout,
+        };
         Ok(Gateway {
             listeners,
             local_addr,
@@ -98,6 +108,7 @@ impl Gateway {
             builder,
             slots,
             drain_timeout,
+            timeouts,
             admin,
             #[cfg(unix)]
             hangups: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -129,6 +140,7 @@ impl Gateway {
             builder,
             slots,
             drain_timeout,
+            timeouts,
             admin,
             local_addr,
             #[cfg(unix)]
@@ -163,6 +175,7 @@ impl Gateway {
                 slots: Arc::clone(&slots),
                 stop: stop.clone(),
                 drain_timeout,
+                timeouts,
             };
             let jobs_drained = jobs_drained.clone();
             let (tx, rx) = oneshot::channel();
@@ -200,6 +213,7 @@ impl Gateway {
             slots,
             stop: stop.clone(),
             drain_timeout,
+            timeouts,
         };
         #[cfg(unix)]
         if let Some(hangups) = hangups {
@@ -236,6 +250,7 @@ struct Worker {
     slots: Arc<Semaphore>,
     stop: CancellationToken,
     drain_timeout: Duration,
+    timeouts: Timeouts,
 }
 
 impl Worker {
@@ -249,7 +264,8 @@ impl Worker {
                 return 0;
             }
         };
-        let graceful = GracefulShutdown::new();
+        let connections = TaskTracker::new();
+        let draining = CancellationToken::new();
         loop {
             // Waiting for a slot before accepting leaves excess clients in
             // the kernel's backlog instead of costing a file descriptor each.
@@ -267,25 +283,36 @@ impl Worker {
                 },
                 () = self.stop.cancelled() => break,
             };
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+            let activity = Activity::new();
             let service = TowerToHyperService::new(AppService {
                 peer: self.app.peer(remote, false),
                 app: Arc::clone(&self.app),
+                activity: Arc::clone(&activity),
             });
-            let conn = serve(&self.builder, stream, service);
-            let conn = graceful.watch(conn.into_owned());
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
+            let io = TokioIo::new(Watched::new(stream, Arc::clone(&activity)));
+            let conn = self
+                .builder
+                .serve_connection_with_upgrades(io, service)
+                .into_owned();
+            let drive = connection::drive(conn, activity, self.timeouts, draining.clone());
+            connections.spawn(async move {
+                if let Err(e) = drive.await {
                     tracing::debug!(%remote, error = %e, "connection ended with an error");
                 }
                 drop(slot);
             });
         }
         drop(listener);
-        let open = graceful.count();
+        connections.close();
+        draining.cancel();
+        let open = connections.len();
         tracing::debug!(connections = open, "worker stopped accepting");
-        match tokio::time::timeout(self.drain_timeout, graceful.shutdown()).await {
+        match tokio::time::timeout(self.drain_timeout, connections.wait()).await {
             Ok(()) => 0,
-            Err(_) => open.max(1),
+            Err(_) => connections.len().max(1),
         }
     }
 }
@@ -357,17 +384,6 @@ fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     socket.bind(addr)?;
     // Linux caps it at net.core.somaxconn; nginx asks for 511.
     socket.listen(1024)?.into_std()
-}
-
-fn serve(
-    builder: &auto::Builder<TokioExecutor>,
-    stream: TcpStream,
-    service: TowerToHyperService<AppService>,
-) -> auto::Connection<'_, TokioIo<TcpStream>, TowerToHyperService<AppService>, TokioExecutor> {
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(error = %e, "could not set TCP_NODELAY");
-    }
-    builder.serve_connection(TokioIo::new(stream), service)
 }
 
 /// Errors about one connection are that client's problem; anything else

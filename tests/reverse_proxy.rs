@@ -107,7 +107,10 @@ async fn forwarded_headers_are_kept_from_trusted_proxies_and_replaced_from_anyon
     let untrusted = forwarded_as_seen(r#"["10.0.0.0/8"]"#).await;
     assert_eq!(untrusted["x-forwarded-for"], "127.0.0.1");
     assert_eq!(untrusted["x-forwarded-proto"], "http");
-    assert!(untrusted["x-forwarded-host"].to_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(untrusted["x-forwarded-host"]
+        .to_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
 }
 
 #[tokio::test]
@@ -128,4 +131,92 @@ async fn cookies_an_http2_client_split_reach_an_http1_backend_as_one_field() {
     let seen = backend.received().remove(0).headers;
     assert_eq!(seen.get_all("cookie").iter().count(), 1, "{seen:?}");
     assert_eq!(seen["cookie"], "a=1; b=2");
+}
+
+/// Opens a connection, has one request answered on it, and returns it.
+async fn kept_alive(gw: &TestGateway) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    stream
+        .write_all(b"GET /_jobs/openapi.json HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0; 64 * 1024];
+    let n = within(10, "the answer", stream.read(&mut buf))
+        .await
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    stream
+}
+
+/// Waits for the gateway to close `stream`, reading nothing more.
+async fn closed(stream: &mut tokio::net::TcpStream, secs: u64) {
+    use tokio::io::AsyncReadExt;
+    let mut rest = Vec::new();
+    within(
+        secs,
+        "the gateway to close the connection",
+        stream.read_to_end(&mut rest),
+    )
+    .await
+    .unwrap();
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_after_keepalive_timeout_not_header_read_timeout() {
+    let backend = Backend::start().await;
+    let gw = proxy_to(
+        &backend.url(),
+        "keepalive_timeout = \"1s\"\nheader_read_timeout = \"30s\"",
+        "",
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let mut stream = kept_alive(&gw).await;
+    closed(&mut stream, 10).await;
+    // Bounded above by `within`; below, the close was not the head timer's.
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+
+    // HTTP/2 has no idle timer of its own: the gateway's sends GOAWAY, and
+    // the client's connection ends.
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get(gw.url("/a"))
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let res = within(10, "an h2 answer", sender.send_request(req))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    drop(res);
+    within(10, "the h2 connection to be closed", conn)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_request_head_that_stalls_is_cut_at_header_read_timeout_even_with_a_long_keepalive() {
+    use tokio::io::AsyncWriteExt;
+    let backend = Backend::start().await;
+    let gw = proxy_to(
+        &backend.url(),
+        "keepalive_timeout = \"300s\"\nheader_read_timeout = \"1s\"",
+        "",
+    )
+    .await;
+    let mut stream = kept_alive(&gw).await;
+    stream
+        .write_all(b"GET /slow HTTP/1.1\r\nHost:")
+        .await
+        .unwrap();
+    closed(&mut stream, 10).await;
+    assert_eq!(backend.request_count(), 0);
 }

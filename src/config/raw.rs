@@ -62,6 +62,7 @@ pub(super) struct RawServer {
     pub(crate) max_headers: Option<Spanned<usize>>,
     pub(crate) drain_timeout: Option<Text>,
     pub(crate) trusted_proxies: Option<Vec<Text>>,
+    pub(crate) keepalive_timeout: Option<Text>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -55,6 +55,8 @@ impl Cx<'_> {
                 raw.header_read_timeout.as_ref(),
                 defaults::HEADER_READ_TIMEOUT,
             )?,
+            keepalive_timeout: self
+                .duration(raw.keepalive_timeout.as_ref(), defaults::KEEPALIVE_TIMEOUT)?,
             body_idle_timeout: self
                 .duration(raw.body_idle_timeout.as_ref(), defaults::BODY_IDLE_TIMEOUT)?,
             max_header_bytes: usize::try_from(max_header_bytes).unwrap_or(usize::MAX),

@@ -1,0 +1,295 @@
+//! One client connection's life: served by hyper, closed when it idles past
+//! `keepalive_timeout` or dawdles over a request head past
+//! `header_read_timeout`, and shut down gracefully when the drain begins.
+//!
+//! hyper's own header-read timer also runs while a kept-alive connection
+//! waits for its next request, so it cannot tell the two timeouts apart
+//! (and HTTP/2 has no idle timeout at all): the connection's reads and its
+//! requests are watched here instead.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::AppService;
+use crate::body::{Body, BoxError};
+
+/// A client connection as hyper serves it.
+pub(crate) type Connection = auto::UpgradeableConnection<
+    'static,
+    TokioIo<Watched<TcpStream>>,
+    TowerToHyperService<AppService>,
+    TokioExecutor,
+>;
+
+/// How long a connection may wait for what.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    /// For a request head, from its first byte (or from the connection's
+    /// start, for the first request).
+    pub(crate) header_read: Duration,
+    /// Between a response's end and the next request's first byte.
+    pub(crate) keepalive: Duration,
+}
+
+impl Timeouts {
+    /// How often a busy connection's watcher looks again: ending a request
+    /// wakes nothing (it would cost every request a wake-up), so an idle
+    /// spell is noticed up to this late.
+    fn recheck(&self) -> Duration {
+        self.header_read.min(self.keepalive)
+    }
+}
+
+/// What the connection is doing, as its reads and requests show it.
+pub(crate) struct Activity {
+    start: Instant,
+    /// Requests handed to the app whose response has not ended.
+    in_flight: AtomicUsize,
+    /// A request head has begun arriving since the last response ended.
+    head_started: AtomicBool,
+    /// At least one response has ended: the connection is kept alive.
+    served: AtomicBool,
+    /// It speaks HTTP/2, whose frames between requests (pings, window
+    /// updates) start no request head.
+    http2: AtomicBool,
+    /// Milliseconds after `start` when the head began, or the connection
+    /// went idle.
+    since: AtomicU64,
+}
+
+/// Why the watcher woke.
+enum Verdict {
+    /// Nothing is due before this.
+    Wait(Instant),
+    /// Idle past `keepalive_timeout` (or no first request in time).
+    Idle,
+    /// A request head took longer than `header_read_timeout`.
+    SlowHead,
+}
+
+impl Activity {
+    pub(crate) fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            start: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            head_started: AtomicBool::new(false),
+            served: AtomicBool::new(false),
+            http2: AtomicBool::new(false),
+            since: AtomicU64::new(0),
+        })
+    }
+
+    fn stamp(&self) {
+        self.since
+            .store(self.start.elapsed().as_millis() as u64, Relaxed);
+    }
+
+    fn read(&self) {
+        if self.in_flight.load(Relaxed) == 0
+            && !self.head_started.load(Relaxed)
+            && !self.http2.load(Relaxed)
+        {
+            self.head_started.store(true, Relaxed);
+            self.stamp();
+        }
+    }
+
+    /// A request reached the app; its response's body ends the request.
+    pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Relaxed);
+        self.head_started.store(false, Relaxed);
+        InFlight(Arc::clone(self))
+    }
+
+    fn verdict(&self, timeouts: Timeouts, now: Instant) -> Verdict {
+        if self.in_flight.load(Relaxed) > 0 {
+            return Verdict::Wait(now + timeouts.recheck());
+        }
+        let since = self.start + Duration::from_millis(self.since.load(Relaxed));
+        let (limit, verdict) = if self.head_started.load(Relaxed) {
+            (timeouts.header_read, Verdict::SlowHead)
+        } else if self.served.load(Relaxed) {
+            (timeouts.keepalive, Verdict::Idle)
+        } else {
+            (timeouts.header_read, Verdict::Idle)
+        };
+        if now >= since + limit {
+            verdict
+        } else {
+            Verdict::Wait(since + limit)
+        }
+    }
+}
+
+/// A request in progress; dropped with its response's body.
+pub(crate) struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        if activity.in_flight.fetch_sub(1, Relaxed) == 1 {
+            activity.served.store(true, Relaxed);
+            activity.stamp();
+        }
+    }
+}
+
+/// A response body that ends its request when hyper is done with it.
+pub(crate) struct Tracked {
+    body: Body,
+    _request: InFlight,
+}
+
+impl Tracked {
+    pub(crate) fn new(body: Body, request: InFlight) -> Tracked {
+        Tracked {
+            body,
+            _request: request,
+        }
+    }
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A client's stream, telling `Activity` when request bytes arrive.
+    pub(crate) struct Watched<S> {
+        #[pin]
+        stream: S,
+        activity: Arc<Activity>,
+        first_read: bool,
+    }
+}
+
+impl<S> Watched<S> {
+    /// `stream` carries HTTP itself: over TLS, the decrypted stream.
+    pub(crate) fn new(stream: S, activity: Arc<Activity>) -> Watched<S> {
+        Watched {
+            stream,
+            activity,
+            first_read: true,
+        }
+    }
+}
+
+/// How an HTTP/2 connection starts (RFC 9113 §3.4); no HTTP/1 method does.
+const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2";
+
+impl<S: AsyncRead> AsyncRead for Watched<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let polled = this.stream.poll_read(cx, buf);
+        let read = &buf.filled()[before..];
+        if !read.is_empty() {
+            // A client writes the preface whole; a first read too short to
+            // hold its start is taken for HTTP/1.
+            if std::mem::take(this.first_read) && read.starts_with(H2_PREFACE_START) {
+                this.activity.http2.store(true, Relaxed);
+            }
+            this.activity.read();
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite> AsyncWrite for Watched<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().stream.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().stream.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().stream.poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().stream.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// Drives a connection to its end: shut down gracefully when it idles too
+/// long or the drain begins (an HTTP/1.1 connection between requests
+/// closes, an HTTP/2 one sends GOAWAY and finishes its streams), dropped
+/// outright when a request head takes too long.
+pub(crate) async fn drive(
+    conn: Connection,
+    activity: Arc<Activity>,
+    timeouts: Timeouts,
+    draining: CancellationToken,
+) -> Result<(), BoxError> {
+    let mut conn = std::pin::pin!(conn);
+    let timer = tokio::time::sleep(timeouts.recheck());
+    let mut timer = std::pin::pin!(timer);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            done = conn.as_mut() => return done,
+            () = draining.cancelled(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = timer.as_mut(), if !closing => {
+                match activity.verdict(timeouts, Instant::now()) {
+                    Verdict::Wait(until) => timer.as_mut().reset(until),
+                    Verdict::Idle => {
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    Verdict::SlowHead => return Ok(()),
+                }
+            }
+        }
+    }
+}
