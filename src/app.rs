@@ -21,7 +21,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use crate::body::Body;
-use crate::config::{Config, ConfigError, Mode, ServerConfig};
+use crate::config::{Config, ConfigError, Mode, RequestBody, ServerConfig};
 use crate::error::GatewayError;
 use crate::error_chain::Chain;
 use crate::headers::{self, Peer, X_REQUEST_ID};
@@ -33,7 +33,7 @@ use crate::proxy;
 use crate::route::Route;
 use crate::server::{Activity, Tracked};
 use crate::sync::lock;
-use crate::upstream::{self, Upstream};
+use crate::upstream::{self, Upstream, UpstreamError};
 pub(crate) use routing::Routing;
 use routing::{Fixed, Kept, Reloadable};
 
@@ -83,7 +83,7 @@ enum Destination<'a> {
     /// The job API; the path's part after `jobs_path` starts at this byte.
     JobApi(usize),
     Route(&'a Arc<Route>),
-    Default(&'a Upstream),
+    Default(&'a Upstream, RequestBody),
     Nowhere,
 }
 
@@ -209,7 +209,7 @@ impl App {
         match routing.find(req.method(), path) {
             Some(route) => Destination::Route(route),
             None => match &routing.default_upstream {
-                Some(upstream) => Destination::Default(upstream),
+                Some(upstream) => Destination::Default(upstream, routing.default_body),
                 None => Destination::Nowhere,
             },
         }
@@ -232,7 +232,7 @@ impl App {
         match destination {
             Destination::JobApi(_) => &self.job_api_metrics,
             Destination::Route(route) => &route.metrics,
-            Destination::Default(_) => &self.default_metrics,
+            Destination::Default(..) => &self.default_metrics,
             Destination::Nowhere => &self.no_route_metrics,
         }
     }
@@ -304,7 +304,9 @@ impl App {
                 }
                 return job_api::serve(&self.jobs, &req, rest).await;
             }
-            Destination::Default(upstream) => return self.forward(upstream, req, peer).await,
+            Destination::Default(upstream, body) => {
+                return self.forward(upstream, req, peer, body).await
+            }
             Destination::Nowhere => return Err(GatewayError::NoRoute),
             Destination::Route(route) => route,
         };
@@ -316,7 +318,10 @@ impl App {
         };
         match route.config.mode {
             Mode::Async => submit.accept(req).await,
-            Mode::Passthrough => self.forward(&route.upstream, req, peer).await,
+            Mode::Passthrough => {
+                let body = route.config.request_body();
+                self.forward(&route.upstream, req, peer, body).await
+            }
             Mode::Prefer | Mode::Auto => {
                 let prefs = Preferences::of(req.headers());
                 if prefs.respond_async {
@@ -328,7 +333,8 @@ impl App {
                 } else if route.config.mode == Mode::Auto {
                     submit.accept_or_answer(req, prefs.wait).await
                 } else {
-                    self.forward(&route.upstream, req, peer).await
+                    let body = route.config.request_body();
+                    self.forward(&route.upstream, req, peer, body).await
                 }
             }
         }
@@ -339,12 +345,21 @@ impl App {
         upstream: &Upstream,
         req: Request<Incoming>,
         peer: Peer,
+        body: RequestBody,
     ) -> Result<Response<Body>, GatewayError> {
-        proxy::forward(upstream, req, peer, self.server.body_idle_timeout)
+        let receiving = proxy::Receiving {
+            body,
+            idle: self.server.body_idle_timeout,
+            spill_dir: &self.server.body_temp_path,
+        };
+        proxy::forward(upstream, req, peer, receiving)
             .await
-            .map_err(|source| GatewayError::Upstream {
-                upstream: upstream.config.name.clone(),
-                source,
+            .map_err(|source| match source {
+                UpstreamError::ClientBody(e) => GatewayError::Body(e),
+                source => GatewayError::Upstream {
+                    upstream: upstream.config.name.clone(),
+                    source,
+                },
             })
     }
 }

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use futures_util::StreamExt;
 use http_body::{Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -33,6 +33,16 @@ pub(crate) enum ReplayBody {
     Bytes(Bytes),
     /// The file and the body's length in it.
     File(std::fs::File, u64),
+}
+
+impl ReplayBody {
+    /// Its length in bytes.
+    pub(crate) fn len(&self) -> u64 {
+        match self {
+            ReplayBody::Bytes(bytes) => bytes.len() as u64,
+            ReplayBody::File(_, len) => *len,
+        }
+    }
 }
 
 /// A stored response's body: from memory, or streamed from its file in
@@ -65,6 +75,8 @@ pub(crate) enum BodyError {
     TooLarge { limit: u64 },
     #[error("reading the body failed")]
     Read(#[source] BoxError),
+    #[error("the body could not be kept in a temporary file")]
+    Spill(#[source] std::io::Error),
 }
 
 impl BodyError {
@@ -87,6 +99,8 @@ pin_project_lite::pin_project! {
         #[pin]
         sleep: Option<Sleep>,
         timeout: Duration,
+        // The most data bytes it may still carry, and the limit they count down from.
+        allowance: Option<(u64, u64)>,
     }
 }
 
@@ -96,7 +110,14 @@ impl<B> IdleTimeout<B> {
             inner,
             sleep: None,
             timeout,
+            allowance: None,
         }
+    }
+
+    /// Fails with [`BodyError::TooLarge`] once more than `limit` bytes came.
+    pub(crate) fn with_limit(mut self, limit: u64) -> Self {
+        self.allowance = Some((limit, limit));
+        self
     }
 }
 
@@ -117,6 +138,16 @@ where
             Poll::Ready(frame) => {
                 if let Some(sleep) = this.sleep.as_pin_mut() {
                     sleep.reset(Instant::now() + *this.timeout);
+                }
+                if let (Some(Ok(frame)), Some((left, limit))) = (&frame, this.allowance.as_mut()) {
+                    let n = frame.data_ref().map_or(0, |d| d.remaining() as u64);
+                    match left.checked_sub(n) {
+                        Some(rest) => *left = rest,
+                        None => {
+                            let limit = *limit;
+                            return Poll::Ready(Some(Err(BodyError::TooLarge { limit }.into())));
+                        }
+                    }
                 }
                 Poll::Ready(frame.map(|r| r.map_err(|e| BodyError::Read(e.into()).into())))
             }
@@ -146,6 +177,82 @@ where
 /// The result owns exactly its bytes: frames from hyper are slices of the
 /// connection's read buffer, and keeping one would pin the whole buffer
 /// (8 KiB or more) for as long as the body is stored.
+/// Receives a whole request body before anything is sent on (nginx's
+/// `proxy_request_buffering`): up to `in_memory` bytes in memory, beyond
+/// that in an unlinked temporary file under `spill_dir`, refused past
+/// `limit` bytes. The file is gone from the directory at once and from the
+/// disk when the body has been sent.
+pub(crate) async fn buffer<B>(
+    body: B,
+    limit: u64,
+    in_memory: usize,
+    spill_dir: &std::path::Path,
+) -> Result<ReplayBody, BodyError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    use tokio::io::AsyncWriteExt;
+    let mut body = std::pin::pin!(body);
+    let mut held = Vec::new();
+    let mut spilled: Option<(tokio::fs::File, u64)> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(known)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let total = held.len() as u64 + spilled.as_ref().map_or(0, |s| s.1) + data.len() as u64;
+        if total > limit {
+            return Err(BodyError::TooLarge { limit });
+        }
+        match &mut spilled {
+            Some((file, written)) => {
+                file.write_all(&data).await.map_err(BodyError::Spill)?;
+                *written += data.len() as u64;
+            }
+            None if held.len() + data.len() <= in_memory => held.extend_from_slice(&data),
+            None => {
+                let mut file =
+                    tokio::fs::File::from_std(unlinked(spill_dir).map_err(BodyError::Spill)?);
+                file.write_all(&held).await.map_err(BodyError::Spill)?;
+                file.write_all(&data).await.map_err(BodyError::Spill)?;
+                spilled = Some((file, total));
+                held = Vec::new();
+            }
+        }
+    }
+    match spilled {
+        None => Ok(ReplayBody::Bytes(Bytes::from(held))),
+        Some((mut file, len)) => {
+            use tokio::io::AsyncSeekExt;
+            file.flush().await.map_err(BodyError::Spill)?;
+            file.rewind().await.map_err(BodyError::Spill)?;
+            Ok(ReplayBody::File(file.into_std().await, len))
+        }
+    }
+}
+
+/// A new file in `dir`, already removed from it: only this handle reaches it.
+fn unlinked(dir: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let path = dir.join(format!(".asyncgate-body-{}", uuid::Uuid::new_v4()));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok(file)
+}
+
+/// A body's error as a [`BodyError`], whichever layer raised it.
+fn known(e: impl Into<BoxError>) -> BodyError {
+    let e: BoxError = e.into();
+    match e.downcast::<BodyError>() {
+        Ok(known) => *known,
+        Err(other) => BodyError::Read(other),
+    }
+}
+
 pub(crate) async fn collect_limited<B>(
     body: B,
     limit: u64,
@@ -159,13 +266,7 @@ where
     let expected = body.size_hint().exact().unwrap_or(0).min(limit);
     let mut buf = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            let e: BoxError = e.into();
-            match e.downcast::<BodyError>() {
-                Ok(known) => *known,
-                Err(other) => BodyError::Read(other),
-            }
-        })?;
+        let frame = frame.map_err(known)?;
         if let Ok(data) = frame.into_data() {
             if buf.len() as u64 + data.len() as u64 > limit {
                 return Err(BodyError::TooLarge { limit });

@@ -34,6 +34,8 @@ pub struct Config {
     pub(crate) routes: Vec<RouteConfig>,
     /// Index into `upstreams` for requests no route matches.
     pub(crate) default_upstream: Option<usize>,
+    /// How the bodies of those requests are received.
+    pub(crate) default_body: RequestBody,
     pub(crate) route_table: RouteTable,
     pub(crate) webhooks: WebhookConfig,
     /// Where the admin listener listens; `None` when it is turned off.
@@ -86,6 +88,8 @@ pub(crate) struct ServerConfig {
     pub(crate) max_header_bytes: usize,
     pub(crate) max_headers: usize,
     pub(crate) drain_timeout: Duration,
+    /// Where request bodies too large to buffer in memory are kept.
+    pub(crate) body_temp_path: PathBuf,
     /// Peers whose `X-Forwarded-*` headers are believed.
     pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
 }
@@ -171,6 +175,28 @@ pub(crate) struct RouteConfig {
     /// Whether jobs of methods that are not idempotent are retried even
     /// when the backend may have received the request.
     pub(crate) retry_non_idempotent: bool,
+    /// Proxied request bodies are received whole before the backend is
+    /// contacted.
+    pub(crate) request_buffering: bool,
+}
+
+impl RouteConfig {
+    pub(crate) fn request_body(&self) -> RequestBody {
+        RequestBody {
+            max_bytes: self.max_body,
+            buffering: self.request_buffering,
+        }
+    }
+}
+
+/// How a proxied request's body is received.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestBody {
+    /// Larger bodies are refused with `413`.
+    pub(crate) max_bytes: u64,
+    /// Received whole (in memory, then in a temporary file) before the
+    /// backend is contacted; otherwise streamed as it arrives.
+    pub(crate) buffering: bool,
 }
 
 impl Config {

@@ -63,7 +63,10 @@ impl GatewayError {
     pub(crate) fn is_failure(&self) -> bool {
         use GatewayError as E;
         match self {
-            E::Upstream { .. } | E::Store(_) | E::Submit(SubmitError::Store(_)) => true,
+            E::Upstream { .. }
+            | E::Store(_)
+            | E::Submit(SubmitError::Store(_))
+            | E::Body(BodyError::Spill(_)) => true,
             E::NoRoute
             | E::MethodNotAllowed { .. }
             | E::JobNotFound
@@ -74,7 +77,7 @@ impl GatewayError {
             | E::JobNotFinished { .. }
             | E::JobCanceled { .. }
             | E::JobFailed { .. }
-            | E::Body(_)
+            | E::Body(BodyError::Idle(_) | BodyError::TooLarge { .. } | BodyError::Read(_))
             | E::Submit(
                 SubmitError::ShuttingDown
                 | SubmitError::QueueFull { .. }
@@ -188,24 +191,7 @@ impl GatewayError {
                 failure,
                 result_limit,
             } => failure.problem_within(*result_limit),
-            E::Body(BodyError::TooLarge { limit }) => Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body-too-large",
-                "Request Body Too Large",
-                format!("This route accepts request bodies of at most {limit} bytes."),
-            ),
-            E::Body(BodyError::Idle(after)) => Problem::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "body-timeout",
-                "Request Body Timeout",
-                format!("No request body data arrived for {}s.", after.as_secs()),
-            ),
-            E::Body(BodyError::Read(_)) => Problem::new(
-                StatusCode::BAD_REQUEST,
-                "body-unreadable",
-                "Request Body Unreadable",
-                "The request body could not be read to its end.",
-            ),
+            E::Body(e) => body_problem(e),
             E::Submit(SubmitError::QueueFull {
                 upstream,
                 retry_after,
@@ -245,16 +231,44 @@ impl GatewayError {
             E::Upstream { source, .. } => match source {
                 UpstreamError::Connect(_) => Failure::Unreachable.problem(),
                 UpstreamError::Timeout(_) => Failure::Timeout.problem(),
-                UpstreamError::ClientBodyStalled(_) => Problem::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "body-timeout",
-                    "Request Body Timeout",
-                    "The request body stalled while it was being forwarded.",
-                ),
                 UpstreamError::Failed(_) => Failure::Reset.problem(),
+                UpstreamError::ClientBody(e) => body_problem(e),
                 UpstreamError::BrokenFraming(_) => Failure::BrokenFraming.problem(),
             },
         }
+    }
+}
+
+/// The answer to a client whose request body failed, or whose body the
+/// gateway could not keep.
+fn body_problem(e: &BodyError) -> Problem {
+    match e {
+        BodyError::TooLarge { limit } => Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            "Request Body Too Large",
+            format!("This route accepts request bodies of at most {limit} bytes."),
+        ),
+        BodyError::Idle(after) => Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body-timeout",
+            "Request Body Timeout",
+            format!("No request body data arrived for {}s.", after.as_secs()),
+        ),
+        BodyError::Read(_) => Problem::new(
+            StatusCode::BAD_REQUEST,
+            "body-unreadable",
+            "Request Body Unreadable",
+            "The request body could not be read to its end.",
+        ),
+        BodyError::Spill(_) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "body-buffer-failed",
+            "Request Body Not Kept",
+            "The gateway could not keep the request body in its temporary storage; \
+             nothing was sent on. Try again later.",
+        )
+        .with_header(RETRY_AFTER, HeaderValue::from_static("1")),
     }
 }
 

@@ -1,24 +1,51 @@
-//! Passthrough: a streaming reverse proxy, as nginx would do it.
+//! Passthrough: a reverse proxy, as nginx would do it. The request body is
+//! received whole before the backend is contacted (or, with buffering off,
+//! streamed); the response is streamed back.
 
+use std::path::Path;
 use std::time::Duration;
 
+use http::header::{HeaderValue, CONTENT_LENGTH};
 use http::{Request, Response, Version};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::body::{Body, IdleTimeout};
+use crate::body::{self, Body, BodyError, IdleTimeout};
+use crate::config::RequestBody;
+use crate::defaults;
 use crate::headers::{self, Peer};
 use crate::upstream::{Upstream, UpstreamError};
 
-/// Forwards `req` to `upstream` and streams the answer back. Neither body is
-/// buffered; each may stall for at most its idle timeout.
+/// How a client's request body is received.
+#[derive(Clone, Copy)]
+pub(crate) struct Receiving<'a> {
+    pub(crate) body: RequestBody,
+    /// The longest a body may stall.
+    pub(crate) idle: Duration,
+    /// Where a buffered body too large for memory is kept.
+    pub(crate) spill_dir: &'a Path,
+}
+
+/// Forwards `req` to `upstream` and streams the answer back; each body may
+/// stall for at most its idle timeout. A client's broken body is its own
+/// error ([`UpstreamError::ClientBody`]); buffered, the backend never sees
+/// it.
 pub(crate) async fn forward(
     upstream: &Upstream,
     req: Request<Incoming>,
     client: Peer,
-    body_idle_timeout: Duration,
+    receiving: Receiving<'_>,
 ) -> Result<Response<Body>, UpstreamError> {
-    let (mut parts, body) = req.into_parts();
+    let (mut parts, incoming) = req.into_parts();
+    let limit = receiving.body.max_bytes;
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(UpstreamError::ClientBody(BodyError::TooLarge { limit }));
+    }
     let version = parts.version;
     headers::forward_request(
         &mut parts.headers,
@@ -29,7 +56,24 @@ pub(crate) async fn forward(
     parts.uri = upstream.uri_for(parts.uri.path_and_query());
     // The upstream pool speaks HTTP/1.1 whatever the client spoke.
     parts.version = Version::HTTP_11;
-    let body = IdleTimeout::new(body, body_idle_timeout).boxed_unsync();
+    let incoming = IdleTimeout::new(incoming, receiving.idle).with_limit(limit);
+    let body = if receiving.body.buffering && !incoming.is_end_stream() {
+        let kept = body::buffer(
+            incoming,
+            limit,
+            defaults::REQUEST_BUFFER_MEMORY,
+            receiving.spill_dir,
+        )
+        .await
+        .map_err(UpstreamError::ClientBody)?;
+        // Sent whole, so framed afresh by its real length.
+        parts
+            .headers
+            .insert(CONTENT_LENGTH, HeaderValue::from(kept.len()));
+        body::replay(kept)
+    } else {
+        incoming.boxed_unsync()
+    };
     let response = upstream
         .send(Request::from_parts(parts, body), upstream.config.timeout)
         .await?;

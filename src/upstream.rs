@@ -47,8 +47,9 @@ pub(crate) enum UpstreamError {
     Connect(#[source] hyper_util::client::legacy::Error),
     #[error("no response within {0:?}")]
     Timeout(std::time::Duration),
-    #[error("the client's request body stalled")]
-    ClientBodyStalled(#[source] hyper_util::client::legacy::Error),
+    /// The client's body failed while it streamed: the client's fault.
+    #[error("the client's request body failed")]
+    ClientBody(#[source] BodyError),
     #[error("the exchange failed")]
     Failed(#[source] hyper_util::client::legacy::Error),
     #[error("the response's framing is broken: {0}")]
@@ -129,8 +130,12 @@ impl Upstream {
                 }
             },
             Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect(e)),
-            Ok(Err(e)) if matches!(BodyError::find_in(&e), Some(BodyError::Idle(_))) => {
-                Err(UpstreamError::ClientBodyStalled(e))
+            Ok(Err(e)) if BodyError::find_in(&e).is_some() => {
+                Err(UpstreamError::ClientBody(match BodyError::find_in(&e) {
+                    Some(BodyError::Idle(after)) => BodyError::Idle(*after),
+                    Some(BodyError::TooLarge { limit }) => BodyError::TooLarge { limit: *limit },
+                    _ => BodyError::Read(Box::new(e)),
+                }))
             }
             Ok(Err(e)) => Err(UpstreamError::Failed(e)),
         }

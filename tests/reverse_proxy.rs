@@ -5,15 +5,20 @@
 mod common;
 
 use bytes::Bytes;
-use common::{async_route, config, within, Backend, Client, RawBackend, TestGateway};
+use common::{async_route, config, raw_exchange, within, Backend, Client, RawBackend, TestGateway};
 use http::Method;
 use http_body_util::Full;
 
 /// A gateway proxying everything to `backend` through `[default]`, with
 /// extra `[server]` keys and routes.
 async fn proxy_to(backend: &str, server_extra: &str, routes: &str) -> TestGateway {
+    proxy_with(backend, server_extra, routes, "").await
+}
+
+/// [`proxy_to`] with extra `[default]` keys.
+async fn proxy_with(backend: &str, server_extra: &str, routes: &str, default: &str) -> TestGateway {
     TestGateway::start(&format!(
-        "{server_extra}\n{}\n[default]\nupstream = \"app\"\n",
+        "{server_extra}\n{}\n[default]\nupstream = \"app\"\n{default}\n",
         config(backend, "", routes)
     ))
     .await
@@ -219,4 +224,129 @@ async fn a_request_head_that_stalls_is_cut_at_header_read_timeout_even_with_a_lo
         .unwrap();
     closed(&mut stream, 10).await;
     assert_eq!(backend.request_count(), 0);
+}
+
+/// A recording raw backend behind a gateway whose `[default]` and a
+/// streaming passthrough route (`/stream/...`, `request_buffering = false`)
+/// both lead to it.
+async fn uploads_to(server_extra: &str) -> (RawBackend, TestGateway) {
+    let backend = RawBackend::start(|_| OK.to_vec()).await;
+    let streaming =
+        "[[routes]]\nname = \"streaming\"\npath = \"/stream/{*p}\"\nupstream = \"app\"\n\
+                     mode = \"passthrough\"\nrequest_buffering = false\nmax_body = \"1KiB\"\n";
+    let gw = proxy_with(
+        &backend.url(),
+        server_extra,
+        streaming,
+        "max_body = \"2MiB\"",
+    )
+    .await;
+    (backend, gw)
+}
+
+/// Sends `request` raw, half-closes, and reads the answer.
+async fn upload(gw: &TestGateway, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut out = Vec::new();
+    within(15, "the gateway's answer", s.read_to_end(&mut out))
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The request lines that reached `backend`.
+fn reached(backend: &RawBackend) -> Vec<String> {
+    backend
+        .connections()
+        .into_iter()
+        .flat_map(|c| c.requests)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_broken_upload_never_reaches_the_backend_and_is_the_clients_error() {
+    let (backend, gw) = uploads_to("body_idle_timeout = \"1s\"").await;
+    // Stalls, breaks off, is malformed: 408, 400, 400; the backend sees none.
+    let stalled = raw_exchange(
+        gw.addr,
+        b"POST /up HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nonly a little",
+    )
+    .await;
+    assert!(stalled.starts_with("HTTP/1.1 408"), "{stalled}");
+    let cut = upload(
+        &gw,
+        b"POST /up HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\npartial",
+    )
+    .await;
+    assert!(cut.starts_with("HTTP/1.1 400"), "{cut}");
+    let malformed = upload(
+        &gw,
+        b"POST /up HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
+    )
+    .await;
+    assert!(malformed.starts_with("HTTP/1.1 400"), "{malformed}");
+    assert!(malformed.contains("body-unreadable"), "{malformed}");
+    assert_eq!(reached(&backend), Vec::<String>::new());
+
+    // Streamed instead: the backend may see the start, but the client's
+    // broken body is still the client's 400, never a 502.
+    let malformed = upload(
+        &gw,
+        b"POST /stream/up HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
+    )
+    .await;
+    assert!(malformed.starts_with("HTTP/1.1 400"), "{malformed}");
+}
+
+#[tokio::test]
+async fn a_buffered_body_reaches_the_backend_whole_with_its_length_from_memory_or_a_file() {
+    let backend = Backend::start().await;
+    let gw = proxy_with(&backend.url(), "", "", "max_body = \"2MiB\"").await;
+    let client = Client::default();
+    for size in [1024, 1024 * 1024] {
+        let body: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let reply = client.post(&gw.url("/echo"), body.clone()).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.body, body, "{size} bytes echoed");
+    }
+    let got = backend.received();
+    assert_eq!(got[1].headers["content-length"], "1048576");
+    assert!(got[1].headers.get("transfer-encoding").is_none());
+}
+
+#[tokio::test]
+async fn bodies_over_max_body_are_413_declared_or_streamed() {
+    let (backend, gw) = uploads_to("").await;
+    let declared = upload(
+        &gw,
+        b"POST /stream/up HTTP/1.1\r\nhost: x\r\ncontent-length: 5000\r\n\r\n",
+    )
+    .await;
+    assert!(declared.starts_with("HTTP/1.1 413"), "{declared}");
+    // Buffered, the backend is never contacted for a body over the limit.
+    let mut big = b"POST /up HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    big.extend_from_slice(b"300000\r\n");
+    big.extend_from_slice(&vec![b'x'; 0x30_0000]);
+    big.extend_from_slice(b"\r\n0\r\n\r\n");
+    let over = upload(&gw, &big).await;
+    assert!(over.starts_with("HTTP/1.1 413"), "{over}");
+    assert_eq!(reached(&backend), Vec::<String>::new());
+
+    // Streamed, the body is cut off at the limit on its way.
+    let backend = Backend::start().await;
+    let route = "[[routes]]\nname = \"streaming\"\npath = \"/{*p}\"\nupstream = \"app\"\n\
+                 mode = \"passthrough\"\nrequest_buffering = false\nmax_body = \"1KiB\"\n";
+    let gw = proxy_to(&backend.url(), "", route).await;
+    let mut chunked = b"POST /echo HTTP/1.1\r\nhost: x\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..3 {
+        chunked.extend_from_slice(b"200\r\n");
+        chunked.extend_from_slice(&[b'x'; 512]);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let streamed = raw_exchange(gw.addr, &chunked).await;
+    assert!(streamed.starts_with("HTTP/1.1 413"), "{streamed}");
 }

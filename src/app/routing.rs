@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::callback::target::SystemResolver;
-use crate::config::{Config, RouteConfig, UpstreamConfig, WebhookConfig};
+use crate::config::{Config, RequestBody, RouteConfig, UpstreamConfig, WebhookConfig};
 use crate::metrics::{Histogram, RouteMetrics};
 use crate::retry_after::DurationStats;
 use crate::route::Route;
@@ -24,6 +24,7 @@ pub(crate) struct Routing {
     pub(crate) routes: Vec<Arc<Route>>,
     pub(crate) upstreams: Vec<Arc<Upstream>>,
     pub(crate) default_upstream: Option<Arc<Upstream>>,
+    pub(crate) default_body: RequestBody,
 }
 
 impl Routing {
@@ -64,6 +65,7 @@ pub(super) struct Reloadable {
     pub(super) upstreams: Vec<UpstreamConfig>,
     pub(super) routes: Vec<RouteConfig>,
     pub(super) default_upstream: Option<usize>,
+    pub(super) default_body: RequestBody,
     pub(super) webhooks: WebhookConfig,
 }
 
@@ -82,6 +84,7 @@ impl Reloadable {
             upstreams: config.upstreams,
             routes: config.routes,
             default_upstream: config.default_upstream,
+            default_body: config.default_body,
             webhooks: config.webhooks,
         };
         (reloadable, fixed)
@@ -132,6 +135,7 @@ impl Kept {
         let routing = Routing {
             table: config.table,
             default_upstream: config.default_upstream.map(|i| Arc::clone(&upstreams[i])),
+            default_body: config.default_body,
             routes,
             upstreams,
         };

@@ -63,6 +63,7 @@ pub(super) struct RawServer {
     pub(crate) drain_timeout: Option<Text>,
     pub(crate) trusted_proxies: Option<Vec<Text>>,
     pub(crate) keepalive_timeout: Option<Text>,
+    pub(crate) body_temp_path: Option<Text>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -131,6 +132,7 @@ pub(super) struct RawRoute {
     pub(crate) callback_url: Option<Text>,
     pub(crate) resend_on_loss: Option<bool>,
     pub(crate) retry_non_idempotent: Option<bool>,
+    pub(crate) request_buffering: Option<bool>,
 }
 
 /// What the `Location` of a `202` points at.
@@ -176,4 +178,6 @@ impl Mode {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDefault {
     pub(crate) upstream: Option<Text>,
+    pub(crate) max_body: Option<Text>,
+    pub(crate) request_buffering: Option<bool>,
 }

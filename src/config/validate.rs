@@ -11,8 +11,8 @@ use toml::Spanned;
 use super::cx::Cx;
 use super::raw::{RawConfig, RawRoute, RawStore, RawUpstream, RawWebhooks};
 use super::{
-    Config, ConfigError, DiskConfig, Mode, RedisConfig, RouteConfig, StoreConfig, StoreKind,
-    UpstreamConfig, WebhookConfig,
+    Config, ConfigError, DiskConfig, Mode, RedisConfig, RequestBody, RouteConfig, StoreConfig,
+    StoreKind, UpstreamConfig, WebhookConfig,
 };
 use crate::callback::signature::Secret;
 use crate::callback::target::{AddressPolicy, HostPattern, Target};
@@ -93,6 +93,10 @@ impl Cx<'_> {
             upstreams,
             routes,
             default_upstream,
+            default_body: RequestBody {
+                max_bytes: self.size(raw.default.max_body.as_ref(), defaults::MAX_BODY)?,
+                buffering: raw.default.request_buffering.unwrap_or(true),
+            },
             route_table,
             webhooks,
             admin,
@@ -386,6 +390,7 @@ impl Cx<'_> {
             callback_url,
             resend_on_loss: raw.resend_on_loss,
             retry_non_idempotent: raw.retry_non_idempotent.unwrap_or(false),
+            request_buffering: raw.request_buffering.unwrap_or(true),
             location: raw.location,
             bind_headers,
             sync_wait,

@@ -214,7 +214,7 @@ async fn exchange(route: &Route, request: BackendRequest, progress: &Progress) -
             .map_err(|e| match e {
                 UpstreamError::Connect(_) => Failure::Unreachable,
                 UpstreamError::Timeout(_) => Failure::Timeout,
-                UpstreamError::ClientBodyStalled(_) | UpstreamError::Failed(_) => Failure::Reset,
+                UpstreamError::ClientBody(_) | UpstreamError::Failed(_) => Failure::Reset,
                 UpstreamError::BrokenFraming(_) => Failure::BrokenFraming,
             })?;
         let (mut parts, body) = response.into_parts();
@@ -233,7 +233,7 @@ async fn exchange(route: &Route, request: BackendRequest, progress: &Progress) -
             .await
             .map_err(|e| match e {
                 BodyError::TooLarge { .. } => Failure::ResultTooLarge,
-                BodyError::Idle(_) | BodyError::Read(_) => Failure::Reset,
+                BodyError::Idle(_) | BodyError::Read(_) | BodyError::Spill(_) => Failure::Reset,
             })?;
         headers::remove_hop_by_hop(&mut parts.headers);
         // The replay carries the body whole; its length is set when it is sent.

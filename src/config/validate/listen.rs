@@ -63,6 +63,18 @@ impl Cx<'_> {
             max_headers: self.positive(raw.max_headers, defaults::MAX_HEADERS)?,
             drain_timeout: self.duration(raw.drain_timeout.as_ref(), defaults::DRAIN_TIMEOUT)?,
             trusted_proxies: self.networks(raw.trusted_proxies.as_deref())?,
+            body_temp_path: match raw.body_temp_path {
+                None => std::env::temp_dir(),
+                Some(s) => {
+                    let path = std::path::PathBuf::from(s.get_ref());
+                    if !path.is_dir() {
+                        return Err(
+                            self.err(s.span(), format!("`{}` is not a directory", path.display()))
+                        );
+                    }
+                    path
+                }
+            },
         })
     }
 
