@@ -71,6 +71,9 @@ pub(crate) struct App {
     store_max_bytes: u64,
     /// `{jobs_path}/openapi.json`, made once.
     openapi: bytes::Bytes,
+    /// The certificate the public listener serves, if it serves HTTPS.
+    #[cfg(feature = "tls")]
+    served: Option<Arc<crate::tls::Served>>,
     /// What requests to the job API, to the default upstream and to no
     /// route at all count, as routes of these names.
     job_api_metrics: RouteMetrics,
@@ -109,6 +112,11 @@ impl App {
         };
         let server = config.server.clone();
         let path = config.path.clone();
+        #[cfg(feature = "tls")]
+        let served = config
+            .tls
+            .as_ref()
+            .map(|key| crate::tls::Served::new(Arc::clone(key)));
         let store_max_bytes = config.store.max_bytes;
         let (reloadable, fixed) = Reloadable::split(config);
         let kept = Kept::default();
@@ -132,6 +140,8 @@ impl App {
             jobs,
             store_max_bytes,
             openapi,
+            #[cfg(feature = "tls")]
+            served,
             job_api_metrics: RouteMetrics::default(),
             default_metrics: RouteMetrics::default(),
             no_route_metrics: RouteMetrics::default(),
@@ -144,13 +154,24 @@ impl App {
     /// nothing. Must run inside a tokio runtime.
     pub(crate) fn reload(&self) -> Result<Reloaded, ConfigError> {
         let config = Config::load(&self.path)?;
+        #[cfg(feature = "tls")]
+        let tls = config.tls.clone();
         let (reloadable, fixed) = Reloadable::split(config);
-        let needs_restart = {
+        #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
+        let mut needs_restart = {
             let mut before = lock(&self.fixed);
             let changed = routing::changed(&before, &fixed);
             *before = fixed;
             changed
         };
+        // The certificate is read again in place; turning HTTPS on or off
+        // changes what the listener is.
+        #[cfg(feature = "tls")]
+        match (&self.served, tls) {
+            (Some(served), Some(key)) => served.replace(key),
+            (None, None) => {}
+            _ => needs_restart.push("server.tls_cert"),
+        }
         let (routing, webhooks) = self.kept.build(reloadable, self.server.workers);
         self.jobs.reconfigure(&routing.routes, webhooks);
         let routes = routing.routes.len();
@@ -161,6 +182,12 @@ impl App {
             routes,
             needs_restart,
         })
+    }
+
+    /// What accepts the public listener's TLS connections, if it serves HTTPS.
+    #[cfg(feature = "tls")]
+    pub(crate) fn tls_acceptor(&self) -> Option<tokio_rustls::TlsAcceptor> {
+        self.served.as_ref().map(crate::tls::Served::acceptor)
     }
 
     /// The routes and upstreams in force, this worker's copy.

@@ -40,6 +40,10 @@ pub struct Config {
     pub(crate) webhooks: WebhookConfig,
     /// Where the admin listener listens; `None` when it is turned off.
     pub(crate) admin: Option<SocketAddr>,
+    /// What `tls_cert` and `tls_key` held when read: the public listener
+    /// serves HTTPS with it; `None`: HTTP.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<std::sync::Arc<rustls::sign::CertifiedKey>>,
 }
 
 #[derive(Debug, Clone)]
@@ -141,6 +145,9 @@ pub(crate) struct UpstreamConfig {
     pub(crate) retries: u32,
     pub(crate) retry_backoff: Duration,
     pub(crate) retry_backoff_max: Duration,
+    /// Certificates trusted for an `https` upstream besides Mozilla's roots.
+    #[cfg(feature = "tls")]
+    pub(crate) extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 #[derive(Debug, Clone)]

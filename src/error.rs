@@ -234,6 +234,14 @@ impl GatewayError {
                 UpstreamError::Failed(_) => Failure::Reset.problem(),
                 UpstreamError::ClientBody(e) => body_problem(e),
                 UpstreamError::BrokenFraming(_) => Failure::BrokenFraming.problem(),
+                #[cfg(feature = "tls")]
+                UpstreamError::Certificate { why, .. } => {
+                    let mut problem = Failure::Certificate.problem();
+                    problem.detail = format!(
+                        "The backend's TLS certificate was refused ({why}); nothing was sent."
+                    );
+                    problem
+                }
             },
         }
     }

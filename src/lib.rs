@@ -39,6 +39,8 @@ mod route_table;
 mod server;
 pub mod shutdown;
 mod sync;
+#[cfg(feature = "tls")]
+mod tls;
 mod upstream;
 mod webhook;
 

@@ -9,22 +9,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::Admin;
-use crate::app::{App, AppService};
+use crate::app::App;
 use crate::config::Config;
 use crate::defaults;
 use crate::jobs::DrainReport;
 use crate::upstream;
 pub(crate) use connection::{Activity, Tracked};
-use connection::{Timeouts, Watched};
+use connection::{Serving, Timeouts};
 
 /// A bound, not yet serving gateway.
 pub struct Gateway {
@@ -176,6 +175,8 @@ impl Gateway {
                 stop: stop.clone(),
                 drain_timeout,
                 timeouts,
+                #[cfg(feature = "tls")]
+                tls: app.tls_acceptor(),
             };
             let jobs_drained = jobs_drained.clone();
             let (tx, rx) = oneshot::channel();
@@ -214,6 +215,8 @@ impl Gateway {
             stop: stop.clone(),
             drain_timeout,
             timeouts,
+            #[cfg(feature = "tls")]
+            tls: app.tls_acceptor(),
         };
         #[cfg(unix)]
         if let Some(hangups) = hangups {
@@ -251,6 +254,8 @@ struct Worker {
     stop: CancellationToken,
     drain_timeout: Duration,
     timeouts: Timeouts,
+    #[cfg(feature = "tls")]
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Worker {
@@ -266,6 +271,14 @@ impl Worker {
         };
         let connections = TaskTracker::new();
         let draining = CancellationToken::new();
+        let serving = Arc::new(Serving {
+            app: self.app,
+            builder: self.builder,
+            timeouts: self.timeouts,
+            #[cfg(feature = "tls")]
+            tls: self.tls,
+            draining: draining.clone(),
+        });
         loop {
             // Waiting for a slot before accepting leaves excess clients in
             // the kernel's backlog instead of costing a file descriptor each.
@@ -283,25 +296,9 @@ impl Worker {
                 },
                 () = self.stop.cancelled() => break,
             };
-            if let Err(e) = stream.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-            let activity = Activity::new();
-            let service = TowerToHyperService::new(AppService {
-                peer: self.app.peer(remote, false),
-                app: Arc::clone(&self.app),
-                activity: Arc::clone(&activity),
-            });
-            let io = TokioIo::new(Watched::new(stream, Arc::clone(&activity)));
-            let conn = self
-                .builder
-                .serve_connection_with_upgrades(io, service)
-                .into_owned();
-            let drive = connection::drive(conn, activity, self.timeouts, draining.clone());
+            let serving = Arc::clone(&serving);
             connections.spawn(async move {
-                if let Err(e) = drive.await {
-                    tracing::debug!(%remote, error = %e, "connection ended with an error");
-                }
+                serving.connection(stream, remote).await;
                 drop(slot);
             });
         }

@@ -35,7 +35,7 @@ pub(crate) struct Upstream {
     /// One pool per worker: a pooled connection is driven by a task on the
     /// runtime that opened it, so sharing pools across workers would hand
     /// every request to another thread and back.
-    clients: Vec<Client<HttpConnector, Body>>,
+    clients: Vec<Pool>,
     /// Until the response head, or the failure, of every request sent;
     /// kept by name across reloads.
     pub(crate) duration: Arc<Histogram>,
@@ -45,6 +45,13 @@ pub(crate) struct Upstream {
 pub(crate) enum UpstreamError {
     #[error("could not connect")]
     Connect(#[source] hyper_util::client::legacy::Error),
+    #[cfg(feature = "tls")]
+    #[error("its TLS certificate was refused: {why}")]
+    Certificate {
+        why: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
     #[error("no response within {0:?}")]
     Timeout(std::time::Duration),
     /// The client's body failed while it streamed: the client's fault.
@@ -54,6 +61,24 @@ pub(crate) enum UpstreamError {
     Failed(#[source] hyper_util::client::legacy::Error),
     #[error("the response's framing is broken: {0}")]
     BrokenFraming(&'static str),
+}
+
+/// A worker's connections to the upstream: plain HTTP takes no detour
+/// through a TLS connector.
+enum Pool {
+    Plain(Client<HttpConnector, Body>),
+    #[cfg(feature = "tls")]
+    Tls(Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>),
+}
+
+impl Pool {
+    fn request(&self, req: Request<Body>) -> hyper_util::client::legacy::ResponseFuture {
+        match self {
+            Pool::Plain(client) => client.request(req),
+            #[cfg(feature = "tls")]
+            Pool::Tls(client) => client.request(req),
+        }
+    }
 }
 
 impl Upstream {
@@ -73,8 +98,25 @@ impl Upstream {
             // A request hyper saw fail on a pooled connection is never sent
             // again behind the client's back: a POST must reach the backend once.
             .retry_canceled_requests(false);
+        #[cfg(feature = "tls")]
+        let tls = (config.scheme == http::uri::Scheme::HTTPS).then(|| {
+            let mut connector = connector.clone();
+            connector.enforce_http(false);
+            // The pool speaks HTTP/1.1 to every upstream, so ALPN offers only it.
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(crate::tls::client_config(&config.extra_roots))
+                .https_only()
+                .enable_http1()
+                .wrap_connector(connector)
+        });
         let clients = (0..workers.max(1))
-            .map(|_| builder.build(connector.clone()))
+            .map(|_| {
+                #[cfg(feature = "tls")]
+                if let Some(tls) = &tls {
+                    return Pool::Tls(builder.build(tls.clone()));
+                }
+                Pool::Plain(builder.build(connector.clone()))
+            })
             .collect();
         Upstream {
             config,
@@ -83,7 +125,7 @@ impl Upstream {
         }
     }
 
-    fn client(&self) -> &Client<HttpConnector, Body> {
+    fn client(&self) -> &Pool {
         &self.clients[current_worker() % self.clients.len()]
     }
 
@@ -129,7 +171,13 @@ impl Upstream {
                     Err(UpstreamError::BrokenFraming(why))
                 }
             },
-            Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect(e)),
+            Ok(Err(e)) if e.is_connect() => {
+                #[cfg(feature = "tls")]
+                if let Some(why) = crate::tls::certificate_refused(&e) {
+                    return Err(UpstreamError::Certificate { why, source: e });
+                }
+                Err(UpstreamError::Connect(e))
+            }
             Ok(Err(e)) if BodyError::find_in(&e).is_some() => {
                 Err(UpstreamError::ClientBody(match BodyError::find_in(&e) {
                     Some(BodyError::Idle(after)) => BodyError::Idle(*after),

@@ -55,18 +55,8 @@ fn connector(config: &WebhookConfig, guard: Guard) -> Connector {
     #[cfg(feature = "tls")]
     {
         http.enforce_http(false);
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        // Each was checked when the config was read.
-        roots.add_parsable_certificates(config.extra_roots.iter().cloned());
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default protocol versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
         hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
+            .with_tls_config(crate::tls::client_config(&config.extra_roots))
             .https_or_http()
             .enable_http1()
             .wrap_connector(http)

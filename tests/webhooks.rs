@@ -317,89 +317,17 @@ async fn auto_mode_calls_back_only_when_the_client_got_a_202() {
 /// An `https` receiver: TLS with a certificate for 127.0.0.1 from a CA made
 /// for the test, in front of a plain test backend that records everything.
 #[cfg(feature = "tls")]
-mod tls {
-    use std::sync::Arc;
-
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-    use tokio::net::{TcpListener, TcpStream};
-
-    use super::common::process::tempfile_path::TempConfig;
-    use super::common::Backend;
-
-    pub(crate) struct TlsReceiver {
-        pub backend: Backend,
-        pub port: u16,
-        /// The test CA's certificate, in a PEM file.
-        pub ca_file: TempConfig,
-        task: tokio::task::JoinHandle<()>,
-    }
-
-    impl Drop for TlsReceiver {
-        fn drop(&mut self) {
-            self.task.abort();
-        }
-    }
-
-    impl TlsReceiver {
-        pub(crate) async fn start() -> TlsReceiver {
-            let ca_key = KeyPair::generate().unwrap();
-            let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-            ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            let ca_cert = ca.self_signed(&ca_key).unwrap();
-            let issuer = Issuer::new(ca, ca_key);
-            let key = KeyPair::generate().unwrap();
-            let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-                .unwrap()
-                .signed_by(&key, &issuer)
-                .unwrap();
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let config = rustls::ServerConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(
-                    vec![cert.der().clone()],
-                    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-                )
-                .unwrap();
-            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-            let backend = Backend::start().await;
-            let plain = backend.addr;
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let port = listener.local_addr().unwrap().port();
-            let task = tokio::spawn(async move {
-                while let Ok((stream, _)) = listener.accept().await {
-                    let acceptor = acceptor.clone();
-                    tokio::spawn(async move {
-                        // A client that does not trust us ends the handshake.
-                        let Ok(mut tls) = acceptor.accept(stream).await else {
-                            return;
-                        };
-                        let mut inner = TcpStream::connect(plain).await.unwrap();
-                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut inner).await;
-                    });
-                }
-            });
-            TlsReceiver {
-                backend,
-                port,
-                ca_file: TempConfig::new(&ca_cert.pem()),
-                task,
-            }
-        }
-
-        pub(crate) fn url(&self, path: &str) -> String {
-            format!("https://127.0.0.1:{}{path}", self.port)
-        }
-    }
+async fn tls_receiver() -> (common::tls::TestCa, common::tls::TlsFront) {
+    let ca = common::tls::TestCa::new();
+    let front = common::tls::TlsFront::start(&ca.issue(&["127.0.0.1"], "receiver")).await;
+    (ca, front)
 }
 
 #[cfg(feature = "tls")]
 #[tokio::test]
 async fn https_receivers_are_verified_against_the_configured_ca() {
-    let receiver = tls::TlsReceiver::start().await;
-    let ca = format!("ca_file = \"{}\"", receiver.ca_file.0.display());
+    let (ca, receiver) = tls_receiver().await;
+    let ca = format!("ca_file = \"{}\"", ca.ca_file.display());
     let s = setup("", &ca).await;
     let reply = s.submit("/done", &receiver.url("/secure-hook")).await;
     assert_eq!(reply.status, 202);
@@ -414,7 +342,7 @@ async fn https_receivers_are_verified_against_the_configured_ca() {
 #[cfg(feature = "tls")]
 #[tokio::test]
 async fn an_https_receiver_nobody_vouches_for_gets_nothing() {
-    let receiver = tls::TlsReceiver::start().await;
+    let (_ca, receiver) = tls_receiver().await;
     let s = setup("", "max_attempts = 2").await;
     let reply = s.submit("/done", &receiver.url("/hook")).await;
     let status_url = s.gw.url(reply.header("location"));

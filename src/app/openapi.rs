@@ -34,7 +34,7 @@ pub(super) fn document(jobs_path: &str) -> Value {
     let result_answers = json!({
         "200": { "description": "The backend's own response, replayed: its status (any), headers and body." },
         "409": problem("Not finished yet, or canceled; `job_status` and `monitor` say which and where to wait.", &["job-not-finished", "job-canceled"]),
-        "502": problem("Failed without a backend response.", &["upstream-unreachable", "upstream-reset", "result-too-large", "interrupted", "job-lost", "upstream-broken-framing"]),
+        "502": problem("Failed without a backend response.", &["upstream-unreachable", "upstream-reset", "result-too-large", "interrupted", "job-lost", "upstream-broken-framing", "upstream-certificate"]),
         "504": problem("The backend did not answer within the upstream's job_timeout.", &["upstream-timeout"]),
         "404": not_found,
         "410": gone,

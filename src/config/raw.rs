@@ -64,6 +64,8 @@ pub(super) struct RawServer {
     pub(crate) trusted_proxies: Option<Vec<Text>>,
     pub(crate) keepalive_timeout: Option<Text>,
     pub(crate) body_temp_path: Option<Text>,
+    pub(crate) tls_cert: Option<Text>,
+    pub(crate) tls_key: Option<Text>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -107,6 +109,7 @@ pub(super) struct RawUpstream {
     pub(crate) retries: Option<Spanned<u32>>,
     pub(crate) retry_backoff: Option<Text>,
     pub(crate) retry_backoff_max: Option<Text>,
+    pub(crate) ca_file: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -21,6 +21,10 @@ use crate::route_table::{Pattern, RouteTable};
 
 impl Cx<'_> {
     pub(super) fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        #[cfg(feature = "tls")]
+        let tls = self.server_tls(&raw.server)?;
+        #[cfg(not(feature = "tls"))]
+        self.server_tls(&raw.server)?;
         let server = self.server(raw.server)?;
         let admin = self.admin(raw.admin, server.listen)?;
         let store = self.store(raw.store)?;
@@ -100,6 +104,8 @@ impl Cx<'_> {
             route_table,
             webhooks,
             admin,
+            #[cfg(feature = "tls")]
+            tls,
         })
     }
 
@@ -243,14 +249,24 @@ impl Cx<'_> {
         let url = &raw.url;
         let bad = |why: &str| self.err(url.span(), format!("`{}` {why}", url.get_ref()));
         let uri: Uri = url.get_ref().parse().map_err(|_| bad("is not a URL"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(bad(
-                    "uses https: TLS to upstreams is not supported yet; terminate it in a sidecar",
-                ))
-            }
-            _ => return Err(bad("must start with http://")),
+        let scheme = match uri.scheme_str() {
+            Some("http") => Scheme::HTTP,
+            #[cfg(feature = "tls")]
+            Some("https") => Scheme::HTTPS,
+            #[cfg(not(feature = "tls"))]
+            Some("https") => return Err(bad("uses https: this build has no TLS (feature `tls`)")),
+            _ => return Err(bad("must start with http:// or https://")),
+        };
+        #[cfg(feature = "tls")]
+        let extra_roots = raw
+            .ca_file
+            .as_ref()
+            .map(|f| self.certificates(f))
+            .transpose()?
+            .unwrap_or_default();
+        #[cfg(not(feature = "tls"))]
+        if let Some(f) = &raw.ca_file {
+            return Err(self.err(f.span(), "this build has no TLS (feature `tls`)"));
         }
         let authority = uri.authority().cloned().ok_or_else(|| bad("has no host"))?;
         if uri.query().is_some() {
@@ -273,8 +289,10 @@ impl Cx<'_> {
         }
         let path_prefix = uri.path().trim_end_matches('/').to_owned();
         Ok(UpstreamConfig {
+            #[cfg(feature = "tls")]
+            extra_roots,
             name,
-            scheme: Scheme::HTTP,
+            scheme,
             authority,
             path_prefix,
             timeout: self.duration(raw.timeout.as_ref(), defaults::UPSTREAM_TIMEOUT)?,

@@ -64,10 +64,12 @@ pub(crate) enum Failure {
     Lost,
     /// The backend's response had framing no proxy may trust.
     BrokenFraming,
+    /// The backend's TLS certificate was refused.
+    Certificate,
 }
 
 impl Failure {
-    const ALL: [Failure; 7] = [
+    const ALL: [Failure; 8] = [
         Failure::Unreachable,
         Failure::Timeout,
         Failure::Reset,
@@ -75,6 +77,7 @@ impl Failure {
         Failure::Interrupted,
         Failure::Lost,
         Failure::BrokenFraming,
+        Failure::Certificate,
     ];
 
     /// Its name in a store outside this process.
@@ -87,6 +90,7 @@ impl Failure {
             Failure::Interrupted => "interrupted",
             Failure::Lost => "lost",
             Failure::BrokenFraming => "broken-framing",
+            Failure::Certificate => "certificate",
         }
     }
 
@@ -153,6 +157,13 @@ impl Failure {
                 "Upstream Response Malformed",
                 "The backend's response framed its body ambiguously (Content-Length beside \
                  Transfer-Encoding, or a transfer coding other than chunked); it was not passed on.",
+            ),
+            Failure::Certificate => Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream-certificate",
+                "Upstream Certificate Refused",
+                "The backend's TLS certificate was refused (not issued by a trusted CA, \
+                 for another name, or expired); nothing was sent.",
             ),
         }
     }

@@ -81,21 +81,14 @@ mod tests {
     use bytes::Bytes;
 
     fn upstream(retries: u32) -> UpstreamConfig {
-        UpstreamConfig {
-            name: "u".into(),
-            scheme: http::uri::Scheme::HTTP,
-            authority: "127.0.0.1:1".parse().unwrap(),
-            path_prefix: String::new(),
-            timeout: Duration::from_secs(1),
-            job_timeout: Duration::from_secs(1),
-            connect_timeout: Duration::from_secs(1),
-            pool_idle_timeout: Duration::from_secs(1),
-            max_concurrency: 1,
-            max_queue: 1,
-            retries,
-            retry_backoff: Duration::from_secs(1),
-            retry_backoff_max: Duration::from_secs(10),
-        }
+        let text = "[store]\nkind = \"memory\"\n[upstreams.u]\nurl = \"http://127.0.0.1:1\"\n\
+                    retry_backoff = \"1s\"\nretry_backoff_max = \"10s\"\n";
+        let mut upstream = crate::Config::parse(text, std::path::Path::new("t.toml"))
+            .unwrap()
+            .upstreams
+            .remove(0);
+        upstream.retries = retries;
+        upstream
     }
 
     fn route(opt_in: bool) -> RouteConfig {

@@ -216,6 +216,8 @@ async fn exchange(route: &Route, request: BackendRequest, progress: &Progress) -
                 UpstreamError::Timeout(_) => Failure::Timeout,
                 UpstreamError::ClientBody(_) | UpstreamError::Failed(_) => Failure::Reset,
                 UpstreamError::BrokenFraming(_) => Failure::BrokenFraming,
+                #[cfg(feature = "tls")]
+                UpstreamError::Certificate { .. } => Failure::Certificate,
             })?;
         let (mut parts, body) = response.into_parts();
         let length = parts

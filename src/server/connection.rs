@@ -8,6 +8,7 @@
 //! requests are watched here instead.
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -24,13 +25,13 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::AppService;
+use crate::app::{App, AppService};
 use crate::body::{Body, BoxError};
 
 /// A client connection as hyper serves it.
 pub(crate) type Connection = auto::UpgradeableConnection<
     'static,
-    TokioIo<Watched<TcpStream>>,
+    TokioIo<Watched<ClientStream>>,
     TowerToHyperService<AppService>,
     TokioExecutor,
 >;
@@ -183,6 +184,74 @@ impl http_body::Body for Tracked {
     }
 }
 
+/// What a client connected over: TCP, or TLS over TCP.
+pub(crate) enum ClientStream {
+    Plain(TcpStream),
+    #[cfg(feature = "tls")]
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+/// Forwards an I/O call to whichever stream it is.
+macro_rules! either {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self.get_mut() {
+            ClientStream::Plain($s) => {
+                let $s = Pin::new($s);
+                $call
+            }
+            #[cfg(feature = "tls")]
+            ClientStream::Tls($s) => {
+                let $s = Pin::new(&mut **$s);
+                $call
+            }
+        }
+    };
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        either!(self, s => s.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        either!(self, s => s.poll_write(cx, buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        either!(self, s => s.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        either!(self, s => s.poll_shutdown(cx))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        either!(self, s => s.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            ClientStream::Plain(s) => s.is_write_vectored(),
+            #[cfg(feature = "tls")]
+            ClientStream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
 pin_project_lite::pin_project! {
     /// A client's stream, telling `Activity` when request bytes arrive.
     pub(crate) struct Watched<S> {
@@ -259,11 +328,68 @@ impl<S: AsyncWrite> AsyncWrite for Watched<S> {
     }
 }
 
+/// What every connection of a worker is served with.
+pub(crate) struct Serving {
+    pub(crate) app: Arc<App>,
+    pub(crate) builder: auto::Builder<TokioExecutor>,
+    pub(crate) timeouts: Timeouts,
+    /// Set when the listener serves HTTPS.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Cancelled when the drain begins.
+    pub(crate) draining: CancellationToken,
+}
+
+impl Serving {
+    /// Serves one accepted connection to its end: the TLS handshake first,
+    /// if any, within `header_read_timeout`.
+    pub(crate) async fn connection(self: Arc<Self>, stream: TcpStream, remote: SocketAddr) {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+        #[cfg(feature = "tls")]
+        let (stream, tls) = match &self.tls {
+            None => (ClientStream::Plain(stream), false),
+            Some(acceptor) => {
+                let handshake =
+                    tokio::time::timeout(self.timeouts.header_read, acceptor.accept(stream));
+                match handshake.await {
+                    Ok(Ok(tls)) => (ClientStream::Tls(Box::new(tls)), true),
+                    Ok(Err(e)) => {
+                        tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%remote, "TLS handshake timed out");
+                        return;
+                    }
+                }
+            }
+        };
+        #[cfg(not(feature = "tls"))]
+        let (stream, tls) = (ClientStream::Plain(stream), false);
+        let activity = Activity::new();
+        let service = TowerToHyperService::new(AppService {
+            peer: self.app.peer(remote, tls),
+            app: Arc::clone(&self.app),
+            activity: Arc::clone(&activity),
+        });
+        let io = TokioIo::new(Watched::new(stream, Arc::clone(&activity)));
+        let conn = self
+            .builder
+            .serve_connection_with_upgrades(io, service)
+            .into_owned();
+        if let Err(e) = drive(conn, activity, self.timeouts, self.draining.clone()).await {
+            tracing::debug!(%remote, error = %e, "connection ended with an error");
+        }
+    }
+}
+
 /// Drives a connection to its end: shut down gracefully when it idles too
 /// long or the drain begins (an HTTP/1.1 connection between requests
 /// closes, an HTTP/2 one sends GOAWAY and finishes its streams), dropped
 /// outright when a request head takes too long.
-pub(crate) async fn drive(
+async fn drive(
     conn: Connection,
     activity: Arc<Activity>,
     timeouts: Timeouts,

@@ -5,6 +5,8 @@
 mod backend;
 pub(crate) mod process;
 mod raw;
+#[cfg(feature = "tls")]
+pub(crate) mod tls;
 
 // Each test binary uses a different part of the harness.
 #[allow(unused_imports)]

@@ -1,6 +1,8 @@
 //! The keys of what listens: the public server and the admin listener.
 
 use std::net::SocketAddr;
+#[cfg(feature = "tls")]
+use std::path::Path;
 
 use http::Uri;
 use toml::Spanned;
@@ -76,6 +78,36 @@ impl Cx<'_> {
                 }
             },
         })
+    }
+
+    /// `tls_cert` and `tls_key`, both or neither, read and checked to make a
+    /// certificate.
+    #[cfg(feature = "tls")]
+    pub(super) fn server_tls(
+        &self,
+        raw: &RawServer,
+    ) -> Result<Option<std::sync::Arc<rustls::sign::CertifiedKey>>, ConfigError> {
+        let (cert, key) = match (&raw.tls_cert, &raw.tls_key) {
+            (None, None) => return Ok(None),
+            (Some(c), None) => return Err(self.err(c.span(), "needs tls_key beside it")),
+            (None, Some(k)) => return Err(self.err(k.span(), "needs tls_cert beside it")),
+            (Some(c), Some(k)) => (c, k),
+        };
+        let loaded = crate::tls::load(Path::new(cert.get_ref()), Path::new(key.get_ref()))
+            .map_err(|bad| {
+                let span = if bad.in_key { key.span() } else { cert.span() };
+                self.err(span, bad.why)
+            })?;
+        Ok(Some(loaded))
+    }
+
+    /// Without TLS in the build, `tls_cert` is refused.
+    #[cfg(not(feature = "tls"))]
+    pub(super) fn server_tls(&self, raw: &RawServer) -> Result<(), ConfigError> {
+        match raw.tls_cert.as_ref().or(raw.tls_key.as_ref()) {
+            Some(s) => Err(self.err(s.span(), "this build has no TLS (feature `tls`)")),
+            None => Ok(()),
+        }
     }
 
     fn base_url(&self, s: &Spanned<String>) -> Result<String, ConfigError> {

@@ -196,10 +196,21 @@ fn upstream_urls() {
         "2: upstreams.u.url",
         "must not have a query",
     );
+    parse("[store]\nkind = \"memory\"\n[upstreams.u]\nurl = \"https://x\"\n").unwrap();
     refused(
-        "[upstreams.u]\nurl = \"https://x\"\n",
-        "2: upstreams.u.url",
-        "https",
+        "[upstreams.u]\nurl = \"https://x\"\nca_file = \"/nonexistent.pem\"\n",
+        "3: upstreams.u.ca_file",
+        "/nonexistent.pem",
+    );
+    refused(
+        "[server]\ntls_cert = \"/nonexistent.pem\"\n",
+        "2: server.tls_cert",
+        "needs tls_key",
+    );
+    refused(
+        "[server]\ntls_cert = \"/nonexistent.pem\"\ntls_key = \"/k.pem\"\n",
+        "2: server.tls_cert",
+        "/nonexistent.pem",
     );
     refused(
         &format!("{UPSTREAM}max_concurrency = 0\n"),
