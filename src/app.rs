@@ -33,6 +33,7 @@ use crate::proxy;
 use crate::route::Route;
 use crate::server::{Activity, Tracked};
 use crate::sync::lock;
+use crate::tunnel::Handover;
 use crate::upstream::{self, Upstream, UpstreamError};
 pub(crate) use routing::Routing;
 use routing::{Fixed, Kept, Reloadable};
@@ -269,7 +270,12 @@ impl App {
         self.jobs.drain(deadline).await
     }
 
-    async fn handle(&self, mut req: Request<Incoming>, peer: Peer) -> Response<Body> {
+    async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        peer: Peer,
+        handover: &Handover,
+    ) -> Response<Body> {
         let request_id = headers::request_id(req.headers_mut());
         // What the request line needs is captured only when it will be written.
         let logged = tracing::enabled!(tracing::Level::INFO).then(|| {
@@ -282,7 +288,7 @@ impl App {
         let routing = self.routing();
         let destination = self.destination(&routing, &req);
         let metrics = self.metrics_of(&destination);
-        let mut response = match self.dispatch(destination, req, peer).await {
+        let mut response = match self.dispatch(destination, req, peer, handover).await {
             Ok(response) => response,
             Err(e) => {
                 if let Some(why) = e.rejection() {
@@ -322,6 +328,7 @@ impl App {
         destination: Destination<'_>,
         req: Request<Incoming>,
         peer: Peer,
+        handover: &Handover,
     ) -> Result<Response<Body>, GatewayError> {
         let route = match destination {
             Destination::JobApi(start) => {
@@ -332,7 +339,7 @@ impl App {
                 return job_api::serve(&self.jobs, &req, rest).await;
             }
             Destination::Default(upstream, body) => {
-                return self.forward(upstream, req, peer, body).await
+                return self.forward(upstream, req, peer, body, handover).await
             }
             Destination::Nowhere => return Err(GatewayError::NoRoute),
             Destination::Route(route) => route,
@@ -347,7 +354,8 @@ impl App {
             Mode::Async => submit.accept(req).await,
             Mode::Passthrough => {
                 let body = route.config.request_body();
-                self.forward(&route.upstream, req, peer, body).await
+                self.forward(&route.upstream, req, peer, body, handover)
+                    .await
             }
             Mode::Prefer | Mode::Auto => {
                 let prefs = Preferences::of(req.headers());
@@ -361,7 +369,8 @@ impl App {
                     submit.accept_or_answer(req, prefs.wait).await
                 } else {
                     let body = route.config.request_body();
-                    self.forward(&route.upstream, req, peer, body).await
+                    self.forward(&route.upstream, req, peer, body, handover)
+                        .await
                 }
             }
         }
@@ -373,13 +382,18 @@ impl App {
         req: Request<Incoming>,
         peer: Peer,
         body: RequestBody,
+        handover: &Handover,
     ) -> Result<Response<Body>, GatewayError> {
         let receiving = proxy::Receiving {
             body,
             idle: self.server.body_idle_timeout,
             spill_dir: &self.server.body_temp_path,
         };
-        proxy::forward(upstream, req, peer, receiving)
+        let tunnel = proxy::Tunnel {
+            handover,
+            idle: self.server.tunnel_idle_timeout,
+        };
+        proxy::forward(upstream, req, peer, receiving, tunnel)
             .await
             .map_err(|source| match source {
                 UpstreamError::ClientBody(e) => GatewayError::Body(e),
@@ -415,7 +429,7 @@ impl tower::Service<Request<Incoming>> for AppService {
         let peer = self.peer;
         let request = self.activity.begin();
         Box::pin(async move {
-            let response = app.handle(req, peer).await;
+            let response = app.handle(req, peer, request.handover()).await;
             Ok(response.map(|body| Tracked::new(body, request)))
         })
     }

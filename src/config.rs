@@ -88,6 +88,8 @@ pub(crate) struct ServerConfig {
     pub(crate) header_read_timeout: Duration,
     /// How long a connection may idle between requests.
     pub(crate) keepalive_timeout: Duration,
+    /// How long an upgraded connection (a WebSocket) may be silent both ways.
+    pub(crate) tunnel_idle_timeout: Duration,
     pub(crate) body_idle_timeout: Duration,
     pub(crate) max_header_bytes: usize,
     pub(crate) max_headers: usize,

@@ -22,6 +22,11 @@ pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// an API, and 10,000 connections at most hold 640 MiB of them.
 pub(crate) const REQUEST_BUFFER_MEMORY: usize = 64 * 1024;
 
+/// An upgraded connection (a WebSocket) silent both ways this long is
+/// closed. nginx's `proxy_read_timeout` (60 s) cuts WebSockets that do not
+/// ping; five minutes leaves room for those that ping rarely.
+pub(crate) const TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// nginx's `keepalive_timeout`: an idle client connection is closed after this.
 pub(crate) const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
 

@@ -41,6 +41,7 @@ pub mod shutdown;
 mod sync;
 #[cfg(feature = "tls")]
 mod tls;
+mod tunnel;
 mod upstream;
 mod webhook;
 

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, AppService};
 use crate::body::{Body, BoxError};
+use crate::tunnel::Handover;
 
 /// A client connection as hyper serves it.
 pub(crate) type Connection = auto::UpgradeableConnection<
@@ -70,6 +71,8 @@ pub(crate) struct Activity {
     /// Milliseconds after `start` when the head began, or the connection
     /// went idle.
     since: AtomicU64,
+    /// A tunnel a request opened, to be driven once hyper lets go.
+    handover: Handover,
 }
 
 /// Why the watcher woke.
@@ -91,6 +94,7 @@ impl Activity {
             served: AtomicBool::new(false),
             http2: AtomicBool::new(false),
             since: AtomicU64::new(0),
+            handover: Handover::default(),
         })
     }
 
@@ -138,6 +142,13 @@ impl Activity {
 
 /// A request in progress; dropped with its response's body.
 pub(crate) struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    /// Where the request may leave a tunnel for its connection to drive.
+    pub(crate) fn handover(&self) -> &Handover {
+        &self.0.handover
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -379,8 +390,18 @@ impl Serving {
             .builder
             .serve_connection_with_upgrades(io, service)
             .into_owned();
-        if let Err(e) = drive(conn, activity, self.timeouts, self.draining.clone()).await {
+        if let Err(e) = drive(
+            conn,
+            Arc::clone(&activity),
+            self.timeouts,
+            self.draining.clone(),
+        )
+        .await
+        {
             tracing::debug!(%remote, error = %e, "connection ended with an error");
+        }
+        if let Some(tunnel) = activity.handover.take() {
+            tunnel.await;
         }
     }
 }

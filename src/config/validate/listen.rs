@@ -59,6 +59,10 @@ impl Cx<'_> {
             )?,
             keepalive_timeout: self
                 .duration(raw.keepalive_timeout.as_ref(), defaults::KEEPALIVE_TIMEOUT)?,
+            tunnel_idle_timeout: self.duration(
+                raw.tunnel_idle_timeout.as_ref(),
+                defaults::TUNNEL_IDLE_TIMEOUT,
+            )?,
             body_idle_timeout: self
                 .duration(raw.body_idle_timeout.as_ref(), defaults::BODY_IDLE_TIMEOUT)?,
             max_header_bytes: usize::try_from(max_header_bytes).unwrap_or(usize::MAX),
