@@ -53,10 +53,10 @@ impl EchoBackend {
                                     }))
                                     .await;
                             }
-                            Message::Text(_) | Message::Binary(_) => {
-                                if ws.send(message).await.is_err() {
-                                    return;
-                                }
+                            Message::Text(_) | Message::Binary(_)
+                                if ws.send(message).await.is_err() =>
+                            {
+                                return;
                             }
                             _ => {}
                         }
