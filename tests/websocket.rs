@@ -44,7 +44,7 @@ impl EchoBackend {
                     };
                     count.fetch_add(1, Ordering::SeqCst);
                     while let Some(Ok(message)) = ws.next().await {
-                        match message {
+                        let echo = match &message {
                             Message::Text(t) if t.as_str() == "bye" => {
                                 let _ = ws
                                     .close(Some(CloseFrame {
@@ -52,13 +52,13 @@ impl EchoBackend {
                                         reason: "backend says bye".into(),
                                     }))
                                     .await;
+                                continue;
                             }
-                            Message::Text(_) | Message::Binary(_)
-                                if ws.send(message).await.is_err() =>
-                            {
-                                return;
-                            }
-                            _ => {}
+                            Message::Text(_) | Message::Binary(_) => message,
+                            _ => continue,
+                        };
+                        if ws.send(echo).await.is_err() {
+                            return;
                         }
                     }
                 });
