@@ -22,6 +22,7 @@ use hyper::body::Incoming;
 
 use crate::body::Body;
 use crate::config::{Config, ConfigError, Mode, RequestBody, ServerConfig};
+use crate::cors;
 use crate::error::GatewayError;
 use crate::error_chain::Chain;
 use crate::headers::{self, Peer, X_REQUEST_ID};
@@ -72,6 +73,8 @@ pub(crate) struct App {
     store_max_bytes: u64,
     /// `{jobs_path}/openapi.json`, made once.
     openapi: bytes::Bytes,
+    /// `cors_origins`, unless empty.
+    cors: Option<cors::Cors>,
     /// The certificate the public listener serves, if it serves HTTPS.
     #[cfg(feature = "tls")]
     served: Option<Arc<crate::tls::Served>>,
@@ -89,6 +92,41 @@ enum Destination<'a> {
     Route(&'a Arc<Route>),
     Default(&'a Upstream, RequestBody),
     Nowhere,
+}
+
+impl Destination<'_> {
+    /// Whether the gateway itself answers here (the job API, a route that
+    /// makes jobs), so CORS is its to answer.
+    fn answered_here(&self) -> bool {
+        match self {
+            Destination::JobApi(_) => true,
+            Destination::Route(route) => route.config.mode != Mode::Passthrough,
+            Destination::Default(..) | Destination::Nowhere => false,
+        }
+    }
+
+    /// The methods it takes, as `Access-Control-Allow-Methods` lists them.
+    fn methods(&self) -> String {
+        match self {
+            Destination::Route(route) => match &route.config.methods {
+                Some(methods) => methods
+                    .iter()
+                    .map(http::Method::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                None => "GET, HEAD, POST, PUT, PATCH, DELETE".to_owned(),
+            },
+            _ => "GET, HEAD, DELETE".to_owned(),
+        }
+    }
+}
+
+/// How CORS applies to a request the gateway answers itself.
+enum Cors {
+    /// A preflight, and whether its origin is allowed.
+    Preflight(Option<cors::Allowed>),
+    /// A request from an allowed origin.
+    Allowed(cors::Allowed),
 }
 
 /// Under `jobs_path`: the job API's description, not a job.
@@ -112,6 +150,7 @@ impl App {
             (None, None) => Store::Memory(Arc::new(MemoryStore::new(&config.store))),
         };
         let server = config.server.clone();
+        let cors = cors::Cors::new(&server.cors_origins);
         let path = config.path.clone();
         #[cfg(feature = "tls")]
         let served = config
@@ -141,6 +180,7 @@ impl App {
             jobs,
             store_max_bytes,
             openapi,
+            cors,
             #[cfg(feature = "tls")]
             served,
             job_api_metrics: RouteMetrics::default(),
@@ -227,20 +267,50 @@ impl App {
         ]
     }
 
-    fn destination<'a>(&self, routing: &'a Routing, req: &Request<Incoming>) -> Destination<'a> {
-        let path = req.uri().path();
+    fn destination<'a>(
+        &self,
+        routing: &'a Routing,
+        method: &http::Method,
+        path: &str,
+    ) -> Destination<'a> {
         if let Some(rest) = path.strip_prefix(self.server.jobs_path.as_str()) {
             if rest.is_empty() || rest.starts_with('/') {
                 return Destination::JobApi(self.server.jobs_path.len());
             }
         }
-        match routing.find(req.method(), path) {
+        match routing.find(method, path) {
             Some(route) => Destination::Route(route),
             None => match &routing.default_upstream {
                 Some(upstream) => Destination::Default(upstream, routing.default_body),
                 None => Destination::Nowhere,
             },
         }
+    }
+
+    /// Where a request goes and, if browsers may use what is there, how
+    /// CORS applies: a preflight is answered for the method it asks about.
+    fn destination_and_cors<'a>(
+        &self,
+        routing: &'a Routing,
+        req: &Request<Incoming>,
+    ) -> (Destination<'a>, Option<Cors>) {
+        let (method, path) = (req.method(), req.uri().path());
+        let Some(origins) = &self.cors else {
+            return (self.destination(routing, method, path), None);
+        };
+        if let Some(asked) = cors::preflight(method, req.headers()) {
+            let destination = self.destination(routing, &asked, path);
+            if destination.answered_here() {
+                let allowed = origins.allows(req.headers());
+                return (destination, Some(Cors::Preflight(allowed)));
+            }
+        }
+        let destination = self.destination(routing, method, path);
+        let allowed = destination
+            .answered_here()
+            .then(|| origins.allows(req.headers()))
+            .flatten();
+        (destination, allowed.map(Cors::Allowed))
     }
 
     /// The job API's OpenAPI document.
@@ -286,9 +356,16 @@ impl App {
             )
         });
         let routing = self.routing();
-        let destination = self.destination(&routing, &req);
+        let (destination, cors) = self.destination_and_cors(&routing, &req);
         let metrics = self.metrics_of(&destination);
-        let mut response = match self.dispatch(destination, req, peer, handover).await {
+        let answered = match &cors {
+            Some(Cors::Preflight(allowed)) => Ok(match allowed {
+                Some(allowed) => allowed.preflight(req.headers(), &destination.methods()),
+                None => cors::refused_preflight(),
+            }),
+            _ => self.dispatch(destination, req, peer, handover).await,
+        };
+        let mut response = match answered {
             Ok(response) => response,
             Err(e) => {
                 if let Some(why) = e.rejection() {
@@ -302,6 +379,9 @@ impl App {
                 e.into_response()
             }
         };
+        if let Some(Cors::Allowed(allowed)) = &cors {
+            allowed.expose(&mut response);
+        }
         metrics.requests.count(response.status());
         if let Some((started, method, path)) = logged {
             tracing::info!(

@@ -96,6 +96,8 @@ pub(crate) struct ServerConfig {
     pub(crate) drain_timeout: Duration,
     /// Where request bodies too large to buffer in memory are kept.
     pub(crate) body_temp_path: PathBuf,
+    /// Origins whose scripts may use the job API (`*`: any).
+    pub(crate) cors_origins: Vec<String>,
     /// Peers whose `X-Forwarded-*` headers are believed.
     pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
 }

@@ -23,6 +23,7 @@ mod backoff;
 mod body;
 mod callback;
 mod config;
+mod cors;
 mod defaults;
 mod error;
 mod error_chain;

@@ -350,3 +350,101 @@ async fn bodies_over_max_body_are_413_declared_or_streamed() {
     let streamed = raw_exchange(gw.addr, &chunked).await;
     assert!(streamed.starts_with("HTTP/1.1 413"), "{streamed}");
 }
+
+#[tokio::test]
+async fn browsers_on_listed_origins_may_use_the_job_api_and_proxied_routes_keep_their_own_cors() {
+    let backend = Backend::start().await;
+    let routes = format!(
+        "{}[[routes]]\nname = \"pt\"\npath = \"/api/{{*p}}\"\nupstream = \"app\"\nmode = \"passthrough\"\n",
+        async_route("/jobs/{*p}", "methods = [\"POST\"]")
+    );
+    let gw = proxy_to(
+        &backend.url(),
+        "cors_origins = [\"https://app.example.com\"]",
+        &routes,
+    )
+    .await;
+    let client = Client::default();
+    let preflight = |path: &str, origin: &'static str, method: &'static str| {
+        let (client, url) = (client.clone(), gw.url(path));
+        async move {
+            client
+                .send(
+                    Method::OPTIONS,
+                    &url,
+                    &[
+                        ("origin", origin),
+                        ("access-control-request-method", method),
+                        ("access-control-request-headers", "authorization, prefer"),
+                    ],
+                    "",
+                )
+                .await
+        }
+    };
+
+    let submit = preflight("/jobs/report", "https://app.example.com", "POST").await;
+    assert_eq!(submit.status, 204);
+    assert_eq!(
+        submit.header("access-control-allow-origin"),
+        "https://app.example.com"
+    );
+    assert_eq!(submit.header("access-control-allow-methods"), "POST");
+    assert_eq!(
+        submit.header("access-control-allow-headers"),
+        "authorization, prefer"
+    );
+    assert_eq!(submit.header("access-control-allow-credentials"), "true");
+    let status = preflight("/_jobs/some-id", "https://app.example.com", "DELETE").await;
+    assert_eq!(status.status, 204);
+    assert!(status
+        .header("access-control-allow-methods")
+        .contains("DELETE"));
+    let stranger = preflight("/jobs/report", "https://evil.example", "POST").await;
+    assert_eq!(stranger.status, 204);
+    assert!(stranger
+        .headers
+        .get("access-control-allow-origin")
+        .is_none());
+    assert_eq!(backend.request_count(), 0, "no preflight became a job");
+
+    // The real request: the script may read where its job is.
+    let reply = client
+        .send(
+            Method::POST,
+            &gw.url("/jobs/report"),
+            &[("origin", "https://app.example.com")],
+            "x",
+        )
+        .await;
+    assert_eq!(reply.status, 202);
+    assert_eq!(
+        reply.header("access-control-allow-origin"),
+        "https://app.example.com"
+    );
+    let exposed = reply.header("access-control-expose-headers");
+    for name in ["Location", "Operation-Location", "Retry-After"] {
+        assert!(exposed.contains(name), "{exposed}");
+    }
+    let doc = client
+        .send(
+            Method::GET,
+            &gw.url(reply.header("location")),
+            &[("origin", "https://app.example.com")],
+            "",
+        )
+        .await;
+    assert_eq!(
+        doc.header("access-control-allow-origin"),
+        "https://app.example.com"
+    );
+
+    // A proxied route's preflight is its backend's to answer.
+    let proxied = preflight("/api/things", "https://app.example.com", "PUT").await;
+    assert_eq!(proxied.status, 200);
+    assert!(proxied.headers.get("access-control-allow-origin").is_none());
+    assert!(backend
+        .received()
+        .iter()
+        .any(|r| r.method == Method::OPTIONS));
+}

@@ -65,6 +65,7 @@ pub(super) struct RawServer {
     pub(crate) keepalive_timeout: Option<Text>,
     pub(crate) body_temp_path: Option<Text>,
     pub(crate) tunnel_idle_timeout: Option<Text>,
+    pub(crate) cors_origins: Option<Vec<Text>>,
     pub(crate) tls_cert: Option<Text>,
     pub(crate) tls_key: Option<Text>,
 }

@@ -69,6 +69,24 @@ impl Cx<'_> {
             max_headers: self.positive(raw.max_headers, defaults::MAX_HEADERS)?,
             drain_timeout: self.duration(raw.drain_timeout.as_ref(), defaults::DRAIN_TIMEOUT)?,
             trusted_proxies: self.networks(raw.trusted_proxies.as_deref())?,
+            cors_origins: raw
+                .cors_origins
+                .unwrap_or_default()
+                .into_iter()
+                .map(|o| {
+                    if crate::cors::Cors::valid_origin(o.get_ref()) {
+                        Ok(o.into_inner())
+                    } else {
+                        Err(self.err(
+                            o.span(),
+                            format!(
+                                "`{}` is not an origin like https://app.example.com, or *",
+                                o.get_ref()
+                            ),
+                        ))
+                    }
+                })
+                .collect::<Result<_, _>>()?,
             body_temp_path: match raw.body_temp_path {
                 None => std::env::temp_dir(),
                 Some(s) => {
