@@ -8,7 +8,8 @@
 # Knobs (environment): RUNS (repeats per measurement, median reported),
 # DURATION (wrk -d), CONNS (wrk -c), THREADS (wrk -t), FILL (jobs stored for
 # the large memory point), RESULTS (where the markdown goes; default
-# bench/RESULTS.md). Everything listens on 127.0.0.1 only.
+# bench/RESULTS.md), PASSTHROUGH_ONLY=1 (stop after the passthrough section,
+# a few minutes). Everything listens on 127.0.0.1 only.
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
@@ -158,6 +159,56 @@ measure nginx_get "http://$NGINX/" get.lua "$(NGINX_PIDS)"
 measure gateway_get "http://$GATEWAY/" get.lua "$GATEWAY_PID"
 measure nginx_post "http://$NGINX/echo" post1k.lua "$(NGINX_PIDS)"
 measure gateway_post "http://$GATEWAY/echo" post1k.lua "$GATEWAY_PID"
+measure gateway_post_streamed "http://$GATEWAY/unbuffered/echo" post1k.lua "$GATEWAY_PID"
+measure nginx_post1m "http://$NGINX/echo" post1m.lua "$(NGINX_PIDS)"
+measure gateway_post1m "http://$GATEWAY/echo" post1m.lua "$GATEWAY_PID"
+measure gateway_post1m_streamed "http://$GATEWAY/unbuffered/echo" post1m.lua "$GATEWAY_PID"
+
+CPU=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
+MEMTOTAL=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
+row() { printf '| %s | %.0f | %s | %s | %s | %.2f |\n' "$1" "${R[$2,3]}" "${R[$2,4]}" "${R[$2,5]}" "${R[$2,6]}" "${R[$2,8]}"; }
+passthrough_report() {
+  echo "# Benchmark results"
+  echo
+  echo "- date: $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo "- machine: $(nproc) cores ($CPU), $MEMTOTAL; load generator, backend and proxies share it"
+  echo "- command: \`RUNS=$RUNS DURATION=$DURATION CONNS=$CONNS THREADS=$THREADS FILL=$FILL ${PASSTHROUGH_ONLY:+PASSTHROUGH_ONLY=1 }bench/run.sh\`"
+  echo "- each figure is the median of $RUNS wrk runs (\`wrk -t$THREADS -c$CONNS -d$DURATION\`); latencies in µs;"
+  echo "  CPU is the proxy's own user+system time per request, from /proc/PID/stat"
+  echo
+  echo "## Passthrough"
+  echo
+  echo "Request bodies are received whole before the backend is contacted, by"
+  echo "nginx (its default) and by the gateway (\`request_buffering\`, its"
+  echo "default); \"streamed\" rows are the gateway with \`request_buffering = false\`."
+  echo
+  echo "| target | req/s | p50 | p99 | p99.9 | CPU µs/req |"
+  echo "|---|---|---|---|---|---|"
+  row "backend direct, GET" backend_get
+  row "nginx, GET" nginx_get
+  row "asyncgate, GET" gateway_get
+  row "nginx, POST 1 KiB" nginx_post
+  row "asyncgate, POST 1 KiB" gateway_post
+  row "asyncgate, POST 1 KiB, streamed" gateway_post_streamed
+  row "nginx, POST 1 MiB" nginx_post1m
+  row "asyncgate, POST 1 MiB" gateway_post1m
+  row "asyncgate, POST 1 MiB, streamed" gateway_post1m_streamed
+  echo
+  echo "| ratio asyncgate / nginx | GET | POST 1 KiB | POST 1 KiB streamed | POST 1 MiB | POST 1 MiB streamed |"
+  echo "|---|---|---|---|---|---|"
+  for m in "throughput 3" "CPU per request 8" "p99 5"; do
+    local c=${m##* } label=${m% *}
+    echo "| $label | $(ratio "${R[gateway_get,$c]}" "${R[nginx_get,$c]}") | $(ratio "${R[gateway_post,$c]}" "${R[nginx_post,$c]}") |" \
+      "$(ratio "${R[gateway_post_streamed,$c]}" "${R[nginx_post,$c]}") | $(ratio "${R[gateway_post1m,$c]}" "${R[nginx_post1m,$c]}") |" \
+      "$(ratio "${R[gateway_post1m_streamed,$c]}" "${R[nginx_post1m,$c]}") |"
+  done
+}
+if [ -n "${PASSTHROUGH_ONLY:-}" ]; then
+  passthrough_report >"$RESULTS"
+  echo "written to $RESULTS" >&2
+  cat "$RESULTS"
+  exit 0
+fi
 
 echo "== submit" >&2
 start_gateway "$BENCH_DIR/asyncgate.toml"
@@ -264,33 +315,8 @@ for c in 10 100 1000 10000; do
   R[scale_$c,rss]=$(rss_kib "$GATEWAY_PID")
 done
 
-CPU=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
-MEMTOTAL=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
-row() { printf '| %s | %.0f | %s | %s | %s | %.2f |\n' "$1" "${R[$2,3]}" "${R[$2,4]}" "${R[$2,5]}" "${R[$2,6]}" "${R[$2,8]}"; }
 {
-  echo "# Benchmark results"
-  echo
-  echo "- date: $(date -u +%Y-%m-%dT%H:%MZ)"
-  echo "- machine: $(nproc) cores ($CPU), $MEMTOTAL; load generator, backend and proxies share it"
-  echo "- command: \`RUNS=$RUNS DURATION=$DURATION CONNS=$CONNS THREADS=$THREADS FILL=$FILL bench/run.sh\`"
-  echo "- each figure is the median of $RUNS wrk runs (\`wrk -t$THREADS -c$CONNS -d$DURATION\`); latencies in µs;"
-  echo "  CPU is the proxy's own user+system time per request, from /proc/PID/stat"
-  echo
-  echo "## Passthrough"
-  echo
-  echo "| target | req/s | p50 | p99 | p99.9 | CPU µs/req |"
-  echo "|---|---|---|---|---|---|"
-  row "backend direct, GET" backend_get
-  row "nginx, GET" nginx_get
-  row "asyncgate, GET" gateway_get
-  row "nginx, POST 1 KiB" nginx_post
-  row "asyncgate, POST 1 KiB" gateway_post
-  echo
-  echo "| ratio asyncgate / nginx | GET | POST 1 KiB |"
-  echo "|---|---|---|"
-  echo "| throughput | $(ratio "${R[gateway_get,3]}" "${R[nginx_get,3]}") | $(ratio "${R[gateway_post,3]}" "${R[nginx_post,3]}") |"
-  echo "| CPU per request | $(ratio "${R[gateway_get,8]}" "${R[nginx_get,8]}") | $(ratio "${R[gateway_post,8]}" "${R[nginx_post,8]}") |"
-  echo "| p99 | $(ratio "${R[gateway_get,5]}" "${R[nginx_get,5]}") | $(ratio "${R[gateway_post,5]}" "${R[nginx_post,5]}") |"
+  passthrough_report
   echo
   echo "## Async jobs"
   echo

@@ -35,16 +35,6 @@ pub(crate) enum ReplayBody {
     File(std::fs::File, u64),
 }
 
-impl ReplayBody {
-    /// Its length in bytes.
-    pub(crate) fn len(&self) -> u64 {
-        match self {
-            ReplayBody::Bytes(bytes) => bytes.len() as u64,
-            ReplayBody::File(_, len) => *len,
-        }
-    }
-}
-
 /// A stored response's body: from memory, or streamed from its file in
 /// chunks, never read whole.
 pub(crate) fn replay(body: ReplayBody) -> Body {
@@ -182,20 +172,25 @@ where
 /// that in an unlinked temporary file under `spill_dir`, refused past
 /// `limit` bytes. The file is gone from the directory at once and from the
 /// disk when the body has been sent.
+///
+/// The file is written and read back with plain blocking calls, as nginx
+/// does: they go to and come from the page cache (the bytes were written a
+/// moment before), where a hop to tokio's blocking pool per chunk cost
+/// several times more than the copy itself.
 pub(crate) async fn buffer<B>(
     body: B,
     limit: u64,
     in_memory: usize,
     spill_dir: &std::path::Path,
-) -> Result<ReplayBody, BodyError>
+) -> Result<Buffered, BodyError>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    use tokio::io::AsyncWriteExt;
+    use std::io::Write;
     let mut body = std::pin::pin!(body);
     let mut held = Vec::new();
-    let mut spilled: Option<(tokio::fs::File, u64)> = None;
+    let mut spilled: Option<(std::fs::File, u64)> = None;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(known)?;
         let Ok(data) = frame.into_data() else {
@@ -207,28 +202,85 @@ where
         }
         match &mut spilled {
             Some((file, written)) => {
-                file.write_all(&data).await.map_err(BodyError::Spill)?;
+                file.write_all(&data).map_err(BodyError::Spill)?;
                 *written += data.len() as u64;
             }
             None if held.len() + data.len() <= in_memory => held.extend_from_slice(&data),
             None => {
-                let mut file =
-                    tokio::fs::File::from_std(unlinked(spill_dir).map_err(BodyError::Spill)?);
-                file.write_all(&held).await.map_err(BodyError::Spill)?;
-                file.write_all(&data).await.map_err(BodyError::Spill)?;
+                let mut file = unlinked(spill_dir).map_err(BodyError::Spill)?;
+                file.write_all(&held).map_err(BodyError::Spill)?;
+                file.write_all(&data).map_err(BodyError::Spill)?;
                 spilled = Some((file, total));
                 held = Vec::new();
             }
         }
     }
     match spilled {
-        None => Ok(ReplayBody::Bytes(Bytes::from(held))),
+        None => Ok(Buffered::Bytes(Bytes::from(held))),
         Some((mut file, len)) => {
-            use tokio::io::AsyncSeekExt;
-            file.flush().await.map_err(BodyError::Spill)?;
-            file.rewind().await.map_err(BodyError::Spill)?;
-            Ok(ReplayBody::File(file.into_std().await, len))
+            use std::io::Seek;
+            file.rewind().map_err(BodyError::Spill)?;
+            Ok(Buffered::File(file, len))
         }
+    }
+}
+
+/// A request body received whole: in memory, or in an unlinked file.
+#[derive(Debug)]
+pub(crate) enum Buffered {
+    Bytes(Bytes),
+    /// The file, at its start, and the body's length.
+    File(std::fs::File, u64),
+}
+
+impl Buffered {
+    pub(crate) fn len(&self) -> u64 {
+        match self {
+            Buffered::Bytes(bytes) => bytes.len() as u64,
+            Buffered::File(_, len) => *len,
+        }
+    }
+
+    pub(crate) fn into_body(self) -> Body {
+        match self {
+            Buffered::Bytes(bytes) => full(bytes),
+            Buffered::File(file, left) => SpilledBody { file, left }.boxed_unsync(),
+        }
+    }
+}
+
+/// A spilled request body, read back in chunks as hyper sends it.
+struct SpilledBody {
+    file: std::fs::File,
+    left: u64,
+}
+
+impl http_body::Body for SpilledBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        use std::io::Read;
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        let mut chunk = vec![0; REPLAY_CHUNK.min(usize::try_from(self.left).unwrap_or(usize::MAX))];
+        if let Err(e) = self.file.read_exact(&mut chunk) {
+            return Poll::Ready(Some(Err(BodyError::Spill(e).into())));
+        }
+        self.left -= chunk.len() as u64;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(chunk)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left)
     }
 }
 

@@ -85,7 +85,7 @@ pub(crate) async fn forward(
         parts
             .headers
             .insert(CONTENT_LENGTH, HeaderValue::from(kept.len()));
-        body::replay(kept)
+        kept.into_body()
     } else {
         incoming.boxed_unsync()
     };
