@@ -51,6 +51,10 @@ done
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 WORK=$(mktemp -d)
 mkdir -p "$WORK/tmp"
+# nginx's workers drop root for an unprivileged user, who must reach the
+# directory it buffers request bodies in.
+chmod 711 "$WORK"
+chmod 1777 "$WORK/tmp"
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -152,6 +156,22 @@ finished_jobs() {
   done
   while [ "$(curl -s "http://$GATEWAY$(tail -n1 "$2")" | grep -c succeeded)" -eq 0 ]; do sleep 0.05; done
 }
+
+# answers_post URL BYTES: fails the run unless URL answers a POST of BYTES
+# with 200, so a target that refuses the load cannot pass for a fast one.
+answers_post() {
+  local code
+  code=$(head -c "$2" /dev/zero | tr '\0' x | curl -s -o /dev/null -w '%{http_code}' --data-binary @- "$1")
+  if [ "$code" != 200 ]; then
+    echo "$1 answered a $2-byte POST with $code, not 200; see $WORK/*.log" >&2
+    cp "$WORK"/*.log /tmp/ 2>/dev/null || true
+    exit 1
+  fi
+}
+for url in "http://$NGINX/echo" "http://$GATEWAY/echo" "http://$GATEWAY/unbuffered/echo"; do
+  answers_post "$url" 1024
+  answers_post "$url" 1048576
+done
 
 echo "== passthrough (wrk -t$THREADS -c$CONNS -d$DURATION, $RUNS runs, medians)" >&2
 measure backend_get "http://$BACKEND/" get.lua "$BACKEND_PID"
