@@ -147,12 +147,13 @@ half_rate_delay() {
 }
 
 # finished_jobs URL FILE: submits 1000 jobs (1 KiB bodies), writes their
-# status paths to FILE and waits until the last has finished.
+# status paths (the absolute Location's path) to FILE and waits until the
+# last has finished.
 finished_jobs() {
   : >"$2"
   for _ in $(seq 1000); do
     curl -s -D - -o /dev/null -X POST --data-binary @<(head -c 1024 /dev/zero | tr '\0' x) "$1" |
-      awk 'tolower($1) == "location:" {sub(/\r$/, "", $2); print $2}' >>"$2"
+      awk 'tolower($1) == "location:" {sub(/\r$/, "", $2); sub(/^https?:\/\/[^\/]*/, "", $2); print $2}' >>"$2"
   done
   while [ "$(curl -s "http://$GATEWAY$(tail -n1 "$2")" | grep -c succeeded)" -eq 0 ]; do sleep 0.05; done
 }

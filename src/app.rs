@@ -287,6 +287,23 @@ impl App {
         }
     }
 
+    /// The job API with the URLs `req` should see: under `public_base_url`
+    /// when it is set; else absolute, from the scheme the client used and
+    /// the host it named (a trusted proxy's `X-Forwarded-Proto`/`-Host`
+    /// count), as the Microsoft REST API guidelines want; relative only
+    /// when the request names no usable host.
+    fn api(&self, req: &Request<Incoming>, peer: Peer) -> job_api::Api {
+        let jobs_path = &self.server.jobs_path;
+        let prefix = match &self.server.public_base_url {
+            Some(base) => format!("{base}{jobs_path}"),
+            None => match peer.host(req) {
+                Some(host) => format!("{}://{host}{jobs_path}", peer.scheme(req.headers())),
+                None => jobs_path.clone(),
+            },
+        };
+        job_api::Api::new(Arc::clone(&self.jobs), prefix)
+    }
+
     /// Where a request goes and, if browsers may use what is there, how
     /// CORS applies: a preflight is answered for the method it asks about.
     fn destination_and_cors<'a>(
@@ -416,7 +433,8 @@ impl App {
                 if rest == OPENAPI {
                     return self.openapi(req.method());
                 }
-                return job_api::serve(&self.jobs, &req, rest).await;
+                let api = self.api(&req, peer);
+                return job_api::serve(&api, &req, rest).await;
             }
             Destination::Default(upstream, body) => {
                 return self.forward(upstream, req, peer, body, handover).await
@@ -424,8 +442,9 @@ impl App {
             Destination::Nowhere => return Err(GatewayError::NoRoute),
             Destination::Route(route) => route,
         };
+        let api = self.api(&req, peer);
         let submit = submit::Submitter {
-            jobs: &self.jobs,
+            api: &api,
             route,
             peer,
             body_idle_timeout: self.server.body_idle_timeout,
@@ -439,14 +458,18 @@ impl App {
             }
             Mode::Prefer | Mode::Auto => {
                 let prefs = Preferences::of(req.headers());
-                if prefs.respond_async {
+                if prefs.respond_async && prefs.wait.is_some() {
+                    // OData 4.01: wait up to N seconds, then answer
+                    // asynchronously.
+                    submit.accept_or_answer(req, prefs.wait, true).await
+                } else if prefs.respond_async {
                     let mut response = submit.accept(req).await?;
                     response
                         .headers_mut()
                         .insert(PREFERENCE_APPLIED, RESPOND_ASYNC);
                     Ok(response)
                 } else if route.config.mode == Mode::Auto {
-                    submit.accept_or_answer(req, prefs.wait).await
+                    submit.accept_or_answer(req, prefs.wait, false).await
                 } else {
                     let body = route.config.request_body();
                     self.forward(&route.upstream, req, peer, body, handover)

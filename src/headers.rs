@@ -93,6 +93,25 @@ impl Peer {
             .filter(|v| v.eq_ignore_ascii_case("https") || v.eq_ignore_ascii_case("http"));
         told.unwrap_or(if self.tls { "https" } else { "http" })
     }
+
+    /// The host the client named, as a trusted proxy in front reports it
+    /// or as the request carries it (`Host`, or HTTP/2's `:authority`);
+    /// `None` unless it is a valid authority, so nothing else reaches a URL.
+    pub(crate) fn host<B>(&self, req: &http::Request<B>) -> Option<http::uri::Authority> {
+        let headers = req.headers();
+        let told = self
+            .trusted
+            .then(|| headers.get(X_FORWARDED_HOST)?.to_str().ok())
+            .flatten()
+            .and_then(|v| v.split(',').next())
+            .map(str::trim);
+        let named = told.or_else(|| headers.get(HOST)?.to_str().ok());
+        match named {
+            Some(host) => host.parse().ok(),
+            None => req.uri().authority().cloned(),
+        }
+        .filter(|a: &http::uri::Authority| !a.as_str().contains('@'))
+    }
 }
 
 /// Prepares a client's request headers for the backend: hop-by-hop removed,

@@ -4,7 +4,7 @@
 
 mod core;
 mod dispatch;
-mod document;
+pub(crate) mod document;
 pub(crate) mod id;
 pub(crate) mod idempotency;
 mod lane;
@@ -472,13 +472,14 @@ impl Jobs {
         self.core.document(job)
     }
 
+    /// The document with its links under `prefix` instead of the configured one.
+    pub(crate) fn document_at<'a>(&'a self, job: &'a Job, prefix: &'a str) -> Document<'a> {
+        self.core.document_at(job, prefix)
+    }
+
     /// `Retry-After` for an unfinished job.
     pub(crate) fn retry_after(&self, job: &Job) -> u64 {
         self.core.retry_after(job)
-    }
-
-    pub(crate) fn url(&self, id: JobId) -> String {
-        format!("{}/{id}", self.core.url_prefix())
     }
 
     /// What `read` takes from the route of that name now in force.

@@ -41,9 +41,15 @@ impl Preferences {
     }
 }
 
-/// `Preference-Applied: wait=N`.
-pub(crate) fn wait_applied(seconds: u64) -> HeaderValue {
-    HeaderValue::from_str(&format!("wait={seconds}")).expect("digits make a valid header value")
+/// `Preference-Applied: wait=N`, after `respond-async` when that was
+/// applied too.
+pub(crate) fn wait_applied(seconds: u64, respond_async: bool) -> HeaderValue {
+    let applied = if respond_async {
+        format!("respond-async, wait={seconds}")
+    } else {
+        format!("wait={seconds}")
+    };
+    HeaderValue::from_str(&applied).expect("digits make a valid header value")
 }
 
 /// Each preference's name and value (unquoted), parameters dropped.

@@ -34,7 +34,7 @@ async fn prefer_route_with_respond_async_answers_202_and_says_so() {
         .send(
             Method::POST,
             &gw.url("/x"),
-            &[("prefer", "Respond-Async, wait=5")],
+            &[("prefer", "Respond-Async")],
             "async body",
         )
         .await;
@@ -45,6 +45,41 @@ async fn prefer_route_with_respond_async_answers_202_and_says_so() {
     let result = client.get(&gw.url(&format!("{loc}/result"))).await;
     assert_eq!(result.body, "async body");
     assert_eq!(backend.request_count(), 1);
+}
+
+/// OData 4.01: `respond-async, wait=N` is "wait up to N seconds, then
+/// answer asynchronously", on `prefer` and `auto` routes alike.
+#[tokio::test]
+async fn respond_async_with_a_wait_answers_directly_in_time_and_202_after_it() {
+    for mode in ["prefer", "auto"] {
+        let (backend, gw, client) = setup(mode, "").await;
+        let fast = client
+            .send(
+                Method::POST,
+                &gw.url("/fast?status=201"),
+                &[("prefer", "respond-async, wait=10")],
+                "quick",
+            )
+            .await;
+        assert_eq!(fast.status, 201, "{mode}");
+        assert_eq!(fast.body, "quick");
+        assert_eq!(fast.header("preference-applied"), "wait=10");
+        assert!(fast.headers.get("location").is_none());
+
+        let slow = client
+            .send(
+                Method::POST,
+                &gw.url("/hold/slow"),
+                &[("prefer", "respond-async, wait=1")],
+                "slow",
+            )
+            .await;
+        assert_eq!(slow.status, 202, "{mode}");
+        assert_eq!(slow.header("preference-applied"), "respond-async, wait=1");
+        backend.release(1);
+        let doc = client.wait_finished(&gw.url(slow.header("location"))).await;
+        assert_eq!(doc["status"], "succeeded");
+    }
 }
 
 #[tokio::test]
@@ -144,20 +179,21 @@ async fn auto_route_answers_a_failed_backend_as_a_proxy_would() {
 }
 
 #[tokio::test]
-async fn redirect_when_done_sends_finished_jobs_to_their_result() {
+async fn redirect_when_done_sends_finished_jobs_from_poll_to_their_result() {
     let (backend, gw, client) = setup("async", "redirect_when_done = true").await;
     let reply = client.post(&gw.url("/hold/r?status=201"), "done").await;
     let loc = reply.header("location").to_owned();
+    let poll = format!("{loc}/poll");
     // Sent, so running: the next change is its end.
     backend.started(1).await;
-    let running = client.get(&gw.url(&loc)).await;
-    assert_eq!(
-        running.status, 200,
-        "an unfinished job still answers its document"
-    );
+    assert_eq!(client.get(&gw.url(&poll)).await.status, 202);
     backend.release(1);
-    // A long-poll answers when the job finishes: then with the redirect.
-    let redirect = client.get(&gw.url(&format!("{loc}?wait=10"))).await;
+    // The status monitor stays a monitor (LRO clients take a redirect from
+    // it as an error); the poll resource redirects.
+    let done = client.get(&gw.url(&format!("{loc}?wait=10"))).await;
+    assert_eq!(done.status, 200);
+    assert_eq!(done.json()["status"], "succeeded");
+    let redirect = client.get(&gw.url(&poll)).await;
     assert_eq!(redirect.status, 303);
     let target = redirect.header("location").to_owned();
     assert_eq!(target, format!("{loc}/result"));
@@ -228,6 +264,8 @@ async fn location_dialect_answers_202_until_done_then_the_result() {
     let result = drive_location_poller(&client, &gw, &location).await;
     assert_eq!(result.status, 201);
     assert_eq!(result.body, "polled");
+    // OData 4.01 clients read the final status from `AsyncResult`.
+    assert_eq!(result.header("asyncresult"), "201");
     // The JSON status monitor still works beside it.
     assert_eq!(
         client.get(&gw.url(&monitor)).await.json()["status"],
@@ -246,4 +284,52 @@ async fn location_dialect_with_redirect_ends_in_a_303_to_the_result() {
     assert_eq!(last.status, 303);
     let result = client.get(&gw.url(last.header("location"))).await;
     assert_eq!(result.body, "redirected");
+}
+
+#[tokio::test]
+async fn job_urls_are_absolute_from_the_requests_own_host_unless_configured() {
+    let (_backend, gw, client) = setup("async", "").await;
+    let reply = client
+        .send(
+            Method::POST,
+            &gw.url("/x"),
+            &[("x-forwarded-host", "evil.example")],
+            "",
+        )
+        .await;
+    let origin = format!("http://{}", gw.addr);
+    let location = reply.header("location").to_owned();
+    assert!(
+        location.starts_with(&format!("{origin}/_jobs/")),
+        "{location}"
+    );
+    assert_eq!(reply.header("operation-location"), location);
+    let doc = client.get(&location).await.json();
+    assert_eq!(doc["links"]["self"], location.as_str(), "{doc:#}");
+
+    // A client that names another host (a DNS name for the same gateway)
+    // gets URLs under it; a host that is not one gives relative URLs.
+    let named = client
+        .send(
+            Method::POST,
+            &gw.url("/x"),
+            &[("host", "api.example.com:8443")],
+            "",
+        )
+        .await;
+    assert!(named
+        .header("location")
+        .starts_with("http://api.example.com:8443/_jobs/"));
+
+    // `public_base_url` wins over whatever the request says.
+    let backend = Backend::start().await;
+    let configured = TestGateway::start(&format!(
+        "public_base_url = \"https://api.example.com\"\n{}",
+        config(&backend.url(), "", &route("async", ""))
+    ))
+    .await;
+    let reply = client.post(&configured.url("/x"), "").await;
+    assert!(reply
+        .header("location")
+        .starts_with("https://api.example.com/_jobs/"));
 }

@@ -19,7 +19,7 @@ async fn submit_answers_202_with_location_and_job_document() {
     assert_eq!(reply.header("content-type"), "application/json");
     let doc = reply.json();
     let id = doc["id"].as_str().unwrap();
-    assert_eq!(location, format!("/_jobs/{id}"));
+    assert_eq!(location, gw.url(&format!("/_jobs/{id}")));
     assert_eq!(id.len(), 36);
     assert_eq!(id, id.to_lowercase());
     assert_eq!(doc["route"], "jobs");

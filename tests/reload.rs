@@ -80,7 +80,7 @@ async fn a_reload_adds_routes_and_raises_limits_while_held_jobs_finish_as_they_b
         "nothing that needs a restart changed"
     );
     // The raised limit starts the job that was waiting.
-    let waiting = format!("{base}{}", second.header("location"));
+    let waiting = format!("{base}{}", common::path_of(second.header("location")));
     client.wait_status(&waiting, "running").await;
     let extra = client.post(&format!("{base}/extra/1"), "e").await;
     extra.assert_status(202);
@@ -89,7 +89,7 @@ async fn a_reload_adds_routes_and_raises_limits_while_held_jobs_finish_as_they_b
 
     backend.release(4);
     for accepted in [&first, &second] {
-        let url = format!("{base}{}", accepted.header("location"));
+        let url = format!("{base}{}", common::path_of(accepted.header("location")));
         client.wait_status(&url, "succeeded").await;
         let result = client.get(&format!("{url}/result")).await;
         assert_eq!(
@@ -98,14 +98,17 @@ async fn a_reload_adds_routes_and_raises_limits_while_held_jobs_finish_as_they_b
             "finished under the config it began with"
         );
     }
-    let url = format!("{base}{}", third.header("location"));
+    let url = format!("{base}{}", common::path_of(third.header("location")));
     let doc = client.wait_status(&url, "failed").await;
     assert_eq!(
         doc["error"]["type"],
         "urn:asyncgate:problem:result-too-large"
     );
     client
-        .wait_status(&format!("{base}{}", extra.header("location")), "succeeded")
+        .wait_status(
+            &format!("{base}{}", common::path_of(extra.header("location"))),
+            "succeeded",
+        )
         .await;
 }
 

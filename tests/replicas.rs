@@ -124,7 +124,7 @@ impl Replica {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        format!("{}{}", self.base, common::path_of(path))
     }
 
     /// Ends it as a crash would: no drain, no goodbye.

@@ -16,6 +16,7 @@ use crate::body::{self, Body, BoxError, ReplayBody};
 use crate::config::LocationStyle;
 use crate::defaults;
 use crate::error::GatewayError;
+use crate::jobs::document::Document;
 use crate::jobs::id::JobId;
 use crate::jobs::model::{Job, JobStatus};
 use crate::jobs::store::Cancel;
@@ -25,9 +26,42 @@ const OPERATION_LOCATION: HeaderName = HeaderName::from_static("operation-locati
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
+/// The job API as one request sees it: its URLs start with the prefix that
+/// request should see (absolute, from the configured `public_base_url` or
+/// the request's own scheme and host, or relative). It derefs to [`Jobs`]
+/// for everything that is not a URL.
+#[derive(Clone)]
+pub(crate) struct Api {
+    jobs: Arc<Jobs>,
+    prefix: String,
+}
+
+impl std::ops::Deref for Api {
+    type Target = Jobs;
+
+    fn deref(&self) -> &Jobs {
+        &self.jobs
+    }
+}
+
+impl Api {
+    pub(crate) fn new(jobs: Arc<Jobs>, prefix: String) -> Api {
+        Api { jobs, prefix }
+    }
+
+    /// The status monitor's URL.
+    pub(crate) fn url(&self, id: JobId) -> String {
+        format!("{}/{id}", self.prefix)
+    }
+
+    pub(crate) fn document<'a>(&'a self, job: &'a Job) -> Document<'a> {
+        self.jobs.document_at(job, &self.prefix)
+    }
+}
+
 /// Serves a request whose path is `{jobs_path}{rest}`.
 pub(crate) async fn serve<B>(
-    jobs: &Arc<Jobs>,
+    jobs: &Api,
     req: &Request<B>,
     rest: &str,
 ) -> Result<Response<Body>, GatewayError> {
@@ -73,7 +107,7 @@ enum Resource {
 }
 
 /// The `202 Accepted` for a job just submitted.
-pub(crate) fn accepted(jobs: &Jobs, job: &Job) -> Response<Body> {
+pub(crate) fn accepted(jobs: &Api, job: &Job) -> Response<Body> {
     let url = jobs.url(job.id);
     let location = match jobs.with_route(&job.route, |r| r.config.location) {
         Some(LocationStyle::Poll) => format!("{url}/poll"),
@@ -89,9 +123,9 @@ pub(crate) fn accepted(jobs: &Jobs, job: &Job) -> Response<Body> {
 }
 
 /// `{id}/poll`: while the job is unfinished `202` with `Retry-After` and its
-/// document; then what `{id}/result` answers, or a `303` to it on routes
-/// with `redirect_when_done`.
-async fn poll(jobs: &Jobs, id: JobId, headers: &HeaderMap) -> Result<Response<Body>, GatewayError> {
+/// document; then what `{id}/result` answers, with OData's `AsyncResult`
+/// naming its status, or a `303` to it on routes with `redirect_when_done`.
+async fn poll(jobs: &Api, id: JobId, headers: &HeaderMap) -> Result<Response<Body>, GatewayError> {
     let job = jobs.find(id, headers).await?;
     if !job.status.is_terminal() {
         let mut response = document_response(jobs, &job);
@@ -101,18 +135,27 @@ async fn poll(jobs: &Jobs, id: JobId, headers: &HeaderMap) -> Result<Response<Bo
     if redirects_to_result(jobs, &job) {
         return Ok(see_result(jobs, id));
     }
-    result(jobs, id, Some(headers)).await
+    let mut response = result(jobs, id, Some(headers))
+        .await
+        .unwrap_or_else(GatewayError::into_response);
+    let status = HeaderValue::from(response.status().as_u16());
+    response.headers_mut().insert(ASYNC_RESULT, status);
+    Ok(response)
 }
 
+/// OData 4.01: the final status of an asynchronously executed request, on
+/// the status monitor's last answer.
+const ASYNC_RESULT: HeaderName = HeaderName::from_static("asyncresult");
+
 /// A finished job with a result, on a route with `redirect_when_done`.
-fn redirects_to_result(jobs: &Jobs, job: &Job) -> bool {
+fn redirects_to_result(jobs: &Api, job: &Job) -> bool {
     job.has_result()
         && jobs
             .with_route(&job.route, |r| r.config.redirect_when_done)
             .unwrap_or(false)
 }
 
-fn see_result(jobs: &Jobs, id: JobId) -> Response<Body> {
+fn see_result(jobs: &Api, id: JobId) -> Response<Body> {
     let mut response = Response::new(body::empty());
     *response.status_mut() = StatusCode::SEE_OTHER;
     let location = HeaderValue::try_from(format!("{}/result", jobs.url(id)))
@@ -141,7 +184,7 @@ fn long_poll_wait(query: Option<&str>) -> Result<Duration, GatewayError> {
 }
 
 async fn status(
-    jobs: &Jobs,
+    jobs: &Api,
     id: JobId,
     wait: Duration,
     headers: &HeaderMap,
@@ -159,9 +202,8 @@ async fn status(
             job = jobs.find(id, headers).await?;
         }
     }
-    if redirects_to_result(jobs, &job) {
-        return Ok(see_result(jobs, id));
-    }
+    // Never a `303`, even with `redirect_when_done`: LRO clients (azure-core
+    // and others) poll the monitor and take a redirect from it as an error.
     Ok(document_response(jobs, &job))
 }
 
@@ -169,7 +211,7 @@ async fn status(
 /// stands for it. `headers` are the asking request's, checked against the
 /// job's owner; `None` is the gateway asking on the submitter's behalf.
 pub(crate) async fn result(
-    jobs: &Jobs,
+    jobs: &Api,
     id: JobId,
     headers: Option<&HeaderMap>,
 ) -> Result<Response<Body>, GatewayError> {
@@ -207,7 +249,7 @@ pub(crate) async fn result(
 }
 
 async fn cancel(
-    jobs: &Jobs,
+    jobs: &Api,
     id: JobId,
     headers: &HeaderMap,
 ) -> Result<Response<Body>, GatewayError> {
@@ -239,13 +281,13 @@ fn wants_event_stream(headers: &HeaderMap) -> bool {
 /// then the stream ends after the last one. Comment lines keep idle proxies
 /// from cutting a stream that waits long.
 async fn events(
-    jobs: &Arc<Jobs>,
+    jobs: &Api,
     id: JobId,
     headers: &HeaderMap,
 ) -> Result<Response<Body>, GatewayError> {
     let job = jobs.find(id, headers).await?;
     let (mut tx, body) = http_body_util::channel::Channel::<Bytes, BoxError>::new(4);
-    let jobs = Arc::clone(jobs);
+    let jobs = jobs.clone();
     // Each later look is the asker's too.
     let headers = headers.clone();
     tokio::spawn(async move {
@@ -297,14 +339,14 @@ async fn events(
     Ok(response)
 }
 
-fn event(jobs: &Jobs, job: &Job) -> Bytes {
+fn event(jobs: &Api, job: &Job) -> Bytes {
     let mut out = b"event: job\ndata: ".to_vec();
     out.extend_from_slice(&jobs.document(job).to_json());
     out.extend_from_slice(b"\n\n");
     Bytes::from(out)
 }
 
-fn document_response(jobs: &Jobs, job: &Job) -> Response<Body> {
+fn document_response(jobs: &Api, job: &Job) -> Response<Body> {
     let json = jobs.document(job).to_json();
     let mut response = Response::new(body::full(json));
     let headers = response.headers_mut();

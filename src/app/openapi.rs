@@ -42,6 +42,12 @@ pub(super) fn document(jobs_path: &str) -> Value {
         "default": { "description": "Any other status is the backend's, replayed." }
     });
     let mut poll_answers = result_answers.clone();
+    poll_answers["200"]["headers"] = json!({
+        "AsyncResult": {
+            "description": "OData 4.01: the final answer's status code.",
+            "schema": { "type": "integer" }
+        }
+    });
     poll_answers["202"] = json!({
         "description": "Not finished yet.",
         "headers": { "Retry-After": retry_after },
@@ -73,10 +79,6 @@ pub(super) fn document(jobs_path: &str) -> Value {
                                 "application/json": { "schema": { "$ref": "#/components/schemas/Job" } },
                                 "text/event-stream": { "schema": { "type": "string" } }
                             }
-                        },
-                        "303": {
-                            "description": "Finished, on a route with redirect_when_done: Location is the result.",
-                            "headers": { "Location": { "schema": { "type": "string" } } }
                         },
                         "400": problem("`wait` is not a whole number of seconds.", &["bad-wait"]),
                         "404": not_found,

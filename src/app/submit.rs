@@ -10,7 +10,7 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, Request, Response};
 use hyper::body::Incoming;
 
-use super::job_api;
+use super::job_api::{self, Api};
 use crate::body::{collect_limited, Body, BodyError, IdleTimeout};
 use crate::callback::target::{Target, TargetError};
 use crate::error::GatewayError;
@@ -18,7 +18,7 @@ use crate::header_block::HeaderBlock;
 use crate::headers::{self, Peer};
 use crate::jobs::idempotency::Idempotency;
 use crate::jobs::model::BackendRequest;
-use crate::jobs::{owner, Jobs, Submission};
+use crate::jobs::{owner, Submission};
 use crate::prefer::{self, PREFERENCE_APPLIED};
 use crate::route::Route;
 use crate::webhook::Webhook;
@@ -27,7 +27,7 @@ const CALLBACK_URL: HeaderName = HeaderName::from_static("callback-url");
 
 /// A request on an async route, about to become a job.
 pub(super) struct Submitter<'a> {
-    pub(super) jobs: &'a Jobs,
+    pub(super) api: &'a Api,
     pub(super) route: &'a Arc<Route>,
     pub(super) peer: Peer,
     pub(super) body_idle_timeout: Duration,
@@ -40,18 +40,22 @@ impl Submitter<'_> {
         req: Request<Incoming>,
     ) -> Result<Response<Body>, GatewayError> {
         let submission = self.read(req, true).await?;
-        let (job, _) = self.jobs.submit(self.route, submission).await?;
-        Ok(job_api::accepted(self.jobs, &job))
+        let (job, _) = self.api.submit(self.route, submission).await?;
+        Ok(job_api::accepted(self.api, &job))
     }
 
-    /// An `auto` route: the job is accepted, and if it finishes within the
-    /// wait (the route's, or the client's `Prefer: wait` within the route's
-    /// maximum) its result is the answer, as a proxy would have given it, and
-    /// the job is forgotten; otherwise the same job goes on behind a `202`.
+    /// An `auto` route, or `Prefer: respond-async, wait=N`: the job is
+    /// accepted, and if it finishes within the wait (the route's, or the
+    /// client's `Prefer: wait` within the route's `max_wait`) its result is
+    /// the answer, as a proxy would have given it, and the job is
+    /// forgotten; otherwise the same job goes on behind a `202`.
+    /// `Preference-Applied` names the wait, and `respond-async` when the
+    /// client asked for it and got a `202`.
     pub(super) async fn accept_or_answer(
         &self,
         req: Request<Incoming>,
         preferred_wait: Option<u64>,
+        respond_async: bool,
     ) -> Result<Response<Body>, GatewayError> {
         let config = &self.route.config;
         let wait = preferred_wait
@@ -61,26 +65,28 @@ impl Submitter<'_> {
         // makes it pointless.
         let submission = self.read(req, false).await?;
         let keyed = submission.idempotency.is_some();
-        let (job, mut changes) = self.jobs.submit(self.route, submission).await?;
+        let (job, mut changes) = self.api.submit(self.route, submission).await?;
         // A closed channel also means finished: the sender goes last.
         let finished = tokio::time::timeout(wait, changes.wait_for(|s| s.is_terminal()))
             .await
             .is_ok();
         let mut response = if finished {
-            let response = job_api::result(self.jobs, job.id, None).await;
+            let response = job_api::result(self.api, job.id, None).await;
             // A keyed job stays, so a repeat of the request gets the same answer.
             if !keyed {
-                self.jobs.discard(job.id).await;
+                self.api.discard(job.id).await;
             }
             response.unwrap_or_else(GatewayError::into_response)
         } else {
-            self.jobs.arm_webhook(&job).await;
-            job_api::accepted(self.jobs, &job)
+            self.api.arm_webhook(&job).await;
+            job_api::accepted(self.api, &job)
         };
         if preferred_wait.is_some() {
-            response
-                .headers_mut()
-                .insert(PREFERENCE_APPLIED, prefer::wait_applied(wait.as_secs()));
+            let went_async = respond_async && !finished;
+            response.headers_mut().insert(
+                PREFERENCE_APPLIED,
+                prefer::wait_applied(wait.as_secs(), went_async),
+            );
         }
         Ok(response)
     }
@@ -149,7 +155,7 @@ impl Submitter<'_> {
             return Ok(config.callback_url.clone());
         };
         // A config with an allow-list always has webhooks.
-        let (Some(hosts), Some(webhooks)) = (&config.callback_hosts, self.jobs.webhooks()) else {
+        let (Some(hosts), Some(webhooks)) = (&config.callback_hosts, self.api.webhooks()) else {
             return Err(GatewayError::BadCallback(TargetError::NotAccepted));
         };
         let url = value

@@ -213,10 +213,6 @@ impl Core {
             .collect()
     }
 
-    pub(super) fn url_prefix(&self) -> &str {
-        &self.url_prefix
-    }
-
     /// Fires once the drain deadline has passed.
     pub(super) fn aborted(&self) -> &CancellationToken {
         &self.abort
@@ -316,8 +312,12 @@ impl Core {
     }
 
     pub(super) fn document<'a>(&'a self, job: &'a Job) -> Document<'a> {
+        self.document_at(job, &self.url_prefix)
+    }
+
+    pub(super) fn document_at<'a>(&'a self, job: &'a Job, prefix: &'a str) -> Document<'a> {
         let result_limit = self.with_route(&job.route, |r| r.config.max_result);
-        Document::new(job, &self.url_prefix, self.progress(job), result_limit)
+        Document::new(job, prefix, self.progress(job), result_limit)
     }
 
     /// Measured from the response when its length is known, else estimated

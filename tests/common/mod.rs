@@ -29,6 +29,14 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// The path (and query) of an absolute URL; a path is returned as it is.
+pub(crate) fn path_of(url: &str) -> &str {
+    match url.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+        None => url,
+    }
+}
+
 /// Every wait in the tests goes through here: a hang fails the test with
 /// what it was waiting for instead of stalling CI.
 pub(crate) async fn within<F: Future>(secs: u64, what: &str, fut: F) -> F::Output {
@@ -132,8 +140,10 @@ impl TestGateway {
         }
     }
 
+    /// This gateway's URL for `path`, or for the path of an absolute URL
+    /// (a `Location`) another gateway may have issued.
     pub(crate) fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("http://{}{}", self.addr, path_of(path))
     }
 
     /// Starts the drain and waits for it; re-raises a panic from the gateway.
