@@ -127,16 +127,9 @@ impl Cx<'_> {
         }
         let max_attempts = self.positive(raw.max_attempts, defaults::WEBHOOK_MAX_ATTEMPTS)?;
         #[cfg(feature = "tls")]
-        let extra_roots = raw
-            .ca_file
-            .as_ref()
-            .map(|f| self.certificates(f))
-            .transpose()?
-            .unwrap_or_default();
+        let extra_roots = self.ca_file(raw.ca_file.as_ref())?;
         #[cfg(not(feature = "tls"))]
-        if let Some(f) = &raw.ca_file {
-            return Err(self.err(f.span(), "this build has no TLS client (feature `tls`)"));
-        }
+        self.ca_file(raw.ca_file.as_ref())?;
         Ok(WebhookConfig {
             #[cfg(feature = "tls")]
             extra_roots,
@@ -258,16 +251,9 @@ impl Cx<'_> {
             _ => return Err(bad("must start with http:// or https://")),
         };
         #[cfg(feature = "tls")]
-        let extra_roots = raw
-            .ca_file
-            .as_ref()
-            .map(|f| self.certificates(f))
-            .transpose()?
-            .unwrap_or_default();
+        let extra_roots = self.ca_file(raw.ca_file.as_ref())?;
         #[cfg(not(feature = "tls"))]
-        if let Some(f) = &raw.ca_file {
-            return Err(self.err(f.span(), "this build has no TLS (feature `tls`)"));
-        }
+        self.ca_file(raw.ca_file.as_ref())?;
         let authority = uri.authority().cloned().ok_or_else(|| bad("has no host"))?;
         if uri.query().is_some() {
             return Err(bad("must not have a query"));
@@ -424,6 +410,27 @@ impl Cx<'_> {
             retry_after_min,
             retry_after_max,
         })
+    }
+
+    /// A `ca_file`'s certificates: roots trusted besides Mozilla's.
+    #[cfg(feature = "tls")]
+    fn ca_file(
+        &self,
+        file: Option<&Spanned<String>>,
+    ) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, ConfigError> {
+        Ok(file
+            .map(|f| self.certificates(f))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    /// Without TLS in the build, a `ca_file` is refused.
+    #[cfg(not(feature = "tls"))]
+    fn ca_file(&self, file: Option<&Spanned<String>>) -> Result<(), ConfigError> {
+        match file {
+            Some(f) => Err(self.err(f.span(), "this build has no TLS (feature `tls`)")),
+            None => Ok(()),
+        }
     }
 
     /// The certificates of a PEM file, each one checked to be usable as a
