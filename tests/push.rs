@@ -157,3 +157,100 @@ async fn event_stream_of_a_finished_job_is_one_event() {
         ["succeeded"]
     );
 }
+
+/// Opens an event stream on `url`, resuming after `last` when given.
+async fn open_events(url: &str, last: Option<&str>) -> http::Response<hyper::body::Incoming> {
+    use http_body_util::Empty;
+    let client: hyper_util::client::legacy::Client<_, Empty<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let mut req = http::Request::get(url).header("accept", "text/event-stream");
+    if let Some(last) = last {
+        req = req.header("last-event-id", last);
+    }
+    within(
+        10,
+        "the event stream to open",
+        client.request(req.body(Empty::new()).unwrap()),
+    )
+    .await
+    .unwrap()
+}
+
+/// Reads events until `n` have come or the stream ends; each as its
+/// (id, event, status in data).
+async fn read_events(body: &mut hyper::body::Incoming, n: usize) -> Vec<(String, String, String)> {
+    use http_body_util::BodyExt;
+    let mut text = String::new();
+    let parse = |text: &str| -> Vec<(String, String, String)> {
+        text.split("\n\n")
+            .filter(|e| e.contains("data: "))
+            .map(|e| {
+                let field = |name: &str| {
+                    e.lines()
+                        .find_map(|l| l.strip_prefix(name))
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                let data: serde_json::Value = serde_json::from_str(&field("data: ")).unwrap();
+                (
+                    field("id: "),
+                    field("event: "),
+                    data["status"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    within(10, "events", async {
+        while parse(&text).len() < n {
+            match body.frame().await {
+                Some(frame) => {
+                    if let Ok(data) = frame.unwrap().into_data() {
+                        text.push_str(std::str::from_utf8(&data).unwrap());
+                    }
+                }
+                None => break,
+            }
+        }
+    })
+    .await;
+    parse(&text)
+}
+
+#[tokio::test]
+async fn events_carry_ids_and_names_resume_after_last_event_id_and_end_with_204() {
+    let (backend, gw, client) = setup_async("").await;
+    let reply = client.post(&gw.url("/hold/sse"), "").await;
+    let url = gw.url(reply.header("location"));
+    client.wait_status(&url, "running").await;
+
+    let res = open_events(&url, None).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-accel-buffering"], "no");
+    assert!(res.headers()["cache-control"]
+        .to_str()
+        .unwrap()
+        .contains("no-cache"));
+    let mut body = res.into_body();
+    let first = read_events(&mut body, 1).await;
+    let (running_id, name, status) = first[0].clone();
+    assert_eq!((name.as_str(), status.as_str()), ("running", "running"));
+    drop(body);
+
+    // The client reconnects with what it has: only what came after.
+    backend.release(1);
+    client.wait_status(&url, "succeeded").await;
+    let mut rest = open_events(&url, Some(&running_id)).await.into_body();
+    let after = read_events(&mut rest, 5).await;
+    assert_eq!(after.len(), 1, "{after:?}");
+    let (done_id, name, _) = after[0].clone();
+    assert_eq!(name, "succeeded");
+    assert!(done_id.parse::<u64>().unwrap() > running_id.parse::<u64>().unwrap());
+
+    // It has the terminal event: 204, the EventSource's "stop reconnecting".
+    let again = open_events(&url, Some(&done_id)).await;
+    assert_eq!(again.status(), 204);
+    // Without Last-Event-ID a finished job still gives its last event.
+    let mut fresh = open_events(&url, None).await.into_body();
+    assert_eq!(read_events(&mut fresh, 5).await.len(), 1);
+}

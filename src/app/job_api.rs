@@ -278,43 +278,61 @@ fn wants_event_stream(headers: &HeaderMap) -> bool {
 }
 
 /// Server-Sent Events: the job document now and after every state change,
-/// then the stream ends after the last one. Comment lines keep idle proxies
-/// from cutting a stream that waits long.
+/// each event with `id:` (the change's sequence number) and `event:` (the
+/// status), then the stream ends after the last one. A reconnect with
+/// `Last-Event-ID` resumes after that change; one that already has the
+/// terminal event gets `204`, which tells an EventSource to stop
+/// reconnecting. Comment lines keep idle proxies from cutting a stream that
+/// waits long.
 async fn events(
     jobs: &Api,
     id: JobId,
     headers: &HeaderMap,
 ) -> Result<Response<Body>, GatewayError> {
     let job = jobs.find(id, headers).await?;
+    let seen = headers
+        .get(LAST_EVENT_ID)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    if job.status.is_terminal() && seen.is_some_and(|n| n >= job.sequence()) {
+        let mut response = Response::new(body::empty());
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        return Ok(response);
+    }
     let (mut tx, body) = http_body_util::channel::Channel::<Bytes, BoxError>::new(4);
     let jobs = jobs.clone();
     // Each later look is the asker's too.
     let headers = headers.clone();
     tokio::spawn(async move {
         let mut job = job;
+        let mut sent = seen.unwrap_or(0);
         loop {
-            if tx.send_data(event(&jobs, &job)).await.is_err() {
-                return; // the client went away
+            if job.sequence() > sent {
+                if tx.send_data(event(&jobs, &job)).await.is_err() {
+                    return; // the client went away
+                }
+                sent = job.sequence();
             }
             if job.status.is_terminal() {
                 return;
             }
-            let seen = job.status;
-            let mut changes = jobs.watch(id, seen);
+            let status = job.status;
+            let mut changes = jobs.watch(id, status);
             // A change before the subscription shows on this second look.
             job = match jobs.find(id, &headers).await {
                 Ok(j) => j,
                 Err(_) => return,
             };
-            if job.status != seen {
+            if job.sequence() > sent {
                 continue;
             }
             loop {
                 // Woken by the job's state change; heartbeats in between.
-                let changed =
-                    tokio::time::timeout(defaults::SSE_HEARTBEAT, changes.wait_for(|s| *s != seen))
-                        .await
-                        .is_ok();
+                let changed = tokio::time::timeout(
+                    defaults::SSE_HEARTBEAT,
+                    changes.wait_for(|s| *s != status),
+                )
+                .await
+                .is_ok();
                 if changed {
                     break;
                 }
@@ -335,12 +353,26 @@ async fn events(
     let mut response = Response::new(body.boxed_unsync());
     let h = response.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    h.insert(CACHE_CONTROL, NO_STORE);
+    // Neither a cache nor a buffering proxy (nginx reads X-Accel-Buffering)
+    // may hold events back.
+    h.insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store"),
+    );
+    h.insert(X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
     Ok(response)
 }
 
+const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+
 fn event(jobs: &Api, job: &Job) -> Bytes {
-    let mut out = b"event: job\ndata: ".to_vec();
+    let mut out = format!(
+        "id: {}\nevent: {}\ndata: ",
+        job.sequence(),
+        job.status.as_str()
+    )
+    .into_bytes();
     out.extend_from_slice(&jobs.document(job).to_json());
     out.extend_from_slice(b"\n\n");
     Bytes::from(out)

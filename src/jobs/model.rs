@@ -204,6 +204,19 @@ pub(crate) struct RetryWait {
 }
 
 impl Job {
+    /// The number of the job's latest state change (SSE's `id:`): it only
+    /// grows over the job's life, and names each state once. A try is
+    /// counted when it starts, so a retry's `queued` and `running` come
+    /// after the try before them, and an end after everything.
+    pub(crate) fn sequence(&self) -> u64 {
+        let tries = u64::from(self.attempts);
+        match self.status {
+            JobStatus::Queued => 2 * tries + 1,
+            JobStatus::Running => 2 * tries,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Canceled => 2 * tries + 2,
+        }
+    }
+
     pub(crate) fn queued(route: Arc<str>, method: Method) -> Job {
         Job {
             id: JobId::random(),
@@ -362,5 +375,25 @@ mod tests {
         let o = Outcome::answered(r);
         assert_eq!(o.status, JobStatus::Failed);
         assert!(o.response.is_some());
+    }
+
+    #[test]
+    fn the_change_sequence_only_grows_through_retries_and_ends() {
+        let at = |status, attempts| {
+            let mut job = Job::queued("r".into(), Method::POST);
+            job.status = status;
+            job.attempts = attempts;
+            job.sequence()
+        };
+        let life = [
+            at(JobStatus::Queued, 0),
+            at(JobStatus::Running, 1),
+            at(JobStatus::Queued, 1),
+            at(JobStatus::Running, 2),
+            at(JobStatus::Succeeded, 2),
+        ];
+        assert!(life.windows(2).all(|w| w[0] < w[1]), "{life:?}");
+        assert!(at(JobStatus::Canceled, 0) > at(JobStatus::Queued, 0));
+        assert!(at(JobStatus::Failed, 1) > at(JobStatus::Running, 1));
     }
 }
