@@ -423,18 +423,18 @@ impl App {
     async fn dispatch(
         &self,
         destination: Destination<'_>,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         peer: Peer,
         handover: &Handover,
     ) -> Result<Response<Body>, GatewayError> {
         let route = match destination {
             Destination::JobApi(start) => {
-                let rest = &req.uri().path()[start..];
+                let rest = req.uri().path()[start..].to_owned();
                 if rest == OPENAPI {
                     return self.openapi(req.method());
                 }
                 let api = self.api(&req, peer);
-                return job_api::serve(&api, &req, rest).await;
+                return job_api::serve(&api, &mut req, &rest, handover).await;
             }
             Destination::Default(upstream, body) => {
                 return self.forward(upstream, req, peer, body, handover).await

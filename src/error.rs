@@ -21,6 +21,8 @@ pub(crate) enum GatewayError {
     JobNotFound,
     #[error("the wait parameter is not a number of seconds")]
     BadWait,
+    #[error("a WebSocket handshake without a version 13 key")]
+    BadWebSocket,
     #[error(transparent)]
     BadIdempotencyKey(#[from] crate::jobs::idempotency::BadKey),
     #[error("the Callback-Url header was refused")]
@@ -71,6 +73,7 @@ impl GatewayError {
             | E::MethodNotAllowed { .. }
             | E::JobNotFound
             | E::BadWait
+            | E::BadWebSocket
             | E::BadIdempotencyKey(_)
             | E::BadCallback(_)
             | E::JobGone
@@ -132,6 +135,16 @@ impl GatewayError {
                 "bad-wait",
                 "Bad Wait",
                 "`wait` must be a whole number of seconds, e.g. ?wait=20.",
+            ),
+            E::BadWebSocket => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "bad-websocket",
+                "Bad WebSocket Handshake",
+                "A WebSocket upgrade needs Sec-WebSocket-Key and Sec-WebSocket-Version: 13.",
+            )
+            .with_header(
+                http::header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
             ),
             E::BadIdempotencyKey(e) => Problem::new(
                 StatusCode::BAD_REQUEST,

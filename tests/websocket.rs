@@ -1,4 +1,5 @@
-//! WebSocket (any `Upgrade`) through proxied routes: the gateway keeps the
+//! WebSocket job events, and WebSocket (any `Upgrade`) through proxied
+//! routes: the gateway keeps the
 //! upgrade, and once the backend switches, bytes flow both ways until
 //! either side closes, or both fall silent for `tunnel_idle_timeout`.
 
@@ -169,4 +170,111 @@ async fn a_tunnel_holds_its_connections_place_under_max_connections() {
     // Served at last: the echo backend speaks only WebSocket, so a plain
     // GET is a broken exchange to the gateway.
     assert_eq!(status, 502);
+}
+
+/// Opens a WebSocket on a job's status URL; `Err` with the HTTP status
+/// when the handshake is refused.
+async fn follow(gw: &TestGateway, location: &str) -> Result<WebSocketStream<TcpStream>, u16> {
+    let tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let url = format!("ws://{}{}", gw.addr, common::path_of(location));
+    match within(
+        10,
+        "the WebSocket handshake",
+        tokio_tungstenite::client_async(url, tcp),
+    )
+    .await
+    {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(response.status().as_u16())
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// The status in a text message's job document.
+fn status_of(message: Option<Message>) -> String {
+    match message {
+        Some(Message::Text(text)) => {
+            let doc: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+            doc["status"].as_str().unwrap().to_owned()
+        }
+        other => panic!("expected a job document, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_websocket_on_a_job_gets_each_state_then_a_normal_close() {
+    let backend = common::Backend::start().await;
+    let gw = TestGateway::start(&config(
+        &backend.url(),
+        "",
+        &common::async_route("/{*p}", ""),
+    ))
+    .await;
+    let client = Client::default();
+    let reply = client.post(&gw.url("/hold/ws"), "").await;
+    let location = reply.header("location").to_owned();
+    client.wait_status(&gw.url(&location), "running").await;
+
+    let mut ws = follow(&gw, &location).await.unwrap();
+    assert_eq!(status_of(next(&mut ws).await), "running");
+    backend.release(1);
+    assert_eq!(status_of(next(&mut ws).await), "succeeded");
+    match next(&mut ws).await {
+        Some(Message::Close(Some(frame))) => assert_eq!(frame.code, CloseCode::Normal),
+        other => panic!("expected a normal close, got {other:?}"),
+    }
+
+    // A finished job: its terminal document, then the close.
+    let mut ws = follow(&gw, &location).await.unwrap();
+    assert_eq!(status_of(next(&mut ws).await), "succeeded");
+    assert!(matches!(next(&mut ws).await, Some(Message::Close(_))));
+
+    // Unknown ids, and jobs bound to other credentials, are 404 before
+    // any upgrade.
+    let unknown = "/_jobs/00000000-0000-4000-8000-000000000000";
+    assert_eq!(follow(&gw, unknown).await.err(), Some(404));
+    let bound = client
+        .send(
+            http::Method::POST,
+            &gw.url("/x"),
+            &[("authorization", "Bearer a")],
+            "",
+        )
+        .await;
+    assert_eq!(follow(&gw, bound.header("location")).await.err(), Some(404));
+}
+
+#[tokio::test]
+async fn five_hundred_sockets_on_one_job_all_get_its_end() {
+    let backend = common::Backend::start().await;
+    let gw = TestGateway::start(&config(
+        &backend.url(),
+        "",
+        &common::async_route("/{*p}", ""),
+    ))
+    .await;
+    let client = Client::default();
+    let reply = client.post(&gw.url("/hold/many"), "").await;
+    let location = reply.header("location").to_owned();
+    client.wait_status(&gw.url(&location), "running").await;
+    let mut sockets = Vec::new();
+    for _ in 0..500 {
+        let mut ws = follow(&gw, &location).await.unwrap();
+        assert_eq!(status_of(next(&mut ws).await), "running");
+        sockets.push(ws);
+    }
+    backend.release(1);
+    let ends = futures_util::future::join_all(sockets.iter_mut().map(|ws| async move {
+        let end = status_of(next(ws).await);
+        let closed = matches!(next(ws).await, Some(Message::Close(_)));
+        (end, closed)
+    }))
+    .await;
+    assert!(
+        ends.iter()
+            .all(|(end, closed)| end == "succeeded" && *closed),
+        "{ends:?}"
+    );
 }

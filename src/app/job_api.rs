@@ -21,6 +21,9 @@ use crate::jobs::id::JobId;
 use crate::jobs::model::{Job, JobStatus};
 use crate::jobs::store::Cancel;
 use crate::jobs::Jobs;
+use crate::tunnel::Handover;
+
+mod websocket;
 
 const OPERATION_LOCATION: HeaderName = HeaderName::from_static("operation-location");
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -59,12 +62,19 @@ impl Api {
     }
 }
 
-/// Serves a request whose path is `{jobs_path}{rest}`.
+/// Serves a request whose path is `{jobs_path}{rest}`; a WebSocket it
+/// opens is left in `handover` for the connection to drive.
 pub(crate) async fn serve<B>(
     jobs: &Api,
-    req: &Request<B>,
+    req: &mut Request<B>,
     rest: &str,
+    handover: &Handover,
 ) -> Result<Response<Body>, GatewayError> {
+    if req.method() == Method::GET && crate::tunnel::requested(req).is_some() {
+        let rest = rest.strip_prefix('/').ok_or(GatewayError::JobNotFound)?;
+        let id = JobId::parse(rest).ok_or(GatewayError::JobNotFound)?;
+        return websocket::open(jobs, id, req, handover).await;
+    }
     let headers = req.headers();
     let rest = rest.strip_prefix('/').ok_or(GatewayError::JobNotFound)?;
     let (id, resource) = match rest.split_once('/') {
