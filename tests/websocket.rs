@@ -1,7 +1,7 @@
 //! WebSocket job events, and WebSocket (any `Upgrade`) through proxied
-//! routes: the gateway keeps the
-//! upgrade, and once the backend switches, bytes flow both ways until
-//! either side closes, or both fall silent for `tunnel_idle_timeout`.
+//! routes: the gateway keeps the upgrade, and once the backend switches,
+//! bytes flow both ways until either side closes, or both fall silent for
+//! `tunnel_idle_timeout`.
 
 mod common;
 
