@@ -68,7 +68,7 @@ pub(super) fn document(jobs_path: &str) -> Value {
             format!("{jobs_path}/{{id}}"): {
                 "parameters": [id],
                 "get": {
-                    "summary": "The job's status document; a long-poll with ?wait=N; Server-Sent Events with Accept: text/event-stream.",
+                    "summary": "The job's status document; a long-poll with ?wait=N; Server-Sent Events with Accept: text/event-stream (id: and event: per change, Last-Event-ID resumes, 204 once the end was seen); WebSocket events with Upgrade: websocket.",
                     "operationId": "getJob",
                     "parameters": [wait],
                     "responses": {
@@ -80,7 +80,8 @@ pub(super) fn document(jobs_path: &str) -> Value {
                                 "text/event-stream": { "schema": { "type": "string" } }
                             }
                         },
-                        "400": problem("`wait` is not a whole number of seconds.", &["bad-wait"]),
+                        "101": { "description": "Upgrade: websocket (RFC 6455): the job document as a text message at each state change, then a normal close after the end." },
+                        "400": problem("`wait` is not a whole number of seconds, or a WebSocket handshake lacks a version-13 key.", &["bad-wait", "bad-websocket"]),
                         "404": not_found,
                         "410": gone,
                         "503": unavailable
