@@ -75,6 +75,8 @@ pub(crate) struct App {
     openapi: bytes::Bytes,
     /// `cors_origins`, unless empty.
     cors: Option<cors::Cors>,
+    /// What signs and checks bound jobs' events links.
+    capabilities: Arc<job_api::Capabilities>,
     /// The certificate the public listener serves, if it serves HTTPS.
     #[cfg(feature = "tls")]
     served: Option<Arc<crate::tls::Served>>,
@@ -151,6 +153,10 @@ impl App {
         };
         let server = config.server.clone();
         let cors = cors::Cors::new(&server.cors_origins);
+        let capabilities = Arc::new(job_api::Capabilities::new(
+            server.events_link_secret.as_ref().map(|s| s.key().to_vec()),
+            server.events_link_ttl,
+        ));
         let path = config.path.clone();
         #[cfg(feature = "tls")]
         let served = config
@@ -181,6 +187,7 @@ impl App {
             store_max_bytes,
             openapi,
             cors,
+            capabilities,
             #[cfg(feature = "tls")]
             served,
             job_api_metrics: RouteMetrics::default(),
@@ -301,7 +308,11 @@ impl App {
                 None => jobs_path.clone(),
             },
         };
-        job_api::Api::new(Arc::clone(&self.jobs), prefix)
+        job_api::Api::new(
+            Arc::clone(&self.jobs),
+            prefix,
+            Arc::clone(&self.capabilities),
+        )
     }
 
     /// Where a request goes and, if browsers may use what is there, how

@@ -96,6 +96,11 @@ pub(crate) struct ServerConfig {
     pub(crate) drain_timeout: Duration,
     /// Where request bodies too large to buffer in memory are kept.
     pub(crate) body_temp_path: PathBuf,
+    /// The key of bound jobs' events links (shared by replicas); `None`: a
+    /// key of this process's own.
+    pub(crate) events_link_secret: Option<Secret>,
+    /// How long an events link works.
+    pub(crate) events_link_ttl: Duration,
     /// Origins whose scripts may use the job API (`*`: any).
     pub(crate) cors_origins: Vec<String>,
     /// Peers whose `X-Forwarded-*` headers are believed.

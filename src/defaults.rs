@@ -27,6 +27,11 @@ pub(crate) const REQUEST_BUFFER_MEMORY: usize = 64 * 1024;
 /// ping; five minutes leaves room for those that ping rarely.
 pub(crate) const TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// How long a bound job's events link works: long enough for a page to
+/// open its EventSource or WebSocket (and reconnect), short enough that a
+/// leaked link soon stops working.
+pub(crate) const EVENTS_LINK_TTL: Duration = Duration::from_secs(15 * 60);
+
 /// nginx's `keepalive_timeout`: an idle client connection is closed after this.
 pub(crate) const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
 

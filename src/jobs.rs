@@ -371,6 +371,16 @@ impl Jobs {
         }
     }
 
+    /// The job, for the holder of an events link for it: whoever it is
+    /// bound to, as a gone job's tombstone shows it to its owner.
+    pub(crate) async fn find_for_capability(&self, id: JobId) -> Result<Job, FindError> {
+        match self.core.store().get(id).await? {
+            Lookup::Found(job) => Ok(job),
+            Lookup::Gone(_) => Err(FindError::Gone),
+            Lookup::Missing => Err(FindError::NotFound),
+        }
+    }
+
     /// A job and its stored response, if it has one. `headers` are the
     /// asking request's, checked against the job's owner; `None` is the
     /// gateway asking on the submitter's behalf.

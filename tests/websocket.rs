@@ -244,6 +244,17 @@ async fn a_websocket_on_a_job_gets_each_state_then_a_normal_close() {
         )
         .await;
     assert_eq!(follow(&gw, bound.header("location")).await.err(), Some(404));
+    // Its events link opens it without them, as a browser must.
+    let link = bound.json()["links"]["events"].as_str().unwrap().to_owned();
+    let mut ws = follow(&gw, &link).await.unwrap();
+    let mut last = String::new();
+    while let Some(message) = next(&mut ws).await {
+        if matches!(message, Message::Close(_)) {
+            break;
+        }
+        last = status_of(Some(message));
+    }
+    assert_eq!(last, "succeeded");
 }
 
 #[tokio::test]

@@ -23,7 +23,10 @@ use crate::jobs::store::Cancel;
 use crate::jobs::Jobs;
 use crate::tunnel::Handover;
 
+mod capability;
 mod websocket;
+
+pub(crate) use capability::Capabilities;
 
 const OPERATION_LOCATION: HeaderName = HeaderName::from_static("operation-location");
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -37,6 +40,7 @@ const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 pub(crate) struct Api {
     jobs: Arc<Jobs>,
     prefix: String,
+    capabilities: Arc<Capabilities>,
 }
 
 impl std::ops::Deref for Api {
@@ -48,8 +52,12 @@ impl std::ops::Deref for Api {
 }
 
 impl Api {
-    pub(crate) fn new(jobs: Arc<Jobs>, prefix: String) -> Api {
-        Api { jobs, prefix }
+    pub(crate) fn new(jobs: Arc<Jobs>, prefix: String, capabilities: Arc<Capabilities>) -> Api {
+        Api {
+            jobs,
+            prefix,
+            capabilities,
+        }
     }
 
     /// The status monitor's URL.
@@ -57,8 +65,48 @@ impl Api {
         format!("{}/{id}", self.prefix)
     }
 
+    /// The job's document; a bound job's carries its events link, since
+    /// only its owner gets to read it.
     pub(crate) fn document<'a>(&'a self, job: &'a Job) -> Document<'a> {
-        self.jobs.document_at(job, &self.prefix)
+        let document = self.jobs.document_at(job, &self.prefix);
+        match job.owner {
+            Some(_) => {
+                let token = self.capabilities.issue(job.id);
+                document.with_events_link(format!("{}?access={token}", self.url(job.id)))
+            }
+            None => document,
+        }
+    }
+
+    /// Who may follow a job's events: the holder of a valid `access` token
+    /// for it, or else whoever the request's credentials show.
+    fn asker(&self, id: JobId, req_query: Option<&str>, headers: &HeaderMap) -> Asker {
+        let token = req_query
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .find_map(|kv| kv.strip_prefix("access="));
+        match token {
+            Some(token) if self.capabilities.admits(id, token) => Asker::Capability,
+            _ => Asker::Credentials(headers.clone()),
+        }
+    }
+}
+
+/// Who is following a job's events.
+#[derive(Clone)]
+pub(crate) enum Asker {
+    /// Whoever the request's headers show.
+    Credentials(HeaderMap),
+    /// The holder of an events link for this job.
+    Capability,
+}
+
+impl Asker {
+    pub(crate) async fn find(&self, jobs: &Api, id: JobId) -> Result<Job, GatewayError> {
+        Ok(match self {
+            Asker::Credentials(headers) => jobs.find(id, headers).await?,
+            Asker::Capability => jobs.find_for_capability(id).await?,
+        })
     }
 }
 
@@ -73,7 +121,8 @@ pub(crate) async fn serve<B>(
     if req.method() == Method::GET && crate::tunnel::requested(req).is_some() {
         let rest = rest.strip_prefix('/').ok_or(GatewayError::JobNotFound)?;
         let id = JobId::parse(rest).ok_or(GatewayError::JobNotFound)?;
-        return websocket::open(jobs, id, req, handover).await;
+        let asker = jobs.asker(id, req.uri().query(), req.headers());
+        return websocket::open(jobs, id, req, asker, handover).await;
     }
     let headers = req.headers();
     let rest = rest.strip_prefix('/').ok_or(GatewayError::JobNotFound)?;
@@ -86,7 +135,8 @@ pub(crate) async fn serve<B>(
     let id = JobId::parse(id).ok_or(GatewayError::JobNotFound)?;
     match (resource, req.method()) {
         (Resource::Status, &Method::GET) if wants_event_stream(headers) => {
-            events(jobs, id, headers).await
+            let asker = jobs.asker(id, req.uri().query(), headers);
+            events(jobs, id, asker, headers).await
         }
         (Resource::Status, &Method::GET | &Method::HEAD) => {
             let wait = long_poll_wait(req.uri().query())?;
@@ -297,9 +347,10 @@ fn wants_event_stream(headers: &HeaderMap) -> bool {
 async fn events(
     jobs: &Api,
     id: JobId,
+    asker: Asker,
     headers: &HeaderMap,
 ) -> Result<Response<Body>, GatewayError> {
-    let job = jobs.find(id, headers).await?;
+    let job = asker.find(jobs, id).await?;
     let seen = headers
         .get(LAST_EVENT_ID)
         .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
@@ -310,9 +361,8 @@ async fn events(
     }
     let (mut tx, body) = http_body_util::channel::Channel::<Bytes, BoxError>::new(4);
     let jobs = jobs.clone();
-    // Each later look is the asker's too.
-    let headers = headers.clone();
     tokio::spawn(async move {
+        // Each later look is the asker's too.
         let mut job = job;
         let mut sent = seen.unwrap_or(0);
         loop {
@@ -328,7 +378,7 @@ async fn events(
             let status = job.status;
             let mut changes = jobs.watch(id, status);
             // A change before the subscription shows on this second look.
-            job = match jobs.find(id, &headers).await {
+            job = match asker.find(&jobs, id).await {
                 Ok(j) => j,
                 Err(_) => return,
             };
@@ -354,7 +404,7 @@ async fn events(
                     return;
                 }
             }
-            job = match jobs.find(id, &headers).await {
+            job = match asker.find(&jobs, id).await {
                 Ok(j) => j,
                 Err(_) => return,
             };

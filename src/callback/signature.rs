@@ -40,6 +40,11 @@ impl Secret {
         Ok(Secret(key))
     }
 
+    /// The key's bytes, for another MAC made with a secret of this form.
+    pub(crate) fn key(&self) -> &[u8] {
+        &self.0
+    }
+
     /// The `webhook-signature` header value for one delivery attempt.
     pub(crate) fn sign(&self, id: &str, timestamp: u64, body: &[u8]) -> String {
         let mut mac =

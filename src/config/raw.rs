@@ -66,6 +66,8 @@ pub(super) struct RawServer {
     pub(crate) body_temp_path: Option<Text>,
     pub(crate) tunnel_idle_timeout: Option<Text>,
     pub(crate) cors_origins: Option<Vec<Text>>,
+    pub(crate) events_link_secret: Option<Text>,
+    pub(crate) events_link_ttl: Option<Text>,
     pub(crate) tls_cert: Option<Text>,
     pub(crate) tls_key: Option<Text>,
 }

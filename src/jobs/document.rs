@@ -121,6 +121,9 @@ struct Links<'a> {
     result: JobUrl<'a>,
     #[serde(serialize_with = "display")]
     cancel: JobUrl<'a>,
+    /// A bound job's event stream and WebSocket, without credentials.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events: Option<String>,
 }
 
 /// `{prefix}/{id}{suffix}`, written when serialized.
@@ -208,8 +211,15 @@ impl<'a> Document<'a> {
                 self_: url(""),
                 result: url("/result"),
                 cancel: url(""),
+                events: None,
             },
         }
+    }
+
+    /// With a bound job's events link (see `app::job_api::Capabilities`).
+    pub(crate) fn with_events_link(mut self, url: String) -> Document<'a> {
+        self.links.events = Some(url);
+        self
     }
 
     /// Without the webhook's delivery state: what a webhook carries, the

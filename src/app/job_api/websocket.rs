@@ -8,7 +8,7 @@ use http::header::{
     HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION,
     UPGRADE,
 };
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::Api;
+use super::{Api, Asker};
 use crate::body::{self, Body};
 use crate::defaults;
 use crate::error::GatewayError;
@@ -30,9 +30,10 @@ pub(super) async fn open<B>(
     jobs: &Api,
     id: JobId,
     req: &mut Request<B>,
+    asker: Asker,
     handover: &Handover,
 ) -> Result<Response<Body>, GatewayError> {
-    let job = jobs.find(id, req.headers()).await?;
+    let job = asker.find(jobs, id).await?;
     let version_13 = req
         .headers()
         .get(SEC_WEBSOCKET_VERSION)
@@ -43,14 +44,14 @@ pub(super) async fn open<B>(
     };
     let accept = derive_accept_key(key.as_bytes());
     let upgrade = hyper::upgrade::on(&mut *req);
-    let (jobs, headers) = (jobs.clone(), req.headers().clone());
+    let jobs = jobs.clone();
     handover.give(async move {
         match upgrade.await {
             Ok(upgraded) => {
                 let socket =
                     WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
                         .await;
-                follow(socket, &jobs, id, job, &headers).await;
+                follow(socket, &jobs, id, job, &asker).await;
             }
             Err(e) => tracing::debug!(error = %e, "a WebSocket upgrade did not complete"),
         }
@@ -71,7 +72,7 @@ type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// Sends the job's document now and at every change, until its end; then
 /// closes with 1000. A client that closes or breaks the socket ends it.
-async fn follow(mut socket: Socket, jobs: &Api, id: JobId, mut job: Job, headers: &HeaderMap) {
+async fn follow(mut socket: Socket, jobs: &Api, id: JobId, mut job: Job, asker: &Asker) {
     let mut sent = 0;
     loop {
         if job.sequence() > sent {
@@ -97,7 +98,7 @@ async fn follow(mut socket: Socket, jobs: &Api, id: JobId, mut job: Job, headers
         let status = job.status;
         let mut changes = jobs.watch(id, status);
         // A change before the subscription shows on this second look.
-        job = match jobs.find(id, headers).await {
+        job = match asker.find(jobs, id).await {
             Ok(j) => j,
             Err(_) => return,
         };
@@ -121,7 +122,7 @@ async fn follow(mut socket: Socket, jobs: &Api, id: JobId, mut job: Job, headers
                 }
             }
         }
-        job = match jobs.find(id, headers).await {
+        job = match asker.find(jobs, id).await {
             Ok(j) => j,
             Err(_) => return,
         };

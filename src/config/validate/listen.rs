@@ -10,6 +10,7 @@ use toml::Spanned;
 use super::super::cx::Cx;
 use super::super::raw::{RawAdmin, RawServer};
 use super::super::{ConfigError, ServerConfig};
+use crate::callback::signature::Secret;
 use crate::defaults;
 
 impl Cx<'_> {
@@ -69,6 +70,13 @@ impl Cx<'_> {
             max_headers: self.positive(raw.max_headers, defaults::MAX_HEADERS)?,
             drain_timeout: self.duration(raw.drain_timeout.as_ref(), defaults::DRAIN_TIMEOUT)?,
             trusted_proxies: self.networks(raw.trusted_proxies.as_deref())?,
+            events_link_secret: raw
+                .events_link_secret
+                .as_ref()
+                .map(|s| Secret::parse(s.get_ref()).map_err(|e| self.err(s.span(), e.to_string())))
+                .transpose()?,
+            events_link_ttl: self
+                .duration(raw.events_link_ttl.as_ref(), defaults::EVENTS_LINK_TTL)?,
             cors_origins: raw
                 .cors_origins
                 .unwrap_or_default()
