@@ -2,7 +2,9 @@
 //! of each step is fixed, so retries never bunch at zero, and half random,
 //! so peers that failed together are not hit together again.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use http::header::RETRY_AFTER;
 
 /// The wait after the `attempt`-th failure (1 for the first): `initial`,
 /// doubling, at most `max`, of which the upper half is random.
@@ -12,6 +14,17 @@ pub(crate) fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duratio
         .min(max);
     let half = step / 2;
     half + half.mul_f64(fastrand::f64())
+}
+
+/// The wait a peer asked for with `Retry-After` (RFC 9110 §10.2.3):
+/// seconds, or an HTTP date.
+pub(crate) fn asked(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::backoff::backoff;
+use crate::backoff::{self, backoff};
 use crate::callback::signature::Secret;
 use crate::callback::target::{Guard, HostPattern, Resolve, Target, TargetError};
 use crate::config::WebhookConfig;
@@ -194,7 +194,7 @@ impl Webhook {
 #[derive(Debug, thiserror::Error)]
 enum AttemptError {
     #[error("the receiver answered {0}")]
-    Status(StatusCode),
+    Status(StatusCode, Option<Duration>),
     #[error("the receiver answered {0}; redirects are not followed")]
     Redirect(StatusCode),
     #[error("no answer within {0:?}")]
@@ -209,7 +209,7 @@ impl AttemptError {
     /// Whether trying again could go differently.
     fn is_transient(&self) -> bool {
         match self {
-            AttemptError::Status(s) => {
+            AttemptError::Status(s, _) => {
                 s.is_server_error()
                     || *s == StatusCode::TOO_MANY_REQUESTS
                     || *s == StatusCode::REQUEST_TIMEOUT
@@ -221,7 +221,7 @@ impl AttemptError {
 
     fn status(&self) -> Option<u16> {
         match self {
-            AttemptError::Status(s) | AttemptError::Redirect(s) => Some(s.as_u16()),
+            AttemptError::Status(s, _) | AttemptError::Redirect(s) => Some(s.as_u16()),
             _ => None,
         }
     }
@@ -310,11 +310,16 @@ impl Webhooks {
                 Err(e) => e,
             };
             let retry = error.is_transient() && attempt < self.config.max_attempts;
-            let wait = backoff(
-                self.config.backoff_initial,
-                self.config.backoff_max,
-                attempt,
-            );
+            // A receiver that says when to come back (429, 503) is heeded,
+            // up to the longest wait the schedule allows.
+            let wait = match error {
+                AttemptError::Status(_, Some(asked)) => asked.min(self.config.backoff_max),
+                _ => backoff(
+                    self.config.backoff_initial,
+                    self.config.backoff_max,
+                    attempt,
+                ),
+            };
             self.outcomes[if retry { 1 } else { 2 }].fetch_add(1, Relaxed);
             hook.update(|d| {
                 d.attempts = attempt;
@@ -367,7 +372,12 @@ impl Webhooks {
         } else if status.is_redirection() {
             Err(AttemptError::Redirect(status))
         } else {
-            Err(AttemptError::Status(status))
+            let asks = matches!(
+                status,
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+            );
+            let asked = asks.then(|| backoff::asked(response.headers())).flatten();
+            Err(AttemptError::Status(status, asked))
         }
     }
 }
@@ -387,10 +397,10 @@ mod tests {
 
     #[test]
     fn only_failures_that_may_pass_are_retried() {
-        assert!(AttemptError::Status(StatusCode::SERVICE_UNAVAILABLE).is_transient());
-        assert!(AttemptError::Status(StatusCode::TOO_MANY_REQUESTS).is_transient());
+        assert!(AttemptError::Status(StatusCode::SERVICE_UNAVAILABLE, None).is_transient());
+        assert!(AttemptError::Status(StatusCode::TOO_MANY_REQUESTS, None).is_transient());
         assert!(AttemptError::Timeout(Duration::from_secs(1)).is_transient());
-        assert!(!AttemptError::Status(StatusCode::GONE).is_transient());
+        assert!(!AttemptError::Status(StatusCode::GONE, None).is_transient());
         assert!(!AttemptError::Redirect(StatusCode::FOUND).is_transient());
     }
 

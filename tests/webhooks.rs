@@ -351,3 +351,49 @@ async fn an_https_receiver_nobody_vouches_for_gets_nothing() {
     assert!(error.contains("certificate"), "{error}");
     assert_eq!(receiver.backend.request_count(), 0);
 }
+
+#[tokio::test]
+async fn a_receivers_retry_after_sets_the_next_attempt() {
+    let backend = Backend::start().await;
+    let receiver = common::RawBackend::start(|_| {
+        b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 3600\r\nContent-Length: 0\r\n\r\n"
+            .to_vec()
+    })
+    .await;
+    let toml = config(
+        &backend.url(),
+        "",
+        &format!(
+            "[webhooks]\nsecret = \"{SECRET}\"\nallow_networks = [\"127.0.0.0/8\"]\n\
+             backoff_initial = \"10ms\"\nbackoff_max = \"2h\"\n\
+             {}callback_hosts = [\"127.0.0.1\"]\n",
+            async_route("/{*p}", "")
+        ),
+    );
+    let gw = TestGateway::start(&toml).await;
+    let client = Client::default();
+    let reply = client
+        .send(
+            Method::POST,
+            &gw.url("/x"),
+            &[("callback-url", &format!("{}/hook", receiver.url()))],
+            "{}",
+        )
+        .await;
+    let status_url = gw.url(reply.header("location"));
+    let doc = poll_until(20, "the first attempt to be recorded", async || {
+        let doc = client.get(&status_url).await.json();
+        (doc["webhook"]["attempts"] == 1).then_some(doc)
+    })
+    .await;
+    assert_eq!(doc["webhook"]["state"], "pending", "{doc:#}");
+    assert_eq!(doc["webhook"]["last_status"], 503);
+    // Not the schedule's 10 ms: the hour the receiver asked for.
+    let next = doc["webhook"]["next_attempt_at"].as_str().unwrap();
+    let next = humantime::parse_rfc3339(next).unwrap();
+    let ahead = next.duration_since(SystemTime::now()).unwrap_or_default();
+    assert!(
+        ahead.as_secs() > 30 * 60,
+        "next attempt in {ahead:?}: {doc:#}"
+    );
+}

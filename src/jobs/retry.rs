@@ -4,9 +4,8 @@
 //! request the backend may already have received is sent again only when
 //! that is safe: its method is idempotent (RFC 9110), or the route opts in.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use http::header::RETRY_AFTER;
 use http::{Method, StatusCode};
 
 use super::model::{Failure, Outcome, RetryWait};
@@ -39,7 +38,7 @@ pub(super) fn after(
         ),
         (Some(r), _) if resendable && may_pass(r.status) => (
             format!("the backend answered {}", r.status),
-            retry_after(&r.headers.unpack()),
+            crate::backoff::asked(&r.headers.unpack()),
         ),
         _ => return None,
     };
@@ -63,22 +62,14 @@ fn may_pass(status: StatusCode) -> bool {
     )
 }
 
-/// A backend's `Retry-After` (RFC 9110 §10.2.3): seconds, or an HTTP date.
-fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::header_block::HeaderBlock;
     use crate::jobs::model::StoredResponse;
     use bytes::Bytes;
+    use http::header::RETRY_AFTER;
+    use std::time::Duration;
 
     fn upstream(retries: u32) -> UpstreamConfig {
         let text = "[store]\nkind = \"memory\"\n[upstreams.u]\nurl = \"http://127.0.0.1:1\"\n\
