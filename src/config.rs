@@ -49,7 +49,9 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub(crate) struct WebhookConfig {
     /// `None` when no route sends webhooks.
-    pub(crate) secret: Option<Secret>,
+    /// What deliveries are signed with unless their route has its own;
+    /// empty when no route sends webhooks without its own.
+    pub(crate) secrets: Vec<Secret>,
     pub(crate) policy: AddressPolicy,
     /// For one attempt: connecting, sending, and the receiver's status line.
     pub(crate) timeout: Duration,
@@ -64,7 +66,7 @@ pub(crate) struct WebhookConfig {
 impl Default for WebhookConfig {
     fn default() -> WebhookConfig {
         WebhookConfig {
-            secret: None,
+            secrets: Vec::new(),
             policy: AddressPolicy::default(),
             timeout: defaults::WEBHOOK_TIMEOUT,
             max_attempts: defaults::WEBHOOK_MAX_ATTEMPTS as u32,
@@ -194,6 +196,8 @@ pub(crate) struct RouteConfig {
     /// Proxied request bodies are received whole before the backend is
     /// contacted.
     pub(crate) request_buffering: bool,
+    /// Its own webhook signing secrets, instead of `[webhooks]`'s.
+    pub(crate) webhook_secrets: Option<Vec<Secret>>,
 }
 
 impl RouteConfig {

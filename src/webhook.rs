@@ -27,7 +27,8 @@ const GATEWAY_AGENT: HeaderValue = HeaderValue::from_static("asyncgate-webhooks"
 /// Sends webhooks; one per gateway.
 pub(crate) struct Webhooks {
     config: WebhookConfig,
-    secret: Secret,
+    /// What deliveries are signed with unless their route has its own.
+    secrets: Vec<Secret>,
     guard: Guard,
     client: Client<Connector, Full<Bytes>>,
     outcomes: Arc<Outcomes>,
@@ -230,7 +231,6 @@ impl AttemptError {
 impl Webhooks {
     pub(crate) fn new(
         config: WebhookConfig,
-        secret: Secret,
         resolver: Arc<dyn Resolve>,
         outcomes: Arc<Outcomes>,
     ) -> Webhooks {
@@ -242,8 +242,8 @@ impl Webhooks {
             .retry_canceled_requests(false)
             .build(connector(&config, guard.clone()));
         Webhooks {
+            secrets: config.secrets.clone(),
             config,
-            secret,
             guard,
             client,
             outcomes,
@@ -273,18 +273,20 @@ impl Webhooks {
 
     /// Sends `payload` until it is taken, refused for good, or the attempts
     /// run out. `hook` follows along, and `log` keeps its delivery state
-    /// after every attempt.
+    /// after every attempt. `secrets` are the route's own, if it has them.
     /// `message_id` (the job's id) is the same on every attempt.
     pub(crate) async fn deliver(
         &self,
         message_id: &str,
         hook: &Webhook,
         payload: Bytes,
+        secrets: Option<&[Secret]>,
         log: &dyn DeliveryLog,
     ) {
+        let secrets = secrets.unwrap_or(&self.secrets);
         for attempt in 1..=self.config.max_attempts {
             let error = match self
-                .attempt(&hook.target, message_id, payload.clone())
+                .attempt(&hook.target, message_id, payload.clone(), secrets)
                 .await
             {
                 Ok(status) => {
@@ -345,12 +347,20 @@ impl Webhooks {
         target: &Target,
         message_id: &str,
         payload: Bytes,
+        secrets: &[Secret],
     ) -> Result<StatusCode, AttemptError> {
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        let signature = self.secret.sign(message_id, timestamp, &payload);
+        // One signature per secret, space-separated (Standard Webhooks): a
+        // receiver holding either the old or the new one during a rotation
+        // finds a signature it can check.
+        let signature = secrets
+            .iter()
+            .map(|secret| secret.sign(message_id, timestamp, &payload))
+            .collect::<Vec<_>>()
+            .join(" ");
         let request = Request::builder()
             .method(Method::POST)
             .uri(target.uri().clone())

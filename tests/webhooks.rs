@@ -397,3 +397,46 @@ async fn a_receivers_retry_after_sets_the_next_attempt() {
         "next attempt in {ahead:?}: {doc:#}"
     );
 }
+
+const TENANT_OLD: &str = "whsec_dGVuYW50LW9sZC1zZWNyZXQtb2YtMzItYnl0ZXMhIQ==";
+const TENANT_NEW: &str = "whsec_dGVuYW50LW5ldy1zZWNyZXQtb2YtMzItYnl0ZXMhIQ==";
+
+/// Whether Standard Webhooks' own verifier accepts `delivery` under `secret`.
+fn verified_by(secret: &str, delivery: &Received) -> bool {
+    standardwebhooks::Webhook::new(secret)
+        .unwrap()
+        .verify(&delivery.body, &delivery.headers)
+        .is_ok()
+}
+
+#[tokio::test]
+async fn a_routes_own_secrets_sign_its_deliveries_each_and_the_shared_one_does_not() {
+    let s = setup(
+        &format!("webhook_secret = [\"{TENANT_NEW}\", \"{TENANT_OLD}\"]"),
+        "",
+    )
+    .await;
+    let reply = s
+        .submit("/tenant", &format!("{}/hook", s.receiver.url()))
+        .await;
+    let status_url = s.gw.url(reply.header("location"));
+    s.webhook_state(&status_url, "delivered").await;
+    let delivery = &s.receiver.received()[0];
+    let signatures = delivery.headers["webhook-signature"].to_str().unwrap();
+    assert_eq!(signatures.split(' ').count(), 2, "{signatures}");
+    // A receiver holding either secret of the rotation verifies it; one
+    // holding another tenant's (here the shared) secret cannot.
+    assert!(verified_by(TENANT_NEW, delivery));
+    assert!(verified_by(TENANT_OLD, delivery));
+    assert!(!verified_by(SECRET, delivery));
+
+    // A route without its own secret signs with the shared one.
+    let plain = setup("", "").await;
+    let reply = plain
+        .submit("/shared", &format!("{}/hook", plain.receiver.url()))
+        .await;
+    plain
+        .webhook_state(&plain.gw.url(reply.header("location")), "delivered")
+        .await;
+    assert!(verified_by(SECRET, &plain.receiver.received()[0]));
+}

@@ -107,7 +107,7 @@ impl Kept {
                 Arc::new(Upstream::new(u, workers, duration))
             })
             .collect();
-        let routes = config
+        let routes: Vec<Arc<Route>> = config
             .routes
             .into_iter()
             .map(|r| {
@@ -124,10 +124,15 @@ impl Kept {
                 })
             })
             .collect();
-        let webhooks = config.webhooks.secret.clone().map(|secret| {
+        // A sender exists when something can be signed: a secret for every
+        // route, or a route's own.
+        let signs = !config.webhooks.secrets.is_empty()
+            || routes
+                .iter()
+                .any(|r: &Arc<Route>| r.config.webhook_secrets.is_some());
+        let webhooks = signs.then(|| {
             Arc::new(Webhooks::new(
                 config.webhooks,
-                secret,
                 Arc::new(SystemResolver),
                 Arc::clone(&self.webhook_outcomes),
             ))

@@ -39,7 +39,7 @@ pub(super) struct RawAdmin {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawWebhooks {
-    pub(crate) secret: Option<Text>,
+    pub(crate) secret: Option<Spanned<Secrets>>,
     pub(crate) timeout: Option<Text>,
     pub(crate) max_attempts: Option<Spanned<usize>>,
     pub(crate) backoff_initial: Option<Text>,
@@ -140,6 +140,25 @@ pub(super) struct RawRoute {
     pub(crate) resend_on_loss: Option<bool>,
     pub(crate) retry_non_idempotent: Option<bool>,
     pub(crate) request_buffering: Option<bool>,
+    pub(crate) webhook_secret: Option<Spanned<Secrets>>,
+}
+
+/// A signing secret, or several: while a secret is rotated, deliveries
+/// carry a signature by each.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Secrets {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Secrets {
+    pub(crate) fn texts(&self) -> &[String] {
+        match self {
+            Secrets::One(one) => std::slice::from_ref(one),
+            Secrets::Many(many) => many,
+        }
+    }
 }
 
 /// What the `Location` of a `202` points at.

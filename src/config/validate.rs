@@ -9,7 +9,7 @@ use http::{Method, Uri};
 use toml::Spanned;
 
 use super::cx::Cx;
-use super::raw::{RawConfig, RawRoute, RawStore, RawUpstream, RawWebhooks};
+use super::raw::{RawConfig, RawRoute, RawStore, RawUpstream, RawWebhooks, Secrets};
 use super::{
     Config, ConfigError, DiskConfig, Mode, RedisConfig, RequestBody, RouteConfig, StoreConfig,
     StoreKind, UpstreamConfig, WebhookConfig,
@@ -110,10 +110,7 @@ impl Cx<'_> {
     }
 
     fn webhooks(&self, raw: RawWebhooks) -> Result<WebhookConfig, ConfigError> {
-        let secret = raw
-            .secret
-            .map(|s| Secret::parse(s.get_ref()).map_err(|e| self.err(s.span(), e.to_string())))
-            .transpose()?;
+        let secrets = self.secrets(raw.secret.as_ref())?.unwrap_or_default();
         let allowed = self.networks(raw.allow_networks.as_deref())?;
         let backoff_initial = self.duration(
             raw.backoff_initial.as_ref(),
@@ -133,7 +130,7 @@ impl Cx<'_> {
         Ok(WebhookConfig {
             #[cfg(feature = "tls")]
             extra_roots,
-            secret,
+            secrets,
             policy: AddressPolicy { allowed },
             timeout: self.duration(raw.timeout.as_ref(), defaults::WEBHOOK_TIMEOUT)?,
             max_attempts: u32::try_from(max_attempts).unwrap_or(u32::MAX),
@@ -395,6 +392,7 @@ impl Cx<'_> {
             resend_on_loss: raw.resend_on_loss,
             retry_non_idempotent: raw.retry_non_idempotent.unwrap_or(false),
             request_buffering: raw.request_buffering.unwrap_or(true),
+            webhook_secrets: self.secrets(raw.webhook_secret.as_ref())?,
             location: raw.location,
             bind_headers,
             sync_wait,
@@ -410,6 +408,24 @@ impl Cx<'_> {
             retry_after_min,
             retry_after_max,
         })
+    }
+
+    /// One signing secret or a list of them (rotation), each a Standard
+    /// Webhooks `whsec_` secret; a list is not empty.
+    fn secrets(
+        &self,
+        value: Option<&Spanned<Secrets>>,
+    ) -> Result<Option<Vec<Secret>>, ConfigError> {
+        let Some(value) = value else { return Ok(None) };
+        let texts = value.get_ref().texts();
+        if texts.is_empty() {
+            return Err(self.err(value.span(), "needs at least one secret"));
+        }
+        texts
+            .iter()
+            .map(|t| Secret::parse(t).map_err(|e| self.err(value.span(), e.to_string())))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
     }
 
     /// A `ca_file`'s certificates: roots trusted besides Mozilla's.
@@ -497,10 +513,10 @@ impl Cx<'_> {
             (None, Some(u)) => u.span(),
             (None, None) => return Ok((None, None)),
         };
-        if webhooks.secret.is_none() {
+        if webhooks.secrets.is_empty() && raw.webhook_secret.is_none() {
             return Err(self.err(
                 span,
-                "webhooks are signed: set `secret` under [webhooks] (a Standard Webhooks whsec_ secret)",
+                "webhooks are signed: set `secret` under [webhooks], or the route's `webhook_secret` (a Standard Webhooks whsec_ secret)",
             ));
         }
         if raw.mode == Mode::Passthrough {

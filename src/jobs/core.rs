@@ -299,6 +299,9 @@ impl Core {
             return;
         };
         let payload = Bytes::from(self.document(job).without_webhook().to_json());
+        let secrets = self
+            .with_route(&job.route, |r| r.config.webhook_secrets.clone())
+            .flatten();
         let hook = Arc::clone(hook);
         let log = StoreDeliveryLog {
             store: Arc::clone(&self.store),
@@ -306,7 +309,13 @@ impl Core {
         };
         tokio::spawn(async move {
             webhooks
-                .deliver(&log.id.to_string(), &hook, payload, &log)
+                .deliver(
+                    &log.id.to_string(),
+                    &hook,
+                    payload,
+                    secrets.as_deref(),
+                    &log,
+                )
                 .await;
         });
     }

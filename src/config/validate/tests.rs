@@ -411,3 +411,30 @@ fn a_ca_file_must_hold_certificates() {
     refused(&text, "2: webhooks.ca_file", "holds no PEM certificate");
     std::fs::remove_file(empty).unwrap();
 }
+
+#[test]
+fn webhook_secrets_are_one_or_a_list_and_a_route_may_bring_its_own() {
+    let own = "callback_hosts = [\"hooks.example.com\"]\nwebhook_secret = [\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\", \"whsec_dGVuYW50LW9sZC1zZWNyZXQtb2YtMzItYnl0ZXMhIQ==\"]\n";
+    let config = parse(&format!("[store]\nkind = \"memory\"\n{}", route(own))).unwrap();
+    assert_eq!(config.routes[0].webhook_secrets.as_ref().unwrap().len(), 2);
+    refused(
+        &route("callback_hosts = [\"hooks.example.com\"]\n"),
+        "7: routes[0].callback_hosts",
+        "webhook_secret",
+    );
+    refused(
+        &route("webhook_secret = []\n"),
+        "7: routes[0].webhook_secret",
+        "at least one",
+    );
+    refused(
+        &route("webhook_secret = \"not-a-secret\"\n"),
+        "7: routes[0].webhook_secret",
+        "whsec_",
+    );
+    refused(
+        &format!("[webhooks]\nsecret = [\"whsec_short\"]\n{}", route("")),
+        "2: webhooks.secret",
+        "",
+    );
+}
