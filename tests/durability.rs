@@ -542,3 +542,49 @@ impl Drop for Unmount {
             .status();
     }
 }
+
+#[tokio::test]
+async fn a_webhook_still_pending_at_a_crash_is_delivered_after_the_restart() {
+    let backend = Backend::start().await;
+    let receiver = Backend::start().await;
+    let store = TempDir::new();
+    // The first attempt fails; the next is an hour away: only a restart
+    // that carries the delivery on can make it happen now.
+    let text = format!(
+        "[webhooks]\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\
+         allow_networks = [\"127.0.0.0/8\"]\nbackoff_initial = \"1h\"\nbackoff_max = \"2h\"\n{}",
+        disk_config(&store.0, &backend, "", "callback_hosts = [\"127.0.0.1\"]")
+    );
+    let client = Client::default();
+    let gw = Gateway::start(&text).await;
+    let hook = format!("{}/flaky/1/hook", receiver.url());
+    let reply = client
+        .send(
+            Method::POST,
+            &gw.url("/x"),
+            &[("callback-url", &hook)],
+            "{}",
+        )
+        .await;
+    reply.assert_status(202);
+    let location = reply.header("location").to_owned();
+    poll_until(20, "the first attempt to fail", async || {
+        let doc = client.get(&gw.url(&location)).await.json();
+        (doc["webhook"]["attempts"] == 1).then_some(())
+    })
+    .await;
+    gw.crash().await;
+
+    let gw = Gateway::start(&text).await;
+    let doc = poll_until(20, "the webhook to be delivered", async || {
+        let doc = client.get(&gw.url(&location)).await.json();
+        (doc["webhook"]["state"] == "delivered").then_some(doc)
+    })
+    .await;
+    assert_eq!(doc["status"], "succeeded", "{doc:#}");
+    assert_eq!(
+        sent(&receiver, "/flaky/1/hook"),
+        2,
+        "one failed attempt, one after the restart"
+    );
+}

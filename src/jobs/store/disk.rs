@@ -419,7 +419,12 @@ impl DiskStore {
                 }
                 Ok(())
             })
-            .await
+            .await?;
+        // A copy cached from disk carries a webhook of its own, not the one
+        // being delivered (after a restart they differ): the next read
+        // takes the state just written.
+        self.inner.finished.forget(id);
+        Ok(())
     }
 }
 
