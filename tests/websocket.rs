@@ -203,8 +203,9 @@ fn status_of(message: Option<Message>) -> String {
     }
 }
 
-#[tokio::test]
-async fn a_websocket_on_a_job_gets_each_state_then_a_normal_close() {
+/// A gateway with an async route on every path, and a job on `path` that
+/// its backend holds running; the job's `Location`.
+async fn running_job(path: &str) -> (common::Backend, TestGateway, Client, String) {
     let backend = common::Backend::start().await;
     let gw = TestGateway::start(&config(
         &backend.url(),
@@ -213,9 +214,15 @@ async fn a_websocket_on_a_job_gets_each_state_then_a_normal_close() {
     ))
     .await;
     let client = Client::default();
-    let reply = client.post(&gw.url("/hold/ws"), "").await;
+    let reply = client.post(&gw.url(path), "").await;
     let location = reply.header("location").to_owned();
     client.wait_status(&gw.url(&location), "running").await;
+    (backend, gw, client, location)
+}
+
+#[tokio::test]
+async fn a_websocket_on_a_job_gets_each_state_then_a_normal_close() {
+    let (backend, gw, client, location) = running_job("/hold/ws").await;
 
     let mut ws = follow(&gw, &location).await.unwrap();
     assert_eq!(status_of(next(&mut ws).await), "running");
@@ -259,17 +266,7 @@ async fn a_websocket_on_a_job_gets_each_state_then_a_normal_close() {
 
 #[tokio::test]
 async fn five_hundred_sockets_on_one_job_all_get_its_end() {
-    let backend = common::Backend::start().await;
-    let gw = TestGateway::start(&config(
-        &backend.url(),
-        "",
-        &common::async_route("/{*p}", ""),
-    ))
-    .await;
-    let client = Client::default();
-    let reply = client.post(&gw.url("/hold/many"), "").await;
-    let location = reply.header("location").to_owned();
-    client.wait_status(&gw.url(&location), "running").await;
+    let (backend, gw, _client, location) = running_job("/hold/many").await;
     let mut sockets = Vec::new();
     for _ in 0..500 {
         let mut ws = follow(&gw, &location).await.unwrap();

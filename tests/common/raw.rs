@@ -92,19 +92,12 @@ async fn serve(
     index: usize,
 ) {
     let mut pending = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
     loop {
         let Some(end) = find(&pending, b"\r\n\r\n") else {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    connections.lock().unwrap()[index]
-                        .bytes
-                        .extend_from_slice(&buf[..n]);
-                    pending.extend_from_slice(&buf[..n]);
-                    continue;
-                }
+            if !read_more(&mut stream, &mut pending, &connections, index).await {
+                return;
             }
+            continue;
         };
         let head = String::from_utf8_lossy(&pending[..end]).into_owned();
         let length = head
@@ -116,14 +109,8 @@ async fn serve(
             })
             .unwrap_or(0);
         while pending.len() < end + 4 + length {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    connections.lock().unwrap()[index]
-                        .bytes
-                        .extend_from_slice(&buf[..n]);
-                    pending.extend_from_slice(&buf[..n]);
-                }
+            if !read_more(&mut stream, &mut pending, &connections, index).await {
+                return;
             }
         }
         pending.drain(..end + 4 + length);
@@ -131,6 +118,27 @@ async fn serve(
         connections.lock().unwrap()[index].requests.push(line);
         if stream.write_all(&answer(&head)).await.is_err() {
             return;
+        }
+    }
+}
+
+/// Reads what the peer sent next into `pending`, recording it; false once
+/// the peer is gone.
+async fn read_more(
+    stream: &mut tokio::net::TcpStream,
+    pending: &mut Vec<u8>,
+    connections: &Mutex<Vec<RawConnection>>,
+    index: usize,
+) -> bool {
+    let mut buf = [0u8; 16 * 1024];
+    match stream.read(&mut buf).await {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            connections.lock().unwrap()[index]
+                .bytes
+                .extend_from_slice(&buf[..n]);
+            pending.extend_from_slice(&buf[..n]);
+            true
         }
     }
 }
