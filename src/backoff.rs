@@ -16,6 +16,12 @@ pub(crate) fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duratio
     half + half.mul_f64(fastrand::f64())
 }
 
+/// A wait from a fixed schedule, stretched by up to a tenth at random so
+/// that deliveries that failed together do not all come back together.
+pub(crate) fn stretched(step: Duration) -> Duration {
+    step + step.mul_f64(fastrand::f64() / 10.0)
+}
+
 /// The wait a peer asked for with `Retry-After` (RFC 9110 §10.2.3):
 /// seconds, or an HTTP date.
 pub(crate) fn asked(headers: &http::HeaderMap) -> Option<Duration> {

@@ -55,9 +55,9 @@ pub(crate) struct WebhookConfig {
     pub(crate) policy: AddressPolicy,
     /// For one attempt: connecting, sending, and the receiver's status line.
     pub(crate) timeout: Duration,
-    pub(crate) max_attempts: u32,
-    pub(crate) backoff_initial: Duration,
-    pub(crate) backoff_max: Duration,
+    /// The waits before the second attempt, the third, and so on; one
+    /// attempt more than there are waits.
+    pub(crate) retry_schedule: Vec<Duration>,
     /// Certificates trusted for `https` receivers besides Mozilla's roots.
     #[cfg(feature = "tls")]
     pub(crate) extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
@@ -69,9 +69,7 @@ impl Default for WebhookConfig {
             secrets: Vec::new(),
             policy: AddressPolicy::default(),
             timeout: defaults::WEBHOOK_TIMEOUT,
-            max_attempts: defaults::WEBHOOK_MAX_ATTEMPTS as u32,
-            backoff_initial: defaults::WEBHOOK_BACKOFF_INITIAL,
-            backoff_max: defaults::WEBHOOK_BACKOFF_MAX,
+            retry_schedule: defaults::WEBHOOK_RETRY_SCHEDULE.to_vec(),
             #[cfg(feature = "tls")]
             extra_roots: Vec::new(),
         }

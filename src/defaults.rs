@@ -164,14 +164,17 @@ pub(crate) const TOMBSTONE_BYTES: u64 = 448;
 /// Standard Webhooks spec asks; ten seconds is generous for that.
 pub(crate) const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// With the backoff below, ten attempts span about a quarter of an hour,
-/// enough to ride out a receiver's deploy or restart.
-pub(crate) const WEBHOOK_MAX_ATTEMPTS: usize = 10;
-
-pub(crate) const WEBHOOK_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
-
-/// Waits between attempts grow no longer than this.
-pub(crate) const WEBHOOK_BACKOFF_MAX: Duration = Duration::from_secs(10 * 60);
+/// Standard Webhooks' suggested schedule: eight attempts over about 27
+/// hours, so a receiver down for a day's outage still gets its deliveries.
+pub(crate) const WEBHOOK_RETRY_SCHEDULE: [Duration; 7] = [
+    Duration::from_secs(5),
+    Duration::from_secs(5 * 60),
+    Duration::from_secs(30 * 60),
+    Duration::from_secs(2 * 3600),
+    Duration::from_secs(5 * 3600),
+    Duration::from_secs(10 * 3600),
+    Duration::from_secs(10 * 3600),
+];
 
 /// Connections to a webhook receiver are kept this long for the next job's
 /// webhook; receivers rarely keep idle connections much longer.

@@ -1,6 +1,7 @@
 //! Webhooks: when a job ends, its document is POSTed to the callback URL,
-//! signed as Standard Webhooks says, and retried with backoff until the
-//! receiver takes it or the attempts run out.
+//! signed as Standard Webhooks says, and retried on a schedule (by default
+//! the spec's own, over about a day) until the receiver takes it or the
+//! attempts run out.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -14,7 +15,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::backoff::{self, backoff};
+use crate::backoff;
 use crate::callback::signature::Secret;
 use crate::callback::target::{Guard, HostPattern, Resolve, Target, TargetError};
 use crate::config::WebhookConfig;
@@ -284,7 +285,15 @@ impl Webhooks {
         log: &dyn DeliveryLog,
     ) {
         let secrets = secrets.unwrap_or(&self.secrets);
-        for attempt in 1..=self.config.max_attempts {
+        let schedule = &self.config.retry_schedule;
+        let last = u32::try_from(schedule.len()).map_or(u32::MAX, |n| n.saturating_add(1));
+        // A delivery carried on from the store (after a restart, or from a
+        // replica that died) goes on where it stopped.
+        let resumed = hook.delivery();
+        if let Some(at) = resumed.next_attempt_at {
+            tokio::time::sleep(at.duration_since(SystemTime::now()).unwrap_or_default()).await;
+        }
+        for attempt in resumed.attempts + 1..=last {
             let error = match self
                 .attempt(&hook.target, message_id, payload.clone(), secrets)
                 .await
@@ -311,16 +320,18 @@ impl Webhooks {
                 }
                 Err(e) => e,
             };
-            let retry = error.is_transient() && attempt < self.config.max_attempts;
+            let retry = error.is_transient() && attempt < last;
+            let scheduled = schedule
+                .get(attempt as usize - 1)
+                .copied()
+                .unwrap_or_default();
             // A receiver that says when to come back (429, 503) is heeded,
             // up to the longest wait the schedule allows.
             let wait = match error {
-                AttemptError::Status(_, Some(asked)) => asked.min(self.config.backoff_max),
-                _ => backoff(
-                    self.config.backoff_initial,
-                    self.config.backoff_max,
-                    attempt,
-                ),
+                AttemptError::Status(_, Some(asked)) => {
+                    asked.min(schedule.iter().copied().max().unwrap_or_default())
+                }
+                _ => backoff::stretched(scheduled),
             };
             self.outcomes[if retry { 1 } else { 2 }].fetch_add(1, Relaxed);
             hook.update(|d| {
@@ -340,6 +351,13 @@ impl Webhooks {
             tracing::info!(job = message_id, attempt, error = %error, retry_in = ?wait, "webhook attempt failed");
             tokio::time::sleep(wait).await;
         }
+        // Resumed under a shorter schedule than it began with: its
+        // attempts have run out already.
+        hook.update(|d| {
+            d.state = DeliveryState::Failed;
+            d.next_attempt_at = None;
+        });
+        log.record(&hook.delivery()).await;
     }
 
     async fn attempt(

@@ -548,11 +548,11 @@ async fn a_webhook_still_pending_at_a_crash_is_delivered_after_the_restart() {
     let backend = Backend::start().await;
     let receiver = Backend::start().await;
     let store = TempDir::new();
-    // The first attempt fails; the next is an hour away: only a restart
-    // that carries the delivery on can make it happen now.
+    // The first attempt fails and the gateway dies before the second,
+    // due two seconds later: only the restart can make it.
     let text = format!(
         "[webhooks]\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\
-         allow_networks = [\"127.0.0.0/8\"]\nbackoff_initial = \"1h\"\nbackoff_max = \"2h\"\n{}",
+         allow_networks = [\"127.0.0.0/8\"]\nretry_schedule = [\"2s\"]\n{}",
         disk_config(&store.0, &backend, "", "callback_hosts = [\"127.0.0.1\"]")
     );
     let client = Client::default();
@@ -574,6 +574,7 @@ async fn a_webhook_still_pending_at_a_crash_is_delivered_after_the_restart() {
     })
     .await;
     gw.crash().await;
+    assert_eq!(sent(&receiver, "/flaky/1/hook"), 1, "died before the retry");
 
     let gw = Gateway::start(&text).await;
     let doc = poll_until(20, "the webhook to be delivered", async || {

@@ -551,7 +551,7 @@ async fn a_webhook_is_sent_once_and_its_delivery_shows_on_every_replica() {
     let receiver = Backend::start().await;
     let config = format!(
         "{}\n[webhooks]\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\
-         allow_networks = [\"127.0.0.0/8\"]\nbackoff_initial = \"10ms\"\n\
+         allow_networks = [\"127.0.0.0/8\"]\nretry_schedule = [\"10ms\"]\n\
          [[routes]]\nname = \"hooked\"\npath = \"/hooked/{{*p}}\"\nupstream = \"app\"\n\
          callback_hosts = [\"127.0.0.1\"]\n",
         replica(&redis, &backend, "", "")

@@ -41,9 +41,7 @@ pub(super) struct RawAdmin {
 pub(super) struct RawWebhooks {
     pub(crate) secret: Option<Spanned<Secrets>>,
     pub(crate) timeout: Option<Text>,
-    pub(crate) max_attempts: Option<Spanned<usize>>,
-    pub(crate) backoff_initial: Option<Text>,
-    pub(crate) backoff_max: Option<Text>,
+    pub(crate) retry_schedule: Option<Vec<Text>>,
     pub(crate) allow_networks: Option<Vec<Text>>,
     pub(crate) ca_file: Option<Text>,
 }

@@ -112,17 +112,13 @@ impl Cx<'_> {
     fn webhooks(&self, raw: RawWebhooks) -> Result<WebhookConfig, ConfigError> {
         let secrets = self.secrets(raw.secret.as_ref())?.unwrap_or_default();
         let allowed = self.networks(raw.allow_networks.as_deref())?;
-        let backoff_initial = self.duration(
-            raw.backoff_initial.as_ref(),
-            defaults::WEBHOOK_BACKOFF_INITIAL,
-        )?;
-        let backoff_max = self.duration(raw.backoff_max.as_ref(), defaults::WEBHOOK_BACKOFF_MAX)?;
-        if let Some(s) = raw.backoff_max.as_ref().or(raw.backoff_initial.as_ref()) {
-            if backoff_max < backoff_initial {
-                return Err(self.err(s.span(), "backoff_max must not be below backoff_initial"));
-            }
-        }
-        let max_attempts = self.positive(raw.max_attempts, defaults::WEBHOOK_MAX_ATTEMPTS)?;
+        let retry_schedule = match &raw.retry_schedule {
+            Some(waits) => waits
+                .iter()
+                .map(|w| self.duration(Some(w), Duration::ZERO))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => defaults::WEBHOOK_RETRY_SCHEDULE.to_vec(),
+        };
         #[cfg(feature = "tls")]
         let extra_roots = self.ca_file(raw.ca_file.as_ref())?;
         #[cfg(not(feature = "tls"))]
@@ -133,9 +129,7 @@ impl Cx<'_> {
             secrets,
             policy: AddressPolicy { allowed },
             timeout: self.duration(raw.timeout.as_ref(), defaults::WEBHOOK_TIMEOUT)?,
-            max_attempts: u32::try_from(max_attempts).unwrap_or(u32::MAX),
-            backoff_initial,
-            backoff_max,
+            retry_schedule,
         })
     }
 

@@ -386,14 +386,9 @@ fn webhook_keys() {
         "not a network",
     );
     refused(
-        "[webhooks]\nbackoff_initial = \"10s\"\nbackoff_max = \"1s\"\n",
-        "3: webhooks.backoff_max",
-        "must not be below backoff_initial",
-    );
-    refused(
-        "[webhooks]\nmax_attempts = 0\n",
-        "2: webhooks.max_attempts",
-        "at least 1",
+        "[webhooks]\nretry_schedule = [\"5s\", \"soon\"]\n",
+        "2: webhooks.retry_schedule",
+        "not a duration",
     );
 }
 
