@@ -251,6 +251,11 @@ impl Webhooks {
         }
     }
 
+    /// The longest one attempt may take.
+    pub(crate) fn attempt_timeout(&self) -> Duration {
+        self.config.timeout
+    }
+
     /// Delivery attempts so far, by how they ended.
     pub(crate) fn outcomes(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
         OUTCOMES

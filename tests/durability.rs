@@ -589,3 +589,37 @@ async fn a_webhook_still_pending_at_a_crash_is_delivered_after_the_restart() {
         "one failed attempt, one after the restart"
     );
 }
+
+#[tokio::test]
+async fn a_job_is_kept_past_its_result_ttl_while_its_webhook_is_being_delivered() {
+    let backend = Backend::start().await;
+    let receiver = Backend::start().await;
+    let store = TempDir::new();
+    // The retry comes after the result would have expired: the job must
+    // still be there for the delivery to be recorded, and a restart to
+    // find it.
+    let text = format!(
+        "[webhooks]\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\
+         allow_networks = [\"127.0.0.0/8\"]\nretry_schedule = [\"3s\"]\n{}",
+        disk_config(&store.0, &backend, "", "callback_hosts = [\"127.0.0.1\"]")
+    )
+    .replace("[store]\n", "[store]\nresult_ttl = \"1s\"\n");
+    let client = Client::default();
+    let gw = Gateway::start(&text).await;
+    let reply = client
+        .send(
+            Method::POST,
+            &gw.url("/x"),
+            &[("callback-url", &format!("{}/flaky/1/hook", receiver.url()))],
+            "{}",
+        )
+        .await;
+    reply.assert_status(202);
+    let location = reply.header("location").to_owned();
+    let doc = poll_until(30, "the webhook to be delivered", async || {
+        let doc = client.get(&gw.url(&location)).await.json();
+        (doc["webhook"]["state"] == "delivered").then_some(doc)
+    })
+    .await;
+    assert_eq!(doc["webhook"]["attempts"], 2, "{doc:#}");
+}

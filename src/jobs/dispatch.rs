@@ -19,6 +19,9 @@ use crate::defaults;
 use crate::route::Route;
 use crate::sync::lock;
 
+/// How many abandoned webhook deliveries one sweep takes over at most.
+const DELIVERIES_PER_SWEEP: usize = 100;
+
 /// What the loops of a replica need: the jobs, the tracker their runs are
 /// drained through, and the token that says the drain has begun.
 #[derive(Clone)]
@@ -223,7 +226,8 @@ async fn follow(core: Arc<Core>, mut events: mpsc::UnboundedReceiver<Event>, wak
     }
 }
 
-/// Gives expired charges back to the budget and forgets idle watches.
+/// Gives expired charges back to the budget, forgets idle watches, and
+/// carries on the webhook deliveries of replicas gone.
 async fn sweep(dispatch: Dispatch) {
     let Dispatch { core, closing, .. } = dispatch;
     let mut tick = tokio::time::interval(defaults::STORE_SWEEP_INTERVAL);
@@ -237,6 +241,30 @@ async fn sweep(dispatch: Dispatch) {
             tracing::debug!(error = %e, "cannot sweep the store");
         }
         core.watches().prune();
+        take_deliveries(&core).await;
+    }
+}
+
+/// Sends the webhooks whose sender has let go of them for a lease: past
+/// the attempt it was making, which may take the whole attempt timeout.
+async fn take_deliveries(core: &Core) {
+    let Some(webhooks) = core.webhooks() else {
+        return;
+    };
+    let idle = queue(core).lease() + webhooks.attempt_timeout();
+    match queue(core)
+        .take_deliveries(idle, DELIVERIES_PER_SWEEP)
+        .await
+    {
+        Ok(jobs) => {
+            for job in jobs {
+                if let Some(hook) = &job.webhook {
+                    tracing::info!(job = %job.id, "carrying on a webhook delivery its replica let go of");
+                    core.send_webhook(&job, hook);
+                }
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "cannot look for webhook deliveries let go of"),
     }
 }
 

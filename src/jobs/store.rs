@@ -279,6 +279,12 @@ pub(crate) trait WorkQueue: Send + Sync {
     /// The events of every replica, this one's included; taken once.
     fn events(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Event>>;
 
+    /// Takes over up to `count` webhook deliveries that their sender let
+    /// go of more than `idle` ago (it died, or was stopped): the ended
+    /// jobs, each with its webhook as far as its delivery got, now held by
+    /// this replica.
+    async fn take_deliveries(&self, idle: Duration, count: usize) -> Result<Vec<Job>, StoreError>;
+
     /// Returns the bytes of expired results and tombstones to the budget.
     async fn sweep(&self) -> Result<(), StoreError>;
 }

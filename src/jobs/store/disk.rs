@@ -132,7 +132,9 @@ impl Inner {
     async fn sweep(self: &Arc<Self>) -> Result<(), StoreError> {
         let inner = Arc::clone(self);
         self.writer
-            .write(move |t| steps::sweep_due(t, &inner.results, inner.tombstone_ttl))
+            .write(move |t| {
+                steps::sweep_due(t, &inner.results, inner.result_ttl, inner.tombstone_ttl)
+            })
             .await
     }
 }

@@ -11,6 +11,9 @@
 //!   `workers`. An entry is pending while a replica holds the job, so the
 //!   pending count is the upstream's running jobs across replicas, and an
 //!   entry left idle longer than the lease belongs to a replica that is gone.
+//! - `P:hooks`: sorted set of the jobs whose webhook is being delivered,
+//!   scored by when their sender holds the delivery until (its next
+//!   attempt); one let go for longer than a lease is taken over.
 //! - `P:bytes`, `P:charges`: the budget's bytes in use, and when each charge
 //!   is given back.
 //! - `P:events`: pub/sub channel: `{id} {status}` and `work {upstream}`.
@@ -44,7 +47,7 @@ use crate::header_block::HeaderBlock;
 use crate::jobs::id::JobId;
 use crate::jobs::model::{Job, Outcome, Replay, StoredResponse};
 use crate::sync::lock;
-use crate::webhook::{Delivery, Webhook};
+use crate::webhook::{Delivery, DeliveryState, Webhook};
 use codec::{decode_job, hex, job_fields, millis, now_ms, unhex, TakenRow, META};
 
 /// How many due charges one sweep gives back at most.
@@ -60,6 +63,7 @@ struct Scripts {
     discard: Script,
     arm: Script,
     delivery: Script,
+    take_hooks: Script,
     sweep: Script,
 }
 
@@ -81,6 +85,7 @@ impl Scripts {
             discard: script(include_str!("redis/discard.lua")),
             arm: script(include_str!("redis/arm.lua")),
             delivery: script(include_str!("redis/delivery.lua")),
+            take_hooks: script(include_str!("redis/take_hooks.lua")),
             sweep: script(include_str!("redis/sweep.lua")),
         }
     }
@@ -361,8 +366,18 @@ impl JobStore for RedisStore {
     async fn record_delivery(&self, id: JobId, delivery: &Delivery) -> Result<(), StoreError> {
         let mut invocation = self.invoke(&self.scripts.delivery);
         let or_empty = |v: Option<String>| v.unwrap_or_default();
+        let next = delivery
+            .next_attempt_at
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| millis(d).to_string());
+        // Held until its next attempt while pending; let go once it is over.
+        let held = match delivery.state {
+            DeliveryState::Pending => Some(next.clone().unwrap_or_else(|| now_ms().to_string())),
+            DeliveryState::Delivered | DeliveryState::Failed => None,
+        };
         invocation
             .arg(id.to_string())
+            .arg(or_empty(held))
             .arg("hook_state")
             .arg(delivery.state.as_str())
             .arg("hook_attempts")
@@ -372,12 +387,7 @@ impl JobStore for RedisStore {
             .arg("hook_last_error")
             .arg(or_empty(delivery.last_error.clone()))
             .arg("hook_next")
-            .arg(or_empty(
-                delivery
-                    .next_attempt_at
-                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                    .map(|d| millis(d).to_string()),
-            ));
+            .arg(or_empty(next));
         self.run::<u8>(invocation).await.map(drop)
     }
 
@@ -438,6 +448,19 @@ impl WorkQueue for RedisStore {
 
     fn events(&self) -> Option<mpsc::UnboundedReceiver<Event>> {
         lock(&self.events).take()
+    }
+
+    async fn take_deliveries(&self, idle: Duration, count: usize) -> Result<Vec<Job>, StoreError> {
+        let mut invocation = self.invoke(&self.scripts.take_hooks);
+        invocation.arg(millis(idle)).arg(count);
+        let rows: Vec<(String, Vec<Option<Bytes>>)> = self.run(invocation).await?;
+        rows.into_iter()
+            .map(|(id, meta)| {
+                let id = JobId::parse(&id)
+                    .ok_or_else(|| StoreError::Corrupt(format!("webhook of job {id}")))?;
+                decode_job(id, &meta)
+            })
+            .collect()
     }
 
     async fn sweep(&self) -> Result<(), StoreError> {

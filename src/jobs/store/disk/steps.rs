@@ -106,10 +106,13 @@ pub(super) fn claim_expiry(value: &[u8]) -> Option<u64> {
 }
 
 /// Buries results whose time is up and forgets tombstones and idempotency
-/// keys whose time is up, a batch at a time.
+/// keys whose time is up, a batch at a time. A job whose webhook is still
+/// being delivered is kept until `result_ttl` past its next attempt, so
+/// that a restart finds the delivery to carry on.
 pub(super) fn sweep_due(
     t: &mut Tables<'_>,
     results: &Path,
+    result_ttl: Duration,
     tombstone_ttl: Duration,
 ) -> Result<(), StoreError> {
     let now = millis_of(SystemTime::now());
@@ -125,9 +128,21 @@ pub(super) fn sweep_due(
         t.expiry.remove((at, &k)).map_err(unavailable)?;
         let id = JobId::from_bytes(k);
         if what == EXPIRES_RESULT {
-            if let Some(record) = t.record(id)? {
-                if record.expires == Some(at) {
-                    bury(t, id, &record, results, tombstone_ttl)?;
+            if let Some(mut record) = t.record(id)? {
+                if record.expires != Some(at) {
+                    continue;
+                }
+                match record.hook.as_ref().filter(|h| h.due()) {
+                    Some(hook) => {
+                        let next = hook.next.unwrap_or(now).max(now);
+                        let keep = next + u64::try_from(result_ttl.as_millis()).unwrap_or(u64::MAX);
+                        record.expires = Some(keep);
+                        t.put(id, &record)?;
+                        t.expiry
+                            .insert((keep, &k), EXPIRES_RESULT)
+                            .map_err(unavailable)?;
+                    }
+                    None => bury(t, id, &record, results, tombstone_ttl)?,
                 }
             }
         } else {
