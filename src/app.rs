@@ -55,6 +55,9 @@ pub(crate) enum BuildError {
     Disk(#[from] OpenError),
     #[error("cannot use the Redis store")]
     Redis(#[from] StoreError),
+    #[cfg(feature = "kafka")]
+    #[error("cannot start the Kafka producer")]
+    Kafka(#[from] rdkafka::error::KafkaError),
 }
 
 /// Everything a request needs: built at start-up, its routing replaced
@@ -164,6 +167,8 @@ impl App {
             .as_ref()
             .map(|key| crate::tls::Served::new(Arc::clone(key)));
         let store_max_bytes = config.store.max_bytes;
+        #[cfg(feature = "kafka")]
+        let config_kafka = config.kafka.clone();
         let (reloadable, fixed) = Reloadable::split(config);
         let kept = Kept::default();
         let (routing, webhooks) = kept.build(reloadable, server.workers);
@@ -172,7 +177,19 @@ impl App {
             server.public_base_url.as_deref().unwrap_or(""),
             server.jobs_path
         );
-        let jobs = Arc::new(Jobs::new(store, &routing.routes, url_prefix, webhooks));
+        #[cfg(feature = "kafka")]
+        let kafka = config_kafka
+            .as_ref()
+            .map(|k| crate::kafka::Kafka::new(k).map(Arc::new))
+            .transpose()?;
+        let jobs = Arc::new(Jobs::new(
+            store,
+            &routing.routes,
+            url_prefix,
+            webhooks,
+            #[cfg(feature = "kafka")]
+            kafka,
+        ));
         let openapi = bytes::Bytes::from(openapi::document(&server.jobs_path).to_string());
         let live = (0..server.workers.max(1))
             .map(|_| ArcSwap::from_pointee(routing.clone()))

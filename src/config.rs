@@ -38,12 +38,23 @@ pub struct Config {
     pub(crate) default_body: RequestBody,
     pub(crate) route_table: RouteTable,
     pub(crate) webhooks: WebhookConfig,
+    /// Where jobs' documents are produced for routes with a `kafka_topic`.
+    pub(crate) kafka: Option<KafkaConfig>,
     /// Where the admin listener listens; `None` when it is turned off.
     pub(crate) admin: Option<SocketAddr>,
     /// What `tls_cert` and `tls_key` held when read: the public listener
     /// serves HTTPS with it; `None`: HTTP.
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<std::sync::Arc<rustls::sign::CertifiedKey>>,
+}
+
+/// The Kafka producer's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KafkaConfig {
+    /// `bootstrap.servers`: `host:port`, comma-separated.
+    pub(crate) brokers: String,
+    /// librdkafka settings from the config, checked by librdkafka itself.
+    pub(crate) properties: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -196,6 +207,9 @@ pub(crate) struct RouteConfig {
     pub(crate) request_buffering: bool,
     /// Its own webhook signing secrets, instead of `[webhooks]`'s.
     pub(crate) webhook_secrets: Option<Vec<Secret>>,
+    /// Where the document of each job that ends is produced.
+    #[cfg(feature = "kafka")]
+    pub(crate) kafka_topic: Option<String>,
 }
 
 impl RouteConfig {

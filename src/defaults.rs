@@ -197,3 +197,12 @@ pub(crate) const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// lease, after which another replica may have the job anyway.
 pub(crate) const RECORD_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 pub(crate) const RECORD_RETRIES: u32 = 30;
+
+/// Producer settings the gateway decides: every replica of a record
+/// acknowledged, no duplicates from the producer's own retries.
+pub(crate) const KAFKA_FIXED: [&str; 4] = [
+    "bootstrap.servers",
+    "acks",
+    "enable.idempotence",
+    "metadata.broker.list",
+];

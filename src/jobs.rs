@@ -110,6 +110,7 @@ impl Jobs {
         routes: &[Arc<Route>],
         url_prefix: String,
         webhooks: Option<Arc<Webhooks>>,
+        #[cfg(feature = "kafka")] kafka: Option<Arc<crate::kafka::Kafka>>,
     ) -> Jobs {
         let (store, local): (Arc<dyn JobStore>, Option<Arc<dyn LocalQueue>>) = match store {
             Store::Memory(memory) => (Arc::clone(&memory) as _, Some(memory as _)),
@@ -123,6 +124,8 @@ impl Jobs {
             url_prefix,
             webhooks,
             TaskTracker::new(),
+            #[cfg(feature = "kafka")]
+            kafka,
         ));
         let closing = CancellationToken::new();
         let takers = dispatch::spawn(&core, &closing);
@@ -501,6 +504,12 @@ impl Jobs {
     /// sends webhooks.
     pub(crate) fn webhooks(&self) -> Option<Arc<Webhooks>> {
         self.core.webhooks()
+    }
+
+    /// The Kafka producer, when `[kafka]` is configured.
+    #[cfg(feature = "kafka")]
+    pub(crate) fn kafka(&self) -> Option<&Arc<crate::kafka::Kafka>> {
+        self.core.kafka()
     }
 
     /// How many jobs run and wait in each upstream's lane, by upstream

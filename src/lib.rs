@@ -30,6 +30,8 @@ mod error_chain;
 mod header_block;
 mod headers;
 mod jobs;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod metrics;
 mod prefer;
 mod problem;

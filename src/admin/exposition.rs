@@ -201,6 +201,17 @@ impl prometheus_client::collector::Collector for Exposition {
                     .map(|(outcome, n)| (vec![("outcome", outcome)], n)),
             )?;
         }
+        #[cfg(feature = "kafka")]
+        if let Some(kafka) = app.jobs().kafka() {
+            counter(
+                &mut encoder,
+                "asyncgate_kafka_deliveries",
+                "Attempts to produce a job's record to Kafka, by outcome.",
+                kafka
+                    .outcomes()
+                    .map(|(outcome, n)| (vec![("outcome", outcome)], n)),
+            )?;
+        }
         Ok(())
     }
 }

@@ -47,7 +47,7 @@ pub(super) struct Kept {
 }
 
 /// The sections of a config only a restart applies, by name.
-pub(super) type Fixed = [(&'static str, String); 3];
+pub(super) type Fixed = [(&'static str, String); 4];
 
 /// The sections of `after` that differ from `before`.
 pub(super) fn changed(before: &Fixed, after: &Fixed) -> Vec<&'static str> {
@@ -71,13 +71,14 @@ pub(super) struct Reloadable {
 
 impl Reloadable {
     /// Splits `config` into what a reload applies and what only a restart
-    /// can: `[server]` (listeners, workers, limits), `[store]` and
-    /// `[admin]`, each described so two can be compared.
+    /// can: `[server]` (listeners, workers, limits), `[store]`, `[admin]`
+    /// and `[kafka]`, each described so two can be compared.
     pub(super) fn split(config: Config) -> (Reloadable, Fixed) {
         let fixed = [
             ("server", format!("{:?}", config.server)),
             ("store", format!("{:?}", config.store)),
             ("admin", format!("{:?}", config.admin)),
+            ("kafka", format!("{:?}", config.kafka)),
         ];
         let reloadable = Reloadable {
             table: config.route_table,

@@ -27,6 +27,16 @@ pub(super) struct RawConfig {
     pub(crate) webhooks: RawWebhooks,
     #[serde(default)]
     pub(crate) admin: RawAdmin,
+    pub(crate) kafka: Option<Spanned<RawKafka>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKafka {
+    pub(crate) brokers: Option<Spanned<Vec<Text>>>,
+    /// librdkafka's own settings, passed through (SASL, TLS, timeouts).
+    #[serde(default)]
+    pub(crate) properties: BTreeMap<String, Text>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -139,6 +149,7 @@ pub(super) struct RawRoute {
     pub(crate) retry_non_idempotent: Option<bool>,
     pub(crate) request_buffering: Option<bool>,
     pub(crate) webhook_secret: Option<Spanned<Secrets>>,
+    pub(crate) kafka_topic: Option<Text>,
 }
 
 /// A signing secret, or several: while a secret is rotated, deliveries

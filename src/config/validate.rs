@@ -9,10 +9,10 @@ use http::{Method, Uri};
 use toml::Spanned;
 
 use super::cx::Cx;
-use super::raw::{RawConfig, RawRoute, RawStore, RawUpstream, RawWebhooks, Secrets};
+use super::raw::{RawConfig, RawKafka, RawRoute, RawStore, RawUpstream, RawWebhooks, Secrets};
 use super::{
-    Config, ConfigError, DiskConfig, Mode, RedisConfig, RequestBody, RouteConfig, StoreConfig,
-    StoreKind, UpstreamConfig, WebhookConfig,
+    Config, ConfigError, DiskConfig, KafkaConfig, Mode, RedisConfig, RequestBody, RouteConfig,
+    StoreConfig, StoreKind, UpstreamConfig, WebhookConfig,
 };
 use crate::callback::signature::Secret;
 use crate::callback::target::{AddressPolicy, HostPattern, Target};
@@ -29,6 +29,7 @@ impl Cx<'_> {
         let admin = self.admin(raw.admin, server.listen)?;
         let store = self.store(raw.store)?;
         let webhooks = self.webhooks(raw.webhooks)?;
+        let kafka = raw.kafka.map(|k| self.kafka(k)).transpose()?;
         let raw_retries: Vec<Option<Spanned<u32>>> =
             raw.upstreams.values().map(|u| u.retries.clone()).collect();
         let upstreams = raw
@@ -61,6 +62,9 @@ impl Cx<'_> {
             }
             let upstream = find_upstream(&r.upstream)?;
             path_spans.push(r.path.span());
+            if let Some(topic) = &r.kafka_topic {
+                self.kafka_topic(topic, r.mode, kafka.is_some())?;
+            }
             routes.push(self.route(r, upstream, &server.jobs_path, &webhooks)?);
         }
         let patterns: Vec<Pattern<'_>> = routes
@@ -103,6 +107,7 @@ impl Cx<'_> {
             },
             route_table,
             webhooks,
+            kafka,
             admin,
             #[cfg(feature = "tls")]
             tls,
@@ -131,6 +136,95 @@ impl Cx<'_> {
             timeout: self.duration(raw.timeout.as_ref(), defaults::WEBHOOK_TIMEOUT)?,
             retry_schedule,
         })
+    }
+
+    fn kafka(&self, raw: Spanned<RawKafka>) -> Result<KafkaConfig, ConfigError> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        if !cfg!(feature = "kafka") {
+            return Err(self.err(
+                span,
+                "this asyncgate was built without Kafka (the `kafka` cargo feature)",
+            ));
+        }
+        let brokers = raw
+            .brokers
+            .as_ref()
+            .filter(|b| !b.get_ref().is_empty())
+            .ok_or_else(|| self.err(span.clone(), "needs `brokers`, a list of host:port"))?;
+        let brokers = brokers
+            .get_ref()
+            .iter()
+            .map(|b| {
+                let text = b.get_ref();
+                match text.rsplit_once(':') {
+                    Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                        Ok(text.clone())
+                    }
+                    _ => Err(self.err(b.span(), format!("`{text}` is not a host:port"))),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?
+            .join(",");
+        let mut properties = Vec::with_capacity(raw.properties.len());
+        for (key, value) in raw.properties {
+            if crate::defaults::KAFKA_FIXED.contains(&key.as_str()) {
+                return Err(self.err(
+                    value.span(),
+                    format!("`{key}` is set by the gateway (acks=all, an idempotent producer, brokers from `brokers`)"),
+                ));
+            }
+            properties.push((key, value.into_inner()));
+        }
+        let config = KafkaConfig {
+            brokers,
+            properties,
+        };
+        #[cfg(feature = "kafka")]
+        crate::kafka::check(&config).map_err(|e| self.err(span, e))?;
+        Ok(config)
+    }
+
+    /// A route's `kafka_topic` needs a producer, and jobs whose every end
+    /// is news: an `auto` or `prefer` route may answer without one.
+    fn kafka_topic(
+        &self,
+        topic: &Spanned<String>,
+        mode: Mode,
+        producer: bool,
+    ) -> Result<(), ConfigError> {
+        if !cfg!(feature = "kafka") {
+            return Err(self.err(
+                topic.span(),
+                "this asyncgate was built without Kafka (the `kafka` cargo feature)",
+            ));
+        }
+        if !producer {
+            return Err(self.err(topic.span(), "needs [kafka] brokers"));
+        }
+        if mode != Mode::Async {
+            return Err(self.err(
+                topic.span(),
+                "needs mode = \"async\": other modes may answer without a job",
+            ));
+        }
+        let t = topic.get_ref();
+        // Kafka's own rule for topic names.
+        let legal = !t.is_empty()
+            && t.len() <= 249
+            && t != "."
+            && t != ".."
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !legal {
+            return Err(self.err(
+                topic.span(),
+                format!(
+                    "`{t}` is not a Kafka topic name (letters, digits, `.`, `_`, `-`; at most 249)"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn store(&self, raw: RawStore) -> Result<StoreConfig, ConfigError> {
@@ -387,6 +481,8 @@ impl Cx<'_> {
             retry_non_idempotent: raw.retry_non_idempotent.unwrap_or(false),
             request_buffering: raw.request_buffering.unwrap_or(true),
             webhook_secrets: self.secrets(raw.webhook_secret.as_ref())?,
+            #[cfg(feature = "kafka")]
+            kafka_topic: raw.kafka_topic.map(Spanned::into_inner),
             location: raw.location,
             bind_headers,
             sync_wait,

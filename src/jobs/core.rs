@@ -50,6 +50,9 @@ pub(super) struct Core {
     /// Jobs failed because the drain deadline passed, running or waiting.
     interrupted: AtomicUsize,
     tracker: TaskTracker,
+    /// Produces the documents of jobs whose route has a `kafka_topic`.
+    #[cfg(feature = "kafka")]
+    kafka: Option<Arc<crate::kafka::Kafka>>,
 }
 
 /// What a reload replaces.
@@ -111,6 +114,7 @@ impl Core {
         url_prefix: String,
         webhooks: Option<Arc<Webhooks>>,
         tracker: TaskTracker,
+        #[cfg(feature = "kafka")] kafka: Option<Arc<crate::kafka::Kafka>>,
     ) -> Core {
         let (live, _) = Live::new(routes, webhooks, with_lanes, None);
         Core {
@@ -124,6 +128,8 @@ impl Core {
             abort: CancellationToken::new(),
             interrupted: AtomicUsize::new(0),
             tracker,
+            #[cfg(feature = "kafka")]
+            kafka,
         }
     }
 
@@ -265,6 +271,8 @@ impl Core {
         if let Some(hook) = job.webhook.as_ref().filter(|h| h.ended()) {
             self.send_webhook(job, hook);
         }
+        #[cfg(feature = "kafka")]
+        self.produce(job);
         if job.failure == Some(Failure::Interrupted) {
             self.interrupted.fetch_add(1, Ordering::Relaxed);
         }
@@ -318,6 +326,37 @@ impl Core {
                 )
                 .await;
         });
+    }
+
+    /// Produces an ended job's document to its route's Kafka topic.
+    #[cfg(feature = "kafka")]
+    fn produce(&self, job: &Job) {
+        let Some(kafka) = self.kafka.clone() else {
+            return;
+        };
+        let Some(topic) = self
+            .with_route(&job.route, |r| r.config.kafka_topic.clone())
+            .flatten()
+        else {
+            return;
+        };
+        let document = Bytes::from(self.document(job).without_webhook().to_json());
+        let (id, status) = (job.id.to_string(), job.status.as_str());
+        tokio::spawn(async move {
+            kafka
+                .publish(crate::kafka::Record {
+                    topic: &topic,
+                    job: &id,
+                    status,
+                    document,
+                })
+                .await;
+        });
+    }
+
+    #[cfg(feature = "kafka")]
+    pub(super) fn kafka(&self) -> Option<&Arc<crate::kafka::Kafka>> {
+        self.kafka.as_ref()
     }
 
     pub(super) fn document<'a>(&'a self, job: &'a Job) -> Document<'a> {

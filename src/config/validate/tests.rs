@@ -433,3 +433,52 @@ fn webhook_secrets_are_one_or_a_list_and_a_route_may_bring_its_own() {
         "",
     );
 }
+
+#[cfg(feature = "kafka")]
+#[test]
+fn kafka_settings_are_checked_before_anything_starts() {
+    const KAFKA: &str = "[kafka]\nbrokers = [\"127.0.0.1:9092\"]\n";
+    let topic = |extra: &str| format!("{KAFKA}{}", route(extra));
+    assert!(parse(&topic("kafka_topic = \"jobs.done\"")).is_ok());
+    refused("[kafka]\n", "1: kafka", "needs `brokers`");
+    refused(
+        "[kafka]\nbrokers = [\"kafka\"]\n",
+        "2: kafka.brokers",
+        "not a host:port",
+    );
+    refused(
+        &format!("{KAFKA}[kafka.properties]\nacks = \"1\"\n"),
+        "4: kafka.properties.acks",
+        "set by the gateway",
+    );
+    refused(
+        &format!("{KAFKA}[kafka.properties]\n\"no.such.setting\" = \"1\"\n"),
+        "1: kafka",
+        "no.such.setting",
+    );
+    refused(
+        &route("kafka_topic = \"jobs\""),
+        "7: routes[0].kafka_topic",
+        "needs [kafka] brokers",
+    );
+    refused(
+        &topic("mode = \"auto\"\nkafka_topic = \"jobs\""),
+        "10: routes[0].kafka_topic",
+        "needs mode = \"async\"",
+    );
+    refused(
+        &topic("kafka_topic = \"jobs done\""),
+        "9: routes[0].kafka_topic",
+        "not a Kafka topic name",
+    );
+}
+
+#[cfg(not(feature = "kafka"))]
+#[test]
+fn kafka_is_refused_by_a_build_without_it() {
+    refused(
+        "[kafka]\nbrokers = [\"127.0.0.1:9092\"]\n",
+        "1: kafka",
+        "built without Kafka",
+    );
+}
