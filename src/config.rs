@@ -208,7 +208,6 @@ pub(crate) struct RouteConfig {
     /// Its own webhook signing secrets, instead of `[webhooks]`'s.
     pub(crate) webhook_secrets: Option<Vec<Secret>>,
     /// Where the document of each job that ends is produced.
-    #[cfg(feature = "kafka")]
     pub(crate) kafka_topic: Option<String>,
 }
 

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::core::{Core, QueuedJob};
+use crate::delivery::Publication;
 use crate::route::Route;
 use crate::webhook::{Webhook, Webhooks};
 pub(crate) use document::Document;
@@ -142,14 +143,14 @@ impl Jobs {
     }
 
     /// Puts the jobs a store found queued when it opened back in their
-    /// lanes, past `max_queue` if need be (they were accepted), and sends
-    /// the webhooks still due.
+    /// lanes, past `max_queue` if need be (they were accepted), and makes
+    /// the deliveries still due.
     fn carry_on(&self, recovered: Recovered) {
-        let Recovered { queued, callbacks } = recovered;
-        if !queued.is_empty() || !callbacks.is_empty() {
+        let Recovered { queued, deliveries } = recovered;
+        if !queued.is_empty() || !deliveries.is_empty() {
             tracing::info!(
                 queued = queued.len(),
-                webhooks = callbacks.len(),
+                deliveries = deliveries.len(),
                 "carrying on with what the store kept"
             );
         }
@@ -179,9 +180,13 @@ impl Jobs {
                 None => runner::admit_again(&self.core, local, queued),
             }
         }
-        for job in callbacks {
-            if let Some(hook) = &job.webhook {
+        for job in deliveries {
+            if let Some(hook) = job.webhook.as_ref().filter(|h| h.is_due()) {
                 self.core.send_webhook(&job, hook);
+            }
+            #[cfg(feature = "kafka")]
+            if let Some(publication) = job.kafka.as_ref().filter(|p| p.is_due()) {
+                self.core.produce(&job, publication);
             }
         }
     }
@@ -228,6 +233,11 @@ impl Jobs {
         let mut job = Job::queued(Arc::clone(&route.name), request.method.clone());
         job.owner = credentials.map(|c| owner::Owner::of(job.id, &c));
         job.webhook = webhook;
+        job.kafka = route
+            .config
+            .kafka_topic
+            .clone()
+            .map(|topic| Arc::new(Publication::new(topic)));
         // Watched before the job exists anywhere: with a shared store another
         // replica may run it at once, and no change to it may go unseen.
         let changes = self.core.watches().open(job.id);

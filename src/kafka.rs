@@ -4,23 +4,26 @@
 //! tries again, past librdkafka's own, while the brokers are away.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::future_producer::Delivery as Delivered;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::ClientConfig;
 
 use crate::backoff::backoff;
 use crate::config::KafkaConfig;
+use crate::delivery::{DeliveryLog, DeliveryState, Publication};
 
 /// How long one produce may wait for the brokers before the gateway tries
 /// again itself (librdkafka's `message.timeout.ms`; its default is five
 /// minutes, during which a job document would say nothing of the outage).
 const MESSAGE_TIMEOUT: &str = "30000";
 
-/// A job's record is produced again for this long after its first try,
+/// A job's record is produced again for this long after the job ended,
 /// then given up as failed: about a day, like a webhook's schedule.
 const RETRY_FOR: Duration = Duration::from_secs(27 * 3600);
 
@@ -32,6 +35,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Produces job documents; one per gateway, shared by every route.
 pub(crate) struct Kafka {
     producer: FutureProducer,
+    /// librdkafka's `message.timeout.ms` in force: the longest one try
+    /// takes.
+    attempt_timeout: Duration,
     /// Produce attempts by how they ended: delivered, to be retried, given
     /// up.
     outcomes: [AtomicU64; 3],
@@ -39,11 +45,12 @@ pub(crate) struct Kafka {
 
 const OUTCOMES: [&str; 3] = ["delivered", "retried", "failed"];
 
-/// What a record of a job says besides its document.
-pub(crate) struct Record<'a> {
-    pub(crate) topic: &'a str,
-    pub(crate) job: &'a str,
-    pub(crate) status: &'a str,
+/// A job's record: what it says besides its topic.
+pub(crate) struct Record {
+    pub(crate) job: String,
+    pub(crate) status: &'static str,
+    /// When the job ended: tries stop [`RETRY_FOR`] after.
+    pub(crate) ended: SystemTime,
     pub(crate) document: Bytes,
 }
 
@@ -74,11 +81,22 @@ pub(crate) fn check(config: &KafkaConfig) -> Result<(), String> {
 impl Kafka {
     /// Starts the producer; it connects in the background, so a broker
     /// that is down delays records, never the gateway's start.
-    pub(crate) fn new(config: &KafkaConfig) -> Result<Kafka, rdkafka::error::KafkaError> {
+    pub(crate) fn new(config: &KafkaConfig) -> Result<Kafka, KafkaError> {
+        let client = client_config(config);
+        let attempt_timeout = client
+            .get("message.timeout.ms")
+            .and_then(|ms| ms.parse().ok())
+            .map_or(Duration::ZERO, Duration::from_millis);
         Ok(Kafka {
-            producer: client_config(config).create()?,
+            producer: client.create()?,
+            attempt_timeout,
             outcomes: Default::default(),
         })
+    }
+
+    /// The longest one try to produce a record takes.
+    pub(crate) fn attempt_timeout(&self) -> Duration {
+        self.attempt_timeout
     }
 
     /// Produce attempts so far, by how they ended.
@@ -89,34 +107,37 @@ impl Kafka {
             .map(|(name, n)| (name, n.load(Relaxed)))
     }
 
-    /// Produces `record` until the brokers acknowledge it, or
-    /// [`RETRY_FOR`] has passed.
-    pub(crate) async fn publish(&self, record: Record<'_>) {
-        let first = Instant::now();
-        let mut attempt = 0;
+    /// Produces `record` to the publication's topic until the brokers
+    /// acknowledge it, or [`RETRY_FOR`] after the job ended. `publication`
+    /// follows along, and `log` keeps its state after every try; one
+    /// carried on from the store goes on where it stopped.
+    pub(crate) async fn publish(
+        &self,
+        record: &Record,
+        publication: &Publication,
+        log: &dyn DeliveryLog,
+    ) {
+        let resumed = publication.delivery();
+        if let Some(at) = resumed.next_attempt_at {
+            tokio::time::sleep(at.duration_since(SystemTime::now()).unwrap_or_default()).await;
+        }
+        let topic = publication.topic.as_str();
+        let mut attempt = resumed.attempts;
         loop {
             attempt += 1;
-            let headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: "asyncgate-job-id",
-                    value: Some(record.job),
-                })
-                .insert(Header {
-                    key: "asyncgate-job-status",
-                    value: Some(record.status),
-                });
-            let message = FutureRecord::to(record.topic)
-                .key(record.job)
-                .payload(&record.document[..])
-                .headers(headers);
-            // Never waits for room in librdkafka's queue with a deadline:
-            // only this job's record waits, never a job.
-            let error = match self.producer.send(message, Timeout::Never).await {
+            let error = match self.produce(topic, record).await {
                 Ok(delivered) => {
                     self.outcomes[0].fetch_add(1, Relaxed);
+                    publication.update(|d| {
+                        d.state = DeliveryState::Delivered;
+                        d.attempts = attempt;
+                        d.last_error = None;
+                        d.next_attempt_at = None;
+                    });
+                    log.record(&publication.delivery()).await;
                     tracing::info!(
                         job = record.job,
-                        topic = record.topic,
+                        topic,
                         partition = delivered.partition,
                         offset = delivered.offset,
                         attempt,
@@ -124,17 +145,51 @@ impl Kafka {
                     );
                     return;
                 }
-                Err((error, _)) => error,
+                Err(error) => error,
             };
-            if first.elapsed() >= RETRY_FOR {
-                self.outcomes[2].fetch_add(1, Relaxed);
-                tracing::warn!(job = record.job, topic = record.topic, attempt, %error, "job record not produced; giving up");
+            let spent = SystemTime::now()
+                .duration_since(record.ended)
+                .unwrap_or_default();
+            let retry = spent < RETRY_FOR;
+            let wait = backoff(BACKOFF, BACKOFF_MAX, attempt);
+            self.outcomes[if retry { 1 } else { 2 }].fetch_add(1, Relaxed);
+            publication.update(|d| {
+                d.attempts = attempt;
+                d.last_error = Some(error.to_string());
+                d.next_attempt_at = retry.then(|| SystemTime::now() + wait);
+                if !retry {
+                    d.state = DeliveryState::Failed;
+                }
+            });
+            log.record(&publication.delivery()).await;
+            if !retry {
+                tracing::warn!(job = record.job, topic, attempt, %error, "job record not produced; giving up");
                 return;
             }
-            self.outcomes[1].fetch_add(1, Relaxed);
-            let wait = backoff(BACKOFF, BACKOFF_MAX, attempt);
-            tracing::warn!(job = record.job, topic = record.topic, attempt, %error, retry_in = ?wait, "job record not produced yet");
+            tracing::warn!(job = record.job, topic, attempt, %error, retry_in = ?wait, "job record not produced yet");
             tokio::time::sleep(wait).await;
         }
+    }
+
+    async fn produce(&self, topic: &str, record: &Record) -> Result<Delivered, KafkaError> {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "asyncgate-job-id",
+                value: Some(&record.job),
+            })
+            .insert(Header {
+                key: "asyncgate-job-status",
+                value: Some(record.status),
+            });
+        let message = FutureRecord::to(topic)
+            .key(&record.job)
+            .payload(&record.document[..])
+            .headers(headers);
+        // No deadline for room in librdkafka's queue: only this record
+        // waits, never a job.
+        self.producer
+            .send(message, Timeout::Never)
+            .await
+            .map_err(|(error, _)| error)
     }
 }

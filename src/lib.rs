@@ -25,6 +25,7 @@ mod callback;
 mod config;
 mod cors;
 mod defaults;
+mod delivery;
 mod error;
 mod error_chain;
 mod header_block;

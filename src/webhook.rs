@@ -4,7 +4,7 @@
 //! attempts run out.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -20,8 +20,8 @@ use crate::callback::signature::Secret;
 use crate::callback::target::{Guard, HostPattern, Resolve, Target, TargetError};
 use crate::config::WebhookConfig;
 use crate::defaults;
+use crate::delivery::{Delivery, DeliveryLog, DeliveryState, Progress};
 use crate::error_chain;
-use crate::sync::lock;
 
 const GATEWAY_AGENT: HeaderValue = HeaderValue::from_static("asyncgate-webhooks");
 
@@ -67,19 +67,12 @@ fn connector(config: &WebhookConfig, guard: Guard) -> Connector {
     http
 }
 
-/// Where a webhook's delivery state is kept after each attempt, so that the
-/// job document shows it wherever the job is read.
-#[async_trait::async_trait]
-pub(crate) trait DeliveryLog: Send + Sync {
-    async fn record(&self, delivery: &Delivery);
-}
-
 /// A job's webhook: where it goes and how its delivery is going.
 #[derive(Debug)]
 pub(crate) struct Webhook {
     pub(crate) target: Target,
     handoff: AtomicU8,
-    delivery: Mutex<Delivery>,
+    delivery: Progress,
 }
 
 /// Who sends the webhook of an `auto` job: none while a client waits for it
@@ -89,72 +82,26 @@ const HELD: u8 = 0;
 const ARMED: u8 = 1;
 const FINISHED_WHILE_HELD: u8 = 2;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum DeliveryState {
-    /// Not yet taken by the receiver: the job runs, or attempts go on.
-    Pending,
-    Delivered,
-    /// Attempts ran out, or the receiver refused it for good.
-    Failed,
-}
-
-impl DeliveryState {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            DeliveryState::Pending => "pending",
-            DeliveryState::Delivered => "delivered",
-            DeliveryState::Failed => "failed",
-        }
-    }
-
-    pub(crate) fn parse(s: &str) -> Option<DeliveryState> {
-        [
-            DeliveryState::Pending,
-            DeliveryState::Delivered,
-            DeliveryState::Failed,
-        ]
-        .into_iter()
-        .find(|d| d.as_str() == s)
-    }
-}
-
-/// What the job document shows of a webhook.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Delivery {
-    pub(crate) state: DeliveryState,
-    pub(crate) attempts: u32,
-    pub(crate) last_status: Option<u16>,
-    pub(crate) last_error: Option<String>,
-    pub(crate) next_attempt_at: Option<SystemTime>,
-}
-
-impl Default for Delivery {
-    fn default() -> Delivery {
-        Delivery {
-            state: DeliveryState::Pending,
-            attempts: 0,
-            last_status: None,
-            last_error: None,
-            next_attempt_at: None,
-        }
-    }
-}
-
 impl Webhook {
     /// `armed`: sent when the job ends. Unarmed, it waits for [`Webhook::arm`].
     pub(crate) fn new(target: Target, armed: bool) -> Webhook {
         Webhook {
             target,
             handoff: AtomicU8::new(if armed { ARMED } else { HELD }),
-            delivery: Mutex::new(Delivery::default()),
+            delivery: Progress::default(),
         }
     }
 
     /// A webhook read back from a store outside this process.
     pub(crate) fn restore(target: Target, armed: bool, delivery: Delivery) -> Webhook {
         let hook = Webhook::new(target, armed);
-        *lock(&hook.delivery) = delivery;
+        hook.delivery.update(|d| *d = delivery);
         hook
+    }
+
+    /// Whether it is still to be sent, the job having ended.
+    pub(crate) fn is_due(&self) -> bool {
+        self.is_armed() && self.delivery().state == DeliveryState::Pending
     }
 
     /// Whether it will be sent when the job ends.
@@ -184,11 +131,11 @@ impl Webhook {
     }
 
     pub(crate) fn delivery(&self) -> Delivery {
-        lock(&self.delivery).clone()
+        self.delivery.get()
     }
 
     fn update(&self, f: impl FnOnce(&mut Delivery)) {
-        f(&mut lock(&self.delivery));
+        self.delivery.update(f);
     }
 }
 

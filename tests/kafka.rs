@@ -7,7 +7,9 @@ mod common;
 use std::collections::HashMap;
 use std::process::Stdio;
 
-use common::{async_route, config, poll_until, within, Backend, Client, TestGateway};
+use common::process::Running;
+use common::redis::Redis;
+use common::{async_route, config, poll_until, within, Backend, Client, TempDir, TestGateway};
 use http::Method;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -115,6 +117,8 @@ async fn next_record(consumer: &StreamConsumer) -> Record {
     }
 }
 
+/// A gateway's config: an async route producing to the topic on
+/// `brokers`, with librdkafka `properties` (TOML lines).
 fn gateway_config(backend: &Backend, brokers: &str, properties: &str) -> String {
     config(
         &backend.url(),
@@ -126,16 +130,44 @@ fn gateway_config(backend: &Backend, brokers: &str, properties: &str) -> String 
     )
 }
 
-async fn submit(client: &Client, gw: &TestGateway, path: &str) -> String {
-    let reply = client.send(Method::POST, &gw.url(path), &[], "{}").await;
+/// librdkafka settings that make a broker's absence show within a test.
+const IMPATIENT: &str = "\"message.timeout.ms\" = \"1000\"\n\"reconnect.backoff.max.ms\" = \"200\"";
+
+/// Polls `status_url` until its `kafka` section passes `test`.
+async fn kafka_state(
+    client: &Client,
+    status_url: &str,
+    what: &str,
+    test: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    poll_until(60, what, async || {
+        let doc = client.get(status_url).await.json();
+        test(&doc["kafka"]).then_some(doc)
+    })
+    .await
+}
+
+/// The job's record could not be produced yet: the document says so.
+fn failed_once(kafka: &serde_json::Value) -> bool {
+    kafka["state"] == "pending" && kafka["attempts"].as_u64() >= Some(1)
+}
+
+fn delivered(kafka: &serde_json::Value) -> bool {
+    kafka["state"] == "delivered"
+}
+
+/// Submits a job and waits until it succeeded; its id and Location.
+async fn submit(client: &Client, base: &str, path: &str) -> (String, String) {
+    let reply = client
+        .send(Method::POST, &format!("{base}{path}"), &[], "{}")
+        .await;
     reply.assert_status(202);
-    let location = reply.header("location").to_owned();
-    client.wait_status(&gw.url(&location), "succeeded").await;
-    common::path_of(&location)
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned()
+    let location = common::path_of(reply.header("location")).to_owned();
+    client
+        .wait_status(&format!("{base}{location}"), "succeeded")
+        .await;
+    let id = location.rsplit('/').next().unwrap().to_owned();
+    (id, location)
 }
 
 #[tokio::test]
@@ -144,12 +176,13 @@ async fn every_finished_job_is_one_record_keyed_by_its_id() {
     let backend = Backend::start().await;
     let gw = TestGateway::start(&gateway_config(&backend, &broker.brokers(), "")).await;
     let client = Client::default();
+    let base = gw.url("");
     let mut ids = Vec::new();
     for n in 0..3 {
-        ids.push(submit(&client, &gw, &format!("/report/{n}")).await);
+        ids.push(submit(&client, &base, &format!("/report/{n}")).await.0);
     }
     // A last job marks the end: every record before its own is read.
-    let last = submit(&client, &gw, "/report/last").await;
+    let (last, location) = submit(&client, &base, "/report/last").await;
     let consumer = broker.consumer();
     let mut seen = Vec::new();
     loop {
@@ -169,39 +202,129 @@ async fn every_finished_job_is_one_record_keyed_by_its_id() {
     seen.sort();
     ids.sort();
     assert_eq!(seen, ids, "exactly one record per job");
+    let doc = kafka_state(
+        &client,
+        &gw.url(&location),
+        "the record's delivery",
+        delivered,
+    )
+    .await;
+    assert_eq!(doc["kafka"]["topic"], TOPIC, "{doc:#}");
+    assert_eq!(doc["kafka"]["attempts"], 1, "{doc:#}");
 }
 
 #[tokio::test]
 async fn a_broker_that_is_down_delays_records_never_jobs() {
     let port = free_port();
     let backend = Backend::start().await;
-    // Short librdkafka timeouts, so the outage shows within the test.
-    let properties = "\"message.timeout.ms\" = \"1000\"\n\"reconnect.backoff.max.ms\" = \"200\"";
     let gw = TestGateway::start(&gateway_config(
         &backend,
         &format!("127.0.0.1:{port}"),
-        properties,
+        IMPATIENT,
     ))
     .await;
     let client = Client::default();
-    let id = submit(&client, &gw, "/report/while-down").await;
-    let metrics_url = format!("http://{}/metrics", gw.admin.unwrap());
-    poll_until(30, "a failed try to be counted", async || {
-        let metrics = String::from_utf8(client.get(&metrics_url).await.body.to_vec()).unwrap();
-        let retried = metrics.lines().find_map(|l| {
-            l.strip_prefix("asyncgate_kafka_deliveries_total{outcome=\"retried\"} ")
-        })?;
-        (retried != "0").then_some(())
-    })
-    .await;
+    let (id, location) = submit(&client, &gw.url(""), "/report/while-down").await;
+    let doc = kafka_state(&client, &gw.url(&location), "a failed try", failed_once).await;
+    assert!(doc["kafka"]["last_error"].is_string(), "{doc:#}");
+    assert!(doc["kafka"]["next_attempt_at"].is_string(), "{doc:#}");
 
     let broker = Broker::start_on(port).await;
     let record = next_record(&broker.consumer()).await;
     assert_eq!(record.key, id);
     assert_eq!(record.document["status"], "succeeded");
+    assert!(
+        record.document.get("kafka").is_none(),
+        "a record carries no delivery state: {:#}",
+        record.document
+    );
+    kafka_state(
+        &client,
+        &gw.url(&location),
+        "the document to say delivered",
+        delivered,
+    )
+    .await;
+    let metrics_url = format!("http://{}/metrics", gw.admin.unwrap());
     let metrics = String::from_utf8(client.get(&metrics_url).await.body.to_vec()).unwrap();
     assert!(
         metrics.contains("asyncgate_kafka_deliveries_total{outcome=\"delivered\"} 1\n"),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn a_record_still_unproduced_at_a_crash_is_produced_after_the_restart() {
+    let port = free_port();
+    let backend = Backend::start().await;
+    let store = TempDir::new();
+    let text = format!(
+        "[store]\nkind = \"disk\"\npath = \"{}\"\n{}",
+        store.0.display(),
+        gateway_config(&backend, &format!("127.0.0.1:{port}"), IMPATIENT)
+    );
+    let client = Client::default();
+    let mut gw = Running::start(&text).await;
+    let base = format!("http://{}", gw.addr().await);
+    let (id, location) = submit(&client, &base, "/report/crash").await;
+    kafka_state(
+        &client,
+        &format!("{base}{location}"),
+        "a failed try",
+        failed_once,
+    )
+    .await;
+    gw.kill();
+    gw.exit_code().await;
+
+    let broker = Broker::start_on(port).await;
+    let gw = Running::start(&text).await;
+    let base = format!("http://{}", gw.addr().await);
+    let record = next_record(&broker.consumer()).await;
+    assert_eq!(record.key, id);
+    kafka_state(
+        &client,
+        &format!("{base}{location}"),
+        "the record's delivery",
+        delivered,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_record_whose_replica_died_is_produced_by_another() {
+    let port = free_port();
+    let redis = Redis::start().await;
+    let backend = Backend::start().await;
+    let text = format!(
+        "[store]\nkind = \"redis\"\nurl = \"{}\"\nlease = \"1s\"\n{}",
+        redis.url(),
+        gateway_config(&backend, &format!("127.0.0.1:{port}"), IMPATIENT)
+    );
+    let client = Client::default();
+    // A alone runs the job, and so produces its record.
+    let mut a = Running::start(&text).await;
+    let base_a = format!("http://{}", a.addr().await);
+    let (id, location) = submit(&client, &base_a, "/report/replica").await;
+    kafka_state(
+        &client,
+        &format!("{base_a}{location}"),
+        "a failed try",
+        failed_once,
+    )
+    .await;
+    let b = Running::start(&text).await;
+    let base_b = format!("http://{}", b.addr().await);
+    a.kill();
+
+    let broker = Broker::start_on(port).await;
+    let record = next_record(&broker.consumer()).await;
+    assert_eq!(record.key, id);
+    kafka_state(
+        &client,
+        &format!("{base_b}{location}"),
+        "the record's delivery",
+        delivered,
+    )
+    .await;
 }

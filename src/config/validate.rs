@@ -481,7 +481,6 @@ impl Cx<'_> {
             retry_non_idempotent: raw.retry_non_idempotent.unwrap_or(false),
             request_buffering: raw.request_buffering.unwrap_or(true),
             webhook_secrets: self.secrets(raw.webhook_secret.as_ref())?,
-            #[cfg(feature = "kafka")]
             kafka_topic: raw.kafka_topic.map(Spanned::into_inner),
             location: raw.location,
             bind_headers,

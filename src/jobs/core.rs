@@ -21,9 +21,12 @@ use super::recent::Recent;
 use super::running::Running;
 use super::store::{Cancel, JobStore, Lookup, StoreError};
 use super::watch::Watches;
+#[cfg(feature = "kafka")]
+use crate::delivery::Publication;
+use crate::delivery::{Channel, Delivery, DeliveryLog};
 use crate::retry_after::estimated_percent;
 use crate::route::Route;
-use crate::webhook::{Delivery, DeliveryLog, Webhook, Webhooks};
+use crate::webhook::{Webhook, Webhooks};
 
 /// A job in its upstream's lane, waiting or about to run.
 pub(super) struct QueuedJob {
@@ -272,7 +275,9 @@ impl Core {
             self.send_webhook(job, hook);
         }
         #[cfg(feature = "kafka")]
-        self.produce(job);
+        if let Some(publication) = &job.kafka {
+            self.produce(job, publication);
+        }
         if job.failure == Some(Failure::Interrupted) {
             self.interrupted.fetch_add(1, Ordering::Relaxed);
         }
@@ -306,7 +311,7 @@ impl Core {
         let Some(webhooks) = self.webhooks() else {
             return;
         };
-        let payload = Bytes::from(self.document(job).without_webhook().to_json());
+        let payload = Bytes::from(self.document(job).without_deliveries().to_json());
         let secrets = self
             .with_route(&job.route, |r| r.config.webhook_secrets.clone())
             .flatten();
@@ -314,6 +319,7 @@ impl Core {
         let log = StoreDeliveryLog {
             store: Arc::clone(&self.store),
             id: job.id,
+            channel: Channel::Webhook,
         };
         tokio::spawn(async move {
             webhooks
@@ -328,30 +334,28 @@ impl Core {
         });
     }
 
-    /// Produces an ended job's document to its route's Kafka topic.
+    /// Produces an ended job's document to the Kafka topic it was
+    /// accepted with.
     #[cfg(feature = "kafka")]
-    fn produce(&self, job: &Job) {
+    pub(super) fn produce(&self, job: &Job, publication: &Arc<Publication>) {
         let Some(kafka) = self.kafka.clone() else {
+            tracing::error!(job = %job.id, "a job with a Kafka topic, and no [kafka] here to produce it");
             return;
         };
-        let Some(topic) = self
-            .with_route(&job.route, |r| r.config.kafka_topic.clone())
-            .flatten()
-        else {
-            return;
+        let document = Bytes::from(self.document(job).without_deliveries().to_json());
+        let record = crate::kafka::Record {
+            job: job.id.to_string(),
+            status: job.status.as_str(),
+            ended: job.finished_at.unwrap_or_else(SystemTime::now),
+            document,
         };
-        let document = Bytes::from(self.document(job).without_webhook().to_json());
-        let (id, status) = (job.id.to_string(), job.status.as_str());
-        tokio::spawn(async move {
-            kafka
-                .publish(crate::kafka::Record {
-                    topic: &topic,
-                    job: &id,
-                    status,
-                    document,
-                })
-                .await;
-        });
+        let publication = Arc::clone(publication);
+        let log = StoreDeliveryLog {
+            store: Arc::clone(&self.store),
+            id: job.id,
+            channel: Channel::Kafka,
+        };
+        tokio::spawn(async move { kafka.publish(&record, &publication, &log).await });
     }
 
     #[cfg(feature = "kafka")]
@@ -401,17 +405,22 @@ impl Core {
     }
 }
 
-/// Keeps a job's webhook delivery state in its store.
+/// Keeps the state of a job's delivery in its store.
 struct StoreDeliveryLog {
     store: Arc<dyn JobStore>,
     id: JobId,
+    channel: Channel,
 }
 
 #[async_trait::async_trait]
 impl DeliveryLog for StoreDeliveryLog {
     async fn record(&self, delivery: &Delivery) {
-        if let Err(e) = self.store.record_delivery(self.id, delivery).await {
-            tracing::warn!(job = %self.id, error = %e, "could not record the webhook's delivery state");
+        if let Err(e) = self
+            .store
+            .record_delivery(self.id, self.channel, delivery)
+            .await
+        {
+            tracing::warn!(job = %self.id, channel = ?self.channel, error = %e, "could not record a delivery's state");
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::time::Instant;
@@ -12,14 +13,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::core::Core;
-use super::model::JobStatus;
+use super::model::{Job, JobStatus};
 use super::runner;
 use super::store::{Event, Lookup, Taken, WorkQueue};
 use crate::defaults;
+use crate::delivery::Channel;
 use crate::route::Route;
 use crate::sync::lock;
 
-/// How many abandoned webhook deliveries one sweep takes over at most.
+/// How many abandoned deliveries of a channel one sweep takes over at most.
 const DELIVERIES_PER_SWEEP: usize = 100;
 
 /// What the loops of a replica need: the jobs, the tracker their runs are
@@ -245,26 +247,44 @@ async fn sweep(dispatch: Dispatch) {
     }
 }
 
-/// Sends the webhooks whose sender has let go of them for a lease: past
-/// the attempt it was making, which may take the whole attempt timeout.
+/// Carries on the deliveries whose sender has let go of them for a lease
+/// past the attempt it was making, which may take an attempt's whole
+/// timeout.
 async fn take_deliveries(core: &Core) {
-    let Some(webhooks) = core.webhooks() else {
-        return;
-    };
-    let idle = queue(core).lease() + webhooks.attempt_timeout();
+    if let Some(webhooks) = core.webhooks() {
+        for job in let_go(core, Channel::Webhook, webhooks.attempt_timeout()).await {
+            if let Some(hook) = &job.webhook {
+                core.send_webhook(&job, hook);
+            }
+        }
+    }
+    #[cfg(feature = "kafka")]
+    if let Some(kafka) = core.kafka() {
+        for job in let_go(core, Channel::Kafka, kafka.attempt_timeout()).await {
+            if let Some(publication) = &job.kafka {
+                core.produce(&job, publication);
+            }
+        }
+    }
+}
+
+/// The jobs whose delivery on `channel` this replica takes over.
+async fn let_go(core: &Core, channel: Channel, attempt: Duration) -> Vec<Job> {
+    let idle = queue(core).lease() + attempt;
     match queue(core)
-        .take_deliveries(idle, DELIVERIES_PER_SWEEP)
+        .take_deliveries(channel, idle, DELIVERIES_PER_SWEEP)
         .await
     {
         Ok(jobs) => {
-            for job in jobs {
-                if let Some(hook) = &job.webhook {
-                    tracing::info!(job = %job.id, "carrying on a webhook delivery its replica let go of");
-                    core.send_webhook(&job, hook);
-                }
+            for job in &jobs {
+                tracing::info!(job = %job.id, ?channel, "carrying on a delivery its replica let go of");
             }
+            jobs
         }
-        Err(e) => tracing::debug!(error = %e, "cannot look for webhook deliveries let go of"),
+        Err(e) => {
+            tracing::debug!(?channel, error = %e, "cannot look for deliveries let go of");
+            Vec::new()
+        }
     }
 }
 

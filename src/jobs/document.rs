@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::id::JobId;
 use super::model::Job;
+use crate::delivery::Publication;
 use crate::webhook::Webhook;
 
 #[derive(Serialize)]
@@ -47,6 +48,8 @@ pub(crate) struct Document<'a> {
     retry: Option<RetryDoc<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     webhook: Option<WebhookDoc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kafka: Option<KafkaDoc<'a>>,
     links: Links<'a>,
 }
 
@@ -82,6 +85,34 @@ impl WebhookDoc {
             state: d.state.as_str(),
             attempts: d.attempts,
             last_status: d.last_status,
+            last_error: d.last_error,
+            next_attempt_at: d.next_attempt_at.map(Timestamp),
+        }
+    }
+}
+
+/// A job's Kafka record: its topic, and how producing it goes.
+#[derive(Serialize)]
+struct KafkaDoc<'a> {
+    topic: &'a str,
+    state: &'static str,
+    attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "display_some"
+    )]
+    next_attempt_at: Option<Timestamp>,
+}
+
+impl KafkaDoc<'_> {
+    fn of(publication: &Publication) -> KafkaDoc<'_> {
+        let d = publication.delivery();
+        KafkaDoc {
+            topic: &publication.topic,
+            state: d.state.as_str(),
+            attempts: d.attempts,
             last_error: d.last_error,
             next_attempt_at: d.next_attempt_at.map(Timestamp),
         }
@@ -207,6 +238,7 @@ impl<'a> Document<'a> {
                 reason: &r.reason,
             }),
             webhook: job.webhook.as_deref().map(WebhookDoc::of),
+            kafka: job.kafka.as_deref().map(KafkaDoc::of),
             links: Links {
                 self_: url(""),
                 result: url("/result"),
@@ -222,10 +254,11 @@ impl<'a> Document<'a> {
         self
     }
 
-    /// Without the webhook's delivery state: what a webhook carries, the
-    /// same bytes on every attempt.
-    pub(super) fn without_webhook(mut self) -> Document<'a> {
+    /// Without the state of its deliveries: what a webhook or a Kafka
+    /// record carries, the same on every attempt.
+    pub(super) fn without_deliveries(mut self) -> Document<'a> {
         self.webhook = None;
+        self.kafka = None;
         self
     }
 

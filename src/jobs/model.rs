@@ -10,6 +10,7 @@ use http::{Method, StatusCode};
 use super::id::JobId;
 use super::owner::Owner;
 use crate::body::ReplayBody;
+use crate::delivery::Publication;
 use crate::header_block::HeaderBlock;
 use crate::problem::Problem;
 use crate::webhook::Webhook;
@@ -192,6 +193,9 @@ pub(crate) struct Job {
     /// Shared by every copy of the job, so its delivery state is seen
     /// wherever the job is read.
     pub(crate) webhook: Option<Arc<Webhook>>,
+    /// Its Kafka record, when its route has a topic; shared like the
+    /// webhook.
+    pub(crate) kafka: Option<Arc<Publication>>,
     /// Set while the job waits to be tried again.
     pub(crate) retry: Option<RetryWait>,
 }
@@ -231,6 +235,7 @@ impl Job {
             failure: None,
             owner: None,
             webhook: None,
+            kafka: None,
             retry: None,
         }
     }

@@ -32,7 +32,8 @@ use super::id::JobId;
 use super::model::{BackendRequest, Job, JobStatus, Outcome, Replay, RetryWait};
 use super::owner::Owner;
 
-use crate::webhook::{Delivery, Webhook};
+use crate::delivery::{Channel, Delivery};
+use crate::webhook::Webhook;
 
 /// The store failed: whatever was asked did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -177,8 +178,13 @@ pub(crate) trait JobStore: Send + Sync + 'static {
     /// when the job has already ended, so the caller sends the webhook.
     async fn arm_webhook(&self, id: JobId, hook: &Webhook) -> Result<bool, StoreError>;
 
-    /// Keeps a webhook's delivery state where every replica reads it.
-    async fn record_delivery(&self, id: JobId, delivery: &Delivery) -> Result<(), StoreError>;
+    /// Keeps the state of a job's delivery where every replica reads it.
+    async fn record_delivery(
+        &self,
+        id: JobId,
+        channel: Channel,
+        delivery: &Delivery,
+    ) -> Result<(), StoreError>;
 
     /// The bytes charged to the budget; an error when the store cannot take
     /// work (unreachable, or its last write failed): what readiness asks.
@@ -216,8 +222,8 @@ pub(crate) trait LocalQueue: Send + Sync {
 pub(crate) struct Recovered {
     /// Queued jobs, oldest first, to put in their lanes again.
     pub(crate) queued: Vec<Requeued>,
-    /// Finished jobs whose webhook was still due.
-    pub(crate) callbacks: Vec<Job>,
+    /// Finished jobs with a delivery still due.
+    pub(crate) deliveries: Vec<Job>,
 }
 
 /// A queued job found when the store opened, and its request.
@@ -279,11 +285,16 @@ pub(crate) trait WorkQueue: Send + Sync {
     /// The events of every replica, this one's included; taken once.
     fn events(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Event>>;
 
-    /// Takes over up to `count` webhook deliveries that their sender let
-    /// go of more than `idle` ago (it died, or was stopped): the ended
-    /// jobs, each with its webhook as far as its delivery got, now held by
-    /// this replica.
-    async fn take_deliveries(&self, idle: Duration, count: usize) -> Result<Vec<Job>, StoreError>;
+    /// Takes over up to `count` deliveries on `channel` that their sender
+    /// let go of more than `idle` ago (it died, or was stopped): the ended
+    /// jobs, each with its deliveries as far as they got, now held by this
+    /// replica.
+    async fn take_deliveries(
+        &self,
+        channel: Channel,
+        idle: Duration,
+        count: usize,
+    ) -> Result<Vec<Job>, StoreError>;
 
     /// Returns the bytes of expired results and tombstones to the budget.
     async fn sweep(&self) -> Result<(), StoreError>;

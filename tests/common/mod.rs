@@ -5,6 +5,7 @@
 mod backend;
 pub(crate) mod process;
 mod raw;
+pub(crate) mod redis;
 #[cfg(feature = "tls")]
 pub(crate) mod tls;
 

@@ -22,12 +22,13 @@ use super::{
 };
 use crate::config::{DiskConfig, StoreConfig};
 use crate::defaults;
+use crate::delivery::{Channel, Delivery};
 use crate::jobs::id::{IdShards, JobId};
 use crate::jobs::model::{Job, JobStatus, Outcome, Replay, RetryWait};
 use crate::sync::lock;
-use crate::webhook::{Delivery, Webhook};
+use crate::webhook::Webhook;
 use finished::FinishedJobs;
-use record::{millis_of, HookRecord, Record};
+use record::{millis_of, DeliveryRecord, Record};
 use recover::Recovery;
 use steps::{bury, finish_record};
 use writer::Writer;
@@ -379,13 +380,28 @@ impl JobStore for DiskStore {
 
     async fn arm_webhook(&self, id: JobId, hook: &Webhook) -> Result<bool, StoreError> {
         let ended = hook.arm();
-        self.update_hook(id, move |h| h.armed = true).await?;
+        self.update_deliveries(id, move |r| {
+            if let Some(hook) = r.hook.as_mut() {
+                hook.armed = true;
+            }
+        })
+        .await?;
         Ok(ended)
     }
 
-    async fn record_delivery(&self, id: JobId, delivery: &Delivery) -> Result<(), StoreError> {
-        let delivery = delivery.clone();
-        self.update_hook(id, move |h| h.set(&delivery)).await
+    async fn record_delivery(
+        &self,
+        id: JobId,
+        channel: Channel,
+        delivery: &Delivery,
+    ) -> Result<(), StoreError> {
+        let recorded = DeliveryRecord::of(delivery);
+        self.update_deliveries(id, move |r| {
+            if let Some(d) = r.delivery_mut(channel) {
+                *d = recorded;
+            }
+        })
+        .await
     }
 
     async fn usage(&self) -> Result<u64, StoreError> {
@@ -394,12 +410,13 @@ impl JobStore for DiskStore {
 }
 
 impl DiskStore {
-    /// Changes a job's recorded webhook; lists it for a restart to send
-    /// while it is due and the job has ended, and unlists it after.
-    async fn update_hook(
+    /// Changes a job's recorded deliveries; lists the job for a restart to
+    /// carry on while one is due and the job has ended, and unlists it
+    /// after.
+    async fn update_deliveries(
         &self,
         id: JobId,
-        change: impl FnOnce(&mut HookRecord) + Send + 'static,
+        change: impl FnOnce(&mut Record) + Send + 'static,
     ) -> Result<(), StoreError> {
         self.inner
             .writer
@@ -408,11 +425,8 @@ impl DiskStore {
                 let Some(mut record) = t.record(id)? else {
                     return Ok(());
                 };
-                let Some(hook) = record.hook.as_mut() else {
-                    return Ok(());
-                };
-                change(hook);
-                let listed = hook.due() && !record.is_active();
+                change(&mut record);
+                let listed = record.delivery_due();
                 t.put(id, &record)?;
                 if listed {
                     t.hooks.insert(&k, ()).map_err(unavailable)?;
@@ -422,8 +436,8 @@ impl DiskStore {
                 Ok(())
             })
             .await?;
-        // A copy cached from disk carries a webhook of its own, not the one
-        // being delivered (after a restart they differ): the next read
+        // A copy cached from disk carries deliveries of its own, not those
+        // being made (after a restart they differ): the next read
         // takes the state just written.
         self.inner.finished.forget(id);
         Ok(())

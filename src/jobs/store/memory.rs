@@ -16,10 +16,11 @@ use super::{
 };
 use crate::config::StoreConfig;
 use crate::defaults;
+use crate::delivery::{Channel, Delivery};
 use crate::jobs::id::{IdHash, IdShards, JobId};
 use crate::jobs::model::{Job, JobStatus, Outcome, Replay, RetryWait, StoredResponse};
 use crate::sync::lock;
-use crate::webhook::{Delivery, Webhook};
+use crate::webhook::Webhook;
 
 pub(crate) struct MemoryStore {
     inner: Arc<Inner>,
@@ -340,8 +341,13 @@ impl JobStore for MemoryStore {
         Ok(hook.arm())
     }
 
-    /// Every copy of the job shares its webhook, delivery state included.
-    async fn record_delivery(&self, _id: JobId, _delivery: &Delivery) -> Result<(), StoreError> {
+    /// Every copy of the job shares its deliveries, their state included.
+    async fn record_delivery(
+        &self,
+        _id: JobId,
+        _channel: Channel,
+        _delivery: &Delivery,
+    ) -> Result<(), StoreError> {
         Ok(())
     }
 

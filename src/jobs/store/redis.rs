@@ -11,9 +11,10 @@
 //!   `workers`. An entry is pending while a replica holds the job, so the
 //!   pending count is the upstream's running jobs across replicas, and an
 //!   entry left idle longer than the lease belongs to a replica that is gone.
-//! - `P:hooks`: sorted set of the jobs whose webhook is being delivered,
-//!   scored by when their sender holds the delivery until (its next
-//!   attempt); one let go for longer than a lease is taken over.
+//! - `P:hooks`, `P:kafka`: sorted sets of the jobs whose webhook or Kafka
+//!   record is being delivered, scored by when their sender holds the
+//!   delivery until (its next attempt); one let go for longer than a lease
+//!   is taken over.
 //! - `P:bytes`, `P:charges`: the budget's bytes in use, and when each charge
 //!   is given back.
 //! - `P:events`: pub/sub channel: `{id} {status}` and `work {upstream}`.
@@ -43,12 +44,13 @@ use super::{
 use crate::body::ReplayBody;
 use crate::config::{RedisConfig, StoreConfig};
 use crate::defaults;
+use crate::delivery::{Channel, Delivery, DeliveryState};
 use crate::header_block::HeaderBlock;
 use crate::jobs::id::JobId;
 use crate::jobs::model::{Job, Outcome, Replay, StoredResponse};
 use crate::sync::lock;
-use crate::webhook::{Delivery, DeliveryState, Webhook};
-use codec::{decode_job, hex, job_fields, millis, now_ms, unhex, TakenRow, META};
+use crate::webhook::Webhook;
+use codec::{decode_job, delivery_names, hex, job_fields, millis, now_ms, unhex, TakenRow, META};
 
 /// How many due charges one sweep gives back at most.
 const SWEEP_BATCH: usize = 1000;
@@ -63,7 +65,7 @@ struct Scripts {
     discard: Script,
     arm: Script,
     delivery: Script,
-    take_hooks: Script,
+    take_deliveries: Script,
     sweep: Script,
 }
 
@@ -85,7 +87,7 @@ impl Scripts {
             discard: script(include_str!("redis/discard.lua")),
             arm: script(include_str!("redis/arm.lua")),
             delivery: script(include_str!("redis/delivery.lua")),
-            take_hooks: script(include_str!("redis/take_hooks.lua")),
+            take_deliveries: script(include_str!("redis/take_deliveries.lua")),
             sweep: script(include_str!("redis/sweep.lua")),
         }
     }
@@ -363,8 +365,15 @@ impl JobStore for RedisStore {
         Ok(self.run::<u8>(invocation).await? == 1)
     }
 
-    async fn record_delivery(&self, id: JobId, delivery: &Delivery) -> Result<(), StoreError> {
+    async fn record_delivery(
+        &self,
+        id: JobId,
+        channel: Channel,
+        delivery: &Delivery,
+    ) -> Result<(), StoreError> {
         let mut invocation = self.invoke(&self.scripts.delivery);
+        let (prefix, set) = delivery_names(channel);
+        let field = |name: &str| format!("{prefix}_{name}");
         let or_empty = |v: Option<String>| v.unwrap_or_default();
         let next = delivery
             .next_attempt_at
@@ -377,16 +386,17 @@ impl JobStore for RedisStore {
         };
         invocation
             .arg(id.to_string())
+            .arg(set)
             .arg(or_empty(held))
-            .arg("hook_state")
+            .arg(field("state"))
             .arg(delivery.state.as_str())
-            .arg("hook_attempts")
+            .arg(field("attempts"))
             .arg(delivery.attempts)
-            .arg("hook_last_status")
+            .arg(field("last_status"))
             .arg(or_empty(delivery.last_status.map(|s| s.to_string())))
-            .arg("hook_last_error")
+            .arg(field("last_error"))
             .arg(or_empty(delivery.last_error.clone()))
-            .arg("hook_next")
+            .arg(field("next"))
             .arg(or_empty(next));
         self.run::<u8>(invocation).await.map(drop)
     }
@@ -450,9 +460,25 @@ impl WorkQueue for RedisStore {
         lock(&self.events).take()
     }
 
-    async fn take_deliveries(&self, idle: Duration, count: usize) -> Result<Vec<Job>, StoreError> {
-        let mut invocation = self.invoke(&self.scripts.take_hooks);
-        invocation.arg(millis(idle)).arg(count);
+    async fn take_deliveries(
+        &self,
+        channel: Channel,
+        idle: Duration,
+        count: usize,
+    ) -> Result<Vec<Job>, StoreError> {
+        let mut invocation = self.invoke(&self.scripts.take_deliveries);
+        let (prefix, set) = delivery_names(channel);
+        // A webhook is due only once its client was answered `202`.
+        let needed = match channel {
+            Channel::Webhook => "hook_armed",
+            Channel::Kafka => "",
+        };
+        invocation
+            .arg(set)
+            .arg(prefix)
+            .arg(needed)
+            .arg(millis(idle))
+            .arg(count);
         let rows: Vec<(String, Vec<Option<Bytes>>)> = self.run(invocation).await?;
         rows.into_iter()
             .map(|(id, meta)| {

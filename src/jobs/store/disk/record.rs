@@ -11,12 +11,13 @@ use http::Method;
 use serde::{Deserialize, Serialize};
 
 use crate::callback::target::Target;
+use crate::delivery::{Channel, Delivery, DeliveryState, Publication};
 use crate::header_block::HeaderBlock;
 use crate::jobs::id::JobId;
 use crate::jobs::model::{BackendRequest, Failure, Job, JobStatus, ResponseSummary, RetryWait};
 use crate::jobs::owner::Owner;
 use crate::jobs::store::{Binding, StoreError};
-use crate::webhook::{Delivery, DeliveryState, Webhook};
+use crate::webhook::Webhook;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Record {
@@ -43,6 +44,7 @@ pub(super) struct Record {
     /// While it waits to be tried again: when, and why.
     pub(super) retry_at: Option<u64>,
     pub(super) retry_reason: Option<String>,
+    pub(super) kafka: Option<KafkaRecord>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,10 +64,9 @@ pub(super) struct ResponseRecord {
     pub(super) body: Option<Vec<u8>>,
 }
 
+/// A delivery's state as the document shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(super) struct HookRecord {
-    pub(super) url: String,
-    pub(super) armed: bool,
+pub(super) struct DeliveryRecord {
     pub(super) state: String,
     pub(super) attempts: u32,
     pub(super) last_status: Option<u16>,
@@ -73,33 +74,58 @@ pub(super) struct HookRecord {
     pub(super) next: Option<u64>,
 }
 
-impl HookRecord {
-    pub(super) fn of(hook: &Webhook) -> HookRecord {
-        let mut record = HookRecord {
-            url: hook.target.as_str(),
-            armed: hook.is_armed(),
-            state: String::new(),
-            attempts: 0,
-            last_status: None,
-            last_error: None,
-            next: None,
-        };
-        record.set(&hook.delivery());
-        record
+impl DeliveryRecord {
+    pub(super) fn of(delivery: &Delivery) -> DeliveryRecord {
+        DeliveryRecord {
+            state: delivery.state.as_str().to_owned(),
+            attempts: delivery.attempts,
+            last_status: delivery.last_status,
+            last_error: delivery.last_error.clone(),
+            next: delivery.next_attempt_at.map(millis_of),
+        }
     }
 
-    pub(super) fn set(&mut self, delivery: &Delivery) {
-        self.state = delivery.state.as_str().to_owned();
-        self.attempts = delivery.attempts;
-        self.last_status = delivery.last_status;
-        self.last_error.clone_from(&delivery.last_error);
-        self.next = delivery.next_attempt_at.map(millis_of);
+    fn delivery(&self) -> Delivery {
+        Delivery {
+            state: DeliveryState::parse(&self.state).unwrap_or(DeliveryState::Pending),
+            attempts: self.attempts,
+            last_status: self.last_status,
+            last_error: self.last_error.clone(),
+            next_attempt_at: self.next.map(time_of),
+        }
+    }
+
+    fn pending(&self) -> bool {
+        self.state == DeliveryState::Pending.as_str()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct HookRecord {
+    pub(super) url: String,
+    pub(super) armed: bool,
+    pub(super) delivery: DeliveryRecord,
+}
+
+impl HookRecord {
+    fn of(hook: &Webhook) -> HookRecord {
+        HookRecord {
+            url: hook.target.as_str(),
+            armed: hook.is_armed(),
+            delivery: DeliveryRecord::of(&hook.delivery()),
+        }
     }
 
     /// Still to be sent once the job has ended.
-    pub(super) fn due(&self) -> bool {
-        self.armed && self.state == DeliveryState::Pending.as_str()
+    fn due(&self) -> bool {
+        self.armed && self.delivery.pending()
     }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct KafkaRecord {
+    pub(super) topic: String,
+    pub(super) delivery: DeliveryRecord,
 }
 
 impl Record {
@@ -121,6 +147,10 @@ impl Record {
             resend_on_loss,
             owner: job.owner.map(|o| o.digest()),
             hook: job.webhook.as_deref().map(HookRecord::of),
+            kafka: job.kafka.as_deref().map(|p| KafkaRecord {
+                topic: p.topic.clone(),
+                delivery: DeliveryRecord::of(&p.delivery()),
+            }),
             request: Some(RequestRecord {
                 path: request.path.as_str().to_owned(),
                 headers: request.headers.as_bytes().to_vec(),
@@ -152,6 +182,37 @@ impl Record {
             route: Arc::from(self.route.as_str()),
             owner: Owner::from_digest(digest),
         })
+    }
+
+    /// Whether a delivery of the ended job is still to be made: what a
+    /// restart carries on.
+    pub(super) fn delivery_due(&self) -> bool {
+        !self.is_active()
+            && (self.hook.as_ref().is_some_and(HookRecord::due)
+                || self.kafka.as_ref().is_some_and(|k| k.delivery.pending()))
+    }
+
+    /// When its deliveries still due next try, the latest of them.
+    pub(super) fn next_delivery(&self) -> Option<u64> {
+        let hook = self
+            .hook
+            .as_ref()
+            .filter(|h| h.due())
+            .map(|h| h.delivery.next);
+        let kafka = self
+            .kafka
+            .as_ref()
+            .filter(|k| k.delivery.pending())
+            .map(|k| k.delivery.next);
+        hook.into_iter().chain(kafka).flatten().max()
+    }
+
+    /// The recorded state of one of its deliveries.
+    pub(super) fn delivery_mut(&mut self, channel: Channel) -> Option<&mut DeliveryRecord> {
+        match channel {
+            Channel::Webhook => self.hook.as_mut().map(|h| &mut h.delivery),
+            Channel::Kafka => self.kafka.as_mut().map(|k| &mut k.delivery),
+        }
     }
 
     pub(super) fn is_active(&self) -> bool {
@@ -186,14 +247,15 @@ impl Record {
         });
         if let Some(hook) = &self.hook {
             let target = Target::restore(&hook.url).ok_or_else(|| corrupt("webhook url"))?;
-            let delivery = Delivery {
-                state: DeliveryState::parse(&hook.state).unwrap_or(DeliveryState::Pending),
-                attempts: hook.attempts,
-                last_status: hook.last_status,
-                last_error: hook.last_error.clone(),
-                next_attempt_at: hook.next.map(time_of),
-            };
+            let delivery = hook.delivery.delivery();
             job.webhook = Some(Arc::new(Webhook::restore(target, hook.armed, delivery)));
+        }
+        if let Some(kafka) = &self.kafka {
+            let delivery = kafka.delivery.delivery();
+            job.kafka = Some(Arc::new(Publication::restore(
+                kafka.topic.clone(),
+                delivery,
+            )));
         }
         Ok(job)
     }

@@ -97,7 +97,7 @@ pub(super) fn recover(
             if let Some(bytes) = tables.jobs.get(&k)?.map(|v| v.value().to_vec()) {
                 let record = Record::decode(id, &bytes).map_err(Recovery::Record)?;
                 recovered
-                    .callbacks
+                    .deliveries
                     .push(record.job(id).map_err(Recovery::Record)?);
             }
         }

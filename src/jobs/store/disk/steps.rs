@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use redb::ReadableTable;
 
-use super::record::{millis_of, HookRecord, Record, ResponseRecord};
+use super::record::{millis_of, Record, ResponseRecord};
 use super::writer::{key, unavailable, Tables, EXPIRES_RESULT, EXPIRES_TOMBSTONE};
 use crate::defaults;
 use crate::jobs::id::JobId;
@@ -58,7 +58,7 @@ pub(super) fn finish_record(
         .expiry
         .insert((expires, &k), EXPIRES_RESULT)
         .map_err(unavailable)?;
-    if record.hook.as_ref().is_some_and(HookRecord::due) {
+    if record.delivery_due() {
         tables.hooks.insert(&k, ()).map_err(unavailable)?;
     }
     Ok(())
@@ -132,17 +132,16 @@ pub(super) fn sweep_due(
                 if record.expires != Some(at) {
                     continue;
                 }
-                match record.hook.as_ref().filter(|h| h.due()) {
-                    Some(hook) => {
-                        let next = hook.next.unwrap_or(now).max(now);
-                        let keep = next + u64::try_from(result_ttl.as_millis()).unwrap_or(u64::MAX);
-                        record.expires = Some(keep);
-                        t.put(id, &record)?;
-                        t.expiry
-                            .insert((keep, &k), EXPIRES_RESULT)
-                            .map_err(unavailable)?;
-                    }
-                    None => bury(t, id, &record, results, tombstone_ttl)?,
+                if record.delivery_due() {
+                    let next = record.next_delivery().unwrap_or(now).max(now);
+                    let keep = next + u64::try_from(result_ttl.as_millis()).unwrap_or(u64::MAX);
+                    record.expires = Some(keep);
+                    t.put(id, &record)?;
+                    t.expiry
+                        .insert((keep, &k), EXPIRES_RESULT)
+                        .map_err(unavailable)?;
+                } else {
+                    bury(t, id, &record, results, tombstone_ttl)?;
                 }
             }
         } else {

@@ -5,5 +5,5 @@ local status = redis.call('HGET', job, 'status')
 if not status then return 0 end
 redis.call('HSET', job, 'hook_armed', '1')
 if status == 'queued' or status == 'running' then return 0 end
-hold_hook(ARGV[7], job, NOW)
+hold('hooks', ARGV[7], NOW)
 return 1

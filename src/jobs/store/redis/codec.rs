@@ -1,6 +1,7 @@
 //! How a job is laid out in its Redis hash: the fields lookups read, what
 //! `create` writes, and times as milliseconds since the Unix epoch.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -8,16 +9,17 @@ use http::uri::PathAndQuery;
 use http::Method;
 
 use crate::callback::target::Target;
+use crate::delivery::{Channel, Delivery, DeliveryState, Publication};
 use crate::header_block::HeaderBlock;
 use crate::jobs::id::JobId;
 use crate::jobs::model::{BackendRequest, Failure, Job, JobStatus, ResponseSummary};
 use crate::jobs::owner::Owner;
 use crate::jobs::store::{NewJob, StoreError, Taken};
-use crate::webhook::{Delivery, DeliveryState, Webhook};
+use crate::webhook::Webhook;
 
 /// The job fields a lookup reads, in the order [`decode_job`] expects;
 /// the scripts get the same list.
-pub(super) const META: [&str; 18] = [
+pub(super) const META: [&str; 24] = [
     "status",
     "route",
     "method",
@@ -36,7 +38,23 @@ pub(super) const META: [&str; 18] = [
     "hook_last_status",
     "hook_last_error",
     "hook_next",
+    "kafka_topic",
+    "kafka_state",
+    "kafka_attempts",
+    "kafka_last_status",
+    "kafka_last_error",
+    "kafka_next",
 ];
+
+/// The prefix of a delivery's fields (`{prefix}_state`, `_attempts`,
+/// `_last_status`, `_last_error`, `_next`), and the name of the set of
+/// those under way (`P:{set}`).
+pub(super) fn delivery_names(channel: Channel) -> (&'static str, &'static str) {
+    match channel {
+        Channel::Webhook => ("hook", "hooks"),
+        Channel::Kafka => ("kafka", "kafka"),
+    }
+}
 
 /// `{id, route, method, path, headers, body, attempt}` as the scripts return it.
 pub(super) type TakenRow = (String, String, String, String, Bytes, Bytes, u32);
@@ -114,21 +132,30 @@ pub(super) fn decode_job(id: JobId, f: &[Option<Bytes>]) -> Result<Job, StoreErr
                 .map_err(|_| corrupt("bound"))
         })
         .transpose()?;
+    // A delivery's five fields, from `at`.
+    let delivery = |at: usize| Delivery {
+        state: text(at)
+            .and_then(DeliveryState::parse)
+            .unwrap_or(DeliveryState::Pending),
+        attempts: number(at + 1)
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(0),
+        last_status: number(at + 2).and_then(|n| u16::try_from(n).ok()),
+        last_error: text(at + 3).map(str::to_owned),
+        next_attempt_at: number(at + 4).map(time_of),
+    };
     if let Some(url) = text(11) {
         let target = Target::restore(url).ok_or_else(|| corrupt("hook_url"))?;
-        let delivery = Delivery {
-            state: text(13)
-                .and_then(DeliveryState::parse)
-                .unwrap_or(DeliveryState::Pending),
-            attempts: number(14).and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
-            last_status: number(15).and_then(|n| u16::try_from(n).ok()),
-            last_error: text(16).map(str::to_owned),
-            next_attempt_at: number(17).map(time_of),
-        };
-        job.webhook = Some(std::sync::Arc::new(Webhook::restore(
+        job.webhook = Some(Arc::new(Webhook::restore(
             target,
             text(12) == Some("1"),
-            delivery,
+            delivery(13),
+        )));
+    }
+    if let Some(topic) = text(18) {
+        job.kafka = Some(Arc::new(Publication::restore(
+            topic.to_owned(),
+            delivery(19),
         )));
     }
     Ok(job)
@@ -155,6 +182,10 @@ pub(super) fn job_fields(new: &NewJob<'_>) -> Vec<(&'static str, Vec<u8>)> {
     ];
     if let Some(owner) = job.owner {
         fields.push(("bound", owner.digest().to_vec()));
+    }
+    if let Some(publication) = &job.kafka {
+        fields.push(("kafka_topic", publication.topic.as_bytes().to_vec()));
+        fields.push(("kafka_state", DeliveryState::Pending.as_str().into()));
     }
     if let Some(hook) = &job.webhook {
         fields.push(("hook_url", hook.target.as_str().into_bytes()));

@@ -1,16 +1,17 @@
--- Records a webhook's delivery state on a job that is still kept. While
--- it is pending, its sender holds it until ARGV[8] (Unix ms, the next
+-- Records the state of a delivery of a job that is still kept. While it
+-- is pending, its sender holds it until ARGV[9] (Unix ms, the next
 -- attempt), and the job is kept until result_ttl after that, so that a
 -- replica taking the delivery over finds it; once delivered or failed
--- (ARGV[8] empty) it is let go. ARGV: 7 id, 8 held until, 9.. field/value
--- pairs; an empty value removes the field.
-local id, held = ARGV[7], ARGV[8]
+-- (ARGV[9] empty) it is let go. ARGV: 7 id, 8 the channel's set (`hooks`,
+-- `kafka`), 9 held until, 10.. field/value pairs; an empty value removes
+-- the field.
+local id, set, held = ARGV[7], ARGV[8], ARGV[9]
 local job = job_key(id)
 if redis.call('EXISTS', job) == 0 then
-  redis.call('ZREM', HOOKS, id)
+  redis.call('ZREM', P .. ':' .. set, id)
   return 0
 end
-for i = 9, #ARGV, 2 do
+for i = 10, #ARGV, 2 do
   if ARGV[i + 1] == '' then
     redis.call('HDEL', job, ARGV[i])
   else
@@ -18,10 +19,10 @@ for i = 9, #ARGV, 2 do
   end
 end
 if held == '' then
-  redis.call('ZREM', HOOKS, id)
+  redis.call('ZREM', P .. ':' .. set, id)
   return 1
 end
-hold_hook(id, job, tonumber(held))
+hold(set, id, tonumber(held))
 local keep = tonumber(held) + RESULT_TTL
 local ttl = redis.call('PTTL', job)
 if ttl >= 0 and NOW + ttl < keep then

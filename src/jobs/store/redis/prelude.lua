@@ -14,9 +14,6 @@ local GROUP = 'workers'
 local function job_key(id) return P .. ':job:' .. id end
 local function gone_key(id) return P .. ':gone:' .. id end
 local function work_key(upstream) return P .. ':work:' .. upstream end
--- Webhook deliveries under way, scored by when their sender holds them
--- until.
-local HOOKS = P .. ':hooks'
 local function publish(message) redis.call('PUBLISH', P .. ':events', message) end
 local function charge(bytes) redis.call('INCRBY', P .. ':bytes', bytes) end
 
@@ -36,13 +33,20 @@ local function start(id, job, consumer)
   return attempt
 end
 
--- An ended job's webhook, if it is to be sent, is held by the replica
--- sending it until `held` (Unix ms); once it has been let go a lease past
--- that, another replica takes the delivery over.
-local function hold_hook(id, job, held)
-  if redis.call('HGET', job, 'hook_armed') == '1' then
-    redis.call('ZADD', HOOKS, held, id)
-  end
+-- A delivery of an ended job under way, in the set of its channel
+-- (`hooks`, `kafka`), is held by the replica making it until `held` (Unix
+-- ms); once it has been let go a lease past that, another replica takes it
+-- over.
+local function hold(set, id, held)
+  redis.call('ZADD', P .. ':' .. set, held, id)
+end
+
+-- The deliveries due when a job ends: its webhook if it is to be sent,
+-- its Kafka record if its route has a topic.
+local function hold_deliveries(id, job)
+  local v = redis.call('HMGET', job, 'hook_armed', 'kafka_topic')
+  if v[1] == '1' then hold('hooks', id, NOW) end
+  if v[2] then hold('kafka', id, NOW) end
 end
 
 -- Ends a queued or running job: out of its queue (freeing its place), its
@@ -64,7 +68,7 @@ local function retire(id, job, status, fields, bytes)
   -- then the route, so only its owner learns that it is gone.
   local b = redis.call('HMGET', job, 'bound', 'route')
   redis.call('SET', gone_key(id), b[1] and (b[1] .. b[2]) or '', 'PX', RESULT_TTL + TOMB_TTL)
-  hold_hook(id, job, NOW)
+  hold_deliveries(id, job)
   publish(id .. ' ' .. status)
   publish('work ' .. v[1])
 end
