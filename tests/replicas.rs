@@ -572,6 +572,45 @@ async fn a_job_is_kept_past_its_result_ttl_while_its_webhook_is_being_delivered(
     delivered_on_the_retry(&client, &a, &location, &receiver).await;
 }
 
+#[tokio::test]
+async fn a_lost_job_s_webhook_is_sent_though_its_replica_is_gone() {
+    let redis = Redis::start().await;
+    let backend = Backend::start().await;
+    let receiver = Backend::start().await;
+    // `/holdhook/…` is held by the backend, and calls back.
+    let config = format!(
+        "{}[[routes]]\nname = \"holdhook\"\npath = \"/holdhook/{{*p}}\"\nupstream = \"app\"\n\
+         callback_hosts = [\"127.0.0.1\"]\n",
+        hooked(&redis, &backend, "", "lease = \"1s\"")
+    );
+    let mut a = Replica::start(&config).await;
+    let client = Client::default();
+    let reply = client
+        .send(
+            Method::POST,
+            &a.url("/holdhook/x"),
+            &[("callback-url", &format!("{}/hook", receiver.url()))],
+            "x",
+        )
+        .await;
+    assert_eq!(reply.status, 202);
+    let location = reply.header("location").to_owned();
+    backend.started(1).await;
+    let b = Replica::start(&config).await;
+    a.kill();
+    backend.disconnects(1).await;
+    // B finds the POST lost (never sent twice), and the webhook A would
+    // have sent goes out all the same.
+    let doc = poll_until(30, "the lost job's webhook", async || {
+        let doc = client.get(&b.url(&location)).await.json();
+        (doc["webhook"]["state"] == "delivered").then_some(doc)
+    })
+    .await;
+    assert_eq!(doc["status"], "failed", "{doc:#}");
+    let sent: serde_json::Value = serde_json::from_slice(&receiver.received()[0].body).unwrap();
+    assert_eq!(sent["error"]["type"], "urn:asyncgate:problem:job-lost");
+}
+
 /// A Redis connection of the test's own, to look at or tamper with what
 /// the gateways keep.
 async fn redis_conn(redis: &Redis) -> redis::aio::MultiplexedConnection {

@@ -189,6 +189,17 @@ fn job_schema() -> Value {
                 "properties": { "next_attempt_at": time, "reason": { "type": "string" } }
             },
             "webhook": { "type": "object" },
+            "kafka": {
+                "type": "object",
+                "description": "The job's Kafka record, for a route with a kafka_topic: its topic and how producing it goes.",
+                "properties": {
+                    "topic": { "type": "string" },
+                    "state": { "type": "string", "enum": ["pending", "delivered", "failed"] },
+                    "attempts": { "type": "integer" },
+                    "last_error": { "type": "string" },
+                    "next_attempt_at": time
+                }
+            },
             "resourceLocation": { "type": "string" },
             "links": {
                 "type": "object",
