@@ -9,8 +9,7 @@ use serde::Serialize;
 
 use super::id::JobId;
 use super::model::Job;
-use crate::delivery::Publication;
-use crate::webhook::Webhook;
+use crate::delivery::Delivery;
 
 #[derive(Serialize)]
 pub(crate) struct Document<'a> {
@@ -61,9 +60,9 @@ struct RetryDoc<'a> {
     reason: &'a str,
 }
 
+/// How a delivery of the job's document goes.
 #[derive(Serialize)]
-struct WebhookDoc {
-    url: String,
+struct DeliveryDoc {
     state: &'static str,
     attempts: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -77,11 +76,9 @@ struct WebhookDoc {
     next_attempt_at: Option<Timestamp>,
 }
 
-impl WebhookDoc {
-    fn of(hook: &Webhook) -> WebhookDoc {
-        let d = hook.delivery();
-        WebhookDoc {
-            url: hook.target.shown(),
+impl From<Delivery> for DeliveryDoc {
+    fn from(d: Delivery) -> DeliveryDoc {
+        DeliveryDoc {
             state: d.state.as_str(),
             attempts: d.attempts,
             last_status: d.last_status,
@@ -91,32 +88,19 @@ impl WebhookDoc {
     }
 }
 
+#[derive(Serialize)]
+struct WebhookDoc {
+    url: String,
+    #[serde(flatten)]
+    delivery: DeliveryDoc,
+}
+
 /// A job's Kafka record: its topic, and how producing it goes.
 #[derive(Serialize)]
 struct KafkaDoc<'a> {
     topic: &'a str,
-    state: &'static str,
-    attempts: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    last_error: Option<String>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "display_some"
-    )]
-    next_attempt_at: Option<Timestamp>,
-}
-
-impl KafkaDoc<'_> {
-    fn of(publication: &Publication) -> KafkaDoc<'_> {
-        let d = publication.delivery();
-        KafkaDoc {
-            topic: &publication.topic,
-            state: d.state.as_str(),
-            attempts: d.attempts,
-            last_error: d.last_error,
-            next_attempt_at: d.next_attempt_at.map(Timestamp),
-        }
-    }
+    #[serde(flatten)]
+    delivery: DeliveryDoc,
 }
 
 #[derive(Serialize)]
@@ -237,8 +221,14 @@ impl<'a> Document<'a> {
                 next_attempt_at: Timestamp(r.at),
                 reason: &r.reason,
             }),
-            webhook: job.webhook.as_deref().map(WebhookDoc::of),
-            kafka: job.kafka.as_deref().map(KafkaDoc::of),
+            webhook: job.webhook.as_deref().map(|hook| WebhookDoc {
+                url: hook.target.shown(),
+                delivery: hook.delivery().into(),
+            }),
+            kafka: job.kafka.as_deref().map(|publication| KafkaDoc {
+                topic: &publication.topic,
+                delivery: publication.delivery().into(),
+            }),
             links: Links {
                 self_: url(""),
                 result: url("/result"),
