@@ -440,6 +440,16 @@ fn kafka_settings_are_checked_before_anything_starts() {
     const KAFKA: &str = "[kafka]\nbrokers = [\"127.0.0.1:9092\"]\n";
     let topic = |extra: &str| format!("{KAFKA}{}", route(extra));
     assert!(parse(&topic("kafka_topic = \"jobs.done\"")).is_ok());
+    // TLS and SCRAM are built in: librdkafka refuses these settings when
+    // it was built without OpenSSL.
+    let secured = format!(
+        "{KAFKA}[kafka.properties]\n\"security.protocol\" = \"SASL_SSL\"\n\
+         \"sasl.mechanism\" = \"SCRAM-SHA-512\"\n\"sasl.username\" = \"gateway\"\n\
+         \"sasl.password\" = \"secret\"\n"
+    );
+    if let Err(e) = parse(&secured) {
+        panic!("SASL_SSL with SCRAM refused: {e}");
+    }
     refused("[kafka]\n", "1: kafka", "needs `brokers`");
     refused(
         "[kafka]\nbrokers = [\"kafka\"]\n",
