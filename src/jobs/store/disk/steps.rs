@@ -18,8 +18,8 @@ const SWEEP_BATCH: usize = 1000;
 
 /// Makes `record` the finished job `outcome` says, in the tables: its
 /// request goes, its response body is kept in the record unless `in_file`,
-/// its expiry is scheduled and, when a webhook is due, it is listed for a
-/// restart to send.
+/// its expiry is scheduled and, when a delivery is due, it is listed for a
+/// restart to carry on.
 pub(super) fn finish_record(
     tables: &mut Tables<'_>,
     id: JobId,
@@ -106,9 +106,9 @@ pub(super) fn claim_expiry(value: &[u8]) -> Option<u64> {
 }
 
 /// Buries results whose time is up and forgets tombstones and idempotency
-/// keys whose time is up, a batch at a time. A job whose webhook is still
-/// being delivered is kept until `result_ttl` past its next attempt, so
-/// that a restart finds the delivery to carry on.
+/// keys whose time is up, a batch at a time. A job with a delivery still
+/// under way is kept until `result_ttl` past its next attempt, so that a
+/// restart finds the delivery to carry on.
 pub(super) fn sweep_due(
     t: &mut Tables<'_>,
     results: &Path,

@@ -34,7 +34,8 @@ pub(super) const CLAIMS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::ne
 pub(super) const EXPIRY: TableDefinition<(u64, &[u8; 16]), u8> = TableDefinition::new("expiry");
 pub(super) const CLAIM_EXPIRY: TableDefinition<(u64, &[u8; 32]), ()> =
     TableDefinition::new("claim_expiry");
-/// Finished jobs whose webhook is still due: what a restart must send.
+/// Finished jobs with a delivery still due (webhook, Kafka record): what a
+/// restart must carry on. The table keeps its first name.
 pub(super) const HOOKS: TableDefinition<&[u8; 16], ()> = TableDefinition::new("hooks");
 /// `used`: the bytes charged to the budget.
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
