@@ -33,6 +33,7 @@ mod headers;
 mod jobs;
 #[cfg(feature = "kafka")]
 mod kafka;
+pub mod logging;
 mod metrics;
 mod prefer;
 mod problem;

@@ -1,6 +1,5 @@
 //! The `asyncgate` binary: parse the command line, load the config, serve.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -64,7 +63,10 @@ fn main() -> ExitCode {
         Some(Command::Health { ready }) => return health(&config, ready),
         None => {}
     }
-    init_logging(cli.log_format);
+    let _logging = asyncgate::logging::init(match cli.log_format {
+        LogFormat::Text => asyncgate::logging::Format::Text,
+        LogFormat::Json => asyncgate::logging::Format::Json,
+    });
     // The first worker runs here; the gateway starts one thread per further worker.
     match runtime() {
         Some(runtime) => runtime.block_on(serve(config)),
@@ -133,19 +135,4 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
         .build()
         .inspect_err(|e| eprintln!("asyncgate: cannot start the runtime: {e}"))
         .ok()
-}
-
-fn init_logging(format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        // One flat object per line: the fields beside the message, not
-        // nested under `fields`, as log shippers index them.
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
 }

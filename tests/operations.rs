@@ -401,3 +401,50 @@ async fn an_admin_listener_turned_off_listens_nowhere() {
         .assert_status(200);
     assert_eq!(backend.received()[0].uri, "/metrics");
 }
+
+#[tokio::test]
+async fn a_stderr_nobody_reads_never_holds_a_request() {
+    let backend = Backend::start().await;
+    let free = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let (listen, admin) = (free(), free());
+    let config = common::process::write_config(&format!(
+        "[server]\nlisten = \"{listen}\"\n[admin]\nlisten = \"{admin}\"\n{}",
+        config(&backend.url(), "", PROXY_ALL)
+    ));
+    // Its stderr is a pipe that is never read: once the pipe's buffer is
+    // full, a gateway writing its log from the request path would stall.
+    let _gateway = tokio::process::Command::new(common::process::BIN)
+        .args(["--config", config.0.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = Client::default();
+    let url = format!("http://{listen}/logged");
+    poll_until(20, "the gateway to listen", async || {
+        let stream = tokio::net::TcpStream::connect(listen).await.ok()?;
+        drop(stream);
+        Some(())
+    })
+    .await;
+    // Far more request lines than the pipe holds (64 KiB, some 400 lines).
+    within(120, "every request to be answered", async {
+        for _ in 0..2000 {
+            client.get(&url).await.assert_status(200);
+        }
+    })
+    .await;
+    // The lines wait in the log's queue; past its bound they would be
+    // dropped, and counted here.
+    let metrics = client.get(&format!("http://{admin}/metrics")).await;
+    let metrics = String::from_utf8(metrics.body.to_vec()).unwrap();
+    let dropped = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("asyncgate_log_lines_dropped_total "))
+        .expect("dropped lines are counted");
+    assert_eq!(dropped, "0", "{metrics}");
+}

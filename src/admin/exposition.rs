@@ -201,6 +201,12 @@ impl prometheus_client::collector::Collector for Exposition {
                     .map(|(outcome, n)| (vec![("outcome", outcome)], n)),
             )?;
         }
+        counter(
+            &mut encoder,
+            "asyncgate_log_lines_dropped",
+            "Log lines dropped because stderr could not keep up.",
+            [(vec![], crate::logging::dropped_lines())],
+        )?;
         #[cfg(feature = "kafka")]
         if let Some(kafka) = app.jobs().kafka() {
             counter(
