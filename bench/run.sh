@@ -24,6 +24,8 @@ export BENCH_DIR
 
 BACKEND=127.0.0.1:18081
 NGINX=127.0.0.1:18082
+# The same nginx with its access log on, buffered.
+NGINX_LOGGED=127.0.0.1:18083
 GATEWAY=127.0.0.1:18080
 REDIS_PORT=18083
 HZ=$(getconf CLK_TCK)
@@ -73,10 +75,11 @@ wait_port() {
   exit 1
 }
 
+# start_gateway CONFIG [LOG_LEVEL]: warn (no request log) unless told.
 start_gateway() {
-  local config=$1
+  local config=$1 level=${2:-warn}
   if [ -n "${GATEWAY_PID:-}" ]; then kill "$GATEWAY_PID"; wait "$GATEWAY_PID" 2>/dev/null || true; fi
-  RUST_LOG=warn "$GATEWAY_BIN" --config "$config" 2>>"$WORK/gateway.log" &
+  RUST_LOG=$level "$GATEWAY_BIN" --config "$config" 2>>"$WORK/gateway.log" &
   GATEWAY_PID=$!
   PIDS+=("$GATEWAY_PID")
   wait_port "$GATEWAY"
@@ -90,6 +93,7 @@ PIDS+=("$!")
 start_gateway "$BENCH_DIR/asyncgate.toml"
 wait_port "$BACKEND"
 wait_port "$NGINX"
+wait_port "$NGINX_LOGGED"
 NGINX_PIDS() { pgrep -f "nginx: worker process" | tr '\n' ' '; }
 
 # CPU ticks (user + system) of the given pids.
@@ -184,6 +188,12 @@ measure gateway_post_streamed "http://$GATEWAY/unbuffered/echo" post1k.lua "$GAT
 measure nginx_post1m "http://$NGINX/echo" post1m.lua "$(NGINX_PIDS)"
 measure gateway_post1m "http://$GATEWAY/echo" post1m.lua "$GATEWAY_PID"
 measure gateway_post1m_streamed "http://$GATEWAY/unbuffered/echo" post1m.lua "$GATEWAY_PID"
+# With the log on: the gateway at its default level (a line per request),
+# nginx with a buffered access log; both write a file in $WORK.
+start_gateway "$BENCH_DIR/asyncgate.toml" info
+measure nginx_get_logged "http://$NGINX_LOGGED/" get.lua "$(NGINX_PIDS)"
+measure gateway_get_logged "http://$GATEWAY/" get.lua "$GATEWAY_PID"
+start_gateway "$BENCH_DIR/asyncgate.toml"
 
 CPU=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 MEMTOTAL=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
@@ -214,6 +224,8 @@ passthrough_report() {
   row "nginx, POST 1 MiB" nginx_post1m
   row "asyncgate, POST 1 MiB" gateway_post1m
   row "asyncgate, POST 1 MiB, streamed" gateway_post1m_streamed
+  row "nginx, GET, access log on (buffered)" nginx_get_logged
+  row "asyncgate, GET, request log on (default level)" gateway_get_logged
   echo
   echo "| ratio asyncgate / nginx | GET | POST 1 KiB | POST 1 KiB streamed | POST 1 MiB | POST 1 MiB streamed |"
   echo "|---|---|---|---|---|---|"
@@ -223,6 +235,11 @@ passthrough_report() {
       "$(ratio "${R[gateway_post_streamed,$c]}" "${R[nginx_post,$c]}") | $(ratio "${R[gateway_post1m,$c]}" "${R[nginx_post1m,$c]}") |" \
       "$(ratio "${R[gateway_post1m_streamed,$c]}" "${R[nginx_post1m,$c]}") |"
   done
+  echo
+  echo "With the log on, asyncgate / nginx: throughput $(ratio "${R[gateway_get_logged,3]}" "${R[nginx_get_logged,3]}"),"
+  echo "CPU per request $(ratio "${R[gateway_get_logged,8]}" "${R[nginx_get_logged,8]}"). What the log adds to the CPU per"
+  echo "request: asyncgate $(awk -v a="${R[gateway_get_logged,8]}" -v b="${R[gateway_get,8]}" 'BEGIN {printf "%.2f µs (%.0f %%)", a - b, (a - b) * 100 / b}'),"
+  echo "nginx $(awk -v a="${R[nginx_get_logged,8]}" -v b="${R[nginx_get,8]}" 'BEGIN {printf "%.2f µs (%.0f %%)", a - b, (a - b) * 100 / b}')."
 }
 if [ -n "${PASSTHROUGH_ONLY:-}" ]; then
   passthrough_report >"$RESULTS"
