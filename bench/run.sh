@@ -8,7 +8,8 @@
 # Knobs (environment): RUNS (repeats per measurement, median reported),
 # DURATION (wrk -d), CONNS (wrk -c), THREADS (wrk -t), FILL (jobs stored for
 # the large memory point), RESULTS (where the markdown goes; default
-# bench/RESULTS.md), PASSTHROUGH_ONLY=1 (stop after the passthrough section,
+# bench/results/DATE/TIME.md, so a run never overwrites the committed
+# bench/RESULTS.md unless told to: RESULTS=bench/RESULTS.md), PASSTHROUGH_ONLY=1 (stop after the passthrough section,
 # a few minutes). Everything listens on 127.0.0.1 only.
 set -euo pipefail
 
@@ -19,13 +20,14 @@ DURATION=${DURATION:-10s}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
 FILL=${FILL:-1000000}
-RESULTS=${RESULTS:-$BENCH_DIR/RESULTS.md}
+RESULTS=${RESULTS:-$BENCH_DIR/results/$(date -u +%Y-%m-%d)/$(date -u +%H%M).md}
+mkdir -p "$(dirname "$RESULTS")"
 export BENCH_DIR
 
 BACKEND=127.0.0.1:18081
 NGINX=127.0.0.1:18082
 # The same nginx with its access log on, buffered.
-NGINX_LOGGED=127.0.0.1:18083
+NGINX_LOGGED=127.0.0.1:18084
 GATEWAY=127.0.0.1:18080
 REDIS_PORT=18083
 HZ=$(getconf CLK_TCK)
@@ -43,7 +45,7 @@ GATEWAY_BIN=$ROOT/target/release/asyncgate
 BACKEND_BIN=$ROOT/target/release/examples/bench-backend
 FILL_BIN=$ROOT/target/release/examples/bench-fill
 
-for addr in "$BACKEND" "$NGINX" "$GATEWAY" "127.0.0.1:$REDIS_PORT"; do
+for addr in "$BACKEND" "$NGINX" "$NGINX_LOGGED" "$GATEWAY" "127.0.0.1:$REDIS_PORT"; do
   if (exec 3<>"/dev/tcp/${addr%:*}/${addr#*:}") 2>/dev/null; then
     echo "$addr is already in use: stop whatever listens there first" >&2
     exit 1
@@ -60,7 +62,9 @@ chmod 1777 "$WORK/tmp"
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  # nginx removes its pid file as it exits: it may be gone by now.
+  local pid
+  if pid=$(cat "$WORK/nginx.pid" 2>/dev/null); then kill "$pid" 2>/dev/null || true; fi
   wait 2>/dev/null || true
   rm -rf "$WORK"
 }
@@ -305,8 +309,9 @@ start_gateway "$BENCH_DIR/asyncgate.toml"
 declare -A MEM
 MEM[0]=$(rss_kib "$GATEWAY_PID")
 stored=0
-for n in 10000 100000 "$FILL"; do
-  [ "$n" -le "$stored" ] && continue
+# The memory points: 10,000, 100,000 and FILL, none past FILL, each once.
+MEM_POINTS=$(printf '%s\n' 10000 100000 "$FILL" | awk -v f="$FILL" '$1 <= f' | sort -nu)
+for n in $MEM_POINTS; do
   fill $((n - stored))
   stored=$n
   MEM[$n]=$(rss_kib "$GATEWAY_PID")
@@ -405,7 +410,7 @@ done
   echo "| jobs stored | RSS (MiB) | bytes per job beyond its 1 KiB result |"
   echo "|---|---|---|"
   echo "| 0 | $(awk -v k="${MEM[0]}" 'BEGIN {printf "%.1f", k / 1024}') | |"
-  for n in 10000 100000 "$FILL"; do
+  for n in $MEM_POINTS; do
     [ -n "${MEM[$n]:-}" ] && echo "| $n | $(awk -v k="${MEM[$n]}" 'BEGIN {printf "%.1f", k / 1024}') | $(per_job "$n") |"
   done
   echo
