@@ -28,14 +28,16 @@ BACKEND=127.0.0.1:18081
 NGINX=127.0.0.1:18082
 # The same nginx with its access log on, buffered.
 NGINX_LOGGED=127.0.0.1:18084
+# The same nginx speaking HTTP/2 in clear text.
+NGINX_H2=127.0.0.1:18085
 GATEWAY=127.0.0.1:18080
 REDIS_PORT=18083
 HZ=$(getconf CLK_TCK)
 
 need() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
-if ! need wrk || ! need nginx || ! need curl || ! need redis-server; then
-  echo "installing wrk, nginx-light, curl and redis-server from the distribution..." >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light curl redis-server >/dev/null
+if ! need wrk || ! need nginx || ! need curl || ! need redis-server || ! need h2load; then
+  echo "installing wrk, nginx-light, curl, redis-server and h2load from the distribution..." >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light curl redis-server nghttp2-client >/dev/null
 fi
 NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
 
@@ -45,7 +47,7 @@ GATEWAY_BIN=$ROOT/target/release/asyncgate
 BACKEND_BIN=$ROOT/target/release/examples/bench-backend
 FILL_BIN=$ROOT/target/release/examples/bench-fill
 
-for addr in "$BACKEND" "$NGINX" "$NGINX_LOGGED" "$GATEWAY" "127.0.0.1:$REDIS_PORT"; do
+for addr in "$BACKEND" "$NGINX" "$NGINX_LOGGED" "$NGINX_H2" "$GATEWAY" "127.0.0.1:$REDIS_PORT"; do
   if (exec 3<>"/dev/tcp/${addr%:*}/${addr#*:}") 2>/dev/null; then
     echo "$addr is already in use: stop whatever listens there first" >&2
     exit 1
@@ -131,6 +133,36 @@ measure() {
     "$name" "${R[$name,3]}" "${R[$name,4]}" "${R[$name,5]}" "${R[$name,6]}" "${R[$name,8]}" "${R[$name,err]}" >&2
 }
 
+# measure_h2 NAME URL "PIDS": like measure, with h2load over HTTP/2 in
+# clear text (CONNS connections, 10 streams each); h2load reports no
+# percentiles, so the latency columns hold its mean.
+measure_h2() {
+  local name=$1 url=$2 pids=$3
+  local out="$WORK/$name.runs"
+  : >"$out"
+  for _ in $(seq "$RUNS"); do
+    local t0 t1 report
+    t0=$(ticks $pids)
+    report=$(h2load -D "${DURATION%s}" -c "$CONNS" -m 10 -t "$THREADS" "$url" 2>&1)
+    t1=$(ticks $pids)
+    echo "$report" | awk -v dt=$((t1 - t0)) -v hz="$HZ" '
+      /^finished in/ {rps = $4 + 0}
+      /^requests:/ {done = $8; failed = $10 + $12 + $14}
+      /^time for request:/ {mean = $6}
+      END {
+        us = mean; sub(/us$/, "", us); if (mean ~ /ms$/) {sub(/ms$/, "", us); us *= 1000}
+        printf "%d 0 %s %d %d %d %d %.2f\n", done, rps, us, us, us, failed, dt * 1e6 / hz / done
+      }' >>"$out"
+  done
+  local col
+  for col in 3 4 5 6 8; do
+    R[$name,$col]=$(awk -v c=$col '{print $c}' "$out" | median)
+  done
+  R[$name,err]=$(awk '{s += $7} END {print s}' "$out")
+  printf '%-22s %10.0f req/s  mean %6d us  cpu %6.2f us/req  errors %d\n' \
+    "$name" "${R[$name,3]}" "${R[$name,4]}" "${R[$name,8]}" "${R[$name,err]}" >&2
+}
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0) ? a / b : 0}'; }
 
 # submit_e2e NAME URL "PIDS": measures 202s as NAME, then waits until the
@@ -192,6 +224,8 @@ measure gateway_post_streamed "http://$GATEWAY/unbuffered/echo" post1k.lua "$GAT
 measure nginx_post1m "http://$NGINX/echo" post1m.lua "$(NGINX_PIDS)"
 measure gateway_post1m "http://$GATEWAY/echo" post1m.lua "$GATEWAY_PID"
 measure gateway_post1m_streamed "http://$GATEWAY/unbuffered/echo" post1m.lua "$GATEWAY_PID"
+measure_h2 nginx_get_h2 "http://$NGINX_H2/" "$(NGINX_PIDS)"
+measure_h2 gateway_get_h2 "http://$GATEWAY/" "$GATEWAY_PID"
 # With the log on: the gateway at its default level (a line per request),
 # nginx with a buffered access log; both write a file in $WORK.
 start_gateway "$BENCH_DIR/asyncgate.toml" info
@@ -228,16 +262,18 @@ passthrough_report() {
   row "nginx, POST 1 MiB" nginx_post1m
   row "asyncgate, POST 1 MiB" gateway_post1m
   row "asyncgate, POST 1 MiB, streamed" gateway_post1m_streamed
+  row "nginx, GET, HTTP/2 (h2load, mean latency)" nginx_get_h2
+  row "asyncgate, GET, HTTP/2 (h2load, mean latency)" gateway_get_h2
   row "nginx, GET, access log on (buffered)" nginx_get_logged
   row "asyncgate, GET, request log on (default level)" gateway_get_logged
   echo
-  echo "| ratio asyncgate / nginx | GET | POST 1 KiB | POST 1 KiB streamed | POST 1 MiB | POST 1 MiB streamed |"
-  echo "|---|---|---|---|---|---|"
-  for m in "throughput 3" "CPU per request 8" "p99 5"; do
+  echo "| ratio asyncgate / nginx | GET | POST 1 KiB | POST 1 KiB streamed | POST 1 MiB | POST 1 MiB streamed | GET, HTTP/2 |"
+  echo "|---|---|---|---|---|---|---|"
+  for m in "throughput 3" "CPU per request 8" "p99 (HTTP/2: mean) 5"; do
     local c=${m##* } label=${m% *}
     echo "| $label | $(ratio "${R[gateway_get,$c]}" "${R[nginx_get,$c]}") | $(ratio "${R[gateway_post,$c]}" "${R[nginx_post,$c]}") |" \
       "$(ratio "${R[gateway_post_streamed,$c]}" "${R[nginx_post,$c]}") | $(ratio "${R[gateway_post1m,$c]}" "${R[nginx_post1m,$c]}") |" \
-      "$(ratio "${R[gateway_post1m_streamed,$c]}" "${R[nginx_post1m,$c]}") |"
+      "$(ratio "${R[gateway_post1m_streamed,$c]}" "${R[nginx_post1m,$c]}") | $(ratio "${R[gateway_get_h2,$c]}" "${R[nginx_get_h2,$c]}") |"
   done
   echo
   echo "With the log on, asyncgate / nginx: throughput $(ratio "${R[gateway_get_logged,3]}" "${R[nginx_get_logged,3]}"),"
