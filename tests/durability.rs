@@ -413,6 +413,24 @@ async fn a_crash_while_a_large_result_arrives_leaves_no_partial_result() {
     backend.release(1);
 }
 
+/// Garbage where the record of the job `submitted` answered for was,
+/// written with the database's own library while no gateway holds it.
+fn spoil(store: &Path, submitted: &common::Reply) {
+    let id = submitted.json()["id"]
+        .as_str()
+        .unwrap()
+        .parse::<uuid::Uuid>()
+        .unwrap();
+    const JOBS: redb::TableDefinition<&[u8; 16], &[u8]> = redb::TableDefinition::new("jobs");
+    let db = redb::Database::create(store.join("jobs.redb")).unwrap();
+    let txn = db.begin_write().unwrap();
+    txn.open_table(JOBS)
+        .unwrap()
+        .insert(id.as_bytes(), &b"\xff\xff\xff not a record"[..])
+        .unwrap();
+    txn.commit().unwrap();
+}
+
 #[tokio::test]
 async fn a_corrupt_record_is_a_503_for_its_job_alone() {
     let Setup {
@@ -430,23 +448,7 @@ async fn a_corrupt_record_is_a_503_for_its_job_alone() {
             .await;
     }
     gw.crash().await;
-    // Garbage where one job's record was, written with the database's own
-    // library while no gateway holds it.
-    let id = spoiled.json()["id"]
-        .as_str()
-        .unwrap()
-        .parse::<uuid::Uuid>()
-        .unwrap();
-    {
-        const JOBS: redb::TableDefinition<&[u8; 16], &[u8]> = redb::TableDefinition::new("jobs");
-        let db = redb::Database::create(store.0.join("jobs.redb")).unwrap();
-        let txn = db.begin_write().unwrap();
-        txn.open_table(JOBS)
-            .unwrap()
-            .insert(id.as_bytes(), &b"\xff\xff\xff not a record"[..])
-            .unwrap();
-        txn.commit().unwrap();
-    }
+    spoil(&store.0, &spoiled);
 
     let gw = Gateway::start(&text).await;
     client
@@ -622,4 +624,33 @@ async fn a_job_is_kept_past_its_result_ttl_while_its_webhook_is_being_delivered(
     })
     .await;
     assert_eq!(doc["webhook"]["attempts"], 2, "{doc:#}");
+}
+
+#[tokio::test]
+async fn a_corrupt_record_of_a_running_job_does_not_keep_the_gateway_down() {
+    let Setup {
+        backend,
+        store,
+        text,
+        client,
+    } = Setup::new("", "").await;
+    let gw = Gateway::start(&text).await;
+    let spoiled = client.post(&gw.url("/hold/a"), "a").await;
+    spoiled.assert_status(202);
+    backend.started(1).await;
+    gw.crash().await;
+    spoil(&store.0, &spoiled);
+
+    // Recovery finds the record it must carry on with unreadable: that job
+    // is left as it is, and everything else starts.
+    let gw = Gateway::start(&text).await;
+    client
+        .get(&gw.url(spoiled.header("location")))
+        .await
+        .assert_problem(503, "store-unavailable");
+    let fresh = client.post(&gw.url("/echo/b"), "b").await;
+    client
+        .wait_status(&gw.url(fresh.header("location")), "succeeded")
+        .await;
+    backend.release(1);
 }

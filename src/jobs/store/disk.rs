@@ -62,8 +62,8 @@ pub(crate) enum OpenError {
     InUse(PathBuf),
     #[error("cannot open the store's database at {}", .0.display())]
     Database(PathBuf, #[source] redb::Error),
-    #[error("the store's database at {} holds a record it cannot read", .0.display())]
-    Corrupt(PathBuf, #[source] StoreError),
+    #[error("cannot carry on with what the store's database at {} holds", .0.display())]
+    Recovery(PathBuf, #[source] StoreError),
 }
 
 impl DiskStore {
@@ -89,7 +89,7 @@ impl DiskStore {
         let (used, recovered, active) =
             recover::recover(&db, &results, config).map_err(|e| match e {
                 Recovery::Db(e) => OpenError::Database(file.clone(), e),
-                Recovery::Record(e) => OpenError::Corrupt(file.clone(), e),
+                Recovery::Store(e) => OpenError::Recovery(file.clone(), e),
             })?;
         let writer = Writer::start(Arc::clone(&db), used)
             .map_err(|e| OpenError::Directory(dir.clone(), e))?;

@@ -19,6 +19,12 @@ use crate::jobs::owner::Owner;
 use crate::jobs::store::{Binding, StoreError};
 use crate::webhook::Webhook;
 
+/// The layout of the records this build writes, first byte of each: a
+/// record of another layout (an older or newer build's) is refused by
+/// name, never misread. A change to [`Record`] or what it holds is a new
+/// format.
+const FORMAT: u8 = 1;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Record {
     pub(super) status: String,
@@ -164,12 +170,20 @@ impl Record {
         }
     }
 
+    /// The format byte, then the record.
     pub(super) fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).expect("a record always serializes")
+        postcard::to_extend(self, vec![FORMAT]).expect("a record always serializes")
     }
 
     pub(super) fn decode(id: JobId, bytes: &[u8]) -> Result<Record, StoreError> {
-        postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(format!("job {id}: {e}")))
+        match bytes.split_first() {
+            Some((&FORMAT, record)) => postcard::from_bytes(record)
+                .map_err(|e| StoreError::Corrupt(format!("job {id}: {e}"))),
+            _ => Err(StoreError::Corrupt(format!(
+                "job {id}: not a record of format {FORMAT}, the one this build reads \
+                 (written by another version of asyncgate?)"
+            ))),
+        }
     }
 
     pub(super) fn status(&self) -> Option<JobStatus> {
@@ -310,6 +324,23 @@ mod tests {
         assert_eq!(req.path.as_str(), "/r?q=1");
         assert_eq!(req.headers, request.headers);
         assert!(back.resend_on_loss);
+    }
+
+    #[test]
+    fn a_record_of_another_format_is_refused_by_name() {
+        let job = Job::queued("reports".into(), Method::GET);
+        let request = BackendRequest {
+            method: Method::GET,
+            path: PathAndQuery::from_static("/"),
+            headers: HeaderBlock::pack(&http::HeaderMap::new()),
+            body: Bytes::new(),
+        };
+        let mut bytes = Record::queued(&job, &request, true, 1000).encode();
+        bytes[0] = FORMAT + 1;
+        let Err(StoreError::Corrupt(why)) = Record::decode(job.id, &bytes) else {
+            panic!("read a record of another format");
+        };
+        assert!(why.contains("format"), "{why}");
     }
 
     #[test]

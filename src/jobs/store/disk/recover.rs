@@ -17,7 +17,7 @@ use crate::jobs::store::{Recovered, Requeued, StoreError};
 
 pub(super) enum Recovery {
     Db(redb::Error),
-    Record(StoreError),
+    Store(StoreError),
 }
 
 impl<E: Into<redb::Error>> From<E> for Recovery {
@@ -57,7 +57,9 @@ pub(super) fn recover(
                 tables.requests.remove((created, &k))?;
                 continue;
             };
-            let mut record = Record::decode(id, &bytes).map_err(Recovery::Record)?;
+            let Some(mut record) = readable(id, &bytes[..], Record::decode) else {
+                continue;
+            };
             if record.status() == Some(JobStatus::Running) {
                 if record.resend_on_loss {
                     record.status = JobStatus::Queued.as_str().to_owned();
@@ -72,13 +74,16 @@ pub(super) fn recover(
                         false,
                         config.result_ttl,
                     )
-                    .map_err(Recovery::Record)?;
+                    .map_err(Recovery::Store)?;
                     tracing::warn!(job = %id, "job was running when the gateway stopped and may not be sent twice; failed as lost");
                     continue;
                 }
             }
-            let request = record.request(id, body).map_err(Recovery::Record)?;
-            let job = record.job(id).map_err(Recovery::Record)?;
+            let Some((request, job)) =
+                readable(id, &record, |id, r| Ok((r.request(id, body)?, r.job(id)?)))
+            else {
+                continue;
+            };
             recovered.queued.push(Requeued {
                 id,
                 route: record.route.clone(),
@@ -95,10 +100,8 @@ pub(super) fn recover(
         for k in hooks {
             let id = JobId::from_bytes(k);
             if let Some(bytes) = tables.jobs.get(&k)?.map(|v| v.value().to_vec()) {
-                let record = Record::decode(id, &bytes).map_err(Recovery::Record)?;
-                recovered
-                    .deliveries
-                    .push(record.job(id).map_err(Recovery::Record)?);
+                let job = readable(id, &bytes[..], |id, b| Record::decode(id, b)?.job(id));
+                recovered.deliveries.extend(job);
             }
         }
         let used = tables.used;
@@ -109,6 +112,19 @@ pub(super) fn recover(
     txn.commit()?;
     remove_orphans(db, results)?;
     Ok((used, recovered, active))
+}
+
+/// What `read` makes of a job's record, or `None` when it cannot be read:
+/// that job is left as it is (asking for it answers a problem) and the
+/// others carry on, rather than one bad record keeping the gateway down.
+fn readable<R: ?Sized, T>(
+    id: JobId,
+    record: &R,
+    read: impl FnOnce(JobId, &R) -> Result<T, StoreError>,
+) -> Option<T> {
+    read(id, record)
+        .inspect_err(|e| tracing::error!(job = %id, error = %e, "a record the store cannot read; its job is left as it is"))
+        .ok()
 }
 
 /// Removes result files no record points at: written just before a crash
