@@ -545,6 +545,31 @@ impl Drop for Unmount {
     }
 }
 
+/// A disk store's config whose jobs take callbacks, retried once after
+/// `retry`.
+fn hooked(store: &TempDir, backend: &Backend, retry: &str) -> String {
+    format!(
+        "[webhooks]\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\
+         allow_networks = [\"127.0.0.0/8\"]\nretry_schedule = [\"{retry}\"]\n{}",
+        disk_config(&store.0, backend, "", "callback_hosts = [\"127.0.0.1\"]")
+    )
+}
+
+/// Submits a job whose webhook goes to a receiver path that fails once,
+/// then takes it; its Location.
+async fn submit_hooked(client: &Client, gw: &Gateway, receiver: &Backend) -> String {
+    let reply = client
+        .send(
+            Method::POST,
+            &gw.url("/x"),
+            &[("callback-url", &format!("{}/flaky/1/hook", receiver.url()))],
+            "{}",
+        )
+        .await;
+    reply.assert_status(202);
+    reply.header("location").to_owned()
+}
+
 #[tokio::test]
 async fn a_webhook_still_pending_at_a_crash_is_delivered_after_the_restart() {
     let backend = Backend::start().await;
@@ -552,24 +577,10 @@ async fn a_webhook_still_pending_at_a_crash_is_delivered_after_the_restart() {
     let store = TempDir::new();
     // The first attempt fails and the gateway dies before the second,
     // due two seconds later: only the restart can make it.
-    let text = format!(
-        "[webhooks]\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\
-         allow_networks = [\"127.0.0.0/8\"]\nretry_schedule = [\"2s\"]\n{}",
-        disk_config(&store.0, &backend, "", "callback_hosts = [\"127.0.0.1\"]")
-    );
+    let text = hooked(&store, &backend, "2s");
     let client = Client::default();
     let gw = Gateway::start(&text).await;
-    let hook = format!("{}/flaky/1/hook", receiver.url());
-    let reply = client
-        .send(
-            Method::POST,
-            &gw.url("/x"),
-            &[("callback-url", &hook)],
-            "{}",
-        )
-        .await;
-    reply.assert_status(202);
-    let location = reply.header("location").to_owned();
+    let location = submit_hooked(&client, &gw, &receiver).await;
     poll_until(20, "the first attempt to fail", async || {
         let doc = client.get(&gw.url(&location)).await.json();
         (doc["webhook"]["attempts"] == 1).then_some(())
@@ -600,24 +611,11 @@ async fn a_job_is_kept_past_its_result_ttl_while_its_webhook_is_being_delivered(
     // The retry comes after the result would have expired: the job must
     // still be there for the delivery to be recorded, and a restart to
     // find it.
-    let text = format!(
-        "[webhooks]\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\
-         allow_networks = [\"127.0.0.0/8\"]\nretry_schedule = [\"3s\"]\n{}",
-        disk_config(&store.0, &backend, "", "callback_hosts = [\"127.0.0.1\"]")
-    )
-    .replace("[store]\n", "[store]\nresult_ttl = \"1s\"\n");
+    let text =
+        hooked(&store, &backend, "3s").replace("[store]\n", "[store]\nresult_ttl = \"1s\"\n");
     let client = Client::default();
     let gw = Gateway::start(&text).await;
-    let reply = client
-        .send(
-            Method::POST,
-            &gw.url("/x"),
-            &[("callback-url", &format!("{}/flaky/1/hook", receiver.url()))],
-            "{}",
-        )
-        .await;
-    reply.assert_status(202);
-    let location = reply.header("location").to_owned();
+    let location = submit_hooked(&client, &gw, &receiver).await;
     let doc = poll_until(30, "the webhook to be delivered", async || {
         let doc = client.get(&gw.url(&location)).await.json();
         (doc["webhook"]["state"] == "delivered").then_some(doc)
