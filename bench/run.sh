@@ -123,14 +123,19 @@ measure() {
     # requests seconds rps p50 p99 p999 errors cpu_us/req
     echo "$line" | awk -v dt=$((t1 - t0)) -v hz="$HZ" '{printf "%s %s %s %s %s %s %s %.2f\n", $2, $3, $4, $5, $6, $7, $8, dt * 1e6 / hz / $2}' >>"$out"
   done
-  local col
+  summarize "$name"
+  printf '%-22s %10.0f req/s  p50 %6d us  p99 %6d us  p99.9 %6d us  cpu %6.2f us/req  errors %d\n' \
+    "$name" "${R[$name,3]}" "${R[$name,4]}" "${R[$name,5]}" "${R[$name,6]}" "${R[$name,8]}" "${R[$name,err]}" >&2
+}
+
+# summarize NAME: the medians and totals of NAME's runs, into R.
+summarize() {
+  local name=$1 out="$WORK/$1.runs" col
   for col in 3 4 5 6 8; do
     R[$name,$col]=$(awk -v c=$col '{print $c}' "$out" | median)
   done
   R[$name,req]=$(awk '{s += $1} END {print s}' "$out")
   R[$name,err]=$(awk '{s += $7} END {print s}' "$out")
-  printf '%-22s %10.0f req/s  p50 %6d us  p99 %6d us  p99.9 %6d us  cpu %6.2f us/req  errors %d\n' \
-    "$name" "${R[$name,3]}" "${R[$name,4]}" "${R[$name,5]}" "${R[$name,6]}" "${R[$name,8]}" "${R[$name,err]}" >&2
 }
 
 # measure_h2 NAME URL "PIDS": like measure, with h2load over HTTP/2 in
@@ -154,11 +159,7 @@ measure_h2() {
         printf "%d 0 %s %d %d %d %d %.2f\n", done, rps, us, us, us, failed, dt * 1e6 / hz / done
       }' >>"$out"
   done
-  local col
-  for col in 3 4 5 6 8; do
-    R[$name,$col]=$(awk -v c=$col '{print $c}' "$out" | median)
-  done
-  R[$name,err]=$(awk '{s += $7} END {print s}' "$out")
+  summarize "$name"
   printf '%-22s %10.0f req/s  mean %6d us  cpu %6.2f us/req  errors %d\n' \
     "$name" "${R[$name,3]}" "${R[$name,4]}" "${R[$name,8]}" "${R[$name,err]}" >&2
 }
