@@ -319,7 +319,7 @@ finished_jobs "http://$GATEWAY/jobs/rp" "$WORK/redis-status.txt"
 POLL_URLS=$WORK/redis-status.txt measure redis_poll "http://$GATEWAY" poll.lua "$GATEWAY_PID $REDIS_PID"
 kill "$REDIS_PID" 2>/dev/null || true
 
-echo "== disk store (the same gateway, its jobs in redb under $WORK/disk)" >&2
+echo "== disk store (the same gateway, its jobs in fjall under $WORK/disk)" >&2
 sed -e "s|^kind = \"memory\"|kind = \"disk\"\npath = \"$WORK/disk\"|" \
   "$BENCH_DIR/asyncgate.toml" >"$WORK/disk.toml"
 start_gateway "$WORK/disk.toml"

@@ -421,14 +421,15 @@ fn spoil(store: &Path, submitted: &common::Reply) {
         .unwrap()
         .parse::<uuid::Uuid>()
         .unwrap();
-    const JOBS: redb::TableDefinition<&[u8; 16], &[u8]> = redb::TableDefinition::new("jobs");
-    let db = redb::Database::create(store.join("jobs.redb")).unwrap();
-    let txn = db.begin_write().unwrap();
-    txn.open_table(JOBS)
-        .unwrap()
-        .insert(id.as_bytes(), &b"\xff\xff\xff not a record"[..])
+    let db = fjall::SingleWriterTxDatabase::builder(store.join("db"))
+        .open()
         .unwrap();
-    txn.commit().unwrap();
+    let jobs = db
+        .keyspace("jobs", fjall::KeyspaceCreateOptions::default)
+        .unwrap();
+    jobs.insert(id.as_bytes(), &b"\xff\xff\xff not a record"[..])
+        .unwrap();
+    db.persist(fjall::PersistMode::SyncAll).unwrap();
 }
 
 #[tokio::test]
@@ -478,6 +479,17 @@ async fn a_second_gateway_on_the_same_store_refuses_to_start() {
         line.contains("another asyncgate already uses the store"),
         "{line}"
     );
+}
+
+#[tokio::test]
+async fn a_store_an_earlier_version_wrote_is_refused_not_started_afresh() {
+    let Setup { store, text, .. } = Setup::new("", "").await;
+    std::fs::write(store.0.join("jobs.redb"), b"an earlier build's database").unwrap();
+    let mut gateway = Running::start(&text).await;
+    assert_eq!(gateway.exit_code().await, 2);
+    let line = gateway.wait_line("jobs.redb").await;
+    assert!(line.contains("path"), "names the key: {line}");
+    assert!(line.contains("earlier asyncgate"), "{line}");
 }
 
 #[tokio::test]

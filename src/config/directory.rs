@@ -4,9 +4,20 @@
 
 use std::path::Path;
 
+/// The database file of the builds before the store moved to fjall.
+const FORMER_DATABASE: &str = "jobs.redb";
+
 /// Whether the disk store can keep its files at `path`: a directory it can
-/// write in, or one it can make. Checked by writing and removing a file.
+/// write in, or one it can make, and not one whose jobs an earlier build
+/// kept in a database this one cannot read (starting afresh beside it
+/// would silently drop them). Checked by writing and removing a file.
 pub(super) fn usable(path: &Path) -> Result<(), String> {
+    if path.join(FORMER_DATABASE).exists() {
+        return Err(format!(
+            "holds the jobs of an earlier asyncgate in `{FORMER_DATABASE}`, which this \
+             version cannot read: let that version finish them, or move the file away"
+        ));
+    }
     let mut existing = path;
     while !existing.exists() {
         match existing.parent() {

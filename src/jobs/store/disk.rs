@@ -1,5 +1,5 @@
 //! The durable embedded store, the default: every job and result is in a
-//! redb database under `path` (large results in files of their own) before
+//! fjall database under `path` (large results in files of their own) before
 //! it is acknowledged, so a `202` survives a crash. Queued and running jobs
 //! are also kept in memory, and recent results in a moka cache of bounded
 //! size, so polls rarely touch the disk.
@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use redb::{Database, ReadableTable};
 
 use super::{
     Cancel, CreateError, Created, JobStore, LocalQueue, Lookup, NewJob, Recovered, StoreError,
@@ -31,8 +30,7 @@ use finished::FinishedJobs;
 use record::{millis_of, DeliveryRecord, Record};
 use recover::Recovery;
 use steps::{bury, finish_record};
-use writer::Writer;
-use writer::{key, unavailable};
+use writer::{key, timed, Db, Space, Writer};
 
 pub(crate) struct DiskStore {
     inner: Arc<Inner>,
@@ -61,7 +59,7 @@ pub(crate) enum OpenError {
     #[error("another asyncgate already uses the store at {}", .0.display())]
     InUse(PathBuf),
     #[error("cannot open the store's database at {}", .0.display())]
-    Database(PathBuf, #[source] redb::Error),
+    Database(PathBuf, #[source] fjall::Error),
     #[error("cannot carry on with what the store's database at {} holds", .0.display())]
     Recovery(PathBuf, #[source] StoreError),
 }
@@ -74,31 +72,22 @@ impl DiskStore {
         let dir = &disk.path;
         let results = dir.join("results");
         std::fs::create_dir_all(&results).map_err(|e| OpenError::Directory(dir.clone(), e))?;
-        let file = dir.join("jobs.redb");
-        // `cache_bytes` bounds both caches: half for the database's pages
-        // (redb's own default is a gigabyte), half for recent results.
-        let half = usize::try_from(disk.cache_bytes / 2).unwrap_or(usize::MAX);
-        let db = match Database::builder().set_cache_size(half).create(&file) {
+        let file = dir.join("db");
+        // `cache_bytes` bounds both caches: half for the database's blocks,
+        // half for recent results.
+        let db = match Db::open(&file, disk.cache_bytes / 2) {
             Ok(db) => db,
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                return Err(OpenError::InUse(dir.clone()))
-            }
-            Err(e) => return Err(OpenError::Database(file, e.into())),
+            Err(fjall::Error::Locked) => return Err(OpenError::InUse(dir.clone())),
+            Err(e) => return Err(OpenError::Database(file, e)),
         };
-        let db = Arc::new(db);
         let (used, recovered, active) =
             recover::recover(&db, &results, config).map_err(|e| match e {
                 Recovery::Db(e) => OpenError::Database(file.clone(), e),
                 Recovery::Store(e) => OpenError::Recovery(file.clone(), e),
             })?;
-        let writer = Writer::start(Arc::clone(&db), used)
-            .map_err(|e| OpenError::Directory(dir.clone(), e))?;
-        let finished = FinishedJobs::new(
-            Arc::clone(&db),
-            results.clone(),
-            config,
-            disk.cache_bytes / 2,
-        );
+        let writer =
+            Writer::start(db.clone(), used).map_err(|e| OpenError::Directory(dir.clone(), e))?;
+        let finished = FinishedJobs::new(db, results.clone(), config, disk.cache_bytes / 2);
         let inner = Arc::new(Inner {
             writer,
             finished,
@@ -158,12 +147,7 @@ impl JobStore for DiskStore {
                 let k = key(id);
                 let mut charge = charged;
                 if let Some(claim) = &claim {
-                    let held = t
-                        .claims
-                        .get(&claim.scope)
-                        .map_err(unavailable)?
-                        .map(|v| v.value().to_vec());
-                    match held {
+                    match t.get(Space::Claims, &claim.scope)? {
                         Some(held) if !claim.replace => {
                             let holder = held.get(..16).and_then(|h| <[u8; 16]>::try_from(h).ok());
                             let fingerprint =
@@ -190,17 +174,11 @@ impl JobStore for DiskStore {
                     value.extend_from_slice(&k);
                     value.extend_from_slice(&claim.fingerprint);
                     value.extend_from_slice(&claim_until.to_le_bytes());
-                    t.claims
-                        .insert(&claim.scope, value.as_slice())
-                        .map_err(unavailable)?;
-                    t.claim_expiry
-                        .insert((claim_until, &claim.scope), ())
-                        .map_err(unavailable)?;
+                    t.insert(Space::Claims, &claim.scope, &value);
+                    t.insert(Space::ClaimExpiry, &timed(claim_until, &claim.scope), &[]);
                 }
                 t.put(id, &record)?;
-                t.requests
-                    .insert((created, &k), &body[..])
-                    .map_err(unavailable)?;
+                t.insert(Space::Requests, &timed(created, &k), &body);
                 t.used += charge;
                 Ok(Ok(Created::Recorded))
             })
@@ -353,15 +331,13 @@ impl JobStore for DiskStore {
                 let Some(record) = t.record(id)? else {
                     return Ok(());
                 };
-                t.jobs.remove(&k).map_err(unavailable)?;
+                t.remove(Space::Jobs, &k);
                 if record.request.is_some() {
-                    t.requests
-                        .remove((record.created, &k))
-                        .map_err(unavailable)?;
+                    t.remove(Space::Requests, &timed(record.created, &k));
                 }
-                t.hooks.remove(&k).map_err(unavailable)?;
+                t.remove(Space::Hooks, &k);
                 if let Some(at) = record.expires {
-                    t.expiry.remove((at, &k)).map_err(unavailable)?;
+                    t.remove(Space::Expiry, &timed(at, &k));
                 }
                 t.used = t.used.saturating_sub(record.charged);
                 if record.response.is_some_and(|r| r.in_file) {
@@ -429,9 +405,9 @@ impl DiskStore {
                 let listed = record.delivery_due();
                 t.put(id, &record)?;
                 if listed {
-                    t.hooks.insert(&k, ()).map_err(unavailable)?;
+                    t.insert(Space::Hooks, &k, &[]);
                 } else {
-                    t.hooks.remove(&k).map_err(unavailable)?;
+                    t.remove(Space::Hooks, &k);
                 }
                 Ok(())
             })

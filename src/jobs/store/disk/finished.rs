@@ -6,22 +6,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-use moka::sync::Cache;
-use redb::{Database, ReadableDatabase};
-
 use super::record::{self, millis_of, Record};
-use super::writer::{key, unavailable};
-use super::writer::{GONE, GONE_BOUND, JOBS};
+use super::writer::{key, le_u64, Db, Space};
 use crate::body::ReplayBody;
 use crate::config::StoreConfig;
 use crate::header_block::HeaderBlock;
 use crate::jobs::id::{IdHash, JobId};
 use crate::jobs::model::{Job, Replay, StoredResponse};
 use crate::jobs::store::{Binding, Lookup, StoreError};
+use bytes::Bytes;
+use moka::sync::Cache;
 
 pub(super) struct FinishedJobs {
-    db: Arc<Database>,
+    db: Db,
     /// Where large results live, one file per job.
     results: PathBuf,
     hot: Cache<JobId, Arc<Finished>, IdHash>,
@@ -45,7 +42,7 @@ pub(super) struct Kept {
 
 impl FinishedJobs {
     pub(super) fn new(
-        db: Arc<Database>,
+        db: Db,
         results: PathBuf,
         config: &StoreConfig,
         cache_bytes: u64,
@@ -71,10 +68,8 @@ impl FinishedJobs {
     /// A finished job's record, read from the database.
     fn read(&self, id: JobId) -> Result<Lookup<Record>, StoreError> {
         let k = key(id);
-        let txn = self.db.begin_read().map_err(unavailable)?;
-        let jobs = txn.open_table(JOBS).map_err(unavailable)?;
-        if let Some(bytes) = jobs.get(&k).map_err(unavailable)? {
-            let record = Record::decode(id, bytes.value())?;
+        if let Some(bytes) = self.db.get(Space::Jobs, &k)? {
+            let record = Record::decode(id, &bytes)?;
             let expired = record
                 .expires
                 .is_some_and(|at| at <= millis_of(SystemTime::now()));
@@ -83,17 +78,13 @@ impl FinishedJobs {
             }
             return Ok(Lookup::Found(record));
         }
-        let gone = txn.open_table(GONE).map_err(unavailable)?;
-        let until = gone.get(&k).map_err(unavailable)?.map(|v| v.value());
+        let until = self.db.get(Space::Gone, &k)?.map(|v| le_u64(&v));
         match until {
             Some(at) if at > millis_of(SystemTime::now()) => {}
             _ => return Ok(Lookup::Missing),
         }
-        let bound = txn.open_table(GONE_BOUND).map_err(unavailable)?;
-        let binding = bound.get(&k).map_err(unavailable)?;
-        Ok(Lookup::Gone(
-            binding.and_then(|b| Binding::from_bytes(b.value())),
-        ))
+        let binding = self.db.get(Space::GoneBound, &k)?;
+        Ok(Lookup::Gone(binding.and_then(|b| Binding::from_bytes(&b))))
     }
 
     pub(super) fn lookup(&self, id: JobId) -> Result<Lookup<Arc<Finished>>, StoreError> {

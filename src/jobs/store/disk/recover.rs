@@ -4,25 +4,23 @@
 use std::path::Path;
 
 use bytes::Bytes;
-use redb::{Database, ReadableDatabase, ReadableTable};
 
 use super::record::Record;
 use super::steps::finish_record;
-use super::writer::key;
-use super::writer::{Tables, JOBS, META};
+use super::writer::{key, untimed, Db, Space, Tables};
 use crate::config::StoreConfig;
 use crate::jobs::id::{IdShards, JobId};
 use crate::jobs::model::{Failure, Job, JobStatus, Outcome};
 use crate::jobs::store::{Recovered, Requeued, StoreError};
 
 pub(super) enum Recovery {
-    Db(redb::Error),
+    Db(fjall::Error),
     Store(StoreError),
 }
 
-impl<E: Into<redb::Error>> From<E> for Recovery {
-    fn from(e: E) -> Recovery {
-        Recovery::Db(e.into())
+impl From<StoreError> for Recovery {
+    fn from(e: StoreError) -> Recovery {
+        Recovery::Store(e)
     }
 }
 
@@ -30,86 +28,74 @@ impl<E: Into<redb::Error>> From<E> for Recovery {
 /// that also settles the jobs a crash left running: sent again if their
 /// route allows, else failed as lost. Never left running.
 pub(super) fn recover(
-    db: &Database,
+    db: &Db,
     results: &Path,
     config: &StoreConfig,
 ) -> Result<(u64, Recovered, IdShards<Job>), Recovery> {
-    let txn = db.begin_write()?;
     let mut recovered = Recovered::default();
     let active = IdShards::default();
-    let used = {
-        let used = txn.open_table(META)?.get("used")?.map_or(0, |v| v.value());
-        let mut tables = Tables::open(&txn, used)?;
-        // Oldest first: the order they were accepted in.
-        let requests: Vec<(u64, [u8; 16], Bytes)> = tables
-            .requests
-            .iter()?
-            .map(|entry| {
-                entry.map(|(k, v)| {
-                    let (created, id) = k.value();
-                    (created, *id, Bytes::copy_from_slice(v.value()))
-                })
-            })
-            .collect::<Result<_, _>>()?;
-        for (created, k, body) in requests {
-            let id = JobId::from_bytes(k);
-            let Some(bytes) = tables.jobs.get(&k)?.map(|v| v.value().to_vec()) else {
-                tables.requests.remove((created, &k))?;
+    let mut tables = Tables::begin(db, db.used()?);
+    // Oldest first: the order they were accepted in.
+    for (timed_key, body) in tables.all(Space::Requests)? {
+        let Some((_, k)) = untimed::<16>(&timed_key) else {
+            tables.remove(Space::Requests, &timed_key);
+            continue;
+        };
+        let id = JobId::from_bytes(k);
+        let Some(bytes) = tables.get(Space::Jobs, &k)? else {
+            tables.remove(Space::Requests, &timed_key);
+            continue;
+        };
+        let Some(mut record) = readable(id, &bytes[..], Record::decode) else {
+            continue;
+        };
+        if record.status() == Some(JobStatus::Running) {
+            if record.resend_on_loss {
+                record.status = JobStatus::Queued.as_str().to_owned();
+                tables.put(id, &record)?;
+            } else {
+                let outcome = Outcome::failed(Failure::Lost);
+                finish_record(
+                    &mut tables,
+                    id,
+                    &mut record,
+                    &outcome,
+                    false,
+                    config.result_ttl,
+                )?;
+                tracing::warn!(job = %id, "job was running when the gateway stopped and may not be sent twice; failed as lost");
                 continue;
-            };
-            let Some(mut record) = readable(id, &bytes[..], Record::decode) else {
-                continue;
-            };
-            if record.status() == Some(JobStatus::Running) {
-                if record.resend_on_loss {
-                    record.status = JobStatus::Queued.as_str().to_owned();
-                    tables.jobs.insert(&k, record.encode().as_slice())?;
-                } else {
-                    let outcome = Outcome::failed(Failure::Lost);
-                    finish_record(
-                        &mut tables,
-                        id,
-                        &mut record,
-                        &outcome,
-                        false,
-                        config.result_ttl,
-                    )
-                    .map_err(Recovery::Store)?;
-                    tracing::warn!(job = %id, "job was running when the gateway stopped and may not be sent twice; failed as lost");
-                    continue;
-                }
-            }
-            let Some((request, job)) =
-                readable(id, &record, |id, r| Ok((r.request(id, body)?, r.job(id)?)))
-            else {
-                continue;
-            };
-            recovered.queued.push(Requeued {
-                id,
-                route: record.route.clone(),
-                request,
-                not_before: record.retry_at.map(super::record::time_of),
-            });
-            active.lock(id).insert(id, job);
-        }
-        let hooks: Vec<[u8; 16]> = tables
-            .hooks
-            .iter()?
-            .map(|entry| entry.map(|(k, _)| *k.value()))
-            .collect::<Result<_, _>>()?;
-        for k in hooks {
-            let id = JobId::from_bytes(k);
-            if let Some(bytes) = tables.jobs.get(&k)?.map(|v| v.value().to_vec()) {
-                let job = readable(id, &bytes[..], |id, b| Record::decode(id, b)?.job(id));
-                recovered.deliveries.extend(job);
             }
         }
-        let used = tables.used;
-        drop(tables);
-        txn.open_table(META)?.insert("used", used)?;
-        used
-    };
-    txn.commit()?;
+        let body = Bytes::copy_from_slice(&body);
+        let Some((request, job)) =
+            readable(id, &record, |id, r| Ok((r.request(id, body)?, r.job(id)?)))
+        else {
+            continue;
+        };
+        recovered.queued.push(Requeued {
+            id,
+            route: record.route.clone(),
+            request,
+            not_before: record.retry_at.map(super::record::time_of),
+        });
+        active.lock(id).insert(id, job);
+    }
+    for (k, _) in tables.all(Space::Hooks)? {
+        let Ok(k) = <[u8; 16]>::try_from(&k[..]) else {
+            continue;
+        };
+        let id = JobId::from_bytes(k);
+        if let Some(bytes) = tables.get(Space::Jobs, &k)? {
+            let job = readable(id, &bytes[..], |id, b| Record::decode(id, b)?.job(id));
+            recovered.deliveries.extend(job);
+        }
+    }
+    let used = tables.used;
+    tables
+        .commit()
+        .and_then(|()| db.persist())
+        .map_err(Recovery::Db)?;
     remove_orphans(db, results)?;
     Ok((used, recovered, active))
 }
@@ -129,20 +115,18 @@ fn readable<R: ?Sized, T>(
 
 /// Removes result files no record points at: written just before a crash
 /// kept their job from being recorded finished.
-fn remove_orphans(db: &Database, results: &Path) -> Result<(), Recovery> {
+fn remove_orphans(db: &Db, results: &Path) -> Result<(), Recovery> {
     let Ok(entries) = std::fs::read_dir(results) else {
         return Ok(());
     };
-    let txn = db.begin_read()?;
-    let jobs = txn.open_table(JOBS)?;
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(id) = name.to_str().and_then(JobId::parse) else {
             continue;
         };
-        let kept = jobs
-            .get(&key(id))?
-            .and_then(|v| Record::decode(id, v.value()).ok())
+        let kept = db
+            .get(Space::Jobs, &key(id))?
+            .and_then(|v| Record::decode(id, &v).ok())
             .and_then(|r| r.response)
             .is_some_and(|r| r.in_file);
         if !kept {

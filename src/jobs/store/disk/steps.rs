@@ -4,10 +4,8 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use redb::ReadableTable;
-
 use super::record::{millis_of, Record, ResponseRecord};
-use super::writer::{key, unavailable, Tables, EXPIRES_RESULT, EXPIRES_TOMBSTONE};
+use super::writer::{key, le_u64, timed, Space, Tables, EXPIRES_RESULT, EXPIRES_TOMBSTONE};
 use crate::defaults;
 use crate::jobs::id::JobId;
 use crate::jobs::model::{Outcome, StoredResponse};
@@ -49,17 +47,11 @@ pub(super) fn finish_record(
     record.charged = charged;
     tables.put(id, record)?;
     if was_active {
-        tables
-            .requests
-            .remove((record.created, &k))
-            .map_err(unavailable)?;
+        tables.remove(Space::Requests, &timed(record.created, &k));
     }
-    tables
-        .expiry
-        .insert((expires, &k), EXPIRES_RESULT)
-        .map_err(unavailable)?;
+    tables.insert(Space::Expiry, &timed(expires, &k), &[EXPIRES_RESULT]);
     if record.delivery_due() {
-        tables.hooks.insert(&k, ()).map_err(unavailable)?;
+        tables.insert(Space::Hooks, &k, &[]);
     }
     Ok(())
 }
@@ -73,23 +65,17 @@ pub(super) fn bury(
     tombstone_ttl: Duration,
 ) -> Result<(), StoreError> {
     let k = key(id);
-    tables.jobs.remove(&k).map_err(unavailable)?;
-    tables.hooks.remove(&k).map_err(unavailable)?;
+    tables.remove(Space::Jobs, &k);
+    tables.remove(Space::Hooks, &k);
     if let Some(expires) = record.expires {
-        tables.expiry.remove((expires, &k)).map_err(unavailable)?;
+        tables.remove(Space::Expiry, &timed(expires, &k));
     }
     let gone_until = millis_of(SystemTime::now() + tombstone_ttl);
-    tables.gone.insert(&k, gone_until).map_err(unavailable)?;
+    tables.insert(Space::Gone, &k, &gone_until.to_le_bytes());
     if let Some(binding) = record.binding() {
-        tables
-            .gone_bound
-            .insert(&k, binding.to_bytes().as_slice())
-            .map_err(unavailable)?;
+        tables.insert(Space::GoneBound, &k, &binding.to_bytes());
     }
-    tables
-        .expiry
-        .insert((gone_until, &k), EXPIRES_TOMBSTONE)
-        .map_err(unavailable)?;
+    tables.insert(Space::Expiry, &timed(gone_until, &k), &[EXPIRES_TOMBSTONE]);
     tables.used = tables.used.saturating_sub(record.charged) + defaults::TOMBSTONE_BYTES;
     if record.response.as_ref().is_some_and(|r| r.in_file) {
         let file = results.join(id.to_string());
@@ -116,18 +102,10 @@ pub(super) fn sweep_due(
     tombstone_ttl: Duration,
 ) -> Result<(), StoreError> {
     let now = millis_of(SystemTime::now());
-    let due: Vec<(u64, [u8; 16], u8)> = t
-        .expiry
-        .range(..=(now, &[0xff; 16]))
-        .map_err(unavailable)?
-        .take(SWEEP_BATCH)
-        .map(|e| e.map(|(k, v)| (k.value().0, *k.value().1, v.value())))
-        .collect::<Result<_, _>>()
-        .map_err(unavailable)?;
-    for (at, k, what) in due {
-        t.expiry.remove((at, &k)).map_err(unavailable)?;
+    for (at, k, what) in t.due::<16>(Space::Expiry, now, SWEEP_BATCH)? {
+        t.remove(Space::Expiry, &timed(at, &k));
         let id = JobId::from_bytes(k);
-        if what == EXPIRES_RESULT {
+        if what.first() == Some(&EXPIRES_RESULT) {
             if let Some(mut record) = t.record(id)? {
                 if record.expires != Some(at) {
                     continue;
@@ -137,39 +115,25 @@ pub(super) fn sweep_due(
                     let keep = next + u64::try_from(result_ttl.as_millis()).unwrap_or(u64::MAX);
                     record.expires = Some(keep);
                     t.put(id, &record)?;
-                    t.expiry
-                        .insert((keep, &k), EXPIRES_RESULT)
-                        .map_err(unavailable)?;
+                    t.insert(Space::Expiry, &timed(keep, &k), &[EXPIRES_RESULT]);
                 } else {
                     bury(t, id, &record, results, tombstone_ttl)?;
                 }
             }
         } else {
-            let until = t.gone.get(&k).map_err(unavailable)?.map(|v| v.value());
+            let until = t.get(Space::Gone, &k)?.map(|v| le_u64(&v));
             if until == Some(at) {
-                t.gone.remove(&k).map_err(unavailable)?;
-                t.gone_bound.remove(&k).map_err(unavailable)?;
+                t.remove(Space::Gone, &k);
+                t.remove(Space::GoneBound, &k);
                 t.used = t.used.saturating_sub(defaults::TOMBSTONE_BYTES);
             }
         }
     }
-    let claims: Vec<(u64, [u8; 32])> = t
-        .claim_expiry
-        .range(..=(now, &[0xff; 32]))
-        .map_err(unavailable)?
-        .take(SWEEP_BATCH)
-        .map(|e| e.map(|(k, _)| (k.value().0, *k.value().1)))
-        .collect::<Result<_, _>>()
-        .map_err(unavailable)?;
-    for (at, scope) in claims {
-        t.claim_expiry.remove((at, &scope)).map_err(unavailable)?;
-        let held = t
-            .claims
-            .get(&scope)
-            .map_err(unavailable)?
-            .map(|v| v.value().to_vec());
+    for (at, scope, _) in t.due::<32>(Space::ClaimExpiry, now, SWEEP_BATCH)? {
+        t.remove(Space::ClaimExpiry, &timed(at, &scope));
+        let held = t.get(Space::Claims, &scope)?;
         if held.as_deref().and_then(claim_expiry) == Some(at) {
-            t.claims.remove(&scope).map_err(unavailable)?;
+            t.remove(Space::Claims, &scope);
             t.used = t.used.saturating_sub(defaults::TOMBSTONE_BYTES);
         }
     }

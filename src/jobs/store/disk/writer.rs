@@ -2,61 +2,160 @@
 //! transaction on this thread; the steps that arrive while a commit is
 //! under way wait and share the next one (group commit), so concurrent
 //! submissions pay for one fsync together: durability costs them latency,
-//! not throughput.
+//! not throughput. A second thread makes each commit durable (fsync) and
+//! only then answers its steps, while this one already runs the next
+//! group's steps: the disk's wait and the steps' work overlap.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{mpsc, Arc};
 
-use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
+use fjall::{
+    KeyspaceCreateOptions, PersistMode, Readable, SingleWriterTxDatabase, SingleWriterTxKeyspace,
+    SingleWriterWriteTx as WriteTransaction, Slice,
+};
 use tokio::sync::oneshot;
 
 use super::record::Record;
 use crate::jobs::id::JobId;
 use crate::jobs::store::{Binding, Lookup, StoreError};
 
-pub(super) const JOBS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("jobs");
-/// (created, job) -> request body, for queued and running jobs: what a
-/// restart must carry on with, oldest first. Keyed by time, so what a
-/// commit adds lands at the end of the tree and what it removes near its
-/// start, a few pages for many jobs, where ids (random) would dirty a page
-/// each.
-pub(super) const REQUESTS: TableDefinition<(u64, &[u8; 16]), &[u8]> =
-    TableDefinition::new("requests");
-/// Tombstones, and when each expires.
-pub(super) const GONE: TableDefinition<&[u8; 16], u64> = TableDefinition::new("gone");
-/// The bindings of tombstones of bound jobs ([`Binding::to_bytes`]).
-///
-/// [`Binding::to_bytes`]: crate::jobs::store::Binding::to_bytes
-pub(super) const GONE_BOUND: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("gone_bound");
-/// Idempotency scope -> holder's id, request fingerprint, expiry.
-pub(super) const CLAIMS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("claims");
-/// (when, job) -> what expires then: a result or a tombstone.
-pub(super) const EXPIRY: TableDefinition<(u64, &[u8; 16]), u8> = TableDefinition::new("expiry");
-pub(super) const CLAIM_EXPIRY: TableDefinition<(u64, &[u8; 32]), ()> =
-    TableDefinition::new("claim_expiry");
-/// Finished jobs with a delivery still due (webhook, Kafka record): what a
-/// restart must carry on. The table keeps its first name.
-pub(super) const HOOKS: TableDefinition<&[u8; 16], ()> = TableDefinition::new("hooks");
-/// `used`: the bytes charged to the budget.
-pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The database's keyspaces. Keys that start with a time are that time as
+/// 8 big-endian bytes then the id, so that they sort by time.
+#[derive(Clone, Copy)]
+pub(super) enum Space {
+    /// job -> its [`Record`].
+    Jobs,
+    /// (created, job) -> request body, for queued and running jobs: what a
+    /// restart must carry on with, oldest first.
+    Requests,
+    /// Tombstones, and when each expires (8 bytes, little-endian).
+    Gone,
+    /// The bindings of tombstones of bound jobs ([`Binding::to_bytes`]).
+    ///
+    /// [`Binding::to_bytes`]: crate::jobs::store::Binding::to_bytes
+    GoneBound,
+    /// Idempotency scope -> holder's id, request fingerprint, expiry.
+    Claims,
+    /// (when, job) -> what expires then: a result or a tombstone (1 byte).
+    Expiry,
+    /// (when, scope) -> nothing.
+    ClaimExpiry,
+    /// Finished jobs with a delivery still due (webhook, Kafka record):
+    /// what a restart must carry on. The keyspace keeps its first name.
+    Hooks,
+    /// `used`: the bytes charged to the budget (8 bytes, little-endian).
+    Meta,
+}
 
-/// What an entry of [`EXPIRY`] stands for.
+impl Space {
+    const ALL: [Space; 9] = [
+        Space::Jobs,
+        Space::Requests,
+        Space::Gone,
+        Space::GoneBound,
+        Space::Claims,
+        Space::Expiry,
+        Space::ClaimExpiry,
+        Space::Hooks,
+        Space::Meta,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Space::Jobs => "jobs",
+            Space::Requests => "requests",
+            Space::Gone => "gone",
+            Space::GoneBound => "gone_bound",
+            Space::Claims => "claims",
+            Space::Expiry => "expiry",
+            Space::ClaimExpiry => "claim_expiry",
+            Space::Hooks => "hooks",
+            Space::Meta => "meta",
+        }
+    }
+}
+
+/// What an entry of [`Space::Expiry`] stands for.
 pub(super) const EXPIRES_RESULT: u8 = 0;
 pub(super) const EXPIRES_TOMBSTONE: u8 = 1;
+
+const USED: &[u8] = b"used";
 
 /// The most steps one commit takes: a bound on how long the first waits.
 const MAX_BATCH: usize = 1024;
 
-/// Every table, open in one write transaction, and the budget's count.
+/// A memtable is written out as a sorted run when it reaches this size: it
+/// bounds the memory each busy keyspace holds beside the block cache.
+const MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The database and its keyspaces, open.
+#[derive(Clone)]
+pub(super) struct Db {
+    db: SingleWriterTxDatabase,
+    /// One per [`Space`], in the order of [`Space::ALL`].
+    spaces: Arc<[SingleWriterTxKeyspace]>,
+}
+
+impl Db {
+    /// Opens the database in `dir`, with a block cache of `cache` bytes.
+    pub(super) fn open(dir: &Path, cache: u64) -> fjall::Result<Db> {
+        let db = SingleWriterTxDatabase::builder(dir)
+            .cache_size(cache)
+            .open()?;
+        let spaces = Space::ALL
+            .iter()
+            .map(|space| {
+                db.keyspace(space.name(), || {
+                    KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+                })
+            })
+            .collect::<fjall::Result<_>>()?;
+        Ok(Db { db, spaces })
+    }
+
+    fn space(&self, space: Space) -> &SingleWriterTxKeyspace {
+        &self.spaces[space as usize]
+    }
+
+    /// What `space` holds at `key`, as last committed.
+    pub(super) fn get(&self, space: Space, key: &[u8]) -> Result<Option<Slice>, StoreError> {
+        self.space(space).get(key).map_err(unavailable)
+    }
+
+    /// Makes every commit so far durable.
+    pub(super) fn persist(&self) -> fjall::Result<()> {
+        self.db.persist(PersistMode::SyncData)
+    }
+
+    /// The budget's count, as last committed.
+    pub(super) fn used(&self) -> Result<u64, StoreError> {
+        Ok(self.get(Space::Meta, USED)?.map_or(0, |v| le_u64(&v)))
+    }
+}
+
+/// A time-keyed entry's key: the time, big-endian so keys sort by it, then
+/// what it is about.
+pub(super) fn timed(at: u64, k: &[u8]) -> Vec<u8> {
+    [&at.to_be_bytes()[..], k].concat()
+}
+
+/// A time-keyed entry's key taken apart.
+pub(super) fn untimed<const N: usize>(key: &[u8]) -> Option<(u64, [u8; N])> {
+    let (at, k) = key.split_first_chunk::<8>()?;
+    Some((u64::from_be_bytes(*at), k.try_into().ok()?))
+}
+
+pub(super) fn le_u64(bytes: &[u8]) -> u64 {
+    bytes
+        .first_chunk::<8>()
+        .map_or(0, |b| u64::from_le_bytes(*b))
+}
+
+/// One write transaction, and the budget's count.
 pub(super) struct Tables<'t> {
-    pub(super) jobs: Table<'t, &'static [u8; 16], &'static [u8]>,
-    pub(super) requests: Table<'t, (u64, &'static [u8; 16]), &'static [u8]>,
-    pub(super) gone: Table<'t, &'static [u8; 16], u64>,
-    pub(super) gone_bound: Table<'t, &'static [u8; 16], &'static [u8]>,
-    pub(super) claims: Table<'t, &'static [u8; 32], &'static [u8]>,
-    pub(super) expiry: Table<'t, (u64, &'static [u8; 16]), u8>,
-    pub(super) claim_expiry: Table<'t, (u64, &'static [u8; 32]), ()>,
-    pub(super) hooks: Table<'t, &'static [u8; 16], ()>,
+    tx: WriteTransaction<'t>,
+    db: &'t Db,
     /// Bytes charged to the budget, as this transaction leaves them.
     pub(super) used: u64,
     /// Run once the transaction is durable: removing files it let go.
@@ -64,23 +163,74 @@ pub(super) struct Tables<'t> {
 }
 
 impl<'t> Tables<'t> {
-    pub(super) fn open(txn: &'t WriteTransaction, used: u64) -> Result<Tables<'t>, redb::Error> {
-        Ok(Tables {
-            jobs: txn.open_table(JOBS)?,
-            requests: txn.open_table(REQUESTS)?,
-            gone: txn.open_table(GONE)?,
-            gone_bound: txn.open_table(GONE_BOUND)?,
-            claims: txn.open_table(CLAIMS)?,
-            expiry: txn.open_table(EXPIRY)?,
-            claim_expiry: txn.open_table(CLAIM_EXPIRY)?,
-            hooks: txn.open_table(HOOKS)?,
+    /// A transaction; its commit is durable once [`Db::persist`] returns.
+    pub(super) fn begin(db: &'t Db, used: u64) -> Tables<'t> {
+        Tables {
+            tx: db.db.write_tx().durability(None),
+            db,
             used,
             after_commit: Vec::new(),
-        })
+        }
+    }
+
+    /// Commits, with the budget's count as the steps left it: seen by every
+    /// later transaction and read, durable after the next [`Db::persist`].
+    pub(super) fn commit(mut self) -> fjall::Result<()> {
+        let used = self.used.to_le_bytes();
+        self.tx.insert(self.db.space(Space::Meta), USED, &used[..]);
+        self.tx.commit()
+    }
+
+    /// What `space` holds at `key`, this transaction's changes included.
+    pub(super) fn get(&self, space: Space, key: &[u8]) -> Result<Option<Slice>, StoreError> {
+        self.tx.get(self.db.space(space), key).map_err(unavailable)
+    }
+
+    pub(super) fn insert(&mut self, space: Space, key: &[u8], value: &[u8]) {
+        self.tx.insert(self.db.space(space), key, value);
+    }
+
+    pub(super) fn remove(&mut self, space: Space, key: &[u8]) {
+        self.tx.remove(self.db.space(space), key);
+    }
+
+    /// Up to `n` entries of a time-keyed space due at `now` or before,
+    /// earliest first, with what each holds.
+    pub(super) fn due<const N: usize>(
+        &self,
+        space: Space,
+        now: u64,
+        n: usize,
+    ) -> Result<Vec<(u64, [u8; N], Slice)>, StoreError> {
+        let upto = timed(now, &[0xff; N]);
+        self.entries(self.tx.range(self.db.space(space), ..=upto), n)
+    }
+
+    /// Every entry of `space`, in key order.
+    pub(super) fn all(&self, space: Space) -> Result<Vec<(Slice, Slice)>, StoreError> {
+        self.tx
+            .iter(self.db.space(space))
+            .map(|entry| entry.into_inner().map_err(unavailable))
+            .collect()
+    }
+
+    fn entries<const N: usize>(
+        &self,
+        iter: fjall::Iter,
+        n: usize,
+    ) -> Result<Vec<(u64, [u8; N], Slice)>, StoreError> {
+        iter.take(n)
+            .map(|entry| {
+                let (k, v) = entry.into_inner().map_err(unavailable)?;
+                let (at, k) =
+                    untimed(&k).ok_or_else(|| StoreError::Corrupt("a time-keyed entry".into()))?;
+                Ok((at, k, v))
+            })
+            .collect()
     }
 }
 
-pub(super) fn unavailable(e: impl Into<redb::Error>) -> StoreError {
+pub(super) fn unavailable(e: impl Into<fjall::Error>) -> StoreError {
     StoreError::Unavailable(Box::new(e.into()))
 }
 
@@ -91,34 +241,30 @@ pub(super) fn key(id: JobId) -> [u8; 16] {
 impl Tables<'_> {
     /// A job's record, if it has one.
     pub(super) fn record(&self, id: JobId) -> Result<Option<Record>, StoreError> {
-        let bytes = self.jobs.get(&key(id)).map_err(unavailable)?;
-        bytes.map(|v| Record::decode(id, v.value())).transpose()
+        let bytes = self.get(Space::Jobs, &key(id))?;
+        bytes.map(|v| Record::decode(id, &v)).transpose()
     }
 
     pub(super) fn put(&mut self, id: JobId, record: &Record) -> Result<(), StoreError> {
-        self.jobs
-            .insert(&key(id), record.encode().as_slice())
-            .map(drop)
-            .map_err(unavailable)
+        self.insert(Space::Jobs, &key(id), &record.encode());
+        Ok(())
     }
 
     /// A job without a record: gone while its tombstone lasts, then missing.
     pub(super) fn tombstone<T>(&self, k: &[u8; 16], now: u64) -> Result<Lookup<T>, StoreError> {
-        let until = self.gone.get(k).map_err(unavailable)?.map(|v| v.value());
+        let until = self.get(Space::Gone, k)?.map(|v| le_u64(&v));
         if until.is_none_or(|at| at <= now) {
             return Ok(Lookup::Missing);
         }
-        let binding = self.gone_bound.get(k).map_err(unavailable)?;
-        Ok(Lookup::Gone(
-            binding.and_then(|b| Binding::from_bytes(b.value())),
-        ))
+        let binding = self.get(Space::GoneBound, k)?;
+        Ok(Lookup::Gone(binding.and_then(|b| Binding::from_bytes(&b))))
     }
 }
 
 /// One change: run in the transaction, it hands back what to do once the
 /// commit has succeeded or failed.
 type Step = Box<dyn FnOnce(&mut Tables<'_>) -> Done + Send>;
-type Done = Box<dyn FnOnce(Result<(), &Arc<redb::Error>>) + Send>;
+type Done = Box<dyn FnOnce(Result<(), &Arc<fjall::Error>>) + Send>;
 
 /// Hands steps to the writer thread.
 pub(super) struct Writer {
@@ -135,14 +281,19 @@ struct Committed {
 
 impl Writer {
     /// Starts the writer thread over `db`, whose budget count is `used`.
-    pub(super) fn start(db: Arc<Database>, used: u64) -> std::io::Result<Writer> {
+    pub(super) fn start(db: Db, used: u64) -> std::io::Result<Writer> {
         let (steps, rx) = mpsc::channel();
         let state = Arc::new(Committed::default());
         state.used.store(used, Relaxed);
+        let (commits, committed) = mpsc::channel();
+        let syncer = (db.clone(), Arc::clone(&state));
+        std::thread::Builder::new()
+            .name("asyncgate-fsync".into())
+            .spawn(move || sync_loop(&syncer.0, &committed, &syncer.1))?;
         let shared = Arc::clone(&state);
         std::thread::Builder::new()
             .name("asyncgate-store".into())
-            .spawn(move || commit_loop(&db, &rx, used, &shared))?;
+            .spawn(move || commit_loop(&db, &rx, used, &commits, &shared))?;
         Ok(Writer { steps, state })
     }
 
@@ -180,40 +331,72 @@ impl Writer {
     }
 }
 
+/// A group's commit, waiting to be made durable.
+struct Commit {
+    done: Vec<Done>,
+    after_commit: Vec<Box<dyn FnOnce() + Send>>,
+    used: u64,
+}
+
 /// `used`: the budget's count as committed; only this loop changes it.
-fn commit_loop(db: &Database, steps: &mpsc::Receiver<Step>, mut used: u64, state: &Committed) {
+fn commit_loop(
+    db: &Db,
+    steps: &mpsc::Receiver<Step>,
+    mut used: u64,
+    durable: &mpsc::Sender<Commit>,
+    state: &Committed,
+) {
     while let Ok(first) = steps.recv() {
         let batch: Vec<Step> = std::iter::once(first)
             .chain(steps.try_iter().take(MAX_BATCH - 1))
             .collect();
-        let mut done = Vec::with_capacity(batch.len());
-        let mut after_commit = Vec::new();
-        let committed = (|| {
-            let txn = db.begin_write()?;
-            let left = {
-                let mut tables = Tables::open(&txn, used)?;
-                for step in batch {
-                    done.push(step(&mut tables));
-                }
-                txn.open_table(META)?.insert("used", tables.used)?;
-                after_commit = std::mem::take(&mut tables.after_commit);
-                tables.used
-            };
-            txn.commit()?;
-            used = left;
-            Ok::<(), redb::Error>(())
-        })();
-        state.used.store(used, Relaxed);
-        state.failed.store(committed.is_err(), Relaxed);
-        match committed {
+        let mut tables = Tables::begin(db, used);
+        let done: Vec<Done> = batch.into_iter().map(|step| step(&mut tables)).collect();
+        let after_commit = std::mem::take(&mut tables.after_commit);
+        let left = tables.used;
+        match tables.commit() {
             Ok(()) => {
-                after_commit.into_iter().for_each(|f| f());
-                done.into_iter().for_each(|d| d(Ok(())));
+                used = left;
+                let commit = Commit {
+                    done,
+                    after_commit,
+                    used,
+                };
+                if durable.send(commit).is_err() {
+                    return;
+                }
             }
             Err(e) => {
+                state.failed.store(true, Relaxed);
                 tracing::error!(error = %e, "the store could not commit; the changes were not made");
                 let e = Arc::new(e);
                 done.into_iter().for_each(|d| d(Err(&e)));
+            }
+        }
+    }
+}
+
+/// Makes commits durable, as many as have arrived by each fsync, and
+/// answers their steps.
+fn sync_loop(db: &Db, commits: &mpsc::Receiver<Commit>, state: &Committed) {
+    while let Ok(first) = commits.recv() {
+        let group: Vec<Commit> = std::iter::once(first).chain(commits.try_iter()).collect();
+        let synced = db.persist();
+        state.failed.store(synced.is_err(), Relaxed);
+        match synced {
+            Ok(()) => {
+                for commit in group {
+                    state.used.store(commit.used, Relaxed);
+                    commit.after_commit.into_iter().for_each(|f| f());
+                    commit.done.into_iter().for_each(|d| d(Ok(())));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the store could not make its changes durable; they were not acknowledged");
+                let e = Arc::new(e);
+                for commit in group {
+                    commit.done.into_iter().for_each(|d| d(Err(&e)));
+                }
             }
         }
     }
