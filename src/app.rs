@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 use crate::body::Body;
 use crate::config::{Config, ConfigError, Mode, RequestBody, ServerConfig};
 use crate::cors;
+use crate::defaults;
 use crate::error::GatewayError;
 use crate::error_chain::Chain;
 use crate::headers::{self, Peer, X_REQUEST_ID};
@@ -80,6 +81,7 @@ pub(crate) struct App {
     cors: Option<cors::Cors>,
     /// What signs and checks bound jobs' events links.
     capabilities: Arc<job_api::Capabilities>,
+    documents: Arc<job_api::Documents>,
     /// The certificate the public listener serves, if it serves HTTPS.
     #[cfg(feature = "tls")]
     served: Option<Arc<crate::tls::Served>>,
@@ -205,6 +207,7 @@ impl App {
             openapi,
             cors,
             capabilities,
+            documents: Arc::new(job_api::Documents::new(defaults::DOCUMENT_CACHE_BYTES)),
             #[cfg(feature = "tls")]
             served,
             job_api_metrics: RouteMetrics::default(),
@@ -329,6 +332,7 @@ impl App {
             Arc::clone(&self.jobs),
             prefix,
             Arc::clone(&self.capabilities),
+            Arc::clone(&self.documents),
         )
     }
 

@@ -75,6 +75,10 @@ pub(crate) const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// where a lookup reads them in one go.
 pub(crate) const FILE_THRESHOLD: u64 = 64 * 1024;
 
+/// Memory for finished jobs' documents kept as written: some 20,000 of
+/// them, the ones being polled.
+pub(crate) const DOCUMENT_CACHE_BYTES: u64 = 8 * 1024 * 1024;
+
 /// Long enough for a client that polls lazily to fetch its result.
 pub(crate) const RESULT_TTL: Duration = Duration::from_secs(60 * 60);
 

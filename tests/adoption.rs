@@ -333,3 +333,33 @@ async fn job_urls_are_absolute_from_the_requests_own_host_unless_configured() {
         .header("location")
         .starts_with("https://api.example.com/_jobs/"));
 }
+
+#[tokio::test]
+async fn a_finished_jobs_document_read_under_two_host_names_links_to_each() {
+    let (_backend, gw, client) = setup("async", "").await;
+    let location = client
+        .post(&gw.url("/x"), "")
+        .await
+        .header("location")
+        .to_owned();
+    client.wait_status(&location, "succeeded").await;
+    // Twice each, so that a document kept from one read serves the next.
+    for host in [
+        "a.example",
+        "a.example",
+        "b.example",
+        "b.example",
+        "a.example",
+    ] {
+        let doc = client
+            .send(Method::GET, &location, &[("host", host)], "")
+            .await
+            .json();
+        let link = doc["links"]["result"].as_str().unwrap().to_owned();
+        assert!(
+            link.starts_with(&format!("http://{host}/_jobs/")),
+            "{host}: {link}"
+        );
+        assert_eq!(doc["status"], "succeeded");
+    }
+}

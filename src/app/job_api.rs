@@ -24,9 +24,11 @@ use crate::jobs::Jobs;
 use crate::tunnel::Handover;
 
 mod capability;
+mod documents;
 mod websocket;
 
 pub(crate) use capability::Capabilities;
+pub(crate) use documents::Documents;
 
 const OPERATION_LOCATION: HeaderName = HeaderName::from_static("operation-location");
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -41,6 +43,7 @@ pub(crate) struct Api {
     jobs: Arc<Jobs>,
     prefix: String,
     capabilities: Arc<Capabilities>,
+    documents: Arc<Documents>,
 }
 
 impl std::ops::Deref for Api {
@@ -52,11 +55,17 @@ impl std::ops::Deref for Api {
 }
 
 impl Api {
-    pub(crate) fn new(jobs: Arc<Jobs>, prefix: String, capabilities: Arc<Capabilities>) -> Api {
+    pub(crate) fn new(
+        jobs: Arc<Jobs>,
+        prefix: String,
+        capabilities: Arc<Capabilities>,
+        documents: Arc<Documents>,
+    ) -> Api {
         Api {
             jobs,
             prefix,
             capabilities,
+            documents,
         }
     }
 
@@ -439,7 +448,9 @@ fn event(jobs: &Api, job: &Job) -> Bytes {
 }
 
 fn document_response(jobs: &Api, job: &Job) -> Response<Body> {
-    let json = jobs.document(job).to_json();
+    let json = jobs
+        .documents
+        .get_or_write(job, &jobs.prefix, || jobs.document(job).to_json());
     let mut response = Response::new(body::full(json));
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, APPLICATION_JSON);
