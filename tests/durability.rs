@@ -432,6 +432,25 @@ fn spoil(store: &Path, submitted: &common::Reply) {
     db.persist(fjall::PersistMode::SyncAll).unwrap();
 }
 
+/// Crashes `gw`, spoils the record of the job `spoiled` answered for and
+/// starts again on the same store: asking for that job is a `503`.
+async fn restart_spoiled(
+    gw: Gateway,
+    store: &TempDir,
+    text: &str,
+    client: &Client,
+    spoiled: &common::Reply,
+) -> Gateway {
+    gw.crash().await;
+    spoil(&store.0, spoiled);
+    let gw = Gateway::start(text).await;
+    client
+        .get(&gw.url(spoiled.header("location")))
+        .await
+        .assert_problem(503, "store-unavailable");
+    gw
+}
+
 #[tokio::test]
 async fn a_corrupt_record_is_a_503_for_its_job_alone() {
     let Setup {
@@ -448,14 +467,7 @@ async fn a_corrupt_record_is_a_503_for_its_job_alone() {
             .wait_status(&gw.url(reply.header("location")), "succeeded")
             .await;
     }
-    gw.crash().await;
-    spoil(&store.0, &spoiled);
-
-    let gw = Gateway::start(&text).await;
-    client
-        .get(&gw.url(spoiled.header("location")))
-        .await
-        .assert_problem(503, "store-unavailable");
+    let gw = restart_spoiled(gw, &store, &text, &client, &spoiled).await;
     let result = client
         .get(&gw.url(&format!("{}/result", kept.header("location"))))
         .await;
@@ -648,16 +660,9 @@ async fn a_corrupt_record_of_a_running_job_does_not_keep_the_gateway_down() {
     let spoiled = client.post(&gw.url("/hold/a"), "a").await;
     spoiled.assert_status(202);
     backend.started(1).await;
-    gw.crash().await;
-    spoil(&store.0, &spoiled);
-
     // Recovery finds the record it must carry on with unreadable: that job
     // is left as it is, and everything else starts.
-    let gw = Gateway::start(&text).await;
-    client
-        .get(&gw.url(spoiled.header("location")))
-        .await
-        .assert_problem(503, "store-unavailable");
+    let gw = restart_spoiled(gw, &store, &text, &client, &spoiled).await;
     let fresh = client.post(&gw.url("/echo/b"), "b").await;
     client
         .wait_status(&gw.url(fresh.header("location")), "succeeded")
