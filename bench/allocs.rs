@@ -79,6 +79,7 @@ fn measure(gateway: SocketAddr, backend: &str) {
         std::thread::sleep(Duration::from_millis(200));
     });
     print_row("job: submit (202), run, store the result", n, bytes);
+    // One job more, whose status and result are then polled.
     let location = c.header(&submit, "location");
     let path = location
         .find("/_jobs/")

@@ -177,7 +177,7 @@ impl JobStore for DiskStore {
                     t.insert(Space::Claims, &claim.scope, &value);
                     t.insert(Space::ClaimExpiry, &timed(claim_until, &claim.scope), &[]);
                 }
-                t.put(id, &record)?;
+                t.put(id, &record);
                 t.insert(Space::Requests, &timed(created, &k), &body);
                 t.used += charge;
                 Ok(Ok(Created::Recorded))
@@ -403,7 +403,7 @@ impl DiskStore {
                 };
                 change(&mut record);
                 let listed = record.delivery_due();
-                t.put(id, &record)?;
+                t.put(id, &record);
                 if listed {
                     t.insert(Space::Hooks, &k, &[]);
                 } else {
@@ -439,7 +439,7 @@ impl LocalQueue for DiskStore {
                 record.status = JobStatus::Running.as_str().to_owned();
                 record.started = Some(started);
                 record.attempts += 1;
-                t.put(id, &record)?;
+                t.put(id, &record);
                 Ok(Some(record.attempts))
             })
             .await?;
@@ -466,7 +466,7 @@ impl LocalQueue for DiskStore {
                 record.status = JobStatus::Queued.as_str().to_owned();
                 record.retry_at = Some(at);
                 record.retry_reason = Some(reason);
-                t.put(id, &record)?;
+                t.put(id, &record);
                 Ok(true)
             })
             .await?;

@@ -6,16 +6,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
+use moka::sync::Cache;
+
 use super::record::{self, millis_of, Record};
-use super::writer::{key, le_u64, Db, Space};
+use super::writer::{key, Db, Space};
 use crate::body::ReplayBody;
 use crate::config::StoreConfig;
 use crate::header_block::HeaderBlock;
 use crate::jobs::id::{IdHash, JobId};
 use crate::jobs::model::{Job, Replay, StoredResponse};
 use crate::jobs::store::{Binding, Lookup, StoreError};
-use bytes::Bytes;
-use moka::sync::Cache;
 
 pub(super) struct FinishedJobs {
     db: Db,
@@ -78,13 +79,7 @@ impl FinishedJobs {
             }
             return Ok(Lookup::Found(record));
         }
-        let until = self.db.get(Space::Gone, &k)?.map(|v| le_u64(&v));
-        match until {
-            Some(at) if at > millis_of(SystemTime::now()) => {}
-            _ => return Ok(Lookup::Missing),
-        }
-        let binding = self.db.get(Space::GoneBound, &k)?;
-        Ok(Lookup::Gone(binding.and_then(|b| Binding::from_bytes(&b))))
+        self.db.tombstone(&k, millis_of(SystemTime::now()))
     }
 
     pub(super) fn lookup(&self, id: JobId) -> Result<Lookup<Arc<Finished>>, StoreError> {

@@ -52,7 +52,7 @@ pub(super) fn recover(
         if record.status() == Some(JobStatus::Running) {
             if record.resend_on_loss {
                 record.status = JobStatus::Queued.as_str().to_owned();
-                tables.put(id, &record)?;
+                tables.put(id, &record);
             } else {
                 let outcome = Outcome::failed(Failure::Lost);
                 finish_record(

@@ -45,7 +45,7 @@ pub(super) fn finish_record(
     record.expires = Some(expires);
     tables.used = tables.used.saturating_sub(record.charged) + charged;
     record.charged = charged;
-    tables.put(id, record)?;
+    tables.put(id, record);
     if was_active {
         tables.remove(Space::Requests, &timed(record.created, &k));
     }
@@ -114,7 +114,7 @@ pub(super) fn sweep_due(
                     let next = record.next_delivery().unwrap_or(now).max(now);
                     let keep = next + u64::try_from(result_ttl.as_millis()).unwrap_or(u64::MAX);
                     record.expires = Some(keep);
-                    t.put(id, &record)?;
+                    t.put(id, &record);
                     t.insert(Space::Expiry, &timed(keep, &k), &[EXPIRES_RESULT]);
                 } else {
                     bury(t, id, &record, results, tombstone_ttl)?;

@@ -123,6 +123,11 @@ impl Db {
         self.space(space).get(key).map_err(unavailable)
     }
 
+    /// A job without a record, as last committed.
+    pub(super) fn tombstone<T>(&self, k: &[u8; 16], now: u64) -> Result<Lookup<T>, StoreError> {
+        tombstone(self, &self.db.read_tx(), k, now)
+    }
+
     /// Makes every commit so far durable.
     pub(super) fn persist(&self) -> fjall::Result<()> {
         self.db.persist(PersistMode::SyncData)
@@ -203,7 +208,16 @@ impl<'t> Tables<'t> {
         n: usize,
     ) -> Result<Vec<(u64, [u8; N], Slice)>, StoreError> {
         let upto = timed(now, &[0xff; N]);
-        self.entries(self.tx.range(self.db.space(space), ..=upto), n)
+        self.tx
+            .range(self.db.space(space), ..=upto)
+            .take(n)
+            .map(|entry| {
+                let (k, v) = entry.into_inner().map_err(unavailable)?;
+                let (at, k) =
+                    untimed(&k).ok_or_else(|| StoreError::Corrupt("a time-keyed entry".into()))?;
+                Ok((at, k, v))
+            })
+            .collect()
     }
 
     /// Every entry of `space`, in key order.
@@ -211,21 +225,6 @@ impl<'t> Tables<'t> {
         self.tx
             .iter(self.db.space(space))
             .map(|entry| entry.into_inner().map_err(unavailable))
-            .collect()
-    }
-
-    fn entries<const N: usize>(
-        &self,
-        iter: fjall::Iter,
-        n: usize,
-    ) -> Result<Vec<(u64, [u8; N], Slice)>, StoreError> {
-        iter.take(n)
-            .map(|entry| {
-                let (k, v) = entry.into_inner().map_err(unavailable)?;
-                let (at, k) =
-                    untimed(&k).ok_or_else(|| StoreError::Corrupt("a time-keyed entry".into()))?;
-                Ok((at, k, v))
-            })
             .collect()
     }
 }
@@ -245,20 +244,31 @@ impl Tables<'_> {
         bytes.map(|v| Record::decode(id, &v)).transpose()
     }
 
-    pub(super) fn put(&mut self, id: JobId, record: &Record) -> Result<(), StoreError> {
+    pub(super) fn put(&mut self, id: JobId, record: &Record) {
         self.insert(Space::Jobs, &key(id), &record.encode());
-        Ok(())
     }
 
-    /// A job without a record: gone while its tombstone lasts, then missing.
+    /// A job without a record, this transaction's changes included.
     pub(super) fn tombstone<T>(&self, k: &[u8; 16], now: u64) -> Result<Lookup<T>, StoreError> {
-        let until = self.get(Space::Gone, k)?.map(|v| le_u64(&v));
-        if until.is_none_or(|at| at <= now) {
-            return Ok(Lookup::Missing);
-        }
-        let binding = self.get(Space::GoneBound, k)?;
-        Ok(Lookup::Gone(binding.and_then(|b| Binding::from_bytes(&b))))
+        tombstone(self.db, &self.tx, k, now)
     }
+}
+
+/// A job without a record, as `reader` sees the database: gone while its
+/// tombstone lasts, then missing.
+fn tombstone<T>(
+    db: &Db,
+    reader: &impl Readable,
+    k: &[u8; 16],
+    now: u64,
+) -> Result<Lookup<T>, StoreError> {
+    let get = |space| reader.get(db.space(space), k).map_err(unavailable);
+    let until = get(Space::Gone)?.map(|v| le_u64(&v));
+    if until.is_none_or(|at| at <= now) {
+        return Ok(Lookup::Missing);
+    }
+    let binding = get(Space::GoneBound)?;
+    Ok(Lookup::Gone(binding.and_then(|b| Binding::from_bytes(&b))))
 }
 
 /// One change: run in the transaction, it hands back what to do once the
