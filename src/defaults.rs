@@ -70,6 +70,12 @@ pub(crate) const STORE_PATH: &str = "data";
 /// a thousand 64 KiB results.
 pub(crate) const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
+/// How many queued and running jobs' records the disk store's writer keeps
+/// decoded, so that starting and finishing them neither reads nor decodes:
+/// the jobs that run soon are among the newest, and 65,536 records of a few
+/// hundred bytes each bound the memory a deep backlog takes here.
+pub(crate) const ACTIVE_RECORDS: usize = 65_536;
+
 /// Results larger than this go to files of their own and are streamed when
 /// fetched, never read whole into memory; smaller ones sit in the database,
 /// where a lookup reads them in one go.

@@ -177,7 +177,7 @@ impl JobStore for DiskStore {
                     t.insert(Space::Claims, &claim.scope, &value);
                     t.insert(Space::ClaimExpiry, &timed(claim_until, &claim.scope), &[]);
                 }
-                t.put(id, &record);
+                t.put_and_keep(id, record);
                 t.insert(Space::Requests, &timed(created, &k), &body);
                 t.used += charge;
                 Ok(Ok(Created::Recorded))
@@ -331,7 +331,7 @@ impl JobStore for DiskStore {
                 let Some(record) = t.record(id)? else {
                     return Ok(());
                 };
-                t.remove(Space::Jobs, &k);
+                t.remove_record(id);
                 if record.request.is_some() {
                     t.remove(Space::Requests, &timed(record.created, &k));
                 }
@@ -439,8 +439,9 @@ impl LocalQueue for DiskStore {
                 record.status = JobStatus::Running.as_str().to_owned();
                 record.started = Some(started);
                 record.attempts += 1;
-                t.put(id, &record);
-                Ok(Some(record.attempts))
+                let attempt = record.attempts;
+                t.put_and_keep(id, record);
+                Ok(Some(attempt))
             })
             .await?;
         if attempt.is_some() {
@@ -466,7 +467,7 @@ impl LocalQueue for DiskStore {
                 record.status = JobStatus::Queued.as_str().to_owned();
                 record.retry_at = Some(at);
                 record.retry_reason = Some(reason);
-                t.put(id, &record);
+                t.put_and_keep(id, record);
                 Ok(true)
             })
             .await?;

@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::record::Record;
 use super::steps::finish_record;
-use super::writer::{key, untimed, Db, Space, Tables};
+use super::writer::{key, untimed, ActiveRecords, Db, Space, Tables};
 use crate::config::StoreConfig;
 use crate::jobs::id::{IdShards, JobId};
 use crate::jobs::model::{Failure, Job, JobStatus, Outcome};
@@ -24,7 +24,7 @@ impl From<StoreError> for Recovery {
     }
 }
 
-/// Reads the budget's count and every unfinished job, in one transaction
+/// Reads the budget's count and every unfinished job, in one write batch
 /// that also settles the jobs a crash left running: sent again if their
 /// route allows, else failed as lost. Never left running.
 pub(super) fn recover(
@@ -34,7 +34,8 @@ pub(super) fn recover(
 ) -> Result<(u64, Recovered, IdShards<Job>), Recovery> {
     let mut recovered = Recovered::default();
     let active = IdShards::default();
-    let mut tables = Tables::begin(db, db.used()?);
+    let mut kept = ActiveRecords::default();
+    let mut tables = Tables::begin(db, db.used()?, &mut kept);
     // Oldest first: the order they were accepted in.
     for (timed_key, body) in tables.all(Space::Requests)? {
         let Some((_, k)) = untimed::<16>(&timed_key) else {

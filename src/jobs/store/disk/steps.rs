@@ -1,4 +1,4 @@
-//! The changes the disk store makes inside a write transaction, shared by
+//! The changes the disk store makes inside a group's write batch, shared by
 //! the store's operations, its sweeper and its recovery.
 
 use std::path::Path;
@@ -65,7 +65,7 @@ pub(super) fn bury(
     tombstone_ttl: Duration,
 ) -> Result<(), StoreError> {
     let k = key(id);
-    tables.remove(Space::Jobs, &k);
+    tables.remove_record(id);
     tables.remove(Space::Hooks, &k);
     if let Some(expires) = record.expires {
         tables.remove(Space::Expiry, &timed(expires, &k));

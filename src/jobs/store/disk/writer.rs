@@ -1,28 +1,31 @@
-//! The disk store's one writer. Every change is a step run inside a write
-//! transaction on this thread; the steps that arrive while a commit is
+//! The disk store's one writer. Every change is a step run on this thread
+//! into one atomic write batch; the steps that arrive while a commit is
 //! under way wait and share the next one (group commit), so concurrent
 //! submissions pay for one fsync together: durability costs them latency,
-//! not throughput. A second thread makes each commit durable (fsync) and
+//! not throughput. Being the only writer, it needs no transaction: the
+//! group's own writes are kept beside the batch for its later steps to
+//! read. A second thread makes each commit durable (fsync) and
 //! only then answers its steps, while this one already runs the next
 //! group's steps: the disk's wait and the steps' work overlap.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{mpsc, Arc};
 
 use fjall::{
-    KeyspaceCreateOptions, PersistMode, Readable, SingleWriterTxDatabase, SingleWriterTxKeyspace,
-    SingleWriterWriteTx as WriteTransaction, Slice,
+    Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode, Readable, Slice,
 };
 use tokio::sync::oneshot;
 
 use super::record::Record;
-use crate::jobs::id::JobId;
+use crate::defaults;
+use crate::jobs::id::{IdMap, JobId};
 use crate::jobs::store::{Binding, Lookup, StoreError};
 
 /// The database's keyspaces. Keys that start with a time are that time as
 /// 8 big-endian bytes then the id, so that they sort by time.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum Space {
     /// job -> its [`Record`].
     Jobs,
@@ -92,17 +95,15 @@ const MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
 /// The database and its keyspaces, open.
 #[derive(Clone)]
 pub(super) struct Db {
-    db: SingleWriterTxDatabase,
+    db: Database,
     /// One per [`Space`], in the order of [`Space::ALL`].
-    spaces: Arc<[SingleWriterTxKeyspace]>,
+    spaces: Arc<[Keyspace]>,
 }
 
 impl Db {
     /// Opens the database in `dir`, with a block cache of `cache` bytes.
     pub(super) fn open(dir: &Path, cache: u64) -> fjall::Result<Db> {
-        let db = SingleWriterTxDatabase::builder(dir)
-            .cache_size(cache)
-            .open()?;
+        let db = Database::builder(dir).cache_size(cache).open()?;
         let spaces = Space::ALL
             .iter()
             .map(|space| {
@@ -114,7 +115,7 @@ impl Db {
         Ok(Db { db, spaces })
     }
 
-    fn space(&self, space: Space) -> &SingleWriterTxKeyspace {
+    fn space(&self, space: Space) -> &Keyspace {
         &self.spaces[space as usize]
     }
 
@@ -125,7 +126,10 @@ impl Db {
 
     /// A job without a record, as last committed.
     pub(super) fn tombstone<T>(&self, k: &[u8; 16], now: u64) -> Result<Lookup<T>, StoreError> {
-        tombstone(self, &self.db.read_tx(), k, now)
+        let snapshot = self.db.snapshot();
+        tombstone(now, |space| {
+            snapshot.get(self.space(space), k).map_err(unavailable)
+        })
     }
 
     /// Makes every commit so far durable.
@@ -157,50 +161,74 @@ pub(super) fn le_u64(bytes: &[u8]) -> u64 {
         .map_or(0, |b| u64::from_le_bytes(*b))
 }
 
-/// One write transaction, and the budget's count.
+/// The records of queued and running jobs as last written, decoded: what
+/// the writer keeps so that a step on an active job (start, retry, finish)
+/// takes its record without reading or decoding it. Only the writer thread
+/// touches it, and it is emptied when a commit fails, the database being
+/// the truth again.
+pub(super) type ActiveRecords = IdMap<Record>;
+
+/// One group's writes, and the budget's count.
 pub(super) struct Tables<'t> {
-    tx: WriteTransaction<'t>,
     db: &'t Db,
-    /// Bytes charged to the budget, as this transaction leaves them.
+    batch: OwnedWriteBatch,
+    /// What the batch writes, by key (`None`: removed), so the group's later
+    /// steps read its earlier ones' writes.
+    written: HashMap<(Space, Slice), Option<Slice>>,
+    active: &'t mut ActiveRecords,
+    /// Bytes charged to the budget, as this group leaves them.
     pub(super) used: u64,
-    /// Run once the transaction is durable: removing files it let go.
+    /// Run once the group is durable: removing files it let go.
     pub(super) after_commit: Vec<Box<dyn FnOnce() + Send>>,
 }
 
 impl<'t> Tables<'t> {
-    /// A transaction; its commit is durable once [`Db::persist`] returns.
-    pub(super) fn begin(db: &'t Db, used: u64) -> Tables<'t> {
+    /// An empty group; its commit is durable once [`Db::persist`] returns.
+    pub(super) fn begin(db: &'t Db, used: u64, active: &'t mut ActiveRecords) -> Tables<'t> {
         Tables {
-            tx: db.db.write_tx().durability(None),
+            batch: db.db.batch().durability(None),
+            written: HashMap::new(),
             db,
+            active,
             used,
             after_commit: Vec::new(),
         }
     }
 
     /// Commits, with the budget's count as the steps left it: seen by every
-    /// later transaction and read, durable after the next [`Db::persist`].
+    /// later group and read, durable after the next [`Db::persist`].
     pub(super) fn commit(mut self) -> fjall::Result<()> {
         let used = self.used.to_le_bytes();
-        self.tx.insert(self.db.space(Space::Meta), USED, &used[..]);
-        self.tx.commit()
+        self.batch
+            .insert(self.db.space(Space::Meta), USED, &used[..]);
+        self.batch.commit()
     }
 
-    /// What `space` holds at `key`, this transaction's changes included.
+    /// What `space` holds at `key`, this group's writes included.
     pub(super) fn get(&self, space: Space, key: &[u8]) -> Result<Option<Slice>, StoreError> {
-        self.tx.get(self.db.space(space), key).map_err(unavailable)
+        if let Some(value) = self.written.get(&(space, Slice::from(key))) {
+            return Ok(value.clone());
+        }
+        self.db.get(space, key)
     }
 
     pub(super) fn insert(&mut self, space: Space, key: &[u8], value: &[u8]) {
-        self.tx.insert(self.db.space(space), key, value);
+        let (key, value) = (Slice::from(key), Slice::from(value));
+        self.batch
+            .insert(self.db.space(space), key.clone(), value.clone());
+        self.written.insert((space, key), Some(value));
     }
 
     pub(super) fn remove(&mut self, space: Space, key: &[u8]) {
-        self.tx.remove(self.db.space(space), key);
+        let key = Slice::from(key);
+        self.batch.remove(self.db.space(space), key.clone());
+        self.written.insert((space, key), None);
     }
 
     /// Up to `n` entries of a time-keyed space due at `now` or before,
-    /// earliest first, with what each holds.
+    /// earliest first, with what each holds, as last committed: what the
+    /// group wrote is not among them, so a step acts on each only after
+    /// reading what it stands for again.
     pub(super) fn due<const N: usize>(
         &self,
         space: Space,
@@ -208,8 +236,9 @@ impl<'t> Tables<'t> {
         n: usize,
     ) -> Result<Vec<(u64, [u8; N], Slice)>, StoreError> {
         let upto = timed(now, &[0xff; N]);
-        self.tx
-            .range(self.db.space(space), ..=upto)
+        self.db
+            .space(space)
+            .range(..=upto)
             .take(n)
             .map(|entry| {
                 let (k, v) = entry.into_inner().map_err(unavailable)?;
@@ -220,10 +249,11 @@ impl<'t> Tables<'t> {
             .collect()
     }
 
-    /// Every entry of `space`, in key order.
+    /// Every entry of `space`, in key order, as last committed.
     pub(super) fn all(&self, space: Space) -> Result<Vec<(Slice, Slice)>, StoreError> {
-        self.tx
-            .iter(self.db.space(space))
+        self.db
+            .space(space)
+            .iter()
             .map(|entry| entry.into_inner().map_err(unavailable))
             .collect()
     }
@@ -238,31 +268,52 @@ pub(super) fn key(id: JobId) -> [u8; 16] {
 }
 
 impl Tables<'_> {
-    /// A job's record, if it has one.
-    pub(super) fn record(&self, id: JobId) -> Result<Option<Record>, StoreError> {
+    /// A job's record, if it has one, taken out of the writer's memory
+    /// when it is there: a step that changes it gives it back with
+    /// [`Tables::put`].
+    pub(super) fn record(&mut self, id: JobId) -> Result<Option<Record>, StoreError> {
+        if let Some(record) = self.active.remove(&id) {
+            return Ok(Some(record));
+        }
         let bytes = self.get(Space::Jobs, &key(id))?;
         bytes.map(|v| Record::decode(id, &v)).transpose()
     }
 
+    /// Writes a job's record, forgetting any decoded copy.
     pub(super) fn put(&mut self, id: JobId, record: &Record) {
         self.insert(Space::Jobs, &key(id), &record.encode());
+        self.active.remove(&id);
     }
 
-    /// A job without a record, this transaction's changes included.
+    /// Writes the record of a job that is queued or running and keeps it
+    /// decoded, while there is room, for the steps that follow.
+    pub(super) fn put_and_keep(&mut self, id: JobId, record: Record) {
+        self.insert(Space::Jobs, &key(id), &record.encode());
+        if self.active.len() < defaults::ACTIVE_RECORDS {
+            self.active.insert(id, record);
+        } else {
+            self.active.remove(&id);
+        }
+    }
+
+    /// Deletes a job's record.
+    pub(super) fn remove_record(&mut self, id: JobId) {
+        self.active.remove(&id);
+        self.remove(Space::Jobs, &key(id));
+    }
+
+    /// A job without a record, this group's writes included.
     pub(super) fn tombstone<T>(&self, k: &[u8; 16], now: u64) -> Result<Lookup<T>, StoreError> {
-        tombstone(self.db, &self.tx, k, now)
+        tombstone(now, |space| self.get(space, k))
     }
 }
 
-/// A job without a record, as `reader` sees the database: gone while its
+/// A job without a record, as `get` reads the database: gone while its
 /// tombstone lasts, then missing.
 fn tombstone<T>(
-    db: &Db,
-    reader: &impl Readable,
-    k: &[u8; 16],
     now: u64,
+    get: impl Fn(Space) -> Result<Option<Slice>, StoreError>,
 ) -> Result<Lookup<T>, StoreError> {
-    let get = |space| reader.get(db.space(space), k).map_err(unavailable);
     let until = get(Space::Gone)?.map(|v| le_u64(&v));
     if until.is_none_or(|at| at <= now) {
         return Ok(Lookup::Missing);
@@ -271,7 +322,7 @@ fn tombstone<T>(
     Ok(Lookup::Gone(binding.and_then(|b| Binding::from_bytes(&b))))
 }
 
-/// One change: run in the transaction, it hands back what to do once the
+/// One change: run into the group's batch, it hands back what to do once the
 /// commit has succeeded or failed.
 type Step = Box<dyn FnOnce(&mut Tables<'_>) -> Done + Send>;
 type Done = Box<dyn FnOnce(Result<(), &Arc<fjall::Error>>) + Send>;
@@ -356,11 +407,12 @@ fn commit_loop(
     durable: &mpsc::Sender<Commit>,
     state: &Committed,
 ) {
+    let mut active = ActiveRecords::default();
     while let Ok(first) = steps.recv() {
         let batch: Vec<Step> = std::iter::once(first)
             .chain(steps.try_iter().take(MAX_BATCH - 1))
             .collect();
-        let mut tables = Tables::begin(db, used);
+        let mut tables = Tables::begin(db, used, &mut active);
         let done: Vec<Done> = batch.into_iter().map(|step| step(&mut tables)).collect();
         let after_commit = std::mem::take(&mut tables.after_commit);
         let left = tables.used;
@@ -378,6 +430,7 @@ fn commit_loop(
             }
             Err(e) => {
                 state.failed.store(true, Relaxed);
+                active.clear();
                 tracing::error!(error = %e, "the store could not commit; the changes were not made");
                 let e = Arc::new(e);
                 done.into_iter().for_each(|d| d(Err(&e)));
@@ -409,5 +462,88 @@ fn sync_loop(db: &Db, commits: &mpsc::Receiver<Commit>, state: &Committed) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database of its own in the system's temporary directory, removed
+    /// when dropped.
+    struct Scratch(std::path::PathBuf);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn scratch() -> (Scratch, Db) {
+        let dir = std::env::temp_dir().join(format!("asyncgate-writer-{}", uuid::Uuid::new_v4()));
+        let db = Db::open(&dir, 1024 * 1024).unwrap();
+        (Scratch(dir), db)
+    }
+
+    #[test]
+    fn a_group_reads_its_own_writes_and_others_see_them_only_once_committed() {
+        let (_dir, db) = scratch();
+        let mut active = ActiveRecords::default();
+        let mut tables = Tables::begin(&db, 0, &mut active);
+        tables.insert(Space::Claims, b"scope", b"holder");
+        tables.insert(Space::Gone, b"gone", b"x");
+        tables.remove(Space::Gone, b"gone");
+        assert_eq!(
+            tables.get(Space::Claims, b"scope").unwrap().as_deref(),
+            Some(&b"holder"[..])
+        );
+        assert!(tables.get(Space::Gone, b"gone").unwrap().is_none());
+        assert!(db.get(Space::Claims, b"scope").unwrap().is_none());
+        tables.used = 7;
+        tables.commit().unwrap();
+        assert_eq!(
+            db.get(Space::Claims, b"scope").unwrap().as_deref(),
+            Some(&b"holder"[..])
+        );
+        assert!(db.get(Space::Gone, b"gone").unwrap().is_none());
+        assert_eq!(db.used().unwrap(), 7);
+    }
+
+    #[test]
+    fn a_kept_record_is_the_one_last_written_and_a_removed_one_is_gone() {
+        use crate::header_block::HeaderBlock;
+        use crate::jobs::model::{BackendRequest, Job};
+        let (_dir, db) = scratch();
+        let job = Job::queued("reports".into(), http::Method::POST);
+        let request = BackendRequest {
+            method: http::Method::POST,
+            path: http::uri::PathAndQuery::from_static("/r"),
+            headers: HeaderBlock::pack(&http::HeaderMap::new()),
+            body: bytes::Bytes::new(),
+        };
+        let mut record = Record::queued(&job, &request, false, 100);
+        let mut active = ActiveRecords::default();
+        let mut tables = Tables::begin(&db, 0, &mut active);
+        tables.put_and_keep(job.id, record.clone());
+        tables.commit().unwrap();
+        assert_eq!(active.len(), 1);
+
+        let mut tables = Tables::begin(&db, 0, &mut active);
+        let mut kept = tables.record(job.id).unwrap().unwrap();
+        kept.attempts = 1;
+        tables.put_and_keep(job.id, kept);
+        assert_eq!(tables.record(job.id).unwrap().unwrap().attempts, 1);
+        tables.commit().unwrap();
+        // The read above took it out of the writer's memory: from now on
+        // it comes from the database.
+        assert!(active.is_empty());
+        record.attempts = 1;
+        let mut tables = Tables::begin(&db, 0, &mut active);
+        assert_eq!(tables.record(job.id).unwrap().unwrap().attempts, 1);
+        tables.put_and_keep(job.id, record);
+        tables.remove_record(job.id);
+        assert!(tables.record(job.id).unwrap().is_none());
+        tables.commit().unwrap();
+        assert!(db.get(Space::Jobs, &key(job.id)).unwrap().is_none());
     }
 }
