@@ -33,6 +33,8 @@ NGINX_H2=127.0.0.1:18085
 GATEWAY=127.0.0.1:18080
 REDIS_PORT=18083
 HZ=$(getconf CLK_TCK)
+# shellcheck source=bench/lib.sh
+. "$BENCH_DIR/lib.sh"
 
 need() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 if ! need wrk || ! need nginx || ! need curl || ! need redis-server || ! need h2load; then
@@ -72,15 +74,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_port() {
-  for _ in $(seq 100); do
-    curl -s -o /dev/null "http://$1/" && return 0
-    sleep 0.1
-  done
-  echo "nothing answers on $1" >&2
-  exit 1
-}
-
 # start_gateway CONFIG [LOG_LEVEL]: warn (no request log) unless told.
 start_gateway() {
   local config=$1 level=${2:-warn}
@@ -102,11 +95,7 @@ wait_port "$NGINX"
 wait_port "$NGINX_LOGGED"
 NGINX_PIDS() { pgrep -f "nginx: worker process" | tr '\n' ' '; }
 
-# CPU ticks (user + system) of the given pids.
-ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
-posts() { curl -s "http://$BACKEND/stats"; }
-median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
 # measure NAME URL SCRIPT "PIDS" [extra wrk args]: RUNS wrk runs; prints
 # "NAME rps p50 p99 p999 cpu_us_per_req" (medians) and records it.

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# A/B of two gateway builds on the submission path, in alternating runs
+# (the machine drifts too much for two separate runs to compare):
+#
+#   bench/ab.sh OLD_BINARY NEW_BINARY            # disk store, 5 pairs of 10 s
+#   KIND=memory PAIRS=3 DURATION=5s bench/ab.sh A B
+#   bench/ab.sh target/release/asyncgate:memory target/release/asyncgate:disk
+#
+# A side is a binary, optionally with the store it runs on after a colon
+# (`memory` or `disk`; KIND, default disk, otherwise).
+# Each run starts the build on a fresh store, POSTs 1 KiB bodies to an async
+# route with `wrk -t2 -c64` for DURATION, then waits until the backend has
+# answered every accepted job. It prints, per run and as medians per build:
+# 202s per second, jobs completed end to end per second, the 202's p99, and
+# the gateway's CPU (all its threads) per completed job. Builds alternate
+# ABBA, so neither always runs first. Everything listens on 127.0.0.1 only.
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$BENCH_DIR")
+A=${1:?usage: bench/ab.sh OLD_BINARY NEW_BINARY}
+B=${2:?usage: bench/ab.sh OLD_BINARY NEW_BINARY}
+KIND=${KIND:-disk}
+case "$A" in *:memory | *:disk) ;; *) A=$A:$KIND ;; esac
+case "$B" in *:memory | *:disk) ;; *) B=$B:$KIND ;; esac
+PAIRS=${PAIRS:-5}
+DURATION=${DURATION:-10s}
+export BENCH_DIR
+BACKEND=127.0.0.1:18081
+GATEWAY=127.0.0.1:18080
+HZ=$(getconf CLK_TCK)
+# shellcheck source=bench/lib.sh
+. "$BENCH_DIR/lib.sh"
+
+for tool in wrk curl; do
+  command -v "$tool" >/dev/null || { echo "bench/ab.sh needs $tool (apt-get install wrk curl)" >&2; exit 1; }
+done
+(cd "$ROOT" && cargo build --release --quiet --example bench-backend)
+ulimit -n 65536 2>/dev/null || true
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+"$ROOT/target/release/examples/bench-backend" "$BACKEND" &
+PIDS+=("$!")
+wait_port "$BACKEND"
+
+# run LABEL BINARY:KIND: one measurement, appended to $WORK/LABEL.
+run() {
+  local label=$1 bin=${2%:*} kind=${2##*:} config="$WORK/run.toml" pid before t0 t1 c0 c1 line accepted
+  rm -rf "$WORK/store"
+  if [ "$kind" = disk ]; then
+    sed -e "s|^kind = \"memory\"|kind = \"disk\"\npath = \"$WORK/store\"|" "$BENCH_DIR/asyncgate.toml" >"$config"
+  else
+    cp "$BENCH_DIR/asyncgate.toml" "$config"
+  fi
+  RUST_LOG=warn "$bin" --config "$config" 2>>"$WORK/gateway.log" &
+  pid=$!
+  wait_port "$GATEWAY"
+  before=$(posts)
+  c0=$(ticks "$pid")
+  t0=$(date +%s.%N)
+  line=$(wrk -t2 -c64 -d"$DURATION" -s "$BENCH_DIR/lua/post1k.lua" "http://$GATEWAY/jobs/ab" | grep '^RESULT')
+  # requests seconds rps p50 p99 p999 errors
+  accepted=$(echo "$line" | awk '{print $2 - $8}')
+  while [ "$(posts)" -lt $((before + accepted)) ]; do sleep 0.02; done
+  t1=$(date +%s.%N)
+  c1=$(ticks "$pid")
+  kill "$pid"
+  wait "$pid" 2>/dev/null || true
+  echo "$line" | awk -v n="$accepted" -v a="$t0" -v b="$t1" -v dt=$((c1 - c0)) -v hz="$HZ" -v l="$label" \
+    '{printf "%s 202/s %.0f  e2e/s %.0f  p99 %.1f ms  cpu %.1f us/job\n", l, $4, n / (b - a), $6 / 1000, dt * 1e6 / hz / n}' |
+    tee -a "$WORK/$label" >&2
+}
+
+for _ in $(seq "$PAIRS"); do
+  run A "$A"
+  run B "$B"
+  run B "$B"
+  run A "$A"
+done
+
+echo "medians over $((PAIRS * 2)) runs each (wrk -t2 -c64 -d$DURATION):"
+for label in A B; do
+  side=$A
+  [ "$label" = B ] && side=$B
+  printf '%s (%s): 202/s %s  e2e/s %s  p99 %s ms  cpu %s us/job\n' "$label" \
+    "$side" "$(awk '{print $3}' "$WORK/$label" | median)" "$(awk '{print $5}' "$WORK/$label" | median)" \
+    "$(awk '{print $7}' "$WORK/$label" | median)" "$(awk '{print $10}' "$WORK/$label" | median)"
+done

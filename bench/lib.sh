@@ -1,0 +1,20 @@
+# Helpers the benchmark scripts share; sourced, not run. BACKEND is the
+# benchmark backend's address.
+
+# wait_port ADDR: until something answers HTTP on ADDR (10 s at most).
+wait_port() {
+  for _ in $(seq 100); do
+    curl -s -o /dev/null "http://$1/" && return 0
+    sleep 0.1
+  done
+  echo "nothing answers on $1" >&2
+  exit 1
+}
+
+# CPU ticks (user + system) of the given pids, all their threads.
+ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
+
+# How many POSTs the benchmark backend has answered.
+posts() { curl -s "http://$BACKEND/stats"; }
+
+median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
