@@ -172,7 +172,48 @@ impl Record {
 
     /// The format byte, then the record.
     pub(super) fn encode(&self) -> Vec<u8> {
-        postcard::to_extend(self, vec![FORMAT]).expect("a record always serializes")
+        let mut buffer = Vec::with_capacity(self.encoded_len_bound());
+        buffer.push(FORMAT);
+        postcard::to_extend(self, buffer).expect("a record always serializes")
+    }
+
+    /// Room for the encoded record, so encoding does not grow its buffer
+    /// step by step: every field's bytes, and for each of the fixed fields
+    /// and length prefixes the most a varint of it takes.
+    fn encoded_len_bound(&self) -> usize {
+        const FIXED: usize = 256;
+        let request = self
+            .request
+            .as_ref()
+            .map_or(0, |r| r.path.len() + r.headers.len());
+        let response = self
+            .response
+            .as_ref()
+            .map_or(0, |r| r.headers.len() + r.body.as_ref().map_or(0, Vec::len));
+        let delivery = |name: &str, d: &DeliveryRecord| {
+            FIXED + name.len() + d.last_error.as_ref().map_or(0, String::len)
+        };
+        let deliveries = self
+            .hook
+            .as_ref()
+            .map_or(0, |h| delivery(&h.url, &h.delivery))
+            + self
+                .kafka
+                .as_ref()
+                .map_or(0, |k| delivery(&k.topic, &k.delivery));
+        let strings = [&self.failure, &self.retry_reason]
+            .into_iter()
+            .flatten()
+            .map(String::len)
+            .sum::<usize>();
+        FIXED
+            + self.status.len()
+            + self.route.len()
+            + self.method.len()
+            + request
+            + response
+            + deliveries
+            + strings
     }
 
     pub(super) fn decode(id: JobId, bytes: &[u8]) -> Result<Record, StoreError> {
@@ -341,6 +382,35 @@ mod tests {
             panic!("read a record of another format");
         };
         assert!(why.contains("format"), "{why}");
+    }
+
+    #[test]
+    fn the_room_made_for_a_record_holds_it() {
+        let job = Job::queued("reports".into(), Method::POST);
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-long", "v".repeat(3000).parse().unwrap());
+        let request = BackendRequest {
+            method: Method::POST,
+            path: PathAndQuery::from_static("/r?q=1"),
+            headers: HeaderBlock::pack(&headers),
+            body: Bytes::new(),
+        };
+        let mut record = Record::queued(&job, &request, false, u64::MAX);
+        record.started = Some(u64::MAX);
+        record.retry_reason = Some("x".repeat(500));
+        let queued = record.encode();
+        assert!(queued.len() <= record.encoded_len_bound());
+        record.request = None;
+        record.response = Some(ResponseRecord {
+            status: 200,
+            headers: vec![1; 700],
+            bytes: 5000,
+            in_file: false,
+            body: Some(vec![2; 5000]),
+        });
+        let finished = record.encode();
+        assert!(finished.len() <= record.encoded_len_bound());
+        assert_eq!(Record::decode(job.id, &finished).unwrap().charged, u64::MAX);
     }
 
     #[test]
