@@ -4,6 +4,7 @@
 //! are also kept in memory, and recent results in a moka cache of bounded
 //! size, so polls rarely touch the disk.
 
+mod answers;
 mod finished;
 mod record;
 mod recover;

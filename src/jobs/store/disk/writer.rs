@@ -7,25 +7,24 @@
 //! read. A second thread makes each commit durable (fsync) and
 //! only then answers its steps, while this one already runs the next
 //! group's steps: the disk's wait and the steps' work overlap. The answers
-//! go to each tokio runtime the steps came from in one message per group,
-//! so a runtime is woken once for all of them.
+//! go to each tokio runtime the steps came from in one message per group
+//! (`answers.rs`).
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
 
 use fjall::{
     Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode, Readable, Slice,
 };
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::oneshot;
 
+use super::answers::{answer, Done, Inbox, Inboxes};
 use super::record::Record;
 use crate::defaults;
 use crate::jobs::id::{IdMap, JobId};
 use crate::jobs::store::{Binding, Lookup, StoreError};
-use crate::sync::lock;
 
 /// The database's keyspaces. Keys that start with a time are that time as
 /// 8 big-endian bytes then the id, so that they sort by time.
@@ -329,73 +328,12 @@ fn tombstone<T>(
 /// One change: run into the group's batch, it hands back what to do once the
 /// commit has succeeded or failed.
 type Step = Box<dyn FnOnce(&mut Tables<'_>) -> Done + Send>;
-type Done = Box<dyn FnOnce(Committed) + Send>;
-type Committed = Result<(), Arc<fjall::Error>>;
-
-/// Where the answers to a runtime's steps go: a task on that runtime gives
-/// them, so the thread that answers wakes the runtime once per group rather
-/// than once per step (an eventfd write each, some 2.5 a job). `None` for a
-/// step from outside any runtime: its answer is given where it is made.
-type Inbox = Option<UnboundedSender<Answers>>;
-
-/// The answers to one runtime's steps in a group, and how the group ended.
-struct Answers {
-    done: Vec<Done>,
-    committed: Committed,
-}
-
-impl Answers {
-    fn give(self) {
-        for done in self.done {
-            done(self.committed.clone());
-        }
-    }
-}
-
-/// Gives the answers sent to one runtime's inbox, on that runtime.
-async fn receive(mut inbox: UnboundedReceiver<Answers>) {
-    while let Some(answers) = inbox.recv().await {
-        answers.give();
-    }
-}
-
-/// Sends each inbox its share of `done`, in one message; gives those whose
-/// runtime is gone (its inbox closed) here.
-fn answer(done: impl IntoIterator<Item = (Inbox, Done)>, committed: &Committed) {
-    let mut shares: Vec<(Inbox, Vec<Done>)> = Vec::new();
-    for (inbox, done) in done {
-        let same = |(other, _): &&mut (Inbox, Vec<Done>)| match (other, &inbox) {
-            (Some(a), Some(b)) => a.same_channel(b),
-            (None, None) => true,
-            _ => false,
-        };
-        match shares.iter_mut().find(same) {
-            Some((_, share)) => share.push(done),
-            None => shares.push((inbox, vec![done])),
-        }
-    }
-    for (inbox, done) in shares {
-        let answers = Answers {
-            done,
-            committed: committed.clone(),
-        };
-        match inbox {
-            Some(inbox) => {
-                if let Err(unsent) = inbox.send(answers) {
-                    unsent.0.give();
-                }
-            }
-            None => answers.give(),
-        }
-    }
-}
 
 /// Hands steps to the writer thread.
 pub(super) struct Writer {
     steps: mpsc::Sender<(Inbox, Step)>,
     state: Arc<State>,
-    /// An inbox per runtime that has written, by the runtime's id.
-    inboxes: Mutex<Vec<(tokio::runtime::Id, UnboundedSender<Answers>)>>,
+    inboxes: Inboxes,
 }
 
 /// What the last commit left, for readers outside the writer thread.
@@ -423,24 +361,8 @@ impl Writer {
         Ok(Writer {
             steps,
             state,
-            inboxes: Mutex::new(Vec::new()),
+            inboxes: Inboxes::default(),
         })
-    }
-
-    /// The inbox of the runtime this is called on, made (and its task
-    /// started) the first time that runtime writes.
-    fn inbox(&self) -> Inbox {
-        let runtime = tokio::runtime::Handle::try_current().ok()?;
-        let id = runtime.id();
-        let mut inboxes = lock(&self.inboxes);
-        inboxes.retain(|(_, inbox)| !inbox.is_closed());
-        if let Some((_, inbox)) = inboxes.iter().find(|(of, _)| *of == id) {
-            return Some(inbox.clone());
-        }
-        let (inbox, answers) = unbounded_channel();
-        runtime.spawn(receive(answers));
-        inboxes.push((id, inbox.clone()));
-        Some(inbox)
     }
 
     /// The budget's count as last committed; an error while the last
@@ -473,7 +395,7 @@ impl Writer {
         });
         let stopped = || StoreError::Unavailable("the store could not take the change".into());
         self.steps
-            .send((self.inbox(), step))
+            .send((self.inboxes.current(), step))
             .map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
