@@ -71,9 +71,10 @@ pub(crate) const STORE_PATH: &str = "data";
 pub(crate) const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// How many queued and running jobs' records the disk store's writer keeps
-/// decoded, so that starting and finishing them neither reads nor decodes:
-/// the jobs that run soon are among the newest, and 65,536 records of a few
-/// hundred bytes each bound the memory a deep backlog takes here.
+/// decoded, so that starting and finishing them neither reads nor decodes
+/// (past it, a record is read back from the database, as before). 65,536
+/// records of a few hundred bytes each bound what a deep backlog takes
+/// here.
 pub(crate) const ACTIVE_RECORDS: usize = 65_536;
 
 /// Results larger than this go to files of their own and are streamed when

@@ -86,13 +86,50 @@ impl Inboxes {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let id = runtime.id();
         let mut inboxes = lock(&self.0);
-        inboxes.retain(|(_, inbox)| !inbox.is_closed());
         if let Some((_, inbox)) = inboxes.iter().find(|(of, _)| *of == id) {
             return Some(inbox.clone());
         }
+        inboxes.retain(|(_, inbox)| !inbox.is_closed());
         let (inbox, answers) = unbounded_channel();
         runtime.spawn(receive(answers));
         inboxes.push((id, inbox.clone()));
         Some(inbox)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn counted(given: &Arc<AtomicUsize>) -> Done {
+        let given = Arc::clone(given);
+        Box::new(move |committed| {
+            assert!(committed.is_ok());
+            given.fetch_add(1, Ordering::Relaxed);
+        })
+    }
+
+    /// An answer is never lost: one whose runtime is gone, or that came
+    /// from outside any runtime, is given where it is made.
+    #[test]
+    fn answers_whose_runtime_is_gone_are_given_here() {
+        let given = Arc::new(AtomicUsize::new(0));
+        let (gone, receiver) = unbounded_channel();
+        drop(receiver);
+        let (open, mut waiting) = unbounded_channel();
+        let done = [
+            (Some(gone.clone()), counted(&given)),
+            (None, counted(&given)),
+            (Some(open.clone()), counted(&given)),
+            (Some(gone), counted(&given)),
+            (Some(open), counted(&given)),
+        ];
+        answer(done, &Ok(()));
+        assert_eq!(given.load(Ordering::Relaxed), 3);
+        let share = waiting.try_recv().expect("one message for the open inbox");
+        assert!(waiting.try_recv().is_err(), "its share came in one message");
+        share.give();
+        assert_eq!(given.load(Ordering::Relaxed), 5);
     }
 }

@@ -272,8 +272,8 @@ pub(super) fn key(id: JobId) -> [u8; 16] {
 
 impl Tables<'_> {
     /// A job's record, if it has one, taken out of the writer's memory
-    /// when it is there: a step that changes it gives it back with
-    /// [`Tables::put`].
+    /// when it is there: a step that changes it writes it back with
+    /// [`Tables::put_and_keep`] (still active) or [`Tables::put`].
     pub(super) fn record(&mut self, id: JobId) -> Result<Option<Record>, StoreError> {
         if let Some(record) = self.active.remove(&id) {
             return Ok(Some(record));
