@@ -141,7 +141,11 @@ pub(crate) struct DiskConfig {
 
 #[derive(Debug, Clone)]
 pub(crate) struct RedisConfig {
-    pub(crate) url: String,
+    /// The URLs dialled: `url`, or each of a cluster's seed nodes.
+    pub(crate) seeds: Vec<String>,
+    /// A Redis Cluster: every job's keys are put in one hash slot, see the
+    /// Redis store.
+    pub(crate) cluster: bool,
     /// How long a replica keeps a running job without renewing its lease.
     pub(crate) lease: Duration,
     /// Starts every key and channel, so gateways can share one Redis.

@@ -230,7 +230,8 @@ impl Jobs {
             return Err(SubmitError::ShuttingDown);
         }
         let retry_after = route.retry_after(Duration::ZERO);
-        let mut job = Job::queued(Arc::clone(&route.name), request.method.clone());
+        let id = self.core.store().new_id(&route.upstream.config.name);
+        let mut job = Job::queued(id, Arc::clone(&route.name), request.method.clone());
         job.owner = credentials.map(|c| owner::Owner::of(job.id, &c));
         job.webhook = webhook;
         job.kafka = route

@@ -93,6 +93,7 @@ pub(super) struct RawStore {
     pub(crate) url: Option<Text>,
     pub(crate) lease: Option<Text>,
     pub(crate) key_prefix: Option<Text>,
+    pub(crate) cluster: Option<Spanned<bool>>,
 }
 
 /// Which store holds jobs.

@@ -161,55 +161,69 @@ impl Cx<'_> {
                     "kind = \"redis\" needs `url`, e.g. url = \"redis://127.0.0.1:6379/0\"",
                 ));
             }
-            (StoreKind::Redis, Some(url)) => {
-                // Parsed as the client will, so a bad URL is a config error
-                // here rather than a failure at start-up.
-                if let Err(e) =
-                    redis::IntoConnectionInfo::into_connection_info(url.get_ref().as_str())
-                {
-                    return Err(self.err(
-                        url.span(),
-                        format!(
-                            "`{}` is not a Redis URL like redis://127.0.0.1:6379/0: {e}",
-                            url.get_ref()
-                        ),
-                    ));
-                }
-                let key_prefix = match &raw.key_prefix {
-                    None => defaults::REDIS_KEY_PREFIX.to_owned(),
-                    Some(p) => {
-                        let ok = !p.get_ref().is_empty()
-                            && p.get_ref()
-                                .bytes()
-                                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
-                        if !ok {
-                            return Err(
-                                self.err(p.span(), "must be letters, digits, `-`, `_`, `.` or `:`")
-                            );
-                        }
-                        p.get_ref().clone()
-                    }
-                };
-                let lease = self.duration(raw.lease.as_ref(), defaults::LEASE)?;
-                if let Some(s) = &raw.lease {
-                    // Renewed every third of it, each renewal a Redis round trip.
-                    if lease < Duration::from_secs(1) {
-                        return Err(self.err(s.span(), "must be at least 1s"));
-                    }
-                }
-                Some(RedisConfig {
-                    url: url.get_ref().clone(),
-                    lease,
-                    key_prefix,
-                })
-            }
+            (StoreKind::Redis, Some(url)) => Some(self.redis(&raw, url)?),
         };
+        if let (None, Some(cluster)) = (&redis, &raw.cluster) {
+            return Err(self.err(cluster.span(), "is for kind = \"redis\""));
+        }
         Ok(StoreConfig {
             disk,
             max_bytes: self.size(raw.max_bytes.as_ref(), defaults::STORE_MAX_BYTES)?,
             result_ttl: self.duration(raw.result_ttl.as_ref(), defaults::RESULT_TTL)?,
             tombstone_ttl: self.duration(raw.tombstone_ttl.as_ref(), defaults::TOMBSTONE_TTL)?,
             redis,
+        })
+    }
+
+    fn redis(&self, raw: &RawStore, url: &Spanned<String>) -> Result<RedisConfig, ConfigError> {
+        let cluster = raw.cluster.as_ref().is_some_and(|c| *c.get_ref());
+        // Parsed as the client will, so a bad URL is a config error here
+        // rather than a failure at start-up.
+        let seeds: Vec<&str> = url.get_ref().split(',').map(str::trim).collect();
+        if seeds.len() > 1 && !cluster {
+            return Err(self.err(
+                url.span(),
+                "lists several nodes: a Redis Cluster's seeds need cluster = true",
+            ));
+        }
+        for seed in &seeds {
+            if let Err(e) = redis::IntoConnectionInfo::into_connection_info(*seed) {
+                let like = if cluster {
+                    "redis://10.0.0.1:6379,redis://10.0.0.2:6379"
+                } else {
+                    "redis://127.0.0.1:6379/0"
+                };
+                return Err(self.err(
+                    url.span(),
+                    format!("`{seed}` is not a Redis URL like {like}: {e}"),
+                ));
+            }
+        }
+        let key_prefix = match &raw.key_prefix {
+            None => defaults::REDIS_KEY_PREFIX.to_owned(),
+            Some(p) => {
+                let ok = !p.get_ref().is_empty()
+                    && p.get_ref()
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+                if !ok {
+                    return Err(self.err(p.span(), "must be letters, digits, `-`, `_`, `.` or `:`"));
+                }
+                p.get_ref().clone()
+            }
+        };
+        let lease = self.duration(raw.lease.as_ref(), defaults::LEASE)?;
+        if let Some(s) = &raw.lease {
+            // Renewed every third of it, each renewal a Redis round trip.
+            if lease < Duration::from_secs(1) {
+                return Err(self.err(s.span(), "must be at least 1s"));
+            }
+        }
+        Ok(RedisConfig {
+            seeds: seeds.into_iter().map(str::to_owned).collect(),
+            cluster,
+            lease,
+            key_prefix,
         })
     }
 

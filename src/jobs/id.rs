@@ -109,6 +109,21 @@ impl JobId {
         JobId(Uuid::new_v4())
     }
 
+    /// A random id whose first 16 bits are `tag`: a store that files jobs
+    /// by tag finds one's keys from its id alone. Those bits are random in
+    /// a v4 id, so 106 random bits remain.
+    pub(crate) fn random_tagged(tag: u16) -> JobId {
+        let mut bytes = *Uuid::new_v4().as_bytes();
+        bytes[..2].copy_from_slice(&tag.to_be_bytes());
+        JobId(Uuid::from_bytes(bytes))
+    }
+
+    /// The id's first 16 bits: its first four hex digits.
+    pub(crate) fn tag(&self) -> u16 {
+        let bytes = self.0.as_bytes();
+        u16::from_be_bytes([bytes[0], bytes[1]])
+    }
+
     /// Accepts exactly what [`fmt::Display`] prints, so one job has one URL.
     pub(crate) fn parse(s: &str) -> Option<JobId> {
         let uuid = Uuid::try_parse(s).ok()?;
@@ -172,6 +187,15 @@ mod tests {
         assert_eq!(shards.ids().len(), 10_000);
         shards.retain(|id, ()| id.word() % 2 == 0);
         assert!(shards.ids().len() < 6_000);
+    }
+
+    #[test]
+    fn a_tagged_id_starts_with_its_tag_and_is_still_a_random_v4_id() {
+        let id = JobId::random_tagged(0xa1b2);
+        assert!(id.to_string().starts_with("a1b2"), "{id}");
+        assert_eq!(id.tag(), 0xa1b2);
+        assert_eq!(JobId::parse(&id.to_string()), Some(id));
+        assert_ne!(JobId::random_tagged(0xa1b2), id);
     }
 
     #[test]

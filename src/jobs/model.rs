@@ -221,9 +221,9 @@ impl Job {
         }
     }
 
-    pub(crate) fn queued(route: Arc<str>, method: Method) -> Job {
+    pub(crate) fn queued(id: JobId, route: Arc<str>, method: Method) -> Job {
         Job {
-            id: JobId::random(),
+            id,
             route,
             method,
             status: JobStatus::Queued,
@@ -385,7 +385,7 @@ mod tests {
     #[test]
     fn the_change_sequence_only_grows_through_retries_and_ends() {
         let at = |status, attempts| {
-            let mut job = Job::queued("r".into(), Method::POST);
+            let mut job = Job::queued(JobId::random(), "r".into(), Method::POST);
             job.status = status;
             job.attempts = attempts;
             job.sequence()

@@ -80,7 +80,7 @@ mod tests {
     use crate::jobs::model::{Failure, Outcome};
 
     fn job() -> Job {
-        Job::queued("r".into(), http::Method::POST)
+        Job::queued(JobId::random(), "r".into(), http::Method::POST)
     }
 
     #[test]

@@ -149,6 +149,12 @@ pub(crate) enum Cancel {
 /// one job never interleave, whichever task or replica makes them.
 #[async_trait]
 pub(crate) trait JobStore: Send + Sync + 'static {
+    /// The id for a new job bound for `upstream`: random, or, for a store
+    /// that files jobs by upstream, carrying where they are filed.
+    fn new_id(&self, _upstream: &str) -> JobId {
+        JobId::random()
+    }
+
     /// Records a new queued job, claiming its idempotency scope in the same
     /// step, so the holder of a scope always exists; refused when the budget
     /// (or, for a store that queues, the upstream's queue) is full.

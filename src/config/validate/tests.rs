@@ -158,6 +158,21 @@ fn store_keys() {
         "at least 1s",
     );
     refused(
+        "[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:7000,redis://127.0.0.1:7001\"\n",
+        "3: store.url",
+        "cluster = true",
+    );
+    refused(
+        "[store]\nkind = \"redis\"\ncluster = true\nurl = \"redis://127.0.0.1:7000, 10.0.0.1\"\n",
+        "4: store.url",
+        "`10.0.0.1` is not a Redis URL like redis://10.0.0.1:6379,redis://10.0.0.2:6379",
+    );
+    refused(
+        "[store]\nkind = \"disk\"\ncluster = true\n",
+        "3: store.cluster",
+        "is for kind = \"redis\"",
+    );
+    refused(
         "[store]\nkind = \"tape\"\n",
         "2: store.kind",
         "unknown variant",

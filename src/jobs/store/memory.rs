@@ -440,11 +440,11 @@ mod tests {
     #[tokio::test]
     async fn full_budget_refuses_new_jobs_but_keeps_accepted_results() {
         let store = MemoryStore::new(&config(2 * (defaults::JOB_RECORD_BYTES + request().size())));
-        let a = Job::queued("r".into(), Method::POST);
+        let a = Job::queued(JobId::random(), "r".into(), Method::POST);
         record(&store, &a).await.unwrap();
-        let b = Job::queued("r".into(), Method::POST);
+        let b = Job::queued(JobId::random(), "r".into(), Method::POST);
         record(&store, &b).await.unwrap();
-        let c = Job::queued("r".into(), Method::POST);
+        let c = Job::queued(JobId::random(), "r".into(), Method::POST);
         assert!(matches!(record(&store, &c).await, Err(CreateError::Full)));
 
         store.begin(a.id, SystemTime::now()).await.unwrap().unwrap();
@@ -462,7 +462,7 @@ mod tests {
     #[tokio::test]
     async fn delete_of_finished_job_leaves_a_tombstone_and_frees_bytes() {
         let store = MemoryStore::new(&config(1 << 20));
-        let job = Job::queued("r".into(), Method::POST);
+        let job = Job::queued(JobId::random(), "r".into(), Method::POST);
         record(&store, &job).await.unwrap();
         store
             .finish(job.id, 1, Outcome::answered(response(1000)))
@@ -488,7 +488,7 @@ mod tests {
     #[tokio::test]
     async fn canceled_jobs_never_start_and_ignore_late_outcomes() {
         let store = MemoryStore::new(&config(1 << 20));
-        let job = Job::queued("r".into(), Method::POST);
+        let job = Job::queued(JobId::random(), "r".into(), Method::POST);
         record(&store, &job).await.unwrap();
         assert!(matches!(
             store.cancel(job.id).await.unwrap(),

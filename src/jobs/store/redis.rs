@@ -19,21 +19,26 @@
 //!   is given back.
 //! - `P:events`: pub/sub channel: `{id} {status}` and `work {upstream}`.
 //!
+//! On a Redis Cluster, each upstream's keys (all but the events channel
+//! and `P:spaces`) are under `P:{t}` instead, see [`layout`].
+//!
 //! Every change is one Lua script, so it is atomic; those a replica makes on
 //! a running job check that it still holds the job's lease (owner and
 //! attempt), so a replica that lost its lease cannot overwrite the one that
-//! took over. Scripts name keys they compute, so Redis Cluster is not
-//! supported; one Redis (or Valkey), with replicas of its own, is.
+//! took over. A script is given its keys' prefix as `KEYS[1]`, which a
+//! cluster client routes by, and names only keys under it.
 
 mod codec;
+mod conn;
 mod events;
+mod layout;
 
+use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, Script, Value};
 use tokio::sync::mpsc;
 
@@ -51,6 +56,8 @@ use crate::jobs::model::{Job, Outcome, Replay, StoredResponse};
 use crate::sync::lock;
 use crate::webhook::Webhook;
 use codec::{decode_job, delivery_names, hex, job_fields, millis, now_ms, unhex, TakenRow, META};
+use conn::Conn;
+use layout::Layout;
 
 /// How many due charges one sweep gives back at most.
 const SWEEP_BATCH: usize = 1000;
@@ -94,8 +101,10 @@ impl Scripts {
 }
 
 pub(crate) struct RedisStore {
-    conn: ConnectionManager,
-    prefix: String,
+    conn: Conn,
+    layout: Layout,
+    /// On a cluster, the spaces this process has added to `P:spaces`.
+    registered: Mutex<HashSet<String>>,
     /// This replica's name in the consumer group: new at every start, so a
     /// restarted replica never mistakes its predecessor's leases for its own.
     replica: String,
@@ -115,24 +124,17 @@ impl RedisStore {
         store: &StoreConfig,
         redis: &RedisConfig,
     ) -> Result<RedisStore, StoreError> {
-        let unavailable = |e: redis::RedisError| StoreError::Unavailable(Box::new(e));
-        let client = redis::Client::open(redis.url.as_str()).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(defaults::REDIS_RESPONSE_TIMEOUT))
-            .set_response_timeout(Some(defaults::REDIS_RESPONSE_TIMEOUT))
-            // Commands fail fast while Redis is away; the next one reconnects.
-            .set_number_of_retries(1);
-        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
-        let prefix = redis.key_prefix.clone();
+        let conn = Conn::open(redis).map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(events::listen(
-            redis.url.clone(),
-            format!("{prefix}:events"),
+            redis.clone(),
+            format!("{}:events", redis.key_prefix),
             tx,
         ));
         Ok(RedisStore {
             conn,
-            prefix,
+            layout: Layout::new(&redis.key_prefix, redis.cluster),
+            registered: Mutex::default(),
             replica: uuid::Uuid::new_v4().to_string(),
             lease: redis.lease,
             budget: store.max_bytes,
@@ -143,11 +145,13 @@ impl RedisStore {
         })
     }
 
-    /// A script invocation with the arguments every script takes first.
-    fn invoke<'a>(&self, script: &'a Script) -> redis::ScriptInvocation<'a> {
+    /// A script invocation on the keys under `space`, with the arguments
+    /// every script takes first.
+    fn invoke<'a>(&self, script: &'a Script, space: String) -> redis::ScriptInvocation<'a> {
         let mut invocation = script.prepare_invoke();
         invocation
-            .arg(&self.prefix)
+            .key(space)
+            .arg(self.layout.prefix())
             .arg(now_ms())
             .arg(millis(self.result_ttl))
             .arg(millis(self.tombstone_ttl))
@@ -166,7 +170,33 @@ impl RedisStore {
     }
 
     fn key(&self, kind: &str, id: JobId) -> String {
-        format!("{}:{kind}:{id}", self.prefix)
+        format!("{}:{kind}:{id}", self.layout.of_job(id))
+    }
+
+    /// Every space jobs may be in: on a cluster, those any replica created
+    /// a job in.
+    async fn spaces(&self) -> Result<Vec<String>, StoreError> {
+        if !self.layout.cluster() {
+            return Ok(vec![self.layout.prefix().to_owned()]);
+        }
+        let mut conn = self.conn.clone();
+        let mut members = redis::cmd("SMEMBERS");
+        members.arg(self.layout.spaces_key());
+        bounded(members.query_async(&mut conn)).await
+    }
+
+    /// Adds `space` to the cluster's list of spaces before a job is created
+    /// in it, once per process.
+    async fn register(&self, space: &str) -> Result<(), StoreError> {
+        if !self.layout.cluster() || lock(&self.registered).contains(space) {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        let mut add = redis::cmd("SADD");
+        add.arg(self.layout.spaces_key()).arg(space);
+        bounded(add.query_async::<u8>(&mut conn)).await?;
+        lock(&self.registered).insert(space.to_owned());
+        Ok(())
     }
 
     /// The job's META fields and whether its tombstone exists, plus `extra`
@@ -209,9 +239,15 @@ async fn bounded<T>(
 
 #[async_trait]
 impl JobStore for RedisStore {
+    fn new_id(&self, upstream: &str) -> JobId {
+        self.layout.new_id(upstream)
+    }
+
     async fn create(&self, new: NewJob<'_>) -> Result<Created, CreateError> {
         let bytes = defaults::JOB_RECORD_BYTES + new.request.size();
-        let mut invocation = self.invoke(&self.scripts.create);
+        let space = self.layout.of_job(new.job.id);
+        self.register(&space).await?;
+        let mut invocation = self.invoke(&self.scripts.create, space);
         invocation
             .arg(new.job.id.to_string())
             .arg(self.budget)
@@ -287,7 +323,7 @@ impl JobStore for RedisStore {
         // over, and the fencing check then refuses this outcome anyway.
         let mut tries = 0;
         let meta: Option<Vec<Option<Bytes>>> = loop {
-            let mut invocation = self.invoke(&self.scripts.finish);
+            let mut invocation = self.invoke(&self.scripts.finish, self.layout.of_job(id));
             invocation
                 .arg(id.to_string())
                 .arg(&self.replica)
@@ -321,7 +357,7 @@ impl JobStore for RedisStore {
     }
 
     async fn cancel(&self, id: JobId) -> Result<Lookup<Cancel>, StoreError> {
-        let mut invocation = self.invoke(&self.scripts.cancel);
+        let mut invocation = self.invoke(&self.scripts.cancel, self.layout.of_job(id));
         invocation.arg(id.to_string());
         let reply: Value = self.run(invocation).await?;
         let corrupt = || StoreError::Corrupt(format!("cancel answered {reply:?}"));
@@ -354,13 +390,13 @@ impl JobStore for RedisStore {
     }
 
     async fn discard(&self, id: JobId) -> Result<(), StoreError> {
-        let mut invocation = self.invoke(&self.scripts.discard);
+        let mut invocation = self.invoke(&self.scripts.discard, self.layout.of_job(id));
         invocation.arg(id.to_string());
         self.run::<u8>(invocation).await.map(drop)
     }
 
     async fn arm_webhook(&self, id: JobId, _hook: &Webhook) -> Result<bool, StoreError> {
-        let mut invocation = self.invoke(&self.scripts.arm);
+        let mut invocation = self.invoke(&self.scripts.arm, self.layout.of_job(id));
         invocation.arg(id.to_string());
         Ok(self.run::<u8>(invocation).await? == 1)
     }
@@ -371,7 +407,7 @@ impl JobStore for RedisStore {
         channel: Channel,
         delivery: &Delivery,
     ) -> Result<(), StoreError> {
-        let mut invocation = self.invoke(&self.scripts.delivery);
+        let mut invocation = self.invoke(&self.scripts.delivery, self.layout.of_job(id));
         let (prefix, set) = delivery_names(channel);
         let field = |name: &str| format!("{prefix}_{name}");
         let or_empty = |v: Option<String>| v.unwrap_or_default();
@@ -403,10 +439,14 @@ impl JobStore for RedisStore {
 
     async fn usage(&self) -> Result<u64, StoreError> {
         let mut conn = self.conn.clone();
-        let mut get = redis::cmd("GET");
-        get.arg(format!("{}:bytes", self.prefix));
-        let used: Option<u64> = bounded(get.query_async(&mut conn)).await?;
-        Ok(used.unwrap_or(0))
+        let mut total = 0;
+        for space in self.spaces().await? {
+            let mut get = redis::cmd("GET");
+            get.arg(format!("{space}:bytes"));
+            let used: Option<u64> = bounded(get.query_async(&mut conn)).await?;
+            total += used.unwrap_or(0);
+        }
+        Ok(total)
     }
 
     fn work_queue(&self) -> Option<&dyn WorkQueue> {
@@ -422,7 +462,7 @@ impl WorkQueue for RedisStore {
         max: usize,
         count: usize,
     ) -> Result<Vec<Taken>, StoreError> {
-        let mut invocation = self.invoke(&self.scripts.take);
+        let mut invocation = self.invoke(&self.scripts.take, self.layout.of_upstream(upstream));
         invocation
             .arg(upstream)
             .arg(&self.replica)
@@ -433,7 +473,8 @@ impl WorkQueue for RedisStore {
     }
 
     async fn take_over(&self, upstream: &str, count: usize) -> Result<Vec<Taken>, StoreError> {
-        let mut invocation = self.invoke(&self.scripts.take_over);
+        let mut invocation =
+            self.invoke(&self.scripts.take_over, self.layout.of_upstream(upstream));
         invocation
             .arg(upstream)
             .arg(&self.replica)
@@ -444,7 +485,7 @@ impl WorkQueue for RedisStore {
     }
 
     async fn renew(&self, id: JobId, attempt: u32) -> Result<bool, StoreError> {
-        let mut invocation = self.invoke(&self.scripts.renew);
+        let mut invocation = self.invoke(&self.scripts.renew, self.layout.of_job(id));
         invocation
             .arg(id.to_string())
             .arg(&self.replica)
@@ -466,32 +507,40 @@ impl WorkQueue for RedisStore {
         idle: Duration,
         count: usize,
     ) -> Result<Vec<Job>, StoreError> {
-        let mut invocation = self.invoke(&self.scripts.take_deliveries);
         let (prefix, set) = delivery_names(channel);
         // A webhook is due only once its client was answered `202`.
         let needed = match channel {
             Channel::Webhook => "hook_armed",
             Channel::Kafka => "",
         };
-        invocation
-            .arg(set)
-            .arg(prefix)
-            .arg(needed)
-            .arg(millis(idle))
-            .arg(count);
-        let rows: Vec<(String, Vec<Option<Bytes>>)> = self.run(invocation).await?;
-        rows.into_iter()
-            .map(|(id, meta)| {
+        let mut jobs = Vec::new();
+        for space in self.spaces().await? {
+            if jobs.len() >= count {
+                break;
+            }
+            let mut invocation = self.invoke(&self.scripts.take_deliveries, space);
+            invocation
+                .arg(set)
+                .arg(prefix)
+                .arg(needed)
+                .arg(millis(idle))
+                .arg(count - jobs.len());
+            let rows: Vec<(String, Vec<Option<Bytes>>)> = self.run(invocation).await?;
+            for (id, meta) in rows {
                 let id = JobId::parse(&id)
                     .ok_or_else(|| StoreError::Corrupt(format!("webhook of job {id}")))?;
-                decode_job(id, &meta)
-            })
-            .collect()
+                jobs.push(decode_job(id, &meta)?);
+            }
+        }
+        Ok(jobs)
     }
 
     async fn sweep(&self) -> Result<(), StoreError> {
-        let mut invocation = self.invoke(&self.scripts.sweep);
-        invocation.arg(SWEEP_BATCH);
-        self.run::<usize>(invocation).await.map(drop)
+        for space in self.spaces().await? {
+            let mut invocation = self.invoke(&self.scripts.sweep, space);
+            invocation.arg(SWEEP_BATCH);
+            self.run::<usize>(invocation).await?;
+        }
+        Ok(())
     }
 }

@@ -279,8 +279,7 @@ impl Record {
     pub(super) fn job(&self, id: JobId) -> Result<Job, StoreError> {
         let corrupt = |what: &str| StoreError::Corrupt(format!("job {id}: {what}"));
         let method = Method::from_bytes(self.method.as_bytes()).map_err(|_| corrupt("method"))?;
-        let mut job = Job::queued(self.route.as_str().into(), method);
-        job.id = id;
+        let mut job = Job::queued(id, self.route.as_str().into(), method);
         job.status = self.status().ok_or_else(|| corrupt("status"))?;
         job.created_at = time_of(self.created);
         job.started_at = self.started.map(time_of);
@@ -344,7 +343,7 @@ mod tests {
 
     #[test]
     fn a_record_gives_back_the_job_and_request_it_was_made_from() {
-        let mut job = Job::queued("reports".into(), Method::PUT);
+        let mut job = Job::queued(JobId::random(), "reports".into(), Method::PUT);
         job.owner = Some(Owner::from_digest([7; 32]));
         let mut headers = http::HeaderMap::new();
         headers.insert("x-a", "1".parse().unwrap());
@@ -369,7 +368,7 @@ mod tests {
 
     #[test]
     fn a_record_of_another_format_is_refused_by_name() {
-        let job = Job::queued("reports".into(), Method::GET);
+        let job = Job::queued(JobId::random(), "reports".into(), Method::GET);
         let request = BackendRequest {
             method: Method::GET,
             path: PathAndQuery::from_static("/"),
@@ -386,7 +385,7 @@ mod tests {
 
     #[test]
     fn the_room_made_for_a_record_holds_it() {
-        let job = Job::queued("reports".into(), Method::POST);
+        let job = Job::queued(JobId::random(), "reports".into(), Method::POST);
         let mut headers = http::HeaderMap::new();
         headers.insert("x-long", "v".repeat(3000).parse().unwrap());
         let request = BackendRequest {

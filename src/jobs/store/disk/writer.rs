@@ -565,7 +565,7 @@ mod tests {
         use crate::header_block::HeaderBlock;
         use crate::jobs::model::{BackendRequest, Job};
         let (_dir, db) = scratch();
-        let job = Job::queued("reports".into(), http::Method::POST);
+        let job = Job::queued(JobId::random(), "reports".into(), http::Method::POST);
         let request = BackendRequest {
             method: http::Method::POST,
             path: http::uri::PathAndQuery::from_static("/r"),

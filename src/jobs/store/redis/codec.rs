@@ -107,8 +107,7 @@ pub(super) fn decode_job(id: JobId, f: &[Option<Bytes>]) -> Result<Job, StoreErr
     let method = text(2)
         .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
         .ok_or_else(|| corrupt("method"))?;
-    let mut job = Job::queued(route.into(), method);
-    job.id = id;
+    let mut job = Job::queued(id, route.into(), method);
     job.status = status;
     job.created_at = time_of(number(3).ok_or_else(|| corrupt("created"))?);
     job.started_at = number(4).map(time_of);

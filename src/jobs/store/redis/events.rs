@@ -4,9 +4,12 @@
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClientBuilder, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
 use redis::{FromRedisValue, ProtocolVersion, PushInfo, PushKind};
 use tokio::sync::mpsc;
 
+use crate::config::RedisConfig;
 use crate::defaults;
 use crate::jobs::id::JobId;
 use crate::jobs::model::JobStatus;
@@ -16,31 +19,14 @@ use crate::jobs::store::Event;
 /// through disconnections: the connection manager reconnects and
 /// resubscribes by itself, and each resubscription is announced as
 /// [`Event::Resumed`], since messages may have been missed meanwhile.
-pub(super) async fn listen(url: String, channel: String, events: mpsc::UnboundedSender<Event>) {
-    let info = match redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
-        Ok(info) => info,
-        Err(e) => {
-            tracing::error!(error = %e, "bad Redis URL; no events from other replicas");
-            return;
-        }
-    };
-    let settings = info
-        .redis_settings()
-        .clone()
-        .set_protocol(ProtocolVersion::RESP3);
-    let info = info.set_redis_settings(settings);
+pub(super) async fn listen(
+    redis: RedisConfig,
+    channel: String,
+    events: mpsc::UnboundedSender<Event>,
+) {
     let (push_tx, mut pushes) = mpsc::unbounded_channel::<PushInfo>();
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(defaults::REDIS_RESPONSE_TIMEOUT))
-        .set_response_timeout(Some(defaults::REDIS_RESPONSE_TIMEOUT))
-        .set_max_delay(Duration::from_secs(1))
-        .set_number_of_retries(usize::MAX)
-        .set_push_sender(push_tx)
-        .set_automatic_resubscription();
-    let manager = redis::Client::open(info)
-        .and_then(|client| ConnectionManager::new_lazy_with_config(client, config));
-    let mut manager = match manager {
-        Ok(m) => m,
+    let mut subscriber = match Subscriber::open(&redis, push_tx) {
+        Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "cannot listen to Redis; no events from other replicas");
             return;
@@ -52,7 +38,7 @@ pub(super) async fn listen(url: String, channel: String, events: mpsc::Unbounded
         backoff.tick().await;
         let subscribed = tokio::time::timeout(
             2 * defaults::REDIS_RESPONSE_TIMEOUT,
-            manager.subscribe(&channel),
+            subscriber.subscribe(&channel),
         );
         match subscribed.await {
             Ok(Ok(())) => break,
@@ -81,6 +67,55 @@ pub(super) async fn listen(url: String, channel: String, events: mpsc::Unbounded
             if events.send(event).is_err() {
                 return;
             }
+        }
+    }
+}
+
+/// A connection to one Redis, or to a cluster, whose nodes pass every
+/// message published on any of them to the subscribers of all.
+enum Subscriber {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Subscriber {
+    fn open(
+        redis: &RedisConfig,
+        pushes: mpsc::UnboundedSender<PushInfo>,
+    ) -> redis::RedisResult<Subscriber> {
+        if redis.cluster {
+            let client = ClusterClientBuilder::new(redis.seeds.clone())
+                .use_protocol(ProtocolVersion::RESP3)
+                .push_sender(pushes)
+                .build()?;
+            let config = ClusterConfig::new()
+                .set_connection_timeout(defaults::REDIS_RESPONSE_TIMEOUT)
+                .set_response_timeout(defaults::REDIS_RESPONSE_TIMEOUT);
+            return Ok(Subscriber::Cluster(
+                client.get_pending_async_connection_with_config(config),
+            ));
+        }
+        let info = redis::IntoConnectionInfo::into_connection_info(redis.seeds[0].as_str())?;
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let info = info.set_redis_settings(settings);
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(defaults::REDIS_RESPONSE_TIMEOUT))
+            .set_response_timeout(Some(defaults::REDIS_RESPONSE_TIMEOUT))
+            .set_max_delay(Duration::from_secs(1))
+            .set_number_of_retries(usize::MAX)
+            .set_push_sender(pushes)
+            .set_automatic_resubscription();
+        let client = redis::Client::open(info)?;
+        ConnectionManager::new_lazy_with_config(client, config).map(Subscriber::Single)
+    }
+
+    async fn subscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
+        match self {
+            Subscriber::Single(c) => c.subscribe(channel).await,
+            Subscriber::Cluster(c) => c.subscribe(channel).await,
         }
     }
 }

@@ -1,9 +1,12 @@
--- Shared by every script. Common arguments: ARGV[1] key prefix, ARGV[2]
+-- Shared by every script. KEYS[1] is the prefix of every key it touches
+-- (on a cluster, under one hash tag). Common arguments: ARGV[1] the
+-- gateway's key prefix, which names the events channel, ARGV[2]
 -- now (Unix ms), ARGV[3] result_ttl (ms), ARGV[4] tombstone_ttl (ms),
 -- ARGV[5] bytes a tombstone or claim is charged, ARGV[6] bytes a job's
 -- record is charged. Each script's own arguments start at ARGV[7]. The
 -- Rust side puts `local META = {...}` (the job fields a lookup reads) first.
-local P = ARGV[1]
+local P = KEYS[1]
+local CHANNEL = ARGV[1] .. ':events'
 local NOW = tonumber(ARGV[2])
 local RESULT_TTL = tonumber(ARGV[3])
 local TOMB_TTL = tonumber(ARGV[4])
@@ -14,7 +17,7 @@ local GROUP = 'workers'
 local function job_key(id) return P .. ':job:' .. id end
 local function gone_key(id) return P .. ':gone:' .. id end
 local function work_key(upstream) return P .. ':work:' .. upstream end
-local function publish(message) redis.call('PUBLISH', P .. ':events', message) end
+local function publish(message) redis.call('PUBLISH', CHANNEL, message) end
 local function charge(bytes) redis.call('INCRBY', P .. ':bytes', bytes) end
 
 -- A charge to give back at `at`; the member names its bytes, so the

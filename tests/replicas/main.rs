@@ -1,10 +1,13 @@
 //! Several gateway processes (the built binary) sharing one real Redis,
-//! which the test starts itself on a free port.
+//! which the test starts itself on a free port, or a real Redis Cluster.
 
+mod cluster;
+#[path = "../common/mod.rs"]
 mod common;
+mod webhooks;
 
 use common::process::Running;
-use common::redis::Redis;
+use common::redis::{Redis, Shared};
 use common::{poll_until, sse_statuses, within, Backend, Client, Reply};
 use http::Method;
 use http_body_util::BodyExt;
@@ -12,14 +15,19 @@ use http_body_util::BodyExt;
 /// A replica's config: the shared store, one upstream, async routes for
 /// every method on `/hold/…` (held by the backend until released) and
 /// `/echo/…` (answered at once); everything else proxied.
-fn replica(redis: &Redis, backend: &Backend, extra_store: &str, extra_upstream: &str) -> String {
+fn replica(
+    store: &impl Shared,
+    backend: &Backend,
+    extra_store: &str,
+    extra_upstream: &str,
+) -> String {
     format!(
-        "[store]\nkind = \"redis\"\nurl = \"{}\"\n{extra_store}\n\
+        "[store]\n{}\n{extra_store}\n\
          [upstreams.app]\nurl = \"{}\"\n{extra_upstream}\n\
          [[routes]]\nname = \"held\"\npath = \"/hold/{{*p}}\"\nupstream = \"app\"\n\
          [[routes]]\nname = \"fast\"\npath = \"/echo/{{*p}}\"\nupstream = \"app\"\n\
          [default]\nupstream = \"app\"\n",
-        redis.url(),
+        store.store_keys(),
         backend.url()
     )
 }
@@ -61,9 +69,14 @@ async fn submit(client: &Client, replica: &Replica, method: Method, path: &str) 
 
 #[tokio::test]
 async fn any_replica_answers_for_any_job() {
-    let redis = Redis::start().await;
+    answers_anywhere(&Redis::start().await).await;
+}
+
+/// Submitted on A: seen running on B, its end heard by a long-poll on C
+/// and an event stream on B, its result read on C, deleted on B.
+async fn answers_anywhere(store: &impl Shared) {
     let backend = Backend::start().await;
-    let config = replica(&redis, &backend, "", "");
+    let config = replica(store, &backend, "", "");
     let (a, b, c) = tokio::join!(
         Replica::start(&config),
         Replica::start(&config),
@@ -105,9 +118,12 @@ async fn any_replica_answers_for_any_job() {
 
 #[tokio::test]
 async fn cancel_on_one_replica_drops_the_backend_request_on_the_replica_running_it() {
-    let redis = Redis::start().await;
+    cancel_across(&Redis::start().await).await;
+}
+
+async fn cancel_across(store: &impl Shared) {
     let backend = Backend::start().await;
-    let config = replica(&redis, &backend, "", "");
+    let config = replica(store, &backend, "", "");
     // A alone can take the job, so A is the one running it.
     let a = Replica::start(&config).await;
     let client = Client::default();
@@ -124,10 +140,12 @@ async fn cancel_on_one_replica_drops_the_backend_request_on_the_replica_running_
 }
 
 /// Starts A alone with a held job on it, then B, then kills A.
-async fn kill_the_replica_running(method: Method) -> (Backend, Replica, String, Redis) {
-    let redis = Redis::start().await;
+async fn kill_the_replica_running(
+    store: &impl Shared,
+    method: Method,
+) -> (Backend, Replica, String) {
     let backend = Backend::start().await;
-    let config = replica(&redis, &backend, "lease = \"1s\"", "");
+    let config = replica(store, &backend, "lease = \"1s\"", "");
     let mut a = Replica::start(&config).await;
     let client = Client::default();
     let reply = submit(&client, &a, method, "/hold/x").await;
@@ -136,12 +154,16 @@ async fn kill_the_replica_running(method: Method) -> (Backend, Replica, String, 
     let b = Replica::start(&config).await;
     a.kill();
     backend.disconnects(1).await;
-    (backend, b, location, redis)
+    (backend, b, location)
 }
 
 #[tokio::test]
 async fn a_killed_replica_s_idempotent_job_is_sent_again_by_another() {
-    let (backend, b, location, _redis) = kill_the_replica_running(Method::PUT).await;
+    sent_again_by_another(&Redis::start().await).await;
+}
+
+async fn sent_again_by_another(store: &impl Shared) {
+    let (backend, b, location) = kill_the_replica_running(store, Method::PUT).await;
     // B takes it over once A's lease has run out, and sends it again.
     backend.started(2).await;
     backend.release(1);
@@ -153,7 +175,8 @@ async fn a_killed_replica_s_idempotent_job_is_sent_again_by_another() {
 
 #[tokio::test]
 async fn a_killed_replica_s_non_idempotent_job_fails_as_lost() {
-    let (backend, b, location, _redis) = kill_the_replica_running(Method::POST).await;
+    let redis = Redis::start().await;
+    let (backend, b, location) = kill_the_replica_running(&redis, Method::POST).await;
     let client = Client::default();
     let doc = client.wait_status(&b.url(&location), "failed").await;
     assert_eq!(
@@ -462,168 +485,6 @@ async fn the_same_idempotency_key_on_two_replicas_makes_one_job() {
     assert_eq!(backend.request_count(), 1);
 }
 
-/// A replica's config (see [`replica`]) with webhooks (`webhooks_extra`
-/// under `[webhooks]`) on a route `/hooked/…` that takes callbacks.
-fn hooked(redis: &Redis, backend: &Backend, webhooks_extra: &str, store_extra: &str) -> String {
-    format!(
-        "{}\n[webhooks]\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\
-         allow_networks = [\"127.0.0.0/8\"]\n{webhooks_extra}\n\
-         [[routes]]\nname = \"hooked\"\npath = \"/hooked/{{*p}}\"\nupstream = \"app\"\n\
-         callback_hosts = [\"127.0.0.1\"]\n",
-        replica(redis, backend, store_extra, "")
-    )
-}
-
-/// Submits a job on `/hooked/…` whose webhook goes to a receiver path that
-/// fails once, then takes it; its Location.
-async fn submit_hooked(client: &Client, replica: &Replica, receiver: &Backend) -> String {
-    let reply = client
-        .send(
-            Method::POST,
-            &replica.url("/hooked/x"),
-            &[("callback-url", &format!("{}/flaky/1/hook", receiver.url()))],
-            "x",
-        )
-        .await;
-    assert_eq!(reply.status, 202);
-    reply.header("location").to_owned()
-}
-
-/// Waits until `replica` shows the webhook delivered on its second
-/// attempt, the receiver having had both, under the same webhook-id.
-async fn delivered_on_the_retry(
-    client: &Client,
-    replica: &Replica,
-    location: &str,
-    receiver: &Backend,
-) {
-    let doc = poll_until(30, "the webhook to be delivered", async || {
-        let doc = client.get(&replica.url(location)).await.json();
-        (doc["webhook"]["state"] == "delivered").then_some(doc)
-    })
-    .await;
-    assert_eq!(doc["webhook"]["attempts"], 2, "{doc:#}");
-    assert_eq!(receiver.request_count(), 2, "one failure, one delivery");
-    let received = receiver.received();
-    assert_eq!(
-        received[0].headers["webhook-id"],
-        received[1].headers["webhook-id"]
-    );
-}
-
-#[tokio::test]
-async fn a_webhook_is_sent_once_and_its_delivery_shows_on_every_replica() {
-    let redis = Redis::start().await;
-    let backend = Backend::start().await;
-    let receiver = Backend::start().await;
-    let config = hooked(&redis, &backend, "retry_schedule = [\"10ms\"]", "");
-    let (a, b) = Replica::pair(&config).await;
-    let client = Client::default();
-    let location = submit_hooked(&client, &a, &receiver).await;
-    delivered_on_the_retry(&client, &b, &location, &receiver).await;
-}
-
-#[tokio::test]
-async fn a_webhook_whose_replica_died_between_attempts_is_finished_by_another() {
-    let redis = Redis::start().await;
-    let backend = Backend::start().await;
-    let receiver = Backend::start().await;
-    // A's first attempt fails; the second is due a second later, but A is
-    // killed first: only B can make it, once A's hold has lapsed (a lease
-    // plus an attempt's timeout past the attempt it was due).
-    let config = hooked(
-        &redis,
-        &backend,
-        "retry_schedule = [\"1s\", \"1s\"]\ntimeout = \"1s\"",
-        "lease = \"1s\"",
-    );
-    // A alone runs the job and so sends its webhook.
-    let mut a = Replica::start(&config).await;
-    let client = Client::default();
-    let location = submit_hooked(&client, &a, &receiver).await;
-    poll_until(20, "the first attempt to fail", async || {
-        let doc = client.get(&a.url(&location)).await.json();
-        (doc["webhook"]["attempts"] == 1).then_some(())
-    })
-    .await;
-    let b = Replica::start(&config).await;
-    a.kill();
-    assert_eq!(receiver.request_count(), 1, "A died before its retry");
-
-    delivered_on_the_retry(&client, &b, &location, &receiver).await;
-}
-
-#[tokio::test]
-async fn a_job_is_kept_past_its_result_ttl_while_its_webhook_is_being_delivered() {
-    let redis = Redis::start().await;
-    let backend = Backend::start().await;
-    let receiver = Backend::start().await;
-    // The retry comes after the result would have expired: the job must
-    // still be there for another replica to take the delivery over.
-    let config = hooked(
-        &redis,
-        &backend,
-        "retry_schedule = [\"3s\"]",
-        "result_ttl = \"1s\"",
-    );
-    let a = Replica::start(&config).await;
-    let client = Client::default();
-    let location = submit_hooked(&client, &a, &receiver).await;
-    delivered_on_the_retry(&client, &a, &location, &receiver).await;
-}
-
-#[tokio::test]
-async fn a_lost_job_s_webhook_is_sent_though_its_replica_is_gone() {
-    let redis = Redis::start().await;
-    let backend = Backend::start().await;
-    let receiver = Backend::start().await;
-    // `/holdhook/…` is held by the backend, and calls back.
-    let config = format!(
-        "{}[[routes]]\nname = \"holdhook\"\npath = \"/holdhook/{{*p}}\"\nupstream = \"app\"\n\
-         callback_hosts = [\"127.0.0.1\"]\n",
-        hooked(&redis, &backend, "", "lease = \"1s\"")
-    );
-    let mut a = Replica::start(&config).await;
-    let client = Client::default();
-    let reply = client
-        .send(
-            Method::POST,
-            &a.url("/holdhook/x"),
-            &[("callback-url", &format!("{}/hook", receiver.url()))],
-            "x",
-        )
-        .await;
-    assert_eq!(reply.status, 202);
-    let location = reply.header("location").to_owned();
-    backend.started(1).await;
-    let b = Replica::start(&config).await;
-    a.kill();
-    backend.disconnects(1).await;
-    // B finds the POST lost (never sent twice), and the webhook A would
-    // have sent goes out all the same.
-    let doc = poll_until(30, "the lost job's webhook", async || {
-        let doc = client.get(&b.url(&location)).await.json();
-        (doc["webhook"]["state"] == "delivered").then_some(doc)
-    })
-    .await;
-    assert_eq!(doc["status"], "failed", "{doc:#}");
-    let sent: serde_json::Value = serde_json::from_slice(&receiver.received()[0].body).unwrap();
-    assert_eq!(sent["error"]["type"], "urn:asyncgate:problem:job-lost");
-}
-
-/// A Redis connection of the test's own, to look at or tamper with what
-/// the gateways keep.
-async fn redis_conn(redis: &Redis) -> redis::aio::MultiplexedConnection {
-    let client = redis::Client::open(redis.url()).unwrap();
-    within(
-        10,
-        "a Redis connection",
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    .unwrap()
-}
-
 #[tokio::test]
 async fn binary_bodies_are_kept_byte_for_byte_without_base64_bloat() {
     let redis = Redis::start().await;
@@ -642,7 +503,7 @@ async fn binary_bodies_are_kept_byte_for_byte_without_base64_bloat() {
     let result = client.get(&b.url(&format!("{location}/result"))).await;
     assert_eq!(result.body.len(), body.len());
     assert!(result.body[..] == body[..], "the result is the bytes sent");
-    let mut conn = redis_conn(&redis).await;
+    let mut conn = redis.conn().await;
     let key = format!("asyncgate:job:{id}");
     let stored: u64 = redis::cmd("HSTRLEN")
         .arg(&key)
@@ -678,7 +539,7 @@ async fn a_corrupt_record_in_redis_is_a_503_not_a_crash() {
     let location = reply.header("location").to_owned();
     let id = reply.json()["id"].as_str().unwrap().to_owned();
     client.wait_status(&a.url(&location), "succeeded").await;
-    let mut conn = redis_conn(&redis).await;
+    let mut conn = redis.conn().await;
     let _: () = redis::cmd("HSET")
         .arg(format!("asyncgate:job:{id}"))
         .arg("status")
@@ -720,7 +581,7 @@ async fn replicas_that_are_gone_leave_no_consumer_behind() {
     let backend = Backend::start().await;
     let config = replica(&redis, &backend, "lease = \"1s\"", "");
     let client = Client::default();
-    let mut conn = redis_conn(&redis).await;
+    let mut conn = redis.conn().await;
     let mut a = Replica::start(&config).await;
     let reply = submit(&client, &a, Method::POST, "/echo/a").await;
     client
