@@ -5,6 +5,7 @@
 #   bench/ab.sh OLD_BINARY NEW_BINARY            # disk store, 5 pairs of 10 s
 #   KIND=memory PAIRS=3 DURATION=5s bench/ab.sh A B
 #   bench/ab.sh target/release/asyncgate:memory target/release/asyncgate:disk
+#   MODE=get bench/ab.sh A B                     # passthrough GET (or MODE=post: 1 KiB)
 #
 # A side is a binary, optionally with the store it runs on after a colon
 # (`memory` or `disk`; KIND, default disk, otherwise).
@@ -12,7 +13,9 @@
 # route with `wrk -t2 -c64` for DURATION, then waits until the backend has
 # answered every accepted job. It prints, per run and as medians per build:
 # 202s per second, jobs completed end to end per second, the 202's p99, and
-# the gateway's CPU (all its threads) per completed job. Builds alternate
+# the gateway's CPU (all its threads) per completed job. With MODE=get or
+# post the load is passthrough instead (to `/`, memory store), and each run
+# prints requests per second, p99 and CPU per request. Builds alternate
 # ABBA, so neither always runs first. Everything listens on 127.0.0.1 only.
 set -euo pipefail
 
@@ -24,6 +27,7 @@ KIND=${KIND:-disk}
 case "$A" in *:memory | *:disk) ;; *) A=$A:$KIND ;; esac
 case "$B" in *:memory | *:disk) ;; *) B=$B:$KIND ;; esac
 PAIRS=${PAIRS:-5}
+MODE=${MODE:-jobs}
 DURATION=${DURATION:-10s}
 export BENCH_DIR
 BACKEND=127.0.0.1:18081
@@ -62,6 +66,10 @@ run() {
   RUST_LOG=warn "$bin" --config "$config" 2>>"$WORK/gateway.log" &
   pid=$!
   wait_port "$GATEWAY"
+  if [ "$MODE" != jobs ]; then
+    passthrough "$label" "$pid"
+    return
+  fi
   before=$(posts)
   c0=$(ticks "$pid")
   t0=$(date +%s.%N)
@@ -78,6 +86,22 @@ run() {
     tee -a "$WORK/$label" >&2
 }
 
+# passthrough LABEL PID: one wrk run of MODE's requests through the
+# running gateway PID, which it then stops.
+passthrough() {
+  local label=$1 pid=$2 script=get.lua c0 c1 line
+  [ "$MODE" = post ] && script=post1k.lua
+  c0=$(ticks "$pid")
+  line=$(wrk -t2 -c64 -d"$DURATION" -s "$BENCH_DIR/lua/$script" "http://$GATEWAY/" | grep '^RESULT')
+  c1=$(ticks "$pid")
+  kill "$pid"
+  wait "$pid" 2>/dev/null || true
+  # requests seconds rps p50 p99 p999 errors
+  echo "$line" | awk -v dt=$((c1 - c0)) -v hz="$HZ" -v l="$label" \
+    '{printf "%s req/s %.0f  p99 %.1f ms  cpu %.2f us/req  errors %d\n", l, $4, $6 / 1000, dt * 1e6 / hz / $2, $8}' |
+    tee -a "$WORK/$label" >&2
+}
+
 for _ in $(seq "$PAIRS"); do
   run A "$A"
   run B "$B"
@@ -85,10 +109,16 @@ for _ in $(seq "$PAIRS"); do
   run A "$A"
 done
 
-echo "medians over $((PAIRS * 2)) runs each (wrk -t2 -c64 -d$DURATION):"
+echo "medians over $((PAIRS * 2)) runs each (wrk -t2 -c64 -d$DURATION, $MODE):"
 for label in A B; do
   side=$A
   [ "$label" = B ] && side=$B
+  if [ "$MODE" != jobs ]; then
+    printf '%s (%s): req/s %s  p99 %s ms  cpu %s us/req\n' "$label" "${side%:*}" \
+      "$(awk '{print $3}' "$WORK/$label" | median)" "$(awk '{print $5}' "$WORK/$label" | median)" \
+      "$(awk '{print $8}' "$WORK/$label" | median)"
+    continue
+  fi
   printf '%s (%s): 202/s %s  e2e/s %s  p99 %s ms  cpu %s us/job\n' "$label" \
     "$side" "$(awk '{print $3}' "$WORK/$label" | median)" "$(awk '{print $5}' "$WORK/$label" | median)" \
     "$(awk '{print $7}' "$WORK/$label" | median)" "$(awk '{print $10}' "$WORK/$label" | median)"

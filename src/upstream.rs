@@ -1,4 +1,6 @@
-//! An upstream: its pooled HTTP clients, one per worker.
+//! An upstream: how it is dialled, and its connections, pooled per worker.
+
+mod pool;
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -6,12 +8,10 @@ use std::sync::Arc;
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::{capture_connection, HttpConnector};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::client::legacy::connect::HttpConnector;
+use tower::ServiceExt;
 
-use crate::body::{Body, BodyError};
+use crate::body::{Body, BodyError, BoxError};
 use crate::config::UpstreamConfig;
 use crate::metrics::Histogram;
 
@@ -30,12 +30,15 @@ pub(crate) fn current_worker() -> usize {
     WORKER.with(Cell::get)
 }
 
+pub(crate) use pool::UpstreamBody;
+
 pub(crate) struct Upstream {
     pub(crate) config: UpstreamConfig,
-    /// One pool per worker: a pooled connection is driven by a task on the
+    dialer: Dialer,
+    /// One pool per worker: a connection's socket is registered with the
     /// runtime that opened it, so sharing pools across workers would hand
-    /// every request to another thread and back.
-    clients: Vec<Pool>,
+    /// every request's I/O to another thread and back.
+    pools: Arc<pool::Pools>,
     /// Until the response head, or the failure, of every request sent;
     /// kept by name across reloads.
     pub(crate) duration: Arc<Histogram>,
@@ -44,13 +47,13 @@ pub(crate) struct Upstream {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum UpstreamError {
     #[error("could not connect")]
-    Connect(#[source] hyper_util::client::legacy::Error),
+    Connect(#[source] BoxError),
     #[cfg(feature = "tls")]
     #[error("its TLS certificate was refused: {why}")]
     Certificate {
         why: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: BoxError,
     },
     #[error("no response within {0:?}")]
     Timeout(std::time::Duration),
@@ -58,26 +61,26 @@ pub(crate) enum UpstreamError {
     #[error("the client's request body failed")]
     ClientBody(#[source] BodyError),
     #[error("the exchange failed")]
-    Failed(#[source] hyper_util::client::legacy::Error),
+    Failed(#[source] hyper::Error),
     #[error("the response's framing is broken: {0}")]
     BrokenFraming(&'static str),
 }
 
-/// A worker's connections to the upstream: plain HTTP takes no detour
-/// through a TLS connector.
-enum Pool {
-    Plain(Client<HttpConnector, Body>),
+/// How a new connection is made: plain HTTP takes no detour through a TLS
+/// connector.
+enum Dialer {
+    Plain(HttpConnector),
     #[cfg(feature = "tls")]
-    Tls(Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>),
+    Tls(hyper_rustls::HttpsConnector<HttpConnector>),
 }
 
-impl Pool {
-    fn request(&self, req: Request<Body>) -> hyper_util::client::legacy::ResponseFuture {
-        match self {
-            Pool::Plain(client) => client.request(req),
+impl Dialer {
+    async fn dial(&self, uri: Uri) -> Result<pool::Io, BoxError> {
+        Ok(match self {
+            Dialer::Plain(connector) => Box::new(connector.clone().oneshot(uri).await?),
             #[cfg(feature = "tls")]
-            Pool::Tls(client) => client.request(req),
-        }
+            Dialer::Tls(connector) => Box::new(connector.clone().oneshot(uri).await?),
+        })
     }
 }
 
@@ -90,43 +93,28 @@ impl Upstream {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_nodelay(true);
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            // A request hyper saw fail on a pooled connection is never sent
-            // again behind the client's back: a POST must reach the backend once.
-            .retry_canceled_requests(false);
+        let dialer = Dialer::Plain(connector.clone());
         #[cfg(feature = "tls")]
-        let tls = (config.scheme == http::uri::Scheme::HTTPS).then(|| {
-            let mut connector = connector.clone();
+        let dialer = if config.scheme == http::uri::Scheme::HTTPS {
+            let mut connector = connector;
             connector.enforce_http(false);
             // The pool speaks HTTP/1.1 to every upstream, so ALPN offers only it.
-            hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(crate::tls::client_config(&config.extra_roots))
-                .https_only()
-                .enable_http1()
-                .wrap_connector(connector)
-        });
-        let clients = (0..workers.max(1))
-            .map(|_| {
-                #[cfg(feature = "tls")]
-                if let Some(tls) = &tls {
-                    return Pool::Tls(builder.build(tls.clone()));
-                }
-                Pool::Plain(builder.build(connector.clone()))
-            })
-            .collect();
+            Dialer::Tls(
+                hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(crate::tls::client_config(&config.extra_roots))
+                    .https_only()
+                    .enable_http1()
+                    .wrap_connector(connector),
+            )
+        } else {
+            dialer
+        };
         Upstream {
+            pools: pool::Pools::new(workers, config.pool_idle_timeout),
             config,
-            clients,
+            dialer,
             duration,
         }
-    }
-
-    fn client(&self) -> &Pool {
-        &self.clients[current_worker() % self.clients.len()]
     }
 
     /// The backend URI for a request's path and query.
@@ -153,39 +141,39 @@ impl Upstream {
     /// never used again: what follows on it cannot be trusted.
     pub(crate) async fn send(
         &self,
-        mut req: Request<Body>,
+        req: Request<Body>,
         timeout: std::time::Duration,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let connection = capture_connection(&mut req);
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let started = tokio::time::Instant::now();
-        let answer = tokio::time::timeout(timeout, self.client().request(req)).await;
+        let dial = self.dialer.dial(req.uri().clone());
+        let answer = tokio::time::timeout(timeout, self.pools.send(req, dial)).await;
         self.duration.observe(started.elapsed());
         match answer {
             Err(_) => Err(UpstreamError::Timeout(timeout)),
+            // Dropped with its connection, which is never pooled again.
             Ok(Ok(response)) => match broken_framing(response.headers()) {
                 None => Ok(response),
-                Some(why) => {
-                    if let Some(connected) = connection.connection_metadata().as_ref() {
-                        connected.poison();
-                    }
-                    Err(UpstreamError::BrokenFraming(why))
-                }
+                Some(why) => Err(UpstreamError::BrokenFraming(why)),
             },
-            Ok(Err(e)) if e.is_connect() => {
+            Ok(Err(pool::SendError::Connect(e))) => {
                 #[cfg(feature = "tls")]
-                if let Some(why) = crate::tls::certificate_refused(&e) {
+                if let Some(why) = crate::tls::certificate_refused(&*e) {
                     return Err(UpstreamError::Certificate { why, source: e });
                 }
                 Err(UpstreamError::Connect(e))
             }
-            Ok(Err(e)) if BodyError::find_in(&e).is_some() => {
-                Err(UpstreamError::ClientBody(match BodyError::find_in(&e) {
-                    Some(BodyError::Idle(after)) => BodyError::Idle(*after),
-                    Some(BodyError::TooLarge { limit }) => BodyError::TooLarge { limit: *limit },
-                    _ => BodyError::Read(Box::new(e)),
-                }))
-            }
-            Ok(Err(e)) => Err(UpstreamError::Failed(e)),
+            Ok(Err(pool::SendError::Failed(e))) => match BodyError::find_in(&e) {
+                Some(BodyError::Idle(after)) => {
+                    Err(UpstreamError::ClientBody(BodyError::Idle(*after)))
+                }
+                Some(BodyError::TooLarge { limit }) => {
+                    Err(UpstreamError::ClientBody(BodyError::TooLarge {
+                        limit: *limit,
+                    }))
+                }
+                Some(_) => Err(UpstreamError::ClientBody(BodyError::Read(Box::new(e)))),
+                None => Err(UpstreamError::Failed(e)),
+            },
         }
     }
 }

@@ -1,3 +1,10 @@
+-- With WRK_DELAY_MS set, each connection pauses between requests so the
+-- offered rate is fixed (connections * 1000 / delay per second).
+local pause = tonumber(os.getenv("WRK_DELAY_MS") or "0")
+if pause > 0 then
+  function delay() return pause end
+end
+
 -- Prints one machine-readable line at the end of a wrk run:
 -- RESULT requests seconds rps p50_us p99_us p999_us errors
 function done(summary, latency, requests)

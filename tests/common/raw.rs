@@ -16,6 +16,8 @@ pub(crate) struct RawConnection {
     pub bytes: Vec<u8>,
     /// The request line of each request answered on this connection.
     pub requests: Vec<String>,
+    /// The peer closed it.
+    pub closed: bool,
 }
 
 impl std::fmt::Debug for RawConnection {
@@ -23,6 +25,7 @@ impl std::fmt::Debug for RawConnection {
         f.debug_struct("RawConnection")
             .field("bytes", &String::from_utf8_lossy(&self.bytes))
             .field("requests", &self.requests)
+            .field("closed", &self.closed)
             .finish()
     }
 }
@@ -40,6 +43,22 @@ impl RawBackend {
     /// `answer(head)`, keeping the connection open for the next one.
     pub(crate) async fn start(
         answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static,
+    ) -> RawBackend {
+        RawBackend::serving(answer, false).await
+    }
+
+    /// Like [`RawBackend::start`], but closes each connection right after
+    /// its first answer without saying so in it, as a backend whose
+    /// keep-alive ran out does.
+    pub(crate) async fn hanging_up(
+        answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static,
+    ) -> RawBackend {
+        RawBackend::serving(answer, true).await
+    }
+
+    async fn serving(
+        answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static,
+        hang_up: bool,
     ) -> RawBackend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -59,6 +78,7 @@ impl RawBackend {
                         Arc::clone(&answer),
                         Arc::clone(&connections),
                         index,
+                        hang_up,
                     ));
                 }
             })
@@ -90,6 +110,7 @@ async fn serve(
     answer: Arc<Answer>,
     connections: Arc<Mutex<Vec<RawConnection>>>,
     index: usize,
+    hang_up: bool,
 ) {
     let mut pending = Vec::new();
     loop {
@@ -116,7 +137,7 @@ async fn serve(
         pending.drain(..end + 4 + length);
         let line = head.lines().next().unwrap_or_default().to_owned();
         connections.lock().unwrap()[index].requests.push(line);
-        if stream.write_all(&answer(&head)).await.is_err() {
+        if stream.write_all(&answer(&head)).await.is_err() || hang_up {
             return;
         }
     }
@@ -132,7 +153,10 @@ async fn read_more(
 ) -> bool {
     let mut buf = [0u8; 16 * 1024];
     match stream.read(&mut buf).await {
-        Ok(0) | Err(_) => false,
+        Ok(0) | Err(_) => {
+            connections.lock().unwrap()[index].closed = true;
+            false
+        }
         Ok(n) => {
             connections.lock().unwrap()[index]
                 .bytes
