@@ -8,7 +8,9 @@
 #   MODE=get bench/ab.sh A B                     # passthrough GET (or MODE=post: 1 KiB)
 #
 # A side is a binary, optionally with the store it runs on after a colon
-# (`memory` or `disk`; KIND, default disk, otherwise).
+# (`memory`, `disk` or `redis`; KIND, default disk, otherwise). For `redis`
+# each run starts a fresh redis-server (no persistence) on 127.0.0.1:18083,
+# and the CPU per job of Redis is printed besides the gateway's.
 # Each run starts the build on a fresh store, POSTs 1 KiB bodies to an async
 # route with `wrk -t2 -c64` for DURATION, then waits until the backend has
 # answered every accepted job. It prints, per run and as medians per build:
@@ -24,14 +26,15 @@ ROOT=$(dirname "$BENCH_DIR")
 A=${1:?usage: bench/ab.sh OLD_BINARY NEW_BINARY}
 B=${2:?usage: bench/ab.sh OLD_BINARY NEW_BINARY}
 KIND=${KIND:-disk}
-case "$A" in *:memory | *:disk) ;; *) A=$A:$KIND ;; esac
-case "$B" in *:memory | *:disk) ;; *) B=$B:$KIND ;; esac
+case "$A" in *:memory | *:disk | *:redis) ;; *) A=$A:$KIND ;; esac
+case "$B" in *:memory | *:disk | *:redis) ;; *) B=$B:$KIND ;; esac
 PAIRS=${PAIRS:-5}
 MODE=${MODE:-jobs}
 DURATION=${DURATION:-10s}
 export BENCH_DIR
 BACKEND=127.0.0.1:18081
 GATEWAY=127.0.0.1:18080
+REDIS_PORT=18083
 HZ=$(getconf CLK_TCK)
 # shellcheck source=bench/lib.sh
 . "$BENCH_DIR/lib.sh"
@@ -57,12 +60,20 @@ wait_port "$BACKEND"
 # run LABEL BINARY:KIND: one measurement, appended to $WORK/LABEL.
 run() {
   local label=$1 bin=${2%:*} kind=${2##*:} config="$WORK/run.toml" pid before t0 t1 c0 c1 line accepted
+  local redis=0 r0=0 r1=0
   rm -rf "$WORK/store"
-  if [ "$kind" = disk ]; then
-    sed -e "s|^kind = \"memory\"|kind = \"disk\"\npath = \"$WORK/store\"|" "$BENCH_DIR/asyncgate.toml" >"$config"
-  else
-    cp "$BENCH_DIR/asyncgate.toml" "$config"
-  fi
+  case "$kind" in
+    disk) sed -e "s|^kind = \"memory\"|kind = \"disk\"\npath = \"$WORK/store\"|" "$BENCH_DIR/asyncgate.toml" >"$config" ;;
+    redis)
+      redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" \
+        --daemonize no >>"$WORK/redis.log" 2>&1 &
+      redis=$!
+      until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.05; done
+      sed -e "s|^kind = \"memory\"|kind = \"redis\"\nurl = \"redis://127.0.0.1:$REDIS_PORT/0\"|" \
+        "$BENCH_DIR/asyncgate.toml" >"$config"
+      ;;
+    *) cp "$BENCH_DIR/asyncgate.toml" "$config" ;;
+  esac
   RUST_LOG=warn "$bin" --config "$config" 2>>"$WORK/gateway.log" &
   pid=$!
   wait_port "$GATEWAY"
@@ -72,6 +83,7 @@ run() {
   fi
   before=$(posts)
   c0=$(ticks "$pid")
+  [ "$redis" != 0 ] && r0=$(ticks "$redis")
   t0=$(date +%s.%N)
   line=$(wrk -t2 -c64 -d"$DURATION" -s "$BENCH_DIR/lua/post1k.lua" "http://$GATEWAY/jobs/ab" | grep '^RESULT')
   # requests seconds rps p50 p99 p999 errors
@@ -81,8 +93,15 @@ run() {
   c1=$(ticks "$pid")
   kill "$pid"
   wait "$pid" 2>/dev/null || true
-  echo "$line" | awk -v n="$accepted" -v a="$t0" -v b="$t1" -v dt=$((c1 - c0)) -v hz="$HZ" -v l="$label" \
-    '{printf "%s 202/s %.0f  e2e/s %.0f  p99 %.1f ms  cpu %.1f us/job\n", l, $4, n / (b - a), $6 / 1000, dt * 1e6 / hz / n}' |
+  if [ "$redis" != 0 ]; then
+    r1=$(ticks "$redis")
+    redis-cli -p "$REDIS_PORT" info commandstats | tr -d '\r' | awk -F'[:=,]' -v n="$accepted" -v l="$label" \
+      '$1 == "cmdstat_evalsha" || $1 == "cmdstat_publish" {printf "%s %s %.2f per job\n", l, substr($1, 9), $3 / n}' >&2
+    kill "$redis"
+    wait "$redis" 2>/dev/null || true
+  fi
+  echo "$line" | awk -v n="$accepted" -v a="$t0" -v b="$t1" -v dt=$((c1 - c0)) -v rt=$((r1 - r0)) -v hz="$HZ" -v l="$label" \
+    '{printf "%s 202/s %.0f  e2e/s %.0f  p99 %.1f ms  cpu %.1f us/job  redis %.1f us/job\n", l, $4, n / (b - a), $6 / 1000, dt * 1e6 / hz / n, rt * 1e6 / hz / n}' |
     tee -a "$WORK/$label" >&2
 }
 
@@ -119,7 +138,8 @@ for label in A B; do
       "$(awk '{print $8}' "$WORK/$label" | median)"
     continue
   fi
-  printf '%s (%s): 202/s %s  e2e/s %s  p99 %s ms  cpu %s us/job\n' "$label" \
+  printf '%s (%s): 202/s %s  e2e/s %s  p99 %s ms  cpu %s us/job  redis %s us/job\n' "$label" \
     "$side" "$(awk '{print $3}' "$WORK/$label" | median)" "$(awk '{print $5}' "$WORK/$label" | median)" \
-    "$(awk '{print $7}' "$WORK/$label" | median)" "$(awk '{print $10}' "$WORK/$label" | median)"
+    "$(awk '{print $7}' "$WORK/$label" | median)" "$(awk '{print $10}' "$WORK/$label" | median)" \
+    "$(awk '{print $13}' "$WORK/$label" | median)"
 done

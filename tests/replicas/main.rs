@@ -139,6 +139,26 @@ async fn cancel_across(store: &impl Shared) {
     assert_eq!(doc["status"], "canceled");
 }
 
+#[tokio::test]
+async fn an_idle_replica_is_woken_by_the_next_job_queued() {
+    let redis = Redis::start().await;
+    let backend = Backend::start().await;
+    // Its look for lost jobs comes every minute: only the wake published
+    // when a job is queued can start one sooner.
+    let config = replica(&redis, &backend, "lease = \"120s\"", "");
+    let a = Replica::start(&config).await;
+    let client = Client::default();
+    for n in 1..=2 {
+        let location = submit(&client, &a, Method::POST, "/hold/x")
+            .await
+            .header("location")
+            .to_owned();
+        within(10, "the job to be taken at once", backend.started(n)).await;
+        backend.release(1);
+        client.wait_status(&a.url(&location), "succeeded").await;
+    }
+}
+
 /// Starts A alone with a held job on it, then B, then kills A.
 async fn kill_the_replica_running(
     store: &impl Shared,

@@ -11,6 +11,9 @@
 //!   `workers`. An entry is pending while a replica holds the job, so the
 //!   pending count is the upstream's running jobs across replicas, and an
 //!   entry left idle longer than the lease belongs to a replica that is gone.
+//! - `P:idle:{upstream}`: set of the replicas that last found nothing to
+//!   take there; `work {upstream}` is published only when it has members,
+//!   and empties it.
 //! - `P:hooks`, `P:kafka`: sorted sets of the jobs whose webhook or Kafka
 //!   record is being delivered, scored by when their sender holds the
 //!   delivery until (its next attempt); one let go for longer than a lease

@@ -31,5 +31,5 @@ if scope ~= '' then
   charge(claim_bytes)
   release_at(NOW + RESULT_TTL + TOMB_TTL, 'i', id, claim_bytes)
 end
-publish('work ' .. upstream)
+wake(upstream)
 return {'ok'}

@@ -17,6 +17,7 @@ local GROUP = 'workers'
 local function job_key(id) return P .. ':job:' .. id end
 local function gone_key(id) return P .. ':gone:' .. id end
 local function work_key(upstream) return P .. ':work:' .. upstream end
+local function idle_key(upstream) return P .. ':idle:' .. upstream end
 local function publish(message) redis.call('PUBLISH', CHANNEL, message) end
 local function charge(bytes) redis.call('INCRBY', P .. ':bytes', bytes) end
 
@@ -24,6 +25,13 @@ local function charge(bytes) redis.call('INCRBY', P .. ':bytes', bytes) end
 -- sweeper needs nothing else, and its id and kind, so it can be taken back.
 local function release_at(at, kind, id, bytes)
   redis.call('ZADD', P .. ':charges', at, id .. ':' .. kind .. ':' .. bytes)
+end
+
+-- Tells the replicas that last found nothing to take from an upstream's
+-- queue (see take) that there may be work now, if there are any: under a
+-- backlog no replica is idle, and nothing is published.
+local function wake(upstream)
+  if redis.call('DEL', idle_key(upstream)) == 1 then publish('work ' .. upstream) end
 end
 
 local function meta(job) return redis.call('HMGET', job, unpack(META)) end
@@ -73,5 +81,9 @@ local function retire(id, job, status, fields, bytes)
   redis.call('SET', gone_key(id), b[1] and (b[1] .. b[2]) or '', 'PX', RESULT_TTL + TOMB_TTL)
   hold_deliveries(id, job)
   publish(id .. ' ' .. status)
-  publish('work ' .. v[1])
+  -- A place is free: the replicas that found none wait for one, if a job
+  -- waits for them.
+  local stream = work_key(v[1])
+  local waiting = redis.call('XLEN', stream) - redis.call('XPENDING', stream, GROUP)[1]
+  if waiting > 0 then wake(v[1]) end
 end

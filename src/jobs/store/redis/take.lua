@@ -2,9 +2,14 @@
 -- replica, never more than leave `max` of its jobs taken (pending, across
 -- all replicas), and starts them: a list of {id, route, method, path,
 -- headers, body, attempt}. Starting here saves each job a round trip.
+-- A replica that takes nothing is noted as idle, to be woken by the next
+-- job queued or place freed.
 -- ARGV: 7 upstream, 8 consumer, 9 max, 10 count.
 local stream = work_key(ARGV[7])
-if redis.call('EXISTS', stream) == 0 then return {} end
+if redis.call('EXISTS', stream) == 0 then
+  redis.call('SADD', idle_key(ARGV[7]), ARGV[8])
+  return {}
+end
 local room = tonumber(ARGV[9]) - redis.call('XPENDING', stream, GROUP)[1]
 local want = math.min(room, tonumber(ARGV[10]))
 local out = {}
@@ -24,4 +29,5 @@ while #out < want do
     end
   end
 end
+if #out == 0 then redis.call('SADD', idle_key(ARGV[7]), ARGV[8]) end
 return out
