@@ -43,19 +43,7 @@ for tool in wrk curl; do
   command -v "$tool" >/dev/null || { echo "bench/ab.sh needs $tool (apt-get install wrk curl)" >&2; exit 1; }
 done
 (cd "$ROOT" && cargo build --release --quiet --example bench-backend)
-ulimit -n 65536 2>/dev/null || true
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-"$ROOT/target/release/examples/bench-backend" "$BACKEND" &
-PIDS+=("$!")
-wait_port "$BACKEND"
+start_backend
 
 # run LABEL BINARY:KIND: one measurement, appended to $WORK/LABEL.
 run() {

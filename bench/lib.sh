@@ -18,3 +18,15 @@ ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc
 posts() { curl -s "http://$BACKEND/stats"; }
 
 median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+
+# start_backend: a scratch directory in WORK, the benchmark backend on
+# BACKEND, and a trap that stops everything in PIDS and removes WORK.
+start_backend() {
+  ulimit -n 65536 2>/dev/null || true
+  WORK=$(mktemp -d)
+  PIDS=()
+  trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
+  "$ROOT/target/release/examples/bench-backend" "$BACKEND" &
+  PIDS+=("$!")
+  wait_port "$BACKEND"
+}

@@ -41,19 +41,7 @@ for tool in wrk curl redis-server redis-cli; do
 done
 (cd "$ROOT" && cargo build --release --quiet --bin asyncgate --example bench-backend)
 GATEWAY_BIN=$ROOT/target/release/asyncgate
-ulimit -n 65536 2>/dev/null || true
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-"$ROOT/target/release/examples/bench-backend" "$BACKEND" &
-PIDS+=("$!")
-wait_port "$BACKEND"
+start_backend
 
 # start_redis PORT [ARGS...]: a redis-server without persistence; its pid
 # goes to STORE_PIDS.
