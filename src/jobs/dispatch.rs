@@ -144,6 +144,9 @@ async fn take_work(dispatch: Dispatch, name: String, wake: Arc<Notify>) {
             Ok(taken) => taken,
             Err(e) => {
                 tracing::warn!(upstream = name, error = %e, "cannot take jobs from the store");
+                // A failed take left this replica off the idle list that the
+                // next job's wake goes to: look again soon instead.
+                look_for_lost = look_for_lost.min(Instant::now() + defaults::RECORD_RETRY_INTERVAL);
                 Vec::new()
             }
         };
