@@ -53,10 +53,8 @@ run() {
   case "$kind" in
     disk) sed -e "s|^kind = \"memory\"|kind = \"disk\"\npath = \"$WORK/store\"|" "$BENCH_DIR/asyncgate.toml" >"$config" ;;
     redis)
-      redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" \
-        --daemonize no >>"$WORK/redis.log" 2>&1 &
-      redis=$!
-      until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.05; done
+      start_redis "$REDIS_PORT" "$WORK/redis"
+      redis=$REDIS_PID
       sed -e "s|^kind = \"memory\"|kind = \"redis\"\nurl = \"redis://127.0.0.1:$REDIS_PORT/0\"|" \
         "$BENCH_DIR/asyncgate.toml" >"$config"
       ;;

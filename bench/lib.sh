@@ -30,3 +30,18 @@ start_backend() {
   PIDS+=("$!")
   wait_port "$BACKEND"
 }
+
+# start_redis PORT DIR [ARGS...]: a redis-server on 127.0.0.1:PORT without
+# persistence, its files in DIR; sets REDIS_PID (also in PIDS) once it answers.
+start_redis() {
+  local port=$1 dir=$2
+  shift 2
+  mkdir -p "$dir"
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" \
+    --daemonize no "$@" >>"$dir/redis.log" 2>&1 &
+  REDIS_PID=$!
+  PIDS+=("$REDIS_PID")
+  for _ in $(seq 200); do redis-cli -p "$port" ping >/dev/null 2>&1 && return 0; sleep 0.05; done
+  echo "redis-server on $port does not answer: see $dir/redis.log" >&2
+  exit 1
+}

@@ -43,32 +43,21 @@ done
 GATEWAY_BIN=$ROOT/target/release/asyncgate
 start_backend
 
-# start_redis PORT [ARGS...]: a redis-server without persistence; its pid
-# goes to STORE_PIDS.
-start_redis() {
-  local port=$1
-  shift
-  mkdir -p "$WORK/redis-$port"
-  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK/redis-$port" \
-    --daemonize no "$@" >>"$WORK/redis.log" 2>&1 &
-  STORE_PIDS+=("$!")
-  PIDS+=("$!")
-  until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.05; done
-}
-
 # start_store redis|cluster: sets STORE_PIDS, STORE_URL and CLUSTER.
 start_store() {
   STORE_PIDS=()
   rm -rf "$WORK"/redis-*
   if [ "$1" = redis ]; then
-    start_redis "$REDIS_PORT"
+    start_redis "$REDIS_PORT" "$WORK/redis-$REDIS_PORT"
+    STORE_PIDS+=("$REDIS_PID")
     STORE_URL=redis://127.0.0.1:$REDIS_PORT/0
     CLUSTER=false
     return
   fi
   local port nodes=() urls=()
   for port in "${CLUSTER_PORTS[@]}"; do
-    start_redis "$port" --cluster-enabled yes --cluster-config-file "$WORK/redis-$port/nodes.conf"
+    start_redis "$port" "$WORK/redis-$port" --cluster-enabled yes --cluster-config-file "$WORK/redis-$port/nodes.conf"
+    STORE_PIDS+=("$REDIS_PID")
     nodes+=("127.0.0.1:$port")
     urls+=("redis://127.0.0.1:$port")
   done

@@ -293,11 +293,7 @@ POLL_URLS=$WORK/status.txt measure poll_status "http://$GATEWAY" poll.lua "$GATE
 POLL_URLS=$WORK/result.txt measure poll_result "http://$GATEWAY" poll.lua "$GATEWAY_PID"
 
 echo "== redis store (the same gateway, its jobs in a local redis-server)" >&2
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" \
-  --daemonize no >"$WORK/redis.log" 2>&1 &
-REDIS_PID=$!
-PIDS+=("$REDIS_PID")
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT") 2>/dev/null && break; sleep 0.1; done
+start_redis "$REDIS_PORT" "$WORK/redis"
 sed -e "s|^kind = \"memory\"|kind = \"redis\"\nurl = \"redis://127.0.0.1:$REDIS_PORT/0\"|" \
   "$BENCH_DIR/asyncgate.toml" >"$WORK/redis.toml"
 start_gateway "$WORK/redis.toml"
