@@ -6,6 +6,8 @@
 #   KIND=memory PAIRS=3 DURATION=5s bench/ab.sh A B
 #   bench/ab.sh target/release/asyncgate:memory target/release/asyncgate:disk
 #   MODE=get bench/ab.sh A B                     # passthrough GET (or MODE=post: 1 KiB)
+#   MODE=poll bench/ab.sh A B                    # GET status of finished jobs
+#   KIND=memory MODE=memory PAIRS=1 bench/ab.sh A B  # bytes per stored job
 #
 # A side is a binary, optionally with the store it runs on after a colon
 # (`memory`, `disk` or `redis`; KIND, default disk, otherwise). For `redis`
@@ -16,9 +18,13 @@
 # answered every accepted job. It prints, per run and as medians per build:
 # 202s per second, jobs completed end to end per second, the 202's p99, and
 # the gateway's CPU (all its threads) per completed job. With MODE=get or
-# post the load is passthrough instead (to `/`, memory store), and each run
-# prints requests per second, p99 and CPU per request. Builds alternate
-# ABBA, so neither always runs first. Everything listens on 127.0.0.1 only.
+# post the load is passthrough instead (to `/`, memory store), with
+# MODE=poll GETs of 1000 finished jobs' status at random, and each run
+# prints requests per second, p99 and CPU per request. With MODE=memory each
+# run stores FILL jobs (default 1,000,000; 1 KiB bodies and results) and
+# prints the resident memory they added, per job, beyond the 1 KiB result,
+# as `bench/run.sh` counts it. Builds alternate ABBA, so neither always
+# runs first. Everything listens on 127.0.0.1 only.
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
@@ -30,6 +36,7 @@ case "$A" in *:memory | *:disk | *:redis) ;; *) A=$A:$KIND ;; esac
 case "$B" in *:memory | *:disk | *:redis) ;; *) B=$B:$KIND ;; esac
 PAIRS=${PAIRS:-5}
 MODE=${MODE:-jobs}
+FILL=${FILL:-1000000}
 DURATION=${DURATION:-10s}
 export BENCH_DIR
 BACKEND=127.0.0.1:18081
@@ -42,7 +49,7 @@ HZ=$(getconf CLK_TCK)
 for tool in wrk curl; do
   command -v "$tool" >/dev/null || { echo "bench/ab.sh needs $tool (apt-get install wrk curl)" >&2; exit 1; }
 done
-(cd "$ROOT" && cargo build --release --quiet --example bench-backend)
+(cd "$ROOT" && cargo build --release --quiet --example bench-backend --example bench-fill)
 start_backend
 
 # run LABEL BINARY:KIND: one measurement, appended to $WORK/LABEL.
@@ -63,10 +70,11 @@ run() {
   RUST_LOG=warn "$bin" --config "$config" 2>>"$WORK/gateway.log" &
   pid=$!
   wait_port "$GATEWAY"
-  if [ "$MODE" != jobs ]; then
-    passthrough "$label" "$pid"
-    return
-  fi
+  case "$MODE" in
+    jobs) ;;
+    memory) memory "$label" "$pid"; return ;;
+    *) load "$label" "$pid"; return ;;
+  esac
   before=$(posts)
   c0=$(ticks "$pid")
   [ "$redis" != 0 ] && r0=$(ticks "$redis")
@@ -91,11 +99,18 @@ run() {
     tee -a "$WORK/$label" >&2
 }
 
-# passthrough LABEL PID: one wrk run of MODE's requests through the
-# running gateway PID, which it then stops.
-passthrough() {
+# load LABEL PID: one wrk run of MODE's requests through the running
+# gateway PID, which it then stops. For polls, 1000 finished jobs first.
+load() {
   local label=$1 pid=$2 script=get.lua c0 c1 line
-  [ "$MODE" = post ] && script=post1k.lua
+  case "$MODE" in
+    post) script=post1k.lua ;;
+    poll)
+      script=poll.lua
+      finished_jobs "http://$GATEWAY/jobs/ab" "$WORK/status.txt"
+      export POLL_URLS=$WORK/status.txt
+      ;;
+  esac
   c0=$(ticks "$pid")
   line=$(wrk -t2 -c64 -d"$DURATION" -s "$BENCH_DIR/lua/$script" "http://$GATEWAY/" | grep '^RESULT')
   c1=$(ticks "$pid")
@@ -105,6 +120,18 @@ passthrough() {
   echo "$line" | awk -v dt=$((c1 - c0)) -v hz="$HZ" -v l="$label" \
     '{printf "%s req/s %.0f  p99 %.1f ms  cpu %.2f us/req  errors %d\n", l, $4, $6 / 1000, dt * 1e6 / hz / $2, $8}' |
     tee -a "$WORK/$label" >&2
+}
+
+# memory LABEL PID: FILL jobs stored in the running gateway PID, which it
+# then stops.
+memory() {
+  local label=$1 pid=$2 rss0
+  rss0=$(rss_kib "$pid")
+  fill "$FILL" 64
+  awk -v a="$rss0" -v b="$(rss_kib "$pid")" -v n="$FILL" -v l="$label" \
+    'BEGIN {printf "%s bytes/job %.0f  rss %d KiB\n", l, (b - a) * 1024 / n - 1024, b}' | tee -a "$WORK/$label" >&2
+  kill "$pid"
+  wait "$pid" 2>/dev/null || true
 }
 
 for _ in $(seq "$PAIRS"); do
@@ -118,6 +145,10 @@ echo "medians over $((PAIRS * 2)) runs each (wrk -t2 -c64 -d$DURATION, $MODE):"
 for label in A B; do
   side=$A
   [ "$label" = B ] && side=$B
+  if [ "$MODE" = memory ]; then
+    printf '%s (%s): bytes/job %s\n' "$label" "$side" "$(awk '{print $3}' "$WORK/$label" | median)"
+    continue
+  fi
   if [ "$MODE" != jobs ]; then
     printf '%s (%s): req/s %s  p99 %s ms  cpu %s us/req\n' "$label" "${side%:*}" \
       "$(awk '{print $3}' "$WORK/$label" | median)" "$(awk '{print $5}' "$WORK/$label" | median)" \

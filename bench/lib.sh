@@ -17,6 +17,31 @@ ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc
 # How many POSTs the benchmark backend has answered.
 posts() { curl -s "http://$BACKEND/stats"; }
 
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+# fill N CONNS: submits N more jobs (1 KiB bodies and results) to the
+# gateway on GATEWAY over CONNS connections, and waits until the backend
+# has answered every accepted one.
+fill() {
+  local n=$1 conns=$2 before ok
+  before=$(posts)
+  ok=$("$ROOT/target/release/examples/bench-fill" "http://$GATEWAY/jobs/m" "$n" "$conns" | awk '{print $2}')
+  while [ "$(posts)" -lt $((before + ok)) ]; do sleep 0.1; done
+  sleep 1 # the last results are recorded just after the backend answers
+}
+
+# finished_jobs URL FILE: submits 1000 jobs (1 KiB bodies), writes their
+# status paths (the absolute Location's path) to FILE and waits until the
+# last has finished.
+finished_jobs() {
+  : >"$2"
+  for _ in $(seq 1000); do
+    curl -s -D - -o /dev/null -X POST --data-binary @<(head -c 1024 /dev/zero | tr '\0' x) "$1" |
+      awk 'tolower($1) == "location:" {sub(/\r$/, "", $2); sub(/^https?:\/\/[^\/]*/, "", $2); print $2}' >>"$2"
+  done
+  while [ "$(curl -s "http://$GATEWAY$(tail -n1 "$2")" | grep -c succeeded)" -eq 0 ]; do sleep 0.05; done
+}
+
 median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
 # start_backend: a scratch directory in WORK, the benchmark backend on

@@ -95,7 +95,6 @@ wait_port "$NGINX"
 wait_port "$NGINX_LOGGED"
 NGINX_PIDS() { pgrep -f "nginx: worker process" | tr '\n' ' '; }
 
-rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 # measure NAME URL SCRIPT "PIDS" [extra wrk args]: RUNS wrk runs; prints
 # "NAME rps p50 p99 p999 cpu_us_per_req" (medians) and records it.
@@ -174,18 +173,6 @@ submit_e2e() {
 # RATE requests per second over CONNS connections.
 half_rate_delay() {
   awk -v c="$CONNS" -v r="$1" 'BEGIN {d = int(c * 1000 / (r / 2) + 0.5); print (d < 1) ? 1 : d}'
-}
-
-# finished_jobs URL FILE: submits 1000 jobs (1 KiB bodies), writes their
-# status paths (the absolute Location's path) to FILE and waits until the
-# last has finished.
-finished_jobs() {
-  : >"$2"
-  for _ in $(seq 1000); do
-    curl -s -D - -o /dev/null -X POST --data-binary @<(head -c 1024 /dev/zero | tr '\0' x) "$1" |
-      awk 'tolower($1) == "location:" {sub(/\r$/, "", $2); sub(/^https?:\/\/[^\/]*/, "", $2); print $2}' >>"$2"
-  done
-  while [ "$(curl -s "http://$GATEWAY$(tail -n1 "$2")" | grep -c succeeded)" -eq 0 ]; do sleep 0.05; done
 }
 
 # answers_post URL BYTES: fails the run unless URL answers a POST of BYTES
@@ -316,16 +303,6 @@ WRK_DELAY_MS=$disk_delay_ms measure disk_submit_half "http://$GATEWAY/jobs/d" po
 finished_jobs "http://$GATEWAY/jobs/dp" "$WORK/disk-status.txt"
 POLL_URLS=$WORK/disk-status.txt measure disk_poll "http://$GATEWAY" poll.lua "$GATEWAY_PID"
 
-# fill N: submits N more jobs (1 KiB bodies and results) and waits until the
-# backend has answered every accepted one.
-fill() {
-  local n=$1 before ok
-  before=$(posts)
-  ok=$("$FILL_BIN" "http://$GATEWAY/jobs/m" "$n" "$CONNS" | awk '{print $2}')
-  while [ "$(posts)" -lt $((before + ok)) ]; do sleep 0.1; done
-  sleep 1 # the last results are recorded just after the backend answers
-}
-
 echo "== memory" >&2
 start_gateway "$BENCH_DIR/asyncgate.toml"
 declare -A MEM
@@ -334,7 +311,7 @@ stored=0
 # The memory points: 10,000, 100,000 and FILL, none past FILL, each once.
 MEM_POINTS=$(printf '%s\n' 10000 100000 "$FILL" | awk -v f="$FILL" '$1 <= f' | sort -nu)
 for n in $MEM_POINTS; do
-  fill $((n - stored))
+  fill $((n - stored)) "$CONNS"
   stored=$n
   MEM[$n]=$(rss_kib "$GATEWAY_PID")
   echo "RSS with $n jobs stored: ${MEM[$n]} KiB" >&2
@@ -346,7 +323,7 @@ sed -e "s|^kind = \"memory\"|kind = \"disk\"\npath = \"$WORK/disk-scale\"|" \
   -e 's/^max_bytes = .*/max_bytes = "64GiB"/' "$BENCH_DIR/asyncgate.toml" >"$WORK/disk-scale.toml"
 start_gateway "$WORK/disk-scale.toml"
 DISK_RSS0=$(rss_kib "$GATEWAY_PID")
-fill "$FILL"
+fill "$FILL" "$CONNS"
 DISK_RSS=$(rss_kib "$GATEWAY_PID")
 DISK_BYTES=$(du -sb "$WORK/disk-scale" | awk '{print $1}')
 echo "disk store, $FILL jobs: RSS $DISK_RSS KiB, $DISK_BYTES bytes on disk" >&2

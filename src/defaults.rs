@@ -86,6 +86,11 @@ pub(crate) const FILE_THRESHOLD: u64 = 64 * 1024;
 /// them, the ones being polled.
 pub(crate) const DOCUMENT_CACHE_BYTES: u64 = 8 * 1024 * 1024;
 
+/// Memory for the memory store's recently read finished jobs, decoded:
+/// some 20,000 of them. A miss costs decoding the job's record (five small
+/// allocations), not a result.
+pub(crate) const HOT_JOBS_BYTES: u64 = 8 * 1024 * 1024;
+
 /// Long enough for a client that polls lazily to fetch its result.
 pub(crate) const RESULT_TTL: Duration = Duration::from_secs(60 * 60);
 
@@ -149,9 +154,10 @@ pub(crate) const RETRY_AFTER_MIN: Duration = Duration::from_secs(1);
 pub(crate) const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
 
 /// What one job's bookkeeping costs besides its bodies, charged to the store
-/// budget so a million tiny jobs count too. Measured with bench/: about
-/// 600 bytes while queued and 800-900 once finished, of which moka's cache
-/// entry is ~370.
+/// budget so a million tiny jobs count too. Measured in the memory store
+/// with bench/: about 600 bytes while queued and 450-460 once finished
+/// (`MODE=memory bench/ab.sh`); rounded up, so the budget errs on the safe
+/// side.
 pub(crate) const JOB_RECORD_BYTES: u64 = 1024;
 
 /// How long the accept loop pauses when the process is out of file
@@ -166,9 +172,10 @@ pub(crate) const STORE_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// After the drain deadline, how long leftover jobs get to record that they failed.
 pub(crate) const ABORT_GRACE: Duration = Duration::from_secs(5);
 
-/// What a tombstone or an idempotency claim costs, charged to the budget
-/// because both outlive the job's result: moka's entry (~370 bytes,
-/// measured) and the small value it holds.
+/// What a tombstone or an idempotency claim is charged to the budget,
+/// because both outlive the job's result. A claim is a moka entry (~370
+/// bytes, measured) and the small value it holds; a memory store tombstone
+/// costs about half of this, and one charge serves both.
 pub(crate) const TOMBSTONE_BYTES: u64 = 448;
 
 /// A webhook receiver should answer at once and do its work later, as the

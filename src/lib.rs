@@ -39,6 +39,7 @@ mod prefer;
 mod problem;
 mod proxy;
 mod retry_after;
+mod room;
 mod route;
 mod route_table;
 mod server;

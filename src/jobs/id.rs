@@ -8,6 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use uuid::Uuid;
 
+use crate::room::GiveBack;
 use crate::sync::lock;
 
 /// A random (v4) UUID; printed and parsed only in canonical lowercase form.
@@ -84,6 +85,13 @@ impl<V> IdShards<V> {
     pub(crate) fn retain(&self, mut keep: impl FnMut(&JobId, &mut V) -> bool) {
         for shard in &*self.shards {
             lock(shard).retain(&mut keep);
+        }
+    }
+
+    /// Gives back the room a burst of entries grew, one shard at a time.
+    pub(crate) fn give_back_room(&self) {
+        for shard in &*self.shards {
+            lock(shard).give_back_room();
         }
     }
 

@@ -8,6 +8,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::room::GiveBack;
 use crate::sync::lock;
 
 pub(super) struct Lane<T> {
@@ -151,7 +152,9 @@ impl<T> Slot<T> {
         let next = if state.running > state.max_running {
             None
         } else {
-            state.waiting.pop_front()
+            let next = state.waiting.pop_front();
+            state.waiting.give_back_room();
+            next
         };
         if next.is_none() && self.held {
             state.running -= 1;

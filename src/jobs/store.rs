@@ -4,6 +4,7 @@
 mod budget;
 mod disk;
 mod memory;
+mod record;
 mod redis;
 
 use std::sync::Arc;

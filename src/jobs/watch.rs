@@ -5,6 +5,7 @@ use tokio::sync::watch;
 
 use super::id::{IdShards, JobId};
 use super::model::JobStatus;
+use crate::room::GiveBack;
 
 pub(super) struct Watches {
     /// A job's sender goes once the job is finished.
@@ -61,6 +62,7 @@ impl Watches {
         }
         if status.is_terminal() {
             changes.remove(&id);
+            changes.give_back_room();
         }
     }
 

@@ -6,7 +6,6 @@
 
 mod answers;
 mod finished;
-mod record;
 mod recover;
 mod steps;
 mod writer;
@@ -17,6 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
+use super::record::{millis_of, DeliveryRecord, Record};
 use super::{
     Cancel, CreateError, Created, JobStore, LocalQueue, Lookup, NewJob, Recovered, StoreError,
 };
@@ -28,7 +28,6 @@ use crate::jobs::model::{Job, JobStatus, Outcome, Replay, RetryWait};
 use crate::sync::lock;
 use crate::webhook::Webhook;
 use finished::FinishedJobs;
-use record::{millis_of, DeliveryRecord, Record};
 use recover::Recovery;
 use steps::{bury, finish_record};
 use writer::{key, timed, Db, Space, Writer};

@@ -1,24 +1,33 @@
-//! The embedded store: jobs in flight in a map; finished jobs, and then
-//! their tombstones, in one moka cache, so an expired or deleted id answers
-//! `410` until its tombstone expires.
+//! The embedded store: jobs in flight in one map; finished jobs, and then
+//! their tombstones, in another, so an expired or deleted id answers `410`
+//! until its tombstone expires. A finished job is kept as its encoded
+//! record beside its response's body: with a million results stored, the
+//! bookkeeping is what a job costs beyond its result. Those maps are not
+//! caches (the memory store's results exist nowhere else, so none may go
+//! before its time); the jobs read lately are, decoded, in a moka cache of
+//! bounded size, since polls of one job come in runs.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
+use bytes::Bytes;
+use http::StatusCode;
 use moka::sync::Cache;
-use moka::Expiry;
 
+use super::record::Record;
 use super::{
     Binding, Budget, Cancel, CreateError, Created, JobStore, LocalQueue, Lookup, NewJob, Recovered,
     Reservation, StoreError,
 };
 use crate::config::StoreConfig;
 use crate::defaults;
-use crate::delivery::{Channel, Delivery};
-use crate::jobs::id::{IdHash, IdShards, JobId};
+use crate::delivery::{Channel, Delivery, Publication};
+use crate::header_block::HeaderBlock;
+use crate::jobs::id::{IdHash, IdMap, IdShards, JobId};
 use crate::jobs::model::{Job, JobStatus, Outcome, Replay, RetryWait, StoredResponse};
+use crate::room::GiveBack;
 use crate::sync::lock;
 use crate::webhook::Webhook;
 
@@ -27,18 +36,25 @@ pub(crate) struct MemoryStore {
 }
 
 struct Inner {
-    /// Queued and running jobs: never evicted, so kept out of the cache.
+    /// Queued and running jobs.
     active: IdShards<Active>,
     /// One entry per finished job: its result until `result_ttl`, then a
     /// tombstone until `tombstone_ttl`.
-    done: Cache<JobId, Done, IdHash>,
-    /// When each stored result expires, oldest first. Every result lives
-    /// `result_ttl`, so finishing order is expiry order and a queue suffices.
-    expiring: Mutex<VecDeque<(Instant, JobId)>>,
+    done: IdShards<Box<Done>>,
+    /// Finished jobs in the order their results expire. Every result lives
+    /// `result_ttl`, so finishing order is expiry order and a queue suffices;
+    /// each job's entry in `done` says when.
+    expiring: Mutex<VecDeque<JobId>>,
+    /// Tombstones in the order they expire, and when: each lives
+    /// `tombstone_ttl` from the moment it is laid.
+    burying: Mutex<VecDeque<(Instant, JobId)>>,
+    /// Finished jobs read lately, decoded; weighed, and dropped at will.
+    hot: Cache<JobId, Arc<Decoded>, IdHash>,
     /// Idempotency scope -> the job holding it and its request's fingerprint.
     claims: Cache<[u8; 32], Arc<ClaimEntry>>,
     budget: Arc<Budget>,
     result_ttl: Duration,
+    tombstone_ttl: Duration,
 }
 
 struct Active {
@@ -53,58 +69,77 @@ struct ClaimEntry {
     _bytes: Reservation,
 }
 
+/// Behind one pointer, so the map's slots stay small whatever they hold,
+/// and a job's tombstone takes the place of its result in the same
+/// allocation.
+enum Done {
+    Finished(Finished),
+    Tombstone(Tomb),
+}
+
 struct Finished {
-    job: Job,
-    response: Option<StoredResponse>,
+    /// [`Record::finished`], encoded.
+    record: Box<[u8]>,
+    body: Bytes,
+    /// Shared with every copy of the job handed out, so a delivery's state
+    /// is seen wherever the job is read.
+    webhook: Option<Arc<Webhook>>,
+    kafka: Option<Arc<Publication>>,
     /// Past this the result is gone even before the sweeper buries it.
     expires: Instant,
     _bytes: Reservation,
 }
 
-/// A cache value: a tag and a pointer, held inline by moka. A tombstone,
-/// which outlives its result by far, stays small.
-#[derive(Clone)]
-enum Done {
-    Finished(Arc<Finished>),
-    Tombstone(Arc<Tomb>),
+/// A finished job's record, decoded: everything but its deliveries and its
+/// response's body, which [`Finished`] holds.
+struct Decoded {
+    job: Job,
+    head: Option<(StatusCode, HeaderBlock)>,
+}
+
+impl Decoded {
+    /// Bytes it holds, for the weigher.
+    fn size(&self) -> u32 {
+        let head = self.head.as_ref().map_or(0, |(_, h)| h.size());
+        u32::try_from(std::mem::size_of::<Decoded>() + self.job.route.len() + head)
+            .unwrap_or(u32::MAX)
+    }
 }
 
 struct Tomb {
     binding: Option<Binding>,
-    /// Holds the tombstone's share of the budget until moka drops it.
+    until: Instant,
     _bytes: Reservation,
 }
 
-/// Lets moka drop each entry at the end of its own lifetime. A finished
-/// entry is normally replaced by its tombstone when its result expires; its
-/// own TTL only bounds how long it could outlive a sweeper that stopped.
-struct DoneExpiry {
-    result_ttl: Duration,
-    tombstone_ttl: Duration,
-}
-
-impl DoneExpiry {
-    fn ttl(&self, value: &Done) -> Duration {
-        match value {
-            Done::Finished(_) => self.result_ttl + self.tombstone_ttl,
-            Done::Tombstone(_) => self.tombstone_ttl,
-        }
-    }
-}
-
-impl Expiry<JobId, Done> for DoneExpiry {
-    fn expire_after_create(&self, _: &JobId, value: &Done, _: Instant) -> Option<Duration> {
-        Some(self.ttl(value))
+impl Finished {
+    fn decode(&self, id: JobId) -> Result<Decoded, StoreError> {
+        let mut record = Record::decode(id, &self.record)?;
+        let mut job = record.job(id)?;
+        job.webhook = self.webhook.clone();
+        job.kafka = self.kafka.clone();
+        let head = record.response.as_mut().map(|r| r.head(id)).transpose()?;
+        Ok(Decoded { job, head })
     }
 
-    fn expire_after_update(
-        &self,
-        _: &JobId,
-        value: &Done,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(self.ttl(value))
+    /// The job, and its result when `with_result`, from `decoded`.
+    fn read(&self, decoded: &Decoded, with_result: bool) -> (Job, Option<Replay>) {
+        let replay = match &decoded.head {
+            Some((status, headers)) if with_result => Some(Replay::from(StoredResponse {
+                status: *status,
+                headers: headers.clone(),
+                body: self.body.clone(),
+            })),
+            _ => None,
+        };
+        (decoded.job.clone(), replay)
+    }
+
+    /// Whom its tombstone will answer `410`. The record was encoded by this
+    /// process, so it decodes; were it not to, the tombstone would answer
+    /// anyone.
+    fn binding(&self, id: JobId) -> Option<Binding> {
+        Record::decode(id, &self.record).ok()?.binding()
     }
 }
 
@@ -112,22 +147,22 @@ impl MemoryStore {
     /// Must be called inside a tokio runtime: it starts the sweeper that
     /// turns expired results into tombstones and returns their bytes.
     pub(crate) fn new(config: &StoreConfig) -> MemoryStore {
-        let expiry = DoneExpiry {
-            result_ttl: config.result_ttl,
-            tombstone_ttl: config.tombstone_ttl,
-        };
         let inner = Arc::new(Inner {
             active: IdShards::default(),
-            done: Cache::builder()
-                .expire_after(expiry)
+            done: IdShards::default(),
+            hot: Cache::builder()
+                .weigher(|_: &JobId, d: &Arc<Decoded>| d.size())
+                .max_capacity(defaults::HOT_JOBS_BYTES)
                 .build_with_hasher(IdHash::default()),
             // As long as a job can be looked up, tombstone included.
             claims: Cache::builder()
                 .time_to_live(config.result_ttl + config.tombstone_ttl)
                 .build(),
             expiring: Mutex::default(),
+            burying: Mutex::default(),
             budget: Budget::new(config.max_bytes),
             result_ttl: config.result_ttl,
+            tombstone_ttl: config.tombstone_ttl,
         });
         tokio::spawn(sweep(Arc::downgrade(&inner)));
         MemoryStore { inner }
@@ -184,25 +219,46 @@ async fn sweep(inner: Weak<Inner>) {
 }
 
 impl Inner {
-    /// Buries every result whose time is up, then lets moka drop what expired.
+    /// Buries every result whose time is up, drops every tombstone whose
+    /// time is up, and gives back the room a burst of jobs left behind.
     fn sweep(&self) {
         let now = Instant::now();
+        // One job per lock, so finishing jobs never wait for a whole sweep.
         loop {
-            let due = {
-                let mut expiring = lock(&self.expiring);
-                match expiring.front() {
-                    Some(&(at, id)) if at <= now => {
-                        expiring.pop_front();
+            let mut expiring = lock(&self.expiring);
+            let Some(&id) = expiring.front() else { break };
+            let mut done = self.done.lock(id);
+            if let Some(Done::Finished(f)) = done.get(&id).map(|d| &**d) {
+                if f.expires > now {
+                    break;
+                }
+                let binding = f.binding(id);
+                self.bury(&mut done, id, binding);
+            }
+            expiring.pop_front();
+        }
+        let now = Instant::now();
+        loop {
+            let id = {
+                let mut burying = lock(&self.burying);
+                match burying.front() {
+                    Some(&(until, id)) if until <= now => {
+                        burying.pop_front();
                         id
                     }
                     _ => break,
                 }
             };
-            if let Some(Done::Finished(f)) = self.done.get(&due) {
-                self.bury(due, Binding::of(&f.job));
+            let mut done = self.done.lock(id);
+            if matches!(done.get(&id).map(|d| &**d), Some(Done::Tombstone(t)) if t.until <= now) {
+                done.remove(&id);
             }
         }
-        self.done.run_pending_tasks();
+        lock(&self.expiring).give_back_room();
+        lock(&self.burying).give_back_room();
+        self.active.give_back_room();
+        self.done.give_back_room();
+        self.hot.run_pending_tasks();
         self.claims.run_pending_tasks();
     }
 
@@ -214,47 +270,75 @@ impl Inner {
         })
     }
 
-    fn bury(&self, id: JobId, binding: Option<Binding>) {
-        let tombstone = Done::Tombstone(Arc::new(Tomb {
+    /// Replaces the finished job in `done`, its shard, by its tombstone.
+    fn bury(&self, done: &mut IdMap<Box<Done>>, id: JobId, binding: Option<Binding>) {
+        let Some(entry) = done.get_mut(&id) else {
+            return;
+        };
+        let mut burying = lock(&self.burying);
+        let until = Instant::now() + self.tombstone_ttl;
+        **entry = Done::Tombstone(Tomb {
             binding,
+            until,
             _bytes: self.budget.force(defaults::TOMBSTONE_BYTES),
-        }));
-        self.done.insert(id, tombstone);
+        });
+        burying.push_back((until, id));
+        self.hot.invalidate(&id);
     }
 
-    /// Moves a job out of `active` into the cache. Runs under the `active`
+    /// Moves a job out of `active` into `done`. Runs under the `active`
     /// lock so a reader never finds the job in neither place.
-    fn retire(&self, job: Job, response: Option<StoredResponse>) {
+    fn retire(&self, job: &Job, response: Option<StoredResponse>) {
         let bytes = defaults::JOB_RECORD_BYTES + response.as_ref().map_or(0, StoredResponse::size);
-        let id = job.id;
+        let record = Record::finished(job, response.as_ref()).encode();
         let mut expiring = lock(&self.expiring);
-        let expires = Instant::now() + self.result_ttl;
-        let finished = Done::Finished(Arc::new(Finished {
-            job,
-            response,
-            expires,
+        let finished = Finished {
+            record: record.into_boxed_slice(),
+            body: response.map(|r| r.body).unwrap_or_default(),
+            webhook: job.webhook.clone(),
+            kafka: job.kafka.clone(),
+            expires: Instant::now() + self.result_ttl,
             _bytes: self.budget.force(bytes),
-        }));
-        self.done.insert(id, finished);
-        expiring.push_back((expires, id));
+        };
+        self.done
+            .lock(job.id)
+            .insert(job.id, Box::new(Done::Finished(finished)));
+        expiring.push_back(job.id);
     }
 
-    /// What `read` takes from a finished job whose result is still kept;
-    /// an expired result or a tombstone is `Gone`.
-    fn lookup<T>(&self, id: JobId, read: impl FnOnce(&Finished) -> T) -> Lookup<T> {
-        match self.done.get(&id) {
-            Some(Done::Finished(f)) if Instant::now() < f.expires => Lookup::Found(read(&f)),
-            Some(Done::Finished(f)) => Lookup::Gone(Binding::of(&f.job)),
-            Some(Done::Tombstone(t)) => Lookup::Gone(t.binding.clone()),
-            None => Lookup::Missing,
-        }
+    /// A finished job whose result is still kept, with its result when
+    /// `with_result`; an expired result or a tombstone is `Gone`.
+    fn finished(
+        &self,
+        id: JobId,
+        with_result: bool,
+    ) -> Result<Lookup<(Job, Option<Replay>)>, StoreError> {
+        // The shard stays locked, so no job leaves the cache's sight: one
+        // buried or discarded meanwhile would leave a stale entry behind.
+        let done = self.done.lock(id);
+        let f = match kept(&done, id) {
+            Ok(f) => f,
+            Err(answer) => return Ok(answer),
+        };
+        let decoded = match self.hot.get(&id) {
+            Some(decoded) => decoded,
+            None => {
+                let decoded = Arc::new(f.decode(id)?);
+                self.hot.insert(id, Arc::clone(&decoded));
+                decoded
+            }
+        };
+        Ok(Lookup::Found(f.read(&decoded, with_result)))
     }
+}
 
-    /// A finished job's record and result, if it has not expired.
-    fn finished(&self, id: JobId) -> Lookup<(Job, Option<Replay>)> {
-        self.lookup(id, |f| {
-            (f.job.clone(), f.response.clone().map(Replay::from))
-        })
+/// The finished job whose result is still kept, or what to answer instead.
+fn kept<T>(done: &IdMap<Box<Done>>, id: JobId) -> Result<&Finished, Lookup<T>> {
+    match done.get(&id).map(|d| &**d) {
+        Some(Done::Finished(f)) if Instant::now() < f.expires => Ok(f),
+        Some(Done::Finished(f)) => Err(Lookup::Gone(f.binding(id))),
+        Some(Done::Tombstone(t)) => Err(Lookup::Gone(t.binding.clone())),
+        None => Err(Lookup::Missing),
     }
 }
 
@@ -311,14 +395,18 @@ impl JobStore for MemoryStore {
         if let Some(a) = self.inner.active.lock(id).get(&id) {
             return Ok(Lookup::Found(a.job.clone()));
         }
-        Ok(self.inner.lookup(id, |f| f.job.clone()))
+        Ok(match self.inner.finished(id, false)? {
+            Lookup::Found((job, _)) => Lookup::Found(job),
+            Lookup::Gone(binding) => Lookup::Gone(binding),
+            Lookup::Missing => Lookup::Missing,
+        })
     }
 
     async fn result(&self, id: JobId) -> Result<Lookup<(Job, Option<Replay>)>, StoreError> {
         if let Some(a) = self.inner.active.lock(id).get(&id) {
             return Ok(Lookup::Found((a.job.clone(), None)));
         }
-        Ok(self.inner.finished(id))
+        self.inner.finished(id, true)
     }
 
     /// One process cannot lose its own lease: `attempt` needs no checking.
@@ -333,7 +421,7 @@ impl JobStore for MemoryStore {
             return Ok(None);
         };
         job.finish(&outcome);
-        self.inner.retire(job.clone(), outcome.response);
+        self.inner.retire(&job, outcome.response);
         Ok(Some(job))
     }
 
@@ -357,7 +445,9 @@ impl JobStore for MemoryStore {
 
     async fn discard(&self, id: JobId) -> Result<(), StoreError> {
         if self.inner.active.lock(id).remove(&id).is_none() {
-            self.inner.done.invalidate(&id);
+            let mut done = self.inner.done.lock(id);
+            done.remove(&id);
+            self.inner.hot.invalidate(&id);
         }
         Ok(())
     }
@@ -366,22 +456,24 @@ impl JobStore for MemoryStore {
         let mut active = self.inner.active.lock(id);
         if let Some(Active { mut job, .. }) = active.remove(&id) {
             job.finish(&Outcome::canceled());
-            self.inner.retire(job.clone(), None);
+            self.inner.retire(&job, None);
             return Ok(Lookup::Found(Cancel::Canceled(job)));
         }
         drop(active);
+        // Decided and done under one lock, so the sweeper cannot bury the
+        // job meanwhile.
+        let mut done = self.inner.done.lock(id);
+        let f = match kept(&done, id) {
+            Ok(f) => f,
+            Err(answer) => return Ok(answer),
+        };
         // The job record only: its result, about to be deleted, need not be copied.
-        Ok(match self.inner.lookup(id, |f| f.job.clone()) {
-            Lookup::Found(job) if job.status == JobStatus::Canceled => {
-                Lookup::Found(Cancel::AlreadyCanceled(job))
-            }
-            Lookup::Found(job) => {
-                self.inner.bury(id, Binding::of(&job));
-                Lookup::Found(Cancel::Deleted)
-            }
-            Lookup::Gone(binding) => Lookup::Gone(binding),
-            Lookup::Missing => Lookup::Missing,
-        })
+        let job = f.decode(id)?.job;
+        if job.status == JobStatus::Canceled {
+            return Ok(Lookup::Found(Cancel::AlreadyCanceled(job)));
+        }
+        self.inner.bury(&mut done, id, Binding::of(&job));
+        Ok(Lookup::Found(Cancel::Deleted))
     }
 }
 
@@ -393,7 +485,9 @@ mod tests {
     use http::{Method, StatusCode};
 
     use crate::body::ReplayBody;
+    use crate::callback::target::Target;
     use crate::jobs::model::BackendRequest;
+    use crate::jobs::owner::Owner;
 
     use crate::header_block::HeaderBlock;
 
@@ -468,6 +562,8 @@ mod tests {
             .finish(job.id, 1, Outcome::answered(response(1000)))
             .await
             .unwrap();
+        // Read first, so it is among the hot jobs when it is deleted.
+        assert!(matches!(store.get(job.id).await.unwrap(), Lookup::Found(_)));
         let before = store.used_bytes();
         assert!(matches!(
             store.cancel(job.id).await.unwrap(),
@@ -483,6 +579,78 @@ mod tests {
             store.cancel(job.id).await.unwrap(),
             Lookup::Gone(None)
         ));
+    }
+
+    /// Records `job`, starts it and finishes it with a 100-byte result.
+    async fn answered(store: &MemoryStore, job: &Job) {
+        record(store, job).await.unwrap();
+        store.begin(job.id, SystemTime::now()).await.unwrap();
+        store
+            .finish(job.id, 1, Outcome::answered(response(100)))
+            .await
+            .unwrap();
+    }
+
+    /// A finished job with an owner, the store holding it for `result_ttl`
+    /// and its tombstone for `tombstone_ttl`.
+    async fn finished_bound_job(
+        result_ttl: Duration,
+        tombstone_ttl: Duration,
+    ) -> (MemoryStore, Job) {
+        let store = MemoryStore::new(&StoreConfig {
+            result_ttl,
+            tombstone_ttl,
+            ..config(1 << 20)
+        });
+        let mut job = Job::queued(JobId::random(), "r".into(), Method::POST);
+        job.owner = Some(Owner::from_digest([7; 32]));
+        answered(&store, &job).await;
+        (store, job)
+    }
+
+    #[tokio::test]
+    async fn an_expired_result_leaves_a_tombstone_that_answers_only_its_owner() {
+        let (store, job) = finished_bound_job(Duration::ZERO, Duration::from_secs(3600)).await;
+        store.inner.sweep();
+        let Lookup::Gone(Some(binding)) = store.get(job.id).await.unwrap() else {
+            panic!("an expired result must answer 410 to its owner");
+        };
+        assert_eq!(Some(binding.owner), job.owner);
+        assert_eq!(&*binding.route, "r");
+        assert_eq!(store.used_bytes(), defaults::TOMBSTONE_BYTES);
+    }
+
+    #[tokio::test]
+    async fn an_expired_tombstone_is_forgotten_and_gives_its_bytes_back() {
+        let (store, job) = finished_bound_job(Duration::ZERO, Duration::ZERO).await;
+        store.inner.sweep();
+        assert!(matches!(store.get(job.id).await.unwrap(), Lookup::Missing));
+        assert_eq!(store.used_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_finished_job_reads_back_whole_and_shares_its_webhook() {
+        let store = MemoryStore::new(&config(1 << 20));
+        let mut job = Job::queued(JobId::random(), "r".into(), Method::PUT);
+        let target = Target::restore("http://127.0.0.1:9/hook").unwrap();
+        job.webhook = Some(Arc::new(Webhook::new(target, true)));
+        answered(&store, &job).await;
+        let Lookup::Found((again, Some(replay))) = store.result(job.id).await.unwrap() else {
+            panic!("the finished job and its result must be found");
+        };
+        assert_eq!(again.status, JobStatus::Succeeded);
+        assert_eq!(again.method, Method::PUT);
+        assert_eq!(again.attempts, 1);
+        assert_eq!(
+            again.response.map(|r| (r.status, r.bytes)),
+            Some((200, 100))
+        );
+        assert!(Arc::ptr_eq(
+            again.webhook.as_ref().unwrap(),
+            job.webhook.as_ref().unwrap()
+        ));
+        assert_eq!(replay.status, StatusCode::OK);
+        assert!(matches!(replay.body, ReplayBody::Bytes(b) if b.len() == 100));
     }
 
     #[tokio::test]

@@ -9,13 +9,13 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use moka::sync::Cache;
 
-use super::record::{self, millis_of, Record};
 use super::writer::{key, Db, Space};
 use crate::body::ReplayBody;
 use crate::config::StoreConfig;
 use crate::header_block::HeaderBlock;
 use crate::jobs::id::{IdHash, JobId};
 use crate::jobs::model::{Job, Replay, StoredResponse};
+use crate::jobs::store::record::{self, millis_of, Record};
 use crate::jobs::store::{Binding, Lookup, StoreError};
 
 pub(super) struct FinishedJobs {
@@ -107,18 +107,19 @@ impl FinishedJobs {
             })));
         }
         let response = match record.response {
-            Some(r) => Some(Kept {
-                status: http::StatusCode::from_u16(r.status)
-                    .map_err(|_| StoreError::Corrupt(format!("job {id}: response status")))?,
-                headers: HeaderBlock::from_bytes(Bytes::from(r.headers))
-                    .ok_or_else(|| StoreError::Corrupt(format!("job {id}: response headers")))?,
-                body: if r.in_file {
-                    None
-                } else {
-                    Some(Bytes::from(r.body.unwrap_or_default()))
-                },
-                bytes: r.bytes,
-            }),
+            Some(mut r) => {
+                let (status, headers) = r.head(id)?;
+                Some(Kept {
+                    status,
+                    headers,
+                    body: if r.in_file {
+                        None
+                    } else {
+                        Some(Bytes::from(r.body.unwrap_or_default()))
+                    },
+                    bytes: r.bytes,
+                })
+            }
             None => None,
         };
         let finished = Arc::new(Finished {

@@ -5,12 +5,12 @@ use std::path::Path;
 
 use bytes::Bytes;
 
-use super::record::Record;
 use super::steps::finish_record;
 use super::writer::{key, untimed, ActiveRecords, Db, Space, Tables};
 use crate::config::StoreConfig;
 use crate::jobs::id::{IdShards, JobId};
 use crate::jobs::model::{Failure, Job, JobStatus, Outcome};
+use crate::jobs::store::record::{time_of, Record};
 use crate::jobs::store::{Recovered, Requeued, StoreError};
 
 pub(super) enum Recovery {
@@ -78,7 +78,7 @@ pub(super) fn recover(
             id,
             route: record.route.clone(),
             request,
-            not_before: record.retry_at.map(super::record::time_of),
+            not_before: record.retry_at.map(time_of),
         });
         active.lock(id).insert(id, job);
     }

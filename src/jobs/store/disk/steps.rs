@@ -4,11 +4,11 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use super::record::{millis_of, Record, ResponseRecord};
 use super::writer::{key, le_u64, timed, Space, Tables, EXPIRES_RESULT, EXPIRES_TOMBSTONE};
 use crate::defaults;
 use crate::jobs::id::JobId;
 use crate::jobs::model::{Outcome, StoredResponse};
+use crate::jobs::store::record::{millis_of, Record, ResponseRecord};
 use crate::jobs::store::StoreError;
 
 /// How many expired entries one sweep removes at most.

@@ -21,9 +21,9 @@ use fjall::{
 use tokio::sync::oneshot;
 
 use super::answers::{answer, Done, Inbox, Inboxes};
-use super::record::Record;
 use crate::defaults;
 use crate::jobs::id::{IdMap, JobId};
+use crate::jobs::store::record::Record;
 use crate::jobs::store::{Binding, Lookup, StoreError};
 
 /// The database's keyspaces. Keys that start with a time are that time as

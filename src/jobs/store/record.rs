@@ -1,20 +1,24 @@
-//! A job as the disk store keeps it: one compact record (postcard) per job,
-//! the request's or the response's body beside it. Times are milliseconds
-//! since the Unix epoch, so they mean the same after a restart.
+//! A job as the embedded stores keep it: one compact record (postcard) per
+//! job, the request's or the response's body beside it. The disk store
+//! writes it to its database; the memory store keeps finished jobs in this
+//! form, a tenth of the size of a [`Job`] and its response. Times are
+//! milliseconds since the Unix epoch, so they mean the same after a restart.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
-use http::Method;
+use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::callback::target::Target;
 use crate::delivery::{Channel, Delivery, DeliveryState, Publication};
 use crate::header_block::HeaderBlock;
 use crate::jobs::id::JobId;
-use crate::jobs::model::{BackendRequest, Failure, Job, JobStatus, ResponseSummary, RetryWait};
+use crate::jobs::model::{
+    BackendRequest, Failure, Job, JobStatus, ResponseSummary, RetryWait, StoredResponse,
+};
 use crate::jobs::owner::Owner;
 use crate::jobs::store::{Binding, StoreError};
 use crate::webhook::Webhook;
@@ -68,6 +72,17 @@ pub(super) struct ResponseRecord {
     pub(super) in_file: bool,
     /// The body when it is small enough to live in the record.
     pub(super) body: Option<Vec<u8>>,
+}
+
+impl ResponseRecord {
+    /// Its status and headers, checked; the headers are taken out of it.
+    pub(super) fn head(&mut self, id: JobId) -> Result<(StatusCode, HeaderBlock), StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("job {id}: {what}"));
+        let status = StatusCode::from_u16(self.status).map_err(|_| corrupt("response status"))?;
+        let headers = HeaderBlock::from_bytes(Bytes::from(std::mem::take(&mut self.headers)))
+            .ok_or_else(|| corrupt("response headers"))?;
+        Ok((status, headers))
+    }
 }
 
 /// A delivery's state as the document shows it.
@@ -167,6 +182,37 @@ impl Record {
             charged,
             retry_at: None,
             retry_reason: None,
+        }
+    }
+
+    /// A finished job as the memory store keeps it. Its deliveries and its
+    /// response's body are not in the record: the store holds them beside it.
+    pub(super) fn finished(job: &Job, response: Option<&StoredResponse>) -> Record {
+        Record {
+            status: job.status.as_str().to_owned(),
+            route: job.route.to_string(),
+            method: job.method.as_str().to_owned(),
+            created: millis_of(job.created_at),
+            started: job.started_at.map(millis_of),
+            finished: job.finished_at.map(millis_of),
+            attempts: job.attempts,
+            resend_on_loss: false,
+            owner: job.owner.map(|o| o.digest()),
+            hook: None,
+            request: None,
+            failure: job.failure.map(|f| f.as_str().to_owned()),
+            response: response.map(|r| ResponseRecord {
+                status: r.status.as_u16(),
+                headers: r.headers.as_bytes().to_vec(),
+                bytes: r.body.len() as u64,
+                in_file: false,
+                body: None,
+            }),
+            expires: None,
+            charged: 0,
+            retry_at: None,
+            retry_reason: None,
+            kafka: None,
         }
     }
 
