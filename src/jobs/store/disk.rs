@@ -113,6 +113,7 @@ async fn sweep(inner: std::sync::Weak<Inner>) {
         if let Err(e) = inner.sweep().await {
             tracing::warn!(error = %e, "could not sweep the store");
         }
+        inner.active.give_back_room();
     }
 }
 
