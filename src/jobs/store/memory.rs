@@ -1,35 +1,25 @@
-//! The embedded store: jobs in flight in one map; finished jobs, and then
-//! their tombstones, in another, so an expired or deleted id answers `410`
-//! until its tombstone expires. A finished job is kept as its encoded
-//! record beside its response's body: with a million results stored, the
-//! bookkeeping is what a job costs beyond its result. Those maps are not
-//! caches (the memory store's results exist nowhere else, so none may go
-//! before its time); the jobs read lately are, decoded, in a moka cache of
-//! bounded size, since polls of one job come in runs.
+//! The embedded store: jobs in flight in one map, finished jobs in
+//! [`FinishedJobs`]; both lost when the process exits.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant, SystemTime};
+mod finished;
+
+use std::sync::{Arc, Weak};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use http::StatusCode;
 use moka::sync::Cache;
 
-use super::record::Record;
 use super::{
-    Binding, Budget, Cancel, CreateError, Created, JobStore, LocalQueue, Lookup, NewJob, Recovered,
+    Budget, Cancel, CreateError, Created, JobStore, LocalQueue, Lookup, NewJob, Recovered,
     Reservation, StoreError,
 };
 use crate::config::StoreConfig;
 use crate::defaults;
-use crate::delivery::{Channel, Delivery, Publication};
-use crate::header_block::HeaderBlock;
-use crate::jobs::id::{IdHash, IdMap, IdShards, JobId};
-use crate::jobs::model::{Job, JobStatus, Outcome, Replay, RetryWait, StoredResponse};
-use crate::room::GiveBack;
-use crate::sync::lock;
+use crate::delivery::{Channel, Delivery};
+use crate::jobs::id::{IdShards, JobId};
+use crate::jobs::model::{Job, JobStatus, Outcome, Replay, RetryWait};
 use crate::webhook::Webhook;
+use finished::FinishedJobs;
 
 pub(crate) struct MemoryStore {
     inner: Arc<Inner>,
@@ -38,23 +28,10 @@ pub(crate) struct MemoryStore {
 struct Inner {
     /// Queued and running jobs.
     active: IdShards<Active>,
-    /// One entry per finished job: its result until `result_ttl`, then a
-    /// tombstone until `tombstone_ttl`.
-    done: IdShards<Box<Done>>,
-    /// Finished jobs in the order their results expire. Every result lives
-    /// `result_ttl`, so finishing order is expiry order and a queue suffices;
-    /// each job's entry in `done` says when.
-    expiring: Mutex<VecDeque<JobId>>,
-    /// Tombstones in the order they expire, and when: each lives
-    /// `tombstone_ttl` from the moment it is laid.
-    burying: Mutex<VecDeque<(Instant, JobId)>>,
-    /// Finished jobs read lately, decoded; weighed, and dropped at will.
-    hot: Cache<JobId, Arc<Decoded>, IdHash>,
+    finished: FinishedJobs,
     /// Idempotency scope -> the job holding it and its request's fingerprint.
     claims: Cache<[u8; 32], Arc<ClaimEntry>>,
     budget: Arc<Budget>,
-    result_ttl: Duration,
-    tombstone_ttl: Duration,
 }
 
 struct Active {
@@ -69,100 +46,19 @@ struct ClaimEntry {
     _bytes: Reservation,
 }
 
-/// Behind one pointer, so the map's slots stay small whatever they hold,
-/// and a job's tombstone takes the place of its result in the same
-/// allocation.
-enum Done {
-    Finished(Finished),
-    Tombstone(Tomb),
-}
-
-struct Finished {
-    /// [`Record::finished`], encoded.
-    record: Box<[u8]>,
-    body: Bytes,
-    /// Shared with every copy of the job handed out, so a delivery's state
-    /// is seen wherever the job is read.
-    webhook: Option<Arc<Webhook>>,
-    kafka: Option<Arc<Publication>>,
-    /// Past this the result is gone even before the sweeper buries it.
-    expires: Instant,
-    _bytes: Reservation,
-}
-
-/// A finished job's record, decoded: everything but its deliveries and its
-/// response's body, which [`Finished`] holds.
-struct Decoded {
-    job: Job,
-    head: Option<(StatusCode, HeaderBlock)>,
-}
-
-impl Decoded {
-    /// Bytes it holds, for the weigher.
-    fn size(&self) -> u32 {
-        let head = self.head.as_ref().map_or(0, |(_, h)| h.size());
-        u32::try_from(std::mem::size_of::<Decoded>() + self.job.route.len() + head)
-            .unwrap_or(u32::MAX)
-    }
-}
-
-struct Tomb {
-    binding: Option<Binding>,
-    until: Instant,
-    _bytes: Reservation,
-}
-
-impl Finished {
-    fn decode(&self, id: JobId) -> Result<Decoded, StoreError> {
-        let mut record = Record::decode(id, &self.record)?;
-        let mut job = record.job(id)?;
-        job.webhook = self.webhook.clone();
-        job.kafka = self.kafka.clone();
-        let head = record.response.as_mut().map(|r| r.head(id)).transpose()?;
-        Ok(Decoded { job, head })
-    }
-
-    /// The job, and its result when `with_result`, from `decoded`.
-    fn read(&self, decoded: &Decoded, with_result: bool) -> (Job, Option<Replay>) {
-        let replay = match &decoded.head {
-            Some((status, headers)) if with_result => Some(Replay::from(StoredResponse {
-                status: *status,
-                headers: headers.clone(),
-                body: self.body.clone(),
-            })),
-            _ => None,
-        };
-        (decoded.job.clone(), replay)
-    }
-
-    /// Whom its tombstone will answer `410`. The record was encoded by this
-    /// process, so it decodes; were it not to, the tombstone would answer
-    /// anyone.
-    fn binding(&self, id: JobId) -> Option<Binding> {
-        Record::decode(id, &self.record).ok()?.binding()
-    }
-}
-
 impl MemoryStore {
     /// Must be called inside a tokio runtime: it starts the sweeper that
     /// turns expired results into tombstones and returns their bytes.
     pub(crate) fn new(config: &StoreConfig) -> MemoryStore {
+        let budget = Budget::new(config.max_bytes);
         let inner = Arc::new(Inner {
             active: IdShards::default(),
-            done: IdShards::default(),
-            hot: Cache::builder()
-                .weigher(|_: &JobId, d: &Arc<Decoded>| d.size())
-                .max_capacity(defaults::HOT_JOBS_BYTES)
-                .build_with_hasher(IdHash::default()),
+            finished: FinishedJobs::new(config, Arc::clone(&budget)),
             // As long as a job can be looked up, tombstone included.
             claims: Cache::builder()
                 .time_to_live(config.result_ttl + config.tombstone_ttl)
                 .build(),
-            expiring: Mutex::default(),
-            burying: Mutex::default(),
-            budget: Budget::new(config.max_bytes),
-            result_ttl: config.result_ttl,
-            tombstone_ttl: config.tombstone_ttl,
+            budget,
         });
         tokio::spawn(sweep(Arc::downgrade(&inner)));
         MemoryStore { inner }
@@ -219,46 +115,9 @@ async fn sweep(inner: Weak<Inner>) {
 }
 
 impl Inner {
-    /// Buries every result whose time is up, drops every tombstone whose
-    /// time is up, and gives back the room a burst of jobs left behind.
     fn sweep(&self) {
-        let now = Instant::now();
-        // One job per lock, so finishing jobs never wait for a whole sweep.
-        loop {
-            let mut expiring = lock(&self.expiring);
-            let Some(&id) = expiring.front() else { break };
-            let mut done = self.done.lock(id);
-            if let Some(Done::Finished(f)) = done.get(&id).map(|d| &**d) {
-                if f.expires > now {
-                    break;
-                }
-                let binding = f.binding(id);
-                self.bury(&mut done, id, binding);
-            }
-            expiring.pop_front();
-        }
-        let now = Instant::now();
-        loop {
-            let id = {
-                let mut burying = lock(&self.burying);
-                match burying.front() {
-                    Some(&(until, id)) if until <= now => {
-                        burying.pop_front();
-                        id
-                    }
-                    _ => break,
-                }
-            };
-            let mut done = self.done.lock(id);
-            if matches!(done.get(&id).map(|d| &**d), Some(Done::Tombstone(t)) if t.until <= now) {
-                done.remove(&id);
-            }
-        }
-        lock(&self.expiring).give_back_room();
-        lock(&self.burying).give_back_room();
+        self.finished.sweep();
         self.active.give_back_room();
-        self.done.give_back_room();
-        self.hot.run_pending_tasks();
         self.claims.run_pending_tasks();
     }
 
@@ -268,77 +127,6 @@ impl Inner {
             fingerprint,
             _bytes: self.budget.force(defaults::TOMBSTONE_BYTES),
         })
-    }
-
-    /// Replaces the finished job in `done`, its shard, by its tombstone.
-    fn bury(&self, done: &mut IdMap<Box<Done>>, id: JobId, binding: Option<Binding>) {
-        let Some(entry) = done.get_mut(&id) else {
-            return;
-        };
-        let mut burying = lock(&self.burying);
-        let until = Instant::now() + self.tombstone_ttl;
-        **entry = Done::Tombstone(Tomb {
-            binding,
-            until,
-            _bytes: self.budget.force(defaults::TOMBSTONE_BYTES),
-        });
-        burying.push_back((until, id));
-        self.hot.invalidate(&id);
-    }
-
-    /// Moves a job out of `active` into `done`. Runs under the `active`
-    /// lock so a reader never finds the job in neither place.
-    fn retire(&self, job: &Job, response: Option<StoredResponse>) {
-        let bytes = defaults::JOB_RECORD_BYTES + response.as_ref().map_or(0, StoredResponse::size);
-        let record = Record::finished(job, response.as_ref()).encode();
-        let mut expiring = lock(&self.expiring);
-        let finished = Finished {
-            record: record.into_boxed_slice(),
-            body: response.map(|r| r.body).unwrap_or_default(),
-            webhook: job.webhook.clone(),
-            kafka: job.kafka.clone(),
-            expires: Instant::now() + self.result_ttl,
-            _bytes: self.budget.force(bytes),
-        };
-        self.done
-            .lock(job.id)
-            .insert(job.id, Box::new(Done::Finished(finished)));
-        expiring.push_back(job.id);
-    }
-
-    /// A finished job whose result is still kept, with its result when
-    /// `with_result`; an expired result or a tombstone is `Gone`.
-    fn finished(
-        &self,
-        id: JobId,
-        with_result: bool,
-    ) -> Result<Lookup<(Job, Option<Replay>)>, StoreError> {
-        // The shard stays locked, so no job leaves the cache's sight: one
-        // buried or discarded meanwhile would leave a stale entry behind.
-        let done = self.done.lock(id);
-        let f = match kept(&done, id) {
-            Ok(f) => f,
-            Err(answer) => return Ok(answer),
-        };
-        let decoded = match self.hot.get(&id) {
-            Some(decoded) => decoded,
-            None => {
-                let decoded = Arc::new(f.decode(id)?);
-                self.hot.insert(id, Arc::clone(&decoded));
-                decoded
-            }
-        };
-        Ok(Lookup::Found(f.read(&decoded, with_result)))
-    }
-}
-
-/// The finished job whose result is still kept, or what to answer instead.
-fn kept<T>(done: &IdMap<Box<Done>>, id: JobId) -> Result<&Finished, Lookup<T>> {
-    match done.get(&id).map(|d| &**d) {
-        Some(Done::Finished(f)) if Instant::now() < f.expires => Ok(f),
-        Some(Done::Finished(f)) => Err(Lookup::Gone(f.binding(id))),
-        Some(Done::Tombstone(t)) => Err(Lookup::Gone(t.binding.clone())),
-        None => Err(Lookup::Missing),
     }
 }
 
@@ -395,7 +183,7 @@ impl JobStore for MemoryStore {
         if let Some(a) = self.inner.active.lock(id).get(&id) {
             return Ok(Lookup::Found(a.job.clone()));
         }
-        Ok(match self.inner.finished(id, false)? {
+        Ok(match self.inner.finished.lookup(id, false)? {
             Lookup::Found((job, _)) => Lookup::Found(job),
             Lookup::Gone(binding) => Lookup::Gone(binding),
             Lookup::Missing => Lookup::Missing,
@@ -406,7 +194,7 @@ impl JobStore for MemoryStore {
         if let Some(a) = self.inner.active.lock(id).get(&id) {
             return Ok(Lookup::Found((a.job.clone(), None)));
         }
-        self.inner.finished(id, true)
+        self.inner.finished.lookup(id, true)
     }
 
     /// One process cannot lose its own lease: `attempt` needs no checking.
@@ -421,7 +209,7 @@ impl JobStore for MemoryStore {
             return Ok(None);
         };
         job.finish(&outcome);
-        self.inner.retire(&job, outcome.response);
+        self.inner.finished.retire(&job, outcome.response);
         Ok(Some(job))
     }
 
@@ -445,9 +233,7 @@ impl JobStore for MemoryStore {
 
     async fn discard(&self, id: JobId) -> Result<(), StoreError> {
         if self.inner.active.lock(id).remove(&id).is_none() {
-            let mut done = self.inner.done.lock(id);
-            done.remove(&id);
-            self.inner.hot.invalidate(&id);
+            self.inner.finished.discard(id);
         }
         Ok(())
     }
@@ -456,37 +242,26 @@ impl JobStore for MemoryStore {
         let mut active = self.inner.active.lock(id);
         if let Some(Active { mut job, .. }) = active.remove(&id) {
             job.finish(&Outcome::canceled());
-            self.inner.retire(&job, None);
+            self.inner.finished.retire(&job, None);
             return Ok(Lookup::Found(Cancel::Canceled(job)));
         }
         drop(active);
-        // Decided and done under one lock, so the sweeper cannot bury the
-        // job meanwhile.
-        let mut done = self.inner.done.lock(id);
-        let f = match kept(&done, id) {
-            Ok(f) => f,
-            Err(answer) => return Ok(answer),
-        };
-        // The job record only: its result, about to be deleted, need not be copied.
-        let job = f.decode(id)?.job;
-        if job.status == JobStatus::Canceled {
-            return Ok(Lookup::Found(Cancel::AlreadyCanceled(job)));
-        }
-        self.inner.bury(&mut done, id, Binding::of(&job));
-        Ok(Lookup::Found(Cancel::Deleted))
+        self.inner.finished.delete(id)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
     use bytes::Bytes;
     use http::uri::PathAndQuery;
     use http::{Method, StatusCode};
 
     use crate::body::ReplayBody;
     use crate::callback::target::Target;
-    use crate::jobs::model::BackendRequest;
+    use crate::jobs::model::{BackendRequest, StoredResponse};
     use crate::jobs::owner::Owner;
 
     use crate::header_block::HeaderBlock;
