@@ -1,7 +1,7 @@
 //! A job as the embedded stores keep it: one compact record (postcard) per
 //! job, the request's or the response's body beside it. The disk store
 //! writes it to its database; the memory store keeps finished jobs in this
-//! form, a tenth of the size of a [`Job`] and its response. Times are
+//! form, under half the size of a [`Job`] and its response. Times are
 //! milliseconds since the Unix epoch, so they mean the same after a restart.
 
 use std::sync::Arc;
