@@ -155,8 +155,9 @@ pub(crate) const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
 
 /// What one job's bookkeeping costs besides its bodies, charged to the store
 /// budget so a million tiny jobs count too. Measured in the memory store
-/// with bench/: about 600 bytes while queued and 450-460 once finished
-/// (`MODE=memory bench/ab.sh`); rounded up, so the budget errs on the safe
+/// with bench/: about 600 bytes while queued; once finished about 380 in
+/// use, 400-570 of resident memory with the allocator's holes
+/// (`MODE=memory bench/ab.sh`). Rounded up, so the budget errs on the safe
 /// side.
 pub(crate) const JOB_RECORD_BYTES: u64 = 1024;
 

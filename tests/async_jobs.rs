@@ -282,9 +282,25 @@ async fn cancel_of_running_job_drops_backend_connection() {
     assert_eq!(client.get(&url).await.json()["status"], "canceled");
 }
 
+/// The finished job's life in each store that keeps it in this process:
+/// each is what the `[store]` table says besides the default (disk).
+const EMBEDDED_STORES: [&str; 2] = ["", "kind = \"memory\"\n"];
+
 #[tokio::test]
 async fn delete_of_finished_job_is_204_then_410_and_repeats_are_204() {
-    let (_backend, gw, client) = setup_async("").await;
+    for store in EMBEDDED_STORES {
+        delete_of_finished_job(store).await;
+    }
+}
+
+async fn delete_of_finished_job(store: &str) {
+    let backend = Backend::start().await;
+    let toml = format!(
+        "[store]\n{store}{}",
+        config(&backend.url(), "", &async_route("/{*p}", ""))
+    );
+    let gw = TestGateway::start(&toml).await;
+    let client = Client::default();
     let reply = client.post(&gw.url("/x"), "").await;
     let url = gw.url(reply.header("location"));
     client.wait_status(&url, "succeeded").await;
@@ -299,9 +315,15 @@ async fn delete_of_finished_job_is_204_then_410_and_repeats_are_204() {
 
 #[tokio::test]
 async fn results_expire_to_410_and_tombstones_to_404() {
+    for store in EMBEDDED_STORES {
+        results_expire(store).await;
+    }
+}
+
+async fn results_expire(store: &str) {
     let backend = Backend::start().await;
     let toml = format!(
-        "[store]\nresult_ttl = \"300ms\"\ntombstone_ttl = \"300ms\"\n{}",
+        "[store]\n{store}result_ttl = \"300ms\"\ntombstone_ttl = \"300ms\"\n{}",
         config(&backend.url(), "", &async_route("/{*p}", ""))
     );
     let gw = TestGateway::start(&toml).await;

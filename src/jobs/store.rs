@@ -66,6 +66,17 @@ pub(crate) enum Lookup<T> {
     Missing,
 }
 
+impl<T> Lookup<T> {
+    /// What was found, made into something else; `Gone` and `Missing` stay.
+    pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> Lookup<U> {
+        match self {
+            Lookup::Found(found) => Lookup::Found(f(found)),
+            Lookup::Gone(binding) => Lookup::Gone(binding),
+            Lookup::Missing => Lookup::Missing,
+        }
+    }
+}
+
 /// A bound job's tombstone keeps whom it answers `410`: the submitter,
 /// recognised by its route's credential headers. Anyone else is told
 /// `404`, as if the job had never existed.

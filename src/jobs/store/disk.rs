@@ -194,11 +194,7 @@ impl JobStore for DiskStore {
         if let Some(job) = self.inner.active.lock(id).get(&id) {
             return Ok(Lookup::Found(job.clone()));
         }
-        Ok(match self.inner.finished.lookup(id)? {
-            Lookup::Found(f) => Lookup::Found(f.job.clone()),
-            Lookup::Gone(binding) => Lookup::Gone(binding),
-            Lookup::Missing => Lookup::Missing,
-        })
+        Ok(self.inner.finished.lookup(id)?.map(|f| f.job.clone()))
     }
 
     async fn result(&self, id: JobId) -> Result<Lookup<(Job, Option<Replay>)>, StoreError> {

@@ -183,11 +183,7 @@ impl JobStore for MemoryStore {
         if let Some(a) = self.inner.active.lock(id).get(&id) {
             return Ok(Lookup::Found(a.job.clone()));
         }
-        Ok(match self.inner.finished.lookup(id, false)? {
-            Lookup::Found((job, _)) => Lookup::Found(job),
-            Lookup::Gone(binding) => Lookup::Gone(binding),
-            Lookup::Missing => Lookup::Missing,
-        })
+        Ok(self.inner.finished.lookup(id, false)?.map(|(job, _)| job))
     }
 
     async fn result(&self, id: JobId) -> Result<Lookup<(Job, Option<Replay>)>, StoreError> {

@@ -285,11 +285,7 @@ impl JobStore for RedisStore {
     }
 
     async fn get(&self, id: JobId) -> Result<Lookup<Job>, StoreError> {
-        Ok(match self.read(id, &[]).await? {
-            Lookup::Found((job, _)) => Lookup::Found(job),
-            Lookup::Gone(binding) => Lookup::Gone(binding),
-            Lookup::Missing => Lookup::Missing,
-        })
+        Ok(self.read(id, &[]).await?.map(|(job, _)| job))
     }
 
     async fn result(&self, id: JobId) -> Result<Lookup<(Job, Option<Replay>)>, StoreError> {
