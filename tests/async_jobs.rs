@@ -293,7 +293,9 @@ async fn delete_of_finished_job_is_204_then_410_and_repeats_are_204() {
     }
 }
 
-async fn delete_of_finished_job(store: &str) {
+/// A gateway whose `[store]` table says `store`, and the status URL of a
+/// job it has finished.
+async fn finished_job(store: &str) -> (Backend, TestGateway, Client, String) {
     let backend = Backend::start().await;
     let toml = format!(
         "[store]\n{store}{}",
@@ -304,6 +306,11 @@ async fn delete_of_finished_job(store: &str) {
     let reply = client.post(&gw.url("/x"), "").await;
     let url = gw.url(reply.header("location"));
     client.wait_status(&url, "succeeded").await;
+    (backend, gw, client, url)
+}
+
+async fn delete_of_finished_job(store: &str) {
+    let (_backend, _gw, client, url) = finished_job(store).await;
     assert_eq!(client.delete(&url).await.status, 204);
     client.get(&url).await.assert_problem(410, "job-gone");
     client
@@ -321,16 +328,8 @@ async fn results_expire_to_410_and_tombstones_to_404() {
 }
 
 async fn results_expire(store: &str) {
-    let backend = Backend::start().await;
-    let toml = format!(
-        "[store]\n{store}result_ttl = \"300ms\"\ntombstone_ttl = \"300ms\"\n{}",
-        config(&backend.url(), "", &async_route("/{*p}", ""))
-    );
-    let gw = TestGateway::start(&toml).await;
-    let client = Client::default();
-    let reply = client.post(&gw.url("/x"), "").await;
-    let url = gw.url(reply.header("location"));
-    client.wait_status(&url, "succeeded").await;
+    let ttls = format!("{store}result_ttl = \"300ms\"\ntombstone_ttl = \"300ms\"\n");
+    let (_backend, _gw, client, url) = finished_job(&ttls).await;
     let mut statuses = Vec::new();
     poll_until(
         10,
