@@ -27,9 +27,10 @@ impl Redis {
     }
 
     async fn start_as(cluster: bool) -> Redis {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
+        let port = if cluster {
+            bus_port_pair()
+        } else {
+            free_port()
         };
         let dir = std::env::temp_dir().join(format!("asyncgate-redis-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -147,6 +148,27 @@ impl Redis {
             .await
             .ok()
     }
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A port for a cluster node, free when asked, whose cluster bus (10000
+/// above it) is free too. Both are taken below Linux's ephemeral range
+/// (32768 and up), so that the bus is at most 65535 (redis-server refuses
+/// to start otherwise) and no socket another test opens on port 0 takes
+/// either of them meanwhile.
+fn bus_port_pair() -> u16 {
+    let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+    for _ in 0..1000 {
+        let port = 20_000 + (uuid::Uuid::new_v4().as_u128() % 2_768) as u16;
+        if free(port) && free(port + 10_000) {
+            return port;
+        }
+    }
+    panic!("no free pair of ports (N, N + 10000) for a cluster node in 20000-32767");
 }
 
 /// A Redis Cluster on loopback: three masters, each with a replica, so a
