@@ -20,13 +20,15 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::App;
+use crate::accept;
+use crate::app::Report;
 use crate::defaults;
 use crate::error_chain::Chain;
 
-/// What the admin endpoints read: the app, and whether it is draining.
+/// What the admin endpoints read: the app's report, and whether it is
+/// draining.
 pub(crate) struct Admin {
-    app: Arc<App>,
+    report: Report,
     /// The public listener's port, for the dashboard's links to jobs.
     public_port: u16,
     draining: AtomicBool,
@@ -35,9 +37,9 @@ pub(crate) struct Admin {
 type Reply = Response<Full<Bytes>>;
 
 impl Admin {
-    pub(crate) fn new(app: Arc<App>, public_port: u16) -> Admin {
+    pub(crate) fn new(report: Report, public_port: u16) -> Admin {
         Admin {
-            app,
+            report,
             public_port,
             draining: AtomicBool::new(false),
         }
@@ -57,9 +59,7 @@ impl Admin {
                 accepted = listener.accept() => match accepted {
                     Ok(conn) => conn,
                     Err(e) => {
-                        // Out of file descriptors, say: pause rather than spin.
-                        tracing::warn!(error = %e, "the admin listener could not accept; pausing");
-                        tokio::time::sleep(defaults::ACCEPT_ERROR_BACKOFF).await;
+                        accept::on_error("admin", e).await;
                         continue;
                     }
                 },
@@ -106,7 +106,7 @@ impl Admin {
         if self.draining.load(Ordering::Relaxed) {
             return Some("draining".to_owned());
         }
-        let store = self.app.jobs().store().usage().await;
+        let store = self.report.store_bytes().await;
         store
             .err()
             .map(|e| format!("the job store cannot take work: {}", Chain(&e)))
@@ -125,12 +125,12 @@ impl Admin {
             Err(why) => return text(StatusCode::BAD_REQUEST, &format!("{why}\n")),
         };
         // One question to the store answers both.
-        let store_bytes = self.app.jobs().store().usage().await.ok();
+        let store_bytes = self.report.store_bytes().await.ok();
         let ready = store_bytes.is_some() && !self.draining.load(Ordering::Relaxed);
-        let jobs = dashboard::listed(&self.app, &filter);
-        let routing = self.app.routing();
+        let jobs = dashboard::listed(&self.report, &filter);
+        let routing = self.report.routing();
         let overview = dashboard::overview(
-            &self.app,
+            &self.report,
             &routing,
             self.public_port,
             &jobs,
@@ -144,13 +144,13 @@ impl Admin {
     /// OpenMetrics to a scraper that asks for it, the classic Prometheus
     /// text format to anyone else (curl, older Prometheus).
     async fn metrics(&self, req: &Request<Incoming>) -> Reply {
-        let store_bytes = self.app.jobs().store().usage().await.ok();
+        let store_bytes = self.report.store_bytes().await.ok();
         let openmetrics = req
             .headers()
             .get(ACCEPT)
             .and_then(|a| a.to_str().ok())
             .is_some_and(|a| a.contains("application/openmetrics-text"));
-        let (body, content_type) = exposition::render(&self.app, store_bytes, openmetrics);
+        let (body, content_type) = exposition::render(&self.report, store_bytes, openmetrics);
         reply(StatusCode::OK, content_type, Bytes::from(body))
     }
 }

@@ -4,16 +4,13 @@
 
 mod job_api;
 mod openapi;
+mod report;
 mod routing;
 mod submit;
 
-use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
 use http::header::HeaderValue;
@@ -33,10 +30,11 @@ use crate::metrics::RouteMetrics;
 use crate::prefer::{Preferences, PREFERENCE_APPLIED};
 use crate::proxy;
 use crate::route::Route;
-use crate::server::{Activity, Tracked};
 use crate::sync::lock;
 use crate::tunnel::Handover;
 use crate::upstream::{self, Upstream, UpstreamError};
+use report::PseudoRoutes;
+pub(crate) use report::Report;
 pub(crate) use routing::Routing;
 use routing::{Fixed, Kept, Reloadable};
 
@@ -71,7 +69,7 @@ pub(crate) struct App {
     /// could not apply.
     fixed: Mutex<Fixed>,
     /// One per worker, each swapped by a reload.
-    live: Vec<ArcSwap<Routing>>,
+    live: Arc<[ArcSwap<Routing>]>,
     kept: Kept,
     jobs: Arc<Jobs>,
     store_max_bytes: u64,
@@ -85,11 +83,7 @@ pub(crate) struct App {
     /// The certificate the public listener serves, if it serves HTTPS.
     #[cfg(feature = "tls")]
     served: Option<Arc<crate::tls::Served>>,
-    /// What requests to the job API, to the default upstream and to no
-    /// route at all count, as routes of these names.
-    job_api_metrics: RouteMetrics,
-    default_metrics: RouteMetrics,
-    no_route_metrics: RouteMetrics,
+    pseudo: Arc<PseudoRoutes>,
 }
 
 /// Where a request goes.
@@ -138,11 +132,6 @@ enum Cors {
 
 /// Under `jobs_path`: the job API's description, not a job.
 const OPENAPI: &str = "/openapi.json";
-
-/// Route names the metrics give requests that no configured route took.
-const JOB_API_ROUTE: &str = "_jobs";
-const DEFAULT_ROUTE: &str = "_default";
-const NO_ROUTE: &str = "_none";
 
 impl App {
     /// Builds, in this order, the store, the upstreams (their connection
@@ -210,9 +199,7 @@ impl App {
             documents: Arc::new(job_api::Documents::new(defaults::DOCUMENT_CACHE_BYTES)),
             #[cfg(feature = "tls")]
             served,
-            job_api_metrics: RouteMetrics::default(),
-            default_metrics: RouteMetrics::default(),
-            no_route_metrics: RouteMetrics::default(),
+            pseudo: Arc::default(),
         })
     }
 
@@ -243,7 +230,7 @@ impl App {
         let (routing, webhooks) = self.kept.build(reloadable, self.server.workers);
         self.jobs.reconfigure(&routing.routes, webhooks);
         let routes = routing.routes.len();
-        for live in &self.live {
+        for live in self.live.iter() {
             live.store(Arc::new(routing.clone()));
         }
         Ok(Reloaded {
@@ -263,12 +250,15 @@ impl App {
         self.live[upstream::current_worker() % self.live.len()].load_full()
     }
 
-    pub(crate) fn jobs(&self) -> &Jobs {
-        &self.jobs
-    }
-
-    pub(crate) fn store_max_bytes(&self) -> u64 {
-        self.store_max_bytes
+    /// What the admin listener reads: counts, limits, readiness, recent jobs.
+    pub(crate) fn report(&self) -> Report {
+        Report {
+            jobs: Arc::clone(&self.jobs),
+            live: Arc::clone(&self.live),
+            pseudo: Arc::clone(&self.pseudo),
+            store_max_bytes: self.store_max_bytes,
+            public_base_url: self.server.public_base_url.as_deref().map(Arc::from),
+        }
     }
 
     /// How forwarding sees a client connected from `addr`.
@@ -279,19 +269,6 @@ impl App {
             tls,
             trusted: self.server.trusted_proxies.iter().any(|n| n.contains(&ip)),
         }
-    }
-
-    pub(crate) fn public_base_url(&self) -> Option<&str> {
-        self.server.public_base_url.as_deref()
-    }
-
-    /// The requests counted under pseudo-route names, with those names.
-    pub(crate) fn other_metrics(&self) -> [(&'static str, &RouteMetrics); 3] {
-        [
-            (JOB_API_ROUTE, &self.job_api_metrics),
-            (DEFAULT_ROUTE, &self.default_metrics),
-            (NO_ROUTE, &self.no_route_metrics),
-        ]
     }
 
     fn destination<'a>(
@@ -377,10 +354,10 @@ impl App {
 
     fn metrics_of<'a>(&'a self, destination: &Destination<'a>) -> &'a RouteMetrics {
         match destination {
-            Destination::JobApi(_) => &self.job_api_metrics,
+            Destination::JobApi(_) => &self.pseudo.job_api,
             Destination::Route(route) => &route.metrics,
-            Destination::Default(..) => &self.default_metrics,
-            Destination::Nowhere => &self.no_route_metrics,
+            Destination::Default(..) => &self.pseudo.default,
+            Destination::Nowhere => &self.pseudo.none,
         }
     }
 
@@ -389,7 +366,8 @@ impl App {
         self.jobs.drain(deadline).await
     }
 
-    async fn handle(
+    /// Answers one request; every error has become a response.
+    pub(crate) async fn handle(
         &self,
         mut req: Request<Incoming>,
         peer: Peer,
@@ -474,15 +452,15 @@ impl App {
             Destination::Nowhere => return Err(GatewayError::NoRoute),
             Destination::Route(route) => route,
         };
-        let api = self.api(&req, peer);
-        let submit = submit::Submitter {
-            api: &api,
+        // Only a request that becomes a job needs the job API's URLs.
+        let submitter = |req: &Request<Incoming>| submit::Submitter {
+            api: self.api(req, peer),
             route,
             peer,
             body_idle_timeout: self.server.body_idle_timeout,
         };
         match route.config.mode {
-            Mode::Async => submit.accept(req).await,
+            Mode::Async => submitter(&req).accept(req).await,
             Mode::Passthrough => {
                 let body = route.config.request_body();
                 self.forward(&route.upstream, req, peer, body, handover)
@@ -493,15 +471,19 @@ impl App {
                 if prefs.respond_async && prefs.wait.is_some() {
                     // OData 4.01: wait up to N seconds, then answer
                     // asynchronously.
-                    submit.accept_or_answer(req, prefs.wait, true).await
+                    submitter(&req)
+                        .accept_or_answer(req, prefs.wait, true)
+                        .await
                 } else if prefs.respond_async {
-                    let mut response = submit.accept(req).await?;
+                    let mut response = submitter(&req).accept(req).await?;
                     response
                         .headers_mut()
                         .insert(PREFERENCE_APPLIED, RESPOND_ASYNC);
                     Ok(response)
                 } else if route.config.mode == Mode::Auto {
-                    submit.accept_or_answer(req, prefs.wait, false).await
+                    submitter(&req)
+                        .accept_or_answer(req, prefs.wait, false)
+                        .await
                 } else {
                     let body = route.config.request_body();
                     self.forward(&route.upstream, req, peer, body, handover)
@@ -537,35 +519,5 @@ impl App {
                     source,
                 },
             })
-    }
-}
-
-/// One connection's view of the app, as a tower service so layers can wrap
-/// it; it never fails, because every error has become a response.
-#[derive(Clone)]
-pub(crate) struct AppService {
-    pub(crate) app: Arc<App>,
-    pub(crate) peer: Peer,
-    /// The connection's requests, so it can tell when it is idle.
-    pub(crate) activity: Arc<Activity>,
-}
-
-impl tower::Service<Request<Incoming>> for AppService {
-    type Response = Response<Tracked>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Tracked>, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let app = Arc::clone(&self.app);
-        let peer = self.peer;
-        let request = self.activity.begin();
-        Box::pin(async move {
-            let response = app.handle(req, peer, request.handover()).await;
-            Ok(response.map(|body| Tracked::new(body, request)))
-        })
     }
 }

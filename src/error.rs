@@ -21,6 +21,8 @@ pub(crate) enum GatewayError {
     JobNotFound,
     #[error("the wait parameter is not a number of seconds")]
     BadWait,
+    #[error("the redirect parameter is neither true nor false")]
+    BadRedirect,
     #[error("a WebSocket handshake without a version 13 key")]
     BadWebSocket,
     #[error(transparent)]
@@ -73,6 +75,7 @@ impl GatewayError {
             | E::MethodNotAllowed { .. }
             | E::JobNotFound
             | E::BadWait
+            | E::BadRedirect
             | E::BadWebSocket
             | E::BadIdempotencyKey(_)
             | E::BadCallback(_)
@@ -135,6 +138,12 @@ impl GatewayError {
                 "bad-wait",
                 "Bad Wait",
                 "`wait` must be a whole number of seconds, e.g. ?wait=20.",
+            ),
+            E::BadRedirect => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "bad-redirect",
+                "Bad Redirect",
+                "`redirect` must be true or false, e.g. ?redirect=false.",
             ),
             E::BadWebSocket => Problem::new(
                 StatusCode::BAD_REQUEST,

@@ -17,6 +17,7 @@
 //!
 //! Start with [`Config::load`] and [`Gateway::bind`].
 
+mod accept;
 mod admin;
 mod app;
 mod backoff;

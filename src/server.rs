@@ -16,13 +16,12 @@ use tokio::sync::{oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::accept;
 use crate::admin::Admin;
 use crate::app::App;
 use crate::config::Config;
-use crate::defaults;
 use crate::jobs::DrainReport;
 use crate::upstream;
-pub(crate) use connection::{Activity, Tracked};
 use connection::{Serving, Timeouts};
 
 /// A bound, not yet serving gateway.
@@ -149,7 +148,7 @@ impl Gateway {
         let _admin_stop_on_drop = admin_stop.clone().drop_guard();
         let admin = admin.and_then(|listener| match TcpListener::from_std(listener) {
             Ok(listener) => {
-                let admin = Arc::new(Admin::new(Arc::clone(&app), local_addr.port()));
+                let admin = Arc::new(Admin::new(app.report(), local_addr.port()));
                 tokio::spawn(Arc::clone(&admin).serve(listener, admin_stop.clone()));
                 Some(admin)
             }
@@ -290,7 +289,7 @@ impl Worker {
                 accepted = listener.accept() => match accepted {
                     Ok(conn) => conn,
                     Err(e) => {
-                        on_accept_error(e).await;
+                        accept::on_error("public", e).await;
                         continue;
                     }
                 },
@@ -381,20 +380,4 @@ fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     socket.bind(addr)?;
     // Linux caps it at net.core.somaxconn; nginx asks for 511.
     socket.listen(1024)?.into_std()
-}
-
-/// Errors about one connection are that client's problem; anything else
-/// (out of file descriptors, out of memory) is the process's, and spinning
-/// on it would only burn CPU, so the loop pauses.
-async fn on_accept_error(e: io::Error) {
-    use io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
-    if matches!(
-        e.kind(),
-        ConnectionAborted | ConnectionRefused | ConnectionReset
-    ) {
-        tracing::debug!(error = %e, "accept failed for one connection");
-        return;
-    }
-    tracing::error!(error = %e, pause = ?defaults::ACCEPT_ERROR_BACKOFF, "accept failed; pausing");
-    tokio::time::sleep(defaults::ACCEPT_ERROR_BACKOFF).await;
 }

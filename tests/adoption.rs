@@ -178,28 +178,79 @@ async fn auto_route_answers_a_failed_backend_as_a_proxy_would() {
     reply.assert_problem(502, "upstream-unreachable");
 }
 
+/// The seed pattern: on a `redirect_when_done` route the status monitor at
+/// `Location` answers `200` with the document while the job runs and `303`
+/// to the result once it is done; `Operation-Location`, which LRO clients
+/// poll, names a monitor of the same job that never redirects.
 #[tokio::test]
-async fn redirect_when_done_sends_finished_jobs_from_poll_to_their_result() {
+async fn redirect_when_done_monitor_answers_200_while_running_then_303_to_the_result() {
     let (backend, gw, client) = setup("async", "redirect_when_done = true").await;
     let reply = client.post(&gw.url("/hold/r?status=201"), "done").await;
     let loc = reply.header("location").to_owned();
-    let poll = format!("{loc}/poll");
+    let operation = reply.header("operation-location").to_owned();
+    assert_eq!(operation, format!("{loc}?redirect=false"));
     // Sent, so running: the next change is its end.
     backend.started(1).await;
-    assert_eq!(client.get(&gw.url(&poll)).await.status, 202);
+    let running = client.get(&gw.url(&loc)).await;
+    assert_eq!(running.status, 200);
+    assert_eq!(running.json()["status"], "running");
+    assert!(running.header("retry-after").parse::<u64>().unwrap() >= 1);
+    assert_eq!(
+        client.get(&gw.url(&format!("{loc}/poll"))).await.status,
+        202
+    );
     backend.release(1);
-    // The status monitor stays a monitor (LRO clients take a redirect from
-    // it as an error); the poll resource redirects.
-    let done = client.get(&gw.url(&format!("{loc}?wait=10"))).await;
+    let done = client.get(&gw.url(&format!("{operation}&wait=10"))).await;
     assert_eq!(done.status, 200);
     assert_eq!(done.json()["status"], "succeeded");
-    let redirect = client.get(&gw.url(&poll)).await;
-    assert_eq!(redirect.status, 303);
-    let target = redirect.header("location").to_owned();
-    assert_eq!(target, format!("{loc}/result"));
-    let result = client.get(&gw.url(&target)).await;
+    for method in [Method::GET, Method::HEAD] {
+        let redirect = client.send(method, &gw.url(&loc), &[], "").await;
+        assert_eq!(redirect.status, 303);
+        assert_eq!(redirect.header("location"), format!("{loc}/result"));
+    }
+    let result = client.get(&gw.url(&format!("{loc}/result"))).await;
     assert_eq!(result.status, 201);
     assert_eq!(result.body, "done");
+    // The poll resource redirects as before.
+    let poll = client.get(&gw.url(&format!("{loc}/poll"))).await;
+    assert_eq!(poll.status, 303);
+    // A monitor's query is checked, not guessed at.
+    let bad = client.get(&gw.url(&format!("{loc}?redirect=no"))).await;
+    bad.assert_problem(400, "bad-redirect");
+}
+
+/// Any final state redirects: the result resource then says what happened.
+#[tokio::test]
+async fn redirect_when_done_monitor_redirects_a_canceled_job_to_its_409() {
+    let (backend, gw, client) = setup("async", "redirect_when_done = true").await;
+    let reply = client.post(&gw.url("/hold/c"), "").await;
+    let loc = reply.header("location").to_owned();
+    backend.started(1).await;
+    client.delete(&gw.url(&loc)).await.assert_status(200);
+    let redirect = client.get(&gw.url(&loc)).await;
+    assert_eq!(redirect.status, 303);
+    let result = client.get(&gw.url(redirect.header("location"))).await;
+    result.assert_problem(409, "job-canceled");
+    let operation = client
+        .get(&gw.url(reply.header("operation-location")))
+        .await;
+    assert_eq!(operation.status, 200);
+    assert_eq!(operation.json()["status"], "canceled");
+}
+
+/// `location = "poll"` keeps its dialect: `Location` is `…/poll`, and the
+/// status monitor at `Operation-Location` never redirects.
+#[tokio::test]
+async fn poll_dialect_with_redirect_keeps_a_monitor_that_never_redirects() {
+    let (backend, gw, client) =
+        setup("async", "location = \"poll\"\nredirect_when_done = true").await;
+    let reply = client.post(&gw.url("/r"), "").await;
+    let monitor = reply.header("operation-location").to_owned();
+    assert_eq!(reply.header("location"), format!("{monitor}/poll"));
+    let done = client.wait_finished(&gw.url(&monitor)).await;
+    assert_eq!(done["status"], "succeeded");
+    assert_eq!(client.get(&gw.url(&monitor)).await.status, 200);
+    assert_eq!(backend.request_count(), 1);
 }
 
 /// Polls the way azure-core's Location poller, OData and ARM clients do:

@@ -2,7 +2,9 @@
 //! azure-core (`LROBasePolling`) and JavaScript's `@azure/core-lro`, each
 //! run as the real library against a live gateway, through both polling
 //! dialects, `redirect_when_done`, a failed and a canceled job, and URLs
-//! built from the request or from `public_base_url`.
+//! built from the request or from `public_base_url`; and the plain clients
+//! the seed pattern serves, Python's requests and `curl -L`, following
+//! `Location` through its `303` to the result.
 
 mod common;
 
@@ -151,4 +153,90 @@ async fn azure_sdk_pollers_follow_urls_under_public_base_url() {
         .await;
         assert_result(&verdict, from, name);
     }
+}
+
+/// A gateway whose one route holds its jobs in the backend until released
+/// and sends finished ones from their status monitor to their result.
+async fn seed_pattern_gateway(backend: &Backend) -> TestGateway {
+    let route = "[[routes]]\nname = \"held\"\npath = \"/hold/{*p}\"\nupstream = \"app\"\nredirect_when_done = true\n";
+    TestGateway::start(&config(&backend.url(), "", route)).await
+}
+
+/// Python's requests, following `Location` as people's scripts do, sees
+/// the job's document while it runs and, once it is done, is taken by the
+/// `303` to the backend's own answer.
+#[tokio::test]
+async fn python_requests_follows_location_to_the_result() {
+    let backend = Backend::start().await;
+    let gw = seed_pattern_gateway(&backend).await;
+    let mut child = Command::new("python3")
+        .arg("tests/lro/follow_location.py")
+        .arg(gw.url("/hold/x"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = async || {
+        within(30, "follow_location.py", lines.next_line())
+            .await
+            .unwrap()
+            .expect("follow_location.py ended early")
+    };
+    let location = next().await;
+    assert!(location.starts_with("LOCATION http://"), "{location}");
+    backend.started(1).await;
+    // It saw the running job's document before anything was released.
+    while next().await != "STATUS running" {}
+    backend.release(1);
+    let verdict = loop {
+        let line = next().await;
+        if !line.starts_with("STATUS ") {
+            break serde_json::from_str::<serde_json::Value>(&line).unwrap();
+        }
+    };
+    assert_eq!(verdict["redirects"], serde_json::json!([303]), "{verdict}");
+    assert_eq!(verdict["result"], 200, "{verdict}");
+    assert!(
+        verdict["url"].as_str().unwrap().ends_with("/result"),
+        "{verdict}"
+    );
+    assert_eq!(verdict["body"], r#"{"from": "requests"}"#, "{verdict}");
+}
+
+/// `curl -L` on `Location`: the document while the job runs, the backend's
+/// answer after one redirect once it is done.
+#[tokio::test]
+async fn curl_follows_location_to_the_result() {
+    let backend = Backend::start().await;
+    let gw = seed_pattern_gateway(&backend).await;
+    let http = Client::default();
+    let accepted = http.post(&gw.url("/hold/curl"), "by curl").await;
+    let location = accepted.header("location").to_owned();
+    let operation = accepted.header("operation-location").to_owned();
+    backend.started(1).await;
+    let curl = async |url: &str| {
+        let out = within(
+            30,
+            "curl -L",
+            Command::new("curl")
+                .args(["-sS", "-L", "-w", "\n%{num_redirects} %{http_code}", url])
+                .output(),
+        )
+        .await
+        .expect("curl is installed");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let running = curl(&location).await;
+    let (document, trailer) = running.rsplit_once('\n').unwrap();
+    assert_eq!(trailer, "0 200", "{running}");
+    let document: serde_json::Value = serde_json::from_str(document).unwrap();
+    assert_eq!(document["status"], "running");
+    backend.release(1);
+    let done = http.get(&format!("{operation}&wait=10")).await;
+    assert_eq!(done.json()["status"], "succeeded");
+    assert_eq!(curl(&location).await, "by curl\n1 200");
 }

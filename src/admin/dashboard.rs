@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use serde::Serialize;
 
-use crate::app::{App, Routing};
+use crate::app::{Report, Routing};
 use crate::jobs::model::{Job, JobStatus};
 use crate::jobs::Document;
 
@@ -106,7 +106,7 @@ impl Filter {
 }
 
 pub(super) fn overview<'a>(
-    app: &'a App,
+    report: &'a Report,
     routing: &'a Routing,
     public_port: u16,
     jobs: &'a [Job],
@@ -132,7 +132,7 @@ pub(super) fn overview<'a>(
             }
         })
         .collect();
-    let loads = app.jobs().loads();
+    let loads = report.loads();
     let upstreams = routing
         .upstreams
         .iter()
@@ -152,21 +152,21 @@ pub(super) fn overview<'a>(
         .collect();
     Overview {
         ready,
-        public_base_url: app.public_base_url(),
+        public_base_url: report.public_base_url(),
         public_port,
         routes,
         upstreams,
         store: StoreRow {
             used_bytes: store_bytes,
-            max_bytes: app.store_max_bytes(),
+            max_bytes: report.store_max_bytes(),
         },
-        jobs: jobs.iter().map(|j| app.jobs().document(j)).collect(),
+        jobs: jobs.iter().map(|j| report.document(j)).collect(),
     }
 }
 
 /// The jobs `filter` asks for, newest first.
-pub(super) fn listed(app: &App, filter: &Filter) -> Vec<Job> {
-    app.jobs().recent(|j| filter.keeps(j), filter.limit)
+pub(super) fn listed(report: &Report, filter: &Filter) -> Vec<Job> {
+    report.recent(|j| filter.keeps(j), filter.limit)
 }
 
 #[cfg(test)]

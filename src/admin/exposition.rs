@@ -1,19 +1,17 @@
 //! The metrics as Prometheus reads them: a collector that reads the
 //! gateway's counters at scrape time, encoded by `prometheus-client`.
 
-use std::sync::Arc;
-
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::app::App;
+use crate::app::Report;
 use crate::metrics::{Histogram, RouteMetrics};
 
 /// One scrape's view: the app's live counters, and what had to be asked of
 /// the store before encoding could start.
 struct Exposition {
-    app: Arc<App>,
+    report: Report,
     /// `None` when the store could not be reached.
     store_bytes: Option<u64>,
 }
@@ -26,13 +24,13 @@ impl std::fmt::Debug for Exposition {
 
 /// The text and its content type.
 pub(super) fn render(
-    app: &Arc<App>,
+    report: &Report,
     store_bytes: Option<u64>,
     openmetrics: bool,
 ) -> (String, &'static str) {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Exposition {
-        app: Arc::clone(app),
+        report: report.clone(),
         store_bytes,
     }));
     let mut out = String::new();
@@ -98,15 +96,18 @@ fn histogram<'h>(
 
 impl prometheus_client::collector::Collector for Exposition {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
-        let app = &self.app;
-        let routing = app.routing();
+        let report = &self.report;
+        let routing = report.routing();
         let routes: Vec<(&str, &RouteMetrics)> = routing
             .routes
             .iter()
             .map(|r| (&*r.name, &*r.metrics))
             .collect();
-        let everywhere: Vec<(&str, &RouteMetrics)> =
-            routes.iter().copied().chain(app.other_metrics()).collect();
+        let everywhere: Vec<(&str, &RouteMetrics)> = routes
+            .iter()
+            .copied()
+            .chain(report.other_metrics())
+            .collect();
         counter(
             &mut encoder,
             "asyncgate_requests",
@@ -145,7 +146,7 @@ impl prometheus_client::collector::Collector for Exposition {
                     .map(move |(reason, n)| (vec![("route", *route), ("reason", reason)], n))
             }),
         )?;
-        let loads = app.jobs().loads();
+        let loads = report.loads();
         gauge(
             &mut encoder,
             "asyncgate_jobs_queued",
@@ -189,15 +190,15 @@ impl prometheus_client::collector::Collector for Exposition {
             &mut encoder,
             "asyncgate_store_max_bytes",
             "The store's budget.",
-            [(vec![], app.store_max_bytes())],
+            [(vec![], report.store_max_bytes())],
         )?;
-        if let Some(webhooks) = app.jobs().webhooks() {
+        if let Some(outcomes) = report.webhook_outcomes() {
             counter(
                 &mut encoder,
                 "asyncgate_webhook_deliveries",
                 "Webhook delivery attempts, by outcome.",
-                webhooks
-                    .outcomes()
+                outcomes
+                    .into_iter()
                     .map(|(outcome, n)| (vec![("outcome", outcome)], n)),
             )?;
         }
@@ -208,13 +209,13 @@ impl prometheus_client::collector::Collector for Exposition {
             [(vec![], crate::logging::dropped_lines())],
         )?;
         #[cfg(feature = "kafka")]
-        if let Some(kafka) = app.jobs().kafka() {
+        if let Some(outcomes) = report.kafka_outcomes() {
             counter(
                 &mut encoder,
                 "asyncgate_kafka_deliveries",
                 "Attempts to produce a job's record to Kafka, by outcome.",
-                kafka
-                    .outcomes()
+                outcomes
+                    .into_iter()
                     .map(|(outcome, n)| (vec![("outcome", outcome)], n)),
             )?;
         }

@@ -36,22 +36,14 @@ const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
 /// The job API as one request sees it: its URLs start with the prefix that
 /// request should see (absolute, from the configured `public_base_url` or
-/// the request's own scheme and host, or relative). It derefs to [`Jobs`]
-/// for everything that is not a URL.
+/// the request's own scheme and host, or relative). What is not a URL is
+/// asked of [`Api::jobs`].
 #[derive(Clone)]
 pub(crate) struct Api {
     jobs: Arc<Jobs>,
     prefix: String,
     capabilities: Arc<Capabilities>,
     documents: Arc<Documents>,
-}
-
-impl std::ops::Deref for Api {
-    type Target = Jobs;
-
-    fn deref(&self) -> &Jobs {
-        &self.jobs
-    }
 }
 
 impl Api {
@@ -67,6 +59,10 @@ impl Api {
             capabilities,
             documents,
         }
+    }
+
+    pub(crate) fn jobs(&self) -> &Jobs {
+        &self.jobs
     }
 
     /// The status monitor's URL.
@@ -111,10 +107,10 @@ pub(crate) enum Asker {
 }
 
 impl Asker {
-    pub(crate) async fn find(&self, jobs: &Api, id: JobId) -> Result<Job, GatewayError> {
+    pub(crate) async fn find(&self, api: &Api, id: JobId) -> Result<Job, GatewayError> {
         Ok(match self {
-            Asker::Credentials(headers) => jobs.find(id, headers).await?,
-            Asker::Capability => jobs.find_for_capability(id).await?,
+            Asker::Credentials(headers) => api.jobs().find(id, headers).await?,
+            Asker::Capability => api.jobs().find_for_capability(id).await?,
         })
     }
 }
@@ -122,7 +118,7 @@ impl Asker {
 /// Serves a request whose path is `{jobs_path}{rest}`; a WebSocket it
 /// opens is left in `handover` for the connection to drive.
 pub(crate) async fn serve<B>(
-    jobs: &Api,
+    api: &Api,
     req: &mut Request<B>,
     rest: &str,
     handover: &Handover,
@@ -130,8 +126,8 @@ pub(crate) async fn serve<B>(
     if req.method() == Method::GET && crate::tunnel::requested(req).is_some() {
         let rest = rest.strip_prefix('/').ok_or(GatewayError::JobNotFound)?;
         let id = JobId::parse(rest).ok_or(GatewayError::JobNotFound)?;
-        let asker = jobs.asker(id, req.uri().query(), req.headers());
-        return websocket::open(jobs, id, req, asker, handover).await;
+        let asker = api.asker(id, req.uri().query(), req.headers());
+        return websocket::open(api, id, req, asker, handover).await;
     }
     let headers = req.headers();
     let rest = rest.strip_prefix('/').ok_or(GatewayError::JobNotFound)?;
@@ -144,19 +140,19 @@ pub(crate) async fn serve<B>(
     let id = JobId::parse(id).ok_or(GatewayError::JobNotFound)?;
     match (resource, req.method()) {
         (Resource::Status, &Method::GET) if wants_event_stream(headers) => {
-            let asker = jobs.asker(id, req.uri().query(), headers);
-            events(jobs, id, asker, headers).await
+            let asker = api.asker(id, req.uri().query(), headers);
+            events(api, id, asker, headers).await
         }
         (Resource::Status, &Method::GET | &Method::HEAD) => {
-            let wait = long_poll_wait(req.uri().query())?;
-            status(jobs, id, wait, headers).await
+            let asked = MonitorQuery::parse(req.uri().query())?;
+            status(api, id, asked, headers).await
         }
-        (Resource::Status, &Method::DELETE) => cancel(jobs, id, headers).await,
+        (Resource::Status, &Method::DELETE) => cancel(api, id, headers).await,
         (Resource::Status, _) => Err(GatewayError::MethodNotAllowed {
             allow: "GET, HEAD, DELETE",
         }),
-        (Resource::Result, &Method::GET | &Method::HEAD) => result(jobs, id, Some(headers)).await,
-        (Resource::Poll, &Method::GET | &Method::HEAD) => poll(jobs, id, headers).await,
+        (Resource::Result, &Method::GET | &Method::HEAD) => result(api, id, Some(headers)).await,
+        (Resource::Poll, &Method::GET | &Method::HEAD) => poll(api, id, headers).await,
         (Resource::Result | Resource::Poll, _) => {
             Err(GatewayError::MethodNotAllowed { allow: "GET, HEAD" })
         }
@@ -175,36 +171,68 @@ enum Resource {
     Poll,
 }
 
-/// The `202 Accepted` for a job just submitted.
-pub(crate) fn accepted(jobs: &Api, job: &Job) -> Response<Body> {
-    let url = jobs.url(job.id);
-    let location = match jobs.with_route(&job.route, |r| r.config.location) {
-        Some(LocationStyle::Poll) => format!("{url}/poll"),
-        Some(LocationStyle::Status) | None => url.clone(),
+/// The `202 Accepted` for a job just submitted. `Location` is what people,
+/// `curl -L` and plain HTTP libraries follow; `Operation-Location` is what
+/// LRO clients (azure-core, `@azure/core-lro`) poll when it is present. On
+/// a `redirect_when_done` route they name two monitors of the job: the one
+/// that redirects to the result once it is finished, and one that never
+/// does, since LRO clients take a `303` from their monitor as an error.
+pub(crate) fn accepted(api: &Api, job: &Job) -> Response<Body> {
+    let url = api.url(job.id);
+    let (location, operation) = match api.jobs().with_route(&job.route, Monitor::of) {
+        Some(Monitor::Poll) => (format!("{url}/poll"), url),
+        Some(Monitor::Redirecting) => (url.clone(), format!("{url}?{NO_REDIRECT}")),
+        Some(Monitor::Plain) | None => (url.clone(), url),
     };
-    let mut response = document_response(jobs, job);
+    let mut response = document_response(api, job);
     *response.status_mut() = StatusCode::ACCEPTED;
     let headers = response.headers_mut();
     let header = |u: String| HeaderValue::try_from(u).expect("job URLs are valid header values");
     headers.insert(LOCATION, header(location));
-    headers.insert(OPERATION_LOCATION, header(url));
+    headers.insert(OPERATION_LOCATION, header(operation));
     response
 }
+
+/// What a route's `Location` points at, and whether it redirects.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Monitor {
+    /// The JSON status monitor, which always answers its document.
+    Plain,
+    /// The JSON status monitor, which answers `303` to the result once the
+    /// job is finished: the seed pattern, for `redirect_when_done`.
+    Redirecting,
+    /// `…/poll` (`location = "poll"`): `202` until finished.
+    Poll,
+}
+
+impl Monitor {
+    fn of(route: &crate::route::Route) -> Monitor {
+        match (route.config.location, route.config.redirect_when_done) {
+            (LocationStyle::Poll, _) => Monitor::Poll,
+            (LocationStyle::Status, true) => Monitor::Redirecting,
+            (LocationStyle::Status, false) => Monitor::Plain,
+        }
+    }
+}
+
+/// The query that makes a status monitor never redirect: the
+/// `Operation-Location` of a `redirect_when_done` route's jobs.
+const NO_REDIRECT: &str = "redirect=false";
 
 /// `{id}/poll`: while the job is unfinished `202` with `Retry-After` and its
 /// document; then what `{id}/result` answers, with OData's `AsyncResult`
 /// naming its status, or a `303` to it on routes with `redirect_when_done`.
-async fn poll(jobs: &Api, id: JobId, headers: &HeaderMap) -> Result<Response<Body>, GatewayError> {
-    let job = jobs.find(id, headers).await?;
+async fn poll(api: &Api, id: JobId, headers: &HeaderMap) -> Result<Response<Body>, GatewayError> {
+    let job = api.jobs().find(id, headers).await?;
     if !job.status.is_terminal() {
-        let mut response = document_response(jobs, &job);
+        let mut response = document_response(api, &job);
         *response.status_mut() = StatusCode::ACCEPTED;
         return Ok(response);
     }
-    if redirects_to_result(jobs, &job) {
-        return Ok(see_result(jobs, id));
+    if redirects_to_result(api, &job) {
+        return Ok(see_result(api, id));
     }
-    let mut response = result(jobs, id, Some(headers))
+    let mut response = result(api, id, Some(headers))
         .await
         .unwrap_or_else(GatewayError::into_response);
     let status = HeaderValue::from(response.status().as_u16());
@@ -217,32 +245,61 @@ async fn poll(jobs: &Api, id: JobId, headers: &HeaderMap) -> Result<Response<Bod
 const ASYNC_RESULT: HeaderName = HeaderName::from_static("asyncresult");
 
 /// A finished job with a result, on a route with `redirect_when_done`.
-fn redirects_to_result(jobs: &Api, job: &Job) -> bool {
+fn redirects_to_result(api: &Api, job: &Job) -> bool {
     job.has_result()
-        && jobs
+        && api
+            .jobs()
             .with_route(&job.route, |r| r.config.redirect_when_done)
             .unwrap_or(false)
 }
 
-fn see_result(jobs: &Api, id: JobId) -> Response<Body> {
+fn see_result(api: &Api, id: JobId) -> Response<Body> {
     let mut response = Response::new(body::empty());
     *response.status_mut() = StatusCode::SEE_OTHER;
-    let location = HeaderValue::try_from(format!("{}/result", jobs.url(id)))
+    let location = HeaderValue::try_from(format!("{}/result", api.url(id)))
         .expect("job URLs are valid header values");
     response.headers_mut().insert(LOCATION, location);
     response
 }
 
-/// `?wait=N`: how long a status request may wait for the job to change,
-/// capped so a held request stays below common proxy idle timeouts.
-fn long_poll_wait(query: Option<&str>) -> Result<Duration, GatewayError> {
-    let Some(value) = query
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .find_map(|kv| kv.strip_prefix("wait="))
-    else {
-        return Ok(Duration::ZERO);
-    };
+/// What a status monitor's query asks for.
+#[derive(Debug, PartialEq, Eq)]
+struct MonitorQuery {
+    /// `?wait=N`: how long the request may wait for the job to change,
+    /// capped so a held request stays below common proxy idle timeouts.
+    wait: Duration,
+    /// `?redirect=false` turns off a `redirect_when_done` route's `303`.
+    redirect: bool,
+}
+
+impl MonitorQuery {
+    fn parse(query: Option<&str>) -> Result<MonitorQuery, GatewayError> {
+        let mut asked = MonitorQuery {
+            wait: Duration::ZERO,
+            redirect: true,
+        };
+        for (key, value) in query
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .filter_map(|kv| kv.split_once('='))
+        {
+            match key {
+                "wait" => asked.wait = long_poll_wait(value)?,
+                "redirect" => {
+                    asked.redirect = match value {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(GatewayError::BadRedirect),
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(asked)
+    }
+}
+
+fn long_poll_wait(value: &str) -> Result<Duration, GatewayError> {
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
         return Err(GatewayError::BadWait);
     }
@@ -253,38 +310,43 @@ fn long_poll_wait(query: Option<&str>) -> Result<Duration, GatewayError> {
 }
 
 async fn status(
-    jobs: &Api,
+    api: &Api,
     id: JobId,
-    wait: Duration,
+    asked: MonitorQuery,
     headers: &HeaderMap,
 ) -> Result<Response<Body>, GatewayError> {
-    let mut job = jobs.find(id, headers).await?;
-    if !wait.is_zero() && !job.status.is_terminal() {
+    let mut job = api.jobs().find(id, headers).await?;
+    if !asked.wait.is_zero() && !job.status.is_terminal() {
         let seen = job.status;
         // Woken by the job's own state change, not by a timer loop. A
         // change between the lookup and the subscription shows on a second
         // look.
-        let mut changes = jobs.watch(id, seen);
-        job = jobs.find(id, headers).await?;
+        let mut changes = api.jobs().watch(id, seen);
+        job = api.jobs().find(id, headers).await?;
         if job.status == seen {
-            let _ = tokio::time::timeout(wait, changes.wait_for(|s| *s != seen)).await;
-            job = jobs.find(id, headers).await?;
+            let _ = tokio::time::timeout(asked.wait, changes.wait_for(|s| *s != seen)).await;
+            job = api.jobs().find(id, headers).await?;
         }
     }
-    // Never a `303`, even with `redirect_when_done`: LRO clients (azure-core
-    // and others) poll the monitor and take a redirect from it as an error.
-    Ok(document_response(jobs, &job))
+    // Any final state: the result resource then says what happened.
+    let redirects = asked.redirect
+        && job.status.is_terminal()
+        && api.jobs().with_route(&job.route, Monitor::of) == Some(Monitor::Redirecting);
+    if redirects {
+        return Ok(see_result(api, id));
+    }
+    Ok(document_response(api, &job))
 }
 
 /// The result resource: the stored response replayed, or the problem that
 /// stands for it. `headers` are the asking request's, checked against the
 /// job's owner; `None` is the gateway asking on the submitter's behalf.
 pub(crate) async fn result(
-    jobs: &Api,
+    api: &Api,
     id: JobId,
     headers: Option<&HeaderMap>,
 ) -> Result<Response<Body>, GatewayError> {
-    let (job, stored) = jobs.result(id, headers).await?;
+    let (job, stored) = api.jobs().result(id, headers).await?;
     if let Some(stored) = stored {
         // A streamed body has no length of its own to announce.
         let streamed = match &stored.body {
@@ -303,27 +365,23 @@ pub(crate) async fn result(
     }
     match (job.status, job.failure) {
         (JobStatus::Canceled, _) => Err(GatewayError::JobCanceled {
-            monitor: jobs.url(id),
+            monitor: api.url(id),
         }),
         (JobStatus::Failed, Some(failure)) => Err(GatewayError::JobFailed {
             failure,
-            result_limit: jobs.with_route(&job.route, |r| r.config.max_result),
+            result_limit: api.jobs().with_route(&job.route, |r| r.config.max_result),
         }),
         (status, _) => Err(GatewayError::JobNotFinished {
             status,
-            monitor: jobs.url(id),
-            retry_after: jobs.retry_after(&job),
+            monitor: api.url(id),
+            retry_after: api.jobs().retry_after(&job),
         }),
     }
 }
 
-async fn cancel(
-    jobs: &Api,
-    id: JobId,
-    headers: &HeaderMap,
-) -> Result<Response<Body>, GatewayError> {
-    match jobs.cancel(id, headers).await? {
-        Cancel::Canceled(job) | Cancel::AlreadyCanceled(job) => Ok(document_response(jobs, &job)),
+async fn cancel(api: &Api, id: JobId, headers: &HeaderMap) -> Result<Response<Body>, GatewayError> {
+    match api.jobs().cancel(id, headers).await? {
+        Cancel::Canceled(job) | Cancel::AlreadyCanceled(job) => Ok(document_response(api, &job)),
         Cancel::Deleted => {
             let mut response = Response::new(body::empty());
             *response.status_mut() = StatusCode::NO_CONTENT;
@@ -354,12 +412,12 @@ fn wants_event_stream(headers: &HeaderMap) -> bool {
 /// reconnecting. Comment lines keep idle proxies from cutting a stream that
 /// waits long.
 async fn events(
-    jobs: &Api,
+    api: &Api,
     id: JobId,
     asker: Asker,
     headers: &HeaderMap,
 ) -> Result<Response<Body>, GatewayError> {
-    let job = asker.find(jobs, id).await?;
+    let job = asker.find(api, id).await?;
     let seen = headers
         .get(LAST_EVENT_ID)
         .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
@@ -369,14 +427,14 @@ async fn events(
         return Ok(response);
     }
     let (mut tx, body) = http_body_util::channel::Channel::<Bytes, BoxError>::new(4);
-    let jobs = jobs.clone();
+    let api = api.clone();
     tokio::spawn(async move {
         // Each later look is the asker's too.
         let mut job = job;
         let mut sent = seen.unwrap_or(0);
         loop {
             if job.sequence() > sent {
-                if tx.send_data(event(&jobs, &job)).await.is_err() {
+                if tx.send_data(event(&api, &job)).await.is_err() {
                     return; // the client went away
                 }
                 sent = job.sequence();
@@ -385,9 +443,9 @@ async fn events(
                 return;
             }
             let status = job.status;
-            let mut changes = jobs.watch(id, status);
+            let mut changes = api.jobs().watch(id, status);
             // A change before the subscription shows on this second look.
-            job = match asker.find(&jobs, id).await {
+            job = match asker.find(&api, id).await {
                 Ok(j) => j,
                 Err(_) => return,
             };
@@ -413,7 +471,7 @@ async fn events(
                     return;
                 }
             }
-            job = match asker.find(&jobs, id).await {
+            job = match asker.find(&api, id).await {
                 Ok(j) => j,
                 Err(_) => return,
             };
@@ -435,29 +493,29 @@ async fn events(
 const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
-fn event(jobs: &Api, job: &Job) -> Bytes {
+fn event(api: &Api, job: &Job) -> Bytes {
     let mut out = format!(
         "id: {}\nevent: {}\ndata: ",
         job.sequence(),
         job.status.as_str()
     )
     .into_bytes();
-    out.extend_from_slice(&jobs.document(job).to_json());
+    out.extend_from_slice(&api.document(job).to_json());
     out.extend_from_slice(b"\n\n");
     Bytes::from(out)
 }
 
-fn document_response(jobs: &Api, job: &Job) -> Response<Body> {
-    let json = jobs
+fn document_response(api: &Api, job: &Job) -> Response<Body> {
+    let json = api
         .documents
-        .get_or_write(job, &jobs.prefix, || jobs.document(job).to_json());
+        .get_or_write(job, &api.prefix, || api.document(job).to_json());
     let mut response = Response::new(body::full(json));
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, APPLICATION_JSON);
     // The status changes under the client's feet: no cache may keep it.
     headers.insert(CACHE_CONTROL, NO_STORE);
     if !job.status.is_terminal() {
-        headers.insert(RETRY_AFTER, HeaderValue::from(jobs.retry_after(job)));
+        headers.insert(RETRY_AFTER, HeaderValue::from(api.jobs().retry_after(job)));
     }
     response
 }
@@ -468,7 +526,7 @@ mod tests {
 
     #[test]
     fn a_wait_is_whole_seconds_capped_however_large() {
-        let wait = |q| long_poll_wait(Some(q)).ok();
+        let wait = |q| MonitorQuery::parse(Some(q)).ok().map(|a| a.wait);
         assert_eq!(wait("wait=5"), Some(Duration::from_secs(5)));
         assert_eq!(wait("x=1&wait=0"), Some(Duration::ZERO));
         let huge = "wait=1852020546078619633451008";
@@ -476,6 +534,21 @@ mod tests {
         for bad in ["wait=", "wait=-1", "wait=1.5", "wait=+3", "wait=ten"] {
             assert_eq!(wait(bad), None, "{bad}");
         }
-        assert_eq!(long_poll_wait(None).ok(), Some(Duration::ZERO));
+        assert_eq!(
+            MonitorQuery::parse(None).ok().map(|a| a.wait),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn only_redirect_false_turns_the_redirect_off() {
+        let redirect = |q| MonitorQuery::parse(Some(q)).ok().map(|a| a.redirect);
+        assert_eq!(redirect("redirect=false"), Some(false));
+        assert_eq!(redirect("wait=3&redirect=false"), Some(false));
+        assert_eq!(redirect("redirect=true"), Some(true));
+        assert_eq!(redirect("access=x"), Some(true));
+        for bad in ["redirect=", "redirect=no", "redirect=0"] {
+            assert_eq!(redirect(bad), None, "{bad}");
+        }
     }
 }

@@ -21,6 +21,11 @@ pub(super) fn document(jobs_path: &str) -> Value {
         "description": "Long-poll: answer as soon as the status changes, or after this many seconds (at most 30).",
         "schema": { "type": "integer", "minimum": 0 }
     });
+    let redirect = json!({
+        "name": "redirect", "in": "query", "required": false,
+        "description": "false: never answer 303, even on a redirect_when_done route. A 202's Operation-Location on such a route carries it, for LRO clients that take a redirect from their monitor as an error.",
+        "schema": { "type": "string", "enum": ["true", "false"] }
+    });
     let retry_after = json!({
         "description": "Seconds to wait before asking again, while the job is queued or running.",
         "schema": { "type": "integer", "minimum": 0 }
@@ -70,7 +75,7 @@ pub(super) fn document(jobs_path: &str) -> Value {
                 "get": {
                     "summary": "The job's status document; a long-poll with ?wait=N; Server-Sent Events with Accept: text/event-stream (id: and event: per change, Last-Event-ID resumes, 204 once the end was seen); WebSocket events with Upgrade: websocket.",
                     "operationId": "getJob",
-                    "parameters": [wait],
+                    "parameters": [wait, redirect],
                     "responses": {
                         "200": {
                             "description": "The job document (or, for text/event-stream, one event per change).",
@@ -81,7 +86,11 @@ pub(super) fn document(jobs_path: &str) -> Value {
                             }
                         },
                         "101": { "description": "Upgrade: websocket (RFC 6455): the job document as a text message at each state change, then a normal close after the end." },
-                        "400": problem("`wait` is not a whole number of seconds, or a WebSocket handshake lacks a version-13 key.", &["bad-wait", "bad-websocket"]),
+                        "303": {
+                            "description": "Finished (in any final state), on a route with redirect_when_done, unless ?redirect=false: Location is the result.",
+                            "headers": { "Location": { "schema": { "type": "string" } } }
+                        },
+                        "400": problem("`wait` is not a whole number of seconds, `redirect` is neither true nor false, or a WebSocket handshake lacks a version-13 key.", &["bad-wait", "bad-redirect", "bad-websocket"]),
                         "404": not_found,
                         "410": gone,
                         "503": unavailable

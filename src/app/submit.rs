@@ -27,7 +27,7 @@ const CALLBACK_URL: HeaderName = HeaderName::from_static("callback-url");
 
 /// A request on an async route, about to become a job.
 pub(super) struct Submitter<'a> {
-    pub(super) api: &'a Api,
+    pub(super) api: Api,
     pub(super) route: &'a Arc<Route>,
     pub(super) peer: Peer,
     pub(super) body_idle_timeout: Duration,
@@ -40,8 +40,8 @@ impl Submitter<'_> {
         req: Request<Incoming>,
     ) -> Result<Response<Body>, GatewayError> {
         let submission = self.read(req, true).await?;
-        let (job, _) = self.api.submit(self.route, submission).await?;
-        Ok(job_api::accepted(self.api, &job))
+        let (job, _) = self.api.jobs().submit(self.route, submission).await?;
+        Ok(job_api::accepted(&self.api, &job))
     }
 
     /// An `auto` route, or `Prefer: respond-async, wait=N`: the job is
@@ -65,21 +65,21 @@ impl Submitter<'_> {
         // makes it pointless.
         let submission = self.read(req, false).await?;
         let keyed = submission.idempotency.is_some();
-        let (job, mut changes) = self.api.submit(self.route, submission).await?;
+        let (job, mut changes) = self.api.jobs().submit(self.route, submission).await?;
         // A closed channel also means finished: the sender goes last.
         let finished = tokio::time::timeout(wait, changes.wait_for(|s| s.is_terminal()))
             .await
             .is_ok();
         let mut response = if finished {
-            let response = job_api::result(self.api, job.id, None).await;
+            let response = job_api::result(&self.api, job.id, None).await;
             // A keyed job stays, so a repeat of the request gets the same answer.
             if !keyed {
-                self.api.discard(job.id).await;
+                self.api.jobs().discard(job.id).await;
             }
             response.unwrap_or_else(GatewayError::into_response)
         } else {
-            self.api.arm_webhook(&job).await;
-            job_api::accepted(self.api, &job)
+            self.api.jobs().arm_webhook(&job).await;
+            job_api::accepted(&self.api, &job)
         };
         if preferred_wait.is_some() {
             let went_async = respond_async && !finished;
@@ -155,7 +155,8 @@ impl Submitter<'_> {
             return Ok(config.callback_url.clone());
         };
         // A config with an allow-list always has webhooks.
-        let (Some(hosts), Some(webhooks)) = (&config.callback_hosts, self.api.webhooks()) else {
+        let (Some(hosts), Some(webhooks)) = (&config.callback_hosts, self.api.jobs().webhooks())
+        else {
             return Err(GatewayError::BadCallback(TargetError::NotAccepted));
         };
         let url = value

@@ -6,7 +6,12 @@
 //! waits for its next request, so it cannot tell the two timeouts apart
 //! (and HTTP/2 has no idle timeout at all): the connection's reads and its
 //! requests are watched here instead.
+//!
+//! Its service, `AppService`, is the app as this connection's peer sees it,
+//! each response's end reported back to the connection's activity.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -16,7 +21,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::{Request, Response};
 use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -25,8 +32,9 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{App, AppService};
+use crate::app::App;
 use crate::body::{Body, BoxError};
+use crate::headers::Peer;
 use crate::tunnel::Handover;
 
 /// A client connection as hyper serves it.
@@ -438,5 +446,35 @@ async fn drive(
                 }
             }
         }
+    }
+}
+
+/// One connection's view of the app, as a tower service so layers can wrap
+/// it; it never fails, because every error has become a response.
+#[derive(Clone)]
+pub(crate) struct AppService {
+    pub(crate) app: Arc<App>,
+    pub(crate) peer: Peer,
+    /// The connection's requests, so it can tell when it is idle.
+    pub(crate) activity: Arc<Activity>,
+}
+
+impl tower::Service<Request<Incoming>> for AppService {
+    type Response = Response<Tracked>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Tracked>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let app = Arc::clone(&self.app);
+        let peer = self.peer;
+        let request = self.activity.begin();
+        Box::pin(async move {
+            let response = app.handle(req, peer, request.handover()).await;
+            Ok(response.map(|body| Tracked::new(body, request)))
+        })
     }
 }

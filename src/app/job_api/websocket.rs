@@ -27,13 +27,13 @@ use crate::tunnel::Handover;
 /// Answers the handshake (`404` first for a job the asker may not see)
 /// and leaves the socket for the connection to drive.
 pub(super) async fn open<B>(
-    jobs: &Api,
+    api: &Api,
     id: JobId,
     req: &mut Request<B>,
     asker: Asker,
     handover: &Handover,
 ) -> Result<Response<Body>, GatewayError> {
-    let job = asker.find(jobs, id).await?;
+    let job = asker.find(api, id).await?;
     let version_13 = req
         .headers()
         .get(SEC_WEBSOCKET_VERSION)
@@ -44,14 +44,14 @@ pub(super) async fn open<B>(
     };
     let accept = derive_accept_key(key.as_bytes());
     let upgrade = hyper::upgrade::on(&mut *req);
-    let jobs = jobs.clone();
+    let api = api.clone();
     handover.give(async move {
         match upgrade.await {
             Ok(upgraded) => {
                 let socket =
                     WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
                         .await;
-                follow(socket, &jobs, id, job, &asker).await;
+                follow(socket, &api, id, job, &asker).await;
             }
             Err(e) => tracing::debug!(error = %e, "a WebSocket upgrade did not complete"),
         }
@@ -72,11 +72,11 @@ type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// Sends the job's document now and at every change, until its end; then
 /// closes with 1000. A client that closes or breaks the socket ends it.
-async fn follow(mut socket: Socket, jobs: &Api, id: JobId, mut job: Job, asker: &Asker) {
+async fn follow(mut socket: Socket, api: &Api, id: JobId, mut job: Job, asker: &Asker) {
     let mut sent = 0;
     loop {
         if job.sequence() > sent {
-            let document = String::from_utf8_lossy(&jobs.document(&job).to_json()).into_owned();
+            let document = String::from_utf8_lossy(&api.document(&job).to_json()).into_owned();
             if socket.send(Message::text(document)).await.is_err() {
                 return;
             }
@@ -96,9 +96,9 @@ async fn follow(mut socket: Socket, jobs: &Api, id: JobId, mut job: Job, asker: 
             return;
         }
         let status = job.status;
-        let mut changes = jobs.watch(id, status);
+        let mut changes = api.jobs().watch(id, status);
         // A change before the subscription shows on this second look.
-        job = match asker.find(jobs, id).await {
+        job = match asker.find(api, id).await {
             Ok(j) => j,
             Err(_) => return,
         };
@@ -122,7 +122,7 @@ async fn follow(mut socket: Socket, jobs: &Api, id: JobId, mut job: Job, asker: 
                 }
             }
         }
-        job = match asker.find(jobs, id).await {
+        job = match asker.find(api, id).await {
             Ok(j) => j,
             Err(_) => return,
         };

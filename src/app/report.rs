@@ -1,0 +1,95 @@
+//! What the admin listener reads of the app: counts, limits, readiness and
+//! recent jobs. It holds this narrow view instead of the app, as linkerd's
+//! admin server holds readiness and the registry rather than the proxy, so
+//! nothing on the operator's port can reach a request's way through the
+//! gateway.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use super::routing::Routing;
+use crate::jobs::model::Job;
+use crate::jobs::store::StoreError;
+use crate::jobs::{Document, Jobs, Load};
+use crate::metrics::RouteMetrics;
+
+/// Route names the metrics give requests that no configured route took.
+const JOB_API_ROUTE: &str = "_jobs";
+const DEFAULT_ROUTE: &str = "_default";
+const NO_ROUTE: &str = "_none";
+
+/// What requests to the job API, to the default upstream and to no route
+/// at all count, as routes of their own.
+#[derive(Default)]
+pub(crate) struct PseudoRoutes {
+    pub(super) job_api: RouteMetrics,
+    pub(super) default: RouteMetrics,
+    pub(super) none: RouteMetrics,
+}
+
+#[derive(Clone)]
+pub(crate) struct Report {
+    pub(super) jobs: Arc<Jobs>,
+    /// The routing in force, as the first worker holds it.
+    pub(super) live: Arc<[ArcSwap<Routing>]>,
+    pub(super) pseudo: Arc<PseudoRoutes>,
+    pub(super) store_max_bytes: u64,
+    pub(super) public_base_url: Option<Arc<str>>,
+}
+
+impl Report {
+    /// The routes and upstreams in force, with their counters and limits.
+    pub(crate) fn routing(&self) -> Arc<Routing> {
+        self.live[0].load_full()
+    }
+
+    /// The bytes charged to the store's budget; an error when the store
+    /// cannot be reached (the gateway is then not ready).
+    pub(crate) async fn store_bytes(&self) -> Result<u64, StoreError> {
+        self.jobs.store().usage().await
+    }
+
+    pub(crate) fn store_max_bytes(&self) -> u64 {
+        self.store_max_bytes
+    }
+
+    pub(crate) fn public_base_url(&self) -> Option<&str> {
+        self.public_base_url.as_deref()
+    }
+
+    /// How many jobs run and wait in each upstream's lane, by upstream
+    /// name; empty with a shared store.
+    pub(crate) fn loads(&self) -> Vec<(String, Load)> {
+        self.jobs.loads()
+    }
+
+    /// The last jobs seen here that `keep` accepts, newest first.
+    pub(crate) fn recent(&self, keep: impl Fn(&Job) -> bool, limit: usize) -> Vec<Job> {
+        self.jobs.recent(keep, limit)
+    }
+
+    pub(crate) fn document<'a>(&'a self, job: &'a Job) -> Document<'a> {
+        self.jobs.document(job)
+    }
+
+    /// The requests counted under pseudo-route names, with those names.
+    pub(crate) fn other_metrics(&self) -> [(&'static str, &RouteMetrics); 3] {
+        [
+            (JOB_API_ROUTE, &self.pseudo.job_api),
+            (DEFAULT_ROUTE, &self.pseudo.default),
+            (NO_ROUTE, &self.pseudo.none),
+        ]
+    }
+
+    /// Webhook delivery attempts by outcome, when any route sends webhooks.
+    pub(crate) fn webhook_outcomes(&self) -> Option<Vec<(&'static str, u64)>> {
+        Some(self.jobs.webhooks()?.outcomes().collect())
+    }
+
+    /// Kafka produce attempts by outcome, when `[kafka]` is configured.
+    #[cfg(feature = "kafka")]
+    pub(crate) fn kafka_outcomes(&self) -> Option<Vec<(&'static str, u64)>> {
+        Some(self.jobs.kafka()?.outcomes().collect())
+    }
+}
