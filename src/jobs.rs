@@ -28,8 +28,9 @@ use tokio_util::task::TaskTracker;
 
 use self::core::{Core, QueuedJob};
 use crate::delivery::Publication;
+use crate::delivery::Webhook;
 use crate::route::Route;
-use crate::webhook::{Webhook, Webhooks};
+use crate::webhook::Webhooks;
 pub(crate) use document::Document;
 use id::JobId;
 use idempotency::Idempotency;
@@ -93,14 +94,19 @@ pub struct DrainReport {
 
 pub(crate) struct Jobs {
     core: Arc<Core>,
-    /// The store again when it is an embedded one: its jobs wait in this
-    /// process's lanes, which start them there. With a shared store a job
-    /// starts as a replica takes it.
-    local: Option<Arc<dyn LocalQueue>>,
-    /// With a shared store, what takes this replica's part of the queue.
-    takers: Option<dispatch::Takers>,
+    starts: Starts,
     /// Fired when the drain starts: no more jobs are taken from a shared queue.
     closing: CancellationToken,
+}
+
+/// Where jobs start, chosen once from the store's kind.
+enum Starts {
+    /// An embedded store: its jobs wait in this process's lanes, which
+    /// start them here.
+    Here(Arc<dyn LocalQueue>),
+    /// A shared store: a job starts as a replica takes it from the store's
+    /// queue; these take this replica's part.
+    Shared(dispatch::Takers),
 }
 
 impl Jobs {
@@ -113,15 +119,14 @@ impl Jobs {
         webhooks: Option<Arc<Webhooks>>,
         #[cfg(feature = "kafka")] kafka: Option<Arc<crate::kafka::Kafka>>,
     ) -> Jobs {
-        let (store, local): (Arc<dyn JobStore>, Option<Arc<dyn LocalQueue>>) = match store {
-            Store::Memory(memory) => (Arc::clone(&memory) as _, Some(memory as _)),
-            Store::Disk(disk) => (Arc::clone(&disk) as _, Some(disk as _)),
-            Store::Redis(redis) => (redis as _, None),
+        let job_store: Arc<dyn JobStore> = match &store {
+            Store::Memory(memory) => Arc::clone(memory) as _,
+            Store::Disk(disk) => Arc::clone(disk) as _,
+            Store::Redis(redis) => Arc::clone(redis) as _,
         };
         let core = Arc::new(Core::new(
-            store,
+            job_store,
             routes,
-            local.is_some(),
             url_prefix,
             webhooks,
             TaskTracker::new(),
@@ -129,15 +134,18 @@ impl Jobs {
             kafka,
         ));
         let closing = CancellationToken::new();
-        let takers = dispatch::spawn(&core, &closing);
+        let starts = match store {
+            Store::Memory(memory) => Starts::Here(memory),
+            Store::Disk(disk) => Starts::Here(disk),
+            Store::Redis(redis) => Starts::Shared(dispatch::spawn(&core, redis, &closing)),
+        };
         let jobs = Jobs {
             core,
-            local,
-            takers,
+            starts,
             closing,
         };
-        if let Some(local) = &jobs.local {
-            jobs.carry_on(local.recovered());
+        if let Starts::Here(local) = &jobs.starts {
+            jobs.carry_on(local, local.recovered());
         }
         jobs
     }
@@ -145,7 +153,7 @@ impl Jobs {
     /// Puts the jobs a store found queued when it opened back in their
     /// lanes, past `max_queue` if need be (they were accepted), and makes
     /// the deliveries still due.
-    fn carry_on(&self, recovered: Recovered) {
+    fn carry_on(&self, local: &Arc<dyn LocalQueue>, recovered: Recovered) {
         let Recovered { queued, deliveries } = recovered;
         if !queued.is_empty() || !deliveries.is_empty() {
             tracing::info!(
@@ -171,10 +179,6 @@ impl Jobs {
                 route: Arc::clone(&route),
                 request: job.request,
             };
-            let local = self
-                .local
-                .as_ref()
-                .expect("only jobs run here are recovered");
             match job.not_before {
                 Some(at) => runner::retry_later(&self.core, local, queued, at),
                 None => runner::admit_again(&self.core, local, queued),
@@ -195,20 +199,15 @@ impl Jobs {
     /// jobs under way keep the route they were accepted on. Waiting jobs
     /// that raised limits let run start now.
     pub(crate) fn reconfigure(&self, routes: &[Arc<Route>], webhooks: Option<Arc<Webhooks>>) {
-        for (slot, first) in self.core.reconfigure(routes, webhooks) {
-            self.spawn_worker(slot, first);
+        let started = self.core.reconfigure(routes, webhooks);
+        match &self.starts {
+            Starts::Here(local) => {
+                for (slot, first) in started {
+                    runner::spawn(&self.core, local, slot, first);
+                }
+            }
+            Starts::Shared(takers) => takers.cover(routes),
         }
-        if let Some(takers) = &self.takers {
-            takers.cover(routes);
-        }
-    }
-
-    fn spawn_worker(&self, slot: lane::Slot<QueuedJob>, first: QueuedJob) {
-        let local = self
-            .local
-            .as_ref()
-            .expect("only jobs run here have workers");
-        runner::spawn(&self.core, local, slot, first);
     }
 
     /// Accepts a job: a record in the store, then a place in its upstream's
@@ -256,8 +255,9 @@ impl Jobs {
                 return Err(e);
             }
         }
-        if self.local.is_some() {
-            self.admit(route, job.id, request, retry_after).await?;
+        if let Starts::Here(local) = &self.starts {
+            self.admit(local, route, job.id, request, retry_after)
+                .await?;
         }
         route
             .metrics
@@ -339,6 +339,7 @@ impl Jobs {
     /// Puts a job recorded in this process's store into its upstream's lane.
     async fn admit(
         &self,
+        local: &Arc<dyn LocalQueue>,
         route: &Arc<Route>,
         id: JobId,
         request: BackendRequest,
@@ -349,10 +350,9 @@ impl Jobs {
             route: Arc::clone(route),
             request,
         };
-        let lane = self.core.lane(route).expect("jobs run here have lanes");
-        match lane.admit(queued) {
+        match self.core.lane(route).admit(queued) {
             Admission::Run(slot, first) => {
-                self.spawn_worker(slot, first);
+                runner::spawn(&self.core, local, slot, first);
                 Ok(())
             }
             Admission::Queued => Ok(()),
@@ -526,7 +526,10 @@ impl Jobs {
     /// How many jobs run and wait in each upstream's lane, by upstream
     /// name; empty with a shared store, whose queue is the store's.
     pub(crate) fn loads(&self) -> Vec<(String, Load)> {
-        self.core.loads()
+        match self.starts {
+            Starts::Here(_) => self.core.loads(),
+            Starts::Shared(_) => Vec::new(),
+        }
     }
 
     /// The last jobs seen here that `keep` accepts, newest first, and the

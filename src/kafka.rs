@@ -3,7 +3,6 @@
 //! and its status), at least once: `acks=all`, an idempotent producer, and
 //! tries again, past librdkafka's own, while the brokers are away.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -16,7 +15,7 @@ use rdkafka::ClientConfig;
 
 use crate::backoff::backoff;
 use crate::config::KafkaConfig;
-use crate::delivery::{DeliveryLog, DeliveryState, Publication};
+use crate::delivery::{self, Attempts, Channel, DeliveryLog, Failed, Outcomes, Publication};
 
 /// How long one produce may wait for the brokers before the gateway tries
 /// again itself (librdkafka's `message.timeout.ms`; its default is five
@@ -38,12 +37,9 @@ pub(crate) struct Kafka {
     /// librdkafka's `message.timeout.ms` in force: the longest one try
     /// takes.
     attempt_timeout: Duration,
-    /// Produce attempts by how they ended: delivered, to be retried, given
-    /// up.
-    outcomes: [AtomicU64; 3],
+    /// Produce attempts by how they ended.
+    outcomes: Outcomes,
 }
-
-const OUTCOMES: [&str; 3] = ["delivered", "retried", "failed"];
 
 /// A job's record: what it says besides its topic.
 pub(crate) struct Record {
@@ -101,10 +97,7 @@ impl Kafka {
 
     /// Produce attempts so far, by how they ended.
     pub(crate) fn outcomes(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        OUTCOMES
-            .into_iter()
-            .zip(self.outcomes.iter())
-            .map(|(name, n)| (name, n.load(Relaxed)))
+        self.outcomes.counts()
     }
 
     /// Produces `record` to the publication's topic until the brokers
@@ -117,58 +110,38 @@ impl Kafka {
         publication: &Publication,
         log: &dyn DeliveryLog,
     ) {
-        let resumed = publication.delivery();
-        if let Some(at) = resumed.next_attempt_at {
-            tokio::time::sleep(at.duration_since(SystemTime::now()).unwrap_or_default()).await;
-        }
         let topic = publication.topic.as_str();
-        let mut attempt = resumed.attempts;
-        loop {
-            attempt += 1;
+        let attempts = Attempts {
+            job: &record.job,
+            channel: Channel::Kafka,
+            progress: publication.progress(),
+            outcomes: &self.outcomes,
+            log,
+        };
+        delivery::drive(attempts, |n| async move {
             let error = match self.produce(topic, record).await {
                 Ok(delivered) => {
-                    self.outcomes[0].fetch_add(1, Relaxed);
-                    publication.update(|d| {
-                        d.state = DeliveryState::Delivered;
-                        d.attempts = attempt;
-                        d.last_error = None;
-                        d.next_attempt_at = None;
-                    });
-                    log.record(&publication.delivery()).await;
-                    tracing::info!(
+                    tracing::debug!(
                         job = record.job,
                         topic,
                         partition = delivered.partition,
                         offset = delivered.offset,
-                        attempt,
                         "job record produced"
                     );
-                    return;
+                    return Ok(None);
                 }
                 Err(error) => error,
             };
             let spent = SystemTime::now()
                 .duration_since(record.ended)
                 .unwrap_or_default();
-            let retry = spent < RETRY_FOR;
-            let wait = backoff(BACKOFF, BACKOFF_MAX, attempt);
-            self.outcomes[if retry { 1 } else { 2 }].fetch_add(1, Relaxed);
-            publication.update(|d| {
-                d.attempts = attempt;
-                d.last_error = Some(error.to_string());
-                d.next_attempt_at = retry.then(|| SystemTime::now() + wait);
-                if !retry {
-                    d.state = DeliveryState::Failed;
-                }
-            });
-            log.record(&publication.delivery()).await;
-            if !retry {
-                tracing::warn!(job = record.job, topic, attempt, %error, "job record not produced; giving up");
-                return;
-            }
-            tracing::warn!(job = record.job, topic, attempt, %error, retry_in = ?wait, "job record not produced yet");
-            tokio::time::sleep(wait).await;
-        }
+            Err(Failed {
+                error: error.to_string(),
+                status: None,
+                retry_in: (spent < RETRY_FOR).then(|| backoff(BACKOFF, BACKOFF_MAX, n)),
+            })
+        })
+        .await;
     }
 
     async fn produce(&self, topic: &str, record: &Record) -> Result<Delivered, KafkaError> {

@@ -8,11 +8,15 @@
 //! (`app::job_api`), and calls back when a job ends if asked to
 //! (`webhook`). Every other request is proxied through (`proxy`).
 //!
-//! The layers, each importing only those below it: `server` (listeners,
-//! workers, drain) over `admin` (health, readiness, metrics) over `app` (the composition root and per-request
-//! dispatch) over `error` (the one place errors become problems) over
-//! `jobs` and `proxy`, over `route`, `upstream` and `webhook`, over
-//! `config`, over the protocol leaves (`callback`, `headers`, `prefer`, `problem`,
+//! The layers, each importing only those below it (there is no import
+//! circle): `server` (listeners, workers, each connection's service, drain)
+//! over `admin` (health, readiness, metrics, the dashboard: it reads the
+//! app's `Report`, never the app) over `app` (the composition root and
+//! per-request dispatch) over `error` (the one place errors become
+//! problems) over `jobs` and `proxy`, over `route`, `upstream`, `webhook`
+//! and `kafka` (the senders), over `delivery` (a job's delivery records and
+//! the one loop of attempts the senders share), over `config`, over the
+//! protocol leaves (`accept`, `callback`, `headers`, `prefer`, `problem`,
 //! `retry_after`, `route_table`, `body`, `defaults`).
 //!
 //! Start with [`Config::load`] and [`Gateway::bind`].

@@ -3,7 +3,6 @@
 //! the spec's own, over about a day) until the receiver takes it or the
 //! attempts run out.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,7 +19,9 @@ use crate::callback::signature::Secret;
 use crate::callback::target::{Guard, HostPattern, Resolve, Target, TargetError};
 use crate::config::WebhookConfig;
 use crate::defaults;
-use crate::delivery::{Delivery, DeliveryLog, DeliveryState, Progress};
+use crate::delivery::{
+    self, Attempts, Channel, DeliveryLog, DeliveryState, Failed, Outcomes, Webhook,
+};
 use crate::error_chain;
 
 const GATEWAY_AGENT: HeaderValue = HeaderValue::from_static("asyncgate-webhooks");
@@ -34,13 +35,6 @@ pub(crate) struct Webhooks {
     client: Client<Connector, Full<Bytes>>,
     outcomes: Arc<Outcomes>,
 }
-
-/// Delivery attempts by how they ended: delivered, to be retried, given
-/// up; kept across reloads.
-pub(crate) type Outcomes = [AtomicU64; 3];
-
-/// How a delivery attempt ended, as the metrics name it.
-const OUTCOMES: [&str; 3] = ["delivered", "retried", "failed"];
 
 #[cfg(feature = "tls")]
 type Connector = hyper_rustls::HttpsConnector<HttpConnector<Guard>>;
@@ -65,78 +59,6 @@ fn connector(config: &WebhookConfig, guard: Guard) -> Connector {
     }
     #[cfg(not(feature = "tls"))]
     http
-}
-
-/// A job's webhook: where it goes and how its delivery is going.
-#[derive(Debug)]
-pub(crate) struct Webhook {
-    pub(crate) target: Target,
-    handoff: AtomicU8,
-    delivery: Progress,
-}
-
-/// Who sends the webhook of an `auto` job: none while a client waits for it
-/// synchronously; once it is `202`, whichever of the runner and the waiter
-/// sees the other's step first.
-const HELD: u8 = 0;
-const ARMED: u8 = 1;
-const FINISHED_WHILE_HELD: u8 = 2;
-
-impl Webhook {
-    /// `armed`: sent when the job ends. Unarmed, it waits for [`Webhook::arm`].
-    pub(crate) fn new(target: Target, armed: bool) -> Webhook {
-        Webhook {
-            target,
-            handoff: AtomicU8::new(if armed { ARMED } else { HELD }),
-            delivery: Progress::default(),
-        }
-    }
-
-    /// A webhook read back from a store outside this process.
-    pub(crate) fn restore(target: Target, armed: bool, delivery: Delivery) -> Webhook {
-        let hook = Webhook::new(target, armed);
-        hook.delivery.update(|d| *d = delivery);
-        hook
-    }
-
-    /// Whether it is still to be sent, the job having ended.
-    pub(crate) fn is_due(&self) -> bool {
-        self.is_armed() && self.delivery().state == DeliveryState::Pending
-    }
-
-    /// Whether it will be sent when the job ends.
-    pub(crate) fn is_armed(&self) -> bool {
-        self.handoff.load(Ordering::Acquire) == ARMED
-    }
-
-    /// The client was told `202` after all; true when the job has already
-    /// ended, so the caller must send the webhook itself.
-    pub(crate) fn arm(&self) -> bool {
-        self.handoff
-            .compare_exchange(HELD, ARMED, Ordering::AcqRel, Ordering::Acquire)
-            .is_err_and(|now| now == FINISHED_WHILE_HELD)
-    }
-
-    /// The job ended; true when the webhook is to be sent now.
-    pub(crate) fn ended(&self) -> bool {
-        match self.handoff.compare_exchange(
-            HELD,
-            FINISHED_WHILE_HELD,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => false,
-            Err(now) => now == ARMED,
-        }
-    }
-
-    pub(crate) fn delivery(&self) -> Delivery {
-        self.delivery.get()
-    }
-
-    fn update(&self, f: impl FnOnce(&mut Delivery)) {
-        self.delivery.update(f);
-    }
 }
 
 /// Why one attempt failed.
@@ -205,10 +127,7 @@ impl Webhooks {
 
     /// Delivery attempts so far, by how they ended.
     pub(crate) fn outcomes(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        OUTCOMES
-            .into_iter()
-            .zip(self.outcomes.iter())
-            .map(|(name, n)| (name, n.load(Relaxed)))
+        self.outcomes.counts()
     }
 
     /// A request's callback URL, if its host is on `hosts` and stands only
@@ -239,77 +158,48 @@ impl Webhooks {
         let secrets = secrets.unwrap_or(&self.secrets);
         let schedule = &self.config.retry_schedule;
         let last = u32::try_from(schedule.len()).map_or(u32::MAX, |n| n.saturating_add(1));
-        // A delivery carried on from the store (after a restart, or from a
-        // replica that died) goes on where it stopped.
-        let resumed = hook.delivery();
-        if let Some(at) = resumed.next_attempt_at {
-            tokio::time::sleep(at.duration_since(SystemTime::now()).unwrap_or_default()).await;
-        }
-        for attempt in resumed.attempts + 1..=last {
-            let error = match self
-                .attempt(&hook.target, message_id, payload.clone(), secrets)
-                .await
-            {
-                Ok(status) => {
-                    // Counted before it shows: whoever sees the delivery
-                    // in the job also sees it in the metrics.
-                    self.outcomes[0].fetch_add(1, Relaxed);
-                    hook.update(|d| {
-                        d.state = DeliveryState::Delivered;
-                        d.attempts = attempt;
-                        d.last_status = Some(status.as_u16());
-                        d.last_error = None;
-                        d.next_attempt_at = None;
-                    });
-                    log.record(&hook.delivery()).await;
-                    tracing::info!(
-                        job = message_id,
-                        attempt,
-                        status = status.as_u16(),
-                        "webhook delivered"
-                    );
-                    return;
-                }
-                Err(e) => e,
-            };
-            let retry = error.is_transient() && attempt < last;
-            let scheduled = schedule
-                .get(attempt as usize - 1)
-                .copied()
-                .unwrap_or_default();
-            // A receiver that says when to come back (429, 503) is heeded,
-            // up to the longest wait the schedule allows.
-            let wait = match error {
-                AttemptError::Status(_, Some(asked)) => {
-                    asked.min(schedule.iter().copied().max().unwrap_or_default())
-                }
-                _ => backoff::stretched(scheduled),
-            };
-            self.outcomes[if retry { 1 } else { 2 }].fetch_add(1, Relaxed);
-            hook.update(|d| {
-                d.attempts = attempt;
-                d.last_status = error.status();
-                d.last_error = Some(error.to_string());
-                d.next_attempt_at = retry.then(|| SystemTime::now() + wait);
-                if !retry {
-                    d.state = DeliveryState::Failed;
-                }
+        if hook.delivery().attempts >= last {
+            // Resumed under a shorter schedule than it began with: its
+            // attempts have run out already.
+            hook.progress().update(|d| {
+                d.state = DeliveryState::Failed;
+                d.next_attempt_at = None;
             });
             log.record(&hook.delivery()).await;
-            if !retry {
-                tracing::warn!(job = message_id, attempt, error = %error, "webhook not delivered; giving up");
-                return;
-            }
-            tracing::info!(job = message_id, attempt, error = %error, retry_in = ?wait, "webhook attempt failed");
-            tokio::time::sleep(wait).await;
+            return;
         }
-        // Resumed under a shorter schedule than it began with: its
-        // attempts have run out already.
-        hook.update(|d| {
-            d.state = DeliveryState::Failed;
-            d.next_attempt_at = None;
-        });
-        log.record(&hook.delivery()).await;
+        let attempts = Attempts {
+            job: message_id,
+            channel: Channel::Webhook,
+            progress: hook.progress(),
+            outcomes: &self.outcomes,
+            log,
+        };
+        let target = &hook.target;
+        delivery::drive(attempts, |n| {
+            let payload = payload.clone();
+            async move {
+                let error = match self.attempt(target, message_id, payload, secrets).await {
+                    Ok(status) => return Ok(Some(status.as_u16())),
+                    Err(e) => e,
+                };
+                let scheduled = schedule.get(n as usize - 1).copied().unwrap_or_default();
+                // A receiver that says when to come back (429, 503) is heeded,
+                // up to the longest wait the schedule allows.
+                let wait = match error {
+                    AttemptError::Status(_, Some(asked)) => {
+                        asked.min(schedule.iter().copied().max().unwrap_or_default())
+                    }
+                    _ => backoff::stretched(scheduled),
+                };
+                Err(Failed {
+                    status: error.status(),
+                    retry_in: (error.is_transient() && n < last).then_some(wait),
+                    error: error.to_string(),
+                })
+            }
+        })
+        .await;
     }
 
     async fn attempt(
@@ -382,23 +272,5 @@ mod tests {
         assert!(AttemptError::Timeout(Duration::from_secs(1)).is_transient());
         assert!(!AttemptError::Status(StatusCode::GONE, None).is_transient());
         assert!(!AttemptError::Redirect(StatusCode::FOUND).is_transient());
-    }
-
-    #[test]
-    fn the_handoff_sends_exactly_once() {
-        let target = Target::parse("http://hooks.example.com/", None, &Default::default()).unwrap();
-        // The job ends while the client still waits, then the wait runs out.
-        let hook = Webhook::new(target.clone(), false);
-        assert!(!hook.ended());
-        assert!(hook.arm());
-        // The wait runs out first.
-        let hook = Webhook::new(target.clone(), false);
-        assert!(!hook.arm());
-        assert!(hook.ended());
-        // Never armed: the client had its answer directly.
-        let hook = Webhook::new(target.clone(), false);
-        assert!(!hook.ended());
-        // Armed from the start.
-        assert!(Webhook::new(target, true).ended());
     }
 }

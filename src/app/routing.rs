@@ -7,13 +7,14 @@ use std::sync::{Arc, Mutex};
 
 use crate::callback::target::SystemResolver;
 use crate::config::{Config, RequestBody, RouteConfig, UpstreamConfig, WebhookConfig};
+use crate::delivery::Outcomes;
 use crate::metrics::{Histogram, RouteMetrics};
 use crate::retry_after::DurationStats;
 use crate::route::Route;
 use crate::route_table::RouteTable;
 use crate::sync::lock;
 use crate::upstream::Upstream;
-use crate::webhook::{Outcomes, Webhooks};
+use crate::webhook::Webhooks;
 
 /// The routes and upstreams in force. Each worker holds a copy of its own
 /// (the parts are shared), so taking it for a request never touches a

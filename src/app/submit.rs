@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use super::job_api::{self, Api};
 use crate::body::{collect_limited, Body, BodyError, IdleTimeout};
 use crate::callback::target::{Target, TargetError};
+use crate::delivery::Webhook;
 use crate::error::GatewayError;
 use crate::header_block::HeaderBlock;
 use crate::headers::{self, Peer};
@@ -21,7 +22,6 @@ use crate::jobs::model::BackendRequest;
 use crate::jobs::{owner, Submission};
 use crate::prefer::{self, PREFERENCE_APPLIED};
 use crate::route::Route;
-use crate::webhook::Webhook;
 
 const CALLBACK_URL: HeaderName = HeaderName::from_static("callback-url");
 

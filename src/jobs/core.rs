@@ -23,10 +23,11 @@ use super::store::{Cancel, JobStore, Lookup, StoreError};
 use super::watch::Watches;
 #[cfg(feature = "kafka")]
 use crate::delivery::Publication;
+use crate::delivery::Webhook;
 use crate::delivery::{Channel, Delivery, DeliveryLog};
 use crate::retry_after::estimated_percent;
 use crate::route::Route;
-use crate::webhook::{Webhook, Webhooks};
+use crate::webhook::Webhooks;
 
 /// A job in its upstream's lane, waiting or about to run.
 pub(super) struct QueuedJob {
@@ -40,8 +41,6 @@ pub(super) struct Core {
     /// The routes, lanes and webhook sender in force; replaced whole by a
     /// reload, while jobs already under way keep the route they began with.
     live: ArcSwap<Live>,
-    /// Whether jobs run in this process's lanes (an embedded store).
-    with_lanes: bool,
     watches: Watches,
     running: Running,
     /// The last jobs seen here, for the dashboard.
@@ -62,9 +61,10 @@ pub(super) struct Core {
 struct Live {
     routes: HashMap<Arc<str>, Arc<Route>>,
     /// Each upstream's jobs, by its name, when they run in this process:
-    /// `max_concurrency` sent at once, `max_queue` waiting. Empty with a
-    /// shared store, whose queue is the store's. A lane outlives its
-    /// upstream's removal by a reload: jobs may still wait in it.
+    /// `max_concurrency` sent at once, `max_queue` waiting. Made for every
+    /// upstream a route names and never removed (jobs may still wait in a
+    /// lane whose upstream a reload took away), so every route has one;
+    /// unused with a shared store, whose queue is the store's.
     lanes: HashMap<String, Arc<Lane<QueuedJob>>>,
     /// `None` when no route sends webhooks.
     webhooks: Option<Arc<Webhooks>>,
@@ -76,20 +76,17 @@ impl Live {
     fn new(
         routes: &[Arc<Route>],
         webhooks: Option<Arc<Webhooks>>,
-        with_lanes: bool,
         before: Option<&Live>,
     ) -> (Live, Vec<(Slot<QueuedJob>, QueuedJob)>) {
         let mut lanes = before.map(|b| b.lanes.clone()).unwrap_or_default();
         let mut started = Vec::new();
-        if with_lanes {
-            for route in routes {
-                let upstream = &route.upstream.config;
-                let (running, waiting) = (upstream.max_concurrency, upstream.max_queue);
-                match lanes.get(&upstream.name) {
-                    Some(lane) => started.extend(lane.set_limits(running, waiting)),
-                    None => {
-                        lanes.insert(upstream.name.clone(), Lane::new(running, waiting));
-                    }
+        for route in routes {
+            let upstream = &route.upstream.config;
+            let (running, waiting) = (upstream.max_concurrency, upstream.max_queue);
+            match lanes.get(&upstream.name) {
+                Some(lane) => started.extend(lane.set_limits(running, waiting)),
+                None => {
+                    lanes.insert(upstream.name.clone(), Lane::new(running, waiting));
                 }
             }
         }
@@ -113,18 +110,16 @@ impl Core {
     pub(super) fn new(
         store: Arc<dyn JobStore>,
         routes: &[Arc<Route>],
-        with_lanes: bool,
         url_prefix: String,
         webhooks: Option<Arc<Webhooks>>,
         tracker: TaskTracker,
         #[cfg(feature = "kafka")] kafka: Option<Arc<crate::kafka::Kafka>>,
     ) -> Core {
-        let (live, _) = Live::new(routes, webhooks, with_lanes, None);
+        let (live, _) = Live::new(routes, webhooks, None);
         Core {
             watches: Watches::new(store.work_queue().is_some()),
             store,
             live: ArcSwap::from_pointee(live),
-            with_lanes,
             running: Running::default(),
             recent: Recent::default(),
             url_prefix,
@@ -144,7 +139,7 @@ impl Core {
         webhooks: Option<Arc<Webhooks>>,
     ) -> Vec<(Slot<QueuedJob>, QueuedJob)> {
         let before = self.live.load();
-        let (live, started) = Live::new(routes, webhooks, self.with_lanes, Some(&before));
+        let (live, started) = Live::new(routes, webhooks, Some(&before));
         self.live.store(Arc::new(live));
         started
     }
@@ -190,14 +185,10 @@ impl Core {
         self.live.load().routes.get(name).map(|r| read(r))
     }
 
-    /// The lane of a route's upstream: every route has one when jobs run
-    /// here, none has with a shared store.
-    pub(super) fn lane(&self, route: &Route) -> Option<Arc<Lane<QueuedJob>>> {
-        self.live
-            .load()
-            .lanes
-            .get(&route.upstream.config.name)
-            .cloned()
+    /// The lane of a route's upstream.
+    pub(super) fn lane(&self, route: &Route) -> Arc<Lane<QueuedJob>> {
+        let lanes = &self.live.load().lanes;
+        Arc::clone(&lanes[&route.upstream.config.name])
     }
 
     /// The `max_concurrency` now configured for the upstream of that name,
@@ -301,8 +292,8 @@ impl Core {
         if self.running.stop(job.id) {
             return;
         }
-        if let Some(lane) = self.route(&job.route).and_then(|r| self.lane(&r)) {
-            lane.remove(|q| q.id == job.id);
+        if let Some(route) = self.route(&job.route) {
+            self.lane(&route).remove(|q| q.id == job.id);
         }
     }
 

@@ -24,11 +24,13 @@ use crate::sync::lock;
 /// How many abandoned deliveries of a channel one sweep takes over at most.
 const DELIVERIES_PER_SWEEP: usize = 100;
 
-/// What the loops of a replica need: the jobs, the tracker their runs are
-/// drained through, and the token that says the drain has begun.
+/// What the loops of a replica need: the jobs, the shared queue, the
+/// tracker their runs are drained through, and the token that says the
+/// drain has begun.
 #[derive(Clone)]
 struct Dispatch {
     core: Arc<Core>,
+    queue: Arc<dyn WorkQueue>,
     tracker: TaskTracker,
     closing: CancellationToken,
 }
@@ -43,24 +45,28 @@ pub(super) struct Takers {
     wakers: Wakers,
 }
 
-/// Starts this replica's part in the shared queue; returns at once. `None`
-/// for a store that is not shared.
-pub(super) fn spawn(core: &Arc<Core>, closing: &CancellationToken) -> Option<Takers> {
-    let queue = core.store().work_queue()?;
+/// Starts this replica's part in the shared queue; returns at once.
+pub(super) fn spawn(
+    core: &Arc<Core>,
+    queue: Arc<dyn WorkQueue>,
+    closing: &CancellationToken,
+) -> Takers {
+    let events = queue.events();
     let takers = Takers {
         dispatch: Dispatch {
             core: Arc::clone(core),
+            queue,
             tracker: core.tracker().clone(),
             closing: closing.clone(),
         },
         wakers: Wakers::default(),
     };
     takers.cover(&core.routes());
-    if let Some(events) = queue.events() {
+    if let Some(events) = events {
         tokio::spawn(follow(Arc::clone(core), events, Arc::clone(&takers.wakers)));
     }
     tokio::spawn(sweep(takers.dispatch.clone()));
-    Some(takers)
+    takers
 }
 
 impl Takers {
@@ -84,12 +90,6 @@ impl Takers {
     }
 }
 
-fn queue(core: &Core) -> &dyn WorkQueue {
-    core.store()
-        .work_queue()
-        .expect("started only for a shared store")
-}
-
 /// Takes jobs for one upstream while this replica has places for them and
 /// the upstream has fewer than `max_concurrency` running across replicas;
 /// sleeps until an event says there may be more, or until it is time to
@@ -100,13 +100,14 @@ fn queue(core: &Core) -> &dyn WorkQueue {
 async fn take_work(dispatch: Dispatch, name: String, wake: Arc<Notify>) {
     let Dispatch {
         core,
+        queue,
         tracker,
         closing,
     } = dispatch;
     let name = name.as_str();
     let mut max = core.max_concurrency(name).unwrap_or(1);
     let places = Arc::new(Semaphore::new(max));
-    let lease = queue(&core).lease();
+    let lease = queue.lease();
     let mut look_for_lost = Instant::now();
     loop {
         if let Some(now) = core.max_concurrency(name).filter(|&now| now != max) {
@@ -120,7 +121,7 @@ async fn take_work(dispatch: Dispatch, name: String, wake: Arc<Notify>) {
             () = closing.cancelled() => return,
         };
         let found = if Instant::now() >= look_for_lost {
-            match queue(&core).take_over(name, 1).await {
+            match queue.take_over(name, 1).await {
                 Ok(lost) if !lost.is_empty() => Ok(lost),
                 other => {
                     // Nothing lost (or no answer): look again half a lease on.
@@ -136,7 +137,7 @@ async fn take_work(dispatch: Dispatch, name: String, wake: Arc<Notify>) {
         let found = match found {
             Ok(lost) if lost.is_empty() => {
                 let count = 1 + places.available_permits();
-                queue(&core).take(name, max, count).await
+                queue.take(name, max, count).await
             }
             other => other,
         };
@@ -234,7 +235,12 @@ async fn follow(core: Arc<Core>, mut events: mpsc::UnboundedReceiver<Event>, wak
 /// Gives expired charges back to the budget, forgets idle watches, and
 /// carries on the webhook deliveries of replicas gone.
 async fn sweep(dispatch: Dispatch) {
-    let Dispatch { core, closing, .. } = dispatch;
+    let Dispatch {
+        core,
+        queue,
+        closing,
+        ..
+    } = dispatch;
     let mut tick = tokio::time::interval(defaults::STORE_SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -242,20 +248,20 @@ async fn sweep(dispatch: Dispatch) {
             _ = tick.tick() => {}
             () = closing.cancelled() => return,
         }
-        if let Err(e) = queue(&core).sweep().await {
+        if let Err(e) = queue.sweep().await {
             tracing::debug!(error = %e, "cannot sweep the store");
         }
         core.watches().prune();
-        take_deliveries(&core).await;
+        take_deliveries(&core, &*queue).await;
     }
 }
 
 /// Carries on the deliveries whose sender has let go of them for a lease
 /// past the attempt it was making, which may take an attempt's whole
 /// timeout.
-async fn take_deliveries(core: &Core) {
+async fn take_deliveries(core: &Core, queue: &dyn WorkQueue) {
     if let Some(webhooks) = core.webhooks() {
-        for job in let_go(core, Channel::Webhook, webhooks.attempt_timeout()).await {
+        for job in let_go(queue, Channel::Webhook, webhooks.attempt_timeout()).await {
             if let Some(hook) = &job.webhook {
                 core.send_webhook(&job, hook);
             }
@@ -263,7 +269,7 @@ async fn take_deliveries(core: &Core) {
     }
     #[cfg(feature = "kafka")]
     if let Some(kafka) = core.kafka() {
-        for job in let_go(core, Channel::Kafka, kafka.attempt_timeout()).await {
+        for job in let_go(queue, Channel::Kafka, kafka.attempt_timeout()).await {
             if let Some(publication) = &job.kafka {
                 core.produce(&job, publication);
             }
@@ -272,9 +278,9 @@ async fn take_deliveries(core: &Core) {
 }
 
 /// The jobs whose delivery on `channel` this replica takes over.
-async fn let_go(core: &Core, channel: Channel, attempt: Duration) -> Vec<Job> {
-    let idle = queue(core).lease() + attempt;
-    match queue(core)
+async fn let_go(queue: &dyn WorkQueue, channel: Channel, attempt: Duration) -> Vec<Job> {
+    let idle = queue.lease() + attempt;
+    match queue
         .take_deliveries(channel, idle, DELIVERIES_PER_SWEEP)
         .await
     {

@@ -11,9 +11,9 @@ use super::id::JobId;
 use super::owner::Owner;
 use crate::body::ReplayBody;
 use crate::delivery::Publication;
+use crate::delivery::Webhook;
 use crate::header_block::HeaderBlock;
 use crate::problem::Problem;
-use crate::webhook::Webhook;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum JobStatus {

@@ -51,10 +51,7 @@ async fn work(
 /// Puts a job in its lane again, past `max_queue` if need be (it was
 /// accepted), and starts a worker if a place is free.
 pub(super) fn admit_again(core: &Arc<Core>, store: &Arc<dyn LocalQueue>, job: QueuedJob) {
-    let Some(lane) = core.lane(&job.route) else {
-        return;
-    };
-    if let Admission::Run(slot, first) = lane.readmit(job) {
+    if let Admission::Run(slot, first) = core.lane(&job.route).readmit(job) {
         spawn(core, store, slot, first);
     }
 }

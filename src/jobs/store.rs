@@ -33,8 +33,8 @@ use super::id::JobId;
 use super::model::{BackendRequest, Job, JobStatus, Outcome, Replay, RetryWait};
 use super::owner::Owner;
 
+use crate::delivery::Webhook;
 use crate::delivery::{Channel, Delivery};
-use crate::webhook::Webhook;
 
 /// The store failed: whatever was asked did not happen.
 #[derive(Debug, thiserror::Error)]

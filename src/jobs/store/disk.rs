@@ -22,11 +22,11 @@ use super::{
 };
 use crate::config::{DiskConfig, StoreConfig};
 use crate::defaults;
+use crate::delivery::Webhook;
 use crate::delivery::{Channel, Delivery};
 use crate::jobs::id::{IdShards, JobId};
 use crate::jobs::model::{Job, JobStatus, Outcome, Replay, RetryWait};
 use crate::sync::lock;
-use crate::webhook::Webhook;
 use finished::FinishedJobs;
 use recover::Recovery;
 use steps::{bury, finish_record};

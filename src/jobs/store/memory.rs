@@ -15,10 +15,10 @@ use super::{
 };
 use crate::config::StoreConfig;
 use crate::defaults;
+use crate::delivery::Webhook;
 use crate::delivery::{Channel, Delivery};
 use crate::jobs::id::{IdShards, JobId};
 use crate::jobs::model::{Job, JobStatus, Outcome, Replay, RetryWait};
-use crate::webhook::Webhook;
 use finished::FinishedJobs;
 
 pub(crate) struct MemoryStore {

@@ -13,6 +13,7 @@ use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::callback::target::Target;
+use crate::delivery::Webhook;
 use crate::delivery::{Channel, Delivery, DeliveryState, Publication};
 use crate::header_block::HeaderBlock;
 use crate::jobs::id::JobId;
@@ -21,7 +22,6 @@ use crate::jobs::model::{
 };
 use crate::jobs::owner::Owner;
 use crate::jobs::store::{Binding, StoreError};
-use crate::webhook::Webhook;
 
 /// The layout of the records this build writes, first byte of each: a
 /// record of another layout (an older or newer build's) is refused by

@@ -52,12 +52,12 @@ use super::{
 use crate::body::ReplayBody;
 use crate::config::{RedisConfig, StoreConfig};
 use crate::defaults;
+use crate::delivery::Webhook;
 use crate::delivery::{Channel, Delivery, DeliveryState};
 use crate::header_block::HeaderBlock;
 use crate::jobs::id::JobId;
 use crate::jobs::model::{Job, Outcome, Replay, StoredResponse};
 use crate::sync::lock;
-use crate::webhook::Webhook;
 use codec::{decode_job, delivery_names, hex, job_fields, millis, now_ms, unhex, TakenRow, META};
 use conn::Conn;
 use layout::Layout;

@@ -17,6 +17,7 @@ use moka::sync::Cache;
 use crate::config::StoreConfig;
 use crate::defaults;
 use crate::delivery::Publication;
+use crate::delivery::Webhook;
 use crate::header_block::HeaderBlock;
 use crate::jobs::id::{IdHash, IdMap, IdShards, JobId};
 use crate::jobs::model::{Job, JobStatus, Replay, StoredResponse};
@@ -24,7 +25,6 @@ use crate::jobs::store::record::Record;
 use crate::jobs::store::{Binding, Budget, Cancel, Lookup, Reservation, StoreError};
 use crate::room::GiveBack;
 use crate::sync::lock;
-use crate::webhook::Webhook;
 
 pub(super) struct FinishedJobs {
     /// One entry per finished job: its result until `result_ttl`, then a

@@ -9,13 +9,13 @@ use http::uri::PathAndQuery;
 use http::Method;
 
 use crate::callback::target::Target;
+use crate::delivery::Webhook;
 use crate::delivery::{Channel, Delivery, DeliveryState, Publication};
 use crate::header_block::HeaderBlock;
 use crate::jobs::id::JobId;
 use crate::jobs::model::{BackendRequest, Failure, Job, JobStatus, ResponseSummary};
 use crate::jobs::owner::Owner;
 use crate::jobs::store::{NewJob, StoreError, Taken};
-use crate::webhook::Webhook;
 
 /// The job fields a lookup reads, in the order [`decode_job`] expects;
 /// the scripts get the same list.
