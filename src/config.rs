@@ -105,6 +105,9 @@ pub(crate) struct ServerConfig {
     pub(crate) max_header_bytes: usize,
     pub(crate) max_headers: usize,
     pub(crate) drain_timeout: Duration,
+    /// After SIGTERM, how long the listeners go on accepting and serving
+    /// while readiness already answers `503`, before the drain begins.
+    pub(crate) shutdown_delay: Duration,
     /// Where request bodies too large to buffer in memory are kept.
     pub(crate) body_temp_path: PathBuf,
     /// The key of bound jobs' events links (shared by replicas); `None`: a

@@ -58,6 +58,12 @@ pub(crate) fn workers() -> usize {
 /// Kubernetes' default `terminationGracePeriodSeconds`.
 pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// None: a gateway run by hand stops at once. Behind a load balancer it
+/// should be at least the time the balancer takes to see `/readyz` fail
+/// (Traefik's `requestAcceptGraceTimeout`, a Kubernetes `preStop` sleep),
+/// so that no connection reaches a listener already closed.
+pub(crate) const SHUTDOWN_DELAY: Duration = Duration::ZERO;
+
 /// A budget that a small container holds comfortably.
 pub(crate) const STORE_MAX_BYTES: u64 = 512 * 1024 * 1024;
 

@@ -88,8 +88,12 @@ impl From<StoreError> for FindError {
 /// How a drain ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DrainReport {
-    /// Jobs still unfinished at the deadline, now failed.
+    /// Jobs still running at the deadline that may not be sent again, now
+    /// failed (`interrupted`).
     pub jobs_failed: usize,
+    /// Jobs still running at the deadline that may be sent again, now
+    /// queued: for the next start, or for another replica.
+    pub jobs_put_back: usize,
 }
 
 pub(crate) struct Jobs {
@@ -279,10 +283,7 @@ impl Jobs {
         retry_after: u64,
     ) -> Result<Option<(Job, channel::Receiver<JobStatus>)>, SubmitError> {
         let upstream = &route.upstream.config;
-        let resend_on_loss = route
-            .config
-            .resend_on_loss
-            .unwrap_or_else(|| request.method.is_idempotent());
+        let resend_on_loss = route.resends(&request.method);
         let mut replace = false;
         loop {
             let created = self
@@ -543,7 +544,9 @@ impl Jobs {
     }
 
     /// Stops accepting jobs, waits for the ones in hand until `deadline`,
-    /// then fails whatever is left so nothing stays `running`.
+    /// then ends what still runs so nothing stays `running`: put back to
+    /// `queued` when it may be sent again, else failed. Queued jobs stay
+    /// queued.
     pub(crate) async fn drain(&self, deadline: Instant) -> DrainReport {
         self.core.tracker().close();
         self.closing.cancel();
@@ -551,7 +554,10 @@ impl Jobs {
             .await
             .is_ok()
         {
-            return DrainReport { jobs_failed: 0 };
+            return DrainReport {
+                jobs_failed: 0,
+                jobs_put_back: 0,
+            };
         }
         self.core.abort();
         let grace = crate::defaults::ABORT_GRACE;
@@ -566,6 +572,7 @@ impl Jobs {
         }
         DrainReport {
             jobs_failed: self.core.interrupted(),
+            jobs_put_back: self.core.put_back_count(),
         }
     }
 }

@@ -93,8 +93,9 @@ async fn serve(config: Config) -> ExitCode {
     } else {
         tracing::warn!(
             connections_cut = report.connections_cut,
+            jobs_put_back = report.jobs.jobs_put_back,
             jobs_failed = report.jobs.jobs_failed,
-            "drain timeout passed; unfinished jobs were marked failed"
+            "drain timeout passed; running jobs that may be sent again were put back to queued, the others failed"
         );
     }
     ExitCode::SUCCESS

@@ -19,6 +19,16 @@ pub(crate) struct Route {
 }
 
 impl Route {
+    /// Whether a job of this route with this method may be sent again when
+    /// its first sending may or may not have reached the backend (a crash,
+    /// a drain's deadline): the route's `resend_on_loss`, by default
+    /// whether the method is idempotent (RFC 9110 §9.2.2).
+    pub(crate) fn resends(&self, method: &http::Method) -> bool {
+        self.config
+            .resend_on_loss
+            .unwrap_or_else(|| method.is_idempotent())
+    }
+
     /// `Retry-After` seconds for a job of this route that has run for `elapsed`.
     pub(crate) fn retry_after(&self, elapsed: Duration) -> u64 {
         retry_after::retry_after(

@@ -35,6 +35,7 @@ pub struct Gateway {
     /// Open connections across all workers.
     slots: Arc<Semaphore>,
     drain_timeout: Duration,
+    shutdown_delay: Duration,
     timeouts: Timeouts,
     /// The admin listener's socket, unless it is turned off.
     admin: Option<std::net::TcpListener>,
@@ -54,7 +55,7 @@ pub struct RunReport {
 
 impl RunReport {
     pub fn is_clean(&self) -> bool {
-        self.connections_cut == 0 && self.jobs.jobs_failed == 0
+        self.connections_cut == 0 && self.jobs.jobs_failed == 0 && self.jobs.jobs_put_back == 0
     }
 }
 
@@ -95,6 +96,7 @@ impl Gateway {
             .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX));
         let slots = Arc::new(Semaphore::new(server.max_connections));
         let drain_timeout = server.drain_timeout;
+        let shutdown_delay = server.shutdown_delay;
         let timeouts = Timeouts {
             header_read: server.header_read_timeout,
             keepalive: server.keepalive_timeout,
@@ -106,6 +108,7 @@ impl Gateway {
             builder,
             slots,
             drain_timeout,
+            shutdown_delay,
             timeouts,
             admin,
             #[cfg(unix)]
@@ -124,8 +127,9 @@ impl Gateway {
         self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
-    /// Serves until `shutdown` completes, then stops accepting and drains
-    /// connections and jobs within the drain timeout.
+    /// Serves until `shutdown` completes; then readiness fails at once,
+    /// serving goes on for `shutdown_delay`, and then the listeners close
+    /// and connections and jobs drain within the drain timeout.
     ///
     /// The first worker runs on the caller's runtime; each other one on a
     /// thread of its own with a single-threaded runtime, so a connection and
@@ -138,6 +142,7 @@ impl Gateway {
             builder,
             slots,
             drain_timeout,
+            shutdown_delay,
             timeouts,
             admin,
             local_addr,
@@ -225,6 +230,12 @@ impl Gateway {
             shutdown.await;
             if let Some(admin) = &admin {
                 admin.start_draining();
+            }
+            if !shutdown_delay.is_zero() {
+                // Readiness already fails; the load balancer has this long
+                // to notice before anything is refused.
+                tracing::info!(delay = ?shutdown_delay, "not ready; still serving until the drain");
+                tokio::time::sleep(shutdown_delay).await;
             }
             stop.cancel();
             tracing::info!(timeout = ?drain_timeout, "stopped accepting; draining");

@@ -316,39 +316,51 @@ async fn every_accepted_submission_runs_exactly_once_across_a_crash() {
     }
 }
 
+/// A deploy is not a failure: at the drain deadline a running job that may
+/// be sent again (a GET) goes back to `queued` and is sent again at the
+/// next start; one that may not (a POST) fails `interrupted`; a queued job
+/// stays queued and runs once.
 #[tokio::test]
-async fn a_drain_past_its_deadline_fails_the_running_job_and_keeps_the_queued_one() {
+async fn a_drain_past_its_deadline_puts_a_running_get_back_and_fails_a_running_post() {
     // Under the [server] table the harness opens.
     let Setup {
         backend,
         store: _store,
         text,
         client,
-    } = Setup::new("drain_timeout = \"300ms\"\n", "max_concurrency = 1").await;
+    } = Setup::new("drain_timeout = \"300ms\"\n", "max_concurrency = 2").await;
     let mut gw = Gateway::start(&text).await;
-    let running = client.post(&gw.url("/hold/a"), "").await;
-    backend.started(1).await;
-    let queued = client.post(&gw.url("/hold/b"), "").await;
+    let post = client.post(&gw.url("/hold/post"), "").await;
+    let get = client.get(&gw.url("/hold/get")).await;
+    get.assert_status(202);
+    backend.started(2).await;
+    let queued = client.post(&gw.url("/hold/queued"), "").await;
     queued.assert_status(202);
     gw.process.sigterm();
     assert_eq!(gw.process.exit_code().await, 0);
     let ended = gw.process.wait_line("drain timeout passed").await;
-    assert!(
-        ended.contains("jobs_failed=1"),
-        "only the running job: {ended}"
-    );
+    assert!(ended.contains("jobs_failed=1"), "the POST only: {ended}");
+    assert!(ended.contains("jobs_put_back=1"), "the GET: {ended}");
+    gw.process.wait_line("job put back").await;
 
     let gw = Gateway::start(&text).await;
     let failed = client
-        .wait_status(&gw.url(running.header("location")), "failed")
+        .wait_status(&gw.url(post.header("location")), "failed")
         .await;
     assert_eq!(failed["error"]["type"], "urn:asyncgate:problem:interrupted");
-    backend.started(2).await;
-    backend.release(2);
+    // The GET again and the queued POST, each sent once more.
+    backend.started(4).await;
+    backend.release(4);
+    let get = client
+        .wait_status(&gw.url(get.header("location")), "succeeded")
+        .await;
+    assert_eq!(get["attempts"], 2, "{get:#}");
     client
         .wait_status(&gw.url(queued.header("location")), "succeeded")
         .await;
-    assert_eq!(sent(&backend, "/hold/b"), 1);
+    assert_eq!(sent(&backend, "/hold/get"), 2);
+    assert_eq!(sent(&backend, "/hold/post"), 1);
+    assert_eq!(sent(&backend, "/hold/queued"), 1);
 }
 
 #[tokio::test]

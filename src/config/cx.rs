@@ -25,17 +25,26 @@ impl Cx<'_> {
         value: Option<&Spanned<String>>,
         default: Duration,
     ) -> Result<Duration, ConfigError> {
+        let d = self.duration_or_zero(value, default)?;
+        match value {
+            Some(s) if d.is_zero() => Err(self.err(s.span(), "must be longer than zero")),
+            _ => Ok(d),
+        }
+    }
+
+    /// A duration that may be `0s`: a wait that can be left out.
+    pub(super) fn duration_or_zero(
+        &self,
+        value: Option<&Spanned<String>>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
         let Some(s) = value else { return Ok(default) };
-        let d = humantime::parse_duration(s.get_ref()).map_err(|e| {
+        humantime::parse_duration(s.get_ref()).map_err(|e| {
             self.err(
                 s.span(),
                 format!("`{}` is not a duration like 30s or 15m: {e}", s.get_ref()),
             )
-        })?;
-        if d.is_zero() {
-            return Err(self.err(s.span(), "must be longer than zero"));
-        }
-        Ok(d)
+        })
     }
 
     pub(super) fn size(

@@ -69,6 +69,7 @@ pub(super) struct RawServer {
     pub(crate) max_header_bytes: Option<Text>,
     pub(crate) max_headers: Option<Spanned<usize>>,
     pub(crate) drain_timeout: Option<Text>,
+    pub(crate) shutdown_delay: Option<Text>,
     pub(crate) trusted_proxies: Option<Vec<Text>>,
     pub(crate) keepalive_timeout: Option<Text>,
     pub(crate) body_temp_path: Option<Text>,

@@ -49,8 +49,10 @@ pub(super) struct Core {
     url_prefix: String,
     /// Fired when the drain deadline passes: every job left fails.
     abort: CancellationToken,
-    /// Jobs failed because the drain deadline passed, running or waiting.
+    /// Running jobs the drain deadline failed (`interrupted`), and those it
+    /// put back to `queued` because they may be sent again.
     interrupted: AtomicUsize,
+    put_back: AtomicUsize,
     tracker: TaskTracker,
     /// Produces the documents of jobs whose route has a `kafka_topic`.
     #[cfg(feature = "kafka")]
@@ -125,6 +127,7 @@ impl Core {
             url_prefix,
             abort: CancellationToken::new(),
             interrupted: AtomicUsize::new(0),
+            put_back: AtomicUsize::new(0),
             tracker,
             #[cfg(feature = "kafka")]
             kafka,
@@ -224,6 +227,33 @@ impl Core {
 
     pub(super) fn interrupted(&self) -> usize {
         self.interrupted.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn put_back_count(&self) -> usize {
+        self.put_back.load(Ordering::Relaxed)
+    }
+
+    /// The drain deadline passed while the job ran here: one that may be
+    /// sent again (`resend`) goes back to `queued`, never failed because of
+    /// a deploy; one that may not ends `failed` (`interrupted`).
+    pub(super) async fn interrupt(&self, id: JobId, attempt: u32, resend: bool) {
+        if resend {
+            match self.store.put_back(id, attempt).await {
+                Ok(true) => {
+                    self.put_back.fetch_add(1, Ordering::Relaxed);
+                    self.watches.announce(id, JobStatus::Queued);
+                    tracing::info!(job = %id, status = "queued", attempt, "job put back: the drain deadline passed before the backend answered");
+                    return;
+                }
+                // Canceled or taken over meanwhile: not ours to end.
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::error!(job = %id, error = %e, "could not put the job back; failing it")
+                }
+            }
+        }
+        self.finish(id, attempt, Outcome::failed(Failure::Interrupted))
+            .await;
     }
 
     pub(super) fn watch(&self, id: JobId, seen: JobStatus) -> watch::Receiver<JobStatus> {

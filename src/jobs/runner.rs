@@ -79,27 +79,18 @@ pub(super) fn retry_later(
         tokio::select! {
             () = tokio::time::sleep(wait) => admit_again(&core, &store, job),
             () = ended => {}
-            () = core.aborted().cancelled() => left_behind(&core, &*store, job.id).await,
+            // Past the drain deadline it stays queued (in an embedded store
+            // that outlives the process, for its next start).
+            () = core.aborted().cancelled() => {}
         }
     };
     tracker.spawn(waiting);
 }
 
-/// A job still waiting when the drain deadline passes is not sent. In a
-/// store that outlives the process it stays queued for the next start (as
-/// it would in a shared queue for another replica); otherwise it fails now
-/// rather than vanish.
-async fn left_behind(core: &Core, store: &dyn LocalQueue, id: JobId) {
-    if !store.durable() {
-        core.finish(id, 0, Outcome::failed(Failure::Interrupted))
-            .await;
-    }
-}
-
 /// Marks a job from this process's own lane running, and runs it.
 async fn run(core: &Arc<Core>, store: &Arc<dyn LocalQueue>, job: QueuedJob) {
+    // Past the drain deadline a queued job is not sent; it stays queued.
     if core.aborted().is_cancelled() {
-        left_behind(core, &**store, job.id).await;
         return;
     }
     let attempt = match store.begin(job.id, SystemTime::now()).await {
@@ -157,16 +148,18 @@ pub(super) async fn attempt(
     tracing::info!(job = %id, route = %route.name, status = "running", attempt, "job");
     let live = core.running().register(id);
     let started = tokio::time::Instant::now();
+    let resend = route.resends(&request.method);
     let outcome = tokio::select! {
         // Dropping the exchange future drops its connection: the backend sees the abort.
         () = live.cancel.cancelled() => return None,
-        () = core.aborted().cancelled() => Outcome::failed(Failure::Interrupted),
+        () = core.aborted().cancelled() => {
+            core.interrupt(id, attempt, resend).await;
+            return None;
+        }
         () = keep_lease(core, id, attempt) => return None,
         outcome = exchange(route, request, &live.progress) => outcome,
     };
-    if outcome.failure != Some(Failure::Interrupted) {
-        route.stats.record(started.elapsed());
-    }
+    route.stats.record(started.elapsed());
     Some(outcome)
 }
 

@@ -188,6 +188,13 @@ pub(crate) trait JobStore: Send + Sync + 'static {
 
     async fn cancel(&self, id: JobId) -> Result<Lookup<Cancel>, StoreError>;
 
+    /// Running → queued again, because this process stops before the
+    /// backend answered (a drain's deadline), if `attempt` is still the
+    /// job's; false when it was canceled or taken over meanwhile. An
+    /// embedded store keeps it for its next start; a shared one offers it
+    /// to the other replicas at once.
+    async fn put_back(&self, id: JobId, attempt: u32) -> Result<bool, StoreError>;
+
     /// Forgets a job, queued or finished, whose id no client was given:
     /// no tombstone is left.
     async fn discard(&self, id: JobId) -> Result<(), StoreError>;
@@ -227,12 +234,18 @@ pub(crate) trait LocalQueue: Send + Sync {
     /// still the job's try; false when it was canceled meanwhile.
     async fn retry(&self, id: JobId, attempt: u32, wait: &RetryWait) -> Result<bool, StoreError>;
 
-    /// Whether its jobs outlive the process: a drain's deadline then leaves
-    /// queued jobs queued for the next start instead of failing them.
-    fn durable(&self) -> bool;
-
     /// What the store found to carry on with when it opened; taken once.
     fn recovered(&self) -> Recovered;
+}
+
+/// Why an embedded store's job put back by a drain waits: the `retry`
+/// reason its document shows until the next start sends it.
+pub(crate) fn put_back_wait() -> RetryWait {
+    RetryWait {
+        at: SystemTime::now(),
+        reason: "the gateway stopped before the backend answered; sent again when it starts"
+            .to_owned(),
+    }
 }
 
 /// What a store found unfinished when it opened.

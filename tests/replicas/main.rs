@@ -623,37 +623,54 @@ async fn replicas_that_are_gone_leave_no_consumer_behind() {
     assert_eq!(consumers(&mut conn).await, 1, "B joined by taking its job");
 }
 
+/// At its drain deadline a replica fails the running job that may not be
+/// sent again, and puts back the one that may, at once: another replica
+/// takes it long before its lease (a minute here) would have run out.
 #[tokio::test]
-async fn a_draining_replica_fails_what_it_runs_past_the_deadline_and_leaves_the_queue_to_others() {
+async fn a_draining_replica_puts_back_what_may_be_resent_and_leaves_the_queue_to_others() {
     let redis = Redis::start().await;
     let backend = Backend::start().await;
     // Keys before the first table belong to the [server] the harness opens.
     let config = format!(
         "drain_timeout = \"300ms\"\n{}",
-        replica(&redis, &backend, "", "max_concurrency = 1")
+        replica(&redis, &backend, "lease = \"60s\"", "max_concurrency = 2")
     );
     let mut a = Replica::start(&config).await;
     let client = Client::default();
     let running = submit(&client, &a, Method::POST, "/hold/running").await;
     let running = running.header("location").to_owned();
-    backend.started(1).await;
-    // The one place is taken: this one waits in Redis.
+    let resendable = submit(&client, &a, Method::PUT, "/hold/resendable").await;
+    let resendable = resendable.header("location").to_owned();
+    backend.started(2).await;
+    // Both places are taken: this one waits in Redis.
     let waiting = submit(&client, &a, Method::POST, "/hold/waiting").await;
     let waiting = waiting.header("location").to_owned();
     let b = Replica::start(&config).await;
     a.process.sigterm();
     assert_eq!(a.process.exit_code().await, 0);
-    backend.disconnects(1).await;
+    let ended = a.process.wait_line("drain timeout passed").await;
+    assert!(ended.contains("jobs_put_back=1"), "{ended}");
+    backend.disconnects(2).await;
     let doc = client.wait_status(&b.url(&running), "failed").await;
     assert_eq!(
         doc["error"]["type"], "urn:asyncgate:problem:interrupted",
         "{doc:#}"
     );
-    // B takes the waiting job once A's place is free, and runs it.
-    backend.started(2).await;
+    // B takes the put-back job and the waiting one, well within the lease.
+    within(
+        10,
+        "B to send the put-back and the waiting job",
+        backend.started(4),
+    )
+    .await;
     backend.release(2);
+    let doc = client.wait_status(&b.url(&resendable), "succeeded").await;
+    assert_eq!(doc["attempts"], 2, "{doc:#}");
     let doc = client.wait_status(&b.url(&waiting), "succeeded").await;
     assert_eq!(doc["attempts"], 1);
+    let sent = |path: &str| backend.received().iter().filter(|r| r.uri == path).count();
+    assert_eq!(sent("/hold/resendable"), 2);
+    assert_eq!(sent("/hold/running"), 1);
 }
 
 #[tokio::test]

@@ -69,6 +69,8 @@ impl Cx<'_> {
             max_header_bytes: usize::try_from(max_header_bytes).unwrap_or(usize::MAX),
             max_headers: self.positive(raw.max_headers, defaults::MAX_HEADERS)?,
             drain_timeout: self.duration(raw.drain_timeout.as_ref(), defaults::DRAIN_TIMEOUT)?,
+            shutdown_delay: self
+                .duration_or_zero(raw.shutdown_delay.as_ref(), defaults::SHUTDOWN_DELAY)?,
             trusted_proxies: self.networks(raw.trusted_proxies.as_deref())?,
             events_link_secret: raw
                 .events_link_secret

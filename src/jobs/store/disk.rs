@@ -351,6 +351,10 @@ impl JobStore for DiskStore {
         Ok(())
     }
 
+    async fn put_back(&self, id: JobId, attempt: u32) -> Result<bool, StoreError> {
+        LocalQueue::retry(self, id, attempt, &super::put_back_wait()).await
+    }
+
     async fn arm_webhook(&self, id: JobId, hook: &Webhook) -> Result<bool, StoreError> {
         let ended = hook.arm();
         self.update_deliveries(id, move |r| {
@@ -474,10 +478,6 @@ impl LocalQueue for DiskStore {
             }
         }
         Ok(waiting)
-    }
-
-    fn durable(&self) -> bool {
-        true
     }
 
     fn recovered(&self) -> Recovered {

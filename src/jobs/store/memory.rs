@@ -95,10 +95,6 @@ impl LocalQueue for MemoryStore {
         Ok(true)
     }
 
-    fn durable(&self) -> bool {
-        false
-    }
-
     fn recovered(&self) -> Recovered {
         Recovered::default()
     }
@@ -207,6 +203,10 @@ impl JobStore for MemoryStore {
         job.finish(&outcome);
         self.inner.finished.retire(&job, outcome.response);
         Ok(Some(job))
+    }
+
+    async fn put_back(&self, id: JobId, attempt: u32) -> Result<bool, StoreError> {
+        LocalQueue::retry(self, id, attempt, &super::put_back_wait()).await
     }
 
     async fn arm_webhook(&self, _id: JobId, hook: &Webhook) -> Result<bool, StoreError> {

@@ -71,6 +71,7 @@ struct Scripts {
     renew: Script,
     finish: Script,
     cancel: Script,
+    put_back: Script,
     take_over: Script,
     discard: Script,
     arm: Script,
@@ -93,6 +94,7 @@ impl Scripts {
             renew: script(include_str!("redis/renew.lua")),
             finish: script(include_str!("redis/finish.lua")),
             cancel: script(include_str!("redis/cancel.lua")),
+            put_back: script(include_str!("redis/put_back.lua")),
             take_over: script(include_str!("redis/take_over.lua")),
             discard: script(include_str!("redis/discard.lua")),
             arm: script(include_str!("redis/arm.lua")),
@@ -123,6 +125,22 @@ impl RedisStore {
     /// Connects lazily, so the gateway starts (and proxies) while Redis is
     /// down; must be called inside a tokio runtime, which the event
     /// listener is spawned on.
+    /// Runs a script that acts on a running job only while this replica
+    /// holds it as `attempt` (ARGV: id, consumer, attempt); true when it did.
+    async fn while_held(
+        &self,
+        script: &Script,
+        id: JobId,
+        attempt: u32,
+    ) -> Result<bool, StoreError> {
+        let mut invocation = self.invoke(script, self.layout.of_job(id));
+        invocation
+            .arg(id.to_string())
+            .arg(&self.replica)
+            .arg(attempt);
+        Ok(self.run::<u8>(invocation).await? == 1)
+    }
+
     pub(crate) fn connect(
         store: &StoreConfig,
         redis: &RedisConfig,
@@ -394,6 +412,10 @@ impl JobStore for RedisStore {
         self.run::<u8>(invocation).await.map(drop)
     }
 
+    async fn put_back(&self, id: JobId, attempt: u32) -> Result<bool, StoreError> {
+        self.while_held(&self.scripts.put_back, id, attempt).await
+    }
+
     async fn arm_webhook(&self, id: JobId, _hook: &Webhook) -> Result<bool, StoreError> {
         let mut invocation = self.invoke(&self.scripts.arm, self.layout.of_job(id));
         invocation.arg(id.to_string());
@@ -484,12 +506,7 @@ impl WorkQueue for RedisStore {
     }
 
     async fn renew(&self, id: JobId, attempt: u32) -> Result<bool, StoreError> {
-        let mut invocation = self.invoke(&self.scripts.renew, self.layout.of_job(id));
-        invocation
-            .arg(id.to_string())
-            .arg(&self.replica)
-            .arg(attempt);
-        Ok(self.run::<u8>(invocation).await? == 1)
+        self.while_held(&self.scripts.renew, id, attempt).await
     }
 
     fn lease(&self) -> Duration {
