@@ -125,8 +125,9 @@ impl Admin {
             Err(why) => return text(StatusCode::BAD_REQUEST, &format!("{why}\n")),
         };
         // One question to the store answers both.
-        let store_bytes = self.report.store_bytes().await.ok();
-        let ready = store_bytes.is_some() && !self.draining.load(Ordering::Relaxed);
+        let store = self.report.store_bytes().await;
+        let ready = store.is_ok() && !self.draining.load(Ordering::Relaxed);
+        let store_bytes = store.ok().flatten();
         let jobs = dashboard::listed(&self.report, &filter);
         let routing = self.report.routing();
         let overview = dashboard::overview(
@@ -144,7 +145,7 @@ impl Admin {
     /// OpenMetrics to a scraper that asks for it, the classic Prometheus
     /// text format to anyone else (curl, older Prometheus).
     async fn metrics(&self, req: &Request<Incoming>) -> Reply {
-        let store_bytes = self.report.store_bytes().await.ok();
+        let store_bytes = self.report.store_bytes().await.ok().flatten();
         let openmetrics = req
             .headers()
             .get(ACCEPT)

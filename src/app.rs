@@ -4,6 +4,7 @@
 
 mod job_api;
 mod openapi;
+mod opening;
 mod report;
 mod routing;
 mod submit;
@@ -24,8 +25,8 @@ use crate::defaults;
 use crate::error::GatewayError;
 use crate::error_chain::Chain;
 use crate::headers::{self, Peer, X_REQUEST_ID};
-use crate::jobs::store::{DiskStore, MemoryStore, OpenError, RedisStore, Store, StoreError};
-use crate::jobs::{DrainReport, Jobs};
+use crate::jobs::store::{OpenError, StoreError};
+use crate::jobs::DrainReport;
 use crate::metrics::RouteMetrics;
 use crate::prefer::{Preferences, PREFERENCE_APPLIED};
 use crate::proxy;
@@ -33,6 +34,7 @@ use crate::route::Route;
 use crate::sync::lock;
 use crate::tunnel::Handover;
 use crate::upstream::{self, Upstream, UpstreamError};
+pub(crate) use opening::JobsSlot;
 use report::PseudoRoutes;
 pub(crate) use report::Report;
 pub(crate) use routing::Routing;
@@ -71,7 +73,7 @@ pub(crate) struct App {
     /// One per worker, each swapped by a reload.
     live: Arc<[ArcSwap<Routing>]>,
     kept: Kept,
-    jobs: Arc<Jobs>,
+    jobs: Arc<JobsSlot>,
     store_max_bytes: u64,
     /// `{jobs_path}/openapi.json`, made once.
     openapi: bytes::Bytes,
@@ -136,15 +138,16 @@ const OPENAPI: &str = "/openapi.json";
 impl App {
     /// Builds, in this order, the store, the upstreams (their connection
     /// pools), the routes over them, the webhook sender, and the jobs over
-    /// all of them. Must run inside a tokio runtime.
-    pub(crate) fn build(config: Config) -> Result<App, BuildError> {
-        let store = match (&config.store.disk, &config.store.redis) {
-            (Some(disk), _) => Store::Disk(Arc::new(DiskStore::open(&config.store, disk)?)),
-            (None, Some(redis)) => {
-                Store::Redis(Arc::new(RedisStore::connect(&config.store, redis)?))
-            }
-            (None, None) => Store::Memory(Arc::new(MemoryStore::new(&config.store))),
+    /// all of them. `upgrade`: this process replaces one that still holds
+    /// the store; its jobs are made once it is let go. Must run inside a
+    /// tokio runtime.
+    pub(crate) fn build(config: Config, upgrade: bool) -> Result<App, BuildError> {
+        let store = match opening::open(&config.store) {
+            Ok(store) => Some(store),
+            Err(e) if upgrade && opening::held_elsewhere(&e) => None,
+            Err(e) => return Err(e),
         };
+        let store_config = config.store.clone();
         let server = config.server.clone();
         let cors = cors::Cors::new(&server.cors_origins);
         let capabilities = Arc::new(job_api::Capabilities::new(
@@ -163,24 +166,35 @@ impl App {
         let (reloadable, fixed) = Reloadable::split(config);
         let kept = Kept::default();
         let (routing, webhooks) = kept.build(reloadable, server.workers);
-        let url_prefix = format!(
-            "{}{}",
-            server.public_base_url.as_deref().unwrap_or(""),
-            server.jobs_path
-        );
-        #[cfg(feature = "kafka")]
-        let kafka = config_kafka
-            .as_ref()
-            .map(|k| crate::kafka::Kafka::new(k).map(Arc::new))
-            .transpose()?;
-        let jobs = Arc::new(Jobs::new(
-            store,
-            &routing.routes,
-            url_prefix,
-            webhooks,
+        let makings = opening::Makings {
+            url_prefix: format!(
+                "{}{}",
+                server.public_base_url.as_deref().unwrap_or(""),
+                server.jobs_path
+            ),
             #[cfg(feature = "kafka")]
-            kafka,
-        ));
+            kafka: config_kafka
+                .as_ref()
+                .map(|k| crate::kafka::Kafka::new(k).map(Arc::new))
+                .transpose()?,
+        };
+        let jobs = match store {
+            Some(store) => JobsSlot::open(crate::jobs::Jobs::new(
+                store,
+                &routing.routes,
+                makings.url_prefix,
+                webhooks,
+                #[cfg(feature = "kafka")]
+                makings.kafka,
+            )),
+            None => JobsSlot::later(
+                store_config,
+                makings,
+                routing.routes.clone(),
+                webhooks,
+                server.drain_timeout + opening::HANDOVER_MARGIN,
+            ),
+        };
         let openapi = bytes::Bytes::from(openapi::document(&server.jobs_path).to_string());
         let live = (0..server.workers.max(1))
             .map(|_| ArcSwap::from_pointee(routing.clone()))
@@ -296,7 +310,8 @@ impl App {
     /// the host it named (a trusted proxy's `X-Forwarded-Proto`/`-Host`
     /// count), as the Microsoft REST API guidelines want; relative only
     /// when the request names no usable host.
-    fn api(&self, req: &Request<Incoming>, peer: Peer) -> job_api::Api {
+    async fn api(&self, req: &Request<Incoming>, peer: Peer) -> Result<job_api::Api, GatewayError> {
+        let jobs = Arc::clone(self.jobs.wait().await.map_err(GatewayError::Store)?);
         let jobs_path = &self.server.jobs_path;
         let prefix = match &self.server.public_base_url {
             Some(base) => format!("{base}{jobs_path}"),
@@ -305,12 +320,12 @@ impl App {
                 None => jobs_path.clone(),
             },
         };
-        job_api::Api::new(
-            Arc::clone(&self.jobs),
+        Ok(job_api::Api::new(
+            jobs,
             prefix,
             Arc::clone(&self.capabilities),
             Arc::clone(&self.documents),
-        )
+        ))
     }
 
     /// Where a request goes and, if browsers may use what is there, how
@@ -443,7 +458,7 @@ impl App {
                 if rest == OPENAPI {
                     return self.openapi(req.method());
                 }
-                let api = self.api(&req, peer);
+                let api = self.api(&req, peer).await?;
                 return job_api::serve(&api, &mut req, &rest, handover).await;
             }
             Destination::Default(upstream, body) => {
@@ -453,14 +468,16 @@ impl App {
             Destination::Route(route) => route,
         };
         // Only a request that becomes a job needs the job API's URLs.
-        let submitter = |req: &Request<Incoming>| submit::Submitter {
-            api: self.api(req, peer),
-            route,
-            peer,
-            body_idle_timeout: self.server.body_idle_timeout,
+        let submitter = async |req: &Request<Incoming>| {
+            Ok::<_, GatewayError>(submit::Submitter {
+                api: self.api(req, peer).await?,
+                route,
+                peer,
+                body_idle_timeout: self.server.body_idle_timeout,
+            })
         };
         match route.config.mode {
-            Mode::Async => submitter(&req).accept(req).await,
+            Mode::Async => submitter(&req).await?.accept(req).await,
             Mode::Passthrough => {
                 let body = route.config.request_body();
                 self.forward(&route.upstream, req, peer, body, handover)
@@ -472,16 +489,18 @@ impl App {
                     // OData 4.01: wait up to N seconds, then answer
                     // asynchronously.
                     submitter(&req)
+                        .await?
                         .accept_or_answer(req, prefs.wait, true)
                         .await
                 } else if prefs.respond_async {
-                    let mut response = submitter(&req).accept(req).await?;
+                    let mut response = submitter(&req).await?.accept(req).await?;
                     response
                         .headers_mut()
                         .insert(PREFERENCE_APPLIED, RESPOND_ASYNC);
                     Ok(response)
                 } else if route.config.mode == Mode::Auto {
                     submitter(&req)
+                        .await?
                         .accept_or_answer(req, prefs.wait, false)
                         .await
                 } else {

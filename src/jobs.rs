@@ -86,7 +86,7 @@ impl From<StoreError> for FindError {
 }
 
 /// How a drain ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DrainReport {
     /// Jobs still running at the deadline that may not be sent again, now
     /// failed (`interrupted`).

@@ -38,6 +38,7 @@ mod headers;
 mod jobs;
 #[cfg(feature = "kafka")]
 mod kafka;
+mod launch;
 pub mod logging;
 mod metrics;
 mod prefer;
@@ -53,10 +54,12 @@ mod sync;
 #[cfg(feature = "tls")]
 mod tls;
 mod tunnel;
+mod upgrade;
 mod upstream;
 mod webhook;
 
 pub use admin::probe;
 pub use config::{Config, ConfigError};
 pub use jobs::DrainReport;
+pub use launch::Launch;
 pub use server::{Gateway, RunReport};

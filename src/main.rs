@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use asyncgate::{Config, Gateway};
+use asyncgate::{Config, Gateway, Launch};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -63,29 +63,33 @@ fn main() -> ExitCode {
         Some(Command::Health { ready }) => return health(&config, ready),
         None => {}
     }
+    // Before any thread starts: it takes the sockets handed to this process
+    // and clears the variables that handed them over.
+    let launch = Launch::from_env();
     let _logging = asyncgate::logging::init(match cli.log_format {
         LogFormat::Text => asyncgate::logging::Format::Text,
         LogFormat::Json => asyncgate::logging::Format::Json,
     });
     // The first worker runs here; the gateway starts one thread per further worker.
     match runtime() {
-        Some(runtime) => runtime.block_on(serve(config)),
+        Some(runtime) => runtime.block_on(serve(config, launch)),
         None => ExitCode::FAILURE,
     }
 }
 
-async fn serve(config: Config) -> ExitCode {
+async fn serve(config: Config, launch: Launch) -> ExitCode {
     let listen = config.listen();
-    let gateway = match Gateway::bind(config).await {
+    let gateway = match Gateway::launch(config, launch).await {
         Ok(gateway) => gateway,
         Err(e) => {
             tracing::error!(%listen, error = %e, "cannot start");
             return ExitCode::FAILURE;
         }
     };
+    let pid = std::process::id();
     match gateway.admin_addr() {
-        Some(admin) => tracing::info!(addr = %gateway.local_addr(), %admin, "listening"),
-        None => tracing::info!(addr = %gateway.local_addr(), "listening; no admin listener"),
+        Some(admin) => tracing::info!(addr = %gateway.local_addr(), %admin, pid, "listening"),
+        None => tracing::info!(addr = %gateway.local_addr(), pid, "listening; no admin listener"),
     }
     let report = gateway.run(asyncgate::shutdown::signal()).await;
     if report.is_clean() {

@@ -2,16 +2,19 @@
 //! hyper, and draining within a bound on shutdown.
 
 mod connection;
+mod listeners;
 
+use std::ffi::OsString;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::{oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -21,6 +24,8 @@ use crate::admin::Admin;
 use crate::app::App;
 use crate::config::Config;
 use crate::jobs::DrainReport;
+use crate::launch::Launch;
+use crate::upgrade::Successor;
 use crate::upstream;
 use connection::{Serving, Timeouts};
 
@@ -39,6 +44,9 @@ pub struct Gateway {
     timeouts: Timeouts,
     /// The admin listener's socket, unless it is turned off.
     admin: Option<std::net::TcpListener>,
+    /// What SIGUSR2 starts to take over, when this process knows how it
+    /// was started (the binary, not a gateway run inside a test).
+    successor: Option<(PathBuf, Vec<OsString>)>,
     /// SIGHUP, caught from the moment the gateway is bound (its default
     /// action would end the process).
     #[cfg(unix)]
@@ -63,23 +71,25 @@ impl Gateway {
     /// Binds the listeners and builds everything a request needs. Must run
     /// inside a tokio runtime.
     pub async fn bind(config: Config) -> io::Result<Gateway> {
-        refuse_if_taken(config.server.listen)?;
-        let first = listen(config.server.listen)?;
-        let admin = config
-            .admin
-            .map(|addr| {
-                let listener = std::net::TcpListener::bind(addr).map_err(|e| {
-                    io::Error::new(e.kind(), format!("the admin listener on {addr}: {e}"))
-                })?;
-                listener.set_nonblocking(true)?;
-                Ok::<_, io::Error>(listener)
-            })
-            .transpose()?;
-        let local_addr = first.local_addr()?;
-        let mut listeners = vec![first];
-        for _ in 1..config.server.workers {
-            listeners.push(listen(local_addr)?);
-        }
+        Gateway::launch(config, Launch::default()).await
+    }
+
+    /// [`Gateway::bind`] in a process started as `launch` tells: on the
+    /// sockets handed to it, if any listen where the config asks, and
+    /// awaiting the store from the process it replaces, if it was started
+    /// by an upgrade. Must run inside a tokio runtime.
+    pub async fn launch(config: Config, launch: Launch) -> io::Result<Gateway> {
+        let Launch {
+            exe,
+            args,
+            mut inherited,
+            upgrade,
+        } = launch;
+        let listeners::Listeners {
+            public: listeners,
+            admin,
+        } = listeners::open(&config, &mut inherited)?;
+        let local_addr = listeners[0].local_addr()?;
         let server = &config.server;
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -104,13 +114,14 @@ impl Gateway {
         Ok(Gateway {
             listeners,
             local_addr,
-            app: Arc::new(App::build(config).map_err(io::Error::other)?),
+            app: Arc::new(App::build(config, upgrade).map_err(io::Error::other)?),
             builder,
             slots,
             drain_timeout,
             shutdown_delay,
             timeouts,
             admin,
+            successor: exe.map(|exe| (exe, args)),
             #[cfg(unix)]
             hangups: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
                 .inspect_err(|e| tracing::error!(error = %e, "cannot catch SIGHUP; the config cannot be reloaded"))
@@ -146,9 +157,23 @@ impl Gateway {
             timeouts,
             admin,
             local_addr,
+            successor,
             #[cfg(unix)]
             hangups,
         } = self;
+        // Copies of the sockets for a successor: taken now, while this
+        // process still has them all.
+        let successor = successor.and_then(|(exe, args)| {
+            let sockets = listeners
+                .iter()
+                .map(|l| (crate::launch::PUBLIC, l))
+                .chain(admin.iter().map(|l| (crate::launch::ADMIN, l)))
+                .map(|(name, l)| l.try_clone().map(|copy| (name, copy)))
+                .collect::<io::Result<Vec<_>>>()
+                .inspect_err(|e| tracing::error!(error = %e, "cannot keep the sockets for an upgrade; SIGUSR2 will not upgrade"))
+                .ok()?;
+            Some(Successor { exe, args, sockets })
+        });
         let admin_stop = CancellationToken::new();
         let _admin_stop_on_drop = admin_stop.clone().drop_guard();
         let admin = admin.and_then(|listener| match TcpListener::from_std(listener) {
@@ -226,12 +251,26 @@ impl Gateway {
         if let Some(hangups) = hangups {
             tokio::spawn(reload_on_hangup(Arc::clone(&app), hangups, stop.clone()));
         }
+        // Set once a successor serves on the same sockets.
+        let replaced = CancellationToken::new();
+        if let Some(successor) = successor {
+            tokio::spawn(upgrade_on_usr2(successor, replaced.clone(), stop.clone()));
+        }
+        crate::upgrade::notify_ready();
         let coordinate = async {
-            shutdown.await;
+            tokio::pin!(shutdown);
+            let upgraded = tokio::select! {
+                () = &mut shutdown => false,
+                () = replaced.cancelled() => true,
+            };
             if let Some(admin) = &admin {
                 admin.start_draining();
             }
-            if !shutdown_delay.is_zero() {
+            if upgraded {
+                // The successor answers probes and accepts on the same
+                // sockets: nothing is left to wait for.
+                admin_stop.cancel();
+            } else if !shutdown_delay.is_zero() {
                 // Readiness already fails; the load balancer has this long
                 // to notice before anything is refused.
                 tracing::info!(delay = ?shutdown_delay, "not ready; still serving until the drain");
@@ -324,6 +363,44 @@ impl Worker {
     }
 }
 
+/// Starts a successor on every SIGUSR2 until one serves, or the drain
+/// begins; a successor that fails leaves this process serving as before.
+#[cfg(unix)]
+async fn upgrade_on_usr2(
+    successor: Successor,
+    replaced: CancellationToken,
+    stop: CancellationToken,
+) {
+    let mut signals =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2()) {
+            Ok(signals) => signals,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot catch SIGUSR2; in-place upgrades are off");
+                return;
+            }
+        };
+    loop {
+        tokio::select! {
+            Some(()) = signals.recv() => {},
+            () = stop.cancelled() => return,
+        }
+        tracing::info!(exe = %successor.exe.display(), "SIGUSR2: starting a new process on the same sockets");
+        match successor.start().await {
+            Ok(pid) => {
+                tracing::info!(
+                    pid,
+                    "the new process serves; this one stops accepting and drains"
+                );
+                replaced.cancel();
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %crate::error_chain::Chain(&e), "upgrade failed; this process serves on");
+            }
+        }
+    }
+}
+
 /// Reloads the config on every SIGHUP until the drain begins. A file that
 /// does not validate is refused, with its file, line and key, and the
 /// running config stays.
@@ -354,41 +431,4 @@ async fn reload_on_hangup(
             Err(e) => tracing::error!(error = %e, "config not reloaded; the running one stays"),
         }
     }
-}
-
-/// Fails when another process listens on `addr`. The workers' sockets
-/// share their port through `SO_REUSEPORT`, which would as gladly share it
-/// with a stranger (a second gateway started by mistake would silently take
-/// half the connections): a socket without that option is refused by any
-/// listener already there.
-fn refuse_if_taken(addr: SocketAddr) -> io::Result<()> {
-    if addr.port() == 0 {
-        return Ok(());
-    }
-    match std::net::TcpListener::bind(addr) {
-        Ok(probe) => {
-            drop(probe);
-            Ok(())
-        }
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
-            e.kind(),
-            format!("{addr} is already in use by another process"),
-        )),
-        Err(e) => Err(e),
-    }
-}
-
-/// A listening socket that other workers can share through `SO_REUSEPORT`.
-fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    #[cfg(unix)]
-    socket.set_reuseport(true)?;
-    socket.bind(addr)?;
-    // Linux caps it at net.core.somaxconn; nginx asks for 511.
-    socket.listen(1024)?.into_std()
 }

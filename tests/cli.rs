@@ -6,7 +6,7 @@ mod common;
 use std::process::Stdio;
 
 use common::process::{write_config, Running, BIN};
-use common::{async_route, config, poll_until, within, Backend, Client};
+use common::{async_route, config, poll_until, within, Backend, Client, TempDir};
 use tokio::process::Command;
 
 async fn run_to_end(args: &[&str]) -> (i32, String, String) {
@@ -236,4 +236,25 @@ async fn out_of_file_descriptors_pauses_accepting_and_recovers() {
     assert_eq!(reply.status, 200);
     drop(gw);
     let _ = child.kill().await;
+}
+
+/// The shipped systemd units are ones systemd accepts as they are, run
+/// against this binary: `systemd-analyze verify` says nothing of them.
+#[tokio::test]
+async fn the_shipped_systemd_units_verify() {
+    let dir = TempDir::new();
+    let units = ["asyncgate.socket", "asyncgate.service"].map(|unit| {
+        let shipped = std::fs::read_to_string(format!("deploy/systemd/{unit}")).unwrap();
+        let path = dir.0.join(unit);
+        std::fs::write(&path, shipped.replace("/usr/local/bin/asyncgate", BIN)).unwrap();
+        path
+    });
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .args(&units)
+        .output()
+        .await
+        .expect("systemd-analyze is installed (apt-get install systemd; .ci/run does)");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.trim().is_empty(), "{said}");
 }

@@ -160,7 +160,7 @@ pub(super) fn overview<'a>(
             used_bytes: store_bytes,
             max_bytes: report.store_max_bytes(),
         },
-        jobs: jobs.iter().map(|j| report.document(j)).collect(),
+        jobs: report.documents(jobs),
     }
 }
 

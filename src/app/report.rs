@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use super::opening::JobsSlot;
 use super::routing::Routing;
 use crate::jobs::model::Job;
 use crate::jobs::store::StoreError;
-use crate::jobs::{Document, Jobs, Load};
+use crate::jobs::{Document, Load};
 use crate::metrics::RouteMetrics;
 
 /// Route names the metrics give requests that no configured route took.
@@ -30,7 +31,7 @@ pub(crate) struct PseudoRoutes {
 
 #[derive(Clone)]
 pub(crate) struct Report {
-    pub(super) jobs: Arc<Jobs>,
+    pub(super) jobs: Arc<JobsSlot>,
     /// The routing in force, as the first worker holds it.
     pub(super) live: Arc<[ArcSwap<Routing>]>,
     pub(super) pseudo: Arc<PseudoRoutes>,
@@ -44,10 +45,16 @@ impl Report {
         self.live[0].load_full()
     }
 
-    /// The bytes charged to the store's budget; an error when the store
-    /// cannot be reached (the gateway is then not ready).
-    pub(crate) async fn store_bytes(&self) -> Result<u64, StoreError> {
-        self.jobs.store().usage().await
+    /// The bytes charged to the store's budget; `None` while the store is
+    /// awaited from the process this one replaced (job requests wait for
+    /// it, so the gateway is ready); an error when the store cannot be
+    /// reached or did not open (the gateway is then not ready).
+    pub(crate) async fn store_bytes(&self) -> Result<Option<u64>, StoreError> {
+        match self.jobs.get() {
+            Some(jobs) => jobs.store().usage().await.map(Some),
+            None if self.jobs.awaiting() => Ok(None),
+            None => Err(StoreError::Unavailable("the job store did not open".into())),
+        }
     }
 
     pub(crate) fn store_max_bytes(&self) -> u64 {
@@ -61,16 +68,24 @@ impl Report {
     /// How many jobs run and wait in each upstream's lane, by upstream
     /// name; empty with a shared store.
     pub(crate) fn loads(&self) -> Vec<(String, Load)> {
-        self.jobs.loads()
+        self.jobs.get().map(|j| j.loads()).unwrap_or_default()
     }
 
     /// The last jobs seen here that `keep` accepts, newest first.
     pub(crate) fn recent(&self, keep: impl Fn(&Job) -> bool, limit: usize) -> Vec<Job> {
-        self.jobs.recent(keep, limit)
+        self.jobs
+            .get()
+            .map(|j| j.recent(keep, limit))
+            .unwrap_or_default()
     }
 
-    pub(crate) fn document<'a>(&'a self, job: &'a Job) -> Document<'a> {
-        self.jobs.document(job)
+    /// A job's document; only jobs [`Report::recent`] gave are asked for,
+    /// so the jobs exist.
+    pub(crate) fn documents<'a>(&'a self, jobs: &'a [Job]) -> Vec<Document<'a>> {
+        match self.jobs.get() {
+            Some(all) => jobs.iter().map(|j| all.document(j)).collect(),
+            None => Vec::new(),
+        }
     }
 
     /// The requests counted under pseudo-route names, with those names.
@@ -84,12 +99,12 @@ impl Report {
 
     /// Webhook delivery attempts by outcome, when any route sends webhooks.
     pub(crate) fn webhook_outcomes(&self) -> Option<Vec<(&'static str, u64)>> {
-        Some(self.jobs.webhooks()?.outcomes().collect())
+        Some(self.jobs.get()?.webhooks()?.outcomes().collect())
     }
 
     /// Kafka produce attempts by outcome, when `[kafka]` is configured.
     #[cfg(feature = "kafka")]
     pub(crate) fn kafka_outcomes(&self) -> Option<Vec<(&'static str, u64)>> {
-        Some(self.jobs.kafka()?.outcomes().collect())
+        Some(self.jobs.get()?.kafka()?.outcomes().collect())
     }
 }

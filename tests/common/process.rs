@@ -85,6 +85,21 @@ impl Running {
         running
     }
 
+    /// `command` (the binary, or a wrapper that execs it) on `config`,
+    /// its log collected.
+    pub(crate) fn spawn(mut command: Command, config: tempfile_path::TempConfig) -> Running {
+        let mut child = command
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut running = Running::attach(&mut child);
+        running.child = Some(child);
+        running._config = Some(config);
+        running
+    }
+
     /// Collects the log lines of a child started elsewhere.
     pub(crate) fn attach(child: &mut Child) -> Running {
         let lines = Arc::new(Mutex::new(Vec::new()));
@@ -168,12 +183,22 @@ impl Running {
 
     /// Sends a signal by name (`TERM`, `STOP`, `CONT`, …) with kill(1).
     pub(crate) fn signal(&self, name: &str) {
-        let pid = self.child.as_ref().unwrap().id().unwrap().to_string();
-        let status = std::process::Command::new("kill")
-            .args([&format!("-{name}"), &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        signal(self.pid(), name);
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id().unwrap()
+    }
+
+    /// The log lines so far that contain `needle`.
+    pub(crate) fn lines_with(&self, needle: &str) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
     }
 
     pub(crate) async fn exit_code(&mut self) -> i32 {
@@ -187,4 +212,13 @@ impl Running {
         .code()
         .unwrap_or(-1)
     }
+}
+
+/// Sends a signal by name to any process, with kill(1).
+pub(crate) fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
 }
