@@ -71,18 +71,11 @@ impl Running {
     /// The binary on `config_text` as it is, with more arguments.
     pub(crate) async fn start_with(config_text: &str, args: &[&str]) -> Running {
         let config = write_config(config_text);
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .args(["--config", config.0.to_str().unwrap()])
-            .args(args)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut running = Running::attach(&mut child);
-        running.child = Some(child);
-        running._config = Some(config);
-        running
+            .args(args);
+        Running::spawn(command, config)
     }
 
     /// `command` (the binary, or a wrapper that execs it) on `config`,
