@@ -639,6 +639,42 @@ async fn a_webhook_still_pending_at_a_crash_is_delivered_after_the_restart() {
     );
 }
 
+/// A POST running at a crash fails as lost at the restart, and that end is
+/// called back like any other (found by the chaos soak: the restart that
+/// failed it did not send its webhook, only the one after it did).
+#[tokio::test]
+async fn a_post_failed_as_lost_at_the_restart_is_called_back() {
+    let backend = Backend::start().await;
+    let receiver = Backend::start().await;
+    let store = TempDir::new();
+    let text = hooked(&store, &backend, "1s");
+    let client = Client::default();
+    let gw = Gateway::start(&text).await;
+    let reply = client
+        .send(
+            Method::POST,
+            &gw.url("/hold/lost"),
+            &[("callback-url", &format!("{}/hook", receiver.url()))],
+            "{}",
+        )
+        .await;
+    reply.assert_status(202);
+    let location = reply.header("location").to_owned();
+    backend.started(1).await;
+    gw.crash().await;
+
+    let gw = Gateway::start(&text).await;
+    let doc = client.wait_status(&gw.url(&location), "failed").await;
+    assert_eq!(doc["error"]["type"], "urn:asyncgate:problem:job-lost");
+    let doc = poll_until(20, "the webhook of the lost job", async || {
+        let doc = client.get(&gw.url(&location)).await.json();
+        (doc["webhook"]["state"] == "delivered").then_some(doc)
+    })
+    .await;
+    assert_eq!(doc["webhook"]["attempts"], 1, "{doc:#}");
+    assert_eq!(sent(&receiver, "/hook"), 1);
+}
+
 #[tokio::test]
 async fn a_job_is_kept_past_its_result_ttl_while_its_webhook_is_being_delivered() {
     let backend = Backend::start().await;

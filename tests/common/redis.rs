@@ -98,7 +98,7 @@ impl Redis {
     }
 
     /// Ends it as a crash would.
-    async fn kill(&mut self) {
+    pub(crate) async fn crash(&mut self) {
         let mut child = self.child.take().unwrap();
         child.start_kill().unwrap();
         within(10, "redis-server to die", child.wait())
@@ -255,7 +255,7 @@ impl Cluster {
         // Replication is asynchronous: a write not yet copied when its
         // master dies is lost, which is Redis's promise, not the gateway's.
         node.replicated().await;
-        node.kill().await;
+        node.crash().await;
         poll_until(
             60,
             "a replica to take the killed master's place",

@@ -65,6 +65,14 @@ pub(super) fn recover(
                     config.result_ttl,
                 )?;
                 tracing::warn!(job = %id, "job was running when the gateway stopped and may not be sent twice; failed as lost");
+                // Its webhook and Kafka record are due now. The scan of
+                // due deliveries below reads what is committed, which this
+                // end is not yet.
+                if record.delivery_due() {
+                    recovered
+                        .deliveries
+                        .extend(readable(id, &record, |id, r| r.job(id)));
+                }
                 continue;
             }
         }

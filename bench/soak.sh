@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The chaos soak (tests/soak.rs) for as long as asked, both variants one
+# after the other: one gateway on the disk store with kill -9, SIGTERM,
+# SIGUSR2 and backend faults; three replicas on Redis with kill -9,
+# SIGSTOP/SIGCONT, a Redis crash and backend faults. Each prints its
+# counts (requests, jobs promised, faults injected by kind, final statuses,
+# webhook deliveries, max RSS, store size) and its violations, and fails on
+# any. CI runs both for two minutes inside `cargo test`.
+#
+#   bench/soak.sh            # 60 minutes each, the release build
+#   bench/soak.sh 600        # 10 minutes each
+#
+# The report goes to bench/results/DATE/soak-TIME.md. Everything listens on
+# 127.0.0.1 only.
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$BENCH_DIR")
+SECONDS_EACH=${1:-3600}
+REPORT=${REPORT:-$BENCH_DIR/results/$(date -u +%Y-%m-%d)/soak-$(date -u +%H%M).md}
+mkdir -p "$(dirname "$REPORT")"
+
+for tool in redis-server; do
+  command -v "$tool" >/dev/null || { echo "bench/soak.sh needs $tool (apt-get install redis-server)" >&2; exit 1; }
+done
+
+cd "$ROOT"
+status=0
+{
+  echo "# Chaos soak, $(date -u +%Y-%m-%dT%H:%MZ), $SECONDS_EACH s of load per variant"
+  echo
+  echo "Commit $(git rev-parse --short HEAD), release build, \`SOAK_SECONDS=$SECONDS_EACH cargo test --release --all-features --test soak\`."
+  echo
+} > "$REPORT"
+for variant in soak_one_node_on_the_disk_store soak_three_replicas_on_redis; do
+  echo "## $variant" >> "$REPORT"
+  echo '```' >> "$REPORT"
+  SOAK_SECONDS=$SECONDS_EACH cargo test --release --all-features --quiet --test soak -- \
+    --exact "$variant" --nocapture 2>&1 |
+    grep -E '^(soak of|violations|  |jobs promised|webhook deliveries|store on disk|test result)' >> "$REPORT" || true
+  tail -1 "$REPORT" | grep -q "test result: ok" || status=1
+  echo '```' >> "$REPORT"
+done
+cat "$REPORT"
+exit $status
