@@ -426,11 +426,61 @@ fn gateway_config(port: u16, backend: &str, receiver: &str, store: &str) -> Stri
     )
 }
 
-/// Backend faults, for `for_` each.
-async fn backend_fault(backend: &SoakBackend, mode: u8, for_: Duration) {
+/// A backend fault for two seconds: resets, or `503`s.
+async fn backend_fault(backend: &SoakBackend, records: &Shared2, mode: u8) {
     backend.mode.store(mode, Ordering::Relaxed);
-    tokio::time::sleep(for_).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     backend.mode.store(NORMAL, Ordering::Relaxed);
+    let kind = if mode == RESETS {
+        "backend resets"
+    } else {
+        "backend 503s"
+    };
+    count(records, kind);
+}
+
+fn count(records: &Shared2, kind: &'static str) {
+    *records.lock().unwrap().faults.entry(kind).or_default() += 1;
+}
+
+type Nodes = Arc<tokio::sync::Mutex<Vec<Node>>>;
+
+/// Samples the nodes' RSS every second, keeping the largest.
+fn sample_rss(nodes: &Nodes, records: &Shared2) -> tokio::task::JoinHandle<()> {
+    let (nodes, records) = (Arc::clone(nodes), Arc::clone(records));
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let rss = nodes
+                .lock()
+                .await
+                .iter()
+                .map(Node::rss_kib)
+                .max()
+                .unwrap_or(0);
+            let mut r = records.lock().unwrap();
+            r.max_rss_kib = r.max_rss_kib.max(rss);
+        }
+    })
+}
+
+/// The reckoning, the report, and the end of the nodes; fails on any
+/// violation.
+async fn conclude(
+    nodes: &Nodes,
+    records: &Shared2,
+    backend: &SoakBackend,
+    receiver: &Backend,
+    store_dir: Option<&std::path::Path>,
+) {
+    let bases: Vec<String> = nodes.lock().await.iter().map(Node::base).collect();
+    let records = std::mem::take(&mut *records.lock().unwrap());
+    let violations = reckon(&records, &bases, backend, receiver, store_dir).await;
+    report(&records, &violations, seconds());
+    for node in nodes.lock().await.iter() {
+        signal(node.pid, "KILL");
+    }
+    assert!(violations.is_empty(), "{} violations", violations.len());
 }
 
 /// What the soak checks once the load has stopped; the violations.
@@ -649,80 +699,51 @@ fn note(records: &Shared2, kind: &'static str, node: usize, from: Instant) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_one_node_on_the_disk_store() {
-    let seconds = seconds();
     let backend = SoakBackend::start().await;
     let receiver = Backend::start().await;
     let dir = TempDir::new();
     let port = free_port();
     let store = format!("[store]\nkind = \"disk\"\npath = \"{}\"", dir.0.display());
     let config = gateway_config(port, &backend.url(), &receiver.url(), &store);
-    let node = Arc::new(tokio::sync::Mutex::new(Node::start(port, config).await));
-    let bases = vec![node.lock().await.base()];
+    let nodes: Nodes = Arc::new(tokio::sync::Mutex::new(vec![
+        Node::start(port, config).await,
+    ]));
+    let bases = vec![nodes.lock().await[0].base()];
     let records: Shared2 = Arc::default();
-    let sampler = {
-        let (node, records) = (Arc::clone(&node), Arc::clone(&records));
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let rss = node.lock().await.rss_kib();
-                let mut r = records.lock().unwrap();
-                r.max_rss_kib = r.max_rss_kib.max(rss);
-            }
-        })
-    };
+    let sampler = sample_rss(&nodes, &records);
     load(
-        bases.clone(),
-        seconds,
+        bases,
+        seconds(),
         Arc::clone(&records),
         async |records, kind| {
             let from = Instant::now();
+            let node = &mut nodes.lock().await[0];
             match kind {
                 0 => {
-                    node.lock().await.kill9().await;
+                    node.kill9().await;
                     note(records, "kill -9", 0, from);
                 }
                 1 => {
-                    node.lock().await.term().await;
+                    node.term().await;
                     note(records, "SIGTERM", 0, from);
                 }
                 2 => {
                     // An upgrade stops nothing: no window.
-                    node.lock().await.upgrade().await;
-                    *records.lock().unwrap().faults.entry("SIGUSR2").or_default() += 1;
+                    node.upgrade().await;
+                    count(records, "SIGUSR2");
                 }
-                3 => {
-                    backend_fault(&backend, RESETS, Duration::from_secs(2)).await;
-                    *records
-                        .lock()
-                        .unwrap()
-                        .faults
-                        .entry("backend resets")
-                        .or_default() += 1;
-                }
-                _ => {
-                    backend_fault(&backend, BUSY, Duration::from_secs(2)).await;
-                    *records
-                        .lock()
-                        .unwrap()
-                        .faults
-                        .entry("backend 503s")
-                        .or_default() += 1;
-                }
+                3 => backend_fault(&backend, records, RESETS).await,
+                _ => backend_fault(&backend, records, BUSY).await,
             }
         },
     )
     .await;
     sampler.abort();
-    let records = std::mem::take(&mut *records.lock().unwrap());
-    let violations = reckon(&records, &bases, &backend, &receiver, Some(&dir.0)).await;
-    report(&records, &violations, seconds);
-    signal(node.lock().await.pid, "KILL");
-    assert!(violations.is_empty(), "{} violations", violations.len());
+    conclude(&nodes, &records, &backend, &receiver, Some(&dir.0)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_three_replicas_on_redis() {
-    let seconds = seconds();
     let backend = SoakBackend::start().await;
     let receiver = Backend::start().await;
     let redis = Arc::new(tokio::sync::Mutex::new(Redis::start().await));
@@ -730,35 +751,19 @@ async fn soak_three_replicas_on_redis() {
         "[store]\n{}\nlease = \"2s\"",
         redis.lock().await.store_keys()
     );
-    let mut nodes = Vec::new();
+    let mut started = Vec::new();
     for _ in 0..3 {
         let port = free_port();
         let config = gateway_config(port, &backend.url(), &receiver.url(), &store);
-        nodes.push(Node::start(port, config).await);
+        started.push(Node::start(port, config).await);
     }
-    let bases: Vec<String> = nodes.iter().map(Node::base).collect();
-    let nodes = Arc::new(tokio::sync::Mutex::new(nodes));
+    let bases: Vec<String> = started.iter().map(Node::base).collect();
+    let nodes: Nodes = Arc::new(tokio::sync::Mutex::new(started));
     let records: Shared2 = Arc::default();
-    let sampler = {
-        let (nodes, records) = (Arc::clone(&nodes), Arc::clone(&records));
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let rss = nodes
-                    .lock()
-                    .await
-                    .iter()
-                    .map(Node::rss_kib)
-                    .max()
-                    .unwrap_or(0);
-                let mut r = records.lock().unwrap();
-                r.max_rss_kib = r.max_rss_kib.max(rss);
-            }
-        })
-    };
+    let sampler = sample_rss(&nodes, &records);
     load(
-        bases.clone(),
-        seconds,
+        bases,
+        seconds(),
         Arc::clone(&records),
         async |records, kind| {
             let from = Instant::now();
@@ -780,41 +785,14 @@ async fn soak_three_replicas_on_redis() {
                     let mut redis = redis.lock().await;
                     redis.crash().await;
                     redis.up().await;
-                    *records
-                        .lock()
-                        .unwrap()
-                        .faults
-                        .entry("Redis kill -9 and restart")
-                        .or_default() += 1;
+                    count(records, "Redis kill -9 and restart");
                 }
-                3 => {
-                    backend_fault(&backend, RESETS, Duration::from_secs(2)).await;
-                    *records
-                        .lock()
-                        .unwrap()
-                        .faults
-                        .entry("backend resets")
-                        .or_default() += 1;
-                }
-                _ => {
-                    backend_fault(&backend, BUSY, Duration::from_secs(2)).await;
-                    *records
-                        .lock()
-                        .unwrap()
-                        .faults
-                        .entry("backend 503s")
-                        .or_default() += 1;
-                }
+                3 => backend_fault(&backend, records, RESETS).await,
+                _ => backend_fault(&backend, records, BUSY).await,
             }
         },
     )
     .await;
     sampler.abort();
-    let records = std::mem::take(&mut *records.lock().unwrap());
-    let violations = reckon(&records, &bases, &backend, &receiver, None).await;
-    report(&records, &violations, seconds);
-    for node in nodes.lock().await.iter() {
-        signal(node.pid, "KILL");
-    }
-    assert!(violations.is_empty(), "{} violations", violations.len());
+    conclude(&nodes, &records, &backend, &receiver, None).await;
 }
