@@ -311,7 +311,16 @@ impl App {
     /// count), as the Microsoft REST API guidelines want; relative only
     /// when the request names no usable host.
     async fn api(&self, req: &Request<Incoming>, peer: Peer) -> Result<job_api::Api, GatewayError> {
-        let jobs = Arc::clone(self.jobs.wait().await.map_err(GatewayError::Store)?);
+        let jobs = match self.jobs.get() {
+            Some(jobs) => Arc::clone(jobs),
+            // Boxed: only while an upgrade waits for the store, and kept
+            // out of every request's future.
+            None => Arc::clone(
+                Box::pin(self.jobs.wait())
+                    .await
+                    .map_err(GatewayError::Store)?,
+            ),
+        };
         let jobs_path = &self.server.jobs_path;
         let prefix = match &self.server.public_base_url {
             Some(base) => format!("{base}{jobs_path}"),

@@ -24,6 +24,10 @@ use crate::launch::UPGRADE_ENV;
 /// and binding.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How often a successor that has not said it serves yet is looked at, in
+/// case it exited.
+const EXIT_CHECK: Duration = Duration::from_millis(50);
+
 /// What a successor is started with.
 pub(crate) struct Successor {
     pub(crate) exe: PathBuf,
@@ -66,7 +70,10 @@ impl Successor {
             });
         }
         let names: Vec<&str> = self.sockets.iter().map(|(name, _)| *name).collect();
-        let mut command = tokio::process::Command::new(&self.exe);
+        // std's, not tokio's: tokio's process driver would look for exited
+        // children at every park of every runtime, for the one child this
+        // process may ever start.
+        let mut command = std::process::Command::new(&self.exe);
         command
             .args(&self.args)
             .env("LISTEN_FDS", self.sockets.len().to_string())
@@ -80,7 +87,7 @@ impl Successor {
         let mut child = command
             .spawn()
             .map_err(|e| UpgradeError::Spawn(self.exe.clone(), e))?;
-        let pid = child.id().unwrap_or_default();
+        let pid = child.id();
         let ready = async {
             let mut buf = [0u8; 512];
             loop {
@@ -94,17 +101,28 @@ impl Successor {
                 }
             }
         };
-        tokio::select! {
+        let exited = async {
+            loop {
+                match child.try_wait() {
+                    Ok(Some(status)) => return UpgradeError::Exited(status),
+                    Ok(None) => tokio::time::sleep(EXIT_CHECK).await,
+                    Err(e) => return UpgradeError::Spawn(self.exe.clone(), e),
+                }
+            }
+        };
+        let outcome = tokio::select! {
             () = ready => Ok(pid),
-            exited = child.wait() => Err(match exited {
-                Ok(status) => UpgradeError::Exited(status),
-                Err(e) => UpgradeError::Spawn(self.exe.clone(), e),
-            }),
+            failed = exited => Err(failed),
             () = tokio::time::sleep(READY_TIMEOUT) => {
-                let _ = child.kill().await;
+                let _ = child.kill();
                 Err(UpgradeError::Silent(READY_TIMEOUT))
             }
+        };
+        if outcome.is_err() {
+            // Reaped, so it leaves no zombie behind.
+            let _ = child.wait();
         }
+        outcome
     }
 }
 

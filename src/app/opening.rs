@@ -180,9 +180,6 @@ impl JobsSlot {
 
     /// The jobs, waiting for their store while it is awaited.
     pub(super) async fn wait(&self) -> Result<&Arc<Jobs>, StoreError> {
-        if let Some(jobs) = self.jobs.get() {
-            return Ok(jobs);
-        }
         let mut state = self.state.subscribe();
         let _ = state.wait_for(|s| *s != State::Waiting).await;
         self.jobs

@@ -153,7 +153,8 @@ pub(super) async fn attempt(
         // Dropping the exchange future drops its connection: the backend sees the abort.
         () = live.cancel.cancelled() => return None,
         () = core.aborted().cancelled() => {
-            core.interrupt(id, attempt, resend).await;
+            // Boxed: a drain's path, kept out of every job's future.
+            Box::pin(core.interrupt(id, attempt, resend)).await;
             return None;
         }
         () = keep_lease(core, id, attempt) => return None,
