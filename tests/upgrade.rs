@@ -189,7 +189,7 @@ async fn socket_activation_serves_on_the_sockets_passed() {
         config(&backend.url(), "", "")
     );
     let config = write_config(&text);
-    let mut command = tokio::process::Command::new("sh");
+    let mut command = std::process::Command::new("sh");
     command
         .args(["-c", "LISTEN_PID=$$ exec \"$0\" \"$@\"", BIN, "--config"])
         .arg(&config.0)
@@ -205,7 +205,7 @@ async fn socket_activation_serves_on_the_sockets_passed() {
             },
         ])
         .unwrap();
-    let mut gw = Running::spawn(command, config);
+    let mut gw = Running::spawn(command.into(), config);
     gw.wait_line("listening on sockets handed to this process")
         .await;
     assert_eq!(gw.addr().await, public_addr.to_string());
