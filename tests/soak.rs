@@ -467,6 +467,7 @@ fn sample_rss(nodes: &Nodes, records: &Shared2) -> tokio::task::JoinHandle<()> {
 /// The reckoning, the report, and the end of the nodes; fails on any
 /// violation.
 async fn conclude(
+    label: &str,
     nodes: &Nodes,
     records: &Shared2,
     backend: &SoakBackend,
@@ -475,8 +476,8 @@ async fn conclude(
 ) {
     let bases: Vec<String> = nodes.lock().await.iter().map(Node::base).collect();
     let records = std::mem::take(&mut *records.lock().unwrap());
-    let violations = reckon(&records, &bases, backend, receiver, store_dir).await;
-    report(&records, &violations, seconds());
+    let violations = reckon(label, &records, &bases, backend, receiver, store_dir).await;
+    report(label, &records, &violations, seconds());
     for node in nodes.lock().await.iter() {
         signal(node.pid, "KILL");
     }
@@ -485,6 +486,7 @@ async fn conclude(
 
 /// What the soak checks once the load has stopped; the violations.
 async fn reckon(
+    label: &str,
     records: &Records,
     bases: &[String],
     backend: &SoakBackend,
@@ -563,7 +565,7 @@ async fn reckon(
             .collect();
         if missing.is_empty() && forged == 0 {
             println!(
-                "webhook deliveries: {} for {} jobs",
+                "[{label}] webhook deliveries: {} for {} jobs",
                 delivered.values().sum::<usize>(),
                 finals.len()
             );
@@ -607,7 +609,7 @@ async fn reckon(
     }
     if let Some(dir) = store_dir {
         let bytes = du(dir);
-        println!("store on disk: {bytes} bytes");
+        println!("[{label}] store on disk: {bytes} bytes");
         if bytes > 2 * STORE_MAX_BYTES {
             violations.push(format!("the store takes {bytes} bytes on disk"));
         }
@@ -619,7 +621,7 @@ async fn reckon(
             .or_default() += 1;
     }
     println!(
-        "jobs promised: {}, by final status: {by_status:?}",
+        "[{label}] jobs promised: {}, by final status: {by_status:?}",
         records.promises.len()
     );
     violations
@@ -638,9 +640,8 @@ fn du(dir: &std::path::Path) -> u64 {
         .sum()
 }
 
-fn report(records: &Records, violations: &[String], seconds: u64) {
-    println!(
-        "soak of {seconds} s: {} requests, {} jobs promised, {} refused by the store (503), {} client errors, faults {:?}, max RSS {} KiB",
+fn report(label: &str, records: &Records, violations: &[String], seconds: u64) {
+    println!("[{label}] soak of {seconds} s: {} requests, {} jobs promised, {} refused by the store (503), {} client errors, faults {:?}, max RSS {} KiB",
         records.requests,
         records.promises.len(),
         records.refused_by_store,
@@ -648,9 +649,9 @@ fn report(records: &Records, violations: &[String], seconds: u64) {
         records.faults,
         records.max_rss_kib
     );
-    println!("violations: {}", violations.len());
+    println!("[{label}] violations: {}", violations.len());
     for v in violations.iter().take(50) {
-        println!("  {v}");
+        println!("[{label}]   {v}");
     }
 }
 
@@ -739,7 +740,7 @@ async fn soak_one_node_on_the_disk_store() {
     )
     .await;
     sampler.abort();
-    conclude(&nodes, &records, &backend, &receiver, Some(&dir.0)).await;
+    conclude("disk", &nodes, &records, &backend, &receiver, Some(&dir.0)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -794,5 +795,5 @@ async fn soak_three_replicas_on_redis() {
     )
     .await;
     sampler.abort();
-    conclude(&nodes, &records, &backend, &receiver, None).await;
+    conclude("redis", &nodes, &records, &backend, &receiver, None).await;
 }
