@@ -51,6 +51,9 @@ pub struct Gateway {
     /// action would end the process).
     #[cfg(unix)]
     hangups: Option<tokio::signal::unix::Signal>,
+    /// SIGUSR2, caught from the same moment, for the same reason.
+    #[cfg(unix)]
+    upgrades: Option<tokio::signal::unix::Signal>,
 }
 
 /// How a run ended.
@@ -126,6 +129,10 @@ impl Gateway {
             hangups: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
                 .inspect_err(|e| tracing::error!(error = %e, "cannot catch SIGHUP; the config cannot be reloaded"))
                 .ok(),
+            #[cfg(unix)]
+            upgrades: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())
+                .inspect_err(|e| tracing::error!(error = %e, "cannot catch SIGUSR2; in-place upgrades are off"))
+                .ok(),
         })
     }
 
@@ -160,6 +167,8 @@ impl Gateway {
             successor,
             #[cfg(unix)]
             hangups,
+            #[cfg(unix)]
+            upgrades,
         } = self;
         // Copies of the sockets for a successor: taken now, while this
         // process still has them all.
@@ -253,8 +262,14 @@ impl Gateway {
         }
         // Set once a successor serves on the same sockets.
         let replaced = CancellationToken::new();
-        if let Some(successor) = successor {
-            tokio::spawn(upgrade_on_usr2(successor, replaced.clone(), stop.clone()));
+        #[cfg(unix)]
+        if let Some(upgrades) = upgrades {
+            tokio::spawn(upgrade_on_usr2(
+                upgrades,
+                successor,
+                replaced.clone(),
+                stop.clone(),
+            ));
         }
         crate::upgrade::notify_ready();
         let coordinate = async {
@@ -365,25 +380,24 @@ impl Worker {
 
 /// Starts a successor on every SIGUSR2 until one serves, or the drain
 /// begins; a successor that fails leaves this process serving as before.
+/// A process that cannot start one (it does not know how it was started)
+/// says so and serves on.
 #[cfg(unix)]
 async fn upgrade_on_usr2(
-    successor: Successor,
+    mut signals: tokio::signal::unix::Signal,
+    successor: Option<Successor>,
     replaced: CancellationToken,
     stop: CancellationToken,
 ) {
-    let mut signals =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2()) {
-            Ok(signals) => signals,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot catch SIGUSR2; in-place upgrades are off");
-                return;
-            }
-        };
     loop {
         tokio::select! {
             Some(()) = signals.recv() => {},
             () = stop.cancelled() => return,
         }
+        let Some(successor) = &successor else {
+            tracing::warn!("SIGUSR2 ignored: this process cannot start a successor");
+            continue;
+        };
         tracing::info!(exe = %successor.exe.display(), "SIGUSR2: starting a new process on the same sockets");
         match successor.start().await {
             Ok(pid) => {
