@@ -195,6 +195,9 @@ pub(crate) struct RouteConfig {
     pub(crate) max_wait: Duration,
     /// A finished job's status URL answers `303 See Other` to its result.
     pub(crate) redirect_when_done: bool,
+    /// Whether a job's backend request carries `Asyncgate-Job-Id` and
+    /// `Asyncgate-Attempt`.
+    pub(crate) job_headers: bool,
     /// Request headers that carry credentials: a job submitted with any of
     /// them is visible only to requests with the same values.
     pub(crate) bind_headers: Vec<http::HeaderName>,

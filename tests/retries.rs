@@ -115,3 +115,60 @@ async fn retries_are_refused_with_the_redis_store() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("upstreams.app.retries"), "{stderr}");
 }
+
+/// What a job's backend request says of itself: which job, which try,
+/// whatever the client claimed, so a legacy backend can log jobs and tell a
+/// retry from a new request.
+#[tokio::test]
+async fn job_requests_say_which_job_and_which_try_they_are() {
+    let (backend, gw, client) = setup(
+        "retries = 1\nretry_backoff = \"10ms\"",
+        &async_route("/{*p}", ""),
+    )
+    .await;
+    let forged = [("asyncgate-job-id", "forged"), ("asyncgate-attempt", "9")];
+    let reply = client
+        .send(Method::PUT, &gw.url("/flaky/1/told"), &forged, "")
+        .await;
+    reply.assert_status(202);
+    let doc = client
+        .wait_finished(&gw.url(reply.header("location")))
+        .await;
+    assert_eq!(doc["status"], "succeeded", "{doc:#}");
+    let tries: Vec<_> = backend
+        .received()
+        .into_iter()
+        .filter(|r| r.uri.starts_with("/flaky/1/told"))
+        .collect();
+    assert_eq!(tries.len(), 2);
+    for (n, r) in tries.iter().enumerate() {
+        let values = |name: &str| -> Vec<String> {
+            r.headers
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(values("asyncgate-job-id"), [doc["id"].as_str().unwrap()]);
+        assert_eq!(values("asyncgate-attempt"), [(n + 1).to_string()]);
+    }
+}
+
+#[tokio::test]
+async fn job_headers_false_leaves_the_clients_headers_as_they_were() {
+    let (backend, gw, client) = setup("", &async_route("/{*p}", "job_headers = false")).await;
+    let reply = client
+        .send(
+            Method::POST,
+            &gw.url("/quiet"),
+            &[("asyncgate-job-id", "mine")],
+            "",
+        )
+        .await;
+    client
+        .wait_finished(&gw.url(reply.header("location")))
+        .await;
+    let received = &backend.received()[0];
+    assert_eq!(received.headers["asyncgate-job-id"], "mine");
+    assert!(received.headers.get("asyncgate-attempt").is_none());
+}

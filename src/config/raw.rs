@@ -142,6 +142,7 @@ pub(super) struct RawRoute {
     pub(crate) sync_wait: Option<Text>,
     pub(crate) max_wait: Option<Text>,
     pub(crate) redirect_when_done: Option<bool>,
+    pub(crate) job_headers: Option<bool>,
     pub(crate) bind_headers: Option<Vec<Text>>,
     #[serde(default)]
     pub(crate) location: LocationStyle,

@@ -412,6 +412,7 @@ impl Cx<'_> {
             sync_wait,
             max_wait,
             redirect_when_done: raw.redirect_when_done.unwrap_or(false),
+            job_headers: raw.job_headers.unwrap_or(true),
             name: name.clone(),
             methods,
             path: path.clone(),

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::header::CONTENT_LENGTH;
-use http::Request;
+use http::header::{HeaderValue, CONTENT_LENGTH};
+use http::{HeaderName, Request};
 
 use super::core::{Core, QueuedJob};
 use super::id::JobId;
@@ -158,7 +158,7 @@ pub(super) async fn attempt(
             return None;
         }
         () = keep_lease(core, id, attempt) => return None,
-        outcome = exchange(route, request, &live.progress) => outcome,
+        outcome = exchange(route, request, Try { id, attempt }, &live.progress) => outcome,
     };
     route.stats.record(started.elapsed());
     Some(outcome)
@@ -189,15 +189,42 @@ async fn keep_lease(core: &Core, id: JobId, attempt: u32) {
     }
 }
 
+fn job_id_value(id: JobId) -> HeaderValue {
+    HeaderValue::try_from(id.to_string()).expect("a job id is a valid header value")
+}
+
+/// Which try of which job a backend request is.
+#[derive(Clone, Copy)]
+struct Try {
+    id: JobId,
+    attempt: u32,
+}
+
+/// Named by the job, for the backend: a legacy backend can log jobs and tell
+/// a retry from a new request.
+const JOB_ID: HeaderName = HeaderName::from_static("asyncgate-job-id");
+const ATTEMPT: HeaderName = HeaderName::from_static("asyncgate-attempt");
+
 /// One request to the backend, its whole response read within the
 /// upstream's `job_timeout` and the route's `max_result`.
-async fn exchange(route: &Route, request: BackendRequest, progress: &Progress) -> Outcome {
+async fn exchange(
+    route: &Route,
+    request: BackendRequest,
+    this: Try,
+    progress: &Progress,
+) -> Outcome {
     let upstream = &route.upstream;
     let limit = route.config.max_result;
     let mut req = Request::new(body::full(request.body));
     *req.method_mut() = request.method;
     *req.uri_mut() = upstream.uri_for(Some(&request.path));
     *req.headers_mut() = request.headers.unpack();
+    if route.config.job_headers {
+        let headers = req.headers_mut();
+        // Replacing any the client sent: the backend may trust these.
+        headers.insert(JOB_ID, job_id_value(this.id));
+        headers.insert(ATTEMPT, HeaderValue::from(this.attempt));
+    }
     let read = async {
         let response = upstream
             .send(req, upstream.config.job_timeout)
