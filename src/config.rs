@@ -198,6 +198,9 @@ pub(crate) struct RouteConfig {
     /// Whether a job's backend request carries `Asyncgate-Job-Id` and
     /// `Asyncgate-Attempt`.
     pub(crate) job_headers: bool,
+    /// A job still queued this long after it was accepted fails
+    /// (`expired`) and is never sent; `None`: it waits as long as it takes.
+    pub(crate) start_timeout: Option<Duration>,
     /// Request headers that carry credentials: a job submitted with any of
     /// them is visible only to requests with the same values.
     pub(crate) bind_headers: Vec<http::HeaderName>,

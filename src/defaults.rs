@@ -176,6 +176,11 @@ pub(crate) const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// even when the store is otherwise idle.
 pub(crate) const STORE_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How often the jobs waiting in this process's lanes are looked at for
+/// one past its route's `start_timeout`: a second late at most, and a scan
+/// of the waiting jobs once a second, only while a route has one.
+pub(crate) const START_TIMEOUT_SWEEP: Duration = Duration::from_secs(1);
+
 /// After the drain deadline, how long leftover jobs get to record that they failed.
 pub(crate) const ABORT_GRACE: Duration = Duration::from_secs(5);
 

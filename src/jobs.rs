@@ -18,7 +18,7 @@ pub(crate) mod store;
 mod watch;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
 use tokio::sync::watch as channel;
@@ -82,6 +82,24 @@ pub(crate) enum FindError {
 impl From<StoreError> for FindError {
     fn from(e: StoreError) -> FindError {
         FindError::Store(e)
+    }
+}
+
+/// Fails the jobs in this process's lanes that wait past their route's
+/// `start_timeout`, looking once a second while any route has one, until
+/// the drain begins. (A job reaching the front of its lane late is failed
+/// there too, to the moment.)
+async fn expire_waiting(core: Arc<Core>, closing: CancellationToken) {
+    let mut tick = tokio::time::interval(crate::defaults::START_TIMEOUT_SWEEP);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = closing.cancelled() => return,
+        }
+        if core.expires_waiting() {
+            core.expire_waiting(SystemTime::now()).await;
+        }
     }
 }
 
@@ -150,6 +168,7 @@ impl Jobs {
         };
         if let Starts::Here(local) = &jobs.starts {
             jobs.carry_on(local, local.recovered());
+            tokio::spawn(expire_waiting(Arc::clone(&jobs.core), jobs.closing.clone()));
         }
         jobs
     }
@@ -178,10 +197,16 @@ impl Jobs {
             };
             // Followed like a job just submitted.
             drop(self.core.watches().open(job.id));
+            let start_by = route
+                .config
+                .start_timeout
+                .filter(|_| !job.sent)
+                .map(|t| job.created_at + t);
             let queued = QueuedJob {
                 id: job.id,
                 route: Arc::clone(&route),
                 request: job.request,
+                start_by,
             };
             match job.not_before {
                 Some(at) => runner::retry_later(&self.core, local, queued, at),
@@ -260,7 +285,8 @@ impl Jobs {
             }
         }
         if let Starts::Here(local) = &self.starts {
-            self.admit(local, route, job.id, request, retry_after)
+            let start_by = route.config.start_timeout.map(|t| job.created_at + t);
+            self.admit(local, route, job.id, request, start_by, retry_after)
                 .await?;
         }
         route
@@ -300,6 +326,7 @@ impl Jobs {
                         fingerprint: i.fingerprint,
                         replace,
                     }),
+                    start_by: route.config.start_timeout.map(|t| job.created_at + t),
                 })
                 .await
                 .map_err(|e| match e {
@@ -344,12 +371,14 @@ impl Jobs {
         route: &Arc<Route>,
         id: JobId,
         request: BackendRequest,
+        start_by: Option<SystemTime>,
         retry_after: u64,
     ) -> Result<(), SubmitError> {
         let queued = QueuedJob {
             id,
             route: Arc::clone(route),
             request,
+            start_by,
         };
         match self.core.lane(route).admit(queued) {
             Admission::Run(slot, first) => {

@@ -43,7 +43,7 @@ pub(super) fn document(jobs_path: &str) -> Value {
         "504": problem("The backend did not answer within the upstream's job_timeout.", &["upstream-timeout"]),
         "404": not_found,
         "410": gone,
-        "503": unavailable,
+        "503": problem("The job store cannot be read, or the job failed waiting longer than its route's start_timeout, never sent.", &["store-unavailable", "expired"]),
         "default": { "description": "Any other status is the backend's, replayed." }
     });
     let mut poll_answers = result_answers.clone();

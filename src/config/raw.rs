@@ -143,6 +143,7 @@ pub(super) struct RawRoute {
     pub(crate) max_wait: Option<Text>,
     pub(crate) redirect_when_done: Option<bool>,
     pub(crate) job_headers: Option<bool>,
+    pub(crate) start_timeout: Option<Text>,
     pub(crate) bind_headers: Option<Vec<Text>>,
     #[serde(default)]
     pub(crate) location: LocationStyle,

@@ -413,6 +413,11 @@ impl Cx<'_> {
             max_wait,
             redirect_when_done: raw.redirect_when_done.unwrap_or(false),
             job_headers: raw.job_headers.unwrap_or(true),
+            start_timeout: raw
+                .start_timeout
+                .as_ref()
+                .map(|t| self.duration(Some(t), Duration::ZERO))
+                .transpose()?,
             name: name.clone(),
             methods,
             path: path.clone(),

@@ -34,6 +34,16 @@ pub(super) struct QueuedJob {
     pub(super) id: JobId,
     pub(super) route: Arc<Route>,
     pub(super) request: BackendRequest,
+    /// Sent by then, or failed (`expired`): its route's `start_timeout`
+    /// after it was accepted, for a job never sent yet.
+    pub(super) start_by: Option<SystemTime>,
+}
+
+impl QueuedJob {
+    /// Whether it waited past its `start_timeout`.
+    pub(super) fn expired(&self, now: SystemTime) -> bool {
+        self.start_by.is_some_and(|by| by <= now)
+    }
 }
 
 pub(super) struct Core {
@@ -270,6 +280,30 @@ impl Core {
             }
             Err(e) => tracing::error!(job = %id, error = %e, "could not record how the job ended"),
         }
+    }
+
+    /// Fails a job that waited past its route's `start_timeout`, never sent.
+    pub(super) async fn expire(&self, id: JobId) {
+        self.finish(id, 0, Outcome::failed(Failure::Expired)).await;
+    }
+
+    /// Fails, in every lane, the waiting jobs past their `start_timeout`.
+    pub(super) async fn expire_waiting(&self, now: SystemTime) {
+        let lanes: Vec<_> = self.live.load().lanes.values().cloned().collect();
+        for lane in lanes {
+            for job in lane.remove_all(|q| q.expired(now)) {
+                self.expire(job.id).await;
+            }
+        }
+    }
+
+    /// Whether any route in force has a `start_timeout`.
+    pub(super) fn expires_waiting(&self) -> bool {
+        self.live
+            .load()
+            .routes
+            .values()
+            .any(|r| r.config.start_timeout.is_some())
     }
 
     /// Cancels a queued or running job, or deletes a finished one's result.

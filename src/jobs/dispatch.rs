@@ -24,6 +24,10 @@ use crate::sync::lock;
 /// How many abandoned deliveries of a channel one sweep takes over at most.
 const DELIVERIES_PER_SWEEP: usize = 100;
 
+/// How many of an upstream's oldest waiting jobs one sweep looks at for one
+/// past its `start_timeout`.
+const EXPIRED_PER_SWEEP: usize = 1000;
+
 /// What the loops of a replica need: the jobs, the shared queue, the
 /// tracker their runs are drained through, and the token that says the
 /// drain has begun.
@@ -252,7 +256,27 @@ async fn sweep(dispatch: Dispatch) {
             tracing::debug!(error = %e, "cannot sweep the store");
         }
         core.watches().prune();
+        expire_waiting(&core, &*queue).await;
         take_deliveries(&core, &*queue).await;
+    }
+}
+
+/// Fails the waiting jobs of upstreams whose routes have a `start_timeout`
+/// once it has passed; every replica looks, and the script's check makes
+/// each end once.
+async fn expire_waiting(core: &Core, queue: &dyn WorkQueue) {
+    let mut upstreams: Vec<String> = core
+        .routes()
+        .iter()
+        .filter(|r| r.config.start_timeout.is_some())
+        .map(|r| r.upstream.config.name.clone())
+        .collect();
+    upstreams.sort_unstable();
+    upstreams.dedup();
+    for upstream in upstreams {
+        if let Err(e) = queue.expire(&upstream, EXPIRED_PER_SWEEP).await {
+            tracing::debug!(upstream, error = %e, "cannot look for expired jobs");
+        }
     }
 }
 

@@ -142,6 +142,26 @@ impl<T> Lane<T> {
         let at = state.waiting.iter().position(matches)?;
         state.waiting.remove(at)
     }
+
+    /// Takes every waiting item `matches` accepts out of the queue, the
+    /// others keeping their order.
+    pub(super) fn remove_all(&self, matches: impl Fn(&T) -> bool) -> Vec<T> {
+        let mut state = self.state();
+        if !state.waiting.iter().any(&matches) {
+            return Vec::new();
+        }
+        let waiting = std::mem::take(&mut state.waiting);
+        let mut out = Vec::new();
+        state.waiting = VecDeque::with_capacity(waiting.len());
+        for item in waiting {
+            if matches(&item) {
+                out.push(item);
+            } else {
+                state.waiting.push_back(item);
+            }
+        }
+        out
+    }
 }
 
 impl<T> Slot<T> {
@@ -196,6 +216,20 @@ mod tests {
         assert_eq!(slot.take_next(), None);
         let (_slot, again) = run(lane.admit(5));
         assert_eq!(again, 5);
+    }
+
+    #[test]
+    fn items_removed_together_free_their_places_and_the_rest_keep_their_order() {
+        let lane = Lane::new(1, 4);
+        let (_slot, _) = run(lane.admit(0));
+        for i in 1..=4 {
+            assert!(matches!(lane.admit(i), Admission::Queued));
+        }
+        assert_eq!(lane.remove_all(|&i| i % 2 == 0), vec![2, 4]);
+        assert!(lane.remove_all(|&i| i > 10).is_empty());
+        assert_eq!(lane.load().waiting, 2);
+        assert!(matches!(lane.admit(5), Admission::Queued));
+        assert_eq!(lane.remove(|_| true), Some(1), "the oldest first");
     }
 
     #[test]

@@ -67,10 +67,12 @@ pub(crate) enum Failure {
     BrokenFraming,
     /// The backend's TLS certificate was refused.
     Certificate,
+    /// It waited longer than its route's `start_timeout` and was never sent.
+    Expired,
 }
 
 impl Failure {
-    const ALL: [Failure; 8] = [
+    const ALL: [Failure; 9] = [
         Failure::Unreachable,
         Failure::Timeout,
         Failure::Reset,
@@ -79,6 +81,7 @@ impl Failure {
         Failure::Lost,
         Failure::BrokenFraming,
         Failure::Certificate,
+        Failure::Expired,
     ];
 
     /// Its name in a store outside this process.
@@ -92,6 +95,7 @@ impl Failure {
             Failure::Lost => "lost",
             Failure::BrokenFraming => "broken-framing",
             Failure::Certificate => "certificate",
+            Failure::Expired => "expired",
         }
     }
 
@@ -165,6 +169,13 @@ impl Failure {
                 "Upstream Certificate Refused",
                 "The backend's TLS certificate was refused (not issued by a trusted CA, \
                  for another name, or expired); nothing was sent.",
+            ),
+            Failure::Expired => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "expired",
+                "Job Expired",
+                "The job waited longer than its route's start_timeout for a place at the \
+                 backend; it was never sent.",
             ),
         }
     }

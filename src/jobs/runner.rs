@@ -88,12 +88,19 @@ pub(super) fn retry_later(
 }
 
 /// Marks a job from this process's own lane running, and runs it.
-async fn run(core: &Arc<Core>, store: &Arc<dyn LocalQueue>, job: QueuedJob) {
+async fn run(core: &Arc<Core>, store: &Arc<dyn LocalQueue>, mut job: QueuedJob) {
     // Past the drain deadline a queued job is not sent; it stays queued.
     if core.aborted().is_cancelled() {
         return;
     }
-    let attempt = match store.begin(job.id, SystemTime::now()).await {
+    let now = SystemTime::now();
+    if job.expired(now) {
+        core.expire(job.id).await;
+        return;
+    }
+    // Started: it no longer waits to start, whatever comes after.
+    job.start_by = None;
+    let attempt = match store.begin(job.id, now).await {
         Ok(Some(attempt)) => attempt,
         // Canceled while it waited.
         Ok(None) => return,

@@ -123,6 +123,9 @@ pub(crate) struct NewJob<'a> {
     /// Whether the job may be sent again when the replica running it is lost.
     pub(crate) resend_on_loss: bool,
     pub(crate) idempotency: Option<ScopeClaim>,
+    /// When it fails (`expired`) if it has not been sent by then: a store
+    /// that queues jobs itself keeps it; the others' lanes do.
+    pub(crate) start_by: Option<SystemTime>,
 }
 
 /// The idempotency scope a new job claims along with being recorded.
@@ -264,6 +267,10 @@ pub(crate) struct Requeued {
     pub(crate) request: BackendRequest,
     /// When it waits to be tried again.
     pub(crate) not_before: Option<SystemTime>,
+    pub(crate) created_at: SystemTime,
+    /// Whether it was sent before (tried, or running when the gateway
+    /// stopped): such a job no longer waits to start.
+    pub(crate) sent: bool,
 }
 
 /// A job this replica took from the shared queue and started, and what
@@ -306,6 +313,10 @@ pub(crate) trait WorkQueue: Send + Sync {
     /// job that may be sent again comes back started, to be run here; one
     /// that may not is failed as lost.
     async fn take_over(&self, upstream: &str, count: usize) -> Result<Vec<Taken>, StoreError>;
+
+    /// Fails, among the oldest `count` waiting jobs of `upstream`, those
+    /// past their `start_by`; how many.
+    async fn expire(&self, upstream: &str, count: usize) -> Result<usize, StoreError>;
 
     /// Renews this replica's lease on a running job; false when the lease
     /// was lost (the job was canceled, or taken over).

@@ -732,3 +732,30 @@ async fn a_reload_raises_the_shared_limit_and_takes_jobs_for_a_new_upstream() {
             .await;
     }
 }
+
+/// With a shared queue too, a job still waiting past its route's
+/// `start_timeout` fails (`expired`) without being sent, while the job
+/// ahead of it still runs.
+#[tokio::test]
+async fn a_shared_queue_fails_a_job_waiting_past_start_timeout() {
+    let redis = Redis::start().await;
+    let backend = Backend::start().await;
+    let config = replica(&redis, &backend, "", "max_concurrency = 1").replace(
+        "name = \"held\"\n",
+        "name = \"held\"\nstart_timeout = \"1s\"\n",
+    );
+    let a = Replica::start(&config).await;
+    let client = Client::default();
+    let first = submit(&client, &a, Method::POST, "/hold/first").await;
+    backend.started(1).await;
+    let second = submit(&client, &a, Method::POST, "/hold/second").await;
+    let doc = client
+        .wait_status(&a.url(second.header("location")), "failed")
+        .await;
+    assert_eq!(doc["error"]["code"], "expired", "{doc:#}");
+    backend.release(1);
+    client
+        .wait_status(&a.url(first.header("location")), "succeeded")
+        .await;
+    assert_eq!(backend.request_count(), 1, "the expired job was never sent");
+}

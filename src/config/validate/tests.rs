@@ -352,6 +352,11 @@ fn route_timing_bounds() {
         "must not be below sync_wait",
     );
     refused(
+        &route("start_timeout = \"0s\"\n"),
+        "7: routes[0].start_timeout",
+        "longer than zero",
+    );
+    refused(
         &route("bind_headers = [\"bad header\"]\n"),
         "7: routes[0].bind_headers",
         "not a header name",

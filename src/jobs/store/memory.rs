@@ -298,6 +298,7 @@ mod tests {
                 max_queue: 10,
                 resend_on_loss: false,
                 idempotency: None,
+                start_by: None,
             })
             .await
     }

@@ -72,6 +72,7 @@ struct Scripts {
     finish: Script,
     cancel: Script,
     put_back: Script,
+    expire: Script,
     take_over: Script,
     discard: Script,
     arm: Script,
@@ -95,6 +96,7 @@ impl Scripts {
             finish: script(include_str!("redis/finish.lua")),
             cancel: script(include_str!("redis/cancel.lua")),
             put_back: script(include_str!("redis/put_back.lua")),
+            expire: script(include_str!("redis/expire.lua")),
             take_over: script(include_str!("redis/take_over.lua")),
             discard: script(include_str!("redis/discard.lua")),
             arm: script(include_str!("redis/arm.lua")),
@@ -507,6 +509,12 @@ impl WorkQueue for RedisStore {
 
     async fn renew(&self, id: JobId, attempt: u32) -> Result<bool, StoreError> {
         self.while_held(&self.scripts.renew, id, attempt).await
+    }
+
+    async fn expire(&self, upstream: &str, count: usize) -> Result<usize, StoreError> {
+        let mut invocation = self.invoke(&self.scripts.expire, self.layout.of_upstream(upstream));
+        invocation.arg(upstream).arg(count);
+        self.run(invocation).await
     }
 
     fn lease(&self) -> Duration {

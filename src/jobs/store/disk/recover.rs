@@ -87,6 +87,8 @@ pub(super) fn recover(
             route: record.route.clone(),
             request,
             not_before: record.retry_at.map(time_of),
+            created_at: job.created_at,
+            sent: job.attempts > 0,
         });
         active.lock(id).insert(id, job);
     }

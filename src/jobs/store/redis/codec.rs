@@ -182,6 +182,10 @@ pub(super) fn job_fields(new: &NewJob<'_>) -> Vec<(&'static str, Vec<u8>)> {
     if let Some(owner) = job.owner {
         fields.push(("bound", owner.digest().to_vec()));
     }
+    if let Some(by) = new.start_by {
+        let ms = millis(by.duration_since(UNIX_EPOCH).unwrap_or_default());
+        fields.push(("start_by", ms.to_string().into_bytes()));
+    }
     if let Some(publication) = &job.kafka {
         fields.push(("kafka_topic", publication.topic.as_bytes().to_vec()));
         fields.push(("kafka_state", DeliveryState::Pending.as_str().into()));
