@@ -54,12 +54,16 @@ static REFUSED_V4: LazyLock<Vec<Ipv4Net>> = LazyLock::new(|| {
 });
 
 /// IPv6 ranges refused outright: unique local (fd00:ec2::254 is a metadata
-/// address), link-local, site-local, multicast, documentation, discard and
-/// Teredo. Ranges that embed an IPv4 address are judged by that address.
+/// address), link-local, site-local, multicast, documentation, discard,
+/// Teredo, and RFC 8215's local-use translation prefix (a translator of the
+/// operator's own, which may reach any address, and embeds it where its
+/// prefix length says, not where this check could read it). Ranges that
+/// embed an IPv4 address in the well-known way are judged by that address.
 static REFUSED_V6: LazyLock<Vec<Ipv6Net>> = LazyLock::new(|| {
     [
         "::/128",
         "::1/128",
+        "64:ff9b:1::/48",
         "100::/64",
         "2001::/32",
         "2001:db8::/32",
@@ -134,6 +138,8 @@ mod tests {
             "64:ff9b::a9fe:a9fe",
             "2002:a00:1::",
             "2001:db8::1",
+            "64:ff9b:1::a9fe:a9fe",
+            "64:ff9b:1:ffff::808:808",
         ] {
             assert!(refused(ip), "{ip} should be refused");
         }
