@@ -3,8 +3,12 @@
 # Run:   docker run -p 8080:8080 -p 9901:9901 -v $PWD/my.toml:/etc/asyncgate/asyncgate.toml:ro asyncgate
 FROM rust:1-slim-bookworm AS builder
 WORKDIR /src
+# The image has no .git: `docker build --build-arg ASYNCGATE_COMMIT=$(git
+# rev-parse --short=12 HEAD) .` names the commit in `asyncgate --version`.
+ARG ASYNCGATE_COMMIT=unknown
+ENV ASYNCGATE_COMMIT=$ASYNCGATE_COMMIT
 # Dependencies first, so source edits do not rebuild them.
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 # (Cargo.toml names the benchmark examples' files, so they get stand-ins too.)
 RUN mkdir src bench && echo 'fn main() {}' > src/main.rs && echo '' > src/lib.rs \
     && echo 'fn main() {}' > bench/backend.rs && echo 'fn main() {}' > bench/fill.rs \

@@ -4,12 +4,22 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use asyncgate::{Config, Gateway, Launch};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+
+/// `asyncgate --version`: the release, the commit and the features built in.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("ASYNCGATE_COMMIT"),
+    ", features: ",
+    env!("ASYNCGATE_FEATURES"),
+    ")"
+);
 
 #[derive(Parser)]
 #[command(
     name = "asyncgate",
-    version,
+    version = VERSION,
     about = "Turns slow synchronous HTTP routes into asynchronous jobs"
 )]
 struct Cli {
@@ -35,6 +45,9 @@ enum Command {
         #[arg(long)]
         ready: bool,
     },
+    /// Print the shell's completion script for asyncgate, e.g.
+    /// `asyncgate completions bash > /etc/bash_completion.d/asyncgate`.
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -48,6 +61,10 @@ const EXIT_BAD_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Needs no config.
+    if let Some(Command::Completions { shell }) = cli.command {
+        return completions(shell);
+    }
     let config = match Config::load(&cli.config) {
         Ok(config) => config,
         Err(e) => {
@@ -61,7 +78,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Some(Command::Health { ready }) => return health(&config, ready),
-        None => {}
+        Some(Command::Completions { .. }) | None => {}
     }
     // Before any thread starts: it takes the sockets handed to this process
     // and clears the variables that handed them over.
@@ -103,6 +120,22 @@ async fn serve(config: Config, launch: Launch) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+/// Written whole from memory: clap_complete panics on a write error, and a
+/// reader that stops early (`| head`) is no error.
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    use std::io::Write;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "asyncgate", &mut script);
+    match std::io::stdout().write_all(&script) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("asyncgate: cannot write the completion script: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn health(config: &Config, ready: bool) -> ExitCode {

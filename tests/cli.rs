@@ -258,3 +258,58 @@ async fn the_shipped_systemd_units_verify() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && said.trim().is_empty(), "{said}");
 }
+
+/// `--version` names the release, the commit it was built from and the
+/// features built in, so a bug report says what ran.
+#[tokio::test]
+async fn version_names_the_commit_and_the_features() {
+    let (code, out, _) = run_to_end(&["--version"]).await;
+    assert_eq!(code, 0);
+    let line = out.trim();
+    assert!(
+        line.starts_with(&format!("asyncgate {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{line}"
+    );
+    let commit = line
+        .split("commit ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap();
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 12 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{line}"
+    );
+    let features = line
+        .split("features: ")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(')');
+    let built: Vec<&str> = features.split(',').collect();
+    assert_eq!(built.contains(&"tls"), cfg!(feature = "tls"), "{line}");
+    assert_eq!(built.contains(&"kafka"), cfg!(feature = "kafka"), "{line}");
+}
+
+/// `asyncgate completions SHELL` needs no config, and each shell gets a
+/// script of its own kind.
+#[tokio::test]
+async fn completions_are_printed_for_each_shell_without_a_config() {
+    for (shell, marker) in [
+        ("bash", "complete -F _asyncgate"),
+        ("zsh", "#compdef asyncgate"),
+        ("fish", "complete -c asyncgate"),
+    ] {
+        let (code, out, err) =
+            run_to_end(&["completions", shell, "--config", "/nonexistent.toml"]).await;
+        assert_eq!(code, 0, "{shell}: {err}");
+        assert!(out.contains(marker), "{shell}: {out}");
+        assert!(
+            out.contains("completions"),
+            "{shell}: the subcommands are offered"
+        );
+    }
+    let (code, _, err) = run_to_end(&["completions", "tcsh"]).await;
+    assert_eq!(code, 2, "{err}");
+}
