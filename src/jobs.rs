@@ -562,6 +562,16 @@ impl Jobs {
         }
     }
 
+    /// The upstreams whose backend asked to be left alone, and until when
+    /// nothing of theirs starts (with a shared store, as this replica last
+    /// saw it).
+    pub(crate) fn holds(&self) -> Vec<(String, SystemTime)> {
+        match &self.starts {
+            Starts::Here(_) => self.core.holds(),
+            Starts::Shared(takers) => takers.holds(),
+        }
+    }
+
     /// The last jobs seen here that `keep` accepts, newest first, and the
     /// failures kept apart from them: what the dashboard lists.
     pub(crate) fn recent(&self, keep: impl Fn(&Job) -> bool, limit: usize) -> Vec<Job> {

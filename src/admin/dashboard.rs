@@ -51,6 +51,9 @@ struct UpstreamRow<'a> {
     queued: Option<usize>,
     max_concurrency: usize,
     max_queue: usize,
+    /// While its backend asked to be left alone: until when nothing of it
+    /// starts (RFC 3339).
+    held_until: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -133,6 +136,7 @@ pub(super) fn overview<'a>(
         })
         .collect();
     let loads = report.loads();
+    let holds = report.holds();
     let upstreams = routing
         .upstreams
         .iter()
@@ -147,6 +151,10 @@ pub(super) fn overview<'a>(
                 queued: load.map(|l| l.waiting),
                 max_concurrency: u.config.max_concurrency,
                 max_queue: u.config.max_queue,
+                held_until: holds
+                    .iter()
+                    .find(|(name, _)| *name == u.config.name)
+                    .map(|(_, until)| humantime::format_rfc3339_seconds(*until).to_string()),
             }
         })
         .collect();

@@ -163,6 +163,17 @@ impl prometheus_client::collector::Collector for Exposition {
                 .iter()
                 .map(|(u, l)| (vec![("upstream", u.as_str())], l.running as u64)),
         )?;
+        let holds = report.holds();
+        gauge(
+            &mut encoder,
+            "asyncgate_upstream_paused",
+            "1 while nothing of the upstream starts, by why: backoff (its backend answered 429 or 503).",
+            routing.upstreams.iter().map(|u| {
+                let name = u.config.name.as_str();
+                let held = holds.iter().any(|(h, _)| h == name);
+                (vec![("upstream", name), ("reason", "backoff")], u64::from(held))
+            }),
+        )?;
         histogram(
             &mut encoder,
             "asyncgate_job_duration_seconds",

@@ -71,6 +71,12 @@ impl Report {
         self.jobs.get().map(|j| j.loads()).unwrap_or_default()
     }
 
+    /// The upstreams whose backend asked to be left alone, and until when
+    /// nothing of theirs starts.
+    pub(crate) fn holds(&self) -> Vec<(String, std::time::SystemTime)> {
+        self.jobs.get().map(|j| j.holds()).unwrap_or_default()
+    }
+
     /// The last jobs seen here that `keep` accepts, newest first.
     pub(crate) fn recent(&self, keep: impl Fn(&Job) -> bool, limit: usize) -> Vec<Job> {
         self.jobs

@@ -216,6 +216,20 @@ impl Core {
             .map(|u| u.max_concurrency)
     }
 
+    /// The lanes held now, and until when.
+    pub(super) fn holds(&self) -> Vec<(String, SystemTime)> {
+        let now = (std::time::Instant::now(), SystemTime::now());
+        self.live
+            .load()
+            .lanes
+            .iter()
+            .filter_map(|(name, lane)| {
+                let until = lane.held_until()?;
+                Some((name.clone(), now.1 + until.saturating_duration_since(now.0)))
+            })
+            .collect()
+    }
+
     /// Each upstream's lane occupancy, by upstream name.
     pub(super) fn loads(&self) -> Vec<(String, Load)> {
         self.live

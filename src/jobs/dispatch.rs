@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::time::Instant;
@@ -35,6 +35,7 @@ const EXPIRED_PER_SWEEP: usize = 1000;
 struct Dispatch {
     core: Arc<Core>,
     queue: Arc<dyn WorkQueue>,
+    holds: Arc<Holds>,
     tracker: TaskTracker,
     closing: CancellationToken,
 }
@@ -49,6 +50,35 @@ pub(super) struct Takers {
     wakers: Wakers,
 }
 
+/// Until when each upstream is held (its backend asked to be left alone),
+/// as this replica last saw it: what its metrics and dashboard show.
+#[derive(Default)]
+pub(super) struct Holds(Mutex<HashMap<String, SystemTime>>);
+
+impl Holds {
+    fn note(&self, upstream: &str, until: Option<SystemTime>) {
+        let mut holds = lock(&self.0);
+        match until {
+            Some(until) => {
+                holds.insert(upstream.to_owned(), until);
+            }
+            None => {
+                holds.remove(upstream);
+            }
+        }
+    }
+
+    /// The holds still ahead.
+    pub(super) fn current(&self) -> Vec<(String, SystemTime)> {
+        let now = SystemTime::now();
+        lock(&self.0)
+            .iter()
+            .filter(|(_, until)| **until > now)
+            .map(|(u, t)| (u.clone(), *t))
+            .collect()
+    }
+}
+
 /// Starts this replica's part in the shared queue; returns at once.
 pub(super) fn spawn(
     core: &Arc<Core>,
@@ -60,6 +90,7 @@ pub(super) fn spawn(
         dispatch: Dispatch {
             core: Arc::clone(core),
             queue,
+            holds: Arc::default(),
             tracker: core.tracker().clone(),
             closing: closing.clone(),
         },
@@ -74,6 +105,11 @@ pub(super) fn spawn(
 }
 
 impl Takers {
+    /// Until when upstreams are held, as this replica last saw it.
+    pub(super) fn holds(&self) -> Vec<(String, SystemTime)> {
+        self.dispatch.holds.current()
+    }
+
     /// Starts taking jobs for the upstreams of `routes` not yet taken for,
     /// and has the others look at their limits again.
     pub(super) fn cover(&self, routes: &[Arc<Route>]) {
@@ -105,6 +141,7 @@ async fn take_work(dispatch: Dispatch, name: String, wake: Arc<Notify>) {
     let Dispatch {
         core,
         queue,
+        holds,
         tracker,
         closing,
     } = dispatch;
@@ -141,7 +178,16 @@ async fn take_work(dispatch: Dispatch, name: String, wake: Arc<Notify>) {
         let found = match found {
             Ok(lost) if lost.is_empty() => {
                 let count = 1 + places.available_permits();
-                queue.take(name, max, count).await
+                queue.take(name, max, count).await.map(|took| {
+                    // Held: nothing to take before then, and no wake comes
+                    // when the hold ends.
+                    if let Some(until) = took.held_until {
+                        let left = until.duration_since(SystemTime::now()).unwrap_or_default();
+                        look_for_lost = look_for_lost.min(Instant::now() + left);
+                    }
+                    holds.note(name, took.held_until);
+                    took.jobs
+                })
             }
             other => other,
         };
@@ -173,15 +219,16 @@ async fn take_work(dispatch: Dispatch, name: String, wake: Arc<Notify>) {
                     .expect("taken no more than the places free"),
             };
             let core = Arc::clone(&core);
+            let (queue, holds) = (Arc::clone(&queue), Arc::clone(&holds));
             tracker.spawn(async move {
-                run(&core, job).await;
+                run(&core, &*queue, &holds, job).await;
                 drop(place);
             });
         }
     }
 }
 
-async fn run(core: &Core, taken: Taken) {
+async fn run(core: &Core, queue: &dyn WorkQueue, holds: &Holds, taken: Taken) {
     let Some(route) = core.route(&taken.route) else {
         // Replicas disagree on their routes. Unrenewed, its lease runs out
         // and another replica takes it over (failing it as lost if it may
@@ -191,6 +238,19 @@ async fn run(core: &Core, taken: Taken) {
     };
     let (id, attempt) = (taken.id, taken.attempt);
     if let Some(outcome) = runner::attempt(core, id, &route, taken.request, attempt).await {
+        if let Some(pause) = super::retry::hold(&route.upstream.config, &outcome) {
+            let upstream = &route.upstream.config.name;
+            let until = SystemTime::now() + pause;
+            tracing::warn!(
+                upstream,
+                ?pause,
+                "the backend asked to be left alone; every replica holds its jobs"
+            );
+            holds.note(upstream, Some(until));
+            if let Err(e) = queue.hold(upstream, until).await {
+                tracing::warn!(upstream, error = %e, "cannot hold the upstream's jobs in the store");
+            }
+        }
         core.finish(id, attempt, outcome).await;
     }
 }

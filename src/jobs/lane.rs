@@ -1,5 +1,6 @@
 //! A lane: at most `max_running` items in progress and at most `max_waiting`
-//! waiting their turn, first in, first out.
+//! waiting their turn, first in, first out; while it is held (its backend
+//! asked to be left alone), nothing new starts.
 //!
 //! Waiting items are plain values in a queue, not parked tasks, so a deep
 //! queue costs only what its items hold. Whoever is admitted to run keeps a
@@ -7,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use crate::room::GiveBack;
 use crate::sync::lock;
@@ -22,6 +24,14 @@ struct State<T> {
     /// running items end.
     max_running: usize,
     max_waiting: usize,
+    /// Nothing starts before this.
+    held_until: Option<Instant>,
+}
+
+impl<T> State<T> {
+    fn held(&self) -> bool {
+        self.held_until.is_some_and(|until| Instant::now() < until)
+    }
 }
 
 /// A lane's occupancy at one moment.
@@ -56,6 +66,7 @@ impl<T> Lane<T> {
                 waiting: VecDeque::new(),
                 max_running,
                 max_waiting,
+                held_until: None,
             }),
         })
     }
@@ -75,7 +86,7 @@ impl<T> Lane<T> {
 
     pub(super) fn admit(self: &Arc<Self>, item: T) -> Admission<T> {
         let mut state = self.state();
-        if state.running < state.max_running {
+        if state.running < state.max_running && !state.held() {
             state.running += 1;
             // Older items go first; they can only be waiting here if a
             // runner died without taking them.
@@ -121,8 +132,35 @@ impl<T> Lane<T> {
         let mut state = self.state();
         state.max_running = max_running;
         state.max_waiting = max_waiting;
+        self.start_waiting(state)
+    }
+
+    /// Nothing starts before `until`; false when an earlier hold already
+    /// lasts that long, so whoever set it will start what waits.
+    pub(super) fn hold(&self, until: Instant) -> bool {
+        let mut state = self.state();
+        if state.held_until.is_some_and(|t| t >= until) {
+            return false;
+        }
+        state.held_until = Some(until);
+        true
+    }
+
+    /// Until when nothing starts, if that is still ahead.
+    pub(super) fn held_until(&self) -> Option<Instant> {
+        let state = self.state();
+        state.held_until.filter(|_| state.held())
+    }
+
+    /// The waiting items that may start now that a hold has passed, each
+    /// with its place, for the caller to run.
+    pub(super) fn release(self: &Arc<Self>) -> Vec<(Slot<T>, T)> {
+        self.start_waiting(self.state())
+    }
+
+    fn start_waiting(self: &Arc<Self>, mut state: MutexGuard<'_, State<T>>) -> Vec<(Slot<T>, T)> {
         let mut started = Vec::new();
-        while state.running < state.max_running {
+        while state.running < state.max_running && !state.held() {
             let Some(item) = state.waiting.pop_front() else {
                 break;
             };
@@ -169,7 +207,7 @@ impl<T> Slot<T> {
     /// when a reload lowered the limit below the places taken).
     pub(super) fn take_next(&mut self) -> Option<T> {
         let mut state = self.lane.state();
-        let next = if state.running > state.max_running {
+        let next = if state.running > state.max_running || state.held() {
             None
         } else {
             let next = state.waiting.pop_front();
@@ -230,6 +268,33 @@ mod tests {
         assert_eq!(lane.load().waiting, 2);
         assert!(matches!(lane.admit(5), Admission::Queued));
         assert_eq!(lane.remove(|_| true), Some(1), "the oldest first");
+    }
+
+    #[test]
+    fn a_held_lane_starts_nothing_until_released() {
+        let lane = Lane::new(2, 5);
+        let (mut slot, _) = run(lane.admit(1));
+        assert!(lane.hold(Instant::now() + std::time::Duration::from_secs(60)));
+        assert!(!lane.hold(Instant::now()), "an earlier hold lasts longer");
+        assert!(lane.held_until().is_some());
+        assert!(
+            matches!(lane.admit(2), Admission::Queued),
+            "a place is free, but held"
+        );
+        assert_eq!(slot.take_next(), None, "the runner gives its place back");
+        assert_eq!(
+            lane.load(),
+            Load {
+                running: 0,
+                waiting: 1
+            }
+        );
+        assert!(lane.release().is_empty(), "still held");
+        assert!(lane.hold(Instant::now() + std::time::Duration::from_secs(120)));
+        lane.state().held_until = Some(Instant::now());
+        let started = lane.release();
+        assert_eq!(started.iter().map(|(_, i)| *i).collect::<Vec<_>>(), [2]);
+        assert_eq!(lane.held_until(), None);
     }
 
     #[test]

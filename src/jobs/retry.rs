@@ -4,7 +4,7 @@
 //! request the backend may already have received is sent again only when
 //! that is safe: its method is idempotent (RFC 9110), or the route opts in.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use http::{Method, StatusCode};
 
@@ -52,6 +52,24 @@ pub(super) fn after(
     })
 }
 
+/// How long a backend that answered a job `429` or `503` asked its whole
+/// upstream to be left alone: its `Retry-After`, at most the upstream's
+/// `retry_backoff_max`; without one, the upstream's `retry_backoff`.
+pub(super) fn hold(upstream: &UpstreamConfig, outcome: &Outcome) -> Option<Duration> {
+    let response = outcome.response.as_ref()?;
+    if !matches!(
+        response.status,
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+    ) {
+        return None;
+    }
+    Some(
+        crate::backoff::asked(&response.headers.unpack()).map_or(upstream.retry_backoff, |asked| {
+            asked.min(upstream.retry_backoff_max)
+        }),
+    )
+}
+
 fn may_pass(status: StatusCode) -> bool {
     matches!(
         status,
@@ -69,7 +87,6 @@ mod tests {
     use crate::jobs::model::StoredResponse;
     use bytes::Bytes;
     use http::header::RETRY_AFTER;
-    use std::time::Duration;
 
     fn upstream(retries: u32) -> UpstreamConfig {
         let text = "[store]\nkind = \"memory\"\n[upstreams.u]\nurl = \"http://127.0.0.1:1\"\n\
@@ -149,5 +166,21 @@ mod tests {
             dated > Duration::from_secs(5) && dated <= Duration::from_secs(7),
             "{dated:?}"
         );
+    }
+
+    #[test]
+    fn a_429_or_503_holds_the_upstream_as_long_as_asked_within_the_cap() {
+        let u = upstream(0);
+        assert_eq!(
+            hold(&u, &answered(429, Some("2"))),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            hold(&u, &answered(503, Some("3600"))),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(hold(&u, &answered(503, None)), Some(Duration::from_secs(1)));
+        assert_eq!(hold(&u, &answered(500, Some("2"))), None);
+        assert_eq!(hold(&u, &Outcome::failed(Failure::Timeout)), None);
     }
 }

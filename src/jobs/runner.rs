@@ -4,7 +4,7 @@
 //! lane to be tried again later (holding no place while it waits).
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use http::header::{HeaderValue, CONTENT_LENGTH};
 use http::{HeaderName, Request};
@@ -116,6 +116,9 @@ async fn run(core: &Arc<Core>, store: &Arc<dyn LocalQueue>, mut job: QueuedJob) 
         return;
     };
     let route = &job.route;
+    if let Some(pause) = retry::hold(&route.upstream.config, &outcome) {
+        hold_lane(core, store, route, pause);
+    }
     let again = retry::after(
         &route.upstream.config,
         &route.config,
@@ -139,6 +142,25 @@ async fn run(core: &Arc<Core>, store: &Arc<dyn LocalQueue>, mut job: QueuedJob) 
         }
     }
     core.finish(job.id, attempt, outcome).await;
+}
+
+/// The backend asked to be left alone (`429`, `503`): nothing more starts
+/// on the route's upstream for `pause`, then what waits starts as places
+/// allow. A longer hold already set covers this one.
+fn hold_lane(core: &Arc<Core>, store: &Arc<dyn LocalQueue>, route: &Route, pause: Duration) {
+    let lane = core.lane(route);
+    let until = tokio::time::Instant::now() + pause;
+    if !lane.hold(until.into_std()) {
+        return;
+    }
+    tracing::warn!(upstream = %route.upstream.config.name, ?pause, "the backend asked to be left alone; its jobs wait");
+    let (core, store) = (Arc::clone(core), Arc::clone(store));
+    tokio::spawn(async move {
+        tokio::time::sleep_until(until).await;
+        for (slot, first) in lane.release() {
+            spawn(&core, &store, slot, first);
+        }
+    });
 }
 
 /// Sends a job the store has marked running as `attempt`: how it ended, or

@@ -273,6 +273,14 @@ pub(crate) struct Requeued {
     pub(crate) sent: bool,
 }
 
+/// What one take from the shared queue brought.
+#[derive(Default)]
+pub(crate) struct Took {
+    pub(crate) jobs: Vec<Taken>,
+    /// While the upstream is held, nothing is taken: until when.
+    pub(crate) held_until: Option<SystemTime>,
+}
+
 /// A job this replica took from the shared queue and started, and what
 /// running it needs.
 pub(crate) struct Taken {
@@ -302,12 +310,11 @@ pub(crate) trait WorkQueue: Send + Sync {
     /// Takes up to `count` of the oldest waiting jobs of `upstream`, as
     /// many as keep at most `max` of its jobs running across all replicas,
     /// and starts them under this replica's lease.
-    async fn take(
-        &self,
-        upstream: &str,
-        max: usize,
-        count: usize,
-    ) -> Result<Vec<Taken>, StoreError>;
+    async fn take(&self, upstream: &str, max: usize, count: usize) -> Result<Took, StoreError>;
+
+    /// Nothing of `upstream` starts, on any replica, before `until`: its
+    /// backend asked to be left alone. A later hold already set stands.
+    async fn hold(&self, upstream: &str, until: SystemTime) -> Result<(), StoreError>;
 
     /// Takes over up to `count` jobs of `upstream` whose lease ran out. A
     /// job that may be sent again comes back started, to be run here; one

@@ -47,7 +47,8 @@ struct BackendState {
 /// - `/reset` promises 1000 bytes, sends 10 and breaks the connection;
 /// - `/flaky/{n}/…` answers `503` to its first `n` requests, then echoes;
 /// - anything else echoes: the request body back, `?status=N` as the
-///   status, `?location=URL` as the `Location` header, and in
+///   status, `?location=URL` as the `Location` header, `?retry_after=N`
+///   as `Retry-After`, and in
 ///   `x-request-seq` which request this was (1 for the first).
 ///
 /// It records every request, the most it served at once, and every request
@@ -267,6 +268,10 @@ async fn handle(
         if let Some(location) = query.get("location") {
             r.headers_mut()
                 .insert("location", location.parse().unwrap());
+        }
+        if let Some(seconds) = query.get("retry_after") {
+            r.headers_mut()
+                .insert("retry-after", seconds.parse().unwrap());
         }
         r
     };

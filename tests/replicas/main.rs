@@ -759,3 +759,36 @@ async fn a_shared_queue_fails_a_job_waiting_past_start_timeout() {
         .await;
     assert_eq!(backend.request_count(), 1, "the expired job was never sent");
 }
+
+/// A backend's `429` to a job on one replica holds the upstream on every
+/// replica: a job submitted to another waits out the `Retry-After`, though
+/// its places are free.
+#[tokio::test]
+async fn a_backend_429_on_one_replica_holds_the_upstream_on_all() {
+    let redis = Redis::start().await;
+    let backend = Backend::start().await;
+    let config = replica(&redis, &backend, "", "max_concurrency = 4");
+    let (a, b) = Replica::pair(&config).await;
+    let client = Client::default();
+    let busy = submit(
+        &client,
+        &a,
+        Method::POST,
+        "/echo/busy?status=429&retry_after=5",
+    )
+    .await;
+    let busy = client.wait_finished(&a.url(busy.header("location"))).await;
+    assert_eq!(busy["response"]["status"], 429, "{busy:#}");
+    let next = submit(&client, &b, Method::POST, "/echo/after").await;
+    let next = client.wait_finished(&b.url(next.header("location"))).await;
+    assert_eq!(next["status"], "succeeded");
+    let at = |v: &serde_json::Value| {
+        humantime::parse_rfc3339(v.as_str().unwrap())
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let waited = at(&next["started_at"]) - at(&busy["finished_at"]);
+    assert!(waited >= 4, "started {waited} s after the 429: {next:#}");
+}

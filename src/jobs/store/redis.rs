@@ -38,7 +38,7 @@ mod layout;
 
 use std::collections::HashSet;
 use std::sync::Mutex;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -47,7 +47,7 @@ use tokio::sync::mpsc;
 
 use super::{
     Binding, Cancel, CreateError, Created, Event, JobStore, Lookup, NewJob, StoreError, Taken,
-    WorkQueue,
+    Took, WorkQueue,
 };
 use crate::body::ReplayBody;
 use crate::config::{RedisConfig, StoreConfig};
@@ -73,6 +73,7 @@ struct Scripts {
     cancel: Script,
     put_back: Script,
     expire: Script,
+    hold: Script,
     take_over: Script,
     discard: Script,
     arm: Script,
@@ -97,6 +98,7 @@ impl Scripts {
             cancel: script(include_str!("redis/cancel.lua")),
             put_back: script(include_str!("redis/put_back.lua")),
             expire: script(include_str!("redis/expire.lua")),
+            hold: script(include_str!("redis/hold.lua")),
             take_over: script(include_str!("redis/take_over.lua")),
             discard: script(include_str!("redis/discard.lua")),
             arm: script(include_str!("redis/arm.lua")),
@@ -479,20 +481,28 @@ impl JobStore for RedisStore {
 
 #[async_trait]
 impl WorkQueue for RedisStore {
-    async fn take(
-        &self,
-        upstream: &str,
-        max: usize,
-        count: usize,
-    ) -> Result<Vec<Taken>, StoreError> {
+    async fn take(&self, upstream: &str, max: usize, count: usize) -> Result<Took, StoreError> {
         let mut invocation = self.invoke(&self.scripts.take, self.layout.of_upstream(upstream));
         invocation
             .arg(upstream)
             .arg(&self.replica)
             .arg(max)
             .arg(count);
-        let rows: Vec<TakenRow> = self.run(invocation).await?;
-        rows.into_iter().map(codec::decode_taken).collect()
+        let (held, rows): (u64, Vec<TakenRow>) = self.run(invocation).await?;
+        Ok(Took {
+            jobs: rows
+                .into_iter()
+                .map(codec::decode_taken)
+                .collect::<Result<_, _>>()?,
+            held_until: (held > 0).then(|| codec::time_of(held)),
+        })
+    }
+
+    async fn hold(&self, upstream: &str, until: SystemTime) -> Result<(), StoreError> {
+        let mut invocation = self.invoke(&self.scripts.hold, self.layout.of_upstream(upstream));
+        let ms = millis(until.duration_since(UNIX_EPOCH).unwrap_or_default());
+        invocation.arg(upstream).arg(ms);
+        self.run::<u8>(invocation).await.map(drop)
     }
 
     async fn take_over(&self, upstream: &str, count: usize) -> Result<Vec<Taken>, StoreError> {

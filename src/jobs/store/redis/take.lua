@@ -1,14 +1,18 @@
 -- Takes up to `count` of the oldest waiting jobs of an upstream for this
 -- replica, never more than leave `max` of its jobs taken (pending, across
--- all replicas), and starts them: a list of {id, route, method, path,
--- headers, body, attempt}. Starting here saves each job a round trip.
--- A replica that takes nothing is noted as idle, to be woken by the next
--- job queued or place freed.
+-- all replicas), and starts them: {held, jobs}, each job {id, route,
+-- method, path, headers, body, attempt}. Starting here saves each job a
+-- round trip. While the upstream is held (its backend asked to be left
+-- alone) nothing is taken, and `held` says until when (Unix ms; else 0).
+-- A replica that takes nothing otherwise is noted as idle, to be woken by
+-- the next job queued or place freed.
 -- ARGV: 7 upstream, 8 consumer, 9 max, 10 count.
+local held = tonumber(redis.call('GET', P .. ':hold:' .. ARGV[7]) or '0')
+if held > NOW then return {held, {}} end
 local stream = work_key(ARGV[7])
 if redis.call('EXISTS', stream) == 0 then
   redis.call('SADD', idle_key(ARGV[7]), ARGV[8])
-  return {}
+  return {0, {}}
 end
 local room = tonumber(ARGV[9]) - redis.call('XPENDING', stream, GROUP)[1]
 local want = math.min(room, tonumber(ARGV[10]))
@@ -33,4 +37,4 @@ while #out < want do
   end
 end
 if #out == 0 then redis.call('SADD', idle_key(ARGV[7]), ARGV[8]) end
-return out
+return {0, out}

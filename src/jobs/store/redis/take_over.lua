@@ -1,4 +1,5 @@
--- Takes over jobs of an upstream whose replica let their lease run out.
+-- Takes over jobs of an upstream whose replica let their lease run out,
+-- unless the upstream is held.
 -- A queued one, or a running one that may be sent again, is started anew
 -- here and returned ({id, route, method, path, headers, body, attempt});
 -- a running one that may not is failed as lost. Consumers of replicas
@@ -6,6 +7,9 @@
 -- ARGV: 7 upstream, 8 consumer, 9 lease (ms), 10 count.
 local stream = work_key(ARGV[7])
 if redis.call('EXISTS', stream) == 0 then return {} end
+-- Held: its backend asked to be left alone; what its replicas let go of
+-- waits too (the lease already ran out: it is taken over after the hold).
+if tonumber(redis.call('GET', P .. ':hold:' .. ARGV[7]) or '0') > NOW then return {} end
 local claimed = redis.call('XAUTOCLAIM', stream, GROUP, ARGV[8], ARGV[9], '0-0', 'COUNT', ARGV[10])
 local out = {}
 for _, entry in ipairs(claimed[2]) do
