@@ -4,14 +4,15 @@
 
 mod dashboard;
 mod exposition;
+mod upstreams;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, HOST};
+use http::header::{ACCEPT, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HOST, WWW_AUTHENTICATE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{Empty, Full};
 use hyper::body::Incoming;
@@ -21,24 +22,30 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::accept;
-use crate::app::Report;
+use crate::app::{Control, Report};
+use crate::config::AdminToken;
 use crate::defaults;
 use crate::error_chain::Chain;
 
 /// What the admin endpoints read: the app's report, and whether it is
-/// draining.
+/// draining; and what they may change.
 pub(crate) struct Admin {
     report: Report,
+    control: Control,
+    /// What every endpoint but the probes and metrics asks for, if set.
+    token: Option<AdminToken>,
     /// The public listener's port, for the dashboard's links to jobs.
     public_port: u16,
     draining: AtomicBool,
 }
 
-type Reply = Response<Full<Bytes>>;
+pub(super) type Reply = Response<Full<Bytes>>;
 
 impl Admin {
-    pub(crate) fn new(report: Report, public_port: u16) -> Admin {
+    pub(crate) fn new(report: Report, public_port: u16, token: Option<AdminToken>) -> Admin {
         Admin {
+            control: report.control(),
+            token,
             report,
             public_port,
             draining: AtomicBool::new(false),
@@ -55,7 +62,7 @@ impl Admin {
     /// browser), so each is served on its own task, HTTP/1.1 only.
     pub(crate) async fn serve(self: Arc<Self>, listener: TcpListener, stop: CancellationToken) {
         loop {
-            let (stream, _) = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(conn) => conn,
                     Err(e) => {
@@ -70,7 +77,7 @@ impl Admin {
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
                     let admin = Arc::clone(&admin);
-                    async move { Ok::<_, Infallible>(admin.answer(&req).await) }
+                    async move { Ok::<_, Infallible>(admin.answer(&req, peer).await) }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
@@ -87,18 +94,51 @@ impl Admin {
         }
     }
 
-    async fn answer(&self, req: &Request<Incoming>) -> Reply {
-        if req.method() != Method::GET && req.method() != Method::HEAD {
-            return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+    async fn answer(&self, req: &Request<Incoming>, peer: SocketAddr) -> Reply {
+        let path = req.uri().path();
+        // Probes and scrapers carry no token; nor does a browser opening
+        // the page, which holds no data (it sends the token with what it
+        // fetches).
+        if !matches!(path, "/healthz" | "/readyz" | "/metrics" | "/") {
+            if let Some(refused) = self.refuses(req, peer) {
+                return refused;
+            }
         }
-        match req.uri().path() {
-            "/healthz" => text(StatusCode::OK, "ok\n"),
-            "/readyz" => self.readiness().await,
-            "/metrics" => self.metrics(req).await,
-            "/" => page(),
-            "/jobs" => self.jobs(req).await,
-            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        let read = req.method() == Method::GET || req.method() == Method::HEAD;
+        match path {
+            "/healthz" if read => text(StatusCode::OK, "ok\n"),
+            "/readyz" if read => self.readiness().await,
+            "/metrics" if read => self.metrics(req).await,
+            "/" if read => page(),
+            "/jobs" if read => self.jobs(req).await,
+            "/upstreams" if read => upstreams::list(&self.report),
+            "/healthz" | "/readyz" | "/metrics" | "/" | "/jobs" | "/upstreams" => {
+                text(StatusCode::METHOD_NOT_ALLOWED, "GET or HEAD\n")
+            }
+            _ => match path.strip_prefix("/upstreams/") {
+                Some(rest) if req.method() == Method::POST => {
+                    upstreams::act(&self.report, &self.control, rest).await
+                }
+                Some(_) => text(StatusCode::METHOD_NOT_ALLOWED, "POST\n"),
+                None => text(StatusCode::NOT_FOUND, "not found\n"),
+            },
         }
+    }
+
+    fn refuses(&self, req: &Request<Incoming>, peer: SocketAddr) -> Option<Reply> {
+        let presented = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let (status, why) = refusal(self.token.as_ref(), req.method(), presented, peer.ip())?;
+        let mut refused = text(status, why);
+        if status == StatusCode::UNAUTHORIZED {
+            refused.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"asyncgate admin\""),
+            );
+        }
+        Some(refused)
     }
 
     /// Why the gateway does not take work now, if it does not.
@@ -156,6 +196,37 @@ impl Admin {
     }
 }
 
+/// Whether a request for an endpoint that shows jobs or changes things is
+/// refused, and why. With a token, whoever does not present it gets `401`.
+/// Without one, what changes things is refused (`403`) to any peer but a
+/// loopback one.
+fn refusal(
+    token: Option<&AdminToken>,
+    method: &Method,
+    authorization: Option<&str>,
+    peer: IpAddr,
+) -> Option<(StatusCode, &'static str)> {
+    match token {
+        Some(token) => {
+            let presented = authorization
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim);
+            if presented.is_some_and(|p| token.admits(p.as_bytes())) {
+                return None;
+            }
+            Some((
+                StatusCode::UNAUTHORIZED,
+                "Authorization: Bearer <[admin] token> needed\n",
+            ))
+        }
+        None if *method == Method::POST && !peer.to_canonical().is_loopback() => Some((
+            StatusCode::FORBIDDEN,
+            "without [admin] token, only a loopback peer may change things\n",
+        )),
+        None => None,
+    }
+}
+
 /// Asks a running gateway's admin listener for `path` (`/healthz`,
 /// `/readyz`) and gives its status code: what a container's health check
 /// runs, with no curl in the image.
@@ -183,17 +254,59 @@ fn page() -> Reply {
     reply(StatusCode::OK, "text/html; charset=utf-8", page)
 }
 
-fn text(status: StatusCode, body: &str) -> Reply {
+pub(super) fn text(status: StatusCode, body: &str) -> Reply {
     let body = Bytes::copy_from_slice(body.as_bytes());
     reply(status, "text/plain; charset=utf-8", body)
 }
 
 /// Every admin answer is about now: none may be cached.
-fn reply(status: StatusCode, content_type: &'static str, body: Bytes) -> Reply {
+pub(super) fn reply(status: StatusCode, content_type: &'static str, body: Bytes) -> Reply {
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_token_only_loopback_peers_change_things() {
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        let remote: IpAddr = "192.0.2.10".parse().unwrap();
+        assert_eq!(refusal(None, &Method::POST, None, local), None);
+        assert_eq!(refusal(None, &Method::POST, None, mapped), None);
+        assert_eq!(refusal(None, &Method::GET, None, remote), None);
+        assert_eq!(
+            refusal(None, &Method::POST, None, remote).map(|r| r.0),
+            Some(StatusCode::FORBIDDEN)
+        );
+    }
+
+    #[test]
+    fn with_a_token_everyone_presents_it() {
+        let token = AdminToken::new("an-admin-token-of-length");
+        let remote: IpAddr = "192.0.2.10".parse().unwrap();
+        let ask = |auth| refusal(Some(&token), &Method::POST, auth, remote).map(|r| r.0);
+        assert_eq!(ask(Some("Bearer an-admin-token-of-length")), None);
+        assert_eq!(
+            ask(Some("Bearer an-admin-token-of-lengtH")),
+            Some(StatusCode::UNAUTHORIZED)
+        );
+        assert_eq!(
+            ask(Some("an-admin-token-of-length")),
+            Some(StatusCode::UNAUTHORIZED)
+        );
+        assert_eq!(ask(None), Some(StatusCode::UNAUTHORIZED));
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(
+            refusal(Some(&token), &Method::GET, None, local).map(|r| r.0),
+            Some(StatusCode::UNAUTHORIZED),
+            "loopback presents it too"
+        );
+    }
 }

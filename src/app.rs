@@ -36,7 +36,7 @@ use crate::tunnel::Handover;
 use crate::upstream::{self, Upstream, UpstreamError};
 pub(crate) use opening::JobsSlot;
 use report::PseudoRoutes;
-pub(crate) use report::Report;
+pub(crate) use report::{Control, Report};
 pub(crate) use routing::Routing;
 use routing::{Fixed, Kept, Reloadable};
 

@@ -42,6 +42,10 @@ pub struct Config {
     pub(crate) kafka: Option<KafkaConfig>,
     /// Where the admin listener listens; `None` when it is turned off.
     pub(crate) admin: Option<SocketAddr>,
+    /// What the admin listener's endpoints that change things (and show
+    /// jobs) ask for in `Authorization: Bearer`; `None`: loopback peers
+    /// only may change things.
+    pub(crate) admin_token: Option<AdminToken>,
     /// What `tls_cert` and `tls_key` held when read: the public listener
     /// serves HTTPS with it; `None`: HTTP.
     #[cfg(feature = "tls")]
@@ -310,5 +314,28 @@ impl Config {
             None => writeln!(out, "  unmatched requests: 404"),
         };
         out
+    }
+}
+
+/// The admin listener's bearer token: compared in constant time, never
+/// printed.
+#[derive(Clone)]
+pub(crate) struct AdminToken(Vec<u8>);
+
+impl AdminToken {
+    pub(crate) fn new(token: &str) -> AdminToken {
+        AdminToken(token.as_bytes().to_vec())
+    }
+
+    /// Whether `presented` is the token.
+    pub(crate) fn admits(&self, presented: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.len() == presented.len() && bool::from(self.0.ct_eq(presented))
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(..)")
     }
 }

@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub(crate) use self::core::Held;
 use self::core::{Core, QueuedJob};
 use crate::delivery::Publication;
 use crate::delivery::Webhook;
@@ -177,7 +178,16 @@ impl Jobs {
     /// lanes, past `max_queue` if need be (they were accepted), and makes
     /// the deliveries still due.
     fn carry_on(&self, local: &Arc<dyn LocalQueue>, recovered: Recovered) {
-        let Recovered { queued, deliveries } = recovered;
+        let Recovered {
+            queued,
+            deliveries,
+            paused,
+        } = recovered;
+        // Before anything is admitted: a paused upstream starts nothing.
+        for upstream in paused {
+            tracing::info!(upstream, "paused by hand before the restart; still paused");
+            self.core.set_paused(&upstream, true);
+        }
         if !queued.is_empty() || !deliveries.is_empty() {
             tracing::info!(
                 queued = queued.len(),
@@ -562,14 +572,31 @@ impl Jobs {
         }
     }
 
-    /// The upstreams whose backend asked to be left alone, and until when
-    /// nothing of theirs starts (with a shared store, as this replica last
-    /// saw it).
-    pub(crate) fn holds(&self) -> Vec<(String, SystemTime)> {
+    /// The upstreams that start none of their jobs now, and why (with a
+    /// shared store, as this replica last saw it).
+    pub(crate) fn holds(&self) -> Vec<Held> {
         match &self.starts {
             Starts::Here(_) => self.core.holds(),
             Starts::Shared(takers) => takers.holds(),
         }
+    }
+
+    /// Pauses an upstream by hand, or resumes it: while paused,
+    /// submissions are accepted and nothing of it starts, here or on any
+    /// replica; the pause is kept by the store, so a reload and a restart
+    /// keep it too.
+    pub(crate) async fn set_paused(&self, upstream: &str, paused: bool) -> Result<(), StoreError> {
+        self.core.store().set_paused(upstream, paused).await?;
+        match &self.starts {
+            Starts::Here(local) => {
+                for (slot, first) in self.core.set_paused(upstream, paused) {
+                    runner::spawn(&self.core, local, slot, first);
+                }
+            }
+            Starts::Shared(takers) => takers.note_paused(upstream, paused),
+        }
+        tracing::info!(upstream, paused, "upstream paused by hand, or resumed");
+        Ok(())
     }
 
     /// The last jobs seen here that `keep` accepts, newest first, and the

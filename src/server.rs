@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 use crate::accept;
 use crate::admin::Admin;
 use crate::app::App;
-use crate::config::Config;
+use crate::config::{AdminToken, Config};
 use crate::jobs::DrainReport;
 use crate::launch::Launch;
 use crate::upgrade::Successor;
@@ -44,6 +44,7 @@ pub struct Gateway {
     timeouts: Timeouts,
     /// The admin listener's socket, unless it is turned off.
     admin: Option<std::net::TcpListener>,
+    admin_token: Option<AdminToken>,
     /// What SIGUSR2 starts to take over, when this process knows how it
     /// was started (the binary, not a gateway run inside a test).
     successor: Option<(PathBuf, Vec<OsString>)>,
@@ -93,6 +94,12 @@ impl Gateway {
             admin,
         } = listeners::open(&config, &mut inherited)?;
         let local_addr = listeners[0].local_addr()?;
+        let admin_token = config.admin_token.clone();
+        if let Some(addr) = admin.as_ref().and_then(|l| l.local_addr().ok()) {
+            if admin_token.is_none() && !addr.ip().is_loopback() {
+                tracing::warn!(%addr, "the admin listener is not on loopback and has no [admin] token: anyone who reaches it may read jobs, but only loopback peers may pause upstreams");
+            }
+        }
         let server = &config.server;
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -124,6 +131,7 @@ impl Gateway {
             shutdown_delay,
             timeouts,
             admin,
+            admin_token,
             successor: exe.map(|exe| (exe, args)),
             #[cfg(unix)]
             hangups: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -163,6 +171,7 @@ impl Gateway {
             shutdown_delay,
             timeouts,
             admin,
+            admin_token,
             local_addr,
             successor,
             #[cfg(unix)]
@@ -187,7 +196,7 @@ impl Gateway {
         let _admin_stop_on_drop = admin_stop.clone().drop_guard();
         let admin = admin.and_then(|listener| match TcpListener::from_std(listener) {
             Ok(listener) => {
-                let admin = Arc::new(Admin::new(app.report(), local_addr.port()));
+                let admin = Arc::new(Admin::new(app.report(), local_addr.port(), admin_token));
                 tokio::spawn(Arc::clone(&admin).serve(listener, admin_stop.clone()));
                 Some(admin)
             }

@@ -79,3 +79,124 @@ async fn a_backend_429_holds_every_job_of_its_upstream_for_its_retry_after() {
     assert!(waited >= 4, "started {waited} s after the 429: {next:#}");
     assert_eq!(backend.request_count(), 2);
 }
+
+/// A gateway binary on the disk store with an admin listener on a port of
+/// its own, its config rewritable.
+fn paused_config(backend: &common::Backend, admin_port: u16) -> String {
+    format!(
+        "[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n{}",
+        common::config(&backend.url(), "", &async_route("/{*p}", ""))
+    )
+}
+
+/// An upstream paused by hand takes submissions and sends nothing; the
+/// pause holds across a reload and a restart; a resume sends what waits.
+#[tokio::test]
+async fn a_paused_upstream_accepts_sends_nothing_and_stays_paused_across_reload_and_restart() {
+    let backend = common::Backend::start().await;
+    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = paused_config(&backend, admin_port);
+    let mut gw = common::process::Running::start(&text).await;
+    let base = format!("http://{}", gw.addr().await);
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    let client = common::Client::default();
+    let paused = client
+        .post(&format!("{admin}/upstreams/app/pause"), "")
+        .await;
+    paused.assert_status(200);
+    assert_eq!(paused.json()["paused"], true);
+    let mut locations = Vec::new();
+    for n in 0..3 {
+        let reply = client.post(&format!("{base}/paused/{n}"), "").await;
+        reply.assert_status(202);
+        locations.push(reply.header("location").to_owned());
+    }
+    gw.signal("HUP");
+    gw.wait_line("reloaded the config").await;
+    let listed = client.get(&format!("{admin}/upstreams")).await.json();
+    assert_eq!(listed["upstreams"][0]["paused"], true, "{listed:#}");
+    assert_eq!(listed["upstreams"][0]["queued"], 3, "{listed:#}");
+    let metrics = client.get(&format!("{admin}/metrics")).await;
+    assert!(String::from_utf8_lossy(&metrics.body)
+        .contains("asyncgate_upstream_paused{upstream=\"app\",reason=\"manual\"} 1"));
+    gw.sigterm();
+    assert_eq!(gw.exit_code().await, 0);
+    assert_eq!(backend.request_count(), 0, "nothing was sent while paused");
+
+    let gw =
+        common::process::Running::start_exact(&std::fs::read_to_string(&gw.config().0).unwrap())
+            .await;
+    let base = format!("http://{}", gw.addr().await);
+    gw.wait_line("still paused").await;
+    let listed = client.get(&format!("{admin}/upstreams")).await.json();
+    assert_eq!(listed["upstreams"][0]["paused"], true, "{listed:#}");
+    assert_eq!(backend.request_count(), 0);
+    client
+        .post(&format!("{admin}/upstreams/app/resume"), "")
+        .await
+        .assert_status(200);
+    for location in &locations {
+        let doc = client
+            .wait_finished(&format!("{base}{}", common::path_of(location)))
+            .await;
+        assert_eq!(doc["status"], "succeeded", "{doc:#}");
+    }
+    assert_eq!(backend.request_count(), 3);
+    client
+        .post(&format!("{admin}/upstreams/nope/pause"), "")
+        .await
+        .assert_status(404);
+    client
+        .get(&format!("{admin}/upstreams/app/pause"))
+        .await
+        .assert_status(405);
+}
+
+/// With `[admin] token`, everything but the probes and metrics asks for it.
+#[tokio::test]
+async fn an_admin_token_guards_all_but_the_probes_and_metrics() {
+    let backend = common::Backend::start().await;
+    let text = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"a-token-of-twenty-chars\"\n{}",
+        common::config(&backend.url(), "", &async_route("/{*p}", ""))
+    );
+    let gw = common::TestGateway::start(&text).await;
+    let admin = format!("http://{}", gw.admin.unwrap());
+    let client = common::Client::default();
+    for open in ["/healthz", "/readyz", "/metrics", "/"] {
+        client
+            .get(&format!("{admin}{open}"))
+            .await
+            .assert_status(200);
+    }
+    let refused = client.get(&format!("{admin}/jobs")).await;
+    refused.assert_status(401);
+    assert!(refused.header("www-authenticate").starts_with("Bearer"));
+    client
+        .send(
+            http::Method::POST,
+            &format!("{admin}/upstreams/app/pause"),
+            &[],
+            "",
+        )
+        .await
+        .assert_status(401);
+    let bearer = [("authorization", "Bearer a-token-of-twenty-chars")];
+    client
+        .send(http::Method::GET, &format!("{admin}/jobs"), &bearer, "")
+        .await
+        .assert_status(200);
+    client
+        .send(
+            http::Method::POST,
+            &format!("{admin}/upstreams/app/pause"),
+            &bearer,
+            "",
+        )
+        .await
+        .assert_status(200);
+}

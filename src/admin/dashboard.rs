@@ -44,13 +44,15 @@ struct RouteRow<'a> {
 }
 
 #[derive(Serialize)]
-struct UpstreamRow<'a> {
-    upstream: &'a str,
+pub(super) struct UpstreamRow<'a> {
+    pub(super) upstream: &'a str,
     /// `null` with a shared store, whose queue is not this process's.
     running: Option<usize>,
     queued: Option<usize>,
     max_concurrency: usize,
     max_queue: usize,
+    /// Paused by hand: nothing of it starts until resumed.
+    paused: bool,
     /// While its backend asked to be left alone: until when nothing of it
     /// starts (RFC 3339).
     held_until: Option<String>,
@@ -135,29 +137,7 @@ pub(super) fn overview<'a>(
             }
         })
         .collect();
-    let loads = report.loads();
-    let holds = report.holds();
-    let upstreams = routing
-        .upstreams
-        .iter()
-        .map(|u| {
-            let load = loads
-                .iter()
-                .find(|(name, _)| *name == u.config.name)
-                .map(|(_, l)| *l);
-            UpstreamRow {
-                upstream: &u.config.name,
-                running: load.map(|l| l.running),
-                queued: load.map(|l| l.waiting),
-                max_concurrency: u.config.max_concurrency,
-                max_queue: u.config.max_queue,
-                held_until: holds
-                    .iter()
-                    .find(|(name, _)| *name == u.config.name)
-                    .map(|(_, until)| humantime::format_rfc3339_seconds(*until).to_string()),
-            }
-        })
-        .collect();
+    let upstreams = upstream_rows(report, routing);
     Overview {
         ready,
         public_base_url: report.public_base_url(),
@@ -170,6 +150,35 @@ pub(super) fn overview<'a>(
         },
         jobs: report.documents(jobs),
     }
+}
+
+/// Each upstream in force: its limits, what runs and waits, and whether it
+/// starts nothing now, and why.
+pub(super) fn upstream_rows<'a>(report: &Report, routing: &'a Routing) -> Vec<UpstreamRow<'a>> {
+    let loads = report.loads();
+    let holds = report.holds();
+    routing
+        .upstreams
+        .iter()
+        .map(|u| {
+            let load = loads
+                .iter()
+                .find(|(name, _)| *name == u.config.name)
+                .map(|(_, l)| *l);
+            let held = holds.iter().find(|h| h.upstream == u.config.name);
+            UpstreamRow {
+                upstream: &u.config.name,
+                running: load.map(|l| l.running),
+                queued: load.map(|l| l.waiting),
+                max_concurrency: u.config.max_concurrency,
+                max_queue: u.config.max_queue,
+                paused: held.is_some_and(|h| h.paused),
+                held_until: held
+                    .and_then(|h| h.until)
+                    .map(|until| humantime::format_rfc3339_seconds(until).to_string()),
+            }
+        })
+        .collect()
 }
 
 /// The jobs `filter` asks for, newest first.

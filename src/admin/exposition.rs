@@ -167,11 +167,16 @@ impl prometheus_client::collector::Collector for Exposition {
         gauge(
             &mut encoder,
             "asyncgate_upstream_paused",
-            "1 while nothing of the upstream starts, by why: backoff (its backend answered 429 or 503).",
-            routing.upstreams.iter().map(|u| {
+            "1 while nothing of the upstream starts, by why: manual (paused on the admin listener), backoff (its backend answered 429 or 503).",
+            routing.upstreams.iter().flat_map(|u| {
                 let name = u.config.name.as_str();
-                let held = holds.iter().any(|(h, _)| h == name);
-                (vec![("upstream", name), ("reason", "backoff")], u64::from(held))
+                let held = holds.iter().find(|h| h.upstream == name);
+                let manual = held.is_some_and(|h| h.paused);
+                let backoff = held.is_some_and(|h| h.until.is_some());
+                [
+                    (vec![("upstream", name), ("reason", "manual")], u64::from(manual)),
+                    (vec![("upstream", name), ("reason", "backoff")], u64::from(backoff)),
+                ]
             }),
         )?;
         histogram(

@@ -12,7 +12,7 @@ use super::opening::JobsSlot;
 use super::routing::Routing;
 use crate::jobs::model::Job;
 use crate::jobs::store::StoreError;
-use crate::jobs::{Document, Load};
+use crate::jobs::{Document, Held, Load};
 use crate::metrics::RouteMetrics;
 
 /// Route names the metrics give requests that no configured route took.
@@ -71,10 +71,16 @@ impl Report {
         self.jobs.get().map(|j| j.loads()).unwrap_or_default()
     }
 
-    /// The upstreams whose backend asked to be left alone, and until when
-    /// nothing of theirs starts.
-    pub(crate) fn holds(&self) -> Vec<(String, std::time::SystemTime)> {
+    /// The upstreams that start none of their jobs now, and why.
+    pub(crate) fn holds(&self) -> Vec<Held> {
         self.jobs.get().map(|j| j.holds()).unwrap_or_default()
+    }
+
+    /// What the admin listener may change.
+    pub(crate) fn control(&self) -> Control {
+        Control {
+            jobs: Arc::clone(&self.jobs),
+        }
     }
 
     /// The last jobs seen here that `keep` accepts, newest first.
@@ -112,5 +118,23 @@ impl Report {
     #[cfg(feature = "kafka")]
     pub(crate) fn kafka_outcomes(&self) -> Option<Vec<(&'static str, u64)>> {
         Some(self.jobs.get()?.kafka()?.outcomes().collect())
+    }
+}
+
+/// What the admin listener may change: which upstreams are paused.
+pub(crate) struct Control {
+    jobs: Arc<JobsSlot>,
+}
+
+impl Control {
+    /// Pauses or resumes `upstream` by hand, for every process that runs
+    /// its jobs, until resumed.
+    pub(crate) async fn set_paused(&self, upstream: &str, paused: bool) -> Result<(), StoreError> {
+        let Some(jobs) = self.jobs.get() else {
+            return Err(StoreError::Unavailable(
+                "the job store is not open yet".into(),
+            ));
+        };
+        jobs.set_paused(upstream, paused).await
     }
 }

@@ -44,6 +44,8 @@ pub(super) struct RawKafka {
 pub(super) struct RawAdmin {
     pub(crate) listen: Option<Text>,
     pub(crate) enabled: Option<bool>,
+    pub(crate) token: Option<Text>,
+    pub(crate) token_file: Option<Text>,
 }
 
 #[derive(Debug, Default, Deserialize)]

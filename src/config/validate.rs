@@ -26,6 +26,7 @@ impl Cx<'_> {
         #[cfg(not(feature = "tls"))]
         self.server_tls(&raw.server)?;
         let server = self.server(raw.server)?;
+        let admin_token = self.admin_token(&raw.admin)?;
         let admin = self.admin(raw.admin, server.listen)?;
         let store = self.store(raw.store)?;
         let webhooks = self.webhooks(raw.webhooks)?;
@@ -109,6 +110,7 @@ impl Cx<'_> {
             webhooks,
             kafka,
             admin,
+            admin_token,
             #[cfg(feature = "tls")]
             tls,
         })

@@ -2,9 +2,9 @@
 //! and their lanes, who watches which job, which jobs run here, and the one
 //! place where a job's end is recorded and made known.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
@@ -27,7 +27,18 @@ use crate::delivery::Webhook;
 use crate::delivery::{Channel, Delivery, DeliveryLog};
 use crate::retry_after::estimated_percent;
 use crate::route::Route;
+use crate::sync::lock;
 use crate::webhook::Webhooks;
+
+/// An upstream that starts none of its jobs now, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Held {
+    pub(crate) upstream: String,
+    /// Paused by hand, until resumed.
+    pub(crate) paused: bool,
+    /// Held because its backend asked to be left alone, until then.
+    pub(crate) until: Option<SystemTime>,
+}
 
 /// A job in its upstream's lane, waiting or about to run.
 pub(super) struct QueuedJob {
@@ -51,6 +62,8 @@ pub(super) struct Core {
     /// The routes, lanes and webhook sender in force; replaced whole by a
     /// reload, while jobs already under way keep the route they began with.
     live: ArcSwap<Live>,
+    /// The upstreams paused by hand, for the lanes a reload adds.
+    paused: Mutex<HashSet<String>>,
     watches: Watches,
     running: Running,
     /// The last jobs seen here, for the dashboard.
@@ -89,6 +102,7 @@ impl Live {
         routes: &[Arc<Route>],
         webhooks: Option<Arc<Webhooks>>,
         before: Option<&Live>,
+        paused: &HashSet<String>,
     ) -> (Live, Vec<(Slot<QueuedJob>, QueuedJob)>) {
         let mut lanes = before.map(|b| b.lanes.clone()).unwrap_or_default();
         let mut started = Vec::new();
@@ -98,7 +112,11 @@ impl Live {
             match lanes.get(&upstream.name) {
                 Some(lane) => started.extend(lane.set_limits(running, waiting)),
                 None => {
-                    lanes.insert(upstream.name.clone(), Lane::new(running, waiting));
+                    let lane = Lane::new(running, waiting);
+                    if paused.contains(&upstream.name) {
+                        lane.set_paused(true);
+                    }
+                    lanes.insert(upstream.name.clone(), lane);
                 }
             }
         }
@@ -127,11 +145,12 @@ impl Core {
         tracker: TaskTracker,
         #[cfg(feature = "kafka")] kafka: Option<Arc<crate::kafka::Kafka>>,
     ) -> Core {
-        let (live, _) = Live::new(routes, webhooks, None);
+        let (live, _) = Live::new(routes, webhooks, None, &HashSet::new());
         Core {
             watches: Watches::new(store.work_queue().is_some()),
             store,
             live: ArcSwap::from_pointee(live),
+            paused: Mutex::default(),
             running: Running::default(),
             recent: Recent::default(),
             url_prefix,
@@ -152,7 +171,8 @@ impl Core {
         webhooks: Option<Arc<Webhooks>>,
     ) -> Vec<(Slot<QueuedJob>, QueuedJob)> {
         let before = self.live.load();
-        let (live, started) = Live::new(routes, webhooks, Some(&before));
+        let paused = lock(&self.paused).clone();
+        let (live, started) = Live::new(routes, webhooks, Some(&before), &paused);
         self.live.store(Arc::new(live));
         started
     }
@@ -216,18 +236,46 @@ impl Core {
             .map(|u| u.max_concurrency)
     }
 
-    /// The lanes held now, and until when.
-    pub(super) fn holds(&self) -> Vec<(String, SystemTime)> {
+    /// The lanes that start nothing now, and why.
+    pub(super) fn holds(&self) -> Vec<Held> {
         let now = (std::time::Instant::now(), SystemTime::now());
         self.live
             .load()
             .lanes
             .iter()
             .filter_map(|(name, lane)| {
-                let until = lane.held_until()?;
-                Some((name.clone(), now.1 + until.saturating_duration_since(now.0)))
+                let until = lane
+                    .held_until()
+                    .map(|until| now.1 + until.saturating_duration_since(now.0));
+                let paused = lane.paused();
+                (paused || until.is_some()).then(|| Held {
+                    upstream: name.clone(),
+                    paused,
+                    until,
+                })
             })
             .collect()
+    }
+
+    /// Pauses or resumes an upstream's lane, and the lanes a reload adds
+    /// for it; a resume gives back the waiting jobs that may start now.
+    pub(super) fn set_paused(
+        &self,
+        upstream: &str,
+        paused: bool,
+    ) -> Vec<(Slot<QueuedJob>, QueuedJob)> {
+        {
+            let mut names = lock(&self.paused);
+            if paused {
+                names.insert(upstream.to_owned());
+            } else {
+                names.remove(upstream);
+            }
+        }
+        match self.live.load().lanes.get(upstream) {
+            Some(lane) => lane.set_paused(paused),
+            None => Vec::new(),
+        }
     }
 
     /// Each upstream's lane occupancy, by upstream name.

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::core::Core;
+use super::core::{Core, Held};
 use super::model::{Job, JobStatus};
 use super::runner;
 use super::store::{Event, Lookup, Taken, WorkQueue};
@@ -50,31 +50,43 @@ pub(super) struct Takers {
     wakers: Wakers,
 }
 
-/// Until when each upstream is held (its backend asked to be left alone),
-/// as this replica last saw it: what its metrics and dashboard show.
+/// Which upstreams start nothing now, and why, as this replica last saw
+/// it: what its metrics and dashboard show.
 #[derive(Default)]
-pub(super) struct Holds(Mutex<HashMap<String, SystemTime>>);
+pub(super) struct Holds(Mutex<HashMap<String, Held>>);
 
 impl Holds {
     fn note(&self, upstream: &str, until: Option<SystemTime>) {
+        self.change(upstream, |h| h.until = until);
+    }
+
+    fn note_paused(&self, upstream: &str, paused: bool) {
+        self.change(upstream, |h| h.paused = paused);
+    }
+
+    fn change(&self, upstream: &str, change: impl FnOnce(&mut Held)) {
         let mut holds = lock(&self.0);
-        match until {
-            Some(until) => {
-                holds.insert(upstream.to_owned(), until);
-            }
-            None => {
-                holds.remove(upstream);
-            }
+        let held = holds.entry(upstream.to_owned()).or_insert_with(|| Held {
+            upstream: upstream.to_owned(),
+            paused: false,
+            until: None,
+        });
+        change(held);
+        if !held.paused && held.until.is_none() {
+            holds.remove(upstream);
         }
     }
 
-    /// The holds still ahead.
-    pub(super) fn current(&self) -> Vec<(String, SystemTime)> {
+    /// Those that hold now.
+    pub(super) fn current(&self) -> Vec<Held> {
         let now = SystemTime::now();
         lock(&self.0)
-            .iter()
-            .filter(|(_, until)| **until > now)
-            .map(|(u, t)| (u.clone(), *t))
+            .values()
+            .map(|h| Held {
+                until: h.until.filter(|&t| t > now),
+                ..h.clone()
+            })
+            .filter(|h| h.paused || h.until.is_some())
             .collect()
     }
 }
@@ -105,9 +117,15 @@ pub(super) fn spawn(
 }
 
 impl Takers {
-    /// Until when upstreams are held, as this replica last saw it.
-    pub(super) fn holds(&self) -> Vec<(String, SystemTime)> {
+    /// The upstreams that start nothing now, and why, as this replica last
+    /// saw it.
+    pub(super) fn holds(&self) -> Vec<Held> {
         self.dispatch.holds.current()
+    }
+
+    /// An upstream paused or resumed through this replica.
+    pub(super) fn note_paused(&self, upstream: &str, paused: bool) {
+        self.dispatch.holds.note_paused(upstream, paused);
     }
 
     /// Starts taking jobs for the upstreams of `routes` not yet taken for,
@@ -186,6 +204,7 @@ async fn take_work(dispatch: Dispatch, name: String, wake: Arc<Notify>) {
                         look_for_lost = look_for_lost.min(Instant::now() + left);
                     }
                     holds.note(name, took.held_until);
+                    holds.note_paused(name, took.paused);
                     took.jobs
                 })
             }

@@ -26,11 +26,13 @@ struct State<T> {
     max_waiting: usize,
     /// Nothing starts before this.
     held_until: Option<Instant>,
+    /// Nothing starts until resumed.
+    paused: bool,
 }
 
 impl<T> State<T> {
     fn held(&self) -> bool {
-        self.held_until.is_some_and(|until| Instant::now() < until)
+        self.paused || self.held_until.is_some_and(|until| Instant::now() < until)
     }
 }
 
@@ -67,6 +69,7 @@ impl<T> Lane<T> {
                 max_running,
                 max_waiting,
                 held_until: None,
+                paused: false,
             }),
         })
     }
@@ -149,7 +152,22 @@ impl<T> Lane<T> {
     /// Until when nothing starts, if that is still ahead.
     pub(super) fn held_until(&self) -> Option<Instant> {
         let state = self.state();
-        state.held_until.filter(|_| state.held())
+        state.held_until.filter(|&until| Instant::now() < until)
+    }
+
+    /// Pauses the lane until resumed; a resume gives back the waiting
+    /// items that may start now, each with its place, for the caller to run.
+    pub(super) fn set_paused(self: &Arc<Self>, paused: bool) -> Vec<(Slot<T>, T)> {
+        let mut state = self.state();
+        state.paused = paused;
+        if paused {
+            return Vec::new();
+        }
+        self.start_waiting(state)
+    }
+
+    pub(super) fn paused(&self) -> bool {
+        self.state().paused
     }
 
     /// The waiting items that may start now that a hold has passed, each
@@ -295,6 +313,17 @@ mod tests {
         let started = lane.release();
         assert_eq!(started.iter().map(|(_, i)| *i).collect::<Vec<_>>(), [2]);
         assert_eq!(lane.held_until(), None);
+    }
+
+    #[test]
+    fn a_paused_lane_starts_nothing_until_resumed() {
+        let lane = Lane::new(1, 5);
+        assert!(lane.set_paused(true).is_empty());
+        assert!(matches!(lane.admit(1), Admission::Queued));
+        assert!(lane.release().is_empty());
+        let started = lane.set_paused(false);
+        assert_eq!(started.iter().map(|(_, i)| *i).collect::<Vec<_>>(), [1]);
+        assert!(!lane.paused());
     }
 
     #[test]

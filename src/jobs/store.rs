@@ -4,6 +4,7 @@
 mod budget;
 mod disk;
 mod memory;
+mod pauses;
 mod record;
 mod redis;
 
@@ -198,6 +199,10 @@ pub(crate) trait JobStore: Send + Sync + 'static {
     /// to the other replicas at once.
     async fn put_back(&self, id: JobId, attempt: u32) -> Result<bool, StoreError>;
 
+    /// Pauses or resumes an upstream, where every process that runs its
+    /// jobs, now or after a restart, sees it.
+    async fn set_paused(&self, upstream: &str, paused: bool) -> Result<(), StoreError>;
+
     /// Forgets a job, queued or finished, whose id no client was given:
     /// no tombstone is left.
     async fn discard(&self, id: JobId) -> Result<(), StoreError>;
@@ -258,6 +263,8 @@ pub(crate) struct Recovered {
     pub(crate) queued: Vec<Requeued>,
     /// Finished jobs with a delivery still due.
     pub(crate) deliveries: Vec<Job>,
+    /// The upstreams an operator paused: nothing of theirs starts.
+    pub(crate) paused: Vec<String>,
 }
 
 /// A queued job found when the store opened, and its request.
@@ -279,6 +286,8 @@ pub(crate) struct Took {
     pub(crate) jobs: Vec<Taken>,
     /// While the upstream is held, nothing is taken: until when.
     pub(crate) held_until: Option<SystemTime>,
+    /// Paused by hand: nothing is taken until it is resumed.
+    pub(crate) paused: bool,
 }
 
 /// A job this replica took from the shared queue and started, and what

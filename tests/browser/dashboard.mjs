@@ -1,6 +1,6 @@
 // Drives the admin dashboard in headless Chromium: waits until the page
-// shows what the Rust test (tests/dashboard.rs) set up, then writes a
-// screenshot. Usage: node dashboard.mjs ADMIN_URL EXPECT_JSON SCREENSHOT
+// shows what the Rust test (tests/dashboard.rs) set up, pauses and resumes
+// an upstream with its button, then writes a screenshot. Usage: node dashboard.mjs ADMIN_URL EXPECT_JSON SCREENSHOT
 import { chromium } from "playwright-core";
 
 const [url, expectJson, screenshot] = process.argv.slice(2);
@@ -46,6 +46,20 @@ try {
   await page.selectOption('select[name="status"]', "");
   await page.waitForFunction(
     (n) => document.querySelectorAll("#jobs tr").length >= n, expect.jobs, { timeout: 15000 });
+  // Pause the upstream with its button: the row says so, and so does the
+  // admin API; then resume it.
+  const upstreamRow = `tr[data-upstream="${expect.upstream}"]`;
+  await page.click(`${upstreamRow} button.pause`);
+  await page.waitForSelector(`${upstreamRow}.paused button.resume`, { timeout: 15000 });
+  const listed = await page.evaluate(async () => (await (await fetch("upstreams")).json()).upstreams);
+  if (!listed.some((u) => u.upstream === expect.upstream && u.paused)) {
+    throw new Error("GET /upstreams does not show the pause: " + JSON.stringify(listed));
+  }
+  await page.screenshot({ path: screenshot.replace(/\.png$/, "-paused.png"), fullPage: true });
+  await page.click(`${upstreamRow} button.resume`);
+  await page.waitForFunction(
+    (sel) => { const r = document.querySelector(sel); return r && !r.classList.contains("paused") && r.querySelector("button.pause"); },
+    upstreamRow, { timeout: 15000 });
   await page.screenshot({ path: screenshot, fullPage: true });
   if (errors.length) throw new Error("page errors: " + errors.join("; "));
   console.log("dashboard ok");

@@ -792,3 +792,43 @@ async fn a_backend_429_on_one_replica_holds_the_upstream_on_all() {
     let waited = at(&next["started_at"]) - at(&busy["finished_at"]);
     assert!(waited >= 4, "started {waited} s after the 429: {next:#}");
 }
+
+/// A pause on one replica's admin listener holds the upstream on every
+/// replica; a resume on another sends what waits.
+#[tokio::test]
+async fn a_pause_on_one_replica_holds_the_upstream_on_all_until_resumed_on_any() {
+    let redis = Redis::start().await;
+    let backend = Backend::start().await;
+    let config = replica(&redis, &backend, "", "max_concurrency = 4");
+    let (a, b) = Replica::pair(&config).await;
+    let client = Client::default();
+    let admin_a = format!("http://{}", a.process.admin_addr().await);
+    let admin_b = format!("http://{}", b.process.admin_addr().await);
+    client
+        .post(&format!("{admin_a}/upstreams/app/pause"), "")
+        .await
+        .assert_status(200);
+    let mut locations = Vec::new();
+    for n in 0..4 {
+        let r = if n % 2 == 0 { &a } else { &b };
+        let reply = submit(&client, r, Method::POST, &format!("/echo/paused/{n}")).await;
+        locations.push(reply.header("location").to_owned());
+    }
+    // Both replicas have looked at the queue since: a job submitted wakes
+    // whichever is idle, and a paused upstream gives it nothing.
+    poll_until(10, "B to see the pause", async || {
+        let listed = client.get(&format!("{admin_b}/upstreams")).await.json();
+        (listed["upstreams"][0]["paused"] == true).then_some(())
+    })
+    .await;
+    assert_eq!(backend.request_count(), 0, "nothing was sent while paused");
+    client
+        .post(&format!("{admin_b}/upstreams/app/resume"), "")
+        .await
+        .assert_status(200);
+    for location in &locations {
+        let doc = client.wait_finished(&a.url(location)).await;
+        assert_eq!(doc["status"], "succeeded", "{doc:#}");
+    }
+    assert_eq!(backend.request_count(), 4);
+}

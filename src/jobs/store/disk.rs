@@ -49,6 +49,7 @@ struct Inner {
     result_ttl: Duration,
     tombstone_ttl: Duration,
     file_threshold: u64,
+    pauses: super::pauses::Pauses,
 }
 
 /// Why the store could not open.
@@ -88,6 +89,12 @@ impl DiskStore {
         let writer =
             Writer::start(db.clone(), used).map_err(|e| OpenError::Directory(dir.clone(), e))?;
         let finished = FinishedJobs::new(db, results.clone(), config, disk.cache_bytes / 2);
+        let pauses = super::pauses::Pauses::open(dir.join("paused"))
+            .map_err(|e| OpenError::Directory(dir.clone(), e))?;
+        let recovered = Recovered {
+            paused: pauses.list(),
+            ..recovered
+        };
         let inner = Arc::new(Inner {
             writer,
             finished,
@@ -98,6 +105,7 @@ impl DiskStore {
             result_ttl: config.result_ttl,
             tombstone_ttl: config.tombstone_ttl,
             file_threshold: disk.file_threshold,
+            pauses,
         });
         tokio::spawn(sweep(Arc::downgrade(&inner)));
         Ok(DiskStore { inner })
@@ -353,6 +361,10 @@ impl JobStore for DiskStore {
 
     async fn put_back(&self, id: JobId, attempt: u32) -> Result<bool, StoreError> {
         LocalQueue::retry(self, id, attempt, &super::put_back_wait()).await
+    }
+
+    async fn set_paused(&self, upstream: &str, paused: bool) -> Result<(), StoreError> {
+        self.inner.pauses.set(upstream, paused).await
     }
 
     async fn arm_webhook(&self, id: JobId, hook: &Webhook) -> Result<bool, StoreError> {

@@ -23,6 +23,7 @@ use finished::FinishedJobs;
 
 pub(crate) struct MemoryStore {
     inner: Arc<Inner>,
+    pauses: super::pauses::Pauses,
 }
 
 struct Inner {
@@ -61,7 +62,10 @@ impl MemoryStore {
             budget,
         });
         tokio::spawn(sweep(Arc::downgrade(&inner)));
-        MemoryStore { inner }
+        MemoryStore {
+            inner,
+            pauses: super::pauses::Pauses::in_memory(),
+        }
     }
 
     /// Bytes currently charged to the budget.
@@ -207,6 +211,10 @@ impl JobStore for MemoryStore {
 
     async fn put_back(&self, id: JobId, attempt: u32) -> Result<bool, StoreError> {
         LocalQueue::retry(self, id, attempt, &super::put_back_wait()).await
+    }
+
+    async fn set_paused(&self, upstream: &str, paused: bool) -> Result<(), StoreError> {
+        self.pauses.set(upstream, paused).await
     }
 
     async fn arm_webhook(&self, _id: JobId, hook: &Webhook) -> Result<bool, StoreError> {

@@ -74,6 +74,7 @@ struct Scripts {
     put_back: Script,
     expire: Script,
     hold: Script,
+    pause: Script,
     take_over: Script,
     discard: Script,
     arm: Script,
@@ -99,6 +100,7 @@ impl Scripts {
             put_back: script(include_str!("redis/put_back.lua")),
             expire: script(include_str!("redis/expire.lua")),
             hold: script(include_str!("redis/hold.lua")),
+            pause: script(include_str!("redis/pause.lua")),
             take_over: script(include_str!("redis/take_over.lua")),
             discard: script(include_str!("redis/discard.lua")),
             arm: script(include_str!("redis/arm.lua")),
@@ -420,6 +422,12 @@ impl JobStore for RedisStore {
         self.while_held(&self.scripts.put_back, id, attempt).await
     }
 
+    async fn set_paused(&self, upstream: &str, paused: bool) -> Result<(), StoreError> {
+        let mut invocation = self.invoke(&self.scripts.pause, self.layout.of_upstream(upstream));
+        invocation.arg(upstream).arg(if paused { "1" } else { "0" });
+        self.run::<u8>(invocation).await.map(drop)
+    }
+
     async fn arm_webhook(&self, id: JobId, _hook: &Webhook) -> Result<bool, StoreError> {
         let mut invocation = self.invoke(&self.scripts.arm, self.layout.of_job(id));
         invocation.arg(id.to_string());
@@ -488,13 +496,17 @@ impl WorkQueue for RedisStore {
             .arg(&self.replica)
             .arg(max)
             .arg(count);
-        let (held, rows): (u64, Vec<TakenRow>) = self.run(invocation).await?;
+        let (held, rows): (i64, Vec<TakenRow>) = self.run(invocation).await?;
         Ok(Took {
             jobs: rows
                 .into_iter()
                 .map(codec::decode_taken)
                 .collect::<Result<_, _>>()?,
-            held_until: (held > 0).then(|| codec::time_of(held)),
+            held_until: u64::try_from(held)
+                .ok()
+                .filter(|&ms| ms > 0)
+                .map(codec::time_of),
+            paused: held < 0,
         })
     }
 

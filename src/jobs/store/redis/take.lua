@@ -2,11 +2,13 @@
 -- replica, never more than leave `max` of its jobs taken (pending, across
 -- all replicas), and starts them: {held, jobs}, each job {id, route,
 -- method, path, headers, body, attempt}. Starting here saves each job a
--- round trip. While the upstream is held (its backend asked to be left
--- alone) nothing is taken, and `held` says until when (Unix ms; else 0).
+-- round trip. While the upstream is paused by hand nothing is taken and
+-- `held` is -1; while it is held (its backend asked to be left alone)
+-- nothing is taken and `held` says until when (Unix ms); else it is 0.
 -- A replica that takes nothing otherwise is noted as idle, to be woken by
 -- the next job queued or place freed.
 -- ARGV: 7 upstream, 8 consumer, 9 max, 10 count.
+if redis.call('SISMEMBER', P .. ':paused', ARGV[7]) == 1 then return {-1, {}} end
 local held = tonumber(redis.call('GET', P .. ':hold:' .. ARGV[7]) or '0')
 if held > NOW then return {held, {}} end
 local stream = work_key(ARGV[7])

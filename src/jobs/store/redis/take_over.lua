@@ -7,9 +7,10 @@
 -- ARGV: 7 upstream, 8 consumer, 9 lease (ms), 10 count.
 local stream = work_key(ARGV[7])
 if redis.call('EXISTS', stream) == 0 then return {} end
--- Held: its backend asked to be left alone; what its replicas let go of
--- waits too (the lease already ran out: it is taken over after the hold).
+-- Held (its backend asked to be left alone) or paused by hand: what its
+-- replicas let go of waits too, and is taken over after.
 if tonumber(redis.call('GET', P .. ':hold:' .. ARGV[7]) or '0') > NOW then return {} end
+if redis.call('SISMEMBER', P .. ':paused', ARGV[7]) == 1 then return {} end
 local claimed = redis.call('XAUTOCLAIM', stream, GROUP, ARGV[8], ARGV[9], '0-0', 'COUNT', ARGV[10])
 local out = {}
 for _, entry in ipairs(claimed[2]) do
