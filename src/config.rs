@@ -205,6 +205,9 @@ pub(crate) struct RouteConfig {
     /// A job still queued this long after it was accepted fails
     /// (`expired`) and is never sent; `None`: it waits as long as it takes.
     pub(crate) start_timeout: Option<Duration>,
+    /// The most jobs one caller may have waiting on this route; past it a
+    /// submission is `429 caller-quota`.
+    pub(crate) max_queued_per_caller: Option<usize>,
     /// Request headers that carry credentials: a job submitted with any of
     /// them is visible only to requests with the same values.
     pub(crate) bind_headers: Vec<http::HeaderName>,

@@ -87,6 +87,7 @@ impl GatewayError {
             | E::Submit(
                 SubmitError::ShuttingDown
                 | SubmitError::QueueFull { .. }
+                | SubmitError::CallerQuota { .. }
                 | SubmitError::StoreFull { .. }
                 | SubmitError::KeyReused,
             ) => false,
@@ -99,6 +100,7 @@ impl GatewayError {
         match self {
             E::Submit(SubmitError::ShuttingDown) => Some(Rejection::Draining),
             E::Submit(SubmitError::QueueFull { .. }) => Some(Rejection::QueueFull),
+            E::Submit(SubmitError::CallerQuota { .. }) => Some(Rejection::CallerQuota),
             E::Submit(SubmitError::StoreFull { .. }) => Some(Rejection::StoreFull),
             E::Submit(SubmitError::Store(_)) => Some(Rejection::StoreUnavailable),
             E::Body(BodyError::TooLarge { .. }) => Some(Rejection::BodyTooLarge),
@@ -223,6 +225,15 @@ impl GatewayError {
                 "Queue Full",
                 format!(
                     "Upstream `{upstream}` has as many jobs waiting as it may; try again later."
+                ),
+            )
+            .with_header(RETRY_AFTER, HeaderValue::from(*retry_after)),
+            E::Submit(SubmitError::CallerQuota { max, retry_after }) => Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "caller-quota",
+                "Too Many Jobs Waiting",
+                format!(
+                    "You have {max} jobs waiting on this route, as many as it allows one caller; try again when one has started."
                 ),
             )
             .with_header(RETRY_AFTER, HeaderValue::from(*retry_after)),

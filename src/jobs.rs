@@ -10,6 +10,7 @@ pub(crate) mod idempotency;
 mod lane;
 pub(crate) mod model;
 pub(crate) mod owner;
+mod quota;
 mod recent;
 mod retry;
 mod runner;
@@ -52,6 +53,13 @@ pub(crate) struct Submission {
     pub(crate) webhook: Option<Arc<Webhook>>,
 }
 
+/// What a job brings to its lane besides itself: until when it may start,
+/// and its place in its caller's count.
+struct Waiting {
+    start_by: Option<SystemTime>,
+    quota: Option<quota::Ticket>,
+}
+
 /// Why a job was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SubmitError {
@@ -63,6 +71,8 @@ pub(crate) enum SubmitError {
     StoreFull { retry_after: u64 },
     #[error("the idempotency key was used for a different request")]
     KeyReused,
+    #[error("the caller has {max} jobs waiting on the route, as many as it allows")]
+    CallerQuota { max: usize, retry_after: u64 },
     #[error("the job store failed")]
     Store(#[source] StoreError),
 }
@@ -217,6 +227,9 @@ impl Jobs {
                 route: Arc::clone(&route),
                 request: job.request,
                 start_by,
+                // Its caller is not known again (the store keeps only a
+                // salted digest): it counts against nobody's quota.
+                quota: None,
             };
             match job.not_before {
                 Some(at) => runner::retry_later(&self.core, local, queued, at),
@@ -268,6 +281,26 @@ impl Jobs {
             return Err(SubmitError::ShuttingDown);
         }
         let retry_after = route.retry_after(Duration::ZERO);
+        let caller = route
+            .config
+            .max_queued_per_caller
+            .map(|max| (quota::caller_key(&route.name, credentials.as_deref()), max));
+        // A caller past its quota is refused before anything is stored,
+        // unless the request repeats an earlier one's idempotency key: that
+        // one is answered (below), and a new job is never made.
+        let (ticket, past_quota) = match (&caller, &self.starts) {
+            (Some((key, max)), Starts::Here(_)) => match self.core.quotas().take(key, *max) {
+                Some(ticket) => (Some(ticket), None),
+                None if idempotency.is_some() => (None, Some(*max)),
+                None => {
+                    return Err(SubmitError::CallerQuota {
+                        max: *max,
+                        retry_after,
+                    })
+                }
+            },
+            _ => (None, None),
+        };
         let id = self.core.store().new_id(&route.upstream.config.name);
         let mut job = Job::queued(id, Arc::clone(&route.name), request.method.clone());
         job.owner = credentials.map(|c| owner::Owner::of(job.id, &c));
@@ -280,8 +313,19 @@ impl Jobs {
         // Watched before the job exists anywhere: with a shared store another
         // replica may run it at once, and no change to it may go unseen.
         let changes = self.core.watches().open(job.id);
+        let shared_quota = match &self.starts {
+            Starts::Shared(_) => caller.as_ref().map(|(key, max)| (key.as_str(), *max)),
+            Starts::Here(_) => None,
+        };
         match self
-            .create(route, &job, &request, idempotency, retry_after)
+            .create(
+                route,
+                &job,
+                &request,
+                idempotency,
+                shared_quota,
+                retry_after,
+            )
             .await
         {
             Ok(None) => {}
@@ -294,9 +338,16 @@ impl Jobs {
                 return Err(e);
             }
         }
+        if let Some(max) = past_quota {
+            self.discard(job.id).await;
+            return Err(SubmitError::CallerQuota { max, retry_after });
+        }
         if let Starts::Here(local) = &self.starts {
-            let start_by = route.config.start_timeout.map(|t| job.created_at + t);
-            self.admit(local, route, job.id, request, start_by, retry_after)
+            let waiting = Waiting {
+                start_by: route.config.start_timeout.map(|t| job.created_at + t),
+                quota: ticket,
+            };
+            self.admit(local, route, job.id, request, waiting, retry_after)
                 .await?;
         }
         route
@@ -316,6 +367,7 @@ impl Jobs {
         job: &Job,
         request: &BackendRequest,
         idempotency: Option<Idempotency>,
+        quota: Option<(&str, usize)>,
         retry_after: u64,
     ) -> Result<Option<(Job, channel::Receiver<JobStatus>)>, SubmitError> {
         let upstream = &route.upstream.config;
@@ -337,12 +389,17 @@ impl Jobs {
                         replace,
                     }),
                     start_by: route.config.start_timeout.map(|t| job.created_at + t),
+                    quota,
                 })
                 .await
                 .map_err(|e| match e {
                     CreateError::Full => SubmitError::StoreFull { retry_after },
                     CreateError::QueueFull(upstream) => SubmitError::QueueFull {
                         upstream,
+                        retry_after,
+                    },
+                    CreateError::CallerQuota => SubmitError::CallerQuota {
+                        max: quota.map_or(0, |(_, max)| max),
                         retry_after,
                     },
                     CreateError::Store(e) => SubmitError::Store(e),
@@ -381,14 +438,15 @@ impl Jobs {
         route: &Arc<Route>,
         id: JobId,
         request: BackendRequest,
-        start_by: Option<SystemTime>,
+        waiting: Waiting,
         retry_after: u64,
     ) -> Result<(), SubmitError> {
         let queued = QueuedJob {
             id,
             route: Arc::clone(route),
             request,
-            start_by,
+            start_by: waiting.start_by,
+            quota: waiting.quota,
         };
         match self.core.lane(route).admit(queued) {
             Admission::Run(slot, first) => {

@@ -85,20 +85,23 @@ pub(crate) enum Rejection {
     StoreUnavailable,
     Draining,
     BodyTooLarge,
+    CallerQuota,
 }
 
 impl Rejection {
-    pub(crate) const ALL: [Rejection; 5] = [
+    pub(crate) const ALL: [Rejection; 6] = [
         Rejection::QueueFull,
         Rejection::StoreFull,
         Rejection::StoreUnavailable,
         Rejection::Draining,
         Rejection::BodyTooLarge,
+        Rejection::CallerQuota,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Rejection::QueueFull => "queue-full",
+            Rejection::CallerQuota => "caller-quota",
             Rejection::StoreFull => "store-full",
             Rejection::StoreUnavailable => "store-unavailable",
             Rejection::Draining => "draining",

@@ -200,3 +200,48 @@ async fn an_admin_token_guards_all_but_the_probes_and_metrics() {
         .await
         .assert_status(200);
 }
+
+/// `max_queued_per_caller`: a caller with as many jobs waiting as the
+/// route allows gets `429 caller-quota` and nothing is stored; another
+/// caller is not held back; a repeat of an earlier request's idempotency
+/// key is still answered; a place frees as a job starts.
+#[tokio::test]
+async fn a_caller_past_max_queued_per_caller_gets_429_and_others_are_not_held_back() {
+    let (backend, gw, client) = setup(
+        "max_concurrency = 1",
+        &async_route("/{*p}", "max_queued_per_caller = 2"),
+    )
+    .await;
+    let alice = [("authorization", "Bearer alice")];
+    let keyed = [("authorization", "Bearer alice"), ("idempotency-key", "k1")];
+    let send = async |path: &str, headers: &[(&str, &str)]| {
+        client
+            .send(http::Method::POST, &gw.url(path), headers, "")
+            .await
+    };
+    send("/hold/running", &alice).await.assert_status(202);
+    backend.started(1).await;
+    send("/hold/waiting-1", &alice).await.assert_status(202);
+    let repeatable = send("/hold/waiting-2", &keyed).await;
+    repeatable.assert_status(202);
+    let refused = send("/hold/one-too-many", &alice).await;
+    refused.assert_problem(429, "caller-quota");
+    assert!(refused.header("retry-after").parse::<u64>().unwrap() >= 1);
+    let again = send("/hold/waiting-2", &keyed).await;
+    again.assert_status(202);
+    assert_eq!(again.header("location"), repeatable.header("location"));
+    send("/hold/bob", &[("authorization", "Bearer bob")])
+        .await
+        .assert_status(202);
+    // The running job ends and the first waiting one starts: a place frees.
+    backend.release(1);
+    backend.started(2).await;
+    send("/hold/later", &alice).await.assert_status(202);
+    backend.release(10);
+    let sent: Vec<String> = backend.received().into_iter().map(|r| r.uri).collect();
+    assert!(!sent.contains(&"/hold/one-too-many".to_owned()), "{sent:?}");
+    let admin = gw.admin.unwrap();
+    let metrics = client.get(&format!("http://{admin}/metrics")).await;
+    assert!(String::from_utf8_lossy(&metrics.body)
+        .contains("asyncgate_rejected_total{route=\"jobs\",reason=\"caller-quota\"} 1"));
+}

@@ -146,6 +146,7 @@ pub(super) struct RawRoute {
     pub(crate) redirect_when_done: Option<bool>,
     pub(crate) job_headers: Option<bool>,
     pub(crate) start_timeout: Option<Text>,
+    pub(crate) max_queued_per_caller: Option<Spanned<usize>>,
     pub(crate) bind_headers: Option<Vec<Text>>,
     #[serde(default)]
     pub(crate) location: LocationStyle,

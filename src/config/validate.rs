@@ -415,6 +415,10 @@ impl Cx<'_> {
             max_wait,
             redirect_when_done: raw.redirect_when_done.unwrap_or(false),
             job_headers: raw.job_headers.unwrap_or(true),
+            max_queued_per_caller: raw
+                .max_queued_per_caller
+                .map(|n| self.positive(Some(n), 1))
+                .transpose()?,
             start_timeout: raw
                 .start_timeout
                 .as_ref()

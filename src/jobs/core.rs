@@ -48,6 +48,9 @@ pub(super) struct QueuedJob {
     /// Sent by then, or failed (`expired`): its route's `start_timeout`
     /// after it was accepted, for a job never sent yet.
     pub(super) start_by: Option<SystemTime>,
+    /// Its place in its caller's count of waiting jobs, on a route with
+    /// `max_queued_per_caller`; given back when it starts or leaves.
+    pub(super) quota: Option<super::quota::Ticket>,
 }
 
 impl QueuedJob {
@@ -62,6 +65,8 @@ pub(super) struct Core {
     /// The routes, lanes and webhook sender in force; replaced whole by a
     /// reload, while jobs already under way keep the route they began with.
     live: ArcSwap<Live>,
+    /// Each caller's waiting jobs, per route, for `max_queued_per_caller`.
+    quotas: Arc<super::quota::Quotas>,
     /// The upstreams paused by hand, for the lanes a reload adds.
     paused: Mutex<HashSet<String>>,
     watches: Watches,
@@ -151,6 +156,7 @@ impl Core {
             store,
             live: ArcSwap::from_pointee(live),
             paused: Mutex::default(),
+            quotas: Arc::default(),
             running: Running::default(),
             recent: Recent::default(),
             url_prefix,
@@ -175,6 +181,10 @@ impl Core {
         let (live, started) = Live::new(routes, webhooks, Some(&before), &paused);
         self.live.store(Arc::new(live));
         started
+    }
+
+    pub(super) fn quotas(&self) -> &Arc<super::quota::Quotas> {
+        &self.quotas
     }
 
     /// Every task that runs or waits to run a job, so a drain can wait for them.

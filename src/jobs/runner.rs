@@ -98,8 +98,10 @@ async fn run(core: &Arc<Core>, store: &Arc<dyn LocalQueue>, mut job: QueuedJob) 
         core.expire(job.id).await;
         return;
     }
-    // Started: it no longer waits to start, whatever comes after.
+    // Started: it no longer waits to start, whatever comes after, nor
+    // counts among its caller's waiting jobs.
     job.start_by = None;
+    job.quota = None;
     let attempt = match store.begin(job.id, now).await {
         Ok(Some(attempt)) => attempt,
         // Canceled while it waited.

@@ -53,6 +53,8 @@ pub(crate) enum CreateError {
     Full,
     #[error("the queue of upstream `{0}` is full")]
     QueueFull(String),
+    #[error("the caller has as many jobs waiting as the route allows")]
+    CallerQuota,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -127,6 +129,10 @@ pub(crate) struct NewJob<'a> {
     /// When it fails (`expired`) if it has not been sent by then: a store
     /// that queues jobs itself keeps it; the others' lanes do.
     pub(crate) start_by: Option<SystemTime>,
+    /// Its caller's key and the most jobs that caller may have waiting on
+    /// the route: a store that queues jobs itself counts them; the others'
+    /// lanes do.
+    pub(crate) quota: Option<(&'a str, usize)>,
 }
 
 /// The idempotency scope a new job claims along with being recorded.

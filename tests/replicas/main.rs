@@ -832,3 +832,43 @@ async fn a_pause_on_one_replica_holds_the_upstream_on_all_until_resumed_on_any()
     }
     assert_eq!(backend.request_count(), 4);
 }
+
+/// A caller's waiting jobs are counted across replicas: past the route's
+/// `max_queued_per_caller` on any of them, `429 caller-quota`.
+#[tokio::test]
+async fn max_queued_per_caller_counts_across_replicas() {
+    let redis = Redis::start().await;
+    let backend = Backend::start().await;
+    let config = replica(&redis, &backend, "", "max_concurrency = 1").replace(
+        "name = \"held\"\n",
+        "name = \"held\"\nmax_queued_per_caller = 2\n",
+    );
+    let (a, b) = Replica::pair(&config).await;
+    let client = Client::default();
+    let alice = [("authorization", "Bearer alice")];
+    let send =
+        async |r: &Replica, path: &str| client.send(Method::POST, &r.url(path), &alice, "").await;
+    send(&a, "/hold/running").await.assert_status(202);
+    backend.started(1).await;
+    send(&a, "/hold/waiting-1").await.assert_status(202);
+    send(&b, "/hold/waiting-2").await.assert_status(202);
+    send(&b, "/hold/one-too-many")
+        .await
+        .assert_problem(429, "caller-quota");
+    send(&a, "/hold/one-too-many")
+        .await
+        .assert_problem(429, "caller-quota");
+    client
+        .send(
+            Method::POST,
+            &b.url("/hold/bob"),
+            &[("authorization", "Bearer bob")],
+            "",
+        )
+        .await
+        .assert_status(202);
+    backend.release(1);
+    backend.started(2).await;
+    send(&b, "/hold/later").await.assert_status(202);
+    backend.release(10);
+}

@@ -307,6 +307,7 @@ mod tests {
                 resend_on_loss: false,
                 idempotency: None,
                 start_by: None,
+                quota: None,
             })
             .await
     }

@@ -288,6 +288,10 @@ impl JobStore for RedisStore {
                 .arg(if claim.replace { "1" } else { "0" }),
             None => invocation.arg("").arg("").arg("0"),
         };
+        match new.quota {
+            Some((caller, max)) => invocation.arg(caller).arg(max),
+            None => invocation.arg("").arg(0),
+        };
         for (name, value) in job_fields(&new) {
             invocation.arg(name).arg(value);
         }
@@ -296,6 +300,7 @@ impl JobStore for RedisStore {
             Some("ok") => Ok(Created::Recorded),
             Some("full") => Err(CreateError::Full),
             Some("queue-full") => Err(CreateError::QueueFull(new.upstream.to_owned())),
+            Some("quota") => Err(CreateError::CallerQuota),
             Some("taken") => {
                 let held = reply.get(1).map(String::as_str).unwrap_or_default();
                 let (job, fingerprint) = held

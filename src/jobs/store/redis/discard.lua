@@ -4,6 +4,7 @@ local id = ARGV[7]
 local job = job_key(id)
 local v = redis.call('HMGET', job, 'status', 'bytes', 'upstream', 'entry')
 if not v[1] then return 0 end
+unqueue(job)
 if v[4] then
   redis.call('XACK', work_key(v[3]), GROUP, v[4])
   redis.call('XDEL', work_key(v[3]), v[4])

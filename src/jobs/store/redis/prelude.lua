@@ -36,8 +36,21 @@ end
 
 local function meta(job) return redis.call('HMGET', job, unpack(META)) end
 
+-- A caller's count of waiting jobs on a route (its max_queued_per_caller).
+local function quota_key(caller) return P .. ':quota:' .. caller end
+
+-- The job no longer waits to start (it starts, or ends, or is forgotten):
+-- out of its caller's count, once.
+local function unqueue(job)
+  local caller = redis.call('HGET', job, 'caller')
+  if not caller then return end
+  redis.call('HDEL', job, 'caller')
+  if redis.call('DECR', quota_key(caller)) <= 0 then redis.call('DEL', quota_key(caller)) end
+end
+
 -- Queued -> running under `consumer`'s lease: the attempt's number.
 local function start(id, job, consumer)
+  unqueue(job)
   local attempt = redis.call('HINCRBY', job, 'attempts', 1)
   redis.call('HSET', job, 'status', 'running', 'owner', consumer, 'started', NOW)
   publish(id .. ' running')
@@ -64,6 +77,7 @@ end
 -- request dropped, its record and result kept for result_ttl, then its
 -- tombstone for tombstone_ttl; everyone told.
 local function retire(id, job, status, fields, bytes)
+  unqueue(job)
   local v = redis.call('HMGET', job, 'upstream', 'entry', 'bytes')
   if v[2] then
     redis.call('XACK', work_key(v[1]), GROUP, v[2])
