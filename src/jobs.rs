@@ -90,6 +90,10 @@ pub struct DrainReport {
 pub(crate) struct Jobs {
     core: Arc<Core>,
     starts: Starts,
+    /// Whether accepted jobs outlive this process (the disk store; a shared
+    /// one): then a submission during the drain is still accepted, and left
+    /// for the next start or another replica.
+    outlives: bool,
     /// Fired when the drain starts: no more jobs are taken from a shared queue.
     closing: CancellationToken,
 }
@@ -129,6 +133,7 @@ impl Jobs {
             kafka,
         ));
         let closing = CancellationToken::new();
+        let outlives = !matches!(store, Store::Memory(_));
         let starts = match store {
             Store::Memory(memory) => Starts::Here(memory),
             Store::Disk(disk) => Starts::Here(disk),
@@ -137,6 +142,7 @@ impl Jobs {
         let jobs = Jobs {
             core,
             starts,
+            outlives,
             closing,
         };
         if let Starts::Here(local) = &jobs.starts {

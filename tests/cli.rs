@@ -313,3 +313,58 @@ async fn completions_are_printed_for_each_shell_without_a_config() {
     let (code, _, err) = run_to_end(&["completions", "tcsh"]).await;
     assert_eq!(code, 2, "{err}");
 }
+
+/// A submission still reaching a draining gateway (its request under way
+/// when the listener closed) is accepted on the disk store, which keeps it
+/// for the next start, rather than refused.
+#[tokio::test]
+async fn a_submission_during_the_drain_is_kept_for_the_next_start() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = Backend::start().await;
+    let text = format!(
+        "drain_timeout = \"10s\"\n{}",
+        config(&backend.url(), "", &async_route("/{*p}", ""))
+    );
+    let mut gw = Running::start(&text).await;
+    let addr = gw.addr().await;
+    let client = Client::default();
+    client
+        .post(&format!("http://{addr}/hold/running"), "")
+        .await
+        .assert_status(202);
+    backend.started(1).await;
+    // A request whose head is under way when the drain begins.
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    conn.write_all(b"POST /late HTTP/1.1\r\nHost: gw\r\n")
+        .await
+        .unwrap();
+    gw.sigterm();
+    gw.wait_line("draining").await;
+    conn.write_all(b"Content-Length: 0\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    within(10, "the late submission's answer", async {
+        let mut buf = [0u8; 4096];
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    backend.release(1);
+    assert_eq!(gw.exit_code().await, 0);
+    assert_eq!(
+        backend.request_count(),
+        1,
+        "the late job waits for the next start"
+    );
+
+    let gw = Running::start_exact(&std::fs::read_to_string(&gw.config().0).unwrap()).await;
+    gw.wait_line("carrying on").await;
+    backend.started(2).await;
+    backend.release(1);
+    let late: Vec<String> = backend.received().into_iter().map(|r| r.uri).collect();
+    assert_eq!(late, ["/hold/running", "/late"]);
+}

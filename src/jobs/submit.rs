@@ -66,7 +66,12 @@ impl Jobs {
             idempotency,
             webhook,
         } = submission;
-        if self.core.tracker().is_closed() {
+        // Draining: a request still reaching this process (on a connection
+        // it accepted before it stopped, or during an upgrade's hand-over)
+        // is accepted when the job outlives the process, and left queued
+        // for the next start or another replica; otherwise it would be lost.
+        let draining = self.core.tracker().is_closed();
+        if draining && !self.outlives {
             return Err(SubmitError::ShuttingDown);
         }
         let retry_after = route.retry_after(Duration::ZERO);
@@ -131,7 +136,7 @@ impl Jobs {
             self.discard(job.id).await;
             return Err(SubmitError::CallerQuota { max, retry_after });
         }
-        if let Starts::Here(local) = &self.starts {
+        if let (Starts::Here(local), false) = (&self.starts, draining) {
             let waiting = Waiting {
                 start_by: route.config.start_timeout.map(|t| job.created_at + t),
                 quota: ticket,
