@@ -70,6 +70,10 @@ impl Jobs {
         // it accepted before it stopped, or during an upgrade's hand-over)
         // is accepted when the job outlives the process, and left queued
         // for the next start or another replica; otherwise it would be lost.
+        // Counted as a task in hand until the job is in its lane (and its
+        // worker tracked), so a drain that begins meanwhile waits for it
+        // rather than end with the job started and untracked.
+        let _in_hand = self.core.tracker().token();
         let draining = self.core.tracker().is_closed();
         if draining && !self.outlives {
             return Err(SubmitError::ShuttingDown);

@@ -121,6 +121,11 @@ impl Activity {
         }
     }
 
+    /// An HTTP/1.1 connection that has not handed a request to the app yet.
+    fn awaits_first_request(&self) -> bool {
+        !self.http2.load(Relaxed) && !self.served.load(Relaxed) && self.in_flight.load(Relaxed) == 0
+    }
+
     /// A request reached the app; its response's body ends the request.
     pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Relaxed);
@@ -417,7 +422,11 @@ impl Serving {
 /// Drives a connection to its end: shut down gracefully when it idles too
 /// long or the drain begins (an HTTP/1.1 connection between requests
 /// closes, an HTTP/2 one sends GOAWAY and finishes its streams), dropped
-/// outright when a request head takes too long.
+/// outright when a request head takes too long. An HTTP/1.1 connection
+/// accepted just before the drain began, whose first request is still on
+/// its way, is shut down once that request has reached the app, not
+/// before: its client sent it to a listener that was open, and must get an
+/// answer, not a closed connection (within `header_read_timeout`).
 async fn drive(
     conn: Connection,
     activity: Arc<Activity>,
@@ -428,15 +437,29 @@ async fn drive(
     let timer = tokio::time::sleep(timeouts.recheck());
     let mut timer = std::pin::pin!(timer);
     let mut closing = false;
+    let mut drained = false;
     loop {
         tokio::select! {
             done = conn.as_mut() => return done,
-            () = draining.cancelled(), if !closing => {
-                conn.as_mut().graceful_shutdown();
-                closing = true;
+            () = draining.cancelled(), if !drained => {
+                drained = true;
+                if activity.awaits_first_request() {
+                    timer.as_mut().reset(Instant::now() + FIRST_REQUEST_LOOK);
+                } else if !closing {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
             }
             () = timer.as_mut(), if !closing => {
+                if drained && !activity.awaits_first_request() {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                    continue;
+                }
                 match activity.verdict(timeouts, Instant::now()) {
+                    Verdict::Wait(until) if drained => {
+                        timer.as_mut().reset(until.min(Instant::now() + FIRST_REQUEST_LOOK));
+                    }
                     Verdict::Wait(until) => timer.as_mut().reset(until),
                     Verdict::Idle => {
                         conn.as_mut().graceful_shutdown();
@@ -448,6 +471,10 @@ async fn drive(
         }
     }
 }
+
+/// While draining, how often a connection whose first request is on its
+/// way looks whether it has arrived.
+const FIRST_REQUEST_LOOK: Duration = Duration::from_millis(20);
 
 /// One connection's view of the app, as a tower service so layers can wrap
 /// it; it never fails, because every error has become a response.
