@@ -483,6 +483,23 @@ fn sample_rss(nodes: &Nodes, records: &Shared2) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// `count` gateways on the store `store` (a `[store]` table), each on a
+/// port of its own.
+async fn start_nodes(
+    count: usize,
+    backend: &SoakBackend,
+    receiver: &Backend,
+    store: &str,
+) -> Nodes {
+    let mut started = Vec::new();
+    for _ in 0..count {
+        let port = free_port();
+        let config = gateway_config(port, &backend.url(), &receiver.url(), store);
+        started.push(Node::start(port, config).await);
+    }
+    Arc::new(tokio::sync::Mutex::new(started))
+}
+
 /// The reckoning, the report, and the end of the nodes; fails on any
 /// violation.
 async fn conclude(
@@ -692,10 +709,14 @@ fn report(label: &str, records: &Records, violations: &[String], seconds: u64) {
 /// Runs the clients until the time is up, calling `fault` at random
 /// moments with the records to note its window in, and the kind of fault
 /// to make: every kind once, in a random order, then again.
-async fn load<F>(bases: Vec<String>, seconds: u64, records: Shared2, mut fault: F)
+async fn load<F>(nodes: &Nodes, records: &Shared2, mut fault: F)
 where
     F: AsyncFnMut(&Shared2, u8),
 {
+    let bases: Vec<String> = nodes.lock().await.iter().map(Node::base).collect();
+    let records = Arc::clone(records);
+    let sampler = sample_rss(nodes, &records);
+    let seconds = seconds();
     let stop = CancellationToken::new();
     let clients: Vec<_> = (0..8)
         .map(|_| tokio::spawn(client(bases.clone(), Arc::clone(&records), stop.clone())))
@@ -715,6 +736,7 @@ where
     for c in clients {
         within(60, "a soak client to stop", c).await.unwrap();
     }
+    sampler.abort();
 }
 
 /// How many kinds of fault each variant makes.
@@ -737,43 +759,31 @@ async fn soak_one_node_on_the_disk_store() {
     let backend = SoakBackend::start().await;
     let receiver = Backend::start().await;
     let dir = TempDir::new();
-    let port = free_port();
     let store = format!("[store]\nkind = \"disk\"\npath = \"{}\"", dir.0.display());
-    let config = gateway_config(port, &backend.url(), &receiver.url(), &store);
-    let nodes: Nodes = Arc::new(tokio::sync::Mutex::new(vec![
-        Node::start(port, config).await,
-    ]));
-    let bases = vec![nodes.lock().await[0].base()];
+    let nodes = start_nodes(1, &backend, &receiver, &store).await;
     let records: Shared2 = Arc::default();
-    let sampler = sample_rss(&nodes, &records);
-    load(
-        bases,
-        seconds(),
-        Arc::clone(&records),
-        async |records, kind| {
-            let from = Instant::now();
-            let node = &mut nodes.lock().await[0];
-            match kind {
-                0 => {
-                    node.kill9().await;
-                    note(records, "kill -9", 0, from);
-                }
-                1 => {
-                    node.term().await;
-                    note(records, "SIGTERM", 0, from);
-                }
-                2 => {
-                    // An upgrade stops nothing: no window.
-                    node.upgrade().await;
-                    count(records, "SIGUSR2");
-                }
-                3 => backend_fault(&backend, records, RESETS).await,
-                _ => backend_fault(&backend, records, BUSY).await,
+    load(&nodes, &records, async |records, kind| {
+        let from = Instant::now();
+        let node = &mut nodes.lock().await[0];
+        match kind {
+            0 => {
+                node.kill9().await;
+                note(records, "kill -9", 0, from);
             }
-        },
-    )
+            1 => {
+                node.term().await;
+                note(records, "SIGTERM", 0, from);
+            }
+            2 => {
+                // An upgrade stops nothing: no window.
+                node.upgrade().await;
+                count(records, "SIGUSR2");
+            }
+            3 => backend_fault(&backend, records, RESETS).await,
+            _ => backend_fault(&backend, records, BUSY).await,
+        }
+    })
     .await;
-    sampler.abort();
     conclude("disk", &nodes, &records, &backend, &receiver, Some(&dir.0)).await;
 }
 
@@ -786,48 +796,34 @@ async fn soak_three_replicas_on_redis() {
         "[store]\n{}\nlease = \"2s\"",
         redis.lock().await.store_keys()
     );
-    let mut started = Vec::new();
-    for _ in 0..3 {
-        let port = free_port();
-        let config = gateway_config(port, &backend.url(), &receiver.url(), &store);
-        started.push(Node::start(port, config).await);
-    }
-    let bases: Vec<String> = started.iter().map(Node::base).collect();
-    let nodes: Nodes = Arc::new(tokio::sync::Mutex::new(started));
+    let nodes = start_nodes(3, &backend, &receiver, &store).await;
     let records: Shared2 = Arc::default();
-    let sampler = sample_rss(&nodes, &records);
-    load(
-        bases,
-        seconds(),
-        Arc::clone(&records),
-        async |records, kind| {
-            let from = Instant::now();
-            let n = fastrand::usize(0..3);
-            match kind {
-                0 => {
-                    nodes.lock().await[n].kill9().await;
-                    note(records, "kill -9 of a replica", n, from);
-                }
-                1 => {
-                    let pid = nodes.lock().await[n].pid;
-                    signal(pid, "STOP");
-                    // Past its lease: the others take over its jobs.
-                    tokio::time::sleep(Duration::from_secs(4)).await;
-                    signal(pid, "CONT");
-                    note(records, "SIGSTOP/SIGCONT of a replica", n, from);
-                }
-                2 => {
-                    let mut redis = redis.lock().await;
-                    redis.crash().await;
-                    redis.up().await;
-                    count(records, "Redis kill -9 and restart");
-                }
-                3 => backend_fault(&backend, records, RESETS).await,
-                _ => backend_fault(&backend, records, BUSY).await,
+    load(&nodes, &records, async |records, kind| {
+        let from = Instant::now();
+        let n = fastrand::usize(0..3);
+        match kind {
+            0 => {
+                nodes.lock().await[n].kill9().await;
+                note(records, "kill -9 of a replica", n, from);
             }
-        },
-    )
+            1 => {
+                let pid = nodes.lock().await[n].pid;
+                signal(pid, "STOP");
+                // Past its lease: the others take over its jobs.
+                tokio::time::sleep(Duration::from_secs(4)).await;
+                signal(pid, "CONT");
+                note(records, "SIGSTOP/SIGCONT of a replica", n, from);
+            }
+            2 => {
+                let mut redis = redis.lock().await;
+                redis.crash().await;
+                redis.up().await;
+                count(records, "Redis kill -9 and restart");
+            }
+            3 => backend_fault(&backend, records, RESETS).await,
+            _ => backend_fault(&backend, records, BUSY).await,
+        }
+    })
     .await;
-    sampler.abort();
     conclude("redis", &nodes, &records, &backend, &receiver, None).await;
 }

@@ -108,6 +108,31 @@ fn admin_keys() {
         "never shares the public port",
     );
     parse("[server]\nlisten = \"127.0.0.1:8080\"\n[admin]\nlisten = \"127.0.0.2:8080\"\n").unwrap();
+    let guarded = parse("[admin]\ntoken = \"sixteen-chars-ok\"\n").unwrap();
+    assert!(guarded.admin_token.unwrap().admits(b"sixteen-chars-ok"));
+    refused(
+        "[admin]\ntoken = \"short\"\n",
+        "2: admin.token",
+        "at least 16",
+    );
+    refused(
+        "[admin]\ntoken = \"sixteen-chars-ok\"\ntoken_file = \"/x\"\n",
+        "3: admin.token_file",
+        "not both",
+    );
+    refused(
+        "[admin]\ntoken_file = \"/nonexistent/asyncgate-token\"\n",
+        "2: admin.token_file",
+        "cannot read `/nonexistent/asyncgate-token`",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "from-a-file-of-length\nignored\n").unwrap();
+    let from_file = parse(&format!("[admin]\ntoken_file = \"{}\"\n", file.display())).unwrap();
+    assert!(from_file
+        .admin_token
+        .unwrap()
+        .admits(b"from-a-file-of-length"));
 }
 
 #[test]
@@ -350,6 +375,11 @@ fn route_timing_bounds() {
         &route("sync_wait = \"20s\"\nmax_wait = \"10s\"\n"),
         "8: routes[0].max_wait",
         "must not be below sync_wait",
+    );
+    refused(
+        &route("max_queued_per_caller = 0\n"),
+        "7: routes[0].max_queued_per_caller",
+        "at least 1",
     );
     refused(
         &route("start_timeout = \"0s\"\n"),
