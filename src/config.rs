@@ -176,9 +176,49 @@ pub(crate) struct UpstreamConfig {
     pub(crate) retries: u32,
     pub(crate) retry_backoff: Duration,
     pub(crate) retry_backoff_max: Duration,
+    /// Jobs start no faster than this, across all routes and replicas.
+    pub(crate) rate: Option<Rate>,
+    /// The concurrency limit follows the backend's latency and refusals,
+    /// between 1 and `max_concurrency`.
+    pub(crate) adaptive: bool,
+    /// Within one urgency, waiting jobs start round-robin across callers.
+    pub(crate) fair: bool,
     /// Certificates trusted for an `https` upstream besides Mozilla's roots.
     #[cfg(feature = "tls")]
     pub(crate) extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+}
+
+/// At most `count` job starts per `per`, `burst` of them at once after a
+/// quiet spell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Rate {
+    pub(crate) count: u32,
+    pub(crate) per: Duration,
+    pub(crate) burst: u32,
+}
+
+impl Rate {
+    /// The time one start uses up.
+    pub(crate) fn interval(&self) -> Duration {
+        self.per / self.count
+    }
+
+    /// How much earlier than exactly on time a start may come: the burst
+    /// less the one start it always allows.
+    pub(crate) fn tolerance(&self) -> Duration {
+        self.interval() * self.burst.saturating_sub(1)
+    }
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let unit = match self.per.as_secs() {
+            1 => "s",
+            60 => "m",
+            _ => "h",
+        };
+        write!(f, "{}/{unit}", self.count)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -205,6 +245,11 @@ pub(crate) struct RouteConfig {
     /// A job still queued this long after it was accepted fails
     /// (`expired`) and is never sent; `None`: it waits as long as it takes.
     pub(crate) start_timeout: Option<Duration>,
+    /// The urgency of its jobs (RFC 9218, 0 most urgent … 7) when the
+    /// request says none, or when `priority_header` is off.
+    pub(crate) priority: u8,
+    /// Whether a request's `Priority` header sets its job's urgency.
+    pub(crate) priority_header: bool,
     /// The most jobs one caller may have waiting on this route; past it a
     /// submission is `429 caller-quota`.
     pub(crate) max_queued_per_caller: Option<usize>,

@@ -2,6 +2,7 @@
 //! against their upstream, and answering for them. [`Jobs`] is the one door:
 //! submit, find, fetch a result, cancel, watch, drain.
 
+mod adaptive;
 mod core;
 mod dispatch;
 pub(crate) mod document;
@@ -10,6 +11,7 @@ pub(crate) mod idempotency;
 mod lane;
 pub(crate) mod model;
 pub(crate) mod owner;
+mod pace;
 mod quota;
 mod recent;
 mod retry;
@@ -17,6 +19,7 @@ mod runner;
 mod running;
 pub(crate) mod store;
 mod submit;
+mod waiting;
 mod watch;
 
 use std::sync::Arc;
@@ -148,6 +151,7 @@ impl Jobs {
         if let Starts::Here(local) = &jobs.starts {
             jobs.carry_on(local, local.recovered());
             tokio::spawn(expire_waiting(Arc::clone(&jobs.core), jobs.closing.clone()));
+            tokio::spawn(runner::keep_time(Arc::clone(&jobs.core), Arc::clone(local)));
         }
         jobs
     }
@@ -196,8 +200,11 @@ impl Jobs {
                 request: job.request,
                 start_by,
                 // Its caller is not known again (the store keeps only a
-                // salted digest): it counts against nobody's quota.
+                // salted digest): it counts against nobody's quota, and
+                // takes its turns with the jobs that have no credentials.
                 quota: None,
+                urgency: job.priority,
+                caller: 0,
             };
             match job.not_before {
                 Some(at) => runner::retry_later(&self.core, local, queued, at),
@@ -394,6 +401,12 @@ impl Jobs {
             Starts::Here(_) => self.core.loads(),
             Starts::Shared(_) => Vec::new(),
         }
+    }
+
+    /// Each adaptive upstream's running limit now, by name (with a shared
+    /// store, this replica's, which it holds all replicas to).
+    pub(crate) fn adaptive_limits(&self) -> Vec<(String, usize)> {
+        self.core.adaptive_limits()
     }
 
     /// The upstreams that start none of their jobs now, and why (with a

@@ -42,6 +42,7 @@ mod launch;
 pub mod logging;
 mod metrics;
 mod prefer;
+mod priority;
 mod problem;
 mod proxy;
 mod retry_after;

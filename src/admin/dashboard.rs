@@ -50,7 +50,14 @@ pub(super) struct UpstreamRow<'a> {
     running: Option<usize>,
     queued: Option<usize>,
     max_concurrency: usize,
+    /// With `adaptive = true`: how many may run at once now.
+    concurrency_limit: Option<usize>,
     max_queue: usize,
+    /// Jobs start no faster than this (`20/s`), `burst` at once.
+    rate: Option<String>,
+    burst: Option<u32>,
+    /// Whether waiting jobs of one urgency take turns across callers.
+    fair: bool,
     /// Paused by hand: nothing of it starts until resumed.
     paused: bool,
     /// While its backend asked to be left alone: until when nothing of it
@@ -157,6 +164,7 @@ pub(super) fn overview<'a>(
 pub(super) fn upstream_rows<'a>(report: &Report, routing: &'a Routing) -> Vec<UpstreamRow<'a>> {
     let loads = report.loads();
     let holds = report.holds();
+    let adaptive = report.adaptive_limits();
     routing
         .upstreams
         .iter()
@@ -171,7 +179,14 @@ pub(super) fn upstream_rows<'a>(report: &Report, routing: &'a Routing) -> Vec<Up
                 running: load.map(|l| l.running),
                 queued: load.map(|l| l.waiting),
                 max_concurrency: u.config.max_concurrency,
+                concurrency_limit: adaptive
+                    .iter()
+                    .find(|(name, _)| *name == u.config.name)
+                    .map(|(_, limit)| *limit),
                 max_queue: u.config.max_queue,
+                rate: u.config.rate.map(|r| r.to_string()),
+                burst: u.config.rate.map(|r| r.burst),
+                fair: u.config.fair,
                 paused: held.is_some_and(|h| h.paused),
                 held_until: held
                     .and_then(|h| h.until)

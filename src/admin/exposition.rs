@@ -179,6 +179,20 @@ impl prometheus_client::collector::Collector for Exposition {
                 ]
             }),
         )?;
+        let adaptive = report.adaptive_limits();
+        gauge(
+            &mut encoder,
+            "asyncgate_upstream_concurrency_limit",
+            "How many of the upstream's jobs may run at once now: max_concurrency, or with adaptive = true the limit it has moved to.",
+            routing.upstreams.iter().map(|u| {
+                let name = u.config.name.as_str();
+                let limit = adaptive
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map_or(u.config.max_concurrency, |(_, l)| *l);
+                (vec![("upstream", name)], limit as u64)
+            }),
+        )?;
         histogram(
             &mut encoder,
             "asyncgate_job_duration_seconds",

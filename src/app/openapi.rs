@@ -167,7 +167,7 @@ fn job_schema() -> Value {
     let time = json!({ "type": "string", "format": "date-time" });
     json!({
         "type": "object",
-        "required": ["id", "status", "route", "method", "created_at", "attempts", "links"],
+        "required": ["id", "status", "route", "method", "created_at", "attempts", "priority", "links"],
         "properties": {
             "id": { "type": "string", "format": "uuid" },
             "status": { "enum": ["queued", "running", "succeeded", "failed", "canceled"] },
@@ -177,6 +177,7 @@ fn job_schema() -> Value {
             "started_at": time,
             "finished_at": time,
             "attempts": { "type": "integer", "minimum": 0 },
+            "priority": { "type": "integer", "minimum": 0, "maximum": 7, "description": "RFC 9218 urgency: among the upstream's waiting jobs, 0 starts first" },
             "progress": {
                 "type": "object",
                 "properties": { "percent": { "type": "integer" }, "estimated": { "type": "boolean" } }

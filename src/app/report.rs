@@ -71,6 +71,14 @@ impl Report {
         self.jobs.get().map(|j| j.loads()).unwrap_or_default()
     }
 
+    /// Each adaptive upstream's running limit now, by name.
+    pub(crate) fn adaptive_limits(&self) -> Vec<(String, usize)> {
+        self.jobs
+            .get()
+            .map(|j| j.adaptive_limits())
+            .unwrap_or_default()
+    }
+
     /// The upstreams that start none of their jobs now, and why.
     pub(crate) fn holds(&self) -> Vec<Held> {
         self.jobs.get().map(|j| j.holds()).unwrap_or_default()

@@ -21,6 +21,7 @@ use crate::jobs::idempotency::Idempotency;
 use crate::jobs::model::BackendRequest;
 use crate::jobs::{owner, Submission};
 use crate::prefer::{self, PREFERENCE_APPLIED};
+use crate::priority;
 use crate::route::Route;
 
 const CALLBACK_URL: HeaderName = HeaderName::from_static("callback-url");
@@ -103,6 +104,12 @@ impl Submitter<'_> {
         }
         let (mut parts, body) = req.into_parts();
         let credentials = owner::credentials(&parts.headers, &route.config.bind_headers);
+        let priority = route
+            .config
+            .priority_header
+            .then(|| priority::urgency(&parts.headers))
+            .flatten()
+            .unwrap_or(route.config.priority);
         let scope = Idempotency::scope(&parts.headers, &route.name, credentials.as_deref())?;
         let webhook = self
             .callback(&parts.headers)
@@ -140,6 +147,7 @@ impl Submitter<'_> {
         };
         Ok(Submission {
             request,
+            priority,
             credentials,
             idempotency,
             webhook,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::ConfigError;
+use super::{ConfigError, Rate};
 
 /// What validation needs to point at the source.
 pub(super) struct Cx<'a> {
@@ -75,6 +75,47 @@ impl Cx<'_> {
             Some(v) if *v.get_ref() == 0 => Err(self.err(v.span(), "must be at least 1")),
             Some(v) => Ok(v.into_inner()),
         }
+    }
+
+    /// A rate like `20/s`, `100/m` or `500/h`, and its burst: by default
+    /// one second's worth, at least 1.
+    pub(super) fn rate(
+        &self,
+        value: Option<&Spanned<String>>,
+        burst: Option<Spanned<u32>>,
+    ) -> Result<Option<Rate>, ConfigError> {
+        let Some(text) = value else {
+            return match burst {
+                Some(b) => Err(self.err(b.span(), "needs a `rate`")),
+                None => Ok(None),
+            };
+        };
+        let parsed = text.get_ref().split_once('/').and_then(|(count, unit)| {
+            let per = match unit.trim() {
+                "s" => Duration::from_secs(1),
+                "m" => Duration::from_secs(60),
+                "h" => Duration::from_secs(3600),
+                _ => return None,
+            };
+            let count = count.trim().parse::<u32>().ok().filter(|&n| n > 0)?;
+            Some((count, per))
+        });
+        let Some((count, per)) = parsed else {
+            return Err(self.err(
+                text.span(),
+                format!(
+                    "`{}` is not a rate like 20/s, 100/m or 500/h (at least 1)",
+                    text.get_ref()
+                ),
+            ));
+        };
+        let per_second = u64::from(count) / per.as_secs();
+        let burst = match burst {
+            Some(b) if *b.get_ref() == 0 => return Err(self.err(b.span(), "must be at least 1")),
+            Some(b) => b.into_inner(),
+            None => u32::try_from(per_second.max(1)).unwrap_or(u32::MAX),
+        };
+        Ok(Some(Rate { count, per, burst }))
     }
 
     /// Networks (`10.0.0.0/8`, `fd00::/8`) or single addresses.

@@ -125,6 +125,10 @@ pub(super) struct RawUpstream {
     pub(crate) retries: Option<Spanned<u32>>,
     pub(crate) retry_backoff: Option<Text>,
     pub(crate) retry_backoff_max: Option<Text>,
+    pub(crate) rate: Option<Text>,
+    pub(crate) burst: Option<Spanned<u32>>,
+    pub(crate) adaptive: Option<bool>,
+    pub(crate) fair: Option<bool>,
     pub(crate) ca_file: Option<Text>,
 }
 
@@ -146,6 +150,8 @@ pub(super) struct RawRoute {
     pub(crate) redirect_when_done: Option<bool>,
     pub(crate) job_headers: Option<bool>,
     pub(crate) start_timeout: Option<Text>,
+    pub(crate) priority: Option<Spanned<u8>>,
+    pub(crate) priority_header: Option<bool>,
     pub(crate) max_queued_per_caller: Option<Spanned<usize>>,
     pub(crate) bind_headers: Option<Vec<Text>>,
     #[serde(default)]

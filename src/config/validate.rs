@@ -304,6 +304,9 @@ impl Cx<'_> {
             retries: raw.retries.map_or(0, Spanned::into_inner),
             retry_backoff,
             retry_backoff_max,
+            rate: self.rate(raw.rate.as_ref(), raw.burst)?,
+            adaptive: raw.adaptive.unwrap_or(false),
+            fair: raw.fair.unwrap_or(true),
         })
     }
 
@@ -415,6 +418,14 @@ impl Cx<'_> {
             max_wait,
             redirect_when_done: raw.redirect_when_done.unwrap_or(false),
             job_headers: raw.job_headers.unwrap_or(true),
+            priority: match raw.priority {
+                None => crate::priority::DEFAULT_URGENCY,
+                Some(p) if *p.get_ref() > crate::priority::LEAST_URGENT => {
+                    return Err(self.err(p.span(), "must be an urgency from 0 (most urgent) to 7"))
+                }
+                Some(p) => p.into_inner(),
+            },
+            priority_header: raw.priority_header.unwrap_or(true),
             max_queued_per_caller: raw
                 .max_queued_per_caller
                 .map(|n| self.positive(Some(n), 1))

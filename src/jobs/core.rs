@@ -5,22 +5,24 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::adaptive::Limiters;
 use super::document::{Document, ProgressDoc};
 use super::id::JobId;
-use super::lane::{Lane, Load, Slot};
+use super::lane::{Lane, Limits, Load, Slot};
 use super::model::{BackendRequest, Failure, Job, JobStatus, Outcome};
 use super::recent::Recent;
 use super::running::Running;
 use super::store::{Cancel, JobStore, Lookup, StoreError};
 use super::watch::Watches;
+use crate::config::UpstreamConfig;
 #[cfg(feature = "kafka")]
 use crate::delivery::Publication;
 use crate::delivery::Webhook;
@@ -51,6 +53,21 @@ pub(super) struct QueuedJob {
     /// Its place in its caller's count of waiting jobs, on a route with
     /// `max_queued_per_caller`; given back when it starts or leaves.
     pub(super) quota: Option<super::quota::Ticket>,
+    /// RFC 9218's urgency: 0 starts first, 7 last.
+    pub(super) urgency: u8,
+    /// Whose it is, for fair turns: from its owner's digest; 0 for jobs
+    /// without credentials.
+    pub(super) caller: u64,
+}
+
+impl super::waiting::Place for QueuedJob {
+    fn urgency(&self) -> u8 {
+        self.urgency
+    }
+
+    fn caller(&self) -> u64 {
+        self.caller
+    }
 }
 
 impl QueuedJob {
@@ -69,6 +86,11 @@ pub(super) struct Core {
     quotas: Arc<super::quota::Quotas>,
     /// The upstreams paused by hand, for the lanes a reload adds.
     paused: Mutex<HashSet<String>>,
+    /// Rung by a lane when what waits in it may start sooner than the
+    /// clock was to look.
+    clock: Arc<Notify>,
+    /// The running limits of upstreams with `adaptive = true`.
+    limiters: Limiters,
     watches: Watches,
     running: Running,
     /// The last jobs seen here, for the dashboard.
@@ -88,6 +110,7 @@ pub(super) struct Core {
 }
 
 /// What a reload replaces.
+#[derive(Default)]
 struct Live {
     routes: HashMap<Arc<str>, Arc<Route>>,
     /// Each upstream's jobs, by its name, when they run in this process:
@@ -102,22 +125,24 @@ struct Live {
 
 impl Live {
     /// `routes` over the lanes of `before` (new limits applied; waiting
-    /// jobs that now have a place are handed back to be run).
+    /// jobs that now have a place are handed back to be run), the lanes
+    /// it adds paused and limited as `core` says.
     fn new(
         routes: &[Arc<Route>],
         webhooks: Option<Arc<Webhooks>>,
-        before: Option<&Live>,
-        paused: &HashSet<String>,
+        before: &Live,
+        core: &Core,
     ) -> (Live, Vec<(Slot<QueuedJob>, QueuedJob)>) {
-        let mut lanes = before.map(|b| b.lanes.clone()).unwrap_or_default();
+        let mut lanes = before.lanes.clone();
         let mut started = Vec::new();
+        let paused = lock(&core.paused);
         for route in routes {
             let upstream = &route.upstream.config;
-            let (running, waiting) = (upstream.max_concurrency, upstream.max_queue);
+            let limits = core.limits_of(upstream);
             match lanes.get(&upstream.name) {
-                Some(lane) => started.extend(lane.set_limits(running, waiting)),
+                Some(lane) => started.extend(lane.set_limits(limits)),
                 None => {
-                    let lane = Lane::new(running, waiting);
+                    let lane = Lane::new(limits, Arc::clone(&core.clock));
                     if paused.contains(&upstream.name) {
                         lane.set_paused(true);
                     }
@@ -150,11 +175,12 @@ impl Core {
         tracker: TaskTracker,
         #[cfg(feature = "kafka")] kafka: Option<Arc<crate::kafka::Kafka>>,
     ) -> Core {
-        let (live, _) = Live::new(routes, webhooks, None, &HashSet::new());
-        Core {
+        let core = Core {
+            clock: Arc::default(),
+            limiters: Limiters::default(),
             watches: Watches::new(store.work_queue().is_some()),
             store,
-            live: ArcSwap::from_pointee(live),
+            live: ArcSwap::from_pointee(Live::default()),
             paused: Mutex::default(),
             quotas: Arc::default(),
             running: Running::default(),
@@ -166,7 +192,10 @@ impl Core {
             tracker,
             #[cfg(feature = "kafka")]
             kafka,
-        }
+        };
+        // Nothing waits yet: nothing to start.
+        drop(core.reconfigure(routes, webhooks));
+        core
     }
 
     /// Puts new routes and a new webhook sender in force for what starts
@@ -176,11 +205,36 @@ impl Core {
         routes: &[Arc<Route>],
         webhooks: Option<Arc<Webhooks>>,
     ) -> Vec<(Slot<QueuedJob>, QueuedJob)> {
+        self.limiters.fit(routes.iter().map(|r| &r.upstream.config));
         let before = self.live.load();
-        let paused = lock(&self.paused).clone();
-        let (live, started) = Live::new(routes, webhooks, Some(&before), &paused);
+        let (live, started) = Live::new(routes, webhooks, &before, self);
         self.live.store(Arc::new(live));
         started
+    }
+
+    /// An upstream's limits as configured, but an adaptive upstream's
+    /// running limit where it stands now.
+    fn limits_of(&self, upstream: &UpstreamConfig) -> Limits {
+        let mut limits = Limits::of(upstream);
+        if let Some(limit) = self.limiters.limit(&upstream.name) {
+            limits.max_running = limit;
+        }
+        limits
+    }
+
+    /// Moves an adaptive upstream's running limit after a try of one of its
+    /// jobs that took `took` (`outcome` `None`: stopped); the lane's clock
+    /// starts what a raised limit lets start.
+    pub(super) fn adapt(&self, route: &Route, outcome: Option<&Outcome>, took: Duration) {
+        let upstream = &route.upstream.config.name;
+        if let Some(limit) = self.limiters.record(upstream, outcome, took) {
+            self.lane(route).set_running_limit(limit);
+        }
+    }
+
+    /// Each adaptive upstream's running limit now, by name.
+    pub(super) fn adaptive_limits(&self) -> Vec<(String, usize)> {
+        self.limiters.all()
     }
 
     pub(super) fn quotas(&self) -> &Arc<super::quota::Quotas> {
@@ -234,16 +288,25 @@ impl Core {
         Arc::clone(&lanes[&route.upstream.config.name])
     }
 
-    /// The `max_concurrency` now configured for the upstream of that name,
-    /// if a route still names it.
-    pub(super) fn max_concurrency(&self, upstream: &str) -> Option<usize> {
+    /// Every lane, and what rings when one of them is to be looked at
+    /// sooner: for whoever keeps their clock.
+    pub(super) fn clock(&self) -> (Vec<Arc<Lane<QueuedJob>>>, &Notify) {
+        (
+            self.live.load().lanes.values().cloned().collect(),
+            &self.clock,
+        )
+    }
+
+    /// The limits now in force for the upstream of that name, if a route
+    /// still names it.
+    pub(super) fn limits(&self, upstream: &str) -> Option<Limits> {
         self.live
             .load()
             .routes
             .values()
             .map(|r| &r.upstream.config)
             .find(|u| u.name == upstream)
-            .map(|u| u.max_concurrency)
+            .map(|u| self.limits_of(u))
     }
 
     /// The lanes that start nothing now, and why.

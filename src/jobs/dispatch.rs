@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::core::{Core, Held};
+use super::lane::Limits;
 use super::model::{Job, JobStatus};
 use super::runner;
 use super::store::{Event, Lookup, Taken, WorkQueue};
@@ -149,11 +150,11 @@ impl Takers {
 }
 
 /// Takes jobs for one upstream while this replica has places for them and
-/// the upstream has fewer than `max_concurrency` running across replicas;
-/// sleeps until an event says there may be more, or until it is time to
+/// the upstream has fewer than `max_concurrency` running across replicas
+/// and its `rate` allows; sleeps until an event says there may be more, or until it is time to
 /// look for jobs whose replica is gone.
 ///
-/// `max_concurrency` is read again on every round, so a reload changes it:
+/// The limits are read again on every round, so a reload changes them:
 /// places are added at once, or taken away as running jobs end.
 async fn take_work(dispatch: Dispatch, name: String, wake: Arc<Notify>) {
     let Dispatch {
@@ -164,14 +165,21 @@ async fn take_work(dispatch: Dispatch, name: String, wake: Arc<Notify>) {
         closing,
     } = dispatch;
     let name = name.as_str();
-    let mut max = core.max_concurrency(name).unwrap_or(1);
-    let places = Arc::new(Semaphore::new(max));
+    let mut limits = core.limits(name).unwrap_or(Limits {
+        max_running: 1,
+        max_waiting: 0,
+        rate: None,
+        fair: false,
+    });
+    let places = Arc::new(Semaphore::new(limits.max_running));
     let lease = queue.lease();
     let mut look_for_lost = Instant::now();
     loop {
-        if let Some(now) = core.max_concurrency(name).filter(|&now| now != max) {
-            resize(&places, max, now);
-            max = now;
+        if let Some(now) = core.limits(name) {
+            if now.max_running != limits.max_running {
+                resize(&places, limits.max_running, now.max_running);
+            }
+            limits = now;
         }
         let place = tokio::select! {
             place = Arc::clone(&places).acquire_owned() => place.expect("never closed"),
@@ -196,10 +204,10 @@ async fn take_work(dispatch: Dispatch, name: String, wake: Arc<Notify>) {
         let found = match found {
             Ok(lost) if lost.is_empty() => {
                 let count = 1 + places.available_permits();
-                queue.take(name, max, count).await.map(|took| {
-                    // Held: nothing to take before then, and no wake comes
-                    // when the hold ends.
-                    if let Some(until) = took.held_until {
+                queue.take(name, limits, count).await.map(|took| {
+                    // Held, or paced: nothing to take before then, and no
+                    // wake comes when that time comes.
+                    if let Some(until) = took.held_until.or(took.paced_until) {
                         let left = until.duration_since(SystemTime::now()).unwrap_or_default();
                         look_for_lost = look_for_lost.min(Instant::now() + left);
                     }

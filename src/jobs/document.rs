@@ -31,6 +31,7 @@ pub(crate) struct Document<'a> {
     )]
     finished_at: Option<Timestamp>,
     attempts: u32,
+    priority: u8,
     #[serde(skip_serializing_if = "Option::is_none")]
     progress: Option<ProgressDoc>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -210,6 +211,7 @@ impl<'a> Document<'a> {
             started_at: job.started_at.map(Timestamp),
             finished_at: job.finished_at.map(Timestamp),
             attempts: job.attempts,
+            priority: job.priority,
             progress,
             response: job.response.map(|r| ResponseDoc {
                 status: r.status,

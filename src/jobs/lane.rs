@@ -1,25 +1,52 @@
 //! A lane: at most `max_running` items in progress and at most `max_waiting`
-//! waiting their turn, first in, first out; while it is held (its backend
-//! asked to be left alone), nothing new starts.
+//! waiting their turn (by urgency, then round-robin across callers, see
+//! [`Waiting`]); while it is held (its backend asked to be left alone) or
+//! paused, nothing new starts, and with a `rate` items start no faster.
 //!
 //! Waiting items are plain values in a queue, not parked tasks, so a deep
 //! queue costs only what its items hold. Whoever is admitted to run keeps a
-//! [`Slot`] and takes the next waiting item from it when done.
+//! [`Slot`] and takes the next waiting item from it when done. What waits
+//! only for time to pass (a hold's end, the rate's next start) is started
+//! by whoever keeps the lane's clock: [`Lane::wake`] says when to look
+//! again, and the clock's [`Notify`] rings when that moves earlier.
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use crate::room::GiveBack;
+use tokio::sync::Notify;
+
+use super::pace::Pace;
+use super::waiting::{Place, Waiting};
+use crate::config::{Rate, UpstreamConfig};
 use crate::sync::lock;
 
 pub(super) struct Lane<T> {
     state: Mutex<State<T>>,
 }
 
+/// What a lane is configured with; a reload may change any of it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) max_running: usize,
+    pub(crate) max_waiting: usize,
+    pub(crate) rate: Option<Rate>,
+    pub(crate) fair: bool,
+}
+
+impl Limits {
+    pub(crate) fn of(upstream: &UpstreamConfig) -> Limits {
+        Limits {
+            max_running: upstream.max_concurrency,
+            max_waiting: upstream.max_queue,
+            rate: upstream.rate,
+            fair: upstream.fair,
+        }
+    }
+}
+
 struct State<T> {
     running: usize,
-    waiting: VecDeque<T>,
+    waiting: Waiting<T>,
     /// Changed by a reload; a lowered `max_running` takes effect as
     /// running items end.
     max_running: usize,
@@ -28,11 +55,36 @@ struct State<T> {
     held_until: Option<Instant>,
     /// Nothing starts until resumed.
     paused: bool,
+    pace: Option<Pace>,
+    /// When the clock is to look at the lane again: what waits may start then.
+    wake: Option<Instant>,
+    clock: Arc<Notify>,
 }
 
 impl<T> State<T> {
-    fn held(&self) -> bool {
-        self.paused || self.held_until.is_some_and(|until| Instant::now() < until)
+    /// Whether one item may start now as far as pauses, holds and the rate
+    /// go, using up the rate's share if so. When only time stands in the
+    /// way, the clock is asked to look again then.
+    fn gate(&mut self, now: Instant) -> bool {
+        if self.paused {
+            return false;
+        }
+        let not_before = match self.held_until.filter(|&until| now < until) {
+            Some(until) => until,
+            None => match self.pace.as_mut().map(|pace| pace.take(now)) {
+                None | Some(Ok(())) => return true,
+                Some(Err(at)) => at,
+            },
+        };
+        self.wake_at(not_before);
+        false
+    }
+
+    fn wake_at(&mut self, at: Instant) {
+        if self.wake.is_none_or(|wake| at < wake) {
+            self.wake = Some(at);
+            self.clock.notify_one();
+        }
     }
 }
 
@@ -45,7 +97,7 @@ pub(crate) struct Load {
 
 /// What [`Lane::admit`] did with an item.
 pub(super) enum Admission<T> {
-    /// Run this item now (it may be an older one that was waiting); take
+    /// Run this item now (it may be one that was waiting before it); take
     /// further work from the slot.
     Run(Slot<T>, T),
     Queued,
@@ -54,22 +106,25 @@ pub(super) enum Admission<T> {
 }
 
 /// One of `max_running` places, held by whoever runs items; given back when
-/// [`Slot::take_next`] finds nothing waiting, or when dropped.
+/// [`Slot::take_next`] finds nothing to start, or when dropped.
 pub(super) struct Slot<T> {
     lane: Arc<Lane<T>>,
     held: bool,
 }
 
-impl<T> Lane<T> {
-    pub(super) fn new(max_running: usize, max_waiting: usize) -> Arc<Lane<T>> {
+impl<T: Place> Lane<T> {
+    pub(super) fn new(limits: Limits, clock: Arc<Notify>) -> Arc<Lane<T>> {
         Arc::new(Lane {
             state: Mutex::new(State {
                 running: 0,
-                waiting: VecDeque::new(),
-                max_running,
-                max_waiting,
+                waiting: Waiting::new(limits.fair),
+                max_running: limits.max_running,
+                max_waiting: limits.max_waiting,
                 held_until: None,
                 paused: false,
+                pace: limits.rate.map(|rate| Pace::new(rate, Instant::now())),
+                wake: None,
+                clock,
             }),
         })
     }
@@ -89,25 +144,20 @@ impl<T> Lane<T> {
 
     pub(super) fn admit(self: &Arc<Self>, item: T) -> Admission<T> {
         let mut state = self.state();
-        if state.running < state.max_running && !state.held() {
+        if state.running < state.max_running && state.gate(Instant::now()) {
             state.running += 1;
-            // Older items go first; they can only be waiting here if a
-            // runner died without taking them.
-            let item = match state.waiting.pop_front() {
-                Some(older) => {
-                    state.waiting.push_back(item);
-                    older
-                }
-                None => item,
+            // One that waits may come first: more urgent, another caller's
+            // turn, or left by a runner that died without taking it.
+            let item = if state.waiting.is_empty() {
+                item
+            } else {
+                state.waiting.push(item);
+                state.waiting.pop().expect("just pushed")
             };
-            let slot = Slot {
-                lane: Arc::clone(self),
-                held: true,
-            };
-            return Admission::Run(slot, item);
+            return Admission::Run(self.slot(), item);
         }
         if state.waiting.len() < state.max_waiting {
-            state.waiting.push_back(item);
+            state.waiting.push(item);
             return Admission::Queued;
         }
         Admission::Full(item)
@@ -118,34 +168,48 @@ impl<T> Lane<T> {
     pub(crate) fn readmit(self: &Arc<Self>, item: T) -> Admission<T> {
         match self.admit(item) {
             Admission::Full(item) => {
-                self.state().waiting.push_back(item);
+                self.state().waiting.push(item);
                 Admission::Queued
             }
             admitted => admitted,
         }
     }
 
-    /// New limits, from a reload. Waiting items that now have a running
-    /// place come back with it, for the caller to run.
-    pub(super) fn set_limits(
-        self: &Arc<Self>,
-        max_running: usize,
-        max_waiting: usize,
-    ) -> Vec<(Slot<T>, T)> {
+    /// New limits, from a reload. Waiting items that now may start come
+    /// back with their places, for the caller to run.
+    pub(super) fn set_limits(self: &Arc<Self>, limits: Limits) -> Vec<(Slot<T>, T)> {
         let mut state = self.state();
+        state.max_running = limits.max_running;
+        state.max_waiting = limits.max_waiting;
+        state.waiting.set_fair(limits.fair);
+        match (&mut state.pace, limits.rate) {
+            (Some(pace), Some(rate)) => pace.set(rate),
+            (pace, rate) => *pace = rate.map(|rate| Pace::new(rate, Instant::now())),
+        }
+        self.start_waiting(state, Instant::now())
+    }
+
+    /// A new running limit, from adaptive concurrency: a lower one takes
+    /// effect as running items end; for a higher one the clock is rung to
+    /// start what waits.
+    pub(super) fn set_running_limit(&self, max_running: usize) {
+        let mut state = self.state();
+        let raised = max_running > state.max_running;
         state.max_running = max_running;
-        state.max_waiting = max_waiting;
-        self.start_waiting(state)
+        if raised && !state.waiting.is_empty() {
+            state.wake_at(Instant::now());
+        }
     }
 
     /// Nothing starts before `until`; false when an earlier hold already
-    /// lasts that long, so whoever set it will start what waits.
+    /// lasts that long.
     pub(super) fn hold(&self, until: Instant) -> bool {
         let mut state = self.state();
         if state.held_until.is_some_and(|t| t >= until) {
             return false;
         }
         state.held_until = Some(until);
+        state.wake_at(until);
         true
     }
 
@@ -163,74 +227,75 @@ impl<T> Lane<T> {
         if paused {
             return Vec::new();
         }
-        self.start_waiting(state)
+        self.start_waiting(state, Instant::now())
     }
 
     pub(super) fn paused(&self) -> bool {
         self.state().paused
     }
 
-    /// The waiting items that may start now that a hold has passed, each
-    /// with its place, for the caller to run.
-    pub(super) fn release(self: &Arc<Self>) -> Vec<(Slot<T>, T)> {
-        self.start_waiting(self.state())
+    /// When the clock is to call [`Lane::tick`] next, if anything waits
+    /// for time to pass.
+    pub(super) fn wake(&self) -> Option<Instant> {
+        self.state().wake
     }
 
-    fn start_waiting(self: &Arc<Self>, mut state: MutexGuard<'_, State<T>>) -> Vec<(Slot<T>, T)> {
+    /// The clock's call: once the time asked for has come, the waiting
+    /// items that may start now, each with its place, for the caller to run.
+    pub(super) fn tick(self: &Arc<Self>, now: Instant) -> Vec<(Slot<T>, T)> {
+        let mut state = self.state();
+        if state.wake.is_none_or(|wake| now < wake) {
+            return Vec::new();
+        }
+        state.wake = None;
+        self.start_waiting(state, now)
+    }
+
+    fn start_waiting(
+        self: &Arc<Self>,
+        mut state: MutexGuard<'_, State<T>>,
+        now: Instant,
+    ) -> Vec<(Slot<T>, T)> {
         let mut started = Vec::new();
-        while state.running < state.max_running && !state.held() {
-            let Some(item) = state.waiting.pop_front() else {
-                break;
-            };
+        while state.running < state.max_running && !state.waiting.is_empty() && state.gate(now) {
+            let item = state.waiting.pop().expect("not empty");
             state.running += 1;
-            let slot = Slot {
-                lane: Arc::clone(self),
-                held: true,
-            };
-            started.push((slot, item));
+            started.push((self.slot(), item));
         }
         started
     }
 
+    fn slot(self: &Arc<Self>) -> Slot<T> {
+        Slot {
+            lane: Arc::clone(self),
+            held: true,
+        }
+    }
+
     /// Takes a waiting item out of the queue, e.g. because it was canceled.
     pub(super) fn remove(&self, matches: impl Fn(&T) -> bool) -> Option<T> {
-        let mut state = self.state();
-        let at = state.waiting.iter().position(matches)?;
-        state.waiting.remove(at)
+        self.state().waiting.remove(matches)
     }
 
     /// Takes every waiting item `matches` accepts out of the queue, the
-    /// others keeping their order.
+    /// others keeping their places.
     pub(super) fn remove_all(&self, matches: impl Fn(&T) -> bool) -> Vec<T> {
-        let mut state = self.state();
-        if !state.waiting.iter().any(&matches) {
-            return Vec::new();
-        }
-        let waiting = std::mem::take(&mut state.waiting);
-        let mut out = Vec::new();
-        state.waiting = VecDeque::with_capacity(waiting.len());
-        for item in waiting {
-            if matches(&item) {
-                out.push(item);
-            } else {
-                state.waiting.push_back(item);
-            }
-        }
-        out
+        self.state().waiting.drain_where(matches)
     }
 }
 
-impl<T> Slot<T> {
-    /// The next waiting item, or `None` after giving the place back (also
+impl<T: Place> Slot<T> {
+    /// The next item to start, or `None` after giving the place back (also
     /// when a reload lowered the limit below the places taken).
     pub(super) fn take_next(&mut self) -> Option<T> {
         let mut state = self.lane.state();
-        let next = if state.running > state.max_running || state.held() {
+        let next = if state.running > state.max_running
+            || state.waiting.is_empty()
+            || !state.gate(Instant::now())
+        {
             None
         } else {
-            let next = state.waiting.pop_front();
-            state.waiting.give_back_room();
-            next
+            state.waiting.pop()
         };
         if next.is_none() && self.held {
             state.running -= 1;
@@ -243,7 +308,7 @@ impl<T> Slot<T> {
 impl<T> Drop for Slot<T> {
     fn drop(&mut self) {
         if self.held {
-            self.lane.state().running -= 1;
+            lock(&self.lane.state).running -= 1;
         }
     }
 }
@@ -251,6 +316,29 @@ impl<T> Drop for Slot<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    impl Place for i32 {
+        fn urgency(&self) -> u8 {
+            3
+        }
+        fn caller(&self) -> u64 {
+            0
+        }
+    }
+
+    fn limits(max_running: usize, max_waiting: usize) -> Limits {
+        Limits {
+            max_running,
+            max_waiting,
+            rate: None,
+            fair: true,
+        }
+    }
+
+    fn lane(max_running: usize, max_waiting: usize) -> Arc<Lane<i32>> {
+        Lane::new(limits(max_running, max_waiting), Arc::default())
+    }
 
     fn run<T>(a: Admission<T>) -> (Slot<T>, T) {
         match a {
@@ -261,7 +349,7 @@ mod tests {
 
     #[test]
     fn runs_up_to_the_limit_then_queues_then_refuses() {
-        let lane = Lane::new(1, 2);
+        let lane = lane(1, 2);
         let (mut slot, first) = run(lane.admit(1));
         assert_eq!(first, 1);
         assert!(matches!(lane.admit(2), Admission::Queued));
@@ -276,7 +364,7 @@ mod tests {
 
     #[test]
     fn items_removed_together_free_their_places_and_the_rest_keep_their_order() {
-        let lane = Lane::new(1, 4);
+        let lane = lane(1, 4);
         let (_slot, _) = run(lane.admit(0));
         for i in 1..=4 {
             assert!(matches!(lane.admit(i), Admission::Queued));
@@ -290,9 +378,9 @@ mod tests {
 
     #[test]
     fn a_held_lane_starts_nothing_until_released() {
-        let lane = Lane::new(2, 5);
+        let lane = lane(2, 5);
         let (mut slot, _) = run(lane.admit(1));
-        assert!(lane.hold(Instant::now() + std::time::Duration::from_secs(60)));
+        assert!(lane.hold(Instant::now() + Duration::from_secs(60)));
         assert!(!lane.hold(Instant::now()), "an earlier hold lasts longer");
         assert!(lane.held_until().is_some());
         assert!(
@@ -307,20 +395,22 @@ mod tests {
                 waiting: 1
             }
         );
-        assert!(lane.release().is_empty(), "still held");
-        assert!(lane.hold(Instant::now() + std::time::Duration::from_secs(120)));
+        assert!(lane.tick(Instant::now()).is_empty(), "still held");
+        let wake = lane.wake().expect("the clock is to look again");
+        assert!(lane.hold(Instant::now() + Duration::from_secs(120)));
+        assert_eq!(lane.wake(), Some(wake), "the earlier look stays");
         lane.state().held_until = Some(Instant::now());
-        let started = lane.release();
+        let started = lane.tick(wake);
         assert_eq!(started.iter().map(|(_, i)| *i).collect::<Vec<_>>(), [2]);
         assert_eq!(lane.held_until(), None);
     }
 
     #[test]
     fn a_paused_lane_starts_nothing_until_resumed() {
-        let lane = Lane::new(1, 5);
+        let lane = lane(1, 5);
         assert!(lane.set_paused(true).is_empty());
         assert!(matches!(lane.admit(1), Admission::Queued));
-        assert!(lane.release().is_empty());
+        assert!(lane.tick(Instant::now()).is_empty());
         let started = lane.set_paused(false);
         assert_eq!(started.iter().map(|(_, i)| *i).collect::<Vec<_>>(), [1]);
         assert!(!lane.paused());
@@ -328,7 +418,7 @@ mod tests {
 
     #[test]
     fn removed_items_free_their_place() {
-        let lane = Lane::new(1, 1);
+        let lane = lane(1, 1);
         let (_slot, _) = run(lane.admit(1));
         assert!(matches!(lane.admit(2), Admission::Queued));
         assert_eq!(lane.remove(|&i| i == 2), Some(2));
@@ -337,7 +427,7 @@ mod tests {
 
     #[test]
     fn a_dropped_slot_gives_its_place_back_and_older_items_go_first() {
-        let lane = Lane::new(1, 5);
+        let lane = lane(1, 5);
         let (slot, _) = run(lane.admit(1));
         assert!(matches!(lane.admit(2), Admission::Queued));
         drop(slot);
@@ -347,12 +437,12 @@ mod tests {
 
     #[test]
     fn new_limits_start_waiting_items_or_shrink_as_items_end() {
-        let lane = Lane::new(1, 5);
+        let lane = lane(1, 5);
         let (mut first, _) = run(lane.admit(1));
         for i in 2..=4 {
             assert!(matches!(lane.admit(i), Admission::Queued));
         }
-        let started = lane.set_limits(3, 5);
+        let started = lane.set_limits(limits(3, 5));
         let items: Vec<i32> = started.iter().map(|(_, i)| *i).collect();
         assert_eq!(items, [2, 3], "oldest first, up to the new limit");
         assert_eq!(
@@ -362,7 +452,7 @@ mod tests {
                 waiting: 1
             }
         );
-        assert!(lane.set_limits(1, 5).is_empty());
+        assert!(lane.set_limits(limits(1, 5)).is_empty());
         // Over the lowered limit: a runner gives its place back instead of
         // taking the next item.
         assert_eq!(first.take_next(), None);
@@ -382,5 +472,32 @@ mod tests {
             }
         );
         assert!(matches!(lane.admit(5), Admission::Run(_, 4)));
+    }
+
+    #[test]
+    fn with_a_rate_items_start_no_faster_and_the_clock_starts_the_rest() {
+        let rate = Rate {
+            count: 10,
+            per: Duration::from_secs(1),
+            burst: 1,
+        };
+        let lane: Arc<Lane<i32>> = Lane::new(
+            Limits {
+                rate: Some(rate),
+                ..limits(4, 10)
+            },
+            Arc::default(),
+        );
+        let (mut slot, _) = run(lane.admit(1));
+        assert!(
+            matches!(lane.admit(2), Admission::Queued),
+            "a place is free, but too soon"
+        );
+        assert_eq!(slot.take_next(), None, "too soon for the runner too");
+        let wake = lane.wake().expect("the clock is to look again");
+        assert!(lane.tick(wake - Duration::from_millis(1)).is_empty());
+        let started = lane.tick(wake);
+        assert_eq!(started.iter().map(|(_, i)| *i).collect::<Vec<_>>(), [2]);
+        assert_eq!(lane.wake(), None);
     }
 }

@@ -209,6 +209,9 @@ pub(crate) struct Job {
     pub(crate) kafka: Option<Arc<Publication>>,
     /// Set while the job waits to be tried again.
     pub(crate) retry: Option<RetryWait>,
+    /// RFC 9218's urgency: among an upstream's waiting jobs, 0 starts
+    /// first, 7 last.
+    pub(crate) priority: u8,
 }
 
 /// A job waiting to be tried again: when, and why the last try failed.
@@ -248,6 +251,7 @@ impl Job {
             webhook: None,
             kafka: None,
             retry: None,
+            priority: crate::priority::DEFAULT_URGENCY,
         }
     }
 

@@ -29,6 +29,16 @@ pub(crate) fn credentials(headers: &HeaderMap, names: &[HeaderName]) -> Option<V
     (!raw.is_empty()).then_some(raw)
 }
 
+/// Whose a job is, for taking turns: the same for every job submitted with
+/// the same credentials (a digest, unsalted, never kept in a store), 0 for
+/// jobs without any.
+pub(crate) fn caller(credentials: Option<&[u8]>) -> u64 {
+    credentials.map_or(0, |c| {
+        let digest = Sha256::digest(c);
+        u64::from_le_bytes(digest[..8].try_into().expect("eight bytes"))
+    })
+}
+
 impl Owner {
     pub(crate) fn of(id: JobId, credentials: &[u8]) -> Owner {
         let mut hasher = Sha256::new();

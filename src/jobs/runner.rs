@@ -119,7 +119,7 @@ async fn run(core: &Arc<Core>, store: &Arc<dyn LocalQueue>, mut job: QueuedJob) 
     };
     let route = &job.route;
     if let Some(pause) = retry::hold(&route.upstream.config, &outcome) {
-        hold_lane(core, store, route, pause);
+        hold_lane(core, route, pause);
     }
     let again = retry::after(
         &route.upstream.config,
@@ -148,21 +148,43 @@ async fn run(core: &Arc<Core>, store: &Arc<dyn LocalQueue>, mut job: QueuedJob) 
 
 /// The backend asked to be left alone (`429`, `503`): nothing more starts
 /// on the route's upstream for `pause`, then what waits starts as places
-/// allow. A longer hold already set covers this one.
-fn hold_lane(core: &Arc<Core>, store: &Arc<dyn LocalQueue>, route: &Route, pause: Duration) {
-    let lane = core.lane(route);
-    let until = tokio::time::Instant::now() + pause;
-    if !lane.hold(until.into_std()) {
-        return;
+/// allow (the lanes' clock sees to it). A longer hold already set covers
+/// this one.
+fn hold_lane(core: &Core, route: &Route, pause: Duration) {
+    let until = std::time::Instant::now() + pause;
+    if core.lane(route).hold(until) {
+        tracing::warn!(upstream = %route.upstream.config.name, ?pause, "the backend asked to be left alone; its jobs wait");
     }
-    tracing::warn!(upstream = %route.upstream.config.name, ?pause, "the backend asked to be left alone; its jobs wait");
-    let (core, store) = (Arc::clone(core), Arc::clone(store));
-    tokio::spawn(async move {
-        tokio::time::sleep_until(until).await;
-        for (slot, first) in lane.release() {
-            spawn(&core, &store, slot, first);
+}
+
+/// Keeps the lanes' clock: starts what waits in a lane once the time it
+/// waited for has come (a hold's end, the rate's next start). Returns when
+/// the drain deadline passes, after which nothing starts.
+pub(super) async fn keep_time(core: Arc<Core>, store: Arc<dyn LocalQueue>) {
+    loop {
+        let next = {
+            let (lanes, _) = core.clock();
+            lanes.iter().filter_map(|lane| lane.wake()).min()
+        };
+        let due = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = due => {}
+            // A lane is to be looked at sooner.
+            () = core.clock().1.notified() => {}
+            () = core.aborted().cancelled() => return,
         }
-    });
+        let now = std::time::Instant::now();
+        for lane in core.clock().0 {
+            for (slot, first) in lane.tick(now) {
+                spawn(&core, &store, slot, first);
+            }
+        }
+    }
 }
 
 /// Sends a job the store has marked running as `attempt`: how it ended, or
@@ -191,7 +213,9 @@ pub(super) async fn attempt(
         () = keep_lease(core, id, attempt) => return None,
         outcome = exchange(route, request, Try { id, attempt }, &live.progress) => outcome,
     };
-    route.stats.record(started.elapsed());
+    let took = started.elapsed();
+    route.stats.record(took);
+    core.adapt(route, Some(&outcome), took);
     Some(outcome)
 }
 

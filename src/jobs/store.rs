@@ -284,6 +284,8 @@ pub(crate) struct Requeued {
     /// Whether it was sent before (tried, or running when the gateway
     /// stopped): such a job no longer waits to start.
     pub(crate) sent: bool,
+    /// Its urgency, RFC 9218's `u`.
+    pub(crate) priority: u8,
 }
 
 /// What one take from the shared queue brought.
@@ -294,6 +296,8 @@ pub(crate) struct Took {
     pub(crate) held_until: Option<SystemTime>,
     /// Paused by hand: nothing is taken until it is resumed.
     pub(crate) paused: bool,
+    /// The upstream's rate allows no start before then: nothing was taken.
+    pub(crate) paced_until: Option<SystemTime>,
 }
 
 /// A job this replica took from the shared queue and started, and what
@@ -323,9 +327,15 @@ pub(crate) enum Event {
 #[async_trait]
 pub(crate) trait WorkQueue: Send + Sync {
     /// Takes up to `count` of the oldest waiting jobs of `upstream`, as
-    /// many as keep at most `max` of its jobs running across all replicas,
-    /// and starts them under this replica's lease.
-    async fn take(&self, upstream: &str, max: usize, count: usize) -> Result<Took, StoreError>;
+    /// many as keep at most `limits.max_running` of its jobs running across
+    /// all replicas and its starts within `limits.rate`, and starts them
+    /// under this replica's lease.
+    async fn take(
+        &self,
+        upstream: &str,
+        limits: super::lane::Limits,
+        count: usize,
+    ) -> Result<Took, StoreError>;
 
     /// Nothing of `upstream` starts, on any replica, before `until`: its
     /// backend asked to be left alone. A later hold already set stands.

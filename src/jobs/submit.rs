@@ -21,6 +21,8 @@ use crate::route::Route;
 /// credentials that will bind the job, its idempotency key and its webhook.
 pub(crate) struct Submission {
     pub(crate) request: BackendRequest,
+    /// Its urgency, RFC 9218's `u`.
+    pub(crate) priority: u8,
     pub(crate) credentials: Option<Vec<u8>>,
     pub(crate) idempotency: Option<Idempotency>,
     pub(crate) webhook: Option<Arc<Webhook>>,
@@ -31,6 +33,8 @@ pub(crate) struct Submission {
 struct Waiting {
     start_by: Option<SystemTime>,
     quota: Option<quota::Ticket>,
+    urgency: u8,
+    caller: u64,
 }
 
 /// Why a job was not accepted.
@@ -62,6 +66,7 @@ impl Jobs {
     ) -> Result<(Job, channel::Receiver<JobStatus>), SubmitError> {
         let Submission {
             request,
+            priority,
             credentials,
             idempotency,
             webhook,
@@ -101,7 +106,8 @@ impl Jobs {
         };
         let id = self.core.store().new_id(&route.upstream.config.name);
         let mut job = Job::queued(id, Arc::clone(&route.name), request.method.clone());
-        job.owner = credentials.map(|c| owner::Owner::of(job.id, &c));
+        job.owner = credentials.as_ref().map(|c| owner::Owner::of(job.id, c));
+        job.priority = priority;
         job.webhook = webhook;
         job.kafka = route
             .config
@@ -144,6 +150,8 @@ impl Jobs {
             let waiting = Waiting {
                 start_by: route.config.start_timeout.map(|t| job.created_at + t),
                 quota: ticket,
+                urgency: job.priority,
+                caller: owner::caller(credentials.as_deref()),
             };
             self.admit(local, route, job.id, request, waiting, retry_after)
                 .await?;
@@ -245,6 +253,8 @@ impl Jobs {
             request,
             start_by: waiting.start_by,
             quota: waiting.quota,
+            urgency: waiting.urgency,
+            caller: waiting.caller,
         };
         match self.core.lane(route).admit(queued) {
             Admission::Run(slot, first) => {

@@ -25,6 +25,8 @@ pub(crate) struct Received {
     pub uri: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// When its head arrived.
+    pub at: std::time::Instant,
 }
 
 struct BackendState {
@@ -193,6 +195,7 @@ async fn handle(
         uri: parts.uri.to_string(),
         headers: parts.headers.clone(),
         body: body.clone(),
+        at: std::time::Instant::now(),
     });
     let seq = state.started.fetch_add(1, Ordering::SeqCst) + 1;
     state.started_changed.notify_waiters();

@@ -1,6 +1,7 @@
 //! One case per rule: the text refused, the line and key named, and why.
 
 use std::path::Path;
+use std::time::Duration;
 
 use crate::config::Config;
 
@@ -387,6 +388,11 @@ fn route_timing_bounds() {
         "longer than zero",
     );
     refused(
+        &route("priority = 8\n"),
+        "7: routes[0].priority",
+        "from 0 (most urgent) to 7",
+    );
+    refused(
         &route("bind_headers = [\"bad header\"]\n"),
         "7: routes[0].bind_headers",
         "not a header name",
@@ -540,5 +546,40 @@ fn kafka_is_refused_by_a_build_without_it() {
         "[kafka]\nbrokers = [\"127.0.0.1:9092\"]\n",
         "1: kafka",
         "built without Kafka",
+    );
+}
+
+#[test]
+fn a_rate_is_a_count_per_second_minute_or_hour_with_a_burst() {
+    let rate = |extra: &str| parse(&format!("{UPSTREAM}{extra}")).map(|c| c.upstreams[0].rate);
+    let twenty = rate("rate = \"20/s\"\n").unwrap().unwrap();
+    assert_eq!((twenty.count, twenty.burst), (20, 20), "a second's worth");
+    assert_eq!(twenty.interval(), Duration::from_millis(50));
+    assert_eq!(twenty.to_string(), "20/s");
+    let slow = rate("rate = \"30/m\"\n").unwrap().unwrap();
+    assert_eq!(
+        (slow.burst, slow.interval()),
+        (1, Duration::from_secs(2)),
+        "at least 1"
+    );
+    let hourly = rate("rate = \"500/h\"\nburst = 10\n").unwrap().unwrap();
+    assert_eq!((hourly.burst, hourly.to_string().as_str()), (10, "500/h"));
+    assert_eq!(rate("").unwrap(), None);
+    for bad in ["20", "0/s", "20/d", "-1/s", "x/s"] {
+        refused(
+            &format!("{UPSTREAM}rate = \"{bad}\"\n"),
+            "3: upstreams.u.rate",
+            "not a rate like 20/s",
+        );
+    }
+    refused(
+        &format!("{UPSTREAM}rate = \"5/s\"\nburst = 0\n"),
+        "4: upstreams.u.burst",
+        "at least 1",
+    );
+    refused(
+        &format!("{UPSTREAM}burst = 3\n"),
+        "3: upstreams.u.burst",
+        "needs a `rate`",
     );
 }

@@ -27,7 +27,12 @@ use crate::jobs::store::{Binding, StoreError};
 /// record of another layout (an older or newer build's) is refused by
 /// name, never misread. A change to [`Record`] or what it holds is a new
 /// format.
-const FORMAT: u8 = 1;
+const FORMAT: u8 = 2;
+
+/// Format 1 is format 2 without the trailing `priority`: in postcard an
+/// absent `Option` is one zero byte, so a format-1 record reads as a
+/// format-2 one once that byte is added.
+const FORMAT_1: u8 = 1;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Record {
@@ -55,6 +60,8 @@ pub(super) struct Record {
     pub(super) retry_at: Option<u64>,
     pub(super) retry_reason: Option<String>,
     pub(super) kafka: Option<KafkaRecord>,
+    /// Last, so that a format-1 record reads as one without it.
+    pub(super) priority: Option<u8>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -182,6 +189,7 @@ impl Record {
             charged,
             retry_at: None,
             retry_reason: None,
+            priority: Some(job.priority),
         }
     }
 
@@ -213,6 +221,7 @@ impl Record {
             retry_at: None,
             retry_reason: None,
             kafka: None,
+            priority: Some(job.priority),
         }
     }
 
@@ -263,9 +272,12 @@ impl Record {
     }
 
     pub(super) fn decode(id: JobId, bytes: &[u8]) -> Result<Record, StoreError> {
+        let corrupt = |e: postcard::Error| StoreError::Corrupt(format!("job {id}: {e}"));
         match bytes.split_first() {
-            Some((&FORMAT, record)) => postcard::from_bytes(record)
-                .map_err(|e| StoreError::Corrupt(format!("job {id}: {e}"))),
+            Some((&FORMAT, record)) => postcard::from_bytes(record).map_err(corrupt),
+            Some((&FORMAT_1, record)) => {
+                postcard::from_bytes(&[record, &[0]].concat()).map_err(corrupt)
+            }
             _ => Err(StoreError::Corrupt(format!(
                 "job {id}: not a record of format {FORMAT}, the one this build reads \
                  (written by another version of asyncgate?)"
@@ -341,6 +353,7 @@ impl Record {
             .map(|f| Failure::parse(f).ok_or_else(|| corrupt("failure")))
             .transpose()?;
         job.owner = self.owner.map(Owner::from_digest);
+        job.priority = self.priority.unwrap_or(crate::priority::DEFAULT_URGENCY);
         job.retry = self.retry_at.map(|at| RetryWait {
             at: time_of(at),
             reason: self.retry_reason.clone().unwrap_or_default(),
@@ -412,8 +425,8 @@ mod tests {
         assert!(back.resend_on_loss);
     }
 
-    #[test]
-    fn a_record_of_another_format_is_refused_by_name() {
+    /// A queued `GET /` and its request.
+    fn a_get() -> (Job, BackendRequest) {
         let job = Job::queued(JobId::random(), "reports".into(), Method::GET);
         let request = BackendRequest {
             method: Method::GET,
@@ -421,6 +434,31 @@ mod tests {
             headers: HeaderBlock::pack(&http::HeaderMap::new()),
             body: Bytes::new(),
         };
+        (job, request)
+    }
+
+    #[test]
+    fn a_record_of_format_1_reads_without_a_priority() {
+        let (job, request) = a_get();
+        let mut record = Record::queued(&job, &request, true, 1000);
+        record.priority = None;
+        let mut bytes = record.encode();
+        assert_eq!(bytes.pop(), Some(0), "an absent priority is one zero byte");
+        bytes[0] = FORMAT_1;
+        let back = Record::decode(job.id, &bytes).unwrap();
+        assert_eq!(back.priority, None);
+        assert_eq!(back.charged, 1000);
+        let mut current = Record::queued(&job, &request, true, 1000);
+        current.priority = Some(0);
+        assert_eq!(
+            Record::decode(job.id, &current.encode()).unwrap().priority,
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn a_record_of_another_format_is_refused_by_name() {
+        let (job, request) = a_get();
         let mut bytes = Record::queued(&job, &request, true, 1000).encode();
         bytes[0] = FORMAT + 1;
         let Err(StoreError::Corrupt(why)) = Record::decode(job.id, &bytes) else {

@@ -56,6 +56,7 @@ use crate::delivery::Webhook;
 use crate::delivery::{Channel, Delivery, DeliveryState};
 use crate::header_block::HeaderBlock;
 use crate::jobs::id::JobId;
+use crate::jobs::lane::Limits;
 use crate::jobs::model::{Job, Outcome, Replay, StoredResponse};
 use crate::sync::lock;
 use codec::{decode_job, delivery_names, hex, job_fields, millis, now_ms, unhex, TakenRow, META};
@@ -494,14 +495,20 @@ impl JobStore for RedisStore {
 
 #[async_trait]
 impl WorkQueue for RedisStore {
-    async fn take(&self, upstream: &str, max: usize, count: usize) -> Result<Took, StoreError> {
+    async fn take(&self, upstream: &str, limits: Limits, count: usize) -> Result<Took, StoreError> {
         let mut invocation = self.invoke(&self.scripts.take, self.layout.of_upstream(upstream));
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let (interval, tolerance) = limits
+            .rate
+            .map_or((0.0, 0.0), |r| (ms(r.interval()), ms(r.tolerance())));
         invocation
             .arg(upstream)
             .arg(&self.replica)
-            .arg(max)
-            .arg(count);
-        let (held, rows): (i64, Vec<TakenRow>) = self.run(invocation).await?;
+            .arg(limits.max_running)
+            .arg(count)
+            .arg(interval)
+            .arg(tolerance);
+        let (held, rows, paced): (i64, Vec<TakenRow>, u64) = self.run(invocation).await?;
         Ok(Took {
             jobs: rows
                 .into_iter()
@@ -512,6 +519,7 @@ impl WorkQueue for RedisStore {
                 .filter(|&ms| ms > 0)
                 .map(codec::time_of),
             paused: held < 0,
+            paced_until: (paced > 0).then(|| codec::time_of(paced)),
         })
     }
 

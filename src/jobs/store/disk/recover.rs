@@ -89,6 +89,7 @@ pub(super) fn recover(
             not_before: record.retry_at.map(time_of),
             created_at: job.created_at,
             sent: job.attempts > 0,
+            priority: job.priority,
         });
         active.lock(id).insert(id, job);
     }

@@ -19,7 +19,7 @@ use crate::jobs::store::{NewJob, StoreError, Taken};
 
 /// The job fields a lookup reads, in the order [`decode_job`] expects;
 /// the scripts get the same list.
-pub(super) const META: [&str; 24] = [
+pub(super) const META: [&str; 25] = [
     "status",
     "route",
     "method",
@@ -44,6 +44,7 @@ pub(super) const META: [&str; 24] = [
     "kafka_last_status",
     "kafka_last_error",
     "kafka_next",
+    "priority",
 ];
 
 /// The prefix of a delivery's fields (`{prefix}_state`, `_attempts`,
@@ -157,6 +158,10 @@ pub(super) fn decode_job(id: JobId, f: &[Option<Bytes>]) -> Result<Job, StoreErr
             delivery(19),
         )));
     }
+    // A job queued by a build before priorities has none: the default.
+    job.priority = number(24)
+        .and_then(|n| u8::try_from(n).ok())
+        .unwrap_or(crate::priority::DEFAULT_URGENCY);
     Ok(job)
 }
 
@@ -178,6 +183,7 @@ pub(super) fn job_fields(new: &NewJob<'_>) -> Vec<(&'static str, Vec<u8>)> {
         ("req_path", request.path.as_str().as_bytes().to_vec()),
         ("req_headers", request.headers.as_bytes().to_vec()),
         ("req_body", request.body.to_vec()),
+        ("priority", job.priority.to_string().into_bytes()),
     ];
     if let Some(owner) = job.owner {
         fields.push(("bound", owner.digest().to_vec()));

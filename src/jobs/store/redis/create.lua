@@ -18,11 +18,7 @@ if scope ~= '' then claim_bytes = TOMB_BYTES end
 if tonumber(redis.call('GET', P .. ':bytes') or '0') + bytes + claim_bytes > budget then
   return {'full'}
 end
-local stream = work_key(upstream)
-if redis.call('EXISTS', stream) == 0 then
-  redis.call('XGROUP', 'CREATE', stream, GROUP, '0', 'MKSTREAM')
-end
-local waiting = redis.call('XLEN', stream) - redis.call('XPENDING', stream, GROUP)[1]
+local _, waiting = counts(upstream)
 if waiting >= max_queue then return {'queue-full'} end
 if caller ~= '' and tonumber(redis.call('GET', quota_key(caller)) or '0') >= quota then
   return {'quota'}
@@ -33,6 +29,10 @@ redis.call('HSET', job, 'status', 'queued', 'created', NOW, 'attempts', 0, 'byte
 if caller ~= '' then
   redis.call('INCR', quota_key(caller))
   redis.call('HSET', job, 'caller', caller)
+end
+local stream = stream_of(upstream, redis.call('HGET', job, 'priority'))
+if redis.call('EXISTS', stream) == 0 then
+  redis.call('XGROUP', 'CREATE', stream, GROUP, '0', 'MKSTREAM')
 end
 redis.call('HSET', job, 'entry', redis.call('XADD', stream, '*', 'id', id))
 charge(bytes)

@@ -2,12 +2,13 @@
 -- ARGV: 7 id.
 local id = ARGV[7]
 local job = job_key(id)
-local v = redis.call('HMGET', job, 'status', 'bytes', 'upstream', 'entry')
+local v = redis.call('HMGET', job, 'status', 'bytes', 'upstream', 'entry', 'priority')
 if not v[1] then return 0 end
 unqueue(job)
 if v[4] then
-  redis.call('XACK', work_key(v[3]), GROUP, v[4])
-  redis.call('XDEL', work_key(v[3]), v[4])
+  local stream = stream_of(v[3], v[5])
+  redis.call('XACK', stream, GROUP, v[4])
+  redis.call('XDEL', stream, v[4])
 end
 local bytes = tonumber(v[2])
 if v[1] ~= 'queued' and v[1] ~= 'running' then

@@ -16,7 +16,38 @@ local GROUP = 'workers'
 
 local function job_key(id) return P .. ':job:' .. id end
 local function gone_key(id) return P .. ':gone:' .. id end
-local function work_key(upstream) return P .. ':work:' .. upstream end
+-- An upstream's queue is one stream per urgency (RFC 9218's u=0 to 7),
+-- read most urgent first. The default urgency's stream keeps the name the
+-- one stream had before urgencies, so what an older build queued is read.
+local DEFAULT_URGENCY = 3
+local function work_key(upstream, urgency)
+  if urgency == DEFAULT_URGENCY then return P .. ':work:' .. upstream end
+  return P .. ':work:' .. upstream .. ':u' .. urgency
+end
+-- The upstream's streams that exist, most urgent first.
+local function work_keys(upstream)
+  local keys = {}
+  for urgency = 0, 7 do
+    local key = work_key(upstream, urgency)
+    if redis.call('EXISTS', key) == 1 then keys[#keys + 1] = key end
+  end
+  return keys
+end
+-- The stream a job is queued in: its upstream's, of its urgency.
+local function stream_of(upstream, priority)
+  return work_key(upstream, tonumber(priority or DEFAULT_URGENCY))
+end
+-- How many of an upstream's jobs replicas hold (pending), and how many
+-- wait to be taken.
+local function counts(upstream)
+  local pending, waiting = 0, 0
+  for _, stream in ipairs(work_keys(upstream)) do
+    local held = redis.call('XPENDING', stream, GROUP)[1]
+    pending = pending + held
+    waiting = waiting + redis.call('XLEN', stream) - held
+  end
+  return pending, waiting
+end
 local function idle_key(upstream) return P .. ':idle:' .. upstream end
 local function publish(message) redis.call('PUBLISH', CHANNEL, message) end
 local function charge(bytes) redis.call('INCRBY', P .. ':bytes', bytes) end
@@ -78,10 +109,11 @@ end
 -- tombstone for tombstone_ttl; everyone told.
 local function retire(id, job, status, fields, bytes)
   unqueue(job)
-  local v = redis.call('HMGET', job, 'upstream', 'entry', 'bytes')
+  local v = redis.call('HMGET', job, 'upstream', 'entry', 'bytes', 'priority')
   if v[2] then
-    redis.call('XACK', work_key(v[1]), GROUP, v[2])
-    redis.call('XDEL', work_key(v[1]), v[2])
+    local stream = stream_of(v[1], v[4])
+    redis.call('XACK', stream, GROUP, v[2])
+    redis.call('XDEL', stream, v[2])
   end
   redis.call('HDEL', job, 'req_path', 'req_headers', 'req_body', 'entry', 'owner')
   redis.call('HSET', job, 'status', status, 'finished', NOW, 'bytes', bytes, unpack(fields))
@@ -97,7 +129,6 @@ local function retire(id, job, status, fields, bytes)
   publish(id .. ' ' .. status)
   -- A place is free: the replicas that found none wait for one, if a job
   -- waits for them.
-  local stream = work_key(v[1])
-  local waiting = redis.call('XLEN', stream) - redis.call('XPENDING', stream, GROUP)[1]
+  local _, waiting = counts(v[1])
   if waiting > 0 then wake(v[1]) end
 end
