@@ -95,6 +95,9 @@ enum Destination<'a> {
     Route(&'a Arc<Route>),
     Default(&'a Upstream, RequestBody),
     Nowhere,
+    /// A path with dot segments or an encoded `/` that would reach a
+    /// configured route: refused.
+    Unclean,
 }
 
 impl Destination<'_> {
@@ -104,6 +107,7 @@ impl Destination<'_> {
         match self {
             Destination::JobApi(_) => true,
             Destination::Route(route) => route.config.mode != Mode::Passthrough,
+            Destination::Unclean => true,
             Destination::Default(..) | Destination::Nowhere => false,
         }
     }
@@ -296,6 +300,9 @@ impl App {
                 return Destination::JobApi(self.server.jobs_path.len());
             }
         }
+        if !crate::route_table::clean(path) && routing.reached_uncleanly(method, path) {
+            return Destination::Unclean;
+        }
         match routing.find(method, path) {
             Some(route) => Destination::Route(route),
             None => match &routing.default_upstream {
@@ -381,7 +388,7 @@ impl App {
             Destination::JobApi(_) => &self.pseudo.job_api,
             Destination::Route(route) => &route.metrics,
             Destination::Default(..) => &self.pseudo.default,
-            Destination::Nowhere => &self.pseudo.none,
+            Destination::Nowhere | Destination::Unclean => &self.pseudo.none,
         }
     }
 
@@ -474,6 +481,7 @@ impl App {
                 return self.forward(upstream, req, peer, body, handover).await
             }
             Destination::Nowhere => return Err(GatewayError::NoRoute),
+            Destination::Unclean => return Err(GatewayError::BadPath),
             Destination::Route(route) => route,
         };
         // Only a request that becomes a job needs the job API's URLs.

@@ -15,6 +15,8 @@ use crate::upstream::UpstreamError;
 pub(crate) enum GatewayError {
     #[error("no route matches and no default upstream is set")]
     NoRoute,
+    #[error("a path with dot segments or an encoded slash would reach a route")]
+    BadPath,
     #[error("method not allowed on a job resource")]
     MethodNotAllowed { allow: &'static str },
     #[error("no such job")]
@@ -72,6 +74,7 @@ impl GatewayError {
             | E::Submit(SubmitError::Store(_))
             | E::Body(BodyError::Spill(_)) => true,
             E::NoRoute
+            | E::BadPath
             | E::MethodNotAllowed { .. }
             | E::JobNotFound
             | E::BadWait
@@ -121,6 +124,12 @@ impl GatewayError {
                 "no-route",
                 "Not Found",
                 "No route matches this request.",
+            ),
+            E::BadPath => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "bad-path",
+                "Bad Path",
+                "A path with `.` or `..` segments or an encoded `/` (%2F) does not reach a configured route: send the path it stands for.",
             ),
             E::MethodNotAllowed { allow } => Problem::new(
                 StatusCode::METHOD_NOT_ALLOWED,

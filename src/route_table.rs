@@ -123,6 +123,15 @@ impl RouteTable {
         Ok(RouteTable { entries })
     }
 
+    /// Whether a path that is not [`clean`] would reach a route, as it is or
+    /// as a backend that resolves its dot segments would read it: such a
+    /// request is refused rather than matched (or let slip past the route
+    /// by a `..` that leads back into it).
+    pub(crate) fn reached_uncleanly(&self, method: &Method, path: &str) -> bool {
+        self.find(method, path).is_some()
+            || self.find(method, &without_dot_segments(path)).is_some()
+    }
+
     /// The index of the route serving `method` on `path`.
     pub(crate) fn find(&self, method: &Method, path: &str) -> Option<usize> {
         let rest = path.strip_prefix('/')?;
@@ -134,6 +143,42 @@ impl RouteTable {
             })
             .map(|e| e.route)
     }
+}
+
+/// Whether a path has no `.` or `..` segment (also spelt `%2E`) and no
+/// encoded `/` (`%2F`): a backend may resolve or decode either into a path
+/// other than the one the route table saw. Checked on every request, so
+/// bytes are looked at once and only `.` and `%` stop the scan.
+pub(crate) fn clean(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    if !bytes.iter().any(|&b| b == b'.' || b == b'%') {
+        return true;
+    }
+    path.split('/').all(|segment| {
+        let decoded = segment.replace("%2e", ".").replace("%2E", ".");
+        decoded != "." && decoded != ".." && !segment.contains("%2f") && !segment.contains("%2F")
+    })
+}
+
+/// `path` with its dot segments resolved as RFC 3986 (5.2.4) resolves them.
+fn without_dot_segments(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    for (i, segment) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        match segment.replace("%2e", ".").replace("%2E", ".").as_str() {
+            "." if last => out.push(""),
+            "." => {}
+            ".." => {
+                out.pop();
+                if last {
+                    out.push("");
+                }
+            }
+            _ => out.push(segment),
+        }
+    }
+    format!("/{}", out.join("/"))
 }
 
 /// Whether `segments` match `path` (without its leading `/`).
@@ -204,6 +249,36 @@ fn methods_overlap(a: Option<&[Method]>, b: Option<&[Method]>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_segments_and_encoded_slashes_are_not_clean() {
+        for path in ["/", "/reports/q1", "/a.b/c.d", "/v1.2/%20x", "/file..txt"] {
+            assert!(clean(path), "{path}");
+        }
+        for path in [
+            "/a/../b",
+            "/a/./b",
+            "/..",
+            "/a/%2e%2E/b",
+            "/a/%2E",
+            "/a%2Fb",
+            "/a%2f",
+        ] {
+            assert!(!clean(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_resolve_as_rfc_3986_says() {
+        assert_eq!(without_dot_segments("/a/b/../c"), "/a/c");
+        assert_eq!(without_dot_segments("/a/./b/."), "/a/b/");
+        assert_eq!(without_dot_segments("/../../x"), "/x");
+        assert_eq!(
+            without_dot_segments("/other/%2e%2e/reports/1"),
+            "/reports/1"
+        );
+        assert_eq!(without_dot_segments("/a/b/.."), "/a/");
+    }
 
     fn table(routes: &[(&'static str, &'static str, Option<&'static [Method]>)]) -> RouteTable {
         try_table(routes).unwrap()

@@ -186,3 +186,35 @@ async fn dropping_a_running_gateway_stops_every_worker() {
     })
     .await;
 }
+
+/// A path with `.`/`..` segments (also as `%2E`) or an encoded `/` never
+/// reaches a configured route, nor slips back into one through a `..`:
+/// `400 bad-path`, and nothing is queued or sent. Dots inside a segment are
+/// fine, and a path no configured route would see goes to the default
+/// upstream as it is.
+#[tokio::test]
+async fn dot_segments_and_encoded_slashes_on_a_route_are_400_never_a_job() {
+    let (backend, gw) = gateway("").await;
+    let client = Client::default();
+    for path in [
+        "/jobs/../jobs/x",
+        "/jobs/./x",
+        "/jobs/a/%2e%2E/b",
+        "/jobs/a%2Fb",
+        "/other/../jobs/x",
+    ] {
+        client
+            .post(&gw.url(path), "")
+            .await
+            .assert_problem(400, "bad-path");
+    }
+    assert_eq!(backend.request_count(), 0, "nothing sent");
+    client
+        .post(&gw.url("/jobs/report..v2.txt"), "")
+        .await
+        .assert_status(202);
+    let proxied = client.get(&gw.url("/static/../x")).await;
+    assert_eq!(proxied.status, 200);
+    let seen: Vec<String> = backend.received().into_iter().map(|r| r.uri).collect();
+    assert!(seen.contains(&"/static/../x".to_owned()), "{seen:?}");
+}

@@ -32,6 +32,11 @@ impl Routing {
     pub(super) fn find(&self, method: &http::Method, path: &str) -> Option<&Arc<Route>> {
         self.table.find(method, path).map(|i| &self.routes[i])
     }
+
+    /// See [`RouteTable::reached_uncleanly`].
+    pub(super) fn reached_uncleanly(&self, method: &http::Method, path: &str) -> bool {
+        self.table.reached_uncleanly(method, path)
+    }
 }
 
 /// A route's counters, and what its jobs taught about their duration.

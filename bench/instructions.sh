@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Instructions per job, counted by callgrind: unlike CPU time they do not
+# drift with this shared machine, so a difference of 1% between two builds
+# or two configs is a difference of the code. Each side runs the gateway
+# under callgrind twice, idle and with JOBS jobs (1 KiB bodies and
+# results, bench-fill over 8 connections) through the async route of
+# bench/asyncgate.toml, and prints (Ir with jobs - Ir idle) / JOBS: the
+# instructions of submitting, running and storing one job, start-up left
+# out. At ~3 instructions per ns on this machine, 2 µs is ~6,000.
+#
+#   bench/instructions.sh SIDE...
+#   bench/instructions.sh old/asyncgate target/release/asyncgate
+#   bench/instructions.sh 'target/release/asyncgate:disk' \
+#       'target/release/asyncgate:disk:rate = "1000000/s"'
+#
+# A side is BINARY[:KIND[:TOML]]: KIND is the store (memory, the default,
+# or disk), TOML a line added to the upstream's table (`fair = false`,
+# `rate = "1000000/s"`). JOBS (default 5000) sets the count. Needs valgrind;
+# everything listens on 127.0.0.1 only.
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$BENCH_DIR")
+JOBS=${JOBS:-5000}
+BACKEND=127.0.0.1:18081
+GATEWAY=127.0.0.1:18080
+[ $# -ge 1 ] || { echo "usage: bench/instructions.sh BINARY[:KIND[:TOML]]..." >&2; exit 1; }
+for tool in valgrind curl; do
+  command -v "$tool" >/dev/null || { echo "bench/instructions.sh needs $tool (apt-get install $tool)" >&2; exit 1; }
+done
+# shellcheck source=bench/lib.sh
+. "$BENCH_DIR/lib.sh"
+
+start_backend
+
+# irs BINARY KIND TOML JOBS: the instructions the gateway ran in all.
+irs() {
+  local bin=$1 kind=$2 extra=$3 jobs=$4 config="$WORK/run.toml" pid
+  rm -rf "$WORK/store" "$WORK"/cg.*
+  case "$kind" in
+    disk) sed -e "s|^kind = \"memory\"|kind = \"disk\"\npath = \"$WORK/store\"|" "$BENCH_DIR/asyncgate.toml" ;;
+    *) cat "$BENCH_DIR/asyncgate.toml" ;;
+  esac | sed -e "s|^max_queue = 2000000|max_queue = 2000000\n$extra|" >"$config"
+  RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p" \
+    "$bin" --config "$config" 2>>"$WORK/gateway.log" &
+  pid=$!
+  for _ in $(seq 600); do curl -s -o /dev/null "http://$GATEWAY/" && break; sleep 0.1; done
+  [ "$jobs" -gt 0 ] && fill "$jobs" 8 >/dev/null
+  kill -TERM "$pid"
+  wait "$pid" || true
+  awk '/^(summary|totals):/ {print $2; exit}' "$WORK"/cg.*
+}
+
+printf '| side | instructions per job |\n|---|---|\n'
+for side in "$@"; do
+  IFS=: read -r bin kind extra <<<"$side"
+  kind=${kind:-memory}
+  idle=$(irs "$bin" "$kind" "$extra" 0)
+  busy=$(irs "$bin" "$kind" "$extra" "$JOBS")
+  printf '| `%s` | %s |\n' "$side" "$(( (busy - idle) / JOBS ))"
+done
