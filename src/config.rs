@@ -315,6 +315,24 @@ impl Config {
         cx.validate(raw)
     }
 
+    /// The admin listener's address as the file at `path` names it (`None`
+    /// when it is turned off), reading `[admin]` alone: what `asyncgate
+    /// health` asks. An edit elsewhere in the file that a reload would
+    /// refuse says nothing about the running gateway's health.
+    pub fn admin_address(path: impl AsRef<Path>) -> Result<Option<SocketAddr>, ConfigError> {
+        let path = path.as_ref();
+        let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let cx = Cx { path, src: &src };
+        let raw: raw::AdminOnly = toml::from_str(&src).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            cx.err(span, e.message().trim().replace('\n', "; "))
+        })?;
+        cx.admin_address(raw.admin)
+    }
+
     pub(crate) fn upstream_of(&self, route: &RouteConfig) -> &UpstreamConfig {
         &self.upstreams[route.upstream]
     }

@@ -44,6 +44,10 @@ enum Command {
         /// Ask /readyz instead of /healthz.
         #[arg(long)]
         ready: bool,
+        /// The admin listener's address; without it, the one the config's
+        /// [admin] section names (the rest of the file is not read).
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<std::net::SocketAddr>,
     },
     /// Print the shell's completion script for asyncgate, e.g.
     /// `asyncgate completions bash > /etc/bash_completion.d/asyncgate`.
@@ -61,9 +65,11 @@ const EXIT_BAD_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Needs no config.
-    if let Some(Command::Completions { shell }) = cli.command {
-        return completions(shell);
+    // Need no config, or only its admin address.
+    match cli.command {
+        Some(Command::Completions { shell }) => return completions(shell),
+        Some(Command::Health { ready, admin }) => return health(&cli.config, admin, ready),
+        Some(Command::Check) | None => {}
     }
     let config = match Config::load(&cli.config) {
         Ok(config) => config,
@@ -77,8 +83,7 @@ fn main() -> ExitCode {
             print!("{}", config.describe());
             return ExitCode::SUCCESS;
         }
-        Some(Command::Health { ready }) => return health(&config, ready),
-        Some(Command::Completions { .. }) | None => {}
+        Some(Command::Health { .. } | Command::Completions { .. }) | None => {}
     }
     // Before any thread starts: it takes the sockets handed to this process
     // and clears the variables that handed them over.
@@ -138,10 +143,21 @@ fn completions(shell: clap_complete::Shell) -> ExitCode {
     }
 }
 
-fn health(config: &Config, ready: bool) -> ExitCode {
-    let Some(mut addr) = config.admin_listen() else {
-        eprintln!("asyncgate: the admin listener is turned off ([admin] enabled = false)");
-        return ExitCode::FAILURE;
+fn health(config: &std::path::Path, admin: Option<std::net::SocketAddr>, ready: bool) -> ExitCode {
+    let named = match admin {
+        Some(addr) => Ok(Some(addr)),
+        None => Config::admin_address(config),
+    };
+    let mut addr = match named {
+        Ok(Some(addr)) => addr,
+        Ok(None) => {
+            eprintln!("asyncgate: the admin listener is turned off ([admin] enabled = false)");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("asyncgate: {e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
     };
     // A wildcard address is reached through loopback.
     if addr.ip().is_unspecified() {

@@ -88,6 +88,20 @@ async fn health_asks_the_admin_listener_the_config_names() {
     assert_eq!(code, 0, "{stderr}");
     let (code, _, stderr) = run_to_end(&["health", "--ready", "--config", probe]).await;
     assert_eq!(code, 0, "{stderr}");
+    // An edit a reload would refuse says nothing about the running
+    // gateway: only [admin] is read.
+    let edited = write_config(&format!(
+        "[admin]\nlisten = \"{admin}\"\n[[routes]]\nname = \"broken\"\nupstream = \"nowhere\"\n"
+    ));
+    let (code, _, stderr) = run_to_end(&["health", "--config", edited.0.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) =
+        run_to_end(&["health", "--admin", &admin, "--config", "/nonexistent"]).await;
+    assert_eq!(code, 0, "no file read with --admin: {stderr}");
+    let bad = write_config("[admin]\nlisten = \"not an address\"\n");
+    let (code, _, stderr) = run_to_end(&["health", "--config", bad.0.to_str().unwrap()]).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("admin.listen"), "{stderr}");
     gw.kill();
     gw.exit_code().await;
     let (code, _, stderr) = run_to_end(&["health", "--config", probe]).await;

@@ -39,6 +39,19 @@ pub(super) struct RawKafka {
     pub(crate) properties: BTreeMap<String, Text>,
 }
 
+/// A config read for its `[admin]` address alone; the rest is not looked at.
+#[derive(Debug, Deserialize)]
+pub(super) struct AdminOnly {
+    #[serde(default)]
+    pub(super) admin: AdminAddress,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct AdminAddress {
+    pub(super) listen: Option<Text>,
+    pub(super) enabled: Option<bool>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAdmin {

@@ -8,7 +8,7 @@ use http::Uri;
 use toml::Spanned;
 
 use super::super::cx::Cx;
-use super::super::raw::{RawAdmin, RawServer};
+use super::super::raw::{AdminAddress, RawAdmin, RawServer};
 use super::super::{AdminToken, ConfigError, ServerConfig};
 use crate::callback::signature::Secret;
 use crate::defaults;
@@ -193,16 +193,17 @@ impl Cx<'_> {
         raw: RawAdmin,
         public: SocketAddr,
     ) -> Result<Option<SocketAddr>, ConfigError> {
-        if raw.enabled == Some(false) {
+        let listen = raw.listen.clone();
+        let Some(addr) = self.admin_address(AdminAddress {
+            listen: raw.listen,
+            enabled: raw.enabled,
+        })?
+        else {
             return Ok(None);
-        }
-        let Some(s) = raw.listen else {
-            let default = defaults::ADMIN_LISTEN
-                .parse()
-                .expect("the default admin address parses");
-            return Ok(Some(default));
         };
-        let addr: SocketAddr = self.address(&s)?;
+        let Some(s) = listen else {
+            return Ok(Some(addr));
+        };
         let overlaps =
             addr.ip() == public.ip() || addr.ip().is_unspecified() || public.ip().is_unspecified();
         if addr.port() != 0 && addr.port() == public.port() && overlaps {
@@ -212,6 +213,24 @@ impl Cx<'_> {
             ));
         }
         Ok(Some(addr))
+    }
+
+    /// The admin listener's address, `None` when it is turned off.
+    pub(in crate::config) fn admin_address(
+        &self,
+        raw: AdminAddress,
+    ) -> Result<Option<SocketAddr>, ConfigError> {
+        if raw.enabled == Some(false) {
+            return Ok(None);
+        }
+        match raw.listen {
+            Some(s) => self.address(&s).map(Some),
+            None => Ok(Some(
+                defaults::ADMIN_LISTEN
+                    .parse()
+                    .expect("the default admin address parses"),
+            )),
+        }
     }
 
     fn address(&self, s: &Spanned<String>) -> Result<SocketAddr, ConfigError> {
