@@ -52,6 +52,9 @@ enum Command {
     /// Print the shell's completion script for asyncgate, e.g.
     /// `asyncgate completions bash > /etc/bash_completion.d/asyncgate`.
     Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff), e.g.
+    /// `asyncgate man > /usr/local/share/man/man1/asyncgate.1`.
+    Man,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
     // Need no config, or only its admin address.
     match cli.command {
         Some(Command::Completions { shell }) => return completions(shell),
+        Some(Command::Man) => return man(),
         Some(Command::Health { ready, admin }) => return health(&cli.config, admin, ready),
         Some(Command::Check) | None => {}
     }
@@ -83,7 +87,7 @@ fn main() -> ExitCode {
             print!("{}", config.describe());
             return ExitCode::SUCCESS;
         }
-        Some(Command::Health { .. } | Command::Completions { .. }) | None => {}
+        Some(Command::Health { .. } | Command::Completions { .. } | Command::Man) | None => {}
     }
     // Before any thread starts: it takes the sockets handed to this process
     // and clears the variables that handed them over.
@@ -127,17 +131,32 @@ async fn serve(config: Config, launch: Launch) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Written whole from memory: clap_complete panics on a write error, and a
-/// reader that stops early (`| head`) is no error.
+/// Written whole from memory: clap_complete panics on a write error.
 fn completions(shell: clap_complete::Shell) -> ExitCode {
-    use std::io::Write;
     let mut script = Vec::new();
     clap_complete::generate(shell, &mut Cli::command(), "asyncgate", &mut script);
-    match std::io::stdout().write_all(&script) {
+    print_whole(&script, "the completion script")
+}
+
+fn man() -> ExitCode {
+    let mut page = Vec::new();
+    match clap_mangen::Man::new(Cli::command()).render(&mut page) {
+        Ok(()) => print_whole(&page, "the manual page"),
+        Err(e) => {
+            eprintln!("asyncgate: cannot render the manual page: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints `what`; a reader that stops early (`| head`) is no error.
+fn print_whole(bytes: &[u8], what: &str) -> ExitCode {
+    use std::io::Write;
+    match std::io::stdout().write_all(bytes) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("asyncgate: cannot write the completion script: {e}");
+            eprintln!("asyncgate: cannot write {what}: {e}");
             ExitCode::FAILURE
         }
     }

@@ -328,6 +328,18 @@ async fn completions_are_printed_for_each_shell_without_a_config() {
     assert_eq!(code, 2, "{err}");
 }
 
+/// `asyncgate man` prints a roff manual page with every subcommand, no
+/// config needed.
+#[tokio::test]
+async fn the_manual_page_is_printed_without_a_config() {
+    let (code, out, err) = run_to_end(&["man", "--config", "/nonexistent.toml"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(".TH asyncgate 1"), "{out}");
+    for subcommand in ["check", "health", "completions", "man"] {
+        assert!(out.contains(subcommand), "{subcommand} in {out}");
+    }
+}
+
 /// A submission still reaching a draining gateway (its request under way
 /// when the listener closed) is accepted on the disk store, which keeps it
 /// for the next start, rather than refused.
