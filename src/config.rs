@@ -5,6 +5,7 @@
 mod cx;
 mod directory;
 mod error;
+mod expand;
 mod raw;
 mod validate;
 
@@ -307,6 +308,7 @@ impl Config {
 
     /// Parses `src` as if read from `path` (which only names it in errors).
     pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
+        let src = &*expand::expand(src, path, |name| std::env::var(name).ok())?;
         let cx = Cx { path, src };
         let raw: RawConfig = toml::from_str(src).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
@@ -325,6 +327,7 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
+        let src = expand::expand(&src, path, |name| std::env::var(name).ok())?;
         let cx = Cx { path, src: &src };
         let raw: raw::AdminOnly = toml::from_str(&src).map_err(|e| {
             let span = e.span().unwrap_or(0..0);

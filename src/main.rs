@@ -24,7 +24,12 @@ const VERSION: &str = concat!(
 )]
 struct Cli {
     /// The config file.
-    #[arg(long, global = true, default_value = "config/asyncgate.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "ASYNCGATE_CONFIG",
+        default_value = "config/asyncgate.toml"
+    )]
     config: PathBuf,
     /// How log lines are written.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]

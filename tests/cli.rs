@@ -328,6 +328,41 @@ async fn completions_are_printed_for_each_shell_without_a_config() {
     assert_eq!(code, 2, "{err}");
 }
 
+/// `ASYNCGATE_CONFIG` names the config file when `--config` does not;
+/// `--config` wins.
+#[tokio::test]
+async fn asyncgate_config_names_the_file() {
+    let named = write_config("[server]\nlisten = \"127.0.0.1:18999\"\n");
+    let path = named.0.to_str().unwrap();
+    let out = within(
+        30,
+        "check to exit",
+        Command::new(BIN)
+            .arg("check")
+            .env("ASYNCGATE_CONFIG", path)
+            .output(),
+    )
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout.starts_with(&format!("{path}: ok, listening on 127.0.0.1:18999")),
+        "{stdout}"
+    );
+    let out = within(
+        30,
+        "check to exit",
+        Command::new(BIN)
+            .args(["check", "--config", "/nonexistent.toml"])
+            .env("ASYNCGATE_CONFIG", path)
+            .output(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2), "--config wins: {out:?}");
+}
+
 /// `asyncgate man` prints a roff manual page with every subcommand, no
 /// config needed.
 #[tokio::test]

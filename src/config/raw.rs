@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use toml::Spanned;
 
-type Text = Spanned<String>;
+pub(super) type Text = Spanned<String>;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,6 +65,7 @@ pub(super) struct RawAdmin {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawWebhooks {
     pub(crate) secret: Option<Spanned<Secrets>>,
+    pub(crate) secret_file: Option<Text>,
     pub(crate) timeout: Option<Text>,
     pub(crate) retry_schedule: Option<Vec<Text>>,
     pub(crate) allow_networks: Option<Vec<Text>>,
@@ -91,6 +92,7 @@ pub(super) struct RawServer {
     pub(crate) tunnel_idle_timeout: Option<Text>,
     pub(crate) cors_origins: Option<Vec<Text>>,
     pub(crate) events_link_secret: Option<Text>,
+    pub(crate) events_link_secret_file: Option<Text>,
     pub(crate) events_link_ttl: Option<Text>,
     pub(crate) tls_cert: Option<Text>,
     pub(crate) tls_key: Option<Text>,
@@ -107,6 +109,7 @@ pub(super) struct RawStore {
     pub(crate) cache_bytes: Option<Text>,
     pub(crate) file_threshold: Option<Text>,
     pub(crate) url: Option<Text>,
+    pub(crate) url_file: Option<Text>,
     pub(crate) lease: Option<Text>,
     pub(crate) key_prefix: Option<Text>,
     pub(crate) cluster: Option<Spanned<bool>>,
@@ -175,6 +178,7 @@ pub(super) struct RawRoute {
     pub(crate) retry_non_idempotent: Option<bool>,
     pub(crate) request_buffering: Option<bool>,
     pub(crate) webhook_secret: Option<Spanned<Secrets>>,
+    pub(crate) webhook_secret_file: Option<Text>,
     pub(crate) kafka_topic: Option<Text>,
 }
 

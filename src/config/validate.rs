@@ -20,7 +20,8 @@ use crate::defaults;
 use crate::route_table::{Pattern, RouteTable};
 
 impl Cx<'_> {
-    pub(super) fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+    pub(super) fn validate(&self, mut raw: RawConfig) -> Result<Config, ConfigError> {
+        self.read_secret_files(&mut raw)?;
         #[cfg(feature = "tls")]
         let tls = self.server_tls(&raw.server)?;
         #[cfg(not(feature = "tls"))]
@@ -565,5 +566,6 @@ impl Cx<'_> {
 
 mod kafka;
 mod listen;
+mod secrets;
 #[cfg(test)]
 mod tests;

@@ -157,35 +157,18 @@ impl Cx<'_> {
         Ok(s.get_ref().trim_end_matches('/').to_owned())
     }
 
-    /// `[admin] token`, or the first line of `token_file`, read now.
+    /// `[admin] token` (from `token_file` if that is given).
     pub(super) fn admin_token(&self, raw: &RawAdmin) -> Result<Option<AdminToken>, ConfigError> {
-        let token = match (&raw.token, &raw.token_file) {
-            (Some(_), Some(file)) => {
-                return Err(self.err(file.span(), "give token or token_file, not both"))
-            }
-            (Some(token), None) => (token.get_ref().clone(), token.span()),
-            (None, Some(file)) => {
-                let path = std::path::Path::new(file.get_ref());
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    self.err(
-                        file.span(),
-                        format!("cannot read `{}`: {e}", path.display()),
-                    )
-                })?;
-                (
-                    text.lines().next().unwrap_or("").trim().to_owned(),
-                    file.span(),
-                )
-            }
-            (None, None) => return Ok(None),
+        let Some(token) = &raw.token else {
+            return Ok(None);
         };
-        if token.0.len() < 16 {
+        if token.get_ref().len() < 16 {
             return Err(self.err(
-                token.1,
+                token.span(),
                 "must be at least 16 characters: it guards the admin listener",
             ));
         }
-        Ok(Some(AdminToken::new(&token.0)))
+        Ok(Some(AdminToken::new(token.get_ref())))
     }
 
     pub(super) fn admin(
