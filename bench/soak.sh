@@ -10,14 +10,19 @@
 #   bench/soak.sh            # 60 minutes each, the release build
 #   bench/soak.sh 600        # 10 minutes each
 #
-# The report goes to bench/results/DATE/soak-TIME.md. Everything listens on
-# 127.0.0.1 only.
+# The report goes to bench/results/DATE/soak-TIME.md, the whole output of
+# the run beside it (soak-TIME.log); a failure's own lines (the panic and
+# what the gateways said) are copied into the report. Everything listens
+# on 127.0.0.1 only. Run nothing else that binds loopback ports meanwhile:
+# a gateway or Redis the soak restarts binds its port again, and another
+# process given that port in between fails the soak.
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$BENCH_DIR")
 SECONDS_EACH=${1:-3600}
 REPORT=${REPORT:-$BENCH_DIR/results/$(date -u +%Y-%m-%d)/soak-$(date -u +%H%M).md}
+LOG=${REPORT%.md}.log
 mkdir -p "$(dirname "$REPORT")"
 
 for tool in redis-server; do
@@ -36,8 +41,18 @@ status=0
 # hour of each takes an hour.
 echo '```' >> "$REPORT"
 SOAK_SECONDS=$SECONDS_EACH cargo test --release --all-features --quiet --test soak -- --nocapture 2>&1 |
-  grep -E '^(\[(disk|redis)\]|test result)' >> "$REPORT" || true
+  tee "$LOG" | grep -E '^(\[(disk|redis)\]|test result)' >> "$REPORT" || true
 echo '```' >> "$REPORT"
-grep -q "test result: ok" "$REPORT" || status=1
+if ! grep -q "test result: ok" "$REPORT"; then
+  status=1
+  {
+    echo
+    echo "Failed; from $(basename "$LOG"):"
+    echo
+    echo '```'
+    grep -E -A12 'panicked|violation|---- ' "$LOG" | head -200
+    echo '```'
+  } >> "$REPORT"
+fi
 cat "$REPORT"
 exit $status

@@ -49,7 +49,12 @@ async fn drive(client: &[&str], url: &str, accepted: impl AsyncFnOnce(&str)) -> 
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
-        .unwrap_or_else(|e| panic!("{}: {e}", client[0]));
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (bash .ci/run installs node's packages and Python's azure-core in .ci/venv)",
+                client[0]
+            )
+        });
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let what = format!("{} on {url}", client.join(" "));
     let first = within(30, &what, lines.next_line()).await.unwrap();
@@ -177,7 +182,7 @@ async fn python_requests_follows_location_to_the_result() {
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
-        .expect("python3");
+        .expect("python3 with requests must be installed (bash .ci/run puts them in .ci/venv)");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut next = async || {
         within(30, "follow_location.py", lines.next_line())
