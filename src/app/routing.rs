@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::callback::target::SystemResolver;
+use crate::callback::target::{system_resolver, Resolve};
 use crate::config::{Config, RequestBody, RouteConfig, UpstreamConfig, WebhookConfig};
 use crate::delivery::Outcomes;
 use crate::metrics::{Histogram, RouteMetrics};
@@ -50,6 +50,8 @@ pub(super) struct Kept {
     routes: Mutex<HashMap<String, RouteKept>>,
     upstreams: Mutex<HashMap<String, Arc<Histogram>>>,
     webhook_outcomes: Arc<Outcomes>,
+    /// Webhook hosts' resolver, made once: its cache outlives reloads.
+    resolver: std::sync::OnceLock<Arc<dyn Resolve>>,
 }
 
 /// The sections of a config only a restart applies, by name.
@@ -140,7 +142,7 @@ impl Kept {
         let webhooks = signs.then(|| {
             Arc::new(Webhooks::new(
                 config.webhooks,
-                Arc::new(SystemResolver),
+                Arc::clone(self.resolver.get_or_init(system_resolver)),
                 Arc::clone(&self.webhook_outcomes),
             ))
         });

@@ -169,8 +169,44 @@ pub(crate) trait Resolve: Send + Sync + 'static {
     fn resolve<'a>(&'a self, host: &'a str) -> BoxFuture<'a, io::Result<Vec<IpAddr>>>;
 }
 
-/// The operating system's resolver.
-pub(crate) struct SystemResolver;
+/// The names a webhook resolver keeps answers for, at most.
+const DNS_CACHE_ENTRIES: usize = 1024;
+
+/// How webhook hosts are resolved: the system's DNS configuration
+/// (`/etc/resolv.conf`, and `/etc/hosts` first) queried from the runtime
+/// itself, answers cached up to their TTL for at most
+/// [`DNS_CACHE_ENTRIES`] names, each query bounded by the configuration's
+/// timeout and attempts. getaddrinfo would hold a blocking thread per
+/// lookup, as many as a burst of deliveries asks for. Without a usable
+/// resolv.conf, the operating system's resolver after all.
+pub(crate) fn system_resolver() -> Arc<dyn Resolve> {
+    match hickory_resolver::TokioResolver::builder_tokio() {
+        Ok(mut builder) => {
+            let options = builder.options_mut();
+            options.cache_size = DNS_CACHE_ENTRIES;
+            options.use_hosts_file = hickory_resolver::config::ResolveHosts::Always;
+            Arc::new(Dns(builder.build()))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the system's DNS configuration; webhook hosts are resolved by getaddrinfo");
+            Arc::new(SystemResolver)
+        }
+    }
+}
+
+struct Dns(hickory_resolver::TokioResolver);
+
+impl Resolve for Dns {
+    fn resolve<'a>(&'a self, host: &'a str) -> BoxFuture<'a, io::Result<Vec<IpAddr>>> {
+        Box::pin(async move {
+            let found = self.0.lookup_ip(host).await.map_err(io::Error::other)?;
+            Ok(found.iter().collect())
+        })
+    }
+}
+
+/// The operating system's resolver (getaddrinfo, on a blocking thread).
+struct SystemResolver;
 
 impl Resolve for SystemResolver {
     fn resolve<'a>(&'a self, host: &'a str) -> BoxFuture<'a, io::Result<Vec<IpAddr>>> {
@@ -262,6 +298,20 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+
+    /// The webhook resolver finds names in `/etc/hosts` (no query leaves
+    /// the machine for them) and takes an address as it is.
+    #[tokio::test]
+    async fn the_system_resolver_reads_the_hosts_file_and_takes_addresses_as_they_are() {
+        let resolver = system_resolver();
+        let localhost = resolver.resolve("localhost").await.unwrap();
+        assert!(
+            localhost.contains(&IpAddr::from([127, 0, 0, 1])),
+            "{localhost:?}"
+        );
+        let literal = resolver.resolve("127.0.0.2").await.unwrap();
+        assert_eq!(literal, [IpAddr::from([127, 0, 0, 2])]);
+    }
 
     /// Answers from a table; never touches the network.
     struct TableResolver(HashMap<&'static str, Vec<IpAddr>>);
