@@ -26,11 +26,6 @@ struct Broker {
     _child: Child,
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 impl Broker {
     async fn start_on(port: u16) -> Broker {
         let url = format!("tcp://127.0.0.1:{port}");
@@ -172,7 +167,7 @@ async fn submit(client: &Client, base: &str, path: &str) -> (String, String) {
 
 #[tokio::test]
 async fn every_finished_job_is_one_record_keyed_by_its_id() {
-    let broker = Broker::start_on(free_port()).await;
+    let broker = Broker::start_on(common::steady_port()).await;
     let backend = Backend::start().await;
     let gw = TestGateway::start(&gateway_config(&backend, &broker.brokers(), "")).await;
     let client = Client::default();
@@ -215,7 +210,7 @@ async fn every_finished_job_is_one_record_keyed_by_its_id() {
 
 #[tokio::test]
 async fn a_broker_that_is_down_delays_records_never_jobs() {
-    let port = free_port();
+    let port = common::steady_port();
     let backend = Backend::start().await;
     let gw = TestGateway::start(&gateway_config(
         &backend,
@@ -255,7 +250,7 @@ async fn a_broker_that_is_down_delays_records_never_jobs() {
 
 #[tokio::test]
 async fn a_record_still_unproduced_at_a_crash_is_produced_after_the_restart() {
-    let port = free_port();
+    let port = common::steady_port();
     let backend = Backend::start().await;
     let store = TempDir::new();
     let text = format!(
@@ -293,7 +288,7 @@ async fn a_record_still_unproduced_at_a_crash_is_produced_after_the_restart() {
 
 #[tokio::test]
 async fn a_record_whose_replica_died_is_produced_by_another() {
-    let port = free_port();
+    let port = common::steady_port();
     let redis = Redis::start().await;
     let backend = Backend::start().await;
     let text = format!(

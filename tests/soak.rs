@@ -51,14 +51,6 @@ fn seconds() -> u64 {
         .unwrap_or(120)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// What the backend does with the requests it gets now.
 const NORMAL: u8 = 0;
 /// Breaks the connection without an answer.
@@ -493,7 +485,7 @@ async fn start_nodes(
 ) -> Nodes {
     let mut started = Vec::new();
     for _ in 0..count {
-        let port = free_port();
+        let port = common::steady_port();
         let config = gateway_config(port, &backend.url(), &receiver.url(), store);
         started.push(Node::start(port, config).await);
     }

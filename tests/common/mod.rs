@@ -30,6 +30,23 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// A free loopback port for a server the test stops and starts again on
+/// the same port (a gateway killed and restarted, Redis or a broker that
+/// crashes and comes back). Taken from 10000-19999, below Linux's
+/// ephemeral range (32768 and up): while the server is down, a port in
+/// that range may be given to any outgoing connection on the machine (a
+/// soak makes thousands a second), and the server could not bind it
+/// again. Cluster nodes take theirs from 20000 up (see `redis.rs`).
+pub(crate) fn steady_port() -> u16 {
+    for _ in 0..1000 {
+        let port = 10_000 + (uuid::Uuid::new_v4().as_u128() % 10_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 10000-19999");
+}
+
 /// The path (and query) of an absolute URL; a path is returned as it is.
 pub(crate) fn path_of(url: &str) -> &str {
     match url.split_once("://") {

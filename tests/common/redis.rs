@@ -30,7 +30,7 @@ impl Redis {
         let port = if cluster {
             bus_port_pair()
         } else {
-            free_port()
+            super::steady_port()
         };
         let dir = std::env::temp_dir().join(format!("asyncgate-redis-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -148,11 +148,6 @@ impl Redis {
             .await
             .ok()
     }
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 /// A port for a cluster node, free when asked, whose cluster bus (10000
