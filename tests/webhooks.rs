@@ -117,7 +117,22 @@ fn verify(delivery: &Received) -> serde_json::Value {
     );
     assert_eq!(delivery.method, Method::POST);
     assert_eq!(header("content-type"), "application/json");
-    serde_json::from_slice(&delivery.body).unwrap()
+    let envelope: serde_json::Value = serde_json::from_slice(&delivery.body).unwrap();
+    document_in(&envelope)
+}
+
+/// The job document in a webhook's Standard Webhooks envelope, once the
+/// envelope is checked: its type names the job's end, its timestamp is
+/// the job's `finished_at`.
+fn document_in(envelope: &serde_json::Value) -> serde_json::Value {
+    let doc = envelope["data"].clone();
+    assert_eq!(
+        envelope["type"],
+        format!("job.{}", doc["status"].as_str().unwrap()),
+        "{envelope:#}"
+    );
+    assert_eq!(envelope["timestamp"], doc["finished_at"], "{envelope:#}");
+    doc
 }
 
 #[tokio::test]

@@ -501,7 +501,7 @@ impl Core {
         let Some(webhooks) = self.webhooks() else {
             return;
         };
-        let payload = Bytes::from(self.document(job).without_deliveries().to_json());
+        let payload = Bytes::from(self.document(job).without_deliveries().to_webhook_json());
         let secrets = self
             .with_route(&job.route, |r| r.config.webhook_secrets.clone())
             .flatten();

@@ -260,4 +260,36 @@ impl<'a> Document<'a> {
         serde_json::to_writer(&mut json, self).expect("a job document always serializes");
         json
     }
+
+    /// A webhook's payload: the document in Standard Webhooks' recommended
+    /// envelope, `{"type": "job.succeeded", "timestamp", "data"}`, the
+    /// event's time being the job's end.
+    pub(super) fn to_webhook_json(&self) -> Vec<u8> {
+        let envelope = Envelope {
+            kind: match self.status {
+                "succeeded" => "job.succeeded",
+                "failed" => "job.failed",
+                "canceled" => "job.canceled",
+                // Only an ended job's webhook is sent.
+                _ => "job.updated",
+            },
+            timestamp: self
+                .finished_at
+                .as_ref()
+                .map_or_else(|| Timestamp(SystemTime::now()), |t| Timestamp(t.0)),
+            data: self,
+        };
+        let mut json = Vec::with_capacity(576);
+        serde_json::to_writer(&mut json, &envelope).expect("an envelope always serializes");
+        json
+    }
+}
+
+#[derive(Serialize)]
+struct Envelope<'d, 'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(serialize_with = "display")]
+    timestamp: Timestamp,
+    data: &'d Document<'a>,
 }

@@ -153,5 +153,9 @@ async fn a_lost_job_s_webhook_is_sent_though_its_replica_is_gone() {
     .await;
     assert_eq!(doc["status"], "failed", "{doc:#}");
     let sent: serde_json::Value = serde_json::from_slice(&receiver.received()[0].body).unwrap();
-    assert_eq!(sent["error"]["type"], "urn:asyncgate:problem:job-lost");
+    assert_eq!(sent["type"], "job.failed", "{sent:#}");
+    assert_eq!(
+        sent["data"]["error"]["type"],
+        "urn:asyncgate:problem:job-lost"
+    );
 }
