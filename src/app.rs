@@ -171,11 +171,14 @@ impl App {
         let kept = Kept::default();
         let (routing, webhooks) = kept.build(reloadable, server.workers);
         let makings = opening::Makings {
-            url_prefix: format!(
-                "{}{}",
-                server.public_base_url.as_deref().unwrap_or(""),
-                server.jobs_path
-            ),
+            urls: crate::jobs::JobUrls {
+                prefix: format!(
+                    "{}{}",
+                    server.public_base_url.as_deref().unwrap_or(""),
+                    server.jobs_path
+                ),
+                links: Arc::clone(&capabilities),
+            },
             #[cfg(feature = "kafka")]
             kafka: config_kafka
                 .as_ref()
@@ -186,7 +189,7 @@ impl App {
             Some(store) => JobsSlot::open(crate::jobs::Jobs::new(
                 store,
                 &routing.routes,
-                makings.url_prefix,
+                makings.urls,
                 webhooks,
                 #[cfg(feature = "kafka")]
                 makings.kafka,

@@ -17,7 +17,7 @@ use http::uri::{Authority, Scheme};
 use http::Method;
 
 pub use error::ConfigError;
-pub(crate) use raw::{LocationStyle, Mode, StoreKind};
+pub(crate) use raw::{LocationStyle, Mode, StoreKind, WebhookResult};
 
 use crate::callback::signature::Secret;
 use crate::callback::target::{AddressPolicy, HostPattern, Target};
@@ -275,6 +275,10 @@ pub(crate) struct RouteConfig {
     pub(crate) webhook_secrets: Option<Vec<Secret>>,
     /// Where the document of each job that ends is produced.
     pub(crate) kafka_topic: Option<String>,
+    /// What the route's webhooks carry of the result, and the most bytes
+    /// of it carried inline.
+    pub(crate) webhook_result: WebhookResult,
+    pub(crate) webhook_result_max: u64,
 }
 
 impl RouteConfig {

@@ -236,3 +236,7 @@ pub(crate) const KAFKA_FIXED: [&str; 4] = [
     "enable.idempotence",
     "metadata.broker.list",
 ];
+
+/// The most of a result a webhook carries inline (`webhook_result =
+/// "inline"`): enough for an answer, not a file; larger ones are linked.
+pub(crate) const WEBHOOK_RESULT_MAX: u64 = 64 * 1024;

@@ -12,6 +12,7 @@ mod lane;
 pub(crate) mod model;
 pub(crate) mod owner;
 mod pace;
+mod payload;
 mod quota;
 mod recent;
 mod retry;
@@ -79,6 +80,14 @@ async fn expire_waiting(core: Arc<Core>, closing: CancellationToken) {
     }
 }
 
+/// Where a job's URLs start, as webhooks and Kafka records name them
+/// (`public_base_url` + `jobs_path`), and what signs links to a job's
+/// resources that work without the caller's credentials.
+pub(crate) struct JobUrls {
+    pub(crate) prefix: String,
+    pub(crate) links: Arc<crate::capability::Capabilities>,
+}
+
 /// How a drain ended.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DrainReport {
@@ -117,7 +126,7 @@ impl Jobs {
     pub(crate) fn new(
         store: Store,
         routes: &[Arc<Route>],
-        url_prefix: String,
+        urls: JobUrls,
         webhooks: Option<Arc<Webhooks>>,
         #[cfg(feature = "kafka")] kafka: Option<Arc<crate::kafka::Kafka>>,
     ) -> Jobs {
@@ -129,7 +138,7 @@ impl Jobs {
         let core = Arc::new(Core::new(
             job_store,
             routes,
-            url_prefix,
+            urls,
             webhooks,
             TaskTracker::new(),
             #[cfg(feature = "kafka")]

@@ -27,6 +27,7 @@ mod app;
 mod backoff;
 mod body;
 mod callback;
+mod capability;
 mod config;
 mod cors;
 mod defaults;

@@ -461,3 +461,93 @@ async fn a_routes_own_secrets_sign_its_deliveries_each_and_the_shared_one_does_n
         .await;
     assert!(verified_by(SECRET, &plain.receiver.received()[0]));
 }
+
+/// `webhook_result = "inline"`: a small result rides in the webhook, text as
+/// text and anything else as base64; a larger one (or one already gone) is
+/// a `result_url` that opens the result of a bound job without its owner's
+/// credentials, and nothing else.
+#[tokio::test]
+async fn an_inline_webhook_carries_a_small_result_and_links_a_large_one() {
+    let backend = Backend::start().await;
+    let receiver = Backend::start().await;
+    let route = "[[routes]]\nname = \"jobs\"\npath = \"/{*p}\"\nupstream = \"app\"\n\
+                 callback_hosts = [\"127.0.0.1\"]\nwebhook_result = \"inline\"\n\
+                 webhook_result_max = \"1KiB\"\n";
+    // Keys before any table land in the harness's [server].
+    let toml = format!(
+        "public_base_url = \"https://gateway.example\"\n{}",
+        config(&backend.url(), "", &format!("{}{route}", webhooks("")))
+    );
+    let gw = TestGateway::start(&toml).await;
+    let client = Client::default();
+    let hook = format!("{}/hook", receiver.url());
+    let owner = ("authorization", "Bearer alice");
+    let submit = async |path: &str, content_type: &str, body: Vec<u8>| {
+        let reply = client
+            .send(
+                Method::POST,
+                &gw.url(path),
+                &[
+                    ("callback-url", &hook),
+                    ("content-type", content_type),
+                    owner,
+                ],
+                body,
+            )
+            .await;
+        reply.assert_status(202);
+        reply.json()["id"].as_str().unwrap().to_owned()
+    };
+    let text = submit("/text", "application/json", b"{\"total\": 42}".to_vec()).await;
+    let binary = submit("/binary", "application/octet-stream", vec![0, 159, 255]).await;
+    let large = submit("/big/5000", "text/plain", Vec::new()).await;
+    let received = poll_until(20, "three webhooks", async || {
+        let r = receiver.received();
+        (r.len() == 3).then_some(r)
+    })
+    .await;
+    let of = |id: &str| {
+        let delivery = received
+            .iter()
+            .find(|d| verify(d)["id"] == id)
+            .unwrap_or_else(|| panic!("no webhook for {id}"));
+        serde_json::from_slice::<serde_json::Value>(&delivery.body).unwrap()["data"].clone()
+    };
+    let doc = of(&text);
+    assert_eq!(doc["result"]["status"], 200, "{doc:#}");
+    assert_eq!(doc["result"]["body"], "{\"total\": 42}", "{doc:#}");
+    assert_eq!(doc["result"]["headers"]["x-custom"], "kept", "{doc:#}");
+    assert_eq!(
+        doc["result"]["headers"]["set-cookie"], "a=1, b=2",
+        "{doc:#}"
+    );
+    let doc = of(&binary);
+    assert_eq!(doc["result"]["body_base64"], "AJ//", "{doc:#}");
+    assert!(doc["result"].get("body").is_none(), "{doc:#}");
+    let doc = of(&large);
+    assert!(
+        doc.get("result").is_none(),
+        "never a truncated body: {doc:#}"
+    );
+    let link = doc["result_url"].as_str().unwrap();
+    assert!(
+        link.starts_with(&format!(
+            "https://gateway.example/_jobs/{large}/result?access="
+        )),
+        "{link}"
+    );
+    let fetched = client.get(&gw.url(link)).await;
+    fetched.assert_status(200);
+    assert_eq!(fetched.body.len(), 5000);
+    // Without the link's token, a stranger sees no such job; the link
+    // opens the result alone.
+    client
+        .get(&gw.url(&format!("/_jobs/{large}/result")))
+        .await
+        .assert_problem(404, "job-not-found");
+    let status_with_link = link.replace("/result?", "?");
+    client
+        .get(&gw.url(&status_with_link))
+        .await
+        .assert_problem(404, "job-not-found");
+}

@@ -23,11 +23,11 @@ use crate::jobs::store::Cancel;
 use crate::jobs::Jobs;
 use crate::tunnel::Handover;
 
-mod capability;
 mod documents;
 mod websocket;
 
-pub(crate) use capability::Capabilities;
+pub(crate) use crate::capability::Capabilities;
+use crate::capability::Purpose;
 pub(crate) use documents::Documents;
 
 const OPERATION_LOCATION: HeaderName = HeaderName::from_static("operation-location");
@@ -76,7 +76,7 @@ impl Api {
         let document = self.jobs.document_at(job, &self.prefix);
         match job.owner {
             Some(_) => {
-                let token = self.capabilities.issue(job.id);
+                let token = self.capabilities.issue(Purpose::Events, job.id);
                 document.with_events_link(format!("{}?access={token}", self.url(job.id)))
             }
             None => document,
@@ -86,15 +86,21 @@ impl Api {
     /// Who may follow a job's events: the holder of a valid `access` token
     /// for it, or else whoever the request's credentials show.
     fn asker(&self, id: JobId, req_query: Option<&str>, headers: &HeaderMap) -> Asker {
-        let token = req_query
-            .into_iter()
-            .flat_map(|q| q.split('&'))
-            .find_map(|kv| kv.strip_prefix("access="));
-        match token {
-            Some(token) if self.capabilities.admits(id, token) => Asker::Capability,
+        match access_token(req_query) {
+            Some(token) if self.capabilities.admits(Purpose::Events, id, token) => {
+                Asker::Capability
+            }
             _ => Asker::Credentials(headers.clone()),
         }
     }
+}
+
+/// The `access` token a link carries in its query, if any.
+fn access_token(query: Option<&str>) -> Option<&str> {
+    query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|kv| kv.strip_prefix("access="))
 }
 
 /// Who is following a job's events.
@@ -151,7 +157,13 @@ pub(crate) async fn serve<B>(
         (Resource::Status, _) => Err(GatewayError::MethodNotAllowed {
             allow: "GET, HEAD, DELETE",
         }),
-        (Resource::Result, &Method::GET | &Method::HEAD) => result(api, id, Some(headers)).await,
+        (Resource::Result, &Method::GET | &Method::HEAD) => {
+            // A result link (a webhook's `result_url`) stands for the
+            // owner's credentials.
+            let linked = access_token(req.uri().query())
+                .is_some_and(|t| api.capabilities.admits(Purpose::Result, id, t));
+            result(api, id, (!linked).then_some(headers)).await
+        }
         (Resource::Poll, &Method::GET | &Method::HEAD) => poll(api, id, headers).await,
         (Resource::Result | Resource::Poll, _) => {
             Err(GatewayError::MethodNotAllowed { allow: "GET, HEAD" })

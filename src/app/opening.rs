@@ -43,7 +43,7 @@ pub(super) fn held_elsewhere(e: &BuildError) -> bool {
 /// Where a job's URLs start, and what produces its Kafka records: what the
 /// jobs are made with besides their store and routes.
 pub(super) struct Makings {
-    pub(super) url_prefix: String,
+    pub(super) urls: crate::jobs::JobUrls,
     #[cfg(feature = "kafka")]
     pub(super) kafka: Option<Arc<crate::kafka::Kafka>>,
 }
@@ -157,7 +157,7 @@ impl JobsSlot {
         let jobs = Jobs::new(
             store,
             &routes,
-            makings.url_prefix,
+            makings.urls,
             webhooks,
             #[cfg(feature = "kafka")]
             makings.kafka,

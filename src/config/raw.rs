@@ -180,6 +180,19 @@ pub(super) struct RawRoute {
     pub(crate) webhook_secret: Option<Spanned<Secrets>>,
     pub(crate) webhook_secret_file: Option<Text>,
     pub(crate) kafka_topic: Option<Text>,
+    pub(crate) webhook_result: Option<Spanned<WebhookResult>>,
+    pub(crate) webhook_result_max: Option<Text>,
+}
+
+/// What a webhook carries of the job's result.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum WebhookResult {
+    /// The job document alone.
+    #[default]
+    None,
+    /// The result itself, or a link to it when it is too large.
+    Inline,
 }
 
 /// A signing secret, or several: while a secret is rotated, deliveries

@@ -9,7 +9,7 @@ use http::{Method, Uri};
 use toml::Spanned;
 
 use super::cx::Cx;
-use super::raw::{RawConfig, RawRoute, RawStore, RawUpstream, RawWebhooks, Secrets};
+use super::raw::{RawConfig, RawRoute, RawStore, RawUpstream, RawWebhooks, Secrets, WebhookResult};
 use super::{
     Config, ConfigError, DiskConfig, Mode, RedisConfig, RequestBody, RouteConfig, StoreConfig,
     StoreKind, UpstreamConfig, WebhookConfig,
@@ -66,6 +66,18 @@ impl Cx<'_> {
             path_spans.push(r.path.span());
             if let Some(topic) = &r.kafka_topic {
                 self.kafka_topic(topic, r.mode, kafka.is_some())?;
+            }
+            if let Some(inline) = r
+                .webhook_result
+                .as_ref()
+                .filter(|w| *w.get_ref() == WebhookResult::Inline)
+            {
+                if server.public_base_url.is_none() {
+                    return Err(self.err(
+                        inline.span(),
+                        "needs [server] public_base_url: a result too large to carry is named by an absolute URL",
+                    ));
+                }
             }
             routes.push(self.route(r, upstream, &server.jobs_path, &webhooks)?);
         }
@@ -413,6 +425,13 @@ impl Cx<'_> {
             request_buffering: raw.request_buffering.unwrap_or(true),
             webhook_secrets: self.secrets(raw.webhook_secret.as_ref())?,
             kafka_topic: raw.kafka_topic.map(Spanned::into_inner),
+            webhook_result: raw
+                .webhook_result
+                .map_or(WebhookResult::None, Spanned::into_inner),
+            webhook_result_max: self.size(
+                raw.webhook_result_max.as_ref(),
+                defaults::WEBHOOK_RESULT_MAX,
+            )?,
             location: raw.location,
             bind_headers,
             sync_wait,

@@ -22,7 +22,8 @@ use super::recent::Recent;
 use super::running::Running;
 use super::store::{Cancel, JobStore, Lookup, StoreError};
 use super::watch::Watches;
-use crate::config::UpstreamConfig;
+use crate::capability::Purpose;
+use crate::config::{UpstreamConfig, WebhookResult};
 #[cfg(feature = "kafka")]
 use crate::delivery::Publication;
 use crate::delivery::Webhook;
@@ -97,6 +98,8 @@ pub(super) struct Core {
     recent: Recent,
     /// `public_base_url` + `jobs_path`: every job URL starts with it.
     url_prefix: String,
+    /// Signs a webhook's link to its result.
+    links: Arc<crate::capability::Capabilities>,
     /// Fired when the drain deadline passes: every job left fails.
     abort: CancellationToken,
     /// Running jobs the drain deadline failed (`interrupted`), and those it
@@ -170,7 +173,7 @@ impl Core {
     pub(super) fn new(
         store: Arc<dyn JobStore>,
         routes: &[Arc<Route>],
-        url_prefix: String,
+        urls: super::JobUrls,
         webhooks: Option<Arc<Webhooks>>,
         tracker: TaskTracker,
         #[cfg(feature = "kafka")] kafka: Option<Arc<crate::kafka::Kafka>>,
@@ -185,7 +188,8 @@ impl Core {
             quotas: Arc::default(),
             running: Running::default(),
             recent: Recent::default(),
-            url_prefix,
+            url_prefix: urls.prefix,
+            links: urls.links,
             abort: CancellationToken::new(),
             interrupted: AtomicUsize::new(0),
             put_back: AtomicUsize::new(0),
@@ -501,10 +505,23 @@ impl Core {
         let Some(webhooks) = self.webhooks() else {
             return;
         };
-        let payload = Bytes::from(self.document(job).without_deliveries().to_webhook_json());
-        let secrets = self
-            .with_route(&job.route, |r| r.config.webhook_secrets.clone())
-            .flatten();
+        let envelope = self.document(job).without_deliveries().to_webhook_json();
+        let (secrets, inline) = self
+            .with_route(&job.route, |r| {
+                let inline = r.config.webhook_result == WebhookResult::Inline;
+                (
+                    r.config.webhook_secrets.clone(),
+                    inline.then_some(r.config.webhook_result_max),
+                )
+            })
+            .unwrap_or_default();
+        // Its result, when the route carries it and the job has one.
+        let result = inline.filter(|_| job.has_result()).map(|max| {
+            let token = self.links.issue(Purpose::Result, job.id);
+            let link = format!("{}/{}/result?access={token}", self.url_prefix, job.id);
+            (max, link)
+        });
+        let store = Arc::clone(&self.store);
         let hook = Arc::clone(hook);
         let log = StoreDeliveryLog {
             store: Arc::clone(&self.store),
@@ -512,6 +529,13 @@ impl Core {
             channel: Channel::Webhook,
         };
         tokio::spawn(async move {
+            // Made once: every attempt sends the same body.
+            let payload = match result {
+                Some((max, link)) => {
+                    super::payload::with_result(envelope, &*store, log.id, max, link).await
+                }
+                None => Bytes::from(envelope),
+            };
             webhooks
                 .deliver(
                     &log.id.to_string(),

@@ -388,6 +388,16 @@ fn route_timing_bounds() {
         "longer than zero",
     );
     refused(
+        &route("webhook_result = \"inline\"\n"),
+        "7: routes[0].webhook_result",
+        "needs [server] public_base_url",
+    );
+    refused(
+        &route("webhook_result = \"all\"\n"),
+        "7: routes[0].webhook_result",
+        "unknown variant",
+    );
+    refused(
         &route("priority = 8\n"),
         "7: routes[0].priority",
         "from 0 (most urgent) to 7",
