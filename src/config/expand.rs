@@ -199,4 +199,24 @@ mod tests {
         let e = expanded("v = \"${A B}\"\n").unwrap_err();
         assert!(e.contains("not a variable name"), "{e}");
     }
+
+    #[test]
+    fn string_values_take_environment_variables() {
+        // Names only this test uses: the environment is the process's.
+        std::env::set_var("ASYNCGATE_TEST_EXPAND_HOST", "127.0.0.9");
+        let parse = |text: &str| {
+            crate::config::Config::parse(text, Path::new("t.toml")).map_err(|e| e.to_string())
+        };
+        let config = parse(
+            "[server]\nlisten = \"${ASYNCGATE_TEST_EXPAND_HOST}:${ASYNCGATE_TEST_EXPAND_PORT:-8088}\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.listen().to_string(), "127.0.0.9:8088");
+        let e = parse("[server]\nlisten = \"${ASYNCGATE_TEST_EXPAND_UNSET}\"\n").unwrap_err();
+        assert!(e.starts_with("t.toml:2: server.listen: "), "{e}");
+        assert!(
+            e.contains("`ASYNCGATE_TEST_EXPAND_UNSET` is not set"),
+            "{e}"
+        );
+    }
 }

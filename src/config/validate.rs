@@ -583,6 +583,8 @@ impl Cx<'_> {
     }
 }
 
+#[cfg(test)]
+mod example;
 mod kafka;
 mod listen;
 mod secrets;

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -22,16 +21,13 @@ use super::recent::Recent;
 use super::running::Running;
 use super::store::{Cancel, JobStore, Lookup, StoreError};
 use super::watch::Watches;
-use crate::capability::Purpose;
-use crate::config::{UpstreamConfig, WebhookResult};
-#[cfg(feature = "kafka")]
-use crate::delivery::Publication;
-use crate::delivery::Webhook;
-use crate::delivery::{Channel, Delivery, DeliveryLog};
+use crate::config::UpstreamConfig;
 use crate::retry_after::estimated_percent;
 use crate::route::Route;
 use crate::sync::lock;
 use crate::webhook::Webhooks;
+
+mod outbox;
 
 /// An upstream that starts none of its jobs now, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -500,83 +496,6 @@ impl Core {
         }
     }
 
-    /// Sends a job's webhook: the job document as it ended.
-    pub(super) fn send_webhook(&self, job: &Job, hook: &Arc<Webhook>) {
-        let Some(webhooks) = self.webhooks() else {
-            return;
-        };
-        let envelope = self.document(job).without_deliveries().to_webhook_json();
-        let (secrets, inline) = self
-            .with_route(&job.route, |r| {
-                let inline = r.config.webhook_result == WebhookResult::Inline;
-                (
-                    r.config.webhook_secrets.clone(),
-                    inline.then_some(r.config.webhook_result_max),
-                )
-            })
-            .unwrap_or_default();
-        // Its result, when the route carries it and the job has one.
-        let result = inline.filter(|_| job.has_result()).map(|max| {
-            let token = self.links.issue(Purpose::Result, job.id);
-            let link = format!("{}/{}/result?access={token}", self.url_prefix, job.id);
-            (max, link)
-        });
-        let store = Arc::clone(&self.store);
-        let hook = Arc::clone(hook);
-        let log = StoreDeliveryLog {
-            store: Arc::clone(&self.store),
-            id: job.id,
-            channel: Channel::Webhook,
-        };
-        tokio::spawn(async move {
-            // Made once: every attempt sends the same body.
-            let payload = match result {
-                Some((max, link)) => {
-                    super::payload::with_result(envelope, &*store, log.id, max, link).await
-                }
-                None => Bytes::from(envelope),
-            };
-            webhooks
-                .deliver(
-                    &log.id.to_string(),
-                    &hook,
-                    payload,
-                    secrets.as_deref(),
-                    &log,
-                )
-                .await;
-        });
-    }
-
-    /// Produces an ended job's document to the Kafka topic it was
-    /// accepted with.
-    #[cfg(feature = "kafka")]
-    pub(super) fn produce(&self, job: &Job, publication: &Arc<Publication>) {
-        let Some(kafka) = self.kafka.clone() else {
-            tracing::error!(job = %job.id, "a job with a Kafka topic, and no [kafka] here to produce it");
-            return;
-        };
-        let document = Bytes::from(self.document(job).without_deliveries().to_json());
-        let record = crate::kafka::Record {
-            job: job.id.to_string(),
-            status: job.status.as_str(),
-            ended: job.finished_at.unwrap_or_else(SystemTime::now),
-            document,
-        };
-        let publication = Arc::clone(publication);
-        let log = StoreDeliveryLog {
-            store: Arc::clone(&self.store),
-            id: job.id,
-            channel: Channel::Kafka,
-        };
-        tokio::spawn(async move { kafka.publish(&record, &publication, &log).await });
-    }
-
-    #[cfg(feature = "kafka")]
-    pub(super) fn kafka(&self) -> Option<&Arc<crate::kafka::Kafka>> {
-        self.kafka.as_ref()
-    }
-
     pub(super) fn document<'a>(&'a self, job: &'a Job) -> Document<'a> {
         self.document_at(job, &self.url_prefix)
     }
@@ -616,25 +535,5 @@ impl Core {
             .unwrap_or_default();
         self.with_route(&job.route, |r| r.retry_after(elapsed))
             .unwrap_or(1)
-    }
-}
-
-/// Keeps the state of a job's delivery in its store.
-struct StoreDeliveryLog {
-    store: Arc<dyn JobStore>,
-    id: JobId,
-    channel: Channel,
-}
-
-#[async_trait::async_trait]
-impl DeliveryLog for StoreDeliveryLog {
-    async fn record(&self, delivery: &Delivery) {
-        if let Err(e) = self
-            .store
-            .record_delivery(self.id, self.channel, delivery)
-            .await
-        {
-            tracing::warn!(job = %self.id, channel = ?self.channel, error = %e, "could not record a delivery's state");
-        }
     }
 }

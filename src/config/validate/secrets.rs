@@ -122,3 +122,70 @@ impl Cx<'_> {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{parse, refused, route};
+
+    #[test]
+    fn every_secret_may_come_from_a_file_its_twin_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        };
+        let secrets = file(
+            "hooks",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n\nwhsec_dGVuYW50LW9sZC1zZWNyZXQtb2YtMzItYnl0ZXMhIQ==\n",
+        );
+        let url = file("url", "redis://:pw@127.0.0.1:6379/0\n");
+        let link = file("link", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n");
+        let token = file("token", "0123456789abcdef0123\n");
+        let text = format!(
+            "[server]\nevents_link_secret_file = \"{link}\"\n\
+             [store]\nkind = \"redis\"\nurl_file = \"{url}\"\n\
+             [admin]\ntoken_file = \"{token}\"\n\
+             [webhooks]\nsecret_file = \"{secrets}\"\n{}\
+             callback_hosts = [\"hooks.example.com\"]\nwebhook_secret_file = \"{secrets}\"\n",
+            route("")
+        );
+        let config = parse(&text).unwrap();
+        assert_eq!(config.webhooks.secrets.len(), 2, "one per line");
+        assert_eq!(config.routes[0].webhook_secrets.as_ref().unwrap().len(), 2);
+        assert_eq!(
+            config.store.redis.unwrap().seeds,
+            ["redis://:pw@127.0.0.1:6379/0"]
+        );
+        assert!(config.server.events_link_secret.is_some());
+        assert!(config.admin_token.is_some());
+        refused(
+            "[store]\nkind = \"redis\"\nurl_file = \"/nonexistent/url\"\n",
+            "3: store.url_file",
+            "cannot read `/nonexistent/url`",
+        );
+        refused(
+            &format!("[webhooks]\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nsecret_file = \"{secrets}\"\n"),
+            "3: webhooks.secret_file",
+            "give secret or secret_file, not both",
+        );
+    }
+
+    #[cfg(feature = "kafka")]
+    #[test]
+    fn a_kafka_property_may_come_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("password");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        let text = format!(
+            "[kafka]\nbrokers = [\"127.0.0.1:9092\"]\n[kafka.properties]\n\"sasl.password_file\" = \"{}\"\n",
+            path.display()
+        );
+        let config = parse(&text).unwrap();
+        let properties = config.kafka.unwrap().properties;
+        assert!(
+            properties.contains(&("sasl.password".to_owned(), "s3cret".to_owned())),
+            "{properties:?}"
+        );
+    }
+}

@@ -5,16 +5,16 @@ use std::time::Duration;
 
 use crate::config::Config;
 
-const UPSTREAM: &str = "[upstreams.u]\nurl = \"http://127.0.0.1:1\"\n";
+pub(super) const UPSTREAM: &str = "[upstreams.u]\nurl = \"http://127.0.0.1:1\"\n";
 const SECRET: &str = "[webhooks]\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n";
 
-fn parse(text: &str) -> Result<Config, String> {
+pub(super) fn parse(text: &str) -> Result<Config, String> {
     Config::parse(text, Path::new("t.toml")).map_err(|e| e.to_string())
 }
 
 /// `text` is refused at `t.toml:{at}` (line and key) with `why` in the message.
 #[track_caller]
-fn refused(text: &str, at: &str, why: &str) {
+pub(super) fn refused(text: &str, at: &str, why: &str) {
     let Err(e) = parse(text) else {
         panic!("accepted:\n{text}")
     };
@@ -26,7 +26,7 @@ fn refused(text: &str, at: &str, why: &str) {
 }
 
 /// A route `a` on `/x` to upstream `u`, with more keys.
-fn route(extra: &str) -> String {
+pub(super) fn route(extra: &str) -> String {
     format!("{UPSTREAM}[[routes]]\nname = \"a\"\npath = \"/x\"\nupstream = \"u\"\n{extra}")
 }
 
@@ -591,196 +591,5 @@ fn a_rate_is_a_count_per_second_minute_or_hour_with_a_burst() {
         &format!("{UPSTREAM}burst = 3\n"),
         "3: upstreams.u.burst",
         "needs a `rate`",
-    );
-}
-
-#[test]
-fn every_secret_may_come_from_a_file_its_twin_names() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = |name: &str, text: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path.display().to_string()
-    };
-    let secrets = file(
-        "hooks",
-        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n\nwhsec_dGVuYW50LW9sZC1zZWNyZXQtb2YtMzItYnl0ZXMhIQ==\n",
-    );
-    let url = file("url", "redis://:pw@127.0.0.1:6379/0\n");
-    let link = file("link", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n");
-    let token = file("token", "0123456789abcdef0123\n");
-    let text = format!(
-        "[server]\nevents_link_secret_file = \"{link}\"\n\
-         [store]\nkind = \"redis\"\nurl_file = \"{url}\"\n\
-         [admin]\ntoken_file = \"{token}\"\n\
-         [webhooks]\nsecret_file = \"{secrets}\"\n{}\
-         callback_hosts = [\"hooks.example.com\"]\nwebhook_secret_file = \"{secrets}\"\n",
-        route("")
-    );
-    let config = parse(&text).unwrap();
-    assert_eq!(config.webhooks.secrets.len(), 2, "one per line");
-    assert_eq!(config.routes[0].webhook_secrets.as_ref().unwrap().len(), 2);
-    assert_eq!(
-        config.store.redis.unwrap().seeds,
-        ["redis://:pw@127.0.0.1:6379/0"]
-    );
-    assert!(config.server.events_link_secret.is_some());
-    assert!(config.admin_token.is_some());
-    refused(
-        "[store]\nkind = \"redis\"\nurl_file = \"/nonexistent/url\"\n",
-        "3: store.url_file",
-        "cannot read `/nonexistent/url`",
-    );
-    refused(
-        &format!("[webhooks]\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nsecret_file = \"{secrets}\"\n"),
-        "3: webhooks.secret_file",
-        "give secret or secret_file, not both",
-    );
-}
-
-#[cfg(feature = "kafka")]
-#[test]
-fn a_kafka_property_may_come_from_a_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("password");
-    std::fs::write(&path, "s3cret\n").unwrap();
-    let text = format!(
-        "[kafka]\nbrokers = [\"127.0.0.1:9092\"]\n[kafka.properties]\n\"sasl.password_file\" = \"{}\"\n",
-        path.display()
-    );
-    let config = parse(&text).unwrap();
-    let properties = config.kafka.unwrap().properties;
-    assert!(
-        properties.contains(&("sasl.password".to_owned(), "s3cret".to_owned())),
-        "{properties:?}"
-    );
-}
-
-#[test]
-fn string_values_take_environment_variables() {
-    // Names only this test uses: the environment is the process's.
-    std::env::set_var("ASYNCGATE_TEST_EXPAND_HOST", "127.0.0.9");
-    let config = parse(
-        "[server]\nlisten = \"${ASYNCGATE_TEST_EXPAND_HOST}:${ASYNCGATE_TEST_EXPAND_PORT:-8088}\"\n",
-    )
-    .unwrap();
-    assert_eq!(config.listen().to_string(), "127.0.0.9:8088");
-    refused(
-        "[server]\nlisten = \"${ASYNCGATE_TEST_EXPAND_UNSET}\"\n",
-        "2: server.listen",
-        "`ASYNCGATE_TEST_EXPAND_UNSET` is not set",
-    );
-}
-
-/// The fields a raw section's struct takes, as serde tells a deserializer.
-mod fields {
-    use std::cell::RefCell;
-
-    use serde::de::{self, Deserializer, Visitor};
-
-    #[derive(Debug)]
-    pub(super) struct Caught;
-
-    impl std::fmt::Display for Caught {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("fields caught")
-        }
-    }
-
-    impl std::error::Error for Caught {}
-
-    impl de::Error for Caught {
-        fn custom<T: std::fmt::Display>(_: T) -> Self {
-            Caught
-        }
-    }
-
-    struct Catcher<'a>(&'a RefCell<&'static [&'static str]>);
-
-    impl<'de> Deserializer<'de> for Catcher<'_> {
-        type Error = Caught;
-
-        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Caught> {
-            Err(Caught)
-        }
-
-        fn deserialize_struct<V: Visitor<'de>>(
-            self,
-            _: &'static str,
-            fields: &'static [&'static str],
-            _: V,
-        ) -> Result<V::Value, Caught> {
-            *self.0.borrow_mut() = fields;
-            Err(Caught)
-        }
-
-        serde::forward_to_deserialize_any! {
-            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
-            bytes byte_buf option unit unit_struct newtype_struct seq tuple
-            tuple_struct map enum identifier ignored_any
-        }
-    }
-
-    pub(super) fn of<'de, T: de::Deserialize<'de>>() -> &'static [&'static str] {
-        let fields = RefCell::new(&[][..]);
-        let _ = T::deserialize(Catcher(&fields));
-        fields.into_inner()
-    }
-}
-
-/// Every key the config takes appears in `config/asyncgate.toml`, set or
-/// commented out, in its section: a key added without a word in the
-/// example fails here.
-#[test]
-fn the_example_config_shows_every_key() {
-    use super::super::raw::{
-        RawAdmin, RawDefault, RawKafka, RawRoute, RawServer, RawStore, RawUpstream, RawWebhooks,
-    };
-    let sections: [(&str, &[&str]); 8] = [
-        ("server", fields::of::<RawServer>()),
-        ("store", fields::of::<RawStore>()),
-        ("upstreams", fields::of::<RawUpstream>()),
-        ("routes", fields::of::<RawRoute>()),
-        ("default", fields::of::<RawDefault>()),
-        ("webhooks", fields::of::<RawWebhooks>()),
-        ("admin", fields::of::<RawAdmin>()),
-        ("kafka", fields::of::<RawKafka>()),
-    ];
-    // Each section's keys as the example names them, `# key = …` too.
-    let mut shown: std::collections::HashMap<String, Vec<String>> = Default::default();
-    let mut section = String::new();
-    for line in include_str!("../../../config/asyncgate.toml").lines() {
-        let line = line.trim_start_matches(['#', ' ']);
-        if let Some(header) = line.strip_prefix('[') {
-            let name = header.trim_start_matches('[');
-            if let Some(end) = name.find(']') {
-                section = name[..end].split('.').next().unwrap_or_default().to_owned();
-                continue;
-            }
-        }
-        if let Some((key, _)) = line.split_once(" = ") {
-            if key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
-                shown
-                    .entry(section.clone())
-                    .or_default()
-                    .push(key.to_owned());
-            }
-        }
-    }
-    let mut missing = Vec::new();
-    for (section, keys) in sections {
-        assert!(!keys.is_empty(), "no fields caught for [{section}]");
-        for key in keys {
-            if !shown
-                .get(section)
-                .is_some_and(|k| k.iter().any(|k| k == key))
-            {
-                missing.push(format!("[{section}] {key}"));
-            }
-        }
-    }
-    assert!(
-        missing.is_empty(),
-        "not in config/asyncgate.toml: {missing:?}"
     );
 }
