@@ -9,6 +9,7 @@ pub(crate) mod document;
 pub(crate) mod id;
 pub(crate) mod idempotency;
 mod lane;
+pub(crate) mod links;
 pub(crate) mod model;
 pub(crate) mod owner;
 mod pace;
@@ -85,7 +86,7 @@ async fn expire_waiting(core: Arc<Core>, closing: CancellationToken) {
 /// resources that work without the caller's credentials.
 pub(crate) struct JobUrls {
     pub(crate) prefix: String,
-    pub(crate) links: Arc<crate::capability::Capabilities>,
+    pub(crate) links: Arc<crate::jobs::links::Capabilities>,
 }
 
 /// How a drain ended.

@@ -27,7 +27,6 @@ mod app;
 mod backoff;
 mod body;
 mod callback;
-mod capability;
 mod config;
 mod cors;
 mod defaults;

@@ -26,8 +26,8 @@ use crate::tunnel::Handover;
 mod documents;
 mod websocket;
 
-pub(crate) use crate::capability::Capabilities;
-use crate::capability::Purpose;
+pub(crate) use crate::jobs::links::Capabilities;
+use crate::jobs::links::Purpose;
 pub(crate) use documents::Documents;
 
 const OPERATION_LOCATION: HeaderName = HeaderName::from_static("operation-location");

@@ -95,7 +95,7 @@ pub(super) struct Core {
     /// `public_base_url` + `jobs_path`: every job URL starts with it.
     url_prefix: String,
     /// Signs a webhook's link to its result.
-    links: Arc<crate::capability::Capabilities>,
+    links: Arc<crate::jobs::links::Capabilities>,
     /// Fired when the drain deadline passes: every job left fails.
     abort: CancellationToken,
     /// Running jobs the drain deadline failed (`interrupted`), and those it

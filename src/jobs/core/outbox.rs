@@ -10,12 +10,12 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use super::Core;
-use crate::capability::Purpose;
 use crate::config::WebhookResult;
 #[cfg(feature = "kafka")]
 use crate::delivery::Publication;
 use crate::delivery::{Channel, Delivery, DeliveryLog, Webhook};
 use crate::jobs::id::JobId;
+use crate::jobs::links::Purpose;
 use crate::jobs::model::Job;
 use crate::jobs::store::JobStore;
 

@@ -13,7 +13,7 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::jobs::id::JobId;
+use super::id::JobId;
 
 /// What a link opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
