@@ -169,6 +169,15 @@ impl Node {
 
     /// Starts it again after it died.
     async fn restart(&mut self) {
+        // The sockets of a process gone are closed as its last thread
+        // exits; what is left of the close may lag a little behind.
+        let port = self.port;
+        common::poll_until(60, "the node's port to be free", async || {
+            std::net::TcpListener::bind(("127.0.0.1", port))
+                .is_ok()
+                .then_some(())
+        })
+        .await;
         let running = Running::start_exact(&self.config).await;
         listening(&running).await;
         self.pid = running.pid();
@@ -176,6 +185,11 @@ impl Node {
         self.started.push(running);
     }
 
+    /// Until the process and all its threads have exited: its main thread
+    /// turns zombie at once, but a killed process's other threads may still
+    /// be finishing a system call (the disk store's fsync cannot be cut
+    /// short), and its listening sockets stay open until the last one has
+    /// exited. A restart in between found its port in use.
     async fn gone(&self) {
         let pid = self.pid;
         common::poll_until(60, "the gateway process to exit", async || {
@@ -183,7 +197,10 @@ impl Node {
                 && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
                     .unwrap_or_default()
                     .contains(") Z ");
-            (!alive).then_some(())
+            let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+                .map(|tasks| tasks.count())
+                .unwrap_or(0);
+            (!alive && threads <= 1).then_some(())
         })
         .await;
     }
