@@ -7,9 +7,14 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=ASYNCGATE_COMMIT");
-    for watched in [".git/HEAD", ".git/refs/heads", ".git/packed-refs"] {
-        if Path::new(watched).exists() {
-            println!("cargo:rerun-if-changed={watched}");
+    // Where git keeps HEAD and the branches: `.git/` in a clone, but in a
+    // worktree HEAD is the worktree's own and the refs are the clone's.
+    for (dir, names) in git_dirs() {
+        for name in names {
+            let watched = Path::new(&dir).join(name);
+            if watched.exists() {
+                println!("cargo:rerun-if-changed={}", watched.display());
+            }
         }
     }
     let commit = std::env::var("ASYNCGATE_COMMIT")
@@ -30,6 +35,26 @@ fn main() {
     };
     println!("cargo:rustc-env=ASYNCGATE_COMMIT={commit}");
     println!("cargo:rustc-env=ASYNCGATE_FEATURES={features}");
+}
+
+/// The worktree's git directory (for HEAD) and the common one (for the
+/// refs); none outside a git checkout.
+fn git_dirs() -> Vec<(String, &'static [&'static str])> {
+    let Ok(out) = Command::new("git")
+        .args(["rev-parse", "--git-dir", "--git-common-dir"])
+        .output()
+    else {
+        return Vec::new();
+    };
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = text.lines().map(str::to_owned);
+    match (lines.next(), lines.next()) {
+        (Some(own), Some(common)) if out.status.success() => vec![
+            (own, &["HEAD"][..]),
+            (common, &["refs/heads", "packed-refs"][..]),
+        ],
+        _ => Vec::new(),
+    }
 }
 
 fn git_commit() -> Option<String> {
