@@ -14,8 +14,9 @@
 #       'target/release/asyncgate:disk:rate = "1000000/s"'
 #
 # A side is BINARY[:KIND[:TOML]]: KIND is the store (memory, the default,
-# or disk), TOML a line added to the upstream's table (`fair = false`,
-# `rate = "1000000/s"`). JOBS (default 5000) sets the count. Needs valgrind;
+# or disk), TOML a `key = value` line for the upstream's table, replacing
+# the key's line there if it has one (`fair = false`, `rate = "1000000/s"`,
+# `max_concurrency = 1` so that every job waits its turn). JOBS (default 5000) sets the count. Needs valgrind;
 # everything listens on 127.0.0.1 only.
 set -euo pipefail
 
@@ -40,7 +41,11 @@ irs() {
   case "$kind" in
     disk) sed -e "s|^kind = \"memory\"|kind = \"disk\"\npath = \"$WORK/store\"|" "$BENCH_DIR/asyncgate.toml" ;;
     *) cat "$BENCH_DIR/asyncgate.toml" ;;
-  esac | sed -e "s|^max_queue = 2000000|max_queue = 2000000\n$extra|" >"$config"
+  esac | awk -v extra="$extra" '
+    BEGIN { key = extra; sub(/ *=.*/, "", key) }
+    key != "" && index($0, key " = ") == 1 { print extra; done = 1; next }
+    /^max_queue = 2000000/ { print; if (key != "" && !done) print extra; next }
+    { print }' >"$config"
   RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p" \
     "$bin" --config "$config" 2>>"$WORK/gateway.log" &
   pid=$!
