@@ -189,11 +189,11 @@ async fn run(binary: &str, jobs: usize, upstream_extra: &str) -> Run {
                 for location in chunk {
                     loop {
                         // Absolute when the gateway knows its host, as it does here.
-                    let url = if location.starts_with("http") {
-                        format!("{location}?wait=30")
-                    } else {
-                        format!("{base}{location}?wait=30")
-                    };
+                        let url = if location.starts_with("http") {
+                            format!("{location}?wait=30")
+                        } else {
+                            format!("{base}{location}?wait=30")
+                        };
                         let reply = client
                             .get(url.parse().expect("a URI"))
                             .await

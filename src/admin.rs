@@ -112,7 +112,10 @@ impl Admin {
             "/" if read => page(),
             "/jobs" if read => self.jobs(req).await,
             "/upstreams" if read => upstreams::list(&self.report),
-            "/healthz" | "/readyz" | "/metrics" | "/" | "/jobs" | "/upstreams" => {
+            "/advisor" if read => json(&Advice {
+                suggestions: self.report.suggestions(),
+            }),
+            "/healthz" | "/readyz" | "/metrics" | "/" | "/jobs" | "/upstreams" | "/advisor" => {
                 text(StatusCode::METHOD_NOT_ALLOWED, "GET or HEAD\n")
             }
             _ => match path.strip_prefix("/upstreams/") {
@@ -252,6 +255,18 @@ pub async fn probe(addr: SocketAddr, path: &str) -> Result<u16, String> {
 fn page() -> Reply {
     let page = Bytes::from_static(dashboard::PAGE.as_bytes());
     reply(StatusCode::OK, "text/html; charset=utf-8", page)
+}
+
+/// `value` as a `200` JSON answer.
+pub(super) fn json(value: &impl serde::Serialize) -> Reply {
+    let body = serde_json::to_vec(value).expect("what the admin listener answers serializes");
+    reply(StatusCode::OK, "application/json", Bytes::from(body))
+}
+
+/// What `GET /advisor` answers.
+#[derive(serde::Serialize)]
+struct Advice {
+    suggestions: Vec<crate::advisor::Suggestion>,
 }
 
 pub(super) fn text(status: StatusCode, body: &str) -> Reply {

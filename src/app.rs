@@ -18,6 +18,7 @@ use http::header::HeaderValue;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
+use crate::advisor::Ended;
 use crate::body::Body;
 use crate::config::{Config, ConfigError, Mode, RequestBody, ServerConfig};
 use crate::cors;
@@ -86,6 +87,9 @@ pub(crate) struct App {
     #[cfg(feature = "tls")]
     served: Option<Arc<crate::tls::Served>>,
     pseudo: Arc<PseudoRoutes>,
+    /// Which proxied paths should be made async, and past what p99.
+    advisor: Arc<crate::advisor::Advisor>,
+    advise_over: std::time::Duration,
 }
 
 /// Where a request goes.
@@ -165,6 +169,7 @@ impl App {
             .as_ref()
             .map(|key| crate::tls::Served::new(Arc::clone(key)));
         let store_max_bytes = config.store.max_bytes;
+        let advise_over = config.advise_over;
         #[cfg(feature = "kafka")]
         let config_kafka = config.kafka.clone();
         let (reloadable, fixed) = Reloadable::split(config);
@@ -221,6 +226,8 @@ impl App {
             #[cfg(feature = "tls")]
             served,
             pseudo: Arc::default(),
+            advisor: Arc::default(),
+            advise_over,
         })
     }
 
@@ -277,6 +284,8 @@ impl App {
             jobs: Arc::clone(&self.jobs),
             live: Arc::clone(&self.live),
             pseudo: Arc::clone(&self.pseudo),
+            advisor: Arc::clone(&self.advisor),
+            advise_over: self.advise_over,
             store_max_bytes: self.store_max_bytes,
             public_base_url: self.server.public_base_url.as_deref().map(Arc::from),
         }
@@ -481,7 +490,9 @@ impl App {
                 return job_api::serve(&api, &mut req, &rest, handover).await;
             }
             Destination::Default(upstream, body) => {
-                return self.forward(upstream, req, peer, body, handover).await
+                return self
+                    .forward(upstream, None, req, peer, body, handover)
+                    .await
             }
             Destination::Nowhere => return Err(GatewayError::NoRoute),
             Destination::Unclean => return Err(GatewayError::BadPath),
@@ -500,7 +511,8 @@ impl App {
             Mode::Async => submitter(&req).await?.accept(req).await,
             Mode::Passthrough => {
                 let body = route.config.request_body();
-                self.forward(&route.upstream, req, peer, body, handover)
+                let pattern = Some(route.config.path.as_str());
+                self.forward(&route.upstream, pattern, req, peer, body, handover)
                     .await
             }
             Mode::Prefer | Mode::Auto => {
@@ -525,21 +537,31 @@ impl App {
                         .await
                 } else {
                     let body = route.config.request_body();
-                    self.forward(&route.upstream, req, peer, body, handover)
+                    let pattern = Some(route.config.path.as_str());
+                    self.forward(&route.upstream, pattern, req, peer, body, handover)
                         .await
                 }
             }
         }
     }
 
+    /// Proxies `req` to `upstream`, the advisor counting it under its
+    /// route's `pattern`, or under its path's template without one.
     async fn forward(
         &self,
         upstream: &Upstream,
+        pattern: Option<&str>,
         req: Request<Incoming>,
         peer: Peer,
         body: RequestBody,
         handover: &Handover,
     ) -> Result<Response<Body>, GatewayError> {
+        let watch = self.advisor.watch(
+            req.method(),
+            req.uri().path(),
+            pattern,
+            &upstream.config.name,
+        );
         let receiving = proxy::Receiving {
             body,
             idle: self.server.body_idle_timeout,
@@ -549,14 +571,20 @@ impl App {
             handover,
             idle: self.server.tunnel_idle_timeout,
         };
-        proxy::forward(upstream, req, peer, receiving, tunnel)
-            .await
-            .map_err(|source| match source {
-                UpstreamError::ClientBody(e) => GatewayError::Body(e),
-                source => GatewayError::Upstream {
-                    upstream: upstream.config.name.clone(),
-                    source,
-                },
-            })
+        let forwarded = proxy::forward(upstream, req, peer, receiving, tunnel).await;
+        watch.ended(match &forwarded {
+            Ok(response) => Ended::Answered(response.status()),
+            Err(UpstreamError::Timeout(_)) => Ended::TimedOut,
+            Err(UpstreamError::ClientBody(_)) => Ended::Failed,
+            // The gateway answers these 502.
+            Err(_) => Ended::Answered(http::StatusCode::BAD_GATEWAY),
+        });
+        forwarded.map_err(|source| match source {
+            UpstreamError::ClientBody(e) => GatewayError::Body(e),
+            source => GatewayError::Upstream {
+                upstream: upstream.config.name.clone(),
+                source,
+            },
+        })
     }
 }

@@ -47,6 +47,8 @@ pub struct Config {
     /// jobs) ask for in `Authorization: Bearer`; `None`: loopback peers
     /// only may change things.
     pub(crate) admin_token: Option<AdminToken>,
+    /// The latency advisor names passthrough paths whose p99 is over this.
+    pub(crate) advise_over: Duration,
     /// What `tls_cert` and `tls_key` held when read: the public listener
     /// serves HTTPS with it; `None`: HTTP.
     #[cfg(feature = "tls")]

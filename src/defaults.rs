@@ -240,3 +240,8 @@ pub(crate) const KAFKA_FIXED: [&str; 4] = [
 /// The most of a result a webhook carries inline (`webhook_result =
 /// "inline"`): enough for an answer, not a file; larger ones are linked.
 pub(crate) const WEBHOOK_RESULT_MAX: u64 = 64 * 1024;
+
+/// The advisor suggests making a passthrough path async once its p99 is
+/// past this: longer than people wait without a progress bar, and near the
+/// first timeouts of common clients and proxies.
+pub(crate) const ADVISE_OVER: Duration = Duration::from_secs(5);

@@ -23,6 +23,7 @@
 
 mod accept;
 mod admin;
+mod advisor;
 mod app;
 mod backoff;
 mod body;

@@ -33,6 +33,19 @@ impl Histogram {
         self.sum_micros.fetch_add(micros, Relaxed);
     }
 
+    /// The upper bound of the bucket that holds the `q` quantile (the
+    /// largest finite bound past it); `None` before any observation.
+    pub(crate) fn quantile(&self, q: f64) -> Option<f64> {
+        let (_, count, buckets) = self.snapshot();
+        let rank = ((q * count as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        let largest = DURATION_BUCKETS[DURATION_BUCKETS.len() - 1];
+        buckets.into_iter().find_map(|(upper, n)| {
+            seen += n;
+            (count > 0 && seen >= rank).then_some(upper.min(largest))
+        })
+    }
+
     /// Sum in seconds, count, and each bucket's upper bound (the last is
     /// +Inf) with the observations in it alone, as the encoder takes them.
     pub(crate) fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {

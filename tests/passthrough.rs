@@ -150,3 +150,56 @@ async fn upstream_reset_mid_body_cuts_the_client_connection() {
     // The gateway still serves.
     assert_eq!(Client::default().get(&gw.url("/ok")).await.status, 200);
 }
+
+/// The latency advisor: a slow path behind `[default]` (ids templated as
+/// `{id}`) is named by `GET /advisor`, and a quick one is not; its
+/// `[[routes]]` block, added to the config, passes `asyncgate check` and
+/// makes the path answer `202` when the backend is slow. The backend holds
+/// each request until the test releases it; the wait before the release is
+/// the latency being measured, not a synchronisation.
+#[tokio::test]
+async fn the_advisor_names_a_slow_path_with_a_route_that_makes_it_async() {
+    let backend = Backend::start().await;
+    let toml = format!(
+        "[admin]\nadvise_over = \"50ms\"\n{}",
+        proxy_all(&backend.url(), "", "")
+    );
+    let gw = TestGateway::start(&toml).await;
+    let client = Client::default();
+    for n in 0..3 {
+        let url = gw.url(&format!("/hold/reports/{}", 1000 + n));
+        let slow = client.get(&url);
+        let release = async {
+            backend.started(n + 1).await;
+            tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+            backend.release(1);
+        };
+        let (reply, ()) = tokio::join!(slow, release);
+        reply.assert_status(200);
+    }
+    client.get(&gw.url("/quick/7")).await.assert_status(200);
+    let advice = client
+        .get(&format!("http://{}/advisor", gw.admin.unwrap()))
+        .await
+        .json();
+    let suggestions = advice["suggestions"].as_array().unwrap();
+    assert_eq!(suggestions.len(), 1, "{advice:#}");
+    let s = &suggestions[0];
+    assert_eq!(s["method"], "GET");
+    assert_eq!(s["path"], "/hold/reports/{id}");
+    assert_eq!(s["count"], 3);
+    assert!(s["p99"].as_f64().unwrap() >= 0.1, "{s:#}");
+    let block = s["config"].as_str().unwrap();
+    assert!(block.contains("mode = \"auto\""), "{block}");
+    let advised = format!("{}{block}", proxy_all(&backend.url(), "", ""));
+    let file = common::process::write_config(&advised);
+    let checked = std::process::Command::new(common::process::BIN)
+        .args(["check", "--config", file.0.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(checked.status.success(), "{checked:?}\n{advised}");
+    let advised_gw = TestGateway::start(&advised).await;
+    let accepted = client.get(&advised_gw.url("/hold/reports/2000")).await;
+    accepted.assert_status(202);
+    backend.release(1);
+}

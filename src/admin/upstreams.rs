@@ -4,12 +4,11 @@
 //! submissions are accepted and nothing of the upstream starts, on any
 //! replica, across reloads and restarts.
 
-use bytes::Bytes;
 use http::StatusCode;
 use serde::Serialize;
 
 use super::dashboard::{upstream_rows, UpstreamRow};
-use super::{reply, text, Reply};
+use super::{json, text, Reply};
 use crate::app::{Control, Report};
 use crate::error_chain::Chain;
 
@@ -60,9 +59,4 @@ pub(super) async fn act(report: &Report, control: &Control, rest: &str) -> Reply
         .find(|r| r.upstream == name)
         .expect("the upstream was just found in the same routing");
     json(&row)
-}
-
-fn json(value: &impl Serialize) -> Reply {
-    let body = serde_json::to_vec(value).expect("the rows always serialize");
-    reply(StatusCode::OK, "application/json", Bytes::from(body))
 }

@@ -35,6 +35,8 @@ pub(crate) struct Report {
     /// The routing in force, as the first worker holds it.
     pub(super) live: Arc<[ArcSwap<Routing>]>,
     pub(super) pseudo: Arc<PseudoRoutes>,
+    pub(super) advisor: Arc<crate::advisor::Advisor>,
+    pub(super) advise_over: std::time::Duration,
     pub(super) store_max_bytes: u64,
     pub(super) public_base_url: Option<Arc<str>>,
 }
@@ -77,6 +79,11 @@ impl Report {
             .get()
             .map(|j| j.adaptive_limits())
             .unwrap_or_default()
+    }
+
+    /// The proxied paths that should be made async.
+    pub(crate) fn suggestions(&self) -> Vec<crate::advisor::Suggestion> {
+        self.advisor.suggestions(self.advise_over)
     }
 
     /// The upstreams that start none of their jobs now, and why.

@@ -59,6 +59,7 @@ pub(super) struct RawAdmin {
     pub(crate) enabled: Option<bool>,
     pub(crate) token: Option<Text>,
     pub(crate) token_file: Option<Text>,
+    pub(crate) advise_over: Option<Text>,
 }
 
 #[derive(Debug, Default, Deserialize)]

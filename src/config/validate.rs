@@ -28,6 +28,7 @@ impl Cx<'_> {
         self.server_tls(&raw.server)?;
         let server = self.server(raw.server)?;
         let admin_token = self.admin_token(&raw.admin)?;
+        let advise_over = self.duration(raw.admin.advise_over.as_ref(), defaults::ADVISE_OVER)?;
         let admin = self.admin(raw.admin, server.listen)?;
         let store = self.store(raw.store)?;
         let webhooks = self.webhooks(raw.webhooks)?;
@@ -124,6 +125,7 @@ impl Cx<'_> {
             kafka,
             admin,
             admin_token,
+            advise_over,
             #[cfg(feature = "tls")]
             tls,
         })
