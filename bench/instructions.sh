@@ -13,6 +13,9 @@
 #   bench/instructions.sh 'target/release/asyncgate:disk' \
 #       'target/release/asyncgate:disk:rate = "1000000/s"'
 #
+# With MODE=post the requests are passthrough POSTs of 1 KiB to the
+# default upstream instead, and the figure is instructions per request.
+#
 # A side is BINARY[:KIND[:TOML]]: KIND is the store (memory, the default,
 # or disk), TOML a `key = value` line for the upstream's table, replacing
 # the key's line there if it has one (`fair = false`, `rate = "1000000/s"`,
@@ -23,6 +26,7 @@ set -euo pipefail
 BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$BENCH_DIR")
 JOBS=${JOBS:-5000}
+MODE=${MODE:-jobs}
 BACKEND=127.0.0.1:18081
 GATEWAY=127.0.0.1:18080
 [ $# -ge 1 ] || { echo "usage: bench/instructions.sh BINARY[:KIND[:TOML]]..." >&2; exit 1; }
@@ -50,13 +54,17 @@ irs() {
     "$bin" --config "$config" 2>>"$WORK/gateway.log" &
   pid=$!
   for _ in $(seq 600); do curl -s -o /dev/null "http://$GATEWAY/" && break; sleep 0.1; done
-  [ "$jobs" -gt 0 ] && fill "$jobs" 8 >/dev/null
+  if [ "$jobs" -gt 0 ] && [ "$MODE" = post ]; then
+    "$ROOT/target/release/examples/bench-fill" "http://$GATEWAY/echo" "$jobs" 8 >/dev/null
+  elif [ "$jobs" -gt 0 ]; then
+    fill "$jobs" 8 >/dev/null
+  fi
   kill -TERM "$pid"
   wait "$pid" || true
   awk '/^(summary|totals):/ {print $2; exit}' "$WORK"/cg.*
 }
 
-printf '| side | instructions per job |\n|---|---|\n'
+printf '| side | instructions per %s |\n|---|---|\n' "$([ "$MODE" = post ] && echo request || echo job)"
 for side in "$@"; do
   IFS=: read -r bin kind extra <<<"$side"
   kind=${kind:-memory}

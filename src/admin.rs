@@ -112,9 +112,13 @@ impl Admin {
             "/" if read => page(),
             "/jobs" if read => self.jobs(req).await,
             "/upstreams" if read => upstreams::list(&self.report),
-            "/advisor" if read => json(&Advice {
-                suggestions: self.report.suggestions(),
-            }),
+            "/advisor" if read => {
+                let (suggestions, untracked) = self.report.suggestions();
+                json(&Advice {
+                    suggestions,
+                    untracked,
+                })
+            }
             "/healthz" | "/readyz" | "/metrics" | "/" | "/jobs" | "/upstreams" | "/advisor" => {
                 text(StatusCode::METHOD_NOT_ALLOWED, "GET or HEAD\n")
             }
@@ -267,6 +271,8 @@ pub(super) fn json(value: &impl serde::Serialize) -> Reply {
 #[derive(serde::Serialize)]
 struct Advice {
     suggestions: Vec<crate::advisor::Suggestion>,
+    /// Requests on paths past the 1,000 kept, not counted.
+    untracked: u64,
 }
 
 pub(super) fn text(status: StatusCode, body: &str) -> Reply {

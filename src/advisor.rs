@@ -11,7 +11,7 @@
 //! are kept: a flood of odd paths cannot grow it without bound.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
+use std::hash::Hasher;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -19,14 +19,19 @@ use std::time::{Duration, Instant};
 use http::{Method, StatusCode};
 use serde::Serialize;
 
+use crate::jobs::id::{IdHash, IdHasher};
 use crate::metrics::Histogram;
 
 /// Templates kept at most; requests on others are counted as untracked.
 const MAX_PATHS: usize = 1000;
 
+/// Templates by the hash of method and template, which is its own hash
+/// in the map. The hash is FxHash's (see [`IdHasher`]), not SipHash: it
+/// runs on every proxied request, and paths made to collide could only
+/// merge two paths' counts.
+#[derive(Default)]
 pub(crate) struct Advisor {
-    paths: RwLock<HashMap<u64, Arc<PathStats>>>,
-    hasher: std::hash::RandomState,
+    paths: RwLock<HashMap<u64, Arc<PathStats>, IdHash>>,
     untracked: AtomicU64,
 }
 
@@ -71,16 +76,6 @@ pub(crate) struct Suggestion {
     pub(crate) seen: String,
     /// A `[[routes]]` block that `asyncgate check` accepts.
     pub(crate) config: String,
-}
-
-impl Default for Advisor {
-    fn default() -> Self {
-        Advisor {
-            paths: RwLock::default(),
-            hasher: std::hash::RandomState::new(),
-            untracked: AtomicU64::new(0),
-        }
-    }
 }
 
 impl Advisor {
@@ -128,7 +123,7 @@ impl Advisor {
 
     /// The method and template, hashed without making the template.
     fn key(&self, method: &Method, path: &str, pattern: Option<&str>) -> u64 {
-        let mut h = self.hasher.build_hasher();
+        let mut h = IdHasher::default();
         h.write(method.as_str().as_bytes());
         match pattern {
             Some(pattern) => {
@@ -147,6 +142,11 @@ impl Advisor {
             }
         }
         h.finish()
+    }
+
+    /// Requests on paths past the [`MAX_PATHS`] kept, not counted.
+    pub(crate) fn untracked(&self) -> u64 {
+        self.untracked.load(Relaxed)
     }
 
     /// The paths whose p99 is over `over`, or that lost clients, slowest first.

@@ -81,9 +81,13 @@ impl Report {
             .unwrap_or_default()
     }
 
-    /// The proxied paths that should be made async.
-    pub(crate) fn suggestions(&self) -> Vec<crate::advisor::Suggestion> {
-        self.advisor.suggestions(self.advise_over)
+    /// The proxied paths that should be made async, and how many requests
+    /// went uncounted (past the paths kept).
+    pub(crate) fn suggestions(&self) -> (Vec<crate::advisor::Suggestion>, u64) {
+        (
+            self.advisor.suggestions(self.advise_over),
+            self.advisor.untracked(),
+        )
     }
 
     /// The upstreams that start none of their jobs now, and why.
