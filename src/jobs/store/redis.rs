@@ -35,6 +35,7 @@ mod codec;
 mod conn;
 mod events;
 mod layout;
+mod scripts;
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -62,55 +63,10 @@ use crate::sync::lock;
 use codec::{decode_job, delivery_names, hex, job_fields, millis, now_ms, unhex, TakenRow, META};
 use conn::Conn;
 use layout::Layout;
+use scripts::Scripts;
 
 /// How many due charges one sweep gives back at most.
 const SWEEP_BATCH: usize = 1000;
-
-struct Scripts {
-    create: Script,
-    take: Script,
-    renew: Script,
-    finish: Script,
-    cancel: Script,
-    put_back: Script,
-    expire: Script,
-    hold: Script,
-    pause: Script,
-    take_over: Script,
-    discard: Script,
-    arm: Script,
-    delivery: Script,
-    take_deliveries: Script,
-    sweep: Script,
-}
-
-impl Scripts {
-    fn new() -> Scripts {
-        let meta = META.map(|f| format!("'{f}'")).join(", ");
-        let prelude = format!(
-            "local META = {{{meta}}}\n{}",
-            include_str!("redis/prelude.lua")
-        );
-        let script = |body: &str| Script::new(&format!("{prelude}\n{body}"));
-        Scripts {
-            create: script(include_str!("redis/create.lua")),
-            take: script(include_str!("redis/take.lua")),
-            renew: script(include_str!("redis/renew.lua")),
-            finish: script(include_str!("redis/finish.lua")),
-            cancel: script(include_str!("redis/cancel.lua")),
-            put_back: script(include_str!("redis/put_back.lua")),
-            expire: script(include_str!("redis/expire.lua")),
-            hold: script(include_str!("redis/hold.lua")),
-            pause: script(include_str!("redis/pause.lua")),
-            take_over: script(include_str!("redis/take_over.lua")),
-            discard: script(include_str!("redis/discard.lua")),
-            arm: script(include_str!("redis/arm.lua")),
-            delivery: script(include_str!("redis/delivery.lua")),
-            take_deliveries: script(include_str!("redis/take_deliveries.lua")),
-            sweep: script(include_str!("redis/sweep.lua")),
-        }
-    }
-}
 
 pub(crate) struct RedisStore {
     conn: Conn,
