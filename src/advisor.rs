@@ -1,8 +1,8 @@
-//! The latency advisor: which passthrough paths should be made async. Every
-//! proxied request is counted under its path's template (ids and numbers
-//! become `{id}`; a passthrough route counts under its own pattern): its
-//! time to the response head, and whether it timed out, got a `502`/`504`,
-//! or lost its client before the answer. `GET /advisor` names the paths
+//! The latency advisor: which proxied paths should be made async. Every
+//! request no route names, proxied to `[default]`, is counted under its
+//! path's template (ids and numbers become `{id}`): its time to the
+//! response head, and whether it timed out, got a `502`/`504`, or lost its
+//! client before the answer. `GET /advisor` names the paths
 //! whose p99 is over `[admin] advise_over`, or that lose clients, each
 //! with a `[[routes]]` block that makes it `mode = "auto"`.
 //!
@@ -79,17 +79,9 @@ pub(crate) struct Suggestion {
 }
 
 impl Advisor {
-    /// Starts counting a request to `upstream`; `pattern` is its route's
-    /// path pattern, `None` for a path no route names (its template is
-    /// made from the path).
-    pub(crate) fn watch(
-        &self,
-        method: &Method,
-        path: &str,
-        pattern: Option<&str>,
-        upstream: &str,
-    ) -> Watch {
-        let key = self.key(method, path, pattern);
+    /// Starts counting a request on `path` to `upstream`.
+    pub(crate) fn watch(&self, method: &Method, path: &str, upstream: &str) -> Watch {
+        let key = key(method, path);
         let known = self
             .paths
             .read()
@@ -105,7 +97,7 @@ impl Advisor {
             let stats = paths.entry(key).or_insert_with(|| {
                 Arc::new(PathStats {
                     method: method.clone(),
-                    template: pattern.map_or_else(|| template(path), str::to_owned),
+                    template: template(path),
                     upstream: upstream.to_owned(),
                     head: Histogram::default(),
                     timeouts: AtomicU64::new(0),
@@ -119,29 +111,6 @@ impl Advisor {
             stats,
             started: Instant::now(),
         }
-    }
-
-    /// The method and template, hashed without making the template.
-    fn key(&self, method: &Method, path: &str, pattern: Option<&str>) -> u64 {
-        let mut h = IdHasher::default();
-        h.write(method.as_str().as_bytes());
-        match pattern {
-            Some(pattern) => {
-                h.write_u8(1);
-                h.write(pattern.as_bytes());
-            }
-            None => {
-                for segment in segments(path) {
-                    h.write_u8(b'/');
-                    h.write(if is_id(segment) {
-                        b"{id}"
-                    } else {
-                        segment.as_bytes()
-                    });
-                }
-            }
-        }
-        h.finish()
     }
 
     /// Requests on paths past the [`MAX_PATHS`] kept, not counted.
@@ -255,6 +224,21 @@ impl PathStats {
     }
 }
 
+/// The method and template, hashed without making the template.
+fn key(method: &Method, path: &str) -> u64 {
+    let mut h = IdHasher::default();
+    h.write(method.as_str().as_bytes());
+    for segment in segments(path) {
+        h.write_u8(b'/');
+        h.write(if is_id(segment) {
+            b"{id}"
+        } else {
+            segment.as_bytes()
+        });
+    }
+    h.finish()
+}
+
 fn segments(path: &str) -> impl Iterator<Item = &str> {
     path.split('/').skip(1)
 }
@@ -314,13 +298,13 @@ mod tests {
     #[test]
     fn a_slow_or_abandoned_path_is_suggested_with_a_route_check_accepts() {
         let advisor = Advisor::default();
-        let slow = advisor.watch(&Method::POST, "/reports/7", None, "legacy");
+        let slow = advisor.watch(&Method::POST, "/reports/7", "legacy");
         std::thread::sleep(Duration::from_millis(30));
         slow.ended(Ended::Answered(StatusCode::OK));
         advisor
-            .watch(&Method::GET, "/fast", None, "legacy")
+            .watch(&Method::GET, "/fast", "legacy")
             .ended(Ended::Answered(StatusCode::OK));
-        drop(advisor.watch(&Method::GET, "/export/9", None, "legacy"));
+        drop(advisor.watch(&Method::GET, "/export/9", "legacy"));
         let found = advisor.suggestions(Duration::from_millis(10));
         let paths: Vec<&str> = found.iter().map(|s| s.path.as_str()).collect();
         assert_eq!(paths, ["/reports/{id}", "/export/{id}"]);

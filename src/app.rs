@@ -491,7 +491,7 @@ impl App {
             }
             Destination::Default(upstream, body) => {
                 return self
-                    .forward(upstream, None, req, peer, body, handover)
+                    .forward(upstream, true, req, peer, body, handover)
                     .await
             }
             Destination::Nowhere => return Err(GatewayError::NoRoute),
@@ -511,8 +511,7 @@ impl App {
             Mode::Async => submitter(&req).await?.accept(req).await,
             Mode::Passthrough => {
                 let body = route.config.request_body();
-                let pattern = Some(route.config.path.as_str());
-                self.forward(&route.upstream, pattern, req, peer, body, handover)
+                self.forward(&route.upstream, false, req, peer, body, handover)
                     .await
             }
             Mode::Prefer | Mode::Auto => {
@@ -537,31 +536,29 @@ impl App {
                         .await
                 } else {
                     let body = route.config.request_body();
-                    let pattern = Some(route.config.path.as_str());
-                    self.forward(&route.upstream, pattern, req, peer, body, handover)
+                    self.forward(&route.upstream, false, req, peer, body, handover)
                         .await
                 }
             }
         }
     }
 
-    /// Proxies `req` to `upstream`, the advisor counting it under its
-    /// route's `pattern`, or under its path's template without one.
+    /// Proxies `req` to `upstream`; the advisor counts it when `advise`
+    /// (a request no route names: a configured route is the operator's
+    /// choice already, and a block for its path would overlap it).
     async fn forward(
         &self,
         upstream: &Upstream,
-        pattern: Option<&str>,
+        advise: bool,
         req: Request<Incoming>,
         peer: Peer,
         body: RequestBody,
         handover: &Handover,
     ) -> Result<Response<Body>, GatewayError> {
-        let watch = self.advisor.watch(
-            req.method(),
-            req.uri().path(),
-            pattern,
-            &upstream.config.name,
-        );
+        let watch = advise.then(|| {
+            self.advisor
+                .watch(req.method(), req.uri().path(), &upstream.config.name)
+        });
         let receiving = proxy::Receiving {
             body,
             idle: self.server.body_idle_timeout,
@@ -572,13 +569,15 @@ impl App {
             idle: self.server.tunnel_idle_timeout,
         };
         let forwarded = proxy::forward(upstream, req, peer, receiving, tunnel).await;
-        watch.ended(match &forwarded {
-            Ok(response) => Ended::Answered(response.status()),
-            Err(UpstreamError::Timeout(_)) => Ended::TimedOut,
-            Err(UpstreamError::ClientBody(_)) => Ended::Failed,
-            // The gateway answers these 502.
-            Err(_) => Ended::Answered(http::StatusCode::BAD_GATEWAY),
-        });
+        if let Some(watch) = watch {
+            watch.ended(match &forwarded {
+                Ok(response) => Ended::Answered(response.status()),
+                Err(UpstreamError::Timeout(_)) => Ended::TimedOut,
+                Err(UpstreamError::ClientBody(_)) => Ended::Failed,
+                // The gateway answers these 502.
+                Err(_) => Ended::Answered(http::StatusCode::BAD_GATEWAY),
+            });
+        }
         forwarded.map_err(|source| match source {
             UpstreamError::ClientBody(e) => GatewayError::Body(e),
             source => GatewayError::Upstream {
