@@ -44,6 +44,9 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const RSS_BOUND_KIB: u64 = 512 * 1024;
 const STORE_MAX_BYTES: u64 = 256 << 20;
 
+/// How long the reckoning may take to find every promised job final.
+const RECKONING: Duration = Duration::from_secs(240);
+
 fn seconds() -> u64 {
     std::env::var("SOAK_SECONDS")
         .ok()
@@ -441,10 +444,14 @@ async fn client(bases: Vec<String>, records: Shared2, stop: CancellationToken) {
 /// The gateway's config: two async routes calling back, everything else
 /// proxied. `store` is the `[store]` table.
 fn gateway_config(port: u16, backend: &str, receiver: &str, store: &str) -> String {
+    // Every result outlives the reckoning, which reads the first jobs'
+    // last: with the default hour, an hour's soak found the jobs of its
+    // first minute expired (410), not lost.
+    let result_ttl = seconds() + RECKONING.as_secs() + 600;
     format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\nshutdown_delay = \"1s\"\ndrain_timeout = \"2s\"\n\
          [admin]\nlisten = \"127.0.0.1:0\"\n\
-         {store}\nmax_bytes = \"{STORE_MAX_BYTES}\"\n\
+         {store}\nmax_bytes = \"{STORE_MAX_BYTES}\"\nresult_ttl = \"{result_ttl}s\"\n\
          [webhooks]\nsecret = \"{SECRET}\"\nallow_networks = [\"127.0.0.0/8\"]\n\
          retry_schedule = [\"100ms\", \"500ms\", \"1s\", \"2s\", \"2s\", \"2s\", \"2s\", \"2s\", \"2s\", \"2s\", \"2s\", \"2s\"]\n\
          [upstreams.app]\nurl = \"{backend}\"\ntimeout = \"30s\"\nmax_concurrency = 16\n\
@@ -542,7 +549,7 @@ async fn reckon(
     let client = Client::default();
     // Every promise ends, within a bound.
     let mut finals: HashMap<String, serde_json::Value> = HashMap::new();
-    let deadline = Instant::now() + Duration::from_secs(240);
+    let deadline = Instant::now() + RECKONING;
     for p in &records.promises {
         let path = common::path_of(&p.location).to_owned();
         let doc = loop {
