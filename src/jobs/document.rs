@@ -16,6 +16,9 @@ pub(crate) struct Document<'a> {
     #[serde(serialize_with = "display")]
     id: JobId,
     status: &'static str,
+    /// What a webhook's envelope calls the job's state.
+    #[serde(skip)]
+    event_type: &'static str,
     route: &'a str,
     method: &'a str,
     #[serde(serialize_with = "display")]
@@ -205,6 +208,7 @@ impl<'a> Document<'a> {
         Document {
             id: job.id,
             status: job.status.as_str(),
+            event_type: job.status.event_type(),
             route: &job.route,
             method: job.method.as_str(),
             created_at: Timestamp(job.created_at),
@@ -266,13 +270,7 @@ impl<'a> Document<'a> {
     /// event's time being the job's end.
     pub(super) fn to_webhook_json(&self) -> Vec<u8> {
         let envelope = Envelope {
-            kind: match self.status {
-                "succeeded" => "job.succeeded",
-                "failed" => "job.failed",
-                "canceled" => "job.canceled",
-                // Only an ended job's webhook is sent.
-                _ => "job.updated",
-            },
+            kind: self.event_type,
             timestamp: self
                 .finished_at
                 .as_ref()

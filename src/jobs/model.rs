@@ -42,6 +42,17 @@ impl JobStatus {
         }
     }
 
+    /// The event a webhook of a job in this state carries as its `type`.
+    pub(crate) fn event_type(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "job.queued",
+            JobStatus::Running => "job.running",
+            JobStatus::Succeeded => "job.succeeded",
+            JobStatus::Failed => "job.failed",
+            JobStatus::Canceled => "job.canceled",
+        }
+    }
+
     pub(crate) fn is_terminal(self) -> bool {
         !matches!(self, JobStatus::Queued | JobStatus::Running)
     }
