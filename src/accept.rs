@@ -17,7 +17,7 @@ pub(crate) async fn on_error(listener: &'static str, e: io::Error) {
         tracing::debug!(listener, error = %e, "accept failed for one connection");
         return;
     }
-    tracing::error!(listener, error = %e, pause = ?defaults::ACCEPT_ERROR_BACKOFF, "accept failed; pausing");
+    tracing::error!(listener, error = %e, pause = %humantime::format_duration(defaults::ACCEPT_ERROR_BACKOFF), "accept failed; pausing");
     tokio::time::sleep(defaults::ACCEPT_ERROR_BACKOFF).await;
 }
 

@@ -4,6 +4,7 @@
 
 mod dashboard;
 mod exposition;
+mod process;
 mod upstreams;
 
 use std::convert::Infallible;

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::hash::Hasher;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{Method, StatusCode};
 use serde::Serialize;
@@ -46,11 +46,10 @@ struct PathStats {
     client_aborts: AtomicU64,
 }
 
-/// One proxied request on its way: dropped before [`Watch::answered`] or
-/// [`Watch::failed`], its client hung up.
+/// One proxied request on its way: dropped before [`Watch::ended`], its
+/// client hung up.
 pub(crate) struct Watch {
     stats: Option<Arc<PathStats>>,
-    started: Instant,
 }
 
 /// How a proxied request ended, as far as the advisor cares.
@@ -107,10 +106,7 @@ impl Advisor {
             });
             Some(Arc::clone(stats))
         });
-        Watch {
-            stats,
-            started: Instant::now(),
-        }
+        Watch { stats }
     }
 
     /// Requests on paths past the [`MAX_PATHS`] kept, not counted.
@@ -131,11 +127,12 @@ impl Advisor {
 }
 
 impl Watch {
-    pub(crate) fn ended(mut self, how: Ended) {
+    /// `took`: until the response head, or the failure.
+    pub(crate) fn ended(mut self, how: Ended, took: Duration) {
         let Some(stats) = self.stats.take() else {
             return;
         };
-        stats.head.observe(self.started.elapsed());
+        stats.head.observe(took);
         match how {
             Ended::Answered(StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT) => {
                 stats.bad_gateway.fetch_add(1, Relaxed);
@@ -298,12 +295,12 @@ mod tests {
     #[test]
     fn a_slow_or_abandoned_path_is_suggested_with_a_route_check_accepts() {
         let advisor = Advisor::default();
-        let slow = advisor.watch(&Method::POST, "/reports/7", "legacy");
-        std::thread::sleep(Duration::from_millis(30));
-        slow.ended(Ended::Answered(StatusCode::OK));
+        advisor
+            .watch(&Method::POST, "/reports/7", "legacy")
+            .ended(Ended::Answered(StatusCode::OK), Duration::from_millis(30));
         advisor
             .watch(&Method::GET, "/fast", "legacy")
-            .ended(Ended::Answered(StatusCode::OK));
+            .ended(Ended::Answered(StatusCode::OK), Duration::from_millis(1));
         drop(advisor.watch(&Method::GET, "/export/9", "legacy"));
         let found = advisor.suggestions(Duration::from_millis(10));
         let paths: Vec<&str> = found.iter().map(|s| s.path.as_str()).collect();

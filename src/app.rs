@@ -19,6 +19,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use crate::advisor::Ended;
+use crate::app::job_api::AcceptedJob;
 use crate::body::Body;
 use crate::config::{Config, ConfigError, Mode, RequestBody, ServerConfig};
 use crate::cors;
@@ -90,7 +91,13 @@ pub(crate) struct App {
     /// Which proxied paths should be made async, and past what p99.
     advisor: Arc<crate::advisor::Advisor>,
     advise_over: std::time::Duration,
+    vitals: Arc<report::Vitals>,
 }
+
+/// On a proxied response: how long the upstream took to its head, for the
+/// request's log line.
+#[derive(Clone, Copy)]
+struct UpstreamTime(std::time::Duration);
 
 /// Where a request goes.
 enum Destination<'a> {
@@ -211,6 +218,7 @@ impl App {
         let live = (0..server.workers.max(1))
             .map(|_| ArcSwap::from_pointee(routing.clone()))
             .collect();
+        let vitals = Arc::new(report::Vitals::new());
         Ok(App {
             server,
             path,
@@ -228,6 +236,7 @@ impl App {
             pseudo: Arc::default(),
             advisor: Arc::default(),
             advise_over,
+            vitals,
         })
     }
 
@@ -236,7 +245,9 @@ impl App {
     /// finishes as it began. A file that does not validate changes
     /// nothing. Must run inside a tokio runtime.
     pub(crate) fn reload(&self) -> Result<Reloaded, ConfigError> {
-        let config = Config::load(&self.path)?;
+        let loaded = Config::load(&self.path);
+        self.vitals.reloaded(loaded.is_ok());
+        let config = loaded?;
         #[cfg(feature = "tls")]
         let tls = config.tls.clone();
         let (reloadable, fixed) = Reloadable::split(config);
@@ -288,7 +299,13 @@ impl App {
             advise_over: self.advise_over,
             store_max_bytes: self.store_max_bytes,
             public_base_url: self.server.public_base_url.as_deref().map(Arc::from),
+            vitals: Arc::clone(&self.vitals),
         }
+    }
+
+    /// Counts a client connection open until the guard is dropped.
+    pub(crate) fn connection_opened(&self) -> report::OpenConnection {
+        report::OpenConnection::new(&self.vitals)
     }
 
     /// How forwarding sees a client connected from `addr`.
@@ -395,12 +412,13 @@ impl App {
         Ok(response)
     }
 
-    fn metrics_of<'a>(&'a self, destination: &Destination<'a>) -> &'a RouteMetrics {
+    /// Where the request is counted, and that route's name.
+    fn metrics_of<'a>(&'a self, destination: &Destination<'a>) -> (&'a RouteMetrics, &'a str) {
         match destination {
-            Destination::JobApi(_) => &self.pseudo.job_api,
-            Destination::Route(route) => &route.metrics,
-            Destination::Default(..) => &self.pseudo.default,
-            Destination::Nowhere | Destination::Unclean => &self.pseudo.none,
+            Destination::JobApi(_) => (&self.pseudo.job_api, report::JOB_API_ROUTE),
+            Destination::Route(route) => (&route.metrics, &route.name),
+            Destination::Default(..) => (&self.pseudo.default, report::DEFAULT_ROUTE),
+            Destination::Nowhere | Destination::Unclean => (&self.pseudo.none, report::NO_ROUTE),
         }
     }
 
@@ -416,18 +434,19 @@ impl App {
         peer: Peer,
         handover: &Handover,
     ) -> Response<Body> {
+        let started = std::time::Instant::now();
         let request_id = headers::request_id(req.headers_mut());
         // What the request line needs is captured only when it will be written.
         let logged = tracing::enabled!(tracing::Level::INFO).then(|| {
             (
-                tokio::time::Instant::now(),
                 req.method().clone(),
                 req.uri().path().to_owned(),
+                headers::content_length(req.headers()),
             )
         });
         let routing = self.routing();
         let (destination, cors) = self.destination_and_cors(&routing, &req);
-        let metrics = self.metrics_of(&destination);
+        let (metrics, route) = self.metrics_of(&destination);
         let answered = match &cors {
             Some(Cors::Preflight(allowed)) => Ok(match allowed {
                 Some(allowed) => allowed.preflight(req.headers(), &destination.methods()),
@@ -452,15 +471,23 @@ impl App {
         if let Some(Cors::Allowed(allowed)) = &cors {
             allowed.expose(&mut response);
         }
+        let took = started.elapsed();
         metrics.requests.count(response.status());
-        if let Some((started, method, path)) = logged {
+        metrics.request_duration.observe(took);
+        if let Some((method, path, bytes_in)) = logged {
+            let extensions = response.extensions();
             tracing::info!(
                 request_id = request_id.to_str().unwrap_or_default(),
                 remote = %peer.addr,
                 %method,
                 path,
+                route,
                 status = response.status().as_u16(),
-                micros = started.elapsed().as_micros() as u64,
+                micros = took.as_micros() as u64,
+                bytes_in,
+                bytes_out = http_body::Body::size_hint(response.body()).exact(),
+                upstream_micros = extensions.get::<UpstreamTime>().map(|t| t.0.as_micros() as u64),
+                job = extensions.get::<AcceptedJob>().map(|j| tracing::field::display(j.0)),
                 "request"
             );
         }
@@ -568,15 +595,21 @@ impl App {
             handover,
             idle: self.server.tunnel_idle_timeout,
         };
-        let forwarded = proxy::forward(upstream, req, peer, receiving, tunnel).await;
+        let started = std::time::Instant::now();
+        let mut forwarded = proxy::forward(upstream, req, peer, receiving, tunnel).await;
+        let took = started.elapsed();
         if let Some(watch) = watch {
-            watch.ended(match &forwarded {
+            let how = match &forwarded {
                 Ok(response) => Ended::Answered(response.status()),
                 Err(UpstreamError::Timeout(_)) => Ended::TimedOut,
                 Err(UpstreamError::ClientBody(_)) => Ended::Failed,
                 // The gateway answers these 502.
                 Err(_) => Ended::Answered(http::StatusCode::BAD_GATEWAY),
-            });
+            };
+            watch.ended(how, took);
+        }
+        if let Ok(response) = &mut forwarded {
+            response.extensions_mut().insert(UpstreamTime(took));
         }
         forwarded.map_err(|source| match source {
             UpstreamError::ClientBody(e) => GatewayError::Body(e),

@@ -324,7 +324,7 @@ where
             );
             return;
         };
-        tracing::info!(job, channel, attempt = n, error = failed.error, retry_in = ?wait, "delivery attempt failed");
+        tracing::info!(job, channel, attempt = n, error = failed.error, retry_in = %humantime::format_duration(wait), "delivery attempt failed");
         tokio::time::sleep(wait).await;
     }
 }

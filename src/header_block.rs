@@ -32,23 +32,40 @@ impl HeaderBlock {
     /// The headers again, in their original order; values share the block.
     pub(crate) fn unpack(&self) -> HeaderMap {
         let mut map = HeaderMap::new();
-        let mut at = 0;
+        for (name, value) in self.entries() {
+            // Both parts were valid when packed, so they parse again.
+            let name = HeaderName::from_bytes(name).expect("a packed name is valid");
+            let value = HeaderValue::from_maybe_shared(self.0.slice(value))
+                .expect("a packed value is valid");
+            map.append(name, value);
+        }
+        map
+    }
+
+    /// The first value of the header `name` (lowercase), as text, without
+    /// unpacking the rest.
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.entries()
+            .find(|(n, _)| *n == name.as_bytes())
+            .and_then(|(_, value)| std::str::from_utf8(&self.0[value]).ok())
+    }
+
+    /// Each header's name, and where its value is in the block.
+    fn entries(&self) -> impl Iterator<Item = (&[u8], std::ops::Range<usize>)> {
         let b = &self.0;
-        while at + 6 <= b.len() {
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            if at + 6 > b.len() {
+                return None;
+            }
             let name_len = usize::from(u16::from_le_bytes([b[at], b[at + 1]]));
             let value_len =
                 u32::from_le_bytes([b[at + 2], b[at + 3], b[at + 4], b[at + 5]]) as usize;
             let name_at = at + 6;
             let value_at = name_at + name_len;
             at = value_at + value_len;
-            // Both parts were valid when packed, so they parse again.
-            let name =
-                HeaderName::from_bytes(&b[name_at..value_at]).expect("a packed name is valid");
-            let value = HeaderValue::from_maybe_shared(b.slice(value_at..at))
-                .expect("a packed value is valid");
-            map.append(name, value);
-        }
-        map
+            Some((&b[name_at..value_at], value_at..at))
+        })
     }
 
     /// Bytes the block holds.
@@ -101,6 +118,10 @@ mod tests {
         assert_eq!(back, h);
         let cookies: Vec<_> = back.get_all("set-cookie").iter().collect();
         assert_eq!(cookies, ["a=1", "b=2"]);
+        assert_eq!(block.get("set-cookie"), Some("a=1"));
+        assert_eq!(block.get("x-empty"), Some(""));
+        assert_eq!(block.get("x-custom-header"), None, "not UTF-8");
+        assert_eq!(block.get("accept"), None);
     }
 
     #[test]

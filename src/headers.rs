@@ -50,6 +50,54 @@ pub(crate) fn request_id(headers: &mut HeaderMap) -> HeaderValue {
     id
 }
 
+/// The declared body length, when there is a valid one.
+pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// The client's W3C `traceparent`, when it is one (Trace Context level 1:
+/// `00-{trace-id}-{parent-id}-{flags}`, neither id all zeros; a later
+/// version is read by the same first four fields, as the spec asks).
+pub(crate) fn traceparent(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get("traceparent")?.to_str().ok()?;
+    trace_id(value).map(|_| value)
+}
+
+/// The trace id of a valid `traceparent`.
+pub(crate) fn trace_id(traceparent: &str) -> Option<&str> {
+    let hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            && s.bytes().any(|b| b != b'0')
+    };
+    let mut fields = traceparent.splitn(5, '-');
+    let (version, trace, parent, flags) = (
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+    );
+    let rest_allowed = version != "00" || fields.next().is_none();
+    let valid = version.len() == 2
+        && version != "ff"
+        && version
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        && hex(trace, 32)
+        && hex(parent, 16)
+        && flags.len() == 2
+        && flags
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        && rest_allowed;
+    valid.then_some(trace)
+}
+
 /// Removes the headers that describe one connection, not the message:
 /// the fixed list and every header named in `Connection`.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
@@ -305,5 +353,30 @@ mod tests {
         assert_eq!(h["x-forwarded-host"], "example.org:8080");
         assert_eq!(h["via"], "2 asyncgate");
         assert_eq!(h["x-forwarded-for"], "::1");
+    }
+
+    #[test]
+    fn a_traceparent_is_read_only_when_it_is_one() {
+        let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let good = format!("00-{trace}-00f067aa0ba902b7-01");
+        assert_eq!(trace_id(&good), Some(trace));
+        assert_eq!(
+            trace_id(&format!("cc-{trace}-00f067aa0ba902b7-01-what-comes-later")),
+            Some(trace)
+        );
+        for bad in [
+            format!("00-{trace}-00f067aa0ba902b7-01-extra"),
+            format!("ff-{trace}-00f067aa0ba902b7-01"),
+            format!("00-{}-00f067aa0ba902b7-01", "0".repeat(32)),
+            format!("00-{trace}-0000000000000000-01"),
+            format!("00-{}-00f067aa0ba902b7-01", trace.to_uppercase()),
+            format!("00-{trace}-00f067aa0ba902b7"),
+            "garbage".to_owned(),
+        ] {
+            assert_eq!(trace_id(&bad), None, "{bad}");
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert("traceparent", HeaderValue::from_str(&good).unwrap());
+        assert_eq!(traceparent(&headers), Some(good.as_str()));
     }
 }

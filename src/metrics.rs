@@ -8,26 +8,51 @@ use std::time::Duration;
 
 use crate::jobs::model::JobStatus;
 
-/// Upper bounds of the duration histograms' buckets, in seconds: from a
-/// fast backend's millisecond to the slow jobs the gateway exists for.
-pub(crate) const DURATION_BUCKETS: [f64; 16] = [
+/// Upper bounds of the request histograms' buckets, in seconds: from a
+/// fast backend's millisecond to the five minutes a client seldom waits
+/// past.
+pub(crate) const REQUEST_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// The job histogram's: the request buckets, then on to a day, so that a
+/// job ending at any `job_timeout` up to a day (the default is 15 minutes)
+/// lands in a finite bucket, queue time included.
+pub(crate) const JOB_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 43200.0, 86400.0,
 ];
 
 /// A histogram of durations whose observations are a few relaxed atomic
 /// adds. A scrape may see a count one observation ahead of the sum; the
 /// next scrape agrees again.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Histogram {
+    bounds: &'static [f64],
     /// Not cumulative: each observation lands in one bucket; the last is +Inf.
-    buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    buckets: Box<[AtomicU64]>,
     sum_micros: AtomicU64,
 }
 
+impl Default for Histogram {
+    fn default() -> Histogram {
+        Histogram::with_bounds(REQUEST_BUCKETS)
+    }
+}
+
 impl Histogram {
+    /// Buckets with these upper bounds (ascending) and one for the rest.
+    pub(crate) fn with_bounds(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
     pub(crate) fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
-        let i = DURATION_BUCKETS.partition_point(|&upper| upper < secs);
+        let i = self.bounds.partition_point(|&upper| upper < secs);
         self.buckets[i].fetch_add(1, Relaxed);
         let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         self.sum_micros.fetch_add(micros, Relaxed);
@@ -39,7 +64,7 @@ impl Histogram {
         let (_, count, buckets) = self.snapshot();
         let rank = ((q * count as f64).ceil() as u64).max(1);
         let mut seen = 0;
-        let largest = DURATION_BUCKETS[DURATION_BUCKETS.len() - 1];
+        let largest = self.bounds.last().copied().unwrap_or(f64::INFINITY);
         buckets.into_iter().find_map(|(upper, n)| {
             seen += n;
             (count > 0 && seen >= rank).then_some(upper.min(largest))
@@ -54,7 +79,7 @@ impl Histogram {
             .iter()
             .enumerate()
             .map(|(i, b)| {
-                let upper = DURATION_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY);
+                let upper = self.bounds.get(i).copied().unwrap_or(f64::INFINITY);
                 (upper, b.load(Relaxed))
             })
             .collect();
@@ -125,15 +150,31 @@ impl Rejection {
 
 /// What a route counts; the pseudo-routes of the job API and of requests
 /// no route matched count their requests here too.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct RouteMetrics {
     pub(crate) requests: StatusCounts,
+    /// Until the response head, for every request the route answered:
+    /// proxied, answered with a job's `202`, or refused.
+    pub(crate) request_duration: Histogram,
     pub(crate) submitted: AtomicU64,
     /// By terminal status: succeeded, failed, canceled.
     finished: [AtomicU64; 3],
     rejected: [AtomicU64; Rejection::ALL.len()],
     /// From acceptance to the end, for jobs that ended here.
     pub(crate) job_duration: Histogram,
+}
+
+impl Default for RouteMetrics {
+    fn default() -> RouteMetrics {
+        RouteMetrics {
+            requests: StatusCounts::default(),
+            request_duration: Histogram::default(),
+            submitted: AtomicU64::default(),
+            finished: Default::default(),
+            rejected: Default::default(),
+            job_duration: Histogram::with_bounds(JOB_BUCKETS),
+        }
+    }
 }
 
 const TERMINAL: [JobStatus; 3] = [JobStatus::Succeeded, JobStatus::Failed, JobStatus::Canceled];
@@ -185,6 +226,18 @@ mod tests {
         assert_eq!(buckets[4], (0.025, 0));
         assert_eq!(buckets[5], (0.05, 1));
         assert_eq!(buckets[16], (f64::INFINITY, 1));
+    }
+
+    #[test]
+    fn job_durations_up_to_a_day_land_in_a_finite_bucket() {
+        let h = Histogram::with_bounds(JOB_BUCKETS);
+        h.observe(Duration::from_secs(15 * 60));
+        h.observe(Duration::from_secs(24 * 3600));
+        let (_, _, buckets) = h.snapshot();
+        let inf = buckets.last().unwrap();
+        assert_eq!(*inf, (f64::INFINITY, 0));
+        assert_eq!(h.quantile(1.0), Some(86400.0));
+        assert!(JOB_BUCKETS.starts_with(REQUEST_BUCKETS));
     }
 
     #[test]

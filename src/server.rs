@@ -114,17 +114,18 @@ impl Gateway {
             .http2()
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX));
-        let slots = Arc::new(Semaphore::new(server.max_connections));
         let drain_timeout = server.drain_timeout;
         let shutdown_delay = server.shutdown_delay;
         let timeouts = Timeouts {
             header_read: server.header_read_timeout,
             keepalive: server.keepalive_timeout,
         };
+        let slots = Arc::new(Semaphore::new(server.max_connections));
+        let app = Arc::new(App::build(config, upgrade).map_err(io::Error::other)?);
         Ok(Gateway {
             listeners,
             local_addr,
-            app: Arc::new(App::build(config, upgrade).map_err(io::Error::other)?),
+            app,
             builder,
             slots,
             drain_timeout,
@@ -297,11 +298,11 @@ impl Gateway {
             } else if !shutdown_delay.is_zero() {
                 // Readiness already fails; the load balancer has this long
                 // to notice before anything is refused.
-                tracing::info!(delay = ?shutdown_delay, "not ready; still serving until the drain");
+                tracing::info!(delay = %humantime::format_duration(shutdown_delay), "not ready; still serving until the drain");
                 tokio::time::sleep(shutdown_delay).await;
             }
             stop.cancel();
-            tracing::info!(timeout = ?drain_timeout, "stopped accepting; draining");
+            tracing::info!(timeout = %humantime::format_duration(drain_timeout), "stopped accepting; draining");
             let deadline = tokio::time::Instant::now() + drain_timeout;
             let report = app.drain(deadline).await;
             jobs_drained.cancel();
@@ -370,9 +371,10 @@ impl Worker {
                 () = self.stop.cancelled() => break,
             };
             let serving = Arc::clone(&serving);
+            let counted = serving.app.connection_opened();
             connections.spawn(async move {
                 serving.connection(stream, remote).await;
-                drop(slot);
+                drop((slot, counted));
             });
         }
         drop(listener);
@@ -446,7 +448,7 @@ async fn reload_on_hangup(
                 );
                 if !reloaded.needs_restart.is_empty() {
                     tracing::warn!(
-                        sections = ?reloaded.needs_restart,
+                        sections = reloaded.needs_restart.join(", "),
                         "these sections changed but take effect only at the next restart"
                     );
                 }

@@ -93,7 +93,7 @@ pub(crate) async fn join(client: OnUpgrade, backend: OnUpgrade, idle: Duration) 
             () = tokio::time::sleep_until(deadline) => {
                 let last = start + Duration::from_millis(heard.load(Relaxed));
                 if Instant::now() >= last + idle {
-                    tracing::debug!(?idle, "a silent tunnel was closed");
+                    tracing::debug!(idle = %humantime::format_duration(idle), "a silent tunnel was closed");
                     return;
                 }
                 deadline = last + idle;

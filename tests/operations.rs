@@ -26,7 +26,8 @@ impl Scrape {
     }
 
     /// The Prometheus text format: `name{k="v",…} value` per line, comments
-    /// after `#`. Label values here never hold a quote or a comma.
+    /// after `#`. Label values here never hold a quote (the build's
+    /// features hold commas).
     fn parse(text: &str) -> Scrape {
         let mut samples = BTreeMap::new();
         for line in text
@@ -38,11 +39,10 @@ impl Scrape {
                 Some((name, rest)) => {
                     let inner = rest.strip_suffix('}').expect("labels close");
                     let labels = inner
-                        .split(',')
-                        .filter(|kv| !kv.is_empty())
+                        .split_terminator("\",")
                         .map(|kv| {
-                            let (k, v) = kv.split_once('=').expect("label=value");
-                            (k.to_owned(), v.trim_matches('"').to_owned())
+                            let (k, v) = kv.split_once("=\"").expect("label=\"value\"");
+                            (k.to_owned(), v.trim_end_matches('"').to_owned())
                         })
                         .collect();
                     (name, labels)
@@ -172,6 +172,18 @@ async fn counters_grow_by_exactly_the_traffic_and_gauges_follow_held_jobs() {
         done.get("asyncgate_upstream_duration_seconds_count", &upstream),
         5.0
     );
+    assert_eq!(
+        done.get("asyncgate_request_duration_seconds_count", &route),
+        5.0
+    );
+    // A job's hour lands in a finite bucket, past the requests' 300 s.
+    assert_eq!(
+        done.get(
+            "asyncgate_job_duration_seconds_bucket",
+            &[("route", "jobs"), ("le", "3600")]
+        ),
+        5.0
+    );
     // Polls of the job API count under its own name.
     assert!(
         done.get(
@@ -191,6 +203,44 @@ async fn counters_grow_by_exactly_the_traffic_and_gauges_follow_held_jobs() {
         ),
         1.0
     );
+}
+
+#[tokio::test]
+async fn the_process_and_its_build_and_connections_are_measured() {
+    let (_backend, gw) = proxying().await;
+    let client = Client::default();
+    let admin = admin(&gw);
+    let scrape = Scrape::of(&client, admin).await;
+    let build = scrape
+        .0
+        .keys()
+        .find(|(name, _)| name == "asyncgate_build_info")
+        .map(|(_, labels)| labels.clone())
+        .expect("build info");
+    assert_eq!(build["version"], env!("CARGO_PKG_VERSION"));
+    assert!(!build["commit"].is_empty() && build.contains_key("features"));
+    assert!(scrape.get("process_resident_memory_bytes", &[]) > 1e6);
+    assert!(scrape.get("process_open_fds", &[]) > 0.0);
+    assert!(scrape.has("process_cpu_seconds_total") && scrape.has("process_start_time_seconds"));
+    assert_eq!(
+        scrape.get("asyncgate_config_last_reload_successful", &[]),
+        1.0
+    );
+    // The scrapes go to the admin listener; only these count.
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(tokio::net::TcpStream::connect(gw.addr).await.unwrap());
+    }
+    let connections = async |n: f64| {
+        common::poll_until(15, "the connections to be counted", async || {
+            let scrape = Scrape::of(&client, admin).await;
+            (scrape.get("asyncgate_connections_open", &[]) == n).then_some(())
+        })
+        .await;
+    };
+    connections(3.0).await;
+    drop(open);
+    connections(0.0).await;
 }
 
 #[tokio::test]
@@ -383,6 +433,92 @@ async fn json_logs_are_flat_objects_with_the_request_id() {
     assert_eq!(request["request_id"], "find-me");
     assert_eq!(request["path"], "/logged");
     assert_eq!(request["status"], 200);
+    assert_eq!(request["route"], "_default");
+    assert_eq!(request["bytes_out"], 0, "the backend's empty echo");
+    assert!(request["upstream_micros"].as_u64().is_some(), "{line}");
+}
+
+/// A job's lines join its submission's: the `202`'s line names the job,
+/// and each of the job's lines names the request and its trace, as plain
+/// JSON values (a failure is its name, never Rust's `Some(…)`).
+#[tokio::test]
+async fn a_jobs_log_lines_join_its_requests_by_id_and_trace() {
+    let backend = Backend::start().await;
+    // Nothing listens on a port just let go of: every try fails at once.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let gateway = Running::start_with(
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n{}\
+             [upstreams.gone]\nurl = \"http://{closed}\"\nretries = 0\n\
+             [[routes]]\nname = \"lost\"\npath = \"/lost\"\nupstream = \"gone\"\nmode = \"async\"\n",
+            config(&backend.url(), "", &async_route("/jobs/{*p}", ""))
+        ),
+        &["--log-format", "json"],
+    )
+    .await;
+    let listening: serde_json::Value =
+        serde_json::from_str(&gateway.wait_line("listening").await).unwrap();
+    let addr = listening["addr"].as_str().unwrap().to_owned();
+    let client = Client::default();
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{trace}-00f067aa0ba902b7-01");
+    let mut jobs = Vec::new();
+    for (path, id) in [("/jobs/1", "join-me"), ("/lost", "lose-me")] {
+        let accepted = client
+            .send(
+                http::Method::POST,
+                &format!("http://{addr}{path}"),
+                &[("x-request-id", id), ("traceparent", &traceparent)],
+                "x",
+            )
+            .await;
+        accepted.assert_status(202);
+        let job = accepted
+            .header("location")
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        jobs.push((id, job));
+    }
+    let parsed = |line: String| -> serde_json::Value { serde_json::from_str(&line).unwrap() };
+    for (id, job) in &jobs {
+        let request = parsed(
+            gateway
+                .wait_for("the 202's line", |l| {
+                    l.contains("\"message\":\"request\"") && l.contains(id)
+                })
+                .await,
+        );
+        assert_eq!(request["job"], job.as_str());
+        assert_eq!(request["status"], 202);
+        assert_eq!(request["bytes_in"], 1);
+        for status in ["queued", "running"] {
+            let line = parsed(
+                gateway
+                    .wait_for(status, |l| {
+                        l.contains(&format!("\"status\":\"{status}\"")) && l.contains(job)
+                    })
+                    .await,
+            );
+            assert_eq!(line["request_id"], *id, "{line}");
+            assert_eq!(line["trace_id"], trace, "{line}");
+        }
+    }
+    let (_, lost) = &jobs[1];
+    let failed = parsed(
+        gateway
+            .wait_for("the failed line", |l| {
+                l.contains("\"status\":\"failed\"") && l.contains(lost)
+            })
+            .await,
+    );
+    assert_eq!(failed["failure"], "unreachable", "{failed}");
+    assert_eq!(failed["request_id"], "lose-me");
+    assert_eq!(failed["trace_id"], trace);
 }
 
 #[tokio::test]

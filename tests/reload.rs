@@ -118,13 +118,30 @@ async fn a_broken_file_is_refused_naming_its_line_and_the_running_config_stays()
     let good = config(&backend.url(), "", &held_route(""));
     let gw = Running::start(&good).await;
     let base = format!("http://{}", gw.addr().await);
+    let client = Client::default();
+    let metrics = format!("http://{}/metrics", gw.admin_addr().await);
+    let reload_state = async || {
+        let text = String::from_utf8(client.get(&metrics).await.body.to_vec()).unwrap();
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .unwrap_or_else(|| panic!("no {name} in {text}"))
+                .to_owned()
+        };
+        (
+            value("asyncgate_config_last_reload_successful"),
+            value("asyncgate_config_last_reload_success_timestamp_seconds"),
+        )
+    };
+    let (ok, loaded_at) = reload_state().await;
+    assert_eq!(ok, "1", "the load at start counts");
     gw.config().rewrite(&format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n{good}\n[[routes]]\nname = 7\n"
     ));
     let line = hangup(&gw, 1, "config not reloaded").await;
     assert!(line.contains(gw.config().0.to_str().unwrap()), "{line}");
     assert!(line.contains("routes"), "names the key: {line}");
-    let client = Client::default();
+    assert_eq!(reload_state().await, ("0".to_owned(), loaded_at));
     client
         .post(&format!("{base}/hold/1"), "")
         .await

@@ -5,6 +5,7 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use super::process;
 use crate::app::Report;
 use crate::metrics::{Histogram, RouteMetrics};
 
@@ -118,6 +119,14 @@ impl prometheus_client::collector::Collector for Exposition {
                     (vec![("route", *route), ("code", code)], n)
                 })
             }),
+        )?;
+        histogram(
+            &mut encoder,
+            "asyncgate_request_duration_seconds",
+            "Until the response head, by route: proxied, answered with a job's 202, or refused.",
+            everywhere
+                .iter()
+                .map(|(route, m)| (vec![("route", *route)], &m.request_duration)),
         )?;
         counter(
             &mut encoder,
@@ -238,6 +247,42 @@ impl prometheus_client::collector::Collector for Exposition {
             "Log lines dropped because stderr could not keep up.",
             [(vec![], crate::logging::dropped_lines())],
         )?;
+        let vitals = report.vitals();
+        gauge(
+            &mut encoder,
+            "asyncgate_connections_open",
+            "Client connections open on the public listener.",
+            [(vec![], vitals.connections_open() as u64)],
+        )?;
+        let (reload_ok, reloaded_at) = vitals.last_reload();
+        gauge(
+            &mut encoder,
+            "asyncgate_config_last_reload_successful",
+            "1 if the config's last load (at start, or on SIGHUP) succeeded.",
+            [(vec![], u64::from(reload_ok))],
+        )?;
+        gauge(
+            &mut encoder,
+            "asyncgate_config_last_reload_success_timestamp_seconds",
+            "When the config last loaded, in seconds since the Unix epoch.",
+            [(vec![], reloaded_at)],
+        )?;
+        gauge(
+            &mut encoder,
+            "asyncgate_build_info",
+            "Always 1; the labels name the build.",
+            [(
+                vec![
+                    ("version", env!("CARGO_PKG_VERSION")),
+                    ("commit", env!("ASYNCGATE_COMMIT")),
+                    ("features", env!("ASYNCGATE_FEATURES")),
+                ],
+                1,
+            )],
+        )?;
+        if let Some(p) = process::sample() {
+            process_series(&mut encoder, &p)?;
+        }
         #[cfg(feature = "kafka")]
         if let Some(outcomes) = report.kafka_outcomes() {
             counter(
@@ -251,6 +296,54 @@ impl prometheus_client::collector::Collector for Exposition {
         }
         Ok(())
     }
+}
+
+/// The `process_*` series with the names and units Prometheus's own
+/// clients give them, so existing dashboards and alerts find them.
+fn process_series(encoder: &mut DescriptorEncoder<'_>, p: &process::Process) -> std::fmt::Result {
+    encoder
+        .encode_descriptor(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds.",
+            None,
+            MetricType::Counter,
+        )?
+        .encode_counter::<NoLabelSet, _, u64>(&p.cpu_seconds, None)?;
+    let gauges: [(&str, &str, f64); 4] = [
+        (
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            p.resident_bytes as f64,
+        ),
+        (
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes.",
+            p.virtual_bytes as f64,
+        ),
+        (
+            "process_open_fds",
+            "Number of open file descriptors.",
+            p.open_fds as f64,
+        ),
+        (
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds.",
+            p.start_time,
+        ),
+    ];
+    let max_fds = p.max_fds.map(|n| {
+        (
+            "process_max_fds",
+            "Maximum number of open file descriptors.",
+            n as f64,
+        )
+    });
+    for (name, help, value) in gauges.into_iter().chain(max_fds) {
+        encoder
+            .encode_descriptor(name, help, None, MetricType::Gauge)?
+            .encode_gauge(&value)?;
+    }
+    Ok(())
 }
 
 /// A status code as a label value, without allocating per scrape.

@@ -189,6 +189,10 @@ enum Resource {
 /// a `redirect_when_done` route they name two monitors of the job: the one
 /// that redirects to the result once it is finished, and one that never
 /// does, since LRO clients take a `303` from their monitor as an error.
+/// On a `202`'s response: the job it accepted, for the request's log line.
+#[derive(Clone, Copy)]
+pub(crate) struct AcceptedJob(pub(crate) JobId);
+
 pub(crate) fn accepted(api: &Api, job: &Job) -> Response<Body> {
     let url = api.url(job.id);
     let (location, operation) = match api.jobs().with_route(&job.route, Monitor::of) {
@@ -202,6 +206,7 @@ pub(crate) fn accepted(api: &Api, job: &Job) -> Response<Body> {
     let header = |u: String| HeaderValue::try_from(u).expect("job URLs are valid header values");
     headers.insert(LOCATION, header(location));
     headers.insert(OPERATION_LOCATION, header(operation));
+    response.extensions_mut().insert(AcceptedJob(job.id));
     response
 }
 

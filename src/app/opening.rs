@@ -107,7 +107,7 @@ impl JobsSlot {
                 webhooks,
             })),
         });
-        tracing::info!(bound = ?within, "serving; the job store opens once the process before this one lets it go");
+        tracing::info!(bound = %humantime::format_duration(within), "serving; the job store opens once the process before this one lets it go");
         tokio::spawn(Arc::clone(&slot).await_store(config, Instant::now() + within));
         slot
     }

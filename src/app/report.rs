@@ -4,7 +4,9 @@
 //! nothing on the operator's port can reach a request's way through the
 //! gateway.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 
@@ -16,9 +18,9 @@ use crate::jobs::{Document, Held, Load};
 use crate::metrics::RouteMetrics;
 
 /// Route names the metrics give requests that no configured route took.
-const JOB_API_ROUTE: &str = "_jobs";
-const DEFAULT_ROUTE: &str = "_default";
-const NO_ROUTE: &str = "_none";
+pub(super) const JOB_API_ROUTE: &str = "_jobs";
+pub(super) const DEFAULT_ROUTE: &str = "_default";
+pub(super) const NO_ROUTE: &str = "_none";
 
 /// What requests to the job API, to the default upstream and to no route
 /// at all count, as routes of their own.
@@ -27,6 +29,63 @@ pub(crate) struct PseudoRoutes {
     pub(super) job_api: RouteMetrics,
     pub(super) default: RouteMetrics,
     pub(super) none: RouteMetrics,
+}
+
+/// The process's own gauges: its connections, and how the config's last
+/// load went (the one at start counts).
+pub(crate) struct Vitals {
+    connections: AtomicUsize,
+    reload_ok: AtomicBool,
+    /// Seconds since the Unix epoch of the last load that succeeded.
+    reloaded_at: AtomicU64,
+}
+
+impl Vitals {
+    pub(super) fn new() -> Vitals {
+        Vitals {
+            connections: AtomicUsize::new(0),
+            reload_ok: AtomicBool::new(true),
+            reloaded_at: AtomicU64::new(unix_seconds()),
+        }
+    }
+
+    pub(super) fn reloaded(&self, ok: bool) {
+        self.reload_ok.store(ok, Relaxed);
+        if ok {
+            self.reloaded_at.store(unix_seconds(), Relaxed);
+        }
+    }
+
+    pub(crate) fn connections_open(&self) -> usize {
+        self.connections.load(Relaxed)
+    }
+
+    /// Whether the last load succeeded, and when the last that did was.
+    pub(crate) fn last_reload(&self) -> (bool, u64) {
+        (self.reload_ok.load(Relaxed), self.reloaded_at.load(Relaxed))
+    }
+}
+
+/// A client connection, counted open until dropped.
+pub(crate) struct OpenConnection(Arc<Vitals>);
+
+impl OpenConnection {
+    pub(super) fn new(vitals: &Arc<Vitals>) -> OpenConnection {
+        vitals.connections.fetch_add(1, Relaxed);
+        OpenConnection(Arc::clone(vitals))
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Relaxed);
+    }
+}
+
+fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 #[derive(Clone)]
@@ -39,6 +98,7 @@ pub(crate) struct Report {
     pub(super) advise_over: std::time::Duration,
     pub(super) store_max_bytes: u64,
     pub(super) public_base_url: Option<Arc<str>>,
+    pub(super) vitals: Arc<Vitals>,
 }
 
 impl Report {
@@ -57,6 +117,10 @@ impl Report {
             None if self.jobs.awaiting() => Ok(None),
             None => Err(StoreError::Unavailable("the job store did not open".into())),
         }
+    }
+
+    pub(crate) fn vitals(&self) -> &Vitals {
+        &self.vitals
     }
 
     pub(crate) fn store_max_bytes(&self) -> u64 {

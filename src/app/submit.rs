@@ -18,7 +18,7 @@ use crate::error::GatewayError;
 use crate::header_block::HeaderBlock;
 use crate::headers::{self, Peer};
 use crate::jobs::idempotency::Idempotency;
-use crate::jobs::model::BackendRequest;
+use crate::jobs::model::{BackendRequest, Origin};
 use crate::jobs::{owner, Submission};
 use crate::prefer::{self, PREFERENCE_APPLIED};
 use crate::priority;
@@ -99,7 +99,7 @@ impl Submitter<'_> {
     async fn read(&self, req: Request<Incoming>, armed: bool) -> Result<Submission, GatewayError> {
         let route = self.route;
         let limit = route.config.max_body;
-        if content_length(req.headers()).is_some_and(|n| n > limit) {
+        if headers::content_length(req.headers()).is_some_and(|n| n > limit) {
             return Err(GatewayError::Body(BodyError::TooLarge { limit }));
         }
         let (mut parts, body) = req.into_parts();
@@ -139,6 +139,7 @@ impl Submitter<'_> {
             scope,
             fingerprint: Idempotency::fingerprint(&parts.method, path, &body),
         });
+        let origin = Origin::of(&parts.headers);
         let request = BackendRequest {
             path: PathAndQuery::try_from(path).expect("a parsed path parses again"),
             method: parts.method,
@@ -151,6 +152,7 @@ impl Submitter<'_> {
             credentials,
             idempotency,
             webhook,
+            origin,
         })
     }
 
@@ -176,8 +178,4 @@ impl Submitter<'_> {
             .map_err(GatewayError::BadCallback)?;
         Ok(Some(target))
     }
-}
-
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }

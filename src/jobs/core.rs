@@ -381,13 +381,20 @@ impl Core {
     /// The drain deadline passed while the job ran here: one that may be
     /// sent again (`resend`) goes back to `queued`, never failed because of
     /// a deploy; one that may not ends `failed` (`interrupted`).
-    pub(super) async fn interrupt(&self, id: JobId, attempt: u32, resend: bool) {
+    /// `ids`: the submission's request and trace ids, for the log.
+    pub(super) async fn interrupt(
+        &self,
+        id: JobId,
+        attempt: u32,
+        resend: bool,
+        (request_id, trace_id): (Option<&str>, Option<&str>),
+    ) {
         if resend {
             match self.store.put_back(id, attempt).await {
                 Ok(true) => {
                     self.put_back.fetch_add(1, Ordering::Relaxed);
                     self.watches.announce(id, JobStatus::Queued);
-                    tracing::info!(job = %id, status = "queued", attempt, "job put back: the drain deadline passed before the backend answered");
+                    tracing::info!(job = %id, status = "queued", attempt, request_id, trace_id, "job put back: the drain deadline passed before the backend answered");
                     return;
                 }
                 // Canceled or taken over meanwhile: not ours to end.
@@ -478,10 +485,12 @@ impl Core {
         self.with_route(&job.route, |r| r.metrics.finished(job.status, took));
         let status = job.status.as_str();
         let http_status = job.response.map(|r| r.status);
+        let (request_id, trace_id) = (job.origin.request_id(), job.origin.trace_id());
         if job.status == JobStatus::Failed {
-            tracing::warn!(job = %job.id, route = %job.route, status, failure = ?job.failure, http_status, "job");
+            let failure = job.failure.map(Failure::as_str);
+            tracing::warn!(job = %job.id, route = %job.route, status, failure, http_status, request_id, trace_id, "job");
         } else {
-            tracing::info!(job = %job.id, route = %job.route, status, http_status, "job");
+            tracing::info!(job = %job.id, route = %job.route, status, http_status, request_id, trace_id, "job");
         }
     }
 

@@ -270,7 +270,7 @@ async fn run(core: &Core, queue: &dyn WorkQueue, holds: &Holds, taken: Taken) {
             let until = SystemTime::now() + pause;
             tracing::warn!(
                 upstream,
-                ?pause,
+                pause = %humantime::format_duration(pause),
                 "the backend asked to be left alone; every replica holds its jobs"
             );
             holds.note(upstream, Some(until));
@@ -397,12 +397,12 @@ async fn let_go(queue: &dyn WorkQueue, channel: Channel, attempt: Duration) -> V
     {
         Ok(jobs) => {
             for job in &jobs {
-                tracing::info!(job = %job.id, ?channel, "carrying on a delivery its replica let go of");
+                tracing::info!(job = %job.id, channel = channel.as_str(), request_id = job.origin.request_id(), trace_id = job.origin.trace_id(), "carrying on a delivery its replica let go of");
             }
             jobs
         }
         Err(e) => {
-            tracing::debug!(?channel, error = %e, "cannot look for deliveries let go of");
+            tracing::debug!(channel = channel.as_str(), error = %e, "cannot look for deliveries let go of");
             Vec::new()
         }
     }

@@ -223,6 +223,37 @@ pub(crate) struct Job {
     /// RFC 9218's urgency: among an upstream's waiting jobs, 0 starts
     /// first, 7 last.
     pub(crate) priority: u8,
+    pub(crate) origin: Origin,
+}
+
+/// Whence a job came, for its log lines and its deliveries: the
+/// submission's `X-Request-Id`, and the W3C `traceparent` it carried.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Origin {
+    pub(crate) request_id: Option<Arc<str>>,
+    pub(crate) traceparent: Option<Arc<str>>,
+}
+
+impl Origin {
+    /// From the submission's headers, once the gateway has given it an id.
+    pub(crate) fn of(headers: &http::HeaderMap) -> Origin {
+        let id = headers.get(crate::headers::X_REQUEST_ID);
+        Origin {
+            request_id: id.and_then(|v| v.to_str().ok()).map(Arc::from),
+            traceparent: crate::headers::traceparent(headers).map(Arc::from),
+        }
+    }
+
+    pub(crate) fn request_id(&self) -> Option<&str> {
+        self.request_id.as_deref()
+    }
+
+    /// The trace id of its `traceparent`.
+    pub(crate) fn trace_id(&self) -> Option<&str> {
+        self.traceparent
+            .as_deref()
+            .and_then(crate::headers::trace_id)
+    }
 }
 
 /// A job waiting to be tried again: when, and why the last try failed.
@@ -263,6 +294,7 @@ impl Job {
             kafka: None,
             retry: None,
             priority: crate::priority::DEFAULT_URGENCY,
+            origin: Origin::default(),
         }
     }
 
@@ -308,6 +340,17 @@ pub(crate) struct BackendRequest {
 }
 
 impl BackendRequest {
+    /// The submission's request id and trace id, which the job's log lines
+    /// carry: the gateway put the first in the request, the client the
+    /// second.
+    pub(crate) fn log_ids(&self) -> (Option<&str>, Option<&str>) {
+        let trace = self.headers.get("traceparent");
+        (
+            self.headers.get("x-request-id"),
+            trace.and_then(crate::headers::trace_id),
+        )
+    }
+
     /// Bytes it holds, for the store budget.
     pub(crate) fn size(&self) -> u64 {
         (self.path.as_str().len() + self.headers.size() + self.body.len()) as u64

@@ -132,7 +132,8 @@ async fn run(core: &Arc<Core>, store: &Arc<dyn LocalQueue>, mut job: QueuedJob) 
         match store.retry(job.id, attempt, &wait).await {
             Ok(true) => {
                 core.watches().announce(job.id, JobStatus::Queued);
-                tracing::info!(job = %job.id, route = %route.name, status = "queued", attempt, reason = wait.reason, "job to be tried again");
+                let (request_id, trace_id) = job.request.log_ids();
+                tracing::info!(job = %job.id, route = %route.name, status = "queued", attempt, reason = wait.reason, request_id, trace_id, "job to be tried again");
                 retry_later(core, store, job, wait.at);
                 return;
             }
@@ -153,7 +154,7 @@ async fn run(core: &Arc<Core>, store: &Arc<dyn LocalQueue>, mut job: QueuedJob) 
 fn hold_lane(core: &Core, route: &Route, pause: Duration) {
     let until = std::time::Instant::now() + pause;
     if core.lane(route).hold(until) {
-        tracing::warn!(upstream = %route.upstream.config.name, ?pause, "the backend asked to be left alone; its jobs wait");
+        tracing::warn!(upstream = %route.upstream.config.name, pause = %humantime::format_duration(pause), "the backend asked to be left alone; its jobs wait");
     }
 }
 
@@ -198,7 +199,10 @@ pub(super) async fn attempt(
 ) -> Option<Outcome> {
     core.watches().announce(id, JobStatus::Running);
     core.recent().began(id, SystemTime::now());
-    tracing::info!(job = %id, route = %route.name, status = "running", attempt, "job");
+    // A refcount, not a copy: the ids for a put-back's line.
+    let head = request.clone();
+    let (request_id, trace_id) = head.log_ids();
+    tracing::info!(job = %id, route = %route.name, status = "running", attempt, request_id, trace_id, "job");
     let live = core.running().register(id);
     let started = tokio::time::Instant::now();
     let resend = route.resends(&request.method);
@@ -207,7 +211,7 @@ pub(super) async fn attempt(
         () = live.cancel.cancelled() => return None,
         () = core.aborted().cancelled() => {
             // Boxed: a drain's path, kept out of every job's future.
-            Box::pin(core.interrupt(id, attempt, resend)).await;
+            Box::pin(core.interrupt(id, attempt, resend, head.log_ids())).await;
             return None;
         }
         () = keep_lease(core, id, attempt) => return None,

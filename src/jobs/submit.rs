@@ -11,7 +11,7 @@ use super::core::QueuedJob;
 use super::id::JobId;
 use super::idempotency::Idempotency;
 use super::lane::Admission;
-use super::model::{BackendRequest, Job, JobStatus};
+use super::model::{BackendRequest, Job, JobStatus, Origin};
 use super::store::{CreateError, Created, LocalQueue, Lookup, NewJob, ScopeClaim, StoreError};
 use super::{owner, quota, runner, Jobs, Starts};
 use crate::delivery::{Publication, Webhook};
@@ -26,6 +26,7 @@ pub(crate) struct Submission {
     pub(crate) credentials: Option<Vec<u8>>,
     pub(crate) idempotency: Option<Idempotency>,
     pub(crate) webhook: Option<Arc<Webhook>>,
+    pub(crate) origin: Origin,
 }
 
 /// What a job brings to its lane besides itself: until when it may start,
@@ -70,6 +71,7 @@ impl Jobs {
             credentials,
             idempotency,
             webhook,
+            origin,
         } = submission;
         // Draining: a request still reaching this process (on a connection
         // it accepted before it stopped, or during an upgrade's hand-over)
@@ -109,6 +111,7 @@ impl Jobs {
         job.owner = credentials.as_ref().map(|c| owner::Owner::of(job.id, c));
         job.priority = priority;
         job.webhook = webhook;
+        job.origin = origin;
         job.kafka = route
             .config
             .kafka_topic
@@ -161,7 +164,14 @@ impl Jobs {
             .submitted
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.core.recent().saw(&job);
-        tracing::info!(job = %job.id, route = %route.name, status = "queued", "job");
+        tracing::info!(
+            job = %job.id,
+            route = %route.name,
+            status = "queued",
+            request_id = job.origin.request_id(),
+            trace_id = job.origin.trace_id(),
+            "job"
+        );
         Ok((job, changes))
     }
 

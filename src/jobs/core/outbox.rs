@@ -113,7 +113,7 @@ impl DeliveryLog for StoreDeliveryLog {
             .record_delivery(self.id, self.channel, delivery)
             .await
         {
-            tracing::warn!(job = %self.id, channel = ?self.channel, error = %e, "could not record a delivery's state");
+            tracing::warn!(job = %self.id, channel = self.channel.as_str(), error = %e, "could not record a delivery's state");
         }
     }
 }

@@ -27,12 +27,13 @@ use crate::jobs::store::{Binding, StoreError};
 /// record of another layout (an older or newer build's) is refused by
 /// name, never misread. A change to [`Record`] or what it holds is a new
 /// format.
-const FORMAT: u8 = 2;
+const FORMAT: u8 = 3;
 
-/// Format 1 is format 2 without the trailing `priority`: in postcard an
-/// absent `Option` is one zero byte, so a format-1 record reads as a
-/// format-2 one once that byte is added.
-const FORMAT_1: u8 = 1;
+/// Format 2 is format 3 without the trailing `request_id` and
+/// `traceparent`, and format 1 is format 2 without `priority`: in
+/// postcard an absent `Option` is one zero byte, so an older record reads
+/// as a current one once a zero byte is added for each field it lacks.
+const OLDER_FORMATS: [(u8, &[u8]); 2] = [(1, &[0, 0, 0]), (2, &[0, 0])];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Record {
@@ -60,8 +61,12 @@ pub(super) struct Record {
     pub(super) retry_at: Option<u64>,
     pub(super) retry_reason: Option<String>,
     pub(super) kafka: Option<KafkaRecord>,
-    /// Last, so that a format-1 record reads as one without it.
+    /// Last but for the fields of format 3, so that a format-1 record
+    /// reads as one without it.
     pub(super) priority: Option<u8>,
+    /// The submission's, for the job's log lines; last, as format 3 added them.
+    pub(super) request_id: Option<String>,
+    pub(super) traceparent: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -190,6 +195,8 @@ impl Record {
             retry_at: None,
             retry_reason: None,
             priority: Some(job.priority),
+            request_id: job.origin.request_id.as_deref().map(str::to_owned),
+            traceparent: job.origin.traceparent.as_deref().map(str::to_owned),
         }
     }
 
@@ -222,6 +229,8 @@ impl Record {
             retry_reason: None,
             kafka: None,
             priority: Some(job.priority),
+            request_id: job.origin.request_id.as_deref().map(str::to_owned),
+            traceparent: job.origin.traceparent.as_deref().map(str::to_owned),
         }
     }
 
@@ -256,11 +265,16 @@ impl Record {
                 .kafka
                 .as_ref()
                 .map_or(0, |k| delivery(&k.topic, &k.delivery));
-        let strings = [&self.failure, &self.retry_reason]
-            .into_iter()
-            .flatten()
-            .map(String::len)
-            .sum::<usize>();
+        let strings = [
+            &self.failure,
+            &self.retry_reason,
+            &self.request_id,
+            &self.traceparent,
+        ]
+        .into_iter()
+        .flatten()
+        .map(String::len)
+        .sum::<usize>();
         FIXED
             + self.status.len()
             + self.route.len()
@@ -273,12 +287,13 @@ impl Record {
 
     pub(super) fn decode(id: JobId, bytes: &[u8]) -> Result<Record, StoreError> {
         let corrupt = |e: postcard::Error| StoreError::Corrupt(format!("job {id}: {e}"));
-        match bytes.split_first() {
-            Some((&FORMAT, record)) => postcard::from_bytes(record).map_err(corrupt),
-            Some((&FORMAT_1, record)) => {
-                postcard::from_bytes(&[record, &[0]].concat()).map_err(corrupt)
-            }
-            _ => Err(StoreError::Corrupt(format!(
+        let (format, record) = bytes.split_first().unwrap_or((&0, &[]));
+        if *format == FORMAT {
+            return postcard::from_bytes(record).map_err(corrupt);
+        }
+        match OLDER_FORMATS.iter().find(|(older, _)| older == format) {
+            Some((_, absent)) => postcard::from_bytes(&[record, absent].concat()).map_err(corrupt),
+            None => Err(StoreError::Corrupt(format!(
                 "job {id}: not a record of format {FORMAT}, the one this build reads \
                  (written by another version of asyncgate?)"
             ))),
@@ -354,6 +369,8 @@ impl Record {
             .transpose()?;
         job.owner = self.owner.map(Owner::from_digest);
         job.priority = self.priority.unwrap_or(crate::priority::DEFAULT_URGENCY);
+        job.origin.request_id = self.request_id.as_deref().map(Arc::from);
+        job.origin.traceparent = self.traceparent.as_deref().map(Arc::from);
         job.retry = self.retry_at.map(|at| RetryWait {
             at: time_of(at),
             reason: self.retry_reason.clone().unwrap_or_default(),
@@ -438,22 +455,25 @@ mod tests {
     }
 
     #[test]
-    fn a_record_of_format_1_reads_without_a_priority() {
-        let (job, request) = a_get();
+    fn records_of_older_formats_read_without_the_fields_they_lack() {
+        let (mut job, request) = a_get();
         let mut record = Record::queued(&job, &request, true, 1000);
         record.priority = None;
-        let mut bytes = record.encode();
-        assert_eq!(bytes.pop(), Some(0), "an absent priority is one zero byte");
-        bytes[0] = FORMAT_1;
-        let back = Record::decode(job.id, &bytes).unwrap();
-        assert_eq!(back.priority, None);
+        let mut format_1 = record.encode();
+        assert_eq!(format_1.split_off(format_1.len() - 3), [0, 0, 0]);
+        format_1[0] = 1;
+        let back = Record::decode(job.id, &format_1).unwrap();
+        assert_eq!((back.priority, back.request_id), (None, None));
         assert_eq!(back.charged, 1000);
-        let mut current = Record::queued(&job, &request, true, 1000);
-        current.priority = Some(0);
-        assert_eq!(
-            Record::decode(job.id, &current.encode()).unwrap().priority,
-            Some(0)
-        );
+        record.priority = Some(0);
+        let mut format_2 = record.encode();
+        format_2.truncate(format_2.len() - 2);
+        format_2[0] = 2;
+        assert_eq!(Record::decode(job.id, &format_2).unwrap().priority, Some(0));
+        job.origin.request_id = Some("req-1".into());
+        let current = Record::queued(&job, &request, true, 1000);
+        let back = Record::decode(job.id, &current.encode()).unwrap();
+        assert_eq!(back.job(job.id).unwrap().origin.request_id(), Some("req-1"));
     }
 
     #[test]

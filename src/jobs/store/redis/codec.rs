@@ -19,7 +19,7 @@ use crate::jobs::store::{NewJob, StoreError, Taken};
 
 /// The job fields a lookup reads, in the order [`decode_job`] expects;
 /// the scripts get the same list.
-pub(super) const META: [&str; 25] = [
+pub(super) const META: [&str; 27] = [
     "status",
     "route",
     "method",
@@ -45,6 +45,8 @@ pub(super) const META: [&str; 25] = [
     "kafka_last_error",
     "kafka_next",
     "priority",
+    "request_id",
+    "traceparent",
 ];
 
 /// The prefix of a delivery's fields (`{prefix}_state`, `_attempts`,
@@ -162,6 +164,8 @@ pub(super) fn decode_job(id: JobId, f: &[Option<Bytes>]) -> Result<Job, StoreErr
     job.priority = number(24)
         .and_then(|n| u8::try_from(n).ok())
         .unwrap_or(crate::priority::DEFAULT_URGENCY);
+    job.origin.request_id = text(25).map(Arc::from);
+    job.origin.traceparent = text(26).map(Arc::from);
     Ok(job)
 }
 
@@ -187,6 +191,12 @@ pub(super) fn job_fields(new: &NewJob<'_>) -> Vec<(&'static str, Vec<u8>)> {
     ];
     if let Some(owner) = job.owner {
         fields.push(("bound", owner.digest().to_vec()));
+    }
+    if let Some(id) = &job.origin.request_id {
+        fields.push(("request_id", id.as_bytes().to_vec()));
+    }
+    if let Some(parent) = &job.origin.traceparent {
+        fields.push(("traceparent", parent.as_bytes().to_vec()));
     }
     if let Some(by) = new.start_by {
         let ms = millis(by.duration_since(UNIX_EPOCH).unwrap_or_default());
