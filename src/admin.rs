@@ -193,13 +193,16 @@ impl Admin {
     /// OpenMetrics to a scraper that asks for it, the classic Prometheus
     /// text format to anyone else (curl, older Prometheus).
     async fn metrics(&self, req: &Request<Incoming>) -> Reply {
-        let store_bytes = self.report.store_bytes().await.ok().flatten();
+        let store = self.report.store_bytes().await;
+        let store_up = store.is_ok();
+        let store_bytes = store.ok().flatten();
         let openmetrics = req
             .headers()
             .get(ACCEPT)
             .and_then(|a| a.to_str().ok())
             .is_some_and(|a| a.contains("application/openmetrics-text"));
-        let (body, content_type) = exposition::render(&self.report, store_bytes, openmetrics);
+        let (body, content_type) =
+            exposition::render(&self.report, store_up, store_bytes, openmetrics);
         reply(StatusCode::OK, content_type, Bytes::from(body))
     }
 }

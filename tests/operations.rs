@@ -584,3 +584,101 @@ async fn a_stderr_nobody_reads_never_holds_a_request() {
         .expect("dropped lines are counted");
     assert_eq!(dropped, "0", "{metrics}");
 }
+
+/// The shipped alerting rules are valid and fire on what they should
+/// (`promtool test rules`), and they and the shipped Grafana dashboard name
+/// only series a gateway serves: a renamed metric fails here, not in an
+/// operator's empty panel.
+#[tokio::test]
+async fn the_shipped_alerts_and_dashboard_name_only_served_metrics() {
+    for args in [
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts_test.yml"],
+    ] {
+        let out = std::process::Command::new("promtool")
+            .args(args)
+            .current_dir("deploy/prometheus")
+            .output()
+            .expect("promtool is installed (apt-get install prometheus; .ci/run does)");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string("deploy/grafana/asyncgate.json").unwrap())
+            .expect("the dashboard is JSON");
+    let mut exprs = Vec::new();
+    let mut panels: Vec<&serde_json::Value> =
+        dashboard["panels"].as_array().unwrap().iter().collect();
+    while let Some(panel) = panels.pop() {
+        panels.extend(panel["panels"].as_array().into_iter().flatten());
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push(
+                target["expr"]
+                    .as_str()
+                    .expect("a target has an expr")
+                    .to_owned(),
+            );
+        }
+    }
+    assert!(exprs.len() > 20, "the dashboard's panels were read");
+    let alerts = std::fs::read_to_string("deploy/prometheus/alerts.yml").unwrap();
+    exprs.extend(
+        alerts
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("expr:"))
+            .map(str::to_owned),
+    );
+
+    // A gateway with everything the files chart: an async route sending
+    // webhooks, and a Kafka producer where the feature is built.
+    let backend = Backend::start().await;
+    let kafka = if cfg!(feature = "kafka") {
+        "[kafka]\nbrokers = [\"127.0.0.1:1\"]\n"
+    } else {
+        ""
+    };
+    let gw = TestGateway::start(&format!(
+        "{}[webhooks]\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nallow_networks = [\"127.0.0.0/8\"]\n{kafka}",
+        config(
+            &backend.url(),
+            "",
+            &async_route("/jobs/{*p}", "callback_hosts = [\"127.0.0.1\"]")
+        )
+    ))
+    .await;
+    let client = Client::default();
+    let text = client
+        .get(&format!("http://{}/metrics", admin(&gw)))
+        .await
+        .body;
+    let served: std::collections::BTreeSet<&str> = std::str::from_utf8(&text)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let mut named = std::collections::BTreeSet::new();
+    for expr in &exprs {
+        for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if word.starts_with("asyncgate_") || word.starts_with("process_") {
+                named.insert(word.to_owned());
+            }
+        }
+    }
+    for name in &named {
+        // A histogram's and a counter's series carry suffixes its family lacks.
+        let family = ["_bucket", "_total"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(name);
+        assert!(
+            served.contains(family) || served.contains(name.as_str()),
+            "{name} is charted or alerted on but not served; served: {served:?}"
+        );
+    }
+    assert!(named.len() > 15, "{named:?}");
+}

@@ -13,6 +13,9 @@ use crate::metrics::{Histogram, RouteMetrics};
 /// the store before encoding could start.
 struct Exposition {
     report: Report,
+    /// Whether the store takes work: reached, or awaited from the process
+    /// this one replaces.
+    store_up: bool,
     /// `None` when the store could not be reached.
     store_bytes: Option<u64>,
 }
@@ -26,12 +29,14 @@ impl std::fmt::Debug for Exposition {
 /// The text and its content type.
 pub(super) fn render(
     report: &Report,
+    store_up: bool,
     store_bytes: Option<u64>,
     openmetrics: bool,
 ) -> (String, &'static str) {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Exposition {
         report: report.clone(),
+        store_up,
         store_bytes,
     }));
     let mut out = String::new();
@@ -172,6 +177,15 @@ impl prometheus_client::collector::Collector for Exposition {
                 .iter()
                 .map(|(u, l)| (vec![("upstream", u.as_str())], l.running as u64)),
         )?;
+        gauge(
+            &mut encoder,
+            "asyncgate_upstream_max_queue",
+            "How many of the upstream's jobs may wait before a submission is refused (max_queue).",
+            routing.upstreams.iter().map(|u| {
+                let name = u.config.name.as_str();
+                (vec![("upstream", name)], u.config.max_queue as u64)
+            }),
+        )?;
         let holds = report.holds();
         gauge(
             &mut encoder,
@@ -218,6 +232,12 @@ impl prometheus_client::collector::Collector for Exposition {
                 .upstreams
                 .iter()
                 .map(|u| (vec![("upstream", u.config.name.as_str())], &*u.duration)),
+        )?;
+        gauge(
+            &mut encoder,
+            "asyncgate_store_up",
+            "1 while the job store takes work (readiness depends on it), 0 while it cannot be reached or did not open.",
+            [(vec![], u64::from(self.store_up))],
         )?;
         gauge(
             &mut encoder,
