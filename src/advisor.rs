@@ -64,8 +64,10 @@ pub(crate) enum Ended {
 pub(crate) struct Suggestion {
     pub(crate) method: String,
     pub(crate) path: String,
+    /// Requests seen: answered, failed, or abandoned by their client.
     pub(crate) count: u64,
-    /// Seconds, each the upper bound of its histogram bucket.
+    /// Seconds, each the upper bound of its histogram bucket, over the
+    /// requests that got an answer or failed (0 when none did).
     pub(crate) p50: f64,
     pub(crate) p99: f64,
     pub(crate) timeouts: u64,
@@ -181,7 +183,7 @@ impl PathStats {
         Some(Suggestion {
             method: self.method.to_string(),
             path: self.template.clone(),
-            count,
+            count: count + aborts,
             p50,
             p99,
             timeouts,
@@ -305,7 +307,7 @@ mod tests {
         let found = advisor.suggestions(Duration::from_millis(10));
         let paths: Vec<&str> = found.iter().map(|s| s.path.as_str()).collect();
         assert_eq!(paths, ["/reports/{id}", "/export/{id}"]);
-        assert_eq!(found[1].client_aborts, 1);
+        assert_eq!((found[1].client_aborts, found[1].count), (1, 1));
         let config = format!(
             "[upstreams.legacy]\nurl = \"http://127.0.0.1:1\"\n{}{}",
             found[0].config, found[1].config

@@ -10,8 +10,9 @@ use std::process::Stdio;
 use common::{config, within, Backend, Client, TestGateway};
 use tokio::process::Command;
 
-/// A gateway with two async routes: `jobs` to a backend that holds
-/// requests (two at a time), `broken` to an address nothing listens on.
+/// A gateway with two async routes: `jobs` (POST) to a backend that holds
+/// requests (two at a time), `broken` to an address nothing listens on;
+/// everything else proxied to the backend.
 async fn gateway() -> (Backend, TestGateway) {
     let backend = Backend::start().await;
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
@@ -20,7 +21,8 @@ async fn gateway() -> (Backend, TestGateway) {
         .unwrap();
     let rest = format!(
         "[upstreams.dead]\nurl = \"http://{closed}\"\n\
-         [[routes]]\nname = \"jobs\"\npath = \"/hold/{{*p}}\"\nupstream = \"app\"\n\
+         [default]\nupstream = \"app\"\n\
+         [[routes]]\nname = \"jobs\"\npath = \"/hold/{{*p}}\"\nmethods = [\"POST\"]\nupstream = \"app\"\n\
          [[routes]]\nname = \"broken\"\npath = \"/broken/{{*p}}\"\nupstream = \"dead\"\n"
     );
     let gw = TestGateway::start(&config(&backend.url(), "max_concurrency = 2", &rest)).await;
@@ -107,6 +109,22 @@ async fn the_page_shows_the_jobs_in_a_real_browser() {
     page.assert_status(200);
     assert!(page.header("content-type").starts_with("text/html"));
     let failed = traffic(&client, &gw, &backend).await;
+    // A proxied request whose client hangs up before the answer: the
+    // advisor suggests making its path async.
+    let abandoned = tokio::spawn({
+        let url = gw.url("/hold/export/9");
+        async move { Client::default().get(&url).await }
+    });
+    backend.started(3).await;
+    abandoned.abort();
+    common::poll_until(15, "the advisor to see the hang-up", async || {
+        let advice = client
+            .get(&format!("http://{}/advisor", admin(&gw)))
+            .await
+            .json();
+        (advice["suggestions"][0]["client_aborts"] == 1).then_some(())
+    })
+    .await;
     let browser_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
     assert!(
         std::path::Path::new(browser_dir)
@@ -123,6 +141,7 @@ async fn the_page_shows_the_jobs_in_a_real_browser() {
         "failed_job": failed,
         "failed_title": "Upstream Unreachable",
         "jobs": 4,
+        "advised": "/hold/export/{id}",
     });
     let out = within(
         60,
@@ -149,5 +168,5 @@ async fn the_page_shows_the_jobs_in_a_real_browser() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(std::fs::metadata(screenshot).unwrap().len() > 0);
-    backend.release(3);
+    backend.release(4);
 }

@@ -46,6 +46,13 @@ try {
   await page.selectOption('select[name="status"]', "");
   await page.waitForFunction(
     (n) => document.querySelectorAll("#jobs tr").length >= n, expect.jobs, { timeout: 15000 });
+  // The advisor's suggestion, with the route block to paste.
+  const advised = `#advice tr[data-path="${expect.advised}"]`;
+  await page.waitForSelector(advised, { timeout: 15000 });
+  const block = await page.locator(`${advised} pre.config`).textContent();
+  if (!block.includes('mode = "auto"') || !block.includes(`path = "${expect.advised}"`)) {
+    throw new Error(`the suggested route: ${block}`);
+  }
   // Pause the upstream with its button: the row says so, and so does the
   // admin API; then resume it.
   const upstreamRow = `tr[data-upstream="${expect.upstream}"]`;
