@@ -34,6 +34,7 @@ use crate::prefer::{Preferences, PREFERENCE_APPLIED};
 use crate::proxy;
 use crate::route::Route;
 use crate::sync::lock;
+use crate::telemetry;
 use crate::tunnel::Handover;
 use crate::upstream::{self, Upstream, UpstreamError};
 pub(crate) use opening::JobsSlot;
@@ -436,6 +437,7 @@ impl App {
     ) -> Response<Body> {
         let started = std::time::Instant::now();
         let request_id = headers::request_id(req.headers_mut());
+        let mut span = telemetry::Span::server(&mut req);
         // What the request line needs is captured only when it will be written.
         let logged = tracing::enabled!(tracing::Level::INFO).then(|| {
             (
@@ -472,6 +474,8 @@ impl App {
             allowed.expose(&mut response);
         }
         let took = started.elapsed();
+        span.route(route);
+        span.status(response.status().as_u16());
         metrics.requests.count(response.status());
         metrics.request_duration.observe(took);
         if let Some((method, path, bytes_in)) = logged {
@@ -577,7 +581,7 @@ impl App {
         &self,
         upstream: &Upstream,
         advise: bool,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         peer: Peer,
         body: RequestBody,
         handover: &Handover,
@@ -595,9 +599,14 @@ impl App {
             handover,
             idle: self.server.tunnel_idle_timeout,
         };
+        let mut span = telemetry::Span::client_of(req.headers_mut(), "proxy");
         let started = std::time::Instant::now();
         let mut forwarded = proxy::forward(upstream, req, peer, receiving, tunnel).await;
         let took = started.elapsed();
+        match &forwarded {
+            Ok(response) => span.status(response.status().as_u16()),
+            Err(e) => span.fail(&e.to_string()),
+        }
         if let Some(watch) = watch {
             let how = match &forwarded {
                 Ok(response) => Ended::Answered(response.status()),

@@ -49,10 +49,24 @@ pub struct Config {
     pub(crate) admin_token: Option<AdminToken>,
     /// The latency advisor names passthrough paths whose p99 is over this.
     pub(crate) advise_over: Duration,
+    /// Where spans are exported, if anywhere.
+    pub(crate) tracing: TracingConfig,
     /// What `tls_cert` and `tls_key` held when read: the public listener
     /// serves HTTPS with it; `None`: HTTP.
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<std::sync::Arc<rustls::sign::CertifiedKey>>,
+}
+
+/// `[tracing]`: OpenTelemetry spans over OTLP/HTTP.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingConfig {
+    /// The collector's base URL (as `OTEL_EXPORTER_OTLP_ENDPOINT`); spans
+    /// go to `{otlp_endpoint}/v1/traces`. `None`: no spans at all.
+    pub otlp_endpoint: Option<String>,
+    pub service_name: String,
+    /// Of the traces this gateway starts, the share kept; a client's
+    /// `traceparent` decides for its own.
+    pub sample_ratio: f64,
 }
 
 /// The Kafka producer's settings.
@@ -349,6 +363,11 @@ impl Config {
     /// The address the gateway listens on.
     pub fn listen(&self) -> std::net::SocketAddr {
         self.server.listen
+    }
+
+    /// Where spans go, if anywhere (`[tracing]`).
+    pub fn tracing(&self) -> &TracingConfig {
+        &self.tracing
     }
 
     /// The admin listener's address, unless it is turned off.

@@ -192,7 +192,8 @@ impl Jobs {
                 tracing::error!(job = %job.id, route = job.route, "queued job of a route no longer configured; failing it");
                 let core = Arc::clone(&self.core);
                 self.core.tracker().spawn(async move {
-                    core.finish(job.id, 0, model::Outcome::failed(model::Failure::Lost))
+                    let lost = model::Outcome::failed(model::Failure::Lost);
+                    core.finish(job.id, 0, lost, &crate::telemetry::Span::default())
                         .await;
                 });
                 continue;
@@ -215,6 +216,7 @@ impl Jobs {
                 quota: None,
                 urgency: job.priority,
                 caller: 0,
+                queued_at: job.created_at,
             };
             match job.not_before {
                 Some(at) => runner::retry_later(&self.core, local, queued, at),

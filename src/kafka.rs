@@ -16,6 +16,7 @@ use rdkafka::ClientConfig;
 use crate::backoff::backoff;
 use crate::config::KafkaConfig;
 use crate::delivery::{self, Attempts, Channel, DeliveryLog, Failed, Outcomes, Publication};
+use crate::telemetry;
 
 /// How long one produce may wait for the brokers before the gateway tries
 /// again itself (librdkafka's `message.timeout.ms`; its default is five
@@ -48,6 +49,8 @@ pub(crate) struct Record {
     /// When the job ended: tries stop [`RETRY_FOR`] after.
     pub(crate) ended: SystemTime,
     pub(crate) document: Bytes,
+    /// The job's `traceparent`, if it has one.
+    pub(crate) traceparent: Option<String>,
 }
 
 fn client_config(config: &KafkaConfig) -> ClientConfig {
@@ -119,7 +122,10 @@ impl Kafka {
             log,
         };
         delivery::drive(attempts, |n| async move {
-            let error = match self.produce(topic, record).await {
+            let mut span =
+                telemetry::Span::delivery(record.traceparent.as_deref(), "kafka", &record.job);
+            let traceparent = telemetry::delivery_traceparent(&span, record.traceparent.as_deref());
+            let error = match self.produce(topic, record, traceparent.as_deref()).await {
                 Ok(delivered) => {
                     tracing::debug!(
                         job = record.job,
@@ -132,6 +138,7 @@ impl Kafka {
                 }
                 Err(error) => error,
             };
+            span.fail(&error.to_string());
             let spent = SystemTime::now()
                 .duration_since(record.ended)
                 .unwrap_or_default();
@@ -144,8 +151,15 @@ impl Kafka {
         .await;
     }
 
-    async fn produce(&self, topic: &str, record: &Record) -> Result<Delivered, KafkaError> {
-        let headers = OwnedHeaders::new()
+    /// `traceparent`: the W3C trace context the record carries, as a
+    /// header of that name.
+    async fn produce(
+        &self,
+        topic: &str,
+        record: &Record,
+        traceparent: Option<&str>,
+    ) -> Result<Delivered, KafkaError> {
+        let mut headers = OwnedHeaders::new()
             .insert(Header {
                 key: "asyncgate-job-id",
                 value: Some(&record.job),
@@ -154,6 +168,12 @@ impl Kafka {
                 key: "asyncgate-job-status",
                 value: Some(record.status),
             });
+        if let Some(traceparent) = traceparent {
+            headers = headers.insert(Header {
+                key: "traceparent",
+                value: Some(traceparent),
+            });
+        }
         let message = FutureRecord::to(topic)
             .key(&record.job)
             .payload(&record.document[..])

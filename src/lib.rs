@@ -17,7 +17,7 @@
 //! and `kafka` (the senders), over `delivery` (a job's delivery records and
 //! the one loop of attempts the senders share), over `config`, over the
 //! protocol leaves (`accept`, `callback`, `headers`, `prefer`, `problem`,
-//! `retry_after`, `route_table`, `body`, `defaults`).
+//! `retry_after`, `route_table`, `body`, `defaults`, `telemetry`).
 //!
 //! Start with [`Config::load`] and [`Gateway::bind`].
 
@@ -53,6 +53,7 @@ mod route_table;
 mod server;
 pub mod shutdown;
 mod sync;
+pub mod telemetry;
 #[cfg(feature = "tls")]
 mod tls;
 mod tunnel;

@@ -101,6 +101,14 @@ fn main() -> ExitCode {
         LogFormat::Text => asyncgate::logging::Format::Text,
         LogFormat::Json => asyncgate::logging::Format::Json,
     });
+    // Kept to the end of main: dropped, it exports the spans still batched.
+    let _telemetry = match asyncgate::telemetry::Telemetry::start(config.tracing()) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = e, "cannot start tracing");
+            return ExitCode::FAILURE;
+        }
+    };
     // The first worker runs here; the gateway starts one thread per further worker.
     match runtime() {
         Some(runtime) => runtime.block_on(serve(config, launch)),

@@ -23,6 +23,7 @@ use crate::delivery::{
     self, Attempts, Channel, DeliveryLog, DeliveryState, Failed, Outcomes, Webhook,
 };
 use crate::error_chain;
+use crate::telemetry;
 
 const GATEWAY_AGENT: HeaderValue = HeaderValue::from_static("asyncgate-webhooks");
 
@@ -146,10 +147,12 @@ impl Webhooks {
     /// Sends `payload` until it is taken, refused for good, or the attempts
     /// run out. `hook` follows along, and `log` keeps its delivery state
     /// after every attempt. `secrets` are the route's own, if it has them.
-    /// `message_id` (the job's id) is the same on every attempt.
+    /// `message_id` (the job's id) is the same on every attempt;
+    /// `traceparent` is the job's, whose child each attempt is.
     pub(crate) async fn deliver(
         &self,
         message_id: &str,
+        traceparent: Option<&str>,
         hook: &Webhook,
         payload: Bytes,
         secrets: Option<&[Secret]>,
@@ -179,10 +182,20 @@ impl Webhooks {
         delivery::drive(attempts, |n| {
             let payload = payload.clone();
             async move {
-                let error = match self.attempt(target, message_id, payload, secrets).await {
-                    Ok(status) => return Ok(Some(status.as_u16())),
+                let mut span = telemetry::Span::delivery(traceparent, "webhook", message_id);
+                let parent = telemetry::delivery_traceparent(&span, traceparent);
+                let sent = self.attempt(target, message_id, payload, secrets, parent.as_deref());
+                let error = match sent.await {
+                    Ok(status) => {
+                        span.status(status.as_u16());
+                        return Ok(Some(status.as_u16()));
+                    }
                     Err(e) => e,
                 };
+                match error.status() {
+                    Some(status) => span.status(status),
+                    None => span.fail(&error.to_string()),
+                }
                 let scheduled = schedule.get(n as usize - 1).copied().unwrap_or_default();
                 // A receiver that says when to come back (429, 503) is heeded,
                 // up to the longest wait the schedule allows.
@@ -208,6 +221,7 @@ impl Webhooks {
         message_id: &str,
         payload: Bytes,
         secrets: &[Secret],
+        traceparent: Option<&str>,
     ) -> Result<StatusCode, AttemptError> {
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -221,7 +235,7 @@ impl Webhooks {
             .map(|secret| secret.sign(message_id, timestamp, &payload))
             .collect::<Vec<_>>()
             .join(" ");
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(Method::POST)
             .uri(target.uri().clone())
             .header(CONTENT_TYPE, "application/json")
@@ -231,6 +245,9 @@ impl Webhooks {
             .header("webhook-signature", signature)
             .body(Full::new(payload))
             .map_err(|e| AttemptError::Transport(e.to_string()))?;
+        if let Some(value) = traceparent.and_then(|t| HeaderValue::from_str(t).ok()) {
+            request.headers_mut().insert("traceparent", value);
+        }
         let timeout = self.config.timeout;
         let response = tokio::time::timeout(timeout, self.client.request(request))
             .await

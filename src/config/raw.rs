@@ -28,6 +28,16 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(crate) admin: RawAdmin,
     pub(crate) kafka: Option<Spanned<RawKafka>>,
+    #[serde(default)]
+    pub(crate) tracing: RawTracing,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTracing {
+    pub(crate) otlp_endpoint: Option<Text>,
+    pub(crate) service_name: Option<Text>,
+    pub(crate) sample_ratio: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -33,6 +33,7 @@ impl Cx<'_> {
         let store = self.store(raw.store)?;
         let webhooks = self.webhooks(raw.webhooks)?;
         let kafka = raw.kafka.map(|k| self.kafka(k)).transpose()?;
+        let tracing = self.tracing(raw.tracing)?;
         let raw_retries: Vec<Option<Spanned<u32>>> =
             raw.upstreams.values().map(|u| u.retries.clone()).collect();
         let upstreams = raw
@@ -126,6 +127,7 @@ impl Cx<'_> {
             admin,
             admin_token,
             advise_over,
+            tracing,
             #[cfg(feature = "tls")]
             tls,
         })
@@ -592,3 +594,4 @@ mod listen;
 mod secrets;
 #[cfg(test)]
 mod tests;
+mod tracing;

@@ -25,6 +25,7 @@ use crate::config::UpstreamConfig;
 use crate::retry_after::estimated_percent;
 use crate::route::Route;
 use crate::sync::lock;
+use crate::telemetry;
 use crate::webhook::Webhooks;
 
 mod outbox;
@@ -47,6 +48,8 @@ pub(super) struct QueuedJob {
     /// Sent by then, or failed (`expired`): its route's `start_timeout`
     /// after it was accepted, for a job never sent yet.
     pub(super) start_by: Option<SystemTime>,
+    /// Since when it waits: its acceptance, for its trace's queue span.
+    pub(super) queued_at: SystemTime,
     /// Its place in its caller's count of waiting jobs, on a route with
     /// `max_queued_per_caller`; given back when it starts or leaves.
     pub(super) quota: Option<super::quota::Ticket>,
@@ -404,8 +407,13 @@ impl Core {
                 }
             }
         }
-        self.finish(id, attempt, Outcome::failed(Failure::Interrupted))
-            .await;
+        self.finish(
+            id,
+            attempt,
+            Outcome::failed(Failure::Interrupted),
+            &telemetry::Span::default(),
+        )
+        .await;
     }
 
     pub(super) fn watch(&self, id: JobId, seen: JobStatus) -> watch::Receiver<JobStatus> {
@@ -414,8 +422,19 @@ impl Core {
 
     /// Running → terminal, as its runner saw it end; dropped if the job was
     /// canceled or taken over meanwhile.
-    pub(super) async fn finish(&self, id: JobId, attempt: u32, outcome: Outcome) {
-        match self.store.finish(id, attempt, outcome).await {
+    /// `trace`: the attempt's span, whose child the commit is.
+    pub(super) async fn finish(
+        &self,
+        id: JobId,
+        attempt: u32,
+        outcome: Outcome,
+        trace: &telemetry::Span,
+    ) {
+        let stored = {
+            let _commit = trace.child("store commit");
+            self.store.finish(id, attempt, outcome).await
+        };
+        match stored {
             Ok(Some(job)) => self.ended(&job),
             Ok(None) => {
                 tracing::info!(job = %id, attempt, "outcome dropped: the job was canceled or taken over")
@@ -426,7 +445,13 @@ impl Core {
 
     /// Fails a job that waited past its route's `start_timeout`, never sent.
     pub(super) async fn expire(&self, id: JobId) {
-        self.finish(id, 0, Outcome::failed(Failure::Expired)).await;
+        self.finish(
+            id,
+            0,
+            Outcome::failed(Failure::Expired),
+            &telemetry::Span::default(),
+        )
+        .await;
     }
 
     /// Fails, in every lane, the waiting jobs past their `start_timeout`.

@@ -264,7 +264,12 @@ async fn run(core: &Core, queue: &dyn WorkQueue, holds: &Holds, taken: Taken) {
         return;
     };
     let (id, attempt) = (taken.id, taken.attempt);
-    if let Some(outcome) = runner::attempt(core, id, &route, taken.request, attempt).await {
+    let this = runner::Try {
+        id,
+        attempt,
+        queued_since: taken.queued_at,
+    };
+    if let Some((outcome, span)) = runner::attempt(core, &route, taken.request, this).await {
         if let Some(pause) = super::retry::hold(&route.upstream.config, &outcome) {
             let upstream = &route.upstream.config.name;
             let until = SystemTime::now() + pause;
@@ -278,7 +283,7 @@ async fn run(core: &Core, queue: &dyn WorkQueue, holds: &Holds, taken: Taken) {
                 tracing::warn!(upstream, error = %e, "cannot hold the upstream's jobs in the store");
             }
         }
-        core.finish(id, attempt, outcome).await;
+        core.finish(id, attempt, outcome, &span).await;
     }
 }
 

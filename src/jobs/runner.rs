@@ -16,10 +16,12 @@ use super::model::{BackendRequest, Failure, JobStatus, Outcome, StoredResponse};
 use super::retry;
 use super::running::Progress;
 use super::store::LocalQueue;
+use crate::body::Body;
 use crate::body::{self, collect_limited, BodyError};
 use crate::header_block::HeaderBlock;
 use crate::headers;
 use crate::route::Route;
+use crate::telemetry;
 use crate::upstream::UpstreamError;
 
 /// Starts a worker on one of the upstream's places, `first` its first job.
@@ -114,7 +116,12 @@ async fn run(core: &Arc<Core>, store: &Arc<dyn LocalQueue>, mut job: QueuedJob) 
     };
     // Kept for another try: its parts are shared, not copied.
     let request = job.request.clone();
-    let Some(outcome) = self::attempt(core, job.id, &job.route, request, attempt).await else {
+    let this = Try {
+        id: job.id,
+        attempt,
+        queued_since: Some(job.queued_at),
+    };
+    let Some((outcome, span)) = self::attempt(core, &job.route, request, this).await else {
         return;
     };
     let route = &job.route;
@@ -144,7 +151,7 @@ async fn run(core: &Arc<Core>, store: &Arc<dyn LocalQueue>, mut job: QueuedJob) 
             }
         }
     }
-    core.finish(job.id, attempt, outcome).await;
+    core.finish(job.id, attempt, outcome, &span).await;
 }
 
 /// The backend asked to be left alone (`429`, `503`): nothing more starts
@@ -188,15 +195,16 @@ pub(super) async fn keep_time(core: Arc<Core>, store: Arc<dyn LocalQueue>) {
     }
 }
 
-/// Sends a job the store has marked running as `attempt`: how it ended, or
+/// Sends a job the store has marked running as `this` attempt: how it
+/// ended, and its span (the store's commit of the outcome is its child);
 /// `None` when it was canceled or its lease lost meanwhile.
 pub(super) async fn attempt(
     core: &Core,
-    id: JobId,
     route: &Route,
     request: BackendRequest,
-    attempt: u32,
-) -> Option<Outcome> {
+    this: Try,
+) -> Option<(Outcome, telemetry::Span)> {
+    let Try { id, attempt, .. } = this;
     core.watches().announce(id, JobStatus::Running);
     core.recent().began(id, SystemTime::now());
     // A refcount, not a copy: the ids for a put-back's line.
@@ -204,8 +212,11 @@ pub(super) async fn attempt(
     let (request_id, trace_id) = head.log_ids();
     tracing::info!(job = %id, route = %route.name, status = "running", attempt, request_id, trace_id, "job");
     let live = core.running().register(id);
-    let started = tokio::time::Instant::now();
     let resend = route.resends(&request.method);
+    let mut req = backend_request(route, request, this);
+    let mut span =
+        telemetry::Span::attempt(req.headers_mut(), &route.name, attempt, this.queued_since);
+    let started = tokio::time::Instant::now();
     let outcome = tokio::select! {
         // Dropping the exchange future drops its connection: the backend sees the abort.
         () = live.cancel.cancelled() => return None,
@@ -215,12 +226,17 @@ pub(super) async fn attempt(
             return None;
         }
         () = keep_lease(core, id, attempt) => return None,
-        outcome = exchange(route, request, Try { id, attempt }, &live.progress) => outcome,
+        outcome = exchange(route, req, &live.progress) => outcome,
     };
     let took = started.elapsed();
     route.stats.record(took);
     core.adapt(route, Some(&outcome), took);
-    Some(outcome)
+    match (&outcome.response, outcome.failure) {
+        (Some(response), _) => span.status(response.status.as_u16()),
+        (None, Some(failure)) => span.fail(failure.as_str()),
+        (None, None) => {}
+    }
+    Some((outcome, span))
 }
 
 /// Renews a shared job's lease until it is lost, which ends the job here:
@@ -252,11 +268,13 @@ fn job_id_value(id: JobId) -> HeaderValue {
     HeaderValue::try_from(id.to_string()).expect("a job id is a valid header value")
 }
 
-/// Which try of which job a backend request is.
+/// Which try of which job a backend request is, and since when the job
+/// waited (for its trace), if that is known.
 #[derive(Clone, Copy)]
-struct Try {
-    id: JobId,
-    attempt: u32,
+pub(super) struct Try {
+    pub(super) id: JobId,
+    pub(super) attempt: u32,
+    pub(super) queued_since: Option<SystemTime>,
 }
 
 /// Named by the job, for the backend: a legacy backend can log jobs and tell
@@ -264,19 +282,11 @@ struct Try {
 const JOB_ID: HeaderName = HeaderName::from_static("asyncgate-job-id");
 const ATTEMPT: HeaderName = HeaderName::from_static("asyncgate-attempt");
 
-/// One request to the backend, its whole response read within the
-/// upstream's `job_timeout` and the route's `max_result`.
-async fn exchange(
-    route: &Route,
-    request: BackendRequest,
-    this: Try,
-    progress: &Progress,
-) -> Outcome {
-    let upstream = &route.upstream;
-    let limit = route.config.max_result;
+/// The job's request as its backend gets it.
+fn backend_request(route: &Route, request: BackendRequest, this: Try) -> Request<Body> {
     let mut req = Request::new(body::full(request.body));
     *req.method_mut() = request.method;
-    *req.uri_mut() = upstream.uri_for(Some(&request.path));
+    *req.uri_mut() = route.upstream.uri_for(Some(&request.path));
     *req.headers_mut() = request.headers.unpack();
     if route.config.job_headers {
         let headers = req.headers_mut();
@@ -284,6 +294,14 @@ async fn exchange(
         headers.insert(JOB_ID, job_id_value(this.id));
         headers.insert(ATTEMPT, HeaderValue::from(this.attempt));
     }
+    req
+}
+
+/// One request to the backend, its whole response read within the
+/// upstream's `job_timeout` and the route's `max_result`.
+async fn exchange(route: &Route, req: Request<Body>, progress: &Progress) -> Outcome {
+    let upstream = &route.upstream;
+    let limit = route.config.max_result;
     let read = async {
         let response = upstream
             .send(req, upstream.config.job_timeout)

@@ -308,6 +308,8 @@ pub(crate) struct Taken {
     pub(crate) request: BackendRequest,
     /// The attempt its outcome must bring back to [`JobStore::finish`].
     pub(crate) attempt: u32,
+    /// When it was accepted, for its trace's queue span.
+    pub(crate) queued_at: Option<std::time::SystemTime>,
 }
 
 /// What the replicas sharing a store tell each other.

@@ -33,6 +33,7 @@ pub(crate) struct Submission {
 /// and its place in its caller's count.
 struct Waiting {
     start_by: Option<SystemTime>,
+    queued_at: SystemTime,
     quota: Option<quota::Ticket>,
     urgency: u8,
     caller: u64,
@@ -152,6 +153,7 @@ impl Jobs {
         if let (Starts::Here(local), false) = (&self.starts, draining) {
             let waiting = Waiting {
                 start_by: route.config.start_timeout.map(|t| job.created_at + t),
+                queued_at: job.created_at,
                 quota: ticket,
                 urgency: job.priority,
                 caller: owner::caller(credentials.as_deref()),
@@ -262,6 +264,7 @@ impl Jobs {
             route: Arc::clone(route),
             request,
             start_by: waiting.start_by,
+            queued_at: waiting.queued_at,
             quota: waiting.quota,
             urgency: waiting.urgency,
             caller: waiting.caller,

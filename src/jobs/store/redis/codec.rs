@@ -60,11 +60,11 @@ pub(super) fn delivery_names(channel: Channel) -> (&'static str, &'static str) {
 }
 
 /// `{id, route, method, path, headers, body, attempt}` as the scripts return it.
-pub(super) type TakenRow = (String, String, String, String, Bytes, Bytes, u32);
+pub(super) type TakenRow = (String, String, String, String, Bytes, Bytes, u32, String);
 
 /// A job taken from the shared queue, from the row a script returns.
 pub(super) fn decode_taken(row: TakenRow) -> Result<Taken, StoreError> {
-    let (id, route, method, path, headers, body, attempt) = row;
+    let (id, route, method, path, headers, body, attempt, created) = row;
     let corrupt = |what: &str| StoreError::Corrupt(format!("job {id}: {what}"));
     Ok(Taken {
         id: JobId::parse(&id).ok_or_else(|| corrupt("id"))?,
@@ -76,6 +76,7 @@ pub(super) fn decode_taken(row: TakenRow) -> Result<Taken, StoreError> {
             body,
         },
         attempt,
+        queued_at: created.parse().ok().map(time_of),
     })
 }
 

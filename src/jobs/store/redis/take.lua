@@ -41,12 +41,12 @@ for _, stream in ipairs(streams) do
     for _, entry in ipairs(read[1][2]) do
       local id = entry[2][2]
       local job = job_key(id)
-      local v = redis.call('HMGET', job, 'status', 'route', 'method', 'req_path', 'req_headers', 'req_body', 'start_by')
+      local v = redis.call('HMGET', job, 'status', 'route', 'method', 'req_path', 'req_headers', 'req_body', 'start_by', 'created')
       if v[1] == 'queued' and v[7] and tonumber(v[7]) <= NOW then
         -- Waited past its route's start_timeout: failed, never sent.
         retire(id, job, 'failed', {'failure', 'expired'}, RECORD_BYTES)
       elseif v[1] == 'queued' then
-        table.insert(out, {id, v[2], v[3], v[4], v[5], v[6], start(id, job, ARGV[8])})
+        table.insert(out, {id, v[2], v[3], v[4], v[5], v[6], start(id, job, ARGV[8]), v[8] or ''})
       else
         -- Discarded while it waited: out of the queue.
         redis.call('XACK', stream, GROUP, entry[1])

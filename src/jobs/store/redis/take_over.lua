@@ -17,9 +17,9 @@ for _, stream in ipairs(work_keys(ARGV[7])) do
   for _, entry in ipairs(claimed[2]) do
     local id = entry[2] and entry[2][2]
     local job = id and job_key(id)
-    local v = job and redis.call('HMGET', job, 'status', 'resend', 'route', 'method', 'req_path', 'req_headers', 'req_body')
+    local v = job and redis.call('HMGET', job, 'status', 'resend', 'route', 'method', 'req_path', 'req_headers', 'req_body', 'created')
     if v and (v[1] == 'queued' or (v[1] == 'running' and v[2] == '1')) then
-      table.insert(out, {id, v[3], v[4], v[5], v[6], v[7], start(id, job, ARGV[8])})
+      table.insert(out, {id, v[3], v[4], v[5], v[6], v[7], start(id, job, ARGV[8]), v[8] or ''})
     elseif v and v[1] == 'running' then
       retire(id, job, 'failed', {'failure', 'lost'}, RECORD_BYTES)
     else
