@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use crate::callback::target::Target;
+use crate::headers::Origin;
 use crate::sync::lock;
 
 /// Where a job's document is delivered.
@@ -247,8 +248,9 @@ pub(crate) struct Failed {
 /// One delivery's attempts, for [`drive`]: who it is for, and how its
 /// progress is shown, kept and counted.
 pub(crate) struct Attempts<'a> {
-    /// The job's id, for the log.
+    /// The job's id, and whence it came, for the log.
     pub(crate) job: &'a str,
+    pub(crate) origin: &'a Origin,
     pub(crate) channel: Channel,
     pub(crate) progress: &'a Progress,
     pub(crate) outcomes: &'a Outcomes,
@@ -268,6 +270,7 @@ where
 {
     let Attempts {
         job,
+        origin,
         channel,
         progress,
         outcomes,
@@ -296,6 +299,8 @@ where
                     channel = channel.as_str(),
                     attempt = n,
                     status,
+                    request_id = origin.request_id(),
+                    trace_id = origin.trace_id(),
                     "delivered"
                 );
                 return;
@@ -320,11 +325,13 @@ where
                 channel,
                 attempt = n,
                 error = failed.error,
+                request_id = origin.request_id(),
+                trace_id = origin.trace_id(),
                 "not delivered; giving up"
             );
             return;
         };
-        tracing::info!(job, channel, attempt = n, error = failed.error, retry_in = %humantime::format_duration(wait), "delivery attempt failed");
+        tracing::info!(job, channel, attempt = n, error = failed.error, retry_in = %humantime::format_duration(wait), request_id = origin.request_id(), trace_id = origin.trace_id(), "delivery attempt failed");
         tokio::time::sleep(wait).await;
     }
 }

@@ -98,6 +98,34 @@ pub(crate) fn trace_id(traceparent: &str) -> Option<&str> {
     valid.then_some(trace)
 }
 
+/// Whence a job came, for its log lines and its deliveries: the
+/// submission's `X-Request-Id`, and the W3C `traceparent` it carried.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Origin {
+    pub(crate) request_id: Option<std::sync::Arc<str>>,
+    pub(crate) traceparent: Option<std::sync::Arc<str>>,
+}
+
+impl Origin {
+    /// From the submission's headers, once the gateway has given it an id.
+    pub(crate) fn of(headers: &http::HeaderMap) -> Origin {
+        let id = headers.get(X_REQUEST_ID);
+        Origin {
+            request_id: id.and_then(|v| v.to_str().ok()).map(std::sync::Arc::from),
+            traceparent: traceparent(headers).map(std::sync::Arc::from),
+        }
+    }
+
+    pub(crate) fn request_id(&self) -> Option<&str> {
+        self.request_id.as_deref()
+    }
+
+    /// The trace id of its `traceparent`.
+    pub(crate) fn trace_id(&self) -> Option<&str> {
+        self.traceparent.as_deref().and_then(trace_id)
+    }
+}
+
 /// Removes the headers that describe one connection, not the message:
 /// the fixed list and every header named in `Connection`.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {

@@ -16,6 +16,7 @@ use rdkafka::ClientConfig;
 use crate::backoff::backoff;
 use crate::config::KafkaConfig;
 use crate::delivery::{self, Attempts, Channel, DeliveryLog, Failed, Outcomes, Publication};
+use crate::headers::Origin;
 use crate::telemetry;
 
 /// How long one produce may wait for the brokers before the gateway tries
@@ -49,8 +50,8 @@ pub(crate) struct Record {
     /// When the job ended: tries stop [`RETRY_FOR`] after.
     pub(crate) ended: SystemTime,
     pub(crate) document: Bytes,
-    /// The job's `traceparent`, if it has one.
-    pub(crate) traceparent: Option<String>,
+    /// Whence the job came: its record carries its trace.
+    pub(crate) origin: Origin,
 }
 
 fn client_config(config: &KafkaConfig) -> ClientConfig {
@@ -116,15 +117,16 @@ impl Kafka {
         let topic = publication.topic.as_str();
         let attempts = Attempts {
             job: &record.job,
+            origin: &record.origin,
             channel: Channel::Kafka,
             progress: publication.progress(),
             outcomes: &self.outcomes,
             log,
         };
         delivery::drive(attempts, |n| async move {
-            let mut span =
-                telemetry::Span::delivery(record.traceparent.as_deref(), "kafka", &record.job);
-            let traceparent = telemetry::delivery_traceparent(&span, record.traceparent.as_deref());
+            let job_trace = record.origin.traceparent.as_deref();
+            let mut span = telemetry::Span::delivery(job_trace, "kafka", &record.job);
+            let traceparent = telemetry::delivery_traceparent(&span, job_trace);
             let error = match self.produce(topic, record, traceparent.as_deref()).await {
                 Ok(delivered) => {
                     tracing::debug!(

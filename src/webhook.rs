@@ -23,6 +23,7 @@ use crate::delivery::{
     self, Attempts, Channel, DeliveryLog, DeliveryState, Failed, Outcomes, Webhook,
 };
 use crate::error_chain;
+use crate::headers::Origin;
 use crate::telemetry;
 
 const GATEWAY_AGENT: HeaderValue = HeaderValue::from_static("asyncgate-webhooks");
@@ -148,11 +149,11 @@ impl Webhooks {
     /// run out. `hook` follows along, and `log` keeps its delivery state
     /// after every attempt. `secrets` are the route's own, if it has them.
     /// `message_id` (the job's id) is the same on every attempt;
-    /// `traceparent` is the job's, whose child each attempt is.
+    /// `origin` is the job's: each attempt is a child of its trace.
     pub(crate) async fn deliver(
         &self,
         message_id: &str,
-        traceparent: Option<&str>,
+        origin: &Origin,
         hook: &Webhook,
         payload: Bytes,
         secrets: Option<&[Secret]>,
@@ -173,6 +174,7 @@ impl Webhooks {
         }
         let attempts = Attempts {
             job: message_id,
+            origin,
             channel: Channel::Webhook,
             progress: hook.progress(),
             outcomes: &self.outcomes,
@@ -182,6 +184,7 @@ impl Webhooks {
         delivery::drive(attempts, |n| {
             let payload = payload.clone();
             async move {
+                let traceparent = origin.traceparent.as_deref();
                 let mut span = telemetry::Span::delivery(traceparent, "webhook", message_id);
                 let parent = telemetry::delivery_traceparent(&span, traceparent);
                 let sent = self.attempt(target, message_id, payload, secrets, parent.as_deref());

@@ -151,10 +151,18 @@ fn delivered(kafka: &serde_json::Value) -> bool {
     kafka["state"] == "delivered"
 }
 
+/// The W3C trace context every test job is submitted in.
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
 /// Submits a job and waits until it succeeded; its id and Location.
 async fn submit(client: &Client, base: &str, path: &str) -> (String, String) {
     let reply = client
-        .send(Method::POST, &format!("{base}{path}"), &[], "{}")
+        .send(
+            Method::POST,
+            &format!("{base}{path}"),
+            &[("traceparent", TRACEPARENT)],
+            "{}",
+        )
         .await;
     reply.assert_status(202);
     let location = common::path_of(reply.header("location")).to_owned();
@@ -184,6 +192,8 @@ async fn every_finished_job_is_one_record_keyed_by_its_id() {
         let record = next_record(&consumer).await;
         assert_eq!(record.headers["asyncgate-job-id"], record.key);
         assert_eq!(record.headers["asyncgate-job-status"], "succeeded");
+        // No [tracing] here: the record carries the job's own trace context.
+        assert_eq!(record.headers["traceparent"], TRACEPARENT);
         assert_eq!(record.document["id"], record.key.as_str());
         assert_eq!(record.document["status"], "succeeded");
         assert!(record.document["links"]["result"].is_string());

@@ -13,6 +13,7 @@ use crate::body::ReplayBody;
 use crate::delivery::Publication;
 use crate::delivery::Webhook;
 use crate::header_block::HeaderBlock;
+use crate::headers::Origin;
 use crate::problem::Problem;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,36 +225,6 @@ pub(crate) struct Job {
     /// first, 7 last.
     pub(crate) priority: u8,
     pub(crate) origin: Origin,
-}
-
-/// Whence a job came, for its log lines and its deliveries: the
-/// submission's `X-Request-Id`, and the W3C `traceparent` it carried.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Origin {
-    pub(crate) request_id: Option<Arc<str>>,
-    pub(crate) traceparent: Option<Arc<str>>,
-}
-
-impl Origin {
-    /// From the submission's headers, once the gateway has given it an id.
-    pub(crate) fn of(headers: &http::HeaderMap) -> Origin {
-        let id = headers.get(crate::headers::X_REQUEST_ID);
-        Origin {
-            request_id: id.and_then(|v| v.to_str().ok()).map(Arc::from),
-            traceparent: crate::headers::traceparent(headers).map(Arc::from),
-        }
-    }
-
-    pub(crate) fn request_id(&self) -> Option<&str> {
-        self.request_id.as_deref()
-    }
-
-    /// The trace id of its `traceparent`.
-    pub(crate) fn trace_id(&self) -> Option<&str> {
-        self.traceparent
-            .as_deref()
-            .and_then(crate::headers::trace_id)
-    }
 }
 
 /// A job waiting to be tried again: when, and why the last try failed.

@@ -11,10 +11,11 @@ use super::core::QueuedJob;
 use super::id::JobId;
 use super::idempotency::Idempotency;
 use super::lane::Admission;
-use super::model::{BackendRequest, Job, JobStatus, Origin};
+use super::model::{BackendRequest, Job, JobStatus};
 use super::store::{CreateError, Created, LocalQueue, Lookup, NewJob, ScopeClaim, StoreError};
 use super::{owner, quota, runner, Jobs, Starts};
 use crate::delivery::{Publication, Webhook};
+use crate::headers::Origin;
 use crate::route::Route;
 
 /// What a submitting request brings: the request for the backend, the

@@ -43,7 +43,7 @@ impl Core {
         });
         let store = Arc::clone(&self.store);
         let hook = Arc::clone(hook);
-        let traceparent = job.origin.traceparent.clone();
+        let origin = job.origin.clone();
         let log = StoreDeliveryLog {
             store: Arc::clone(&self.store),
             id: job.id,
@@ -60,7 +60,7 @@ impl Core {
             webhooks
                 .deliver(
                     &log.id.to_string(),
-                    traceparent.as_deref(),
+                    &origin,
                     &hook,
                     payload,
                     secrets.as_deref(),
@@ -84,7 +84,7 @@ impl Core {
             status: job.status.as_str(),
             ended: job.finished_at.unwrap_or_else(SystemTime::now),
             document,
-            traceparent: job.origin.traceparent.as_deref().map(str::to_owned),
+            origin: job.origin.clone(),
         };
         let publication = Arc::clone(publication);
         let log = StoreDeliveryLog {
