@@ -19,7 +19,9 @@
 # A side is BINARY[:KIND[:TOML]]: KIND is the store (memory, the default,
 # or disk), TOML a `key = value` line for the upstream's table, replacing
 # the key's line there if it has one (`fair = false`, `rate = "1000000/s"`,
-# `max_concurrency = 1` so that every job waits its turn). JOBS (default 5000) sets the count. Needs valgrind;
+# `max_concurrency = 1` so that every job waits its turn), or a section
+# of its own, appended, when it starts with `[` (`\n` between its lines:
+# `'[tracing]\notlp_endpoint = "http://127.0.0.1:4318"'`). JOBS (default 5000) sets the count. Needs valgrind;
 # everything listens on 127.0.0.1 only.
 set -euo pipefail
 
@@ -41,7 +43,10 @@ start_backend
 # irs BINARY KIND TOML JOBS: the instructions the gateway ran in all.
 irs() {
   local bin=$1 kind=$2 extra=$3 jobs=$4 config="$WORK/run.toml" pid
+  local section=""
   rm -rf "$WORK/store" "$WORK"/cg.*
+  if [[ $extra == \[* ]]; then section=$(printf '%b' "$extra"); extra=""; fi
+  {
   case "$kind" in
     disk) sed -e "s|^kind = \"memory\"|kind = \"disk\"\npath = \"$WORK/store\"|" "$BENCH_DIR/asyncgate.toml" ;;
     *) cat "$BENCH_DIR/asyncgate.toml" ;;
@@ -49,7 +54,9 @@ irs() {
     BEGIN { key = extra; sub(/ *=.*/, "", key) }
     key != "" && index($0, key " = ") == 1 { print extra; done = 1; next }
     /^max_queue = 2000000/ { print; if (key != "" && !done) print extra; next }
-    { print }' >"$config"
+    { print }'
+  printf '%s\n' "$section"
+  } >"$config"
   RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p" \
     "$bin" --config "$config" 2>>"$WORK/gateway.log" &
   pid=$!

@@ -28,6 +28,8 @@ fn webhooks(extra: &str) -> String {
     )
 }
 
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
 struct Setup {
     backend: Backend,
     receiver: Backend,
@@ -67,12 +69,13 @@ impl Setup {
         String::from_utf8(reply.body.to_vec()).unwrap()
     }
 
+    /// Submits a job, in the trace [`TRACEPARENT`] names.
     async fn submit(&self, path: &str, callback: &str) -> common::Reply {
         self.client
             .send(
                 Method::POST,
                 &self.gw.url(path),
-                &[("callback-url", callback)],
+                &[("callback-url", callback), ("traceparent", TRACEPARENT)],
                 "{}",
             )
             .await
@@ -155,6 +158,8 @@ async fn a_signed_webhook_with_the_job_document_arrives_when_the_job_ends() {
     let delivery = &s.receiver.received()[0];
     assert_eq!(delivery.uri, "/hook?token=abc");
     assert_eq!(delivery.headers["webhook-id"], id.as_str());
+    // No [tracing] here: the delivery carries the job's own trace context.
+    assert_eq!(delivery.headers["traceparent"], TRACEPARENT);
     let payload = verify(delivery);
     assert_eq!(payload["id"], id.as_str());
     assert_eq!(payload["status"], "succeeded");
