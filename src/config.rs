@@ -375,8 +375,8 @@ impl Config {
         self.admin
     }
 
-    /// What `asyncgate check` prints: the file, the address, and a line per
-    /// route with its methods, path, upstream and mode.
+    /// What `asyncgate check` prints: the file, the address, a line per
+    /// route with its methods, path, upstream and mode, and where spans go.
     pub fn describe(&self) -> String {
         use std::fmt::Write;
         let mut out = format!(
@@ -407,6 +407,13 @@ impl Config {
             ),
             None => writeln!(out, "  unmatched requests: 404"),
         };
+        if let Some(endpoint) = &self.tracing.otlp_endpoint {
+            let _ = writeln!(
+                out,
+                "  spans to {endpoint}/v1/traces as {} (sample ratio {})",
+                self.tracing.service_name, self.tracing.sample_ratio
+            );
+        }
         out
     }
 }

@@ -276,3 +276,20 @@ async fn without_an_endpoint_the_clients_traceparent_passes_untouched() {
         parent.as_str()
     );
 }
+
+/// `asyncgate check` says where spans go.
+#[test]
+fn check_names_where_spans_go() {
+    let config =
+        write_config("[tracing]\notlp_endpoint = \"http://127.0.0.1:4318\"\nsample_ratio = 0.5\n");
+    let out = std::process::Command::new(BIN)
+        .args(["check", "--config", config.0.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("spans to http://127.0.0.1:4318/v1/traces as asyncgate (sample ratio 0.5)"),
+        "{said}"
+    );
+}
