@@ -38,10 +38,10 @@ status=0
   echo
 } > "$REPORT"
 # Both variants at once (the test binary runs them side by side), so an
-# hour of each takes an hour.
+# hour of each takes an hour. The runner's progress dot may begin a line.
 echo '```' >> "$REPORT"
 SOAK_SECONDS=$SECONDS_EACH cargo test --release --all-features --quiet --test soak -- --nocapture 2>&1 |
-  tee "$LOG" | grep -E '^(\[(disk|redis)\]|test result)' >> "$REPORT" || true
+  tee "$LOG" | grep -E '^\.?(\[(disk|redis)\]|test result)' | sed 's/^\.//' >> "$REPORT" || true
 echo '```' >> "$REPORT"
 if ! grep -q "test result: ok" "$REPORT"; then
   status=1
