@@ -5,14 +5,12 @@ use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use http::{HeaderMap, HeaderValue, Method};
-
-use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{
-    Link, Span as _, SpanBuilder, SpanContext, SpanKind, Status, TraceContextExt, TracerProvider,
+    Link, Span as _, SpanBuilder, SpanContext, SpanId, SpanKind, Status, TraceContextExt,
+    TraceFlags, TraceId, TraceState, TracerProvider,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig};
-use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
 
@@ -97,9 +95,10 @@ impl Span {
         }
         let method = req.method().clone();
         let headers = req.headers_mut();
-        let builder = SpanBuilder::from_name(method.to_string())
+        let name = static_name(&method);
+        let builder = SpanBuilder::from_name(name.clone())
             .with_kind(SpanKind::Server)
-            .with_attributes([KeyValue::new("http.request.method", method.to_string())]);
+            .with_attributes([KeyValue::new("http.request.method", name)]);
         let mut span = Span::start(builder, &extract(headers));
         span.method = Some(method);
         span.inject(headers);
@@ -203,13 +202,30 @@ impl Span {
 
     /// This span as a W3C `traceparent`.
     pub(crate) fn traceparent(&self) -> Option<String> {
+        let bytes = self.traceparent_bytes()?;
+        Some(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// `00-{trace id}-{span id}-{flags}`, in hex. Written by hand: `{:032x}`
+    /// of the ids cost a few thousand instructions per span.
+    fn traceparent_bytes(&self) -> Option<[u8; 55]> {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let context = self.context()?;
-        Some(format!(
-            "00-{}-{}-{:02x}",
-            context.trace_id(),
-            context.span_id(),
-            context.trace_flags().to_u8()
-        ))
+        let mut out = [b'-'; 55];
+        let mut at = 0;
+        let mut put = |bytes: &[u8]| {
+            for b in bytes {
+                out[at] = HEX[usize::from(b >> 4)];
+                out[at + 1] = HEX[usize::from(b & 0xf)];
+                at += 2;
+            }
+            at += 1;
+        };
+        put(&[0]);
+        put(&context.trace_id().to_bytes());
+        put(&context.span_id().to_bytes());
+        put(&[context.trace_flags().to_u8()]);
+        Some(out)
     }
 
     /// The answer's status code; a 5xx marks the span an error.
@@ -232,6 +248,9 @@ impl Span {
     /// A server span's route, once known: its name becomes `METHOD route`.
     pub(crate) fn route(&mut self, route: &str) {
         if let (Some(span), Some(method)) = (&mut self.span, &self.method) {
+            if !span.is_recording() {
+                return;
+            }
             span.update_name(format!("{method} {route}"));
             span.set_attribute(KeyValue::new("http.route", route.to_owned()));
         }
@@ -241,30 +260,68 @@ impl Span {
         self.span.as_ref().map(|s| s.span_context().clone())
     }
 
-    /// Names this span in `headers`' `traceparent`, for the next hop.
+    /// Names this span in `headers`' `traceparent`, for the next hop. A
+    /// `tracestate` is left as it came: the gateway adds no entry of its own.
     fn inject(&self, headers: &mut HeaderMap) {
         if let Some(value) = self
-            .traceparent()
-            .and_then(|t| HeaderValue::from_str(&t).ok())
+            .traceparent_bytes()
+            .and_then(|t| HeaderValue::from_bytes(&t).ok())
         {
-            headers.insert("traceparent", value);
+            headers.insert(TRACEPARENT, value);
         }
     }
 }
 
-/// The W3C trace context `headers` carry, if any.
-fn extract(headers: &HeaderMap) -> Context {
-    TraceContextPropagator::new().extract(&Headers(headers))
+/// A method's name, without an allocation for the standard ones.
+fn static_name(method: &Method) -> std::borrow::Cow<'static, str> {
+    const STANDARD: [Method; 9] = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    const NAMES: [&str; 9] = [
+        "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    match STANDARD.iter().position(|m| m == method) {
+        Some(i) => NAMES[i].into(),
+        None => method.to_string().into(),
+    }
 }
 
-struct Headers<'a>(&'a HeaderMap);
+const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 
-impl Extractor for Headers<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(http::HeaderName::as_str).collect()
-    }
+/// The W3C trace context `headers` carry, if any: a remote parent, or an
+/// empty context. Read with the same check as the log's trace ids rather
+/// than the SDK's propagator, which also parses `tracestate` into a map
+/// no span here reads.
+fn extract(headers: &HeaderMap) -> Context {
+    let Some(traceparent) = crate::headers::traceparent(headers) else {
+        return Context::new();
+    };
+    let mut fields = traceparent.split('-').skip(1);
+    let (Some(trace), Some(span), Some(flags)) = (fields.next(), fields.next(), fields.next())
+    else {
+        return Context::new();
+    };
+    let (Ok(trace), Ok(span), Ok(flags)) = (
+        TraceId::from_hex(trace),
+        SpanId::from_hex(span),
+        u8::from_str_radix(flags, 16),
+    ) else {
+        return Context::new();
+    };
+    let sampled = TraceFlags::new(flags) & TraceFlags::SAMPLED;
+    Context::new().with_remote_span_context(SpanContext::new(
+        trace,
+        span,
+        sampled,
+        true,
+        TraceState::NONE,
+    ))
 }
