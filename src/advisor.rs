@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::jobs::id::{IdHash, IdHasher};
 use crate::metrics::Histogram;
+use crate::upstream::UpstreamError;
 
 /// Templates kept at most; requests on others are counted as untracked.
 const MAX_PATHS: usize = 1000;
@@ -57,6 +58,19 @@ pub(crate) enum Ended {
     Answered(StatusCode),
     TimedOut,
     Failed,
+}
+
+impl Ended {
+    /// How `forwarded` ended, as its client saw it.
+    pub(crate) fn of<B>(forwarded: &Result<http::Response<B>, UpstreamError>) -> Ended {
+        match forwarded {
+            Ok(response) => Ended::Answered(response.status()),
+            Err(UpstreamError::Timeout(_)) => Ended::TimedOut,
+            Err(UpstreamError::ClientBody(_)) => Ended::Failed,
+            // The gateway answers these 502.
+            Err(_) => Ended::Answered(StatusCode::BAD_GATEWAY),
+        }
+    }
 }
 
 /// A path worth making async.

@@ -6,6 +6,7 @@ mod job_api;
 mod openapi;
 mod opening;
 mod report;
+mod request_line;
 mod routing;
 mod submit;
 
@@ -19,7 +20,6 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use crate::advisor::Ended;
-use crate::app::job_api::AcceptedJob;
 use crate::body::Body;
 use crate::config::{Config, ConfigError, Mode, RequestBody, ServerConfig};
 use crate::cors;
@@ -40,6 +40,7 @@ use crate::upstream::{self, Upstream, UpstreamError};
 pub(crate) use opening::JobsSlot;
 use report::PseudoRoutes;
 pub(crate) use report::{Control, Report};
+use request_line::{RequestLine, UpstreamTime};
 pub(crate) use routing::Routing;
 use routing::{Fixed, Kept, Reloadable};
 
@@ -94,11 +95,6 @@ pub(crate) struct App {
     advise_over: std::time::Duration,
     vitals: Arc<report::Vitals>,
 }
-
-/// On a proxied response: how long the upstream took to its head, for the
-/// request's log line.
-#[derive(Clone, Copy)]
-struct UpstreamTime(std::time::Duration);
 
 /// Where a request goes.
 enum Destination<'a> {
@@ -439,13 +435,7 @@ impl App {
         let request_id = headers::request_id(req.headers_mut());
         let mut span = telemetry::Span::server(&mut req);
         // What the request line needs is captured only when it will be written.
-        let logged = tracing::enabled!(tracing::Level::INFO).then(|| {
-            (
-                req.method().clone(),
-                req.uri().path().to_owned(),
-                headers::content_length(req.headers()),
-            )
-        });
+        let logged = RequestLine::capture(&req);
         let routing = self.routing();
         let (destination, cors) = self.destination_and_cors(&routing, &req);
         let (metrics, route) = self.metrics_of(&destination);
@@ -478,22 +468,8 @@ impl App {
         span.status(response.status().as_u16());
         metrics.requests.count(response.status());
         metrics.request_duration.observe(took);
-        if let Some((method, path, bytes_in)) = logged {
-            let extensions = response.extensions();
-            tracing::info!(
-                request_id = request_id.to_str().unwrap_or_default(),
-                remote = %peer.addr,
-                %method,
-                path,
-                route,
-                status = response.status().as_u16(),
-                micros = took.as_micros() as u64,
-                bytes_in,
-                bytes_out = http_body::Body::size_hint(response.body()).exact(),
-                upstream_micros = extensions.get::<UpstreamTime>().map(|t| t.0.as_micros() as u64),
-                job = extensions.get::<AcceptedJob>().map(|j| tracing::field::display(j.0)),
-                "request"
-            );
+        if let Some(line) = logged {
+            line.write(&request_id, peer, route, &response, took);
         }
         // A backend that answers with an id of its own (or a kept result
         // with the submission's) is not contradicted.
@@ -608,14 +584,7 @@ impl App {
             Err(e) => span.fail(&e.to_string()),
         }
         if let Some(watch) = watch {
-            let how = match &forwarded {
-                Ok(response) => Ended::Answered(response.status()),
-                Err(UpstreamError::Timeout(_)) => Ended::TimedOut,
-                Err(UpstreamError::ClientBody(_)) => Ended::Failed,
-                // The gateway answers these 502.
-                Err(_) => Ended::Answered(http::StatusCode::BAD_GATEWAY),
-            };
-            watch.ended(how, took);
+            watch.ended(Ended::of(&forwarded), took);
         }
         if let Ok(response) = &mut forwarded {
             response.extensions_mut().insert(UpstreamTime(took));
