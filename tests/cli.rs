@@ -159,7 +159,7 @@ async fn sigterm_past_the_drain_timeout_fails_only_the_running_job_that_may_not_
     gw.sigterm();
     assert_eq!(gw.exit_code().await, 0);
     let failed = gw.wait_line("status=\"failed\"").await;
-    assert!(failed.contains("Interrupted"), "{failed}");
+    assert!(failed.contains("failure=\"interrupted\""), "{failed}");
     let ended = gw.wait_line("drain timeout passed").await;
     assert!(ended.contains("jobs_failed=1"), "the POST: {ended}");
     assert!(ended.contains("jobs_put_back=1"), "the GET: {ended}");
