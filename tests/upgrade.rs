@@ -234,3 +234,67 @@ async fn socket_activation_serves_on_the_sockets_passed() {
     });
     refused.await;
 }
+
+/// A successor whose store is still held past its own `drain_timeout` +
+/// 10 s (the old process drains a job for longer) answers job requests
+/// `503 store-unavailable` with `Retry-After` rather than hold them
+/// forever, and serves them once the old process lets the store go.
+#[tokio::test]
+async fn a_successor_waiting_too_long_for_the_store_answers_503() {
+    let backend = Backend::start().await;
+    let routes = format!(
+        "{}[default]\nupstream = \"app\"\n",
+        async_route("/hold/{*p}", "")
+    );
+    let mut old = Running::start(&format!(
+        "drain_timeout = \"60s\"\n{}",
+        config(&backend.url(), "", &routes)
+    ))
+    .await;
+    let base = format!("http://{}", old.addr().await);
+    let old_pid = old.pid();
+    let client = Client::default();
+    let held = client.post(&format!("{base}/hold/long"), "x").await;
+    assert_eq!(held.status, 202);
+    backend.started(1).await;
+    // The successor reads the file as it is now: it waits 1 s + 10 s.
+    old.config().rewrite(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndrain_timeout = \"1s\"\n{}",
+        config(&backend.url(), "", &routes)
+    ));
+    old.signal("USR2");
+    old.wait_line("the new process serves").await;
+    let _new = KillOnDrop(other_pid(&old, old_pid).await);
+    // Proxying needs no store: answered at once.
+    assert_eq!(client.get(&format!("{base}/hello")).await.status, 200);
+    let refused = within(
+        30,
+        "the successor to give up waiting for the store",
+        client.post(&format!("{base}/hold/late"), "y"),
+    )
+    .await;
+    assert_eq!(refused.status, 503, "{:?}", refused.body);
+    assert!(
+        refused.json()["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("store-unavailable"),
+        "{:?}",
+        refused.body
+    );
+    assert!(!refused.header("retry-after").is_empty());
+    // The old process finishes its job and lets the store go.
+    backend.release(1);
+    assert_eq!(old.exit_code().await, 0);
+    old.wait_line("the job store is open").await;
+    let later = client.post(&format!("{base}/hold/after"), "z").await;
+    assert_eq!(later.status, 202);
+    backend.release(1);
+    let doc = client
+        .wait_finished(&format!(
+            "{base}{}",
+            common::path_of(held.header("location"))
+        ))
+        .await;
+    assert_eq!(doc["status"], "succeeded");
+}

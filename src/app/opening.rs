@@ -3,7 +3,7 @@
 //! once (passthrough and the admin listener answer) while the process
 //! before it drains and still holds the disk store: its jobs open as soon
 //! as the store is let go, and the requests that need them wait until then,
-//! within a bound (past it, `503 store-unavailable`).
+//! within a bound (past it, `503 store-unavailable` until the store opens).
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -19,8 +19,10 @@ use crate::route::Route;
 use crate::sync::lock;
 use crate::webhook::Webhooks;
 
-/// How often a successor tries the store its predecessor still holds.
+/// How often a successor tries the store its predecessor still holds:
+/// within the bound, and past it.
 const RETRY: Duration = Duration::from_millis(100);
+const RETRY_LATE: Duration = Duration::from_secs(1);
 
 /// What a successor waits for the store beyond its predecessor's drain: the
 /// drain's grace for the last jobs to record their end, and the exit.
@@ -60,8 +62,11 @@ struct Awaited {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum State {
     Waiting,
+    /// Past the bound, the store still held elsewhere: job requests are
+    /// refused at once, and the store is still tried, less often.
+    Late,
     Open,
-    /// Past the bound, or the store failed otherwise, or the drain began.
+    /// The store failed otherwise, or the drain began.
     GaveUp,
 }
 
@@ -112,9 +117,13 @@ impl JobsSlot {
         slot
     }
 
+    /// Tries the store until it opens. Past `until` the requests waiting
+    /// for it are answered `503`, and so are those after, until it opens:
+    /// a predecessor that drains for longer than this process allowed
+    /// delays its jobs, and never leaves it without them.
     async fn await_store(self: Arc<Self>, config: StoreConfig, until: Instant) {
         loop {
-            if *self.state.borrow() != State::Waiting {
+            if !matches!(*self.state.borrow(), State::Waiting | State::Late) {
                 return;
             }
             let config_now = config.clone();
@@ -123,7 +132,19 @@ impl JobsSlot {
             let opened = tokio::task::spawn_blocking(move || open(&config_now)).await;
             match opened {
                 Ok(Ok(store)) => return self.adopt(store),
-                Ok(Err(e)) if held_elsewhere(&e) && Instant::now() < until => {}
+                Ok(Err(e)) if held_elsewhere(&e) => {
+                    if Instant::now() >= until
+                        && self.state.send_if_modified(|s| {
+                            let late = *s == State::Waiting;
+                            if late {
+                                *s = State::Late;
+                            }
+                            late
+                        })
+                    {
+                        tracing::warn!("the process before this one still holds the job store; job requests are refused until it lets it go");
+                    }
+                }
                 Ok(Err(e)) => {
                     tracing::error!(error = %crate::error_chain::Chain(&e), "cannot open the job store; job requests are refused");
                     self.state.send_replace(State::GaveUp);
@@ -135,7 +156,8 @@ impl JobsSlot {
                     return;
                 }
             }
-            tokio::time::sleep(RETRY).await;
+            let late = *self.state.borrow() == State::Late;
+            tokio::time::sleep(if late { RETRY_LATE } else { RETRY }).await;
         }
     }
 
@@ -151,7 +173,7 @@ impl JobsSlot {
         else {
             return;
         };
-        if *self.state.borrow() != State::Waiting {
+        if !matches!(*self.state.borrow(), State::Waiting | State::Late) {
             return;
         }
         let jobs = Jobs::new(
