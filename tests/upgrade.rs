@@ -265,7 +265,9 @@ async fn a_successor_waiting_too_long_for_the_store_answers_503() {
     old.signal("USR2");
     old.wait_line("the new process serves").await;
     let _new = KillOnDrop(other_pid(&old, old_pid).await);
-    // Proxying needs no store: answered at once.
+    // A new client: the old one's kept-alive connection is the draining
+    // process's, which closes it. Proxying needs no store: answered at once.
+    let client = Client::default();
     assert_eq!(client.get(&format!("{base}/hello")).await.status, 200);
     let refused = within(
         30,
