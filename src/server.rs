@@ -215,7 +215,26 @@ impl Gateway {
         let _stop_on_drop = (stop.clone().drop_guard(), jobs_drained.clone().drop_guard());
         let first = listeners.remove(0);
         let mut others = Vec::new();
+        // Listeners whose worker could not start: the first worker serves
+        // them too. A listener left unserved would still be handed
+        // connections by the kernel (SO_REUSEPORT), and keep them waiting:
+        // the copies kept for an upgrade keep it open.
+        let mut orphans = Vec::new();
         for (i, listener) in listeners.into_iter().enumerate() {
+            // Built here, before anything is accepted: a worker's runtime
+            // needs descriptors of its own (epoll, an eventfd), which a
+            // burst of connections could otherwise take first.
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start a worker runtime; the first worker serves its listener");
+                    orphans.push(listener);
+                    continue;
+                }
+            };
             let worker = Worker {
                 app: Arc::clone(&app),
                 builder: builder.clone(),
@@ -231,16 +250,6 @@ impl Gateway {
             let spawned = std::thread::Builder::new()
                 .name(format!("asyncgate-worker-{}", i + 1))
                 .spawn(move || {
-                    let runtime = match tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                    {
-                        Ok(rt) => rt,
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot start a worker runtime");
-                            return;
-                        }
-                    };
                     upstream::enter_worker(i + 1);
                     runtime.block_on(async move {
                         let cut = worker.serve(listener).await;
@@ -308,7 +317,14 @@ impl Gateway {
             jobs_drained.cancel();
             report
         };
+        let orphaned: Vec<_> = orphans
+            .into_iter()
+            .map(|listener| tokio::spawn(worker.clone().serve(listener)))
+            .collect();
         let (mut connections_cut, jobs) = tokio::join!(worker.serve(first), coordinate);
+        for served in orphaned {
+            connections_cut += served.await.unwrap_or(0);
+        }
         for rx in others {
             connections_cut += rx.await.unwrap_or(0);
         }
@@ -321,6 +337,7 @@ impl Gateway {
 }
 
 /// What one worker needs to accept and serve connections.
+#[derive(Clone)]
 struct Worker {
     app: Arc<App>,
     builder: auto::Builder<TokioExecutor>,
