@@ -90,6 +90,15 @@ impl Collector {
     }
 }
 
+/// Submits a job with `headers` and waits until it succeeded.
+async fn job(client: &Client, method: http::Method, url: &str, headers: &[(&str, &str)]) {
+    let accepted = client.send(method, url, headers, "x").await;
+    accepted.assert_status(202);
+    client
+        .wait_status(accepted.header("location"), "succeeded")
+        .await;
+}
+
 /// `00-{trace}-{parent}-01`, with a fresh trace id.
 fn traceparent(n: u8) -> (String, String, String) {
     let trace = format!("4bf92f3577b34da6a3ce929d0e0e47{n:02x}");
@@ -132,21 +141,15 @@ async fn a_job_is_one_trace_from_the_clients_span_to_its_webhook() {
 
     // A job, submitted inside the client's trace, with a webhook.
     let (parent, trace, client_span) = traceparent(1);
-    let accepted = client
-        .send(
-            http::Method::POST,
-            &format!("{base}/reports/1"),
-            &[
-                ("traceparent", parent.as_str()),
-                ("callback-url", &format!("{}/hook", receiver.url())),
-            ],
-            "x",
-        )
-        .await;
-    accepted.assert_status(202);
-    client
-        .wait_status(accepted.header("location"), "succeeded")
-        .await;
+    let hook = format!("{}/hook", receiver.url());
+    let headers = [("traceparent", parent.as_str()), ("callback-url", &hook)];
+    job(
+        &client,
+        http::Method::POST,
+        &format!("{base}/reports/1"),
+        &headers,
+    )
+    .await;
     let spans = collector
         .trace(
             &trace,
@@ -221,18 +224,14 @@ async fn a_job_is_one_trace_from_the_clients_span_to_its_webhook() {
 
     // A retry after a back-off: a trace of its own, linked to the first.
     let (parent, trace, _) = traceparent(3);
-    let accepted = client
-        .send(
-            http::Method::GET,
-            &format!("{base}/flaky/1/r"),
-            &[("traceparent", parent.as_str())],
-            "",
-        )
-        .await;
-    accepted.assert_status(202);
-    client
-        .wait_status(accepted.header("location"), "succeeded")
-        .await;
+    let headers = [("traceparent", parent.as_str())];
+    job(
+        &client,
+        http::Method::GET,
+        &format!("{base}/flaky/1/r"),
+        &headers,
+    )
+    .await;
     let first = collector
         .trace(&trace, &["GET flaky", "backend attempt 1"])
         .await;
