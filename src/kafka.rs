@@ -125,7 +125,7 @@ impl Kafka {
         };
         delivery::drive(attempts, |n| async move {
             let job_trace = record.origin.traceparent.as_deref();
-            let mut span = telemetry::Span::delivery(job_trace, "kafka", &record.job);
+            let mut span = telemetry::Span::delivery(job_trace, Channel::Kafka, &record.job);
             let traceparent = telemetry::delivery_traceparent(&span, job_trace);
             let error = match self.produce(topic, record, traceparent.as_deref()).await {
                 Ok(delivered) => {

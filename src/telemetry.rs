@@ -62,7 +62,7 @@ impl Span {
     pub(crate) fn child(&self, _: &'static str) -> Span {
         Span(())
     }
-    pub(crate) fn delivery(_: Option<&str>, _: &'static str, _: &str) -> Span {
+    pub(crate) fn delivery(_: Option<&str>, _: crate::delivery::Channel, _: &str) -> Span {
         Span(())
     }
     pub(crate) fn traceparent(&self) -> Option<String> {
@@ -98,7 +98,10 @@ mod tests {
             "the client's, untouched"
         );
         assert_eq!(
-            delivery_traceparent(&Span::delivery(Some(parent), "webhook", "j"), Some(parent)),
+            delivery_traceparent(
+                &Span::delivery(Some(parent), crate::delivery::Channel::Webhook, "j"),
+                Some(parent)
+            ),
             Some(parent.to_owned())
         );
     }

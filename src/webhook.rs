@@ -185,7 +185,7 @@ impl Webhooks {
             let payload = payload.clone();
             async move {
                 let traceparent = origin.traceparent.as_deref();
-                let mut span = telemetry::Span::delivery(traceparent, "webhook", message_id);
+                let mut span = telemetry::Span::delivery(traceparent, Channel::Webhook, message_id);
                 let parent = telemetry::delivery_traceparent(&span, traceparent);
                 let sent = self.attempt(target, message_id, payload, secrets, parent.as_deref());
                 let error = match sent.await {

@@ -15,6 +15,7 @@ use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
 
 use crate::config::TracingConfig;
+use crate::delivery::Channel;
 
 /// Set once, when the endpoint is configured; never unset.
 static TRACER: OnceLock<SdkTracer> = OnceLock::new();
@@ -177,11 +178,7 @@ impl Span {
 
     /// One delivery attempt of a job's end (`channel`: webhook or kafka),
     /// a child of the job's submission.
-    pub(crate) fn delivery(
-        job_traceparent: Option<&str>,
-        channel: &'static str,
-        job: &str,
-    ) -> Span {
+    pub(crate) fn delivery(job_traceparent: Option<&str>, channel: Channel, job: &str) -> Span {
         if !on() {
             return Span::default();
         }
@@ -189,12 +186,11 @@ impl Span {
         if let Some(value) = job_traceparent.and_then(|v| HeaderValue::from_str(v).ok()) {
             headers.insert("traceparent", value);
         }
-        let kind = if channel == "kafka" {
-            SpanKind::Producer
-        } else {
-            SpanKind::Client
+        let kind = match channel {
+            Channel::Kafka => SpanKind::Producer,
+            Channel::Webhook => SpanKind::Client,
         };
-        let builder = SpanBuilder::from_name(format!("{channel} delivery"))
+        let builder = SpanBuilder::from_name(format!("{} delivery", channel.as_str()))
             .with_kind(kind)
             .with_attributes([KeyValue::new("asyncgate.job", job.to_owned())]);
         Span::start(builder, &extract(&headers))

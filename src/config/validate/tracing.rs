@@ -1,7 +1,6 @@
 //! The `[tracing]` section: where OpenTelemetry spans go.
 
 use http::Uri;
-use toml::Spanned;
 
 use super::super::cx::Cx;
 use super::super::raw::RawTracing;
@@ -40,9 +39,13 @@ impl Cx<'_> {
         };
         Ok(TracingConfig {
             otlp_endpoint,
-            service_name: raw
-                .service_name
-                .map_or_else(|| "asyncgate".to_owned(), Spanned::into_inner),
+            service_name: match raw.service_name {
+                Some(name) if name.get_ref().trim().is_empty() => {
+                    return Err(self.err(name.span(), "a service name, not empty"))
+                }
+                Some(name) => name.into_inner(),
+                None => "asyncgate".to_owned(),
+            },
             sample_ratio,
         })
     }
@@ -72,7 +75,12 @@ mod tests {
                 },
             );
         }
-        for bad in ["1.5", "-0.1"] {
+        refused(
+            "[tracing]\nservice_name = \" \"\n",
+            "2: tracing.service_name",
+            "not empty",
+        );
+        for bad in ["1.5", "-0.1", "nan"] {
             refused(
                 &format!("[tracing]\nsample_ratio = {bad}\n"),
                 "2: tracing.sample_ratio",
