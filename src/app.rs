@@ -493,13 +493,16 @@ impl App {
                 if rest == OPENAPI {
                     return self.openapi(req.method());
                 }
-                let api = self.api(&req, peer).await?;
-                return job_api::serve(&api, &mut req, &rest, handover).await;
+                return Box::pin(async {
+                    let api = self.api(&req, peer).await?;
+                    job_api::serve(&api, &mut req, &rest, handover).await
+                })
+                .await;
             }
             Destination::Default(upstream, body) => {
                 return self
                     .forward(upstream, true, req, peer, body, handover)
-                    .await
+                    .await;
             }
             Destination::Nowhere => return Err(GatewayError::NoRoute),
             Destination::Unclean => return Err(GatewayError::BadPath),
@@ -515,7 +518,7 @@ impl App {
             })
         };
         match route.config.mode {
-            Mode::Async => submitter(&req).await?.accept(req).await,
+            Mode::Async => Box::pin(async { submitter(&req).await?.accept(req).await }).await,
             Mode::Passthrough => {
                 let body = route.config.request_body();
                 self.forward(&route.upstream, false, req, peer, body, handover)
@@ -526,21 +529,28 @@ impl App {
                 if prefs.respond_async && prefs.wait.is_some() {
                     // OData 4.01: wait up to N seconds, then answer
                     // asynchronously.
-                    submitter(&req)
-                        .await?
-                        .accept_or_answer(req, prefs.wait, true)
-                        .await
+                    Box::pin(async {
+                        submitter(&req)
+                            .await?
+                            .accept_or_answer(req, prefs.wait, true)
+                            .await
+                    })
+                    .await
                 } else if prefs.respond_async {
-                    let mut response = submitter(&req).await?.accept(req).await?;
+                    let mut response =
+                        Box::pin(async { submitter(&req).await?.accept(req).await }).await?;
                     response
                         .headers_mut()
                         .insert(PREFERENCE_APPLIED, RESPOND_ASYNC);
                     Ok(response)
                 } else if route.config.mode == Mode::Auto {
-                    submitter(&req)
-                        .await?
-                        .accept_or_answer(req, prefs.wait, false)
-                        .await
+                    Box::pin(async {
+                        submitter(&req)
+                            .await?
+                            .accept_or_answer(req, prefs.wait, false)
+                            .await
+                    })
+                    .await
                 } else {
                     let body = route.config.request_body();
                     self.forward(&route.upstream, false, req, peer, body, handover)
@@ -577,7 +587,10 @@ impl App {
         };
         let mut span = telemetry::Span::client_of(req.headers_mut(), "proxy");
         let started = std::time::Instant::now();
-        let mut forwarded = proxy::forward(upstream, req, peer, receiving, tunnel).await;
+        // Boxed: each async level keeps its arguments beside its callee's
+        // future, so the exchange's kilobytes would be carried, and copied
+        // as each level starts, by every level above it.
+        let mut forwarded = Box::pin(proxy::forward(upstream, req, peer, receiving, tunnel)).await;
         let took = started.elapsed();
         match &forwarded {
             Ok(response) => span.status(response.status().as_u16()),

@@ -145,24 +145,25 @@ impl Upstream {
         timeout: std::time::Duration,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let started = tokio::time::Instant::now();
-        let dial = self.dialer.dial(req.uri().clone());
-        let answer = tokio::time::timeout(timeout, self.pools.send(req, dial)).await;
+        let uri = req.uri().clone();
+        let dial = || self.dialer.dial(uri);
+        let answer = self.pools.send(req, dial, started + timeout).await;
         self.duration.observe(started.elapsed());
         match answer {
-            Err(_) => Err(UpstreamError::Timeout(timeout)),
+            Err(pool::SendError::TimedOut) => Err(UpstreamError::Timeout(timeout)),
             // Dropped with its connection, which is never pooled again.
-            Ok(Ok(response)) => match broken_framing(response.headers()) {
+            Ok(response) => match broken_framing(response.headers()) {
                 None => Ok(response),
                 Some(why) => Err(UpstreamError::BrokenFraming(why)),
             },
-            Ok(Err(pool::SendError::Connect(e))) => {
+            Err(pool::SendError::Connect(e)) => {
                 #[cfg(feature = "tls")]
                 if let Some(why) = crate::tls::certificate_refused(&*e) {
                     return Err(UpstreamError::Certificate { why, source: e });
                 }
                 Err(UpstreamError::Connect(e))
             }
-            Ok(Err(pool::SendError::Failed(e))) => match BodyError::find_in(&e) {
+            Err(pool::SendError::Failed(e)) => match BodyError::find_in(&e) {
                 Some(BodyError::Idle(after)) => {
                     Err(UpstreamError::ClientBody(BodyError::Idle(*after)))
                 }

@@ -71,7 +71,9 @@ impl Drop for Telemetry {
 /// A span under way, ended when dropped; nothing when spans are not made.
 #[derive(Default)]
 pub(crate) struct Span {
-    span: Option<opentelemetry_sdk::trace::Span>,
+    // Boxed: a request's futures carry two of these, and unboxed they
+    // would carry (and move) 600 bytes when spans are off.
+    span: Option<Box<opentelemetry_sdk::trace::Span>>,
     /// A server span's method, for its name once the route is known.
     method: Option<Method>,
 }
@@ -81,7 +83,7 @@ impl Span {
         Span {
             span: TRACER
                 .get()
-                .map(|tracer| builder.start_with_context(tracer, parent)),
+                .map(|tracer| Box::new(builder.start_with_context(tracer, parent))),
             method: None,
         }
     }

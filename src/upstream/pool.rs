@@ -41,7 +41,10 @@ pub(super) type Io = Box<dyn Stream>;
 /// that does the connection's work whenever it is polled.
 struct Conn {
     send: SendRequest<Body>,
-    driver: Connection<Io, Body>,
+    // Boxed once per connection, so that a request's future and its
+    // response body, which hold a connection, move a pointer and not the
+    // 650 bytes of hyper's connection state.
+    driver: Box<Connection<Io, Body>>,
 }
 
 impl Conn {
@@ -50,7 +53,7 @@ impl Conn {
     /// an earlier exchange, cannot.
     fn ready_now(&mut self) -> bool {
         let mut cx = Context::from_waker(Waker::noop());
-        Pin::new(&mut self.driver).poll(&mut cx).is_pending() && self.send.is_ready()
+        Pin::new(&mut *self.driver).poll(&mut cx).is_pending() && self.send.is_ready()
     }
 }
 
@@ -74,6 +77,8 @@ pub(super) enum SendError {
     /// The exchange broke (hyper's error, which may carry the request
     /// body's own).
     Failed(hyper::Error),
+    /// No response head within the time allowed.
+    TimedOut,
 }
 
 impl Pools {
@@ -117,52 +122,76 @@ impl Pools {
     }
 
     /// Sends `req` on a pooled connection, or on a new one from `dial`,
-    /// and waits for the response head, polling the connection meanwhile.
-    /// A request asking for an upgrade gets a connection of its own, driven
-    /// by a task of its own, since what follows the switch is the tunnel's.
+    /// and waits for the response head until `deadline`, polling the
+    /// connection meanwhile. A request asking for an upgrade gets a
+    /// connection of its own, driven by a task of its own, since what
+    /// follows the switch is the tunnel's.
+    ///
+    /// The deadline is a timer polled beside the exchange rather than a
+    /// `tokio::time::Timeout` around this future, which would be built
+    /// and then moved, a kilobyte each time, on every request.
     pub(super) async fn send<D>(
         self: &Arc<Pools>,
         mut req: Request<Body>,
-        dial: D,
+        dial: impl FnOnce() -> D,
+        deadline: Instant,
     ) -> Result<Response<UpstreamBody>, SendError>
     where
-        D: Future<Output = Result<Io, BoxError>>,
+        D: Future<Output = Result<Io, BoxError>> + Send,
     {
         origin_form(&mut req);
         let upgrade = req.headers().contains_key(UPGRADE);
         let pooled = if upgrade { None } else { self.checkout() };
         let mut conn = match pooled {
             Some(conn) => conn,
-            None => {
-                let io = dial.await.map_err(SendError::Connect)?;
-                let (send, driver) = http1::handshake(io)
-                    .await
-                    .map_err(|e| SendError::Connect(Box::new(e)))?;
-                Conn { send, driver }
-            }
+            // Boxed: a dial and a handshake are kilobytes of future state
+            // that every request would otherwise carry, and move, while
+            // nearly all of them find a pooled connection.
+            None => Box::pin(tokio::time::timeout_at(deadline, connect(dial())))
+                .await
+                .map_err(|_| SendError::TimedOut)??,
         };
         if upgrade {
-            tokio::spawn(conn.driver.with_upgrades());
-            let response = conn.send.send_request(req).await;
-            return response
+            tokio::spawn((*conn.driver).with_upgrades());
+            return tokio::time::timeout_at(deadline, conn.send.send_request(req))
+                .await
+                .map_err(|_| SendError::TimedOut)?
                 .map(|r| r.map(|body| UpstreamBody::new(body, None, Weak::new())))
                 .map_err(SendError::Failed);
         }
         let mut response = std::pin::pin!(conn.send.send_request(req));
+        let mut timer = std::pin::pin!(tokio::time::sleep_until(deadline));
         let mut driving = true;
         let response = std::future::poll_fn(|cx| {
             // Once the connection's future ends (closed, or broken), the
             // response's future has its answer or its error.
-            if driving && Pin::new(&mut conn.driver).poll(cx).is_ready() {
+            if driving && Pin::new(&mut *conn.driver).poll(cx).is_ready() {
                 driving = false;
             }
-            response.as_mut().poll(cx)
+            match response.as_mut().poll(cx) {
+                Poll::Ready(answer) => Poll::Ready(answer.map_err(SendError::Failed)),
+                Poll::Pending if timer.as_mut().poll(cx).is_ready() => {
+                    Poll::Ready(Err(SendError::TimedOut))
+                }
+                Poll::Pending => Poll::Pending,
+            }
         })
-        .await
-        .map_err(SendError::Failed)?;
+        .await?;
         let conn = driving.then_some(conn);
         Ok(response.map(|body| UpstreamBody::new(body, conn, Arc::downgrade(self))))
     }
+}
+
+/// A new connection: dialled, then its HTTP/1.1 handshake.
+async fn connect(dial: impl Future<Output = Result<Io, BoxError>>) -> Result<Conn, SendError> {
+    let io = dial.await.map_err(SendError::Connect)?;
+    let (send, driver) = http1::handshake(io)
+        .await
+        .map_err(|e| SendError::Connect(Box::new(e)))?;
+    Ok(Conn {
+        send,
+        driver: Box::new(driver),
+    })
 }
 
 /// Closes connections idle past the timeout while nothing uses them, for
@@ -243,7 +272,7 @@ impl http_body::Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.project();
         if let Some(conn) = this.conn.as_mut() {
-            if Pin::new(&mut conn.driver).poll(cx).is_ready() {
+            if Pin::new(&mut *conn.driver).poll(cx).is_ready() {
                 // Closed or broken: the body has what there was, or the error.
                 *this.conn = None;
             }
