@@ -22,7 +22,8 @@
 # `max_concurrency = 1` so that every job waits its turn), or a section
 # of its own, appended, when it starts with `[` (`\n` between its lines:
 # `'[tracing]\notlp_endpoint = "http://127.0.0.1:4318"'`). JOBS (default 5000) sets the count. Needs valgrind;
-# everything listens on 127.0.0.1 only.
+# everything listens on 127.0.0.1 only. RUST_LOG (default warn) is the
+# gateway's: RUST_LOG=info counts the request log too.
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
@@ -57,7 +58,7 @@ irs() {
     { print }'
   printf '%s\n' "$section"
   } >"$config"
-  RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p" \
+  RUST_LOG=${RUST_LOG:-warn} valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p" \
     "$bin" --config "$config" 2>>"$WORK/gateway.log" &
   pid=$!
   for _ in $(seq 600); do curl -s -o /dev/null "http://$GATEWAY/" && break; sleep 0.1; done
