@@ -308,11 +308,8 @@ impl App {
     /// How forwarding sees a client connected from `addr`.
     pub(crate) fn peer(&self, addr: SocketAddr, tls: bool) -> Peer {
         let ip = addr.ip().to_canonical();
-        Peer {
-            addr,
-            tls,
-            trusted: self.server.trusted_proxies.iter().any(|n| n.contains(&ip)),
-        }
+        let trusted = self.server.trusted_proxies.iter().any(|n| n.contains(&ip));
+        Peer::new(addr, tls, trusted)
     }
 
     fn destination<'a>(
@@ -343,7 +340,11 @@ impl App {
     /// the host it named (a trusted proxy's `X-Forwarded-Proto`/`-Host`
     /// count), as the Microsoft REST API guidelines want; relative only
     /// when the request names no usable host.
-    async fn api(&self, req: &Request<Incoming>, peer: Peer) -> Result<job_api::Api, GatewayError> {
+    async fn api(
+        &self,
+        req: &Request<Incoming>,
+        peer: &Peer,
+    ) -> Result<job_api::Api, GatewayError> {
         let jobs = match self.jobs.get() {
             Some(jobs) => Arc::clone(jobs),
             // Boxed: only while an upgrade waits for the store, and kept
@@ -428,7 +429,7 @@ impl App {
     pub(crate) async fn handle(
         &self,
         mut req: Request<Incoming>,
-        peer: Peer,
+        peer: &Peer,
         handover: &Handover,
     ) -> Response<Body> {
         let started = std::time::Instant::now();
@@ -484,7 +485,7 @@ impl App {
         &self,
         destination: Destination<'_>,
         mut req: Request<Incoming>,
-        peer: Peer,
+        peer: &Peer,
         handover: &Handover,
     ) -> Result<Response<Body>, GatewayError> {
         let route = match destination {
@@ -568,7 +569,7 @@ impl App {
         upstream: &Upstream,
         advise: bool,
         mut req: Request<Incoming>,
-        peer: Peer,
+        peer: &Peer,
         body: RequestBody,
         handover: &Handover,
     ) -> Result<Response<Body>, GatewayError> {

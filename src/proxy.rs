@@ -42,7 +42,7 @@ pub(crate) struct Tunnel<'a> {
 pub(crate) async fn forward(
     upstream: &Upstream,
     mut req: Request<Incoming>,
-    client: Peer,
+    client: &Peer,
     receiving: Receiving<'_>,
     tunnel: Tunnel<'_>,
 ) -> Result<Response<Body>, UpstreamError> {

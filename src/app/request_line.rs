@@ -37,7 +37,7 @@ impl RequestLine {
     pub(super) fn write(
         self,
         request_id: &HeaderValue,
-        peer: Peer,
+        peer: &Peer,
         route: &str,
         response: &Response<Body>,
         took: Duration,
@@ -45,7 +45,7 @@ impl RequestLine {
         let extensions = response.extensions();
         tracing::info!(
             request_id = request_id.to_str().unwrap_or_default(),
-            remote = %peer.addr,
+            remote = peer.remote(),
             method = %self.method,
             path = self.path,
             route,

@@ -31,7 +31,7 @@ const CALLBACK_URL: HeaderName = HeaderName::from_static("callback-url");
 pub(super) struct Submitter<'a> {
     pub(super) api: Api,
     pub(super) route: &'a Arc<Route>,
-    pub(super) peer: Peer,
+    pub(super) peer: &'a Peer,
     pub(super) body_idle_timeout: Duration,
 }
 

@@ -394,7 +394,7 @@ impl Serving {
         let (stream, tls) = (ClientStream::Plain(stream), false);
         let activity = Activity::new();
         let service = TowerToHyperService::new(AppService {
-            peer: self.app.peer(remote, tls),
+            peer: Arc::new(self.app.peer(remote, tls)),
             app: Arc::clone(&self.app),
             activity: Arc::clone(&activity),
         });
@@ -481,7 +481,7 @@ const FIRST_REQUEST_LOOK: Duration = Duration::from_millis(20);
 #[derive(Clone)]
 pub(crate) struct AppService {
     pub(crate) app: Arc<App>,
-    pub(crate) peer: Peer,
+    pub(crate) peer: Arc<Peer>,
     /// The connection's requests, so it can tell when it is idle.
     pub(crate) activity: Arc<Activity>,
 }
@@ -497,10 +497,10 @@ impl tower::Service<Request<Incoming>> for AppService {
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
         let app = Arc::clone(&self.app);
-        let peer = self.peer;
+        let peer = Arc::clone(&self.peer);
         let request = self.activity.begin();
         Box::pin(async move {
-            let response = app.handle(req, peer, request.handover()).await;
+            let response = app.handle(req, &peer, request.handover()).await;
             Ok(response.map(|body| Tracked::new(body, request)))
         })
     }
