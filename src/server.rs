@@ -373,11 +373,17 @@ impl Worker {
         loop {
             // Waiting for a slot before accepting leaves excess clients in
             // the kernel's backlog instead of costing a file descriptor each.
+            // Stopping is looked at first: once it is set, a connection
+            // waiting in the backlog is the successor's (or the kernel's
+            // to refuse), never accepted here to be cut by the drain.
             let slot = tokio::select! {
-                slot = Arc::clone(&self.slots).acquire_owned() => slot.expect("the connection semaphore is never closed"),
+                biased;
                 () = self.stop.cancelled() => break,
+                slot = Arc::clone(&self.slots).acquire_owned() => slot.expect("the connection semaphore is never closed"),
             };
             let (stream, remote) = tokio::select! {
+                biased;
+                () = self.stop.cancelled() => break,
                 accepted = listener.accept() => match accepted {
                     Ok(conn) => conn,
                     Err(e) => {
@@ -385,7 +391,6 @@ impl Worker {
                         continue;
                     }
                 },
-                () = self.stop.cancelled() => break,
             };
             let serving = Arc::clone(&serving);
             let counted = serving.app.connection_opened();

@@ -265,6 +265,9 @@ async fn a_successor_waiting_too_long_for_the_store_answers_503() {
     old.signal("USR2");
     old.wait_line("the new process serves").await;
     let _new = KillOnDrop(other_pid(&old, old_pid).await);
+    // Until the old process has stopped accepting, a new connection may
+    // still be its own, and it has the store.
+    old.wait_line("stopped accepting; draining").await;
     // A new client: the old one's kept-alive connection is the draining
     // process's, which closes it. Proxying needs no store: answered at once.
     let client = Client::default();
