@@ -518,6 +518,8 @@ impl App {
                 body_idle_timeout: self.server.body_idle_timeout,
             })
         };
+        // The job API's and a submission's futures (0.8-3 KB) are boxed,
+        // so that a proxied request's future does not carry them.
         match route.config.mode {
             Mode::Async => Box::pin(async { submitter(&req).await?.accept(req).await }).await,
             Mode::Passthrough => {
