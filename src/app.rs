@@ -529,28 +529,22 @@ impl App {
             }
             Mode::Prefer | Mode::Auto => {
                 let prefs = Preferences::of(req.headers());
-                if prefs.respond_async && prefs.wait.is_some() {
-                    // OData 4.01: wait up to N seconds, then answer
-                    // asynchronously.
-                    Box::pin(async {
-                        submitter(&req)
-                            .await?
-                            .accept_or_answer(req, prefs.wait, true)
-                            .await
-                    })
-                    .await
-                } else if prefs.respond_async {
+                if prefs.respond_async && prefs.wait.is_none() {
                     let mut response =
                         Box::pin(async { submitter(&req).await?.accept(req).await }).await?;
                     response
                         .headers_mut()
                         .insert(PREFERENCE_APPLIED, RESPOND_ASYNC);
                     Ok(response)
-                } else if route.config.mode == Mode::Auto {
+                } else if prefs.respond_async || route.config.mode == Mode::Auto {
+                    // Asked with `wait` (OData 4.01): up to N seconds, then
+                    // asynchronously. Unasked, on an `auto` route: up to the
+                    // client's `wait` or the route's `sync_wait`.
+                    let asked = prefs.respond_async;
                     Box::pin(async {
                         submitter(&req)
                             .await?
-                            .accept_or_answer(req, prefs.wait, false)
+                            .accept_or_answer(req, prefs.wait, asked)
                             .await
                     })
                     .await
